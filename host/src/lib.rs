@@ -1,0 +1,1 @@
+//! HappyX host library: storage, crypto, PTYs, plugins and the HTTP API.

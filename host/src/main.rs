@@ -1,0 +1,2 @@
+//! The `happyx` binary.
+fn main() {}

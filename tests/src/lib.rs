@@ -1,0 +1,1 @@
+//! Shared harness for the HappyX end-to-end suites.
