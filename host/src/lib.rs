@@ -1,1 +1,19 @@
 //! HappyX host library: storage, crypto, PTYs, plugins and the HTTP API.
+//!
+//! Data flows one way: [`api`] → domain modules ([`auth`], [`approvals`],
+//! [`runs`]) → [`store`] / [`plugins`]. Domain modules never import `api`
+//! except for shared counters; `store` imports nothing from the domain except
+//! plain row types.
+
+pub mod api;
+pub mod approvals;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod datadir;
+pub mod metrics;
+pub mod plugins;
+pub mod runs;
+pub mod server;
+pub mod store;
+pub mod util;

@@ -1,2 +1,25 @@
-//! The `happyx` binary.
-fn main() {}
+//! The `happyx` binary: parses the command line and reports errors at the edge.
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = happyx::cli::Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("happyx: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(happyx::cli::run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // `{:#}` prints the cause chain on one line without a backtrace.
+            eprintln!("happyx: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,59 @@
+//! `GET /v1/events`: page through the audit log.
+
+use axum::Json;
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::extract::{ApiQuery, Caller};
+use super::{ApiError, ApiResult, AppState};
+use crate::auth::Role;
+use crate::store::EventRow;
+
+/// Largest page of events one request returns.
+pub const MAX_EVENTS: i64 = 1000;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    /// Return events with `seq` greater than this (default 0).
+    after: Option<i64>,
+    /// Page size, 1 to 1000 (default 100).
+    limit: Option<i64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct EventPage {
+    events: Vec<EventRow>,
+    /// Pass as `after` for the next page; equal to the request's `after` when empty.
+    next_after: i64,
+}
+
+/// Audit events in sequence order (operator, viewer).
+#[utoipa::path(get, path = "/v1/events", tag = "events", params(EventsQuery),
+    security(("bearer" = [])),
+    responses((status = 200, body = EventPage), (status = 400, body = super::ErrorBody), (status = 401, body = super::ErrorBody), (status = 403, body = super::ErrorBody)))]
+pub async fn list_events(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<EventsQuery>,
+) -> ApiResult<Json<EventPage>> {
+    caller.require(&[Role::Operator, Role::Viewer])?;
+    let after = q.after.unwrap_or(0);
+    if after < 0 {
+        return Err(ApiError::bad_request("invalid_query", "after must be >= 0"));
+    }
+    let limit = match q.limit {
+        None => 100,
+        Some(n) if (1..=MAX_EVENTS).contains(&n) => n,
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!("limit must be between 1 and {MAX_EVENTS}"),
+            ));
+        }
+    };
+    let events = state.store.events_after(after, limit).await?;
+    let next_after = events.last().map(|e| e.seq).unwrap_or(after);
+    Ok(Json(EventPage { events, next_after }))
+}

@@ -1,0 +1,172 @@
+//! Request extractors with typed errors: strict JSON bodies (unknown fields and
+//! wrong types named), query strings, and the bearer-token caller.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+
+use super::AppState;
+use super::error::ApiError;
+use crate::auth::{self, AuthError, Identity, Role};
+
+/// A JSON body parsed strictly: malformed JSON is `400 invalid_json`; a wrong
+/// type, missing or unknown field is `422 invalid_field` naming the field; a
+/// body over the limit is `413 body_too_large`.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if let Some(ct) = req.headers().get(CONTENT_TYPE) {
+            let ok = ct
+                .to_str()
+                .map(|v| {
+                    v.split(';')
+                        .next()
+                        .unwrap_or("")
+                        .trim()
+                        .eq_ignore_ascii_case("application/json")
+                })
+                .unwrap_or(false);
+            if !ok {
+                return Err(ApiError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_media_type",
+                    "request bodies are JSON (Content-Type: application/json)",
+                ));
+            }
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|rej| {
+            if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body_too_large",
+                    "the request body is larger than the host accepts (api.max_body_bytes)",
+                )
+            } else {
+                ApiError::bad_request("invalid_body", "the request body could not be read")
+            }
+        })?;
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+/// Parses `bytes` as `T` with the error mapping of [`ApiJson`].
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    match serde_path_to_error::deserialize::<_, T>(de) {
+        Ok(v) => Ok(v),
+        Err(err) => {
+            let path = err.path().to_string();
+            let inner = err.into_inner();
+            use serde_json::error::Category;
+            match inner.classify() {
+                Category::Syntax | Category::Eof | Category::Io => Err(ApiError::bad_request(
+                    "invalid_json",
+                    format!(
+                        "the body is not valid JSON (line {}, column {})",
+                        inner.line(),
+                        inner.column()
+                    ),
+                )),
+                Category::Data => {
+                    let what = describe_data_error(&inner.to_string());
+                    let field = if path == "." {
+                        String::new()
+                    } else {
+                        format!("`{path}`: ")
+                    };
+                    Err(ApiError::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "invalid_field",
+                        format!("{field}{what}"),
+                    ))
+                }
+            }
+        }
+    }
+}
+
+/// serde's message without the echoed input value (which may be a secret).
+fn describe_data_error(msg: &str) -> String {
+    let msg = msg.split(" at line ").next().unwrap_or(msg);
+    if let Some(rest) = msg.strip_prefix("invalid type: ")
+        && let Some((_, expected)) = rest.split_once(", expected ")
+    {
+        return format!("wrong type, expected {expected}");
+    }
+    if let Some(rest) = msg.strip_prefix("invalid value: ")
+        && let Some((_, expected)) = rest.split_once(", expected ")
+    {
+        return format!("invalid value, expected {expected}");
+    }
+    if let Some(rest) = msg.strip_prefix("unknown variant ")
+        && let Some((_, expected)) = rest.split_once(", expected ")
+    {
+        return format!("unknown value, expected {expected}");
+    }
+    msg.to_string()
+}
+
+/// A query string parsed into `T`; errors are `400 invalid_query`.
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let q = parts.uri.query().unwrap_or("");
+        serde_urlencoded::from_str::<T>(q)
+            .map(ApiQuery)
+            .map_err(|e| {
+                ApiError::bad_request(
+                    "invalid_query",
+                    format!("bad query string: {}", describe_data_error(&e.to_string())),
+                )
+            })
+    }
+}
+
+/// The authenticated caller of a `/v1` route.
+pub struct Caller(pub Identity);
+
+impl Caller {
+    pub fn require(&self, roles: &[Role]) -> Result<(), ApiError> {
+        if roles.contains(&self.0.role) {
+            Ok(())
+        } else {
+            Err(AuthError::Forbidden.into())
+        }
+    }
+
+    pub fn is(&self, role: Role) -> bool {
+        self.0.role == role
+    }
+
+    pub fn actor(&self) -> String {
+        self.0.actor()
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let presented = parts
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .ok_or(AuthError::Unauthenticated)?;
+        let who = auth::authenticate(&state.store, presented).await?;
+        Ok(Caller(who))
+    }
+}

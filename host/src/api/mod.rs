@@ -1,0 +1,188 @@
+//! The HTTP API: axum routers, one file per resource. Every route is declared
+//! through `utoipa_axum::routes!`, so the OpenAPI document served at
+//! `/v1/openapi.json` is generated from the same list that builds the router.
+
+mod approvals;
+mod error;
+mod events;
+mod extract;
+mod health;
+mod metrics;
+mod permissions;
+mod runs;
+mod sessions;
+mod tasks;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub use error::{ApiError, ApiResult, ErrorBody};
+pub use extract::parse_json;
+pub use metrics::Metrics;
+
+use crate::config::Config;
+use crate::runs::Runner;
+use crate::store::Store;
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub config: Arc<Config>,
+    pub metrics: Arc<Metrics>,
+    pub runner: Runner,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "HappyX host API",
+        description = "Private API under /v1 (Authorization: Bearer <token>); public allowlisted views under /public. \
+                       Every error body is {\"code\",\"message\"}."
+    ),
+    modifiers(&BearerAuth),
+    components(schemas(ErrorBody))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        if let Some(c) = openapi.components.as_mut() {
+            c.add_security_scheme(
+                "bearer",
+                SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            );
+        }
+    }
+}
+
+/// Builds the router and the OpenAPI document from one list of routes.
+pub fn router_and_doc(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
+    let (router, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::openapi_json))
+        .routes(routes!(metrics::metrics))
+        .routes(routes!(events::list_events))
+        .routes(routes!(tasks::create_task, tasks::list_tasks))
+        .routes(routes!(tasks::get_task, tasks::update_task))
+        .routes(routes!(sessions::create_session, sessions::list_sessions))
+        .routes(routes!(sessions::get_session, sessions::update_session))
+        .routes(routes!(
+            permissions::create_permission,
+            permissions::list_permissions
+        ))
+        .routes(routes!(
+            permissions::get_permission,
+            permissions::update_permission
+        ))
+        .routes(routes!(runs::create_run, runs::list_runs))
+        .routes(routes!(runs::get_run))
+        .routes(routes!(runs::get_run_output))
+        .routes(routes!(runs::list_recipes))
+        .routes(routes!(approvals::list_approvals))
+        .routes(routes!(approvals::approve))
+        .routes(routes!(approvals::deny))
+        .split_for_parts();
+    let doc_json = Arc::new(doc.clone());
+    let max_body = state.config.api.max_body_bytes;
+    let metrics = state.metrics.clone();
+    let router = router
+        .fallback(fallback)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::Extension(doc_json))
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn_with_state(
+            metrics,
+            metrics::count,
+        ))
+        .with_state(state);
+    (router, doc)
+}
+
+async fn fallback() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method",
+    )
+}
+
+/// Paging parameters shared by listings.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    /// Return items after this id (the `next` of the previous page).
+    pub after: Option<String>,
+    /// Page size, 1 to 500 (default 50).
+    pub limit: Option<i64>,
+}
+
+pub const MAX_PAGE: i64 = 500;
+
+impl PageQuery {
+    pub fn limit(&self) -> Result<i64, ApiError> {
+        match self.limit {
+            None => Ok(50),
+            Some(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
+            Some(_) => Err(ApiError::bad_request(
+                "invalid_query",
+                format!("limit must be between 1 and {MAX_PAGE}"),
+            )),
+        }
+    }
+
+    pub fn after(&self) -> Result<Option<&str>, ApiError> {
+        match self.after.as_deref() {
+            Some(a) if !crate::util::is_valid_id(a) => Err(ApiError::bad_request(
+                "invalid_query",
+                "after is not a valid id",
+            )),
+            other => Ok(other),
+        }
+    }
+}
+
+/// Validates a path id; ids outside our shape cannot exist.
+pub fn path_id<'a>(id: &'a str, what: &str) -> Result<&'a str, ApiError> {
+    if crate::util::is_valid_id(id) {
+        Ok(id)
+    } else {
+        Err(ApiError::not_found(what))
+    }
+}
+
+/// Checks a free-text field's length (in characters).
+pub fn check_text(field: &str, value: &str, min: usize, max: usize) -> Result<(), ApiError> {
+    let n = value.chars().count();
+    if n < min || n > max {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            format!("`{field}`: length must be between {min} and {max} characters"),
+        ));
+    }
+    if value
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            format!("`{field}`: control characters are not allowed"),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,365 @@
+//! `/v1/runs` and `/v1/recipes`: run a curated recipe, with the one-time
+//! approval flow for high-risk ones.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::extract::{ApiJson, ApiQuery, Caller};
+use super::{ApiError, ApiResult, AppState, ErrorBody, PageQuery, path_id};
+use crate::approvals::{Action, ActionKind, action_hash};
+use crate::auth::{self, Role, Secret};
+use crate::plugins::{Recipe, RenderError, Risk};
+use crate::store::{ApprovalUse, NewApproval, Run, StoreError, UseOutcome};
+use crate::util::{new_id, now_ms};
+
+/// Longest `Idempotency-Key` accepted.
+const MAX_IDEMPOTENCY_KEY: usize = 128;
+/// Most arguments one run takes, and the longest value.
+const MAX_ARGS: usize = 32;
+const MAX_ARG_BYTES: usize = 16 * 1024;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewRun {
+    /// Recipe name from `GET /v1/recipes`.
+    recipe: String,
+    /// Recipe arguments (string values).
+    #[serde(default)]
+    args: BTreeMap<String, String>,
+    session_id: Option<String>,
+    /// The one-time token from an `approval_required` answer, once approved.
+    approval_token: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RunList {
+    items: Vec<Run>,
+    next: Option<String>,
+}
+
+/// Body of `403 approval_required`.
+#[derive(Serialize, ToSchema)]
+pub struct ApprovalRequired {
+    code: String,
+    message: String,
+    approval_id: String,
+    /// Returned once; present it with the same request after an operator approves.
+    approval_token: String,
+    expires_at: i64,
+}
+
+fn render_error(e: RenderError) -> ApiError {
+    let status = match e {
+        RenderError::Plugin(_) => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::UNPROCESSABLE_ENTITY,
+    };
+    ApiError::new(status, e.code(), e.to_string())
+}
+
+pub fn approval_invalid() -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "approval_invalid",
+        "the approval token is not valid for this action",
+    )
+}
+
+fn visible(caller: &Caller, r: &Run) -> bool {
+    !caller.is(Role::Agent) || r.requested_by == caller.actor()
+}
+
+/// Start a run (operator, agent). Low and medium risk start at once; high risk
+/// answers `403 approval_required` with a one-time token, usable once after an
+/// operator approves. `Idempotency-Key` makes retries return the same run.
+#[utoipa::path(post, path = "/v1/runs", tag = "runs", request_body = NewRun, security(("bearer" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Client key (1–128 visible ASCII chars); a retry with the same key and action returns the same run")),
+    responses((status = 201, body = Run), (status = 403, description = "approval_required (with approval_id, approval_token), approval_pending, approval_invalid, forbidden", body = ApprovalRequired),
+               (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)))]
+pub async fn create_run(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<NewRun>,
+) -> ApiResult<impl IntoResponse> {
+    caller.require(&[Role::Operator, Role::Agent])?;
+    let idem = idempotency_key(&headers)?;
+    if body.args.len() > MAX_ARGS
+        || body
+            .args
+            .iter()
+            .any(|(k, v)| k.len() > 64 || v.len() > MAX_ARG_BYTES)
+    {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            format!(
+                "`args`: at most {MAX_ARGS} arguments, names up to 64 bytes, values up to {MAX_ARG_BYTES} bytes"
+            ),
+        ));
+    }
+    if let Some(sid) = &body.session_id {
+        let ok = match state.store.session(path_id(sid, "session")?).await? {
+            Some(s) => !caller.is(Role::Agent) || s.created_by == caller.actor(),
+            None => false,
+        };
+        if !ok {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_field",
+                "`session_id`: no such session",
+            ));
+        }
+    }
+    let rendered = state
+        .runner
+        .plugins()
+        .render(&body.recipe, &body.args)
+        .await
+        .map_err(render_error)?;
+    let floor = state
+        .config
+        .runs
+        .risk_floor
+        .get(&body.recipe)
+        .map(|r| match r.as_str() {
+            "high" => Risk::High,
+            "medium" => Risk::Medium,
+            _ => Risk::Low,
+        })
+        .unwrap_or(Risk::Low);
+    let risk = rendered.risk.max(floor);
+    let hash = action_hash(&Action {
+        kind: ActionKind::Run,
+        recipe: &body.recipe,
+        args: body
+            .args
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect(),
+        program: &rendered.program,
+        argv: &rendered.args,
+        plugin_hash: &rendered.plugin_hash,
+        session_id: body.session_id.as_deref(),
+        target: None,
+    });
+    let requester = caller.actor();
+    if let Some(key) = idem.as_deref()
+        && let Some((run, prior_hash)) = state.store.run_by_idempotency_key(&requester, key).await?
+    {
+        if prior_hash != hash {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "idempotency_conflict",
+                "this Idempotency-Key was used for a different action",
+            ));
+        }
+        return Ok((StatusCode::CREATED, Json(run)).into_response());
+    }
+    let now = now_ms();
+    let run = Run {
+        id: new_id(),
+        recipe: body.recipe.clone(),
+        risk: risk.as_str().into(),
+        status: "queued".into(),
+        exit_code: None,
+        session_id: body.session_id.clone(),
+        requested_by: requester.clone(),
+        approval_id: None,
+        stdout_bytes: 0,
+        stderr_bytes: 0,
+        findings: 0,
+        unredacted_chunks: 0,
+        truncated: false,
+        created_at: now,
+        started_at: None,
+        finished_at: None,
+        updated_at: now,
+    };
+    let run = if let Some(token) = body.approval_token.as_deref() {
+        // A presented token is always checked, whatever the risk: a token for
+        // another action is refused and nothing is written.
+        let use_ = ApprovalUse {
+            token_hash: &Secret::presented(token).hash(),
+            kind: ActionKind::Run.as_str(),
+            action_hash: &hash,
+            run: &run,
+            idempotency_key: idem.as_deref(),
+        };
+        match state.store.use_approval(&use_).await {
+            Ok(UseOutcome::Used(run)) => *run,
+            Ok(UseOutcome::Pending) => {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "approval_pending",
+                    "an operator has not decided this approval yet",
+                ));
+            }
+            Ok(UseOutcome::Invalid) => return Err(approval_invalid()),
+            Err(e) if e.is_unique_violation() => return Err(approval_invalid()),
+            Err(e) => return Err(e.into()),
+        }
+    } else if risk == Risk::High {
+        let (_, token) = auth::mint();
+        let ttl = state.config.approvals.ttl_ms as i64;
+        let approval = NewApproval {
+            id: new_id(),
+            kind: ActionKind::Run.as_str().into(),
+            action_hash: hash.clone(),
+            action: serde_json::json!({
+                "recipe": body.recipe,
+                "args": body.args,
+                "session_id": body.session_id,
+                "command": { "program": rendered.program, "args": rendered.args },
+                "risk": risk.as_str(),
+                "plugin_hash": rendered.plugin_hash,
+            }),
+            token_hash: token.hash(),
+            requester: requester.clone(),
+            expires_at: now + ttl,
+            max_pending: i64::from(state.config.approvals.max_pending_per_requester),
+        };
+        return match state.store.create_approval(&approval).await {
+            Ok(a) => {
+                let body = ApprovalRequired {
+                    code: "approval_required".into(),
+                    message: "this action is high risk: an operator must approve it; then repeat the request with approval_token".into(),
+                    approval_id: a.id,
+                    approval_token: token.expose().to_string(),
+                    expires_at: a.expires_at,
+                };
+                Ok((StatusCode::FORBIDDEN, Json(body)).into_response())
+            }
+            Err(StoreError::Conflict("too_many_pending")) => Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_pending_approvals",
+                "this identity has too many pending approvals; wait for decisions or let them expire",
+            )),
+            Err(e) => Err(e.into()),
+        };
+    } else {
+        match state.store.create_run(&run, idem.as_deref(), &hash).await {
+            Ok(()) => run,
+            Err(StoreError::Conflict("idempotency_key")) => {
+                // A concurrent request with the same key won the race.
+                let prior = state
+                    .store
+                    .run_by_idempotency_key(&requester, idem.as_deref().unwrap_or(""))
+                    .await?;
+                return match prior {
+                    Some((r, h)) if h == hash => Ok((StatusCode::CREATED, Json(r)).into_response()),
+                    _ => Err(ApiError::new(
+                        StatusCode::CONFLICT,
+                        "idempotency_conflict",
+                        "this Idempotency-Key was used for a different action",
+                    )),
+                };
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    state.runner.start(run.id.clone(), rendered);
+    Ok((StatusCode::CREATED, Json(run)).into_response())
+}
+
+fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let s = v.to_str().ok().filter(|s| {
+        !s.is_empty() && s.len() <= MAX_IDEMPOTENCY_KEY && s.bytes().all(|b| b.is_ascii_graphic())
+    });
+    match s {
+        Some(s) => Ok(Some(s.to_string())),
+        None => Err(ApiError::bad_request(
+            "invalid_idempotency_key",
+            format!("Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"),
+        )),
+    }
+}
+
+/// List runs (agents: their own).
+#[utoipa::path(get, path = "/v1/runs", tag = "runs", params(PageQuery), security(("bearer" = [])),
+    responses((status = 200, body = RunList), (status = 401, body = ErrorBody)))]
+pub async fn list_runs(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> ApiResult<Json<RunList>> {
+    let actor = caller.actor();
+    let owner = caller.is(Role::Agent).then_some(actor.as_str());
+    let page = state.store.runs(owner, q.after()?, q.limit()?).await?;
+    Ok(Json(RunList {
+        items: page.items,
+        next: page.next,
+    }))
+}
+
+/// Public-safe run metadata: status, exit code, byte counts, timings.
+#[utoipa::path(get, path = "/v1/runs/{id}", tag = "runs", params(("id" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, body = Run), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn get_run(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Run>> {
+    let id = path_id(&id, "run")?;
+    match state.store.run(id).await? {
+        Some(r) if visible(&caller, &r) => Ok(Json(r)),
+        _ => Err(ApiError::not_found("run")),
+    }
+}
+
+/// The redacted output as text (operator). Chunks the redactor could not
+/// process are withheld and replaced by a marker line.
+#[utoipa::path(get, path = "/v1/runs/{id}/output", tag = "runs", params(("id" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, description = "redacted output", content_type = "text/plain"), (status = 401, body = ErrorBody),
+               (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn get_run_output(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    caller.require(&[Role::Operator])?;
+    let id = path_id(&id, "run")?;
+    if state.store.run(id).await?.is_none() {
+        return Err(ApiError::not_found("run"));
+    }
+    let mut out = Vec::new();
+    for c in state.store.run_output(id).await? {
+        match c.redacted {
+            Some(r) => out.extend_from_slice(&r),
+            None => out.extend_from_slice(
+                format!(
+                    "\n[withheld: {} bytes of {} could not be redacted]\n",
+                    c.data.len(),
+                    c.stream
+                )
+                .as_bytes(),
+            ),
+        }
+    }
+    Ok(([(CONTENT_TYPE, "text/plain; charset=utf-8")], out))
+}
+
+/// The recipes the recipe plugin offers.
+#[utoipa::path(get, path = "/v1/recipes", tag = "runs", security(("bearer" = [])),
+    responses((status = 200, description = "[{name, description, risk, params}]"), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn list_recipes(
+    State(state): State<AppState>,
+    _caller: Caller,
+) -> ApiResult<Json<Vec<Recipe>>> {
+    state
+        .runner
+        .plugins()
+        .catalog()
+        .await
+        .map(Json)
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.code(), e.to_string()))
+}

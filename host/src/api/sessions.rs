@@ -1,0 +1,161 @@
+//! `/v1/sessions`: agent or terminal conversations.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::extract::{ApiJson, ApiQuery, Caller};
+use super::{ApiError, ApiResult, AppState, ErrorBody, PageQuery, check_text, path_id};
+use crate::auth::Role;
+use crate::store::{Owner, Session};
+use crate::util::{new_id, now_ms};
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewSession {
+    /// 1 to 200 characters.
+    name: String,
+    /// `agent` (default) or `terminal`. Encrypted sessions are opened by devices.
+    #[serde(default)]
+    kind: SessionKind,
+    /// The task this session works on.
+    task_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionKind {
+    #[default]
+    Agent,
+    Terminal,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SessionUpdate {
+    status: SessionStatus,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionStatus {
+    Open,
+    Closed,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SessionList {
+    items: Vec<Session>,
+    next: Option<String>,
+}
+
+fn visible(caller: &Caller, s: &Session) -> bool {
+    !caller.is(Role::Agent) || s.created_by == caller.actor()
+}
+
+/// Create a session (operator, agent).
+#[utoipa::path(post, path = "/v1/sessions", tag = "sessions", request_body = NewSession, security(("bearer" = [])),
+    responses((status = 201, body = Session), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+               (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn create_session(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<NewSession>,
+) -> ApiResult<(StatusCode, Json<Session>)> {
+    caller.require(&[Role::Operator, Role::Agent])?;
+    check_text("name", &body.name, 1, 200)?;
+    if let Some(task_id) = &body.task_id {
+        let visible_task = match state.store.task(path_id(task_id, "task")?).await? {
+            Some(t) => !caller.is(Role::Agent) || t.created_by == caller.actor(),
+            None => false,
+        };
+        if !visible_task {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_field",
+                "`task_id`: no such task",
+            ));
+        }
+    }
+    let now = now_ms();
+    let session = Session {
+        id: new_id(),
+        name: body.name,
+        kind: match body.kind {
+            SessionKind::Agent => "agent",
+            SessionKind::Terminal => "terminal",
+        }
+        .into(),
+        status: "open".into(),
+        task_id: body.task_id,
+        epoch: 0,
+        created_by: caller.actor(),
+        created_at: now,
+        updated_at: now,
+    };
+    state.store.create_session(&session).await?;
+    Ok((StatusCode::CREATED, Json(session)))
+}
+
+/// List sessions (agents: their own).
+#[utoipa::path(get, path = "/v1/sessions", tag = "sessions", params(PageQuery), security(("bearer" = [])),
+    responses((status = 200, body = SessionList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub async fn list_sessions(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> ApiResult<Json<SessionList>> {
+    let actor = caller.actor();
+    let owner = Owner(caller.is(Role::Agent).then_some(actor.as_str()));
+    let page = state.store.sessions(owner, q.after()?, q.limit()?).await?;
+    Ok(Json(SessionList {
+        items: page.items,
+        next: page.next,
+    }))
+}
+
+/// One session.
+#[utoipa::path(get, path = "/v1/sessions/{id}", tag = "sessions", params(("id" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, body = Session), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn get_session(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Session>> {
+    let id = path_id(&id, "session")?;
+    match state.store.session(id).await? {
+        Some(s) if visible(&caller, &s) => Ok(Json(s)),
+        _ => Err(ApiError::not_found("session")),
+    }
+}
+
+/// Open or close a session (operator; an agent on its own).
+#[utoipa::path(patch, path = "/v1/sessions/{id}", tag = "sessions", params(("id" = String, Path)),
+    request_body = SessionUpdate, security(("bearer" = [])),
+    responses((status = 200, body = Session), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+               (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn update_session(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<SessionUpdate>,
+) -> ApiResult<Json<Session>> {
+    caller.require(&[Role::Operator, Role::Agent])?;
+    let id = path_id(&id, "session")?;
+    match state.store.session(id).await? {
+        Some(s) if visible(&caller, &s) => {}
+        _ => return Err(ApiError::not_found("session")),
+    }
+    let status = match body.status {
+        SessionStatus::Open => "open",
+        SessionStatus::Closed => "closed",
+    };
+    Ok(Json(
+        state
+            .store
+            .set_session_status(id, status, &caller.actor())
+            .await?,
+    ))
+}

@@ -1,0 +1,143 @@
+//! `/v1/tasks`: work an agent is asked to do.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::extract::{ApiJson, ApiQuery, Caller};
+use super::{ApiError, ApiResult, AppState, ErrorBody, PageQuery, check_text, path_id};
+use crate::auth::Role;
+use crate::store::{Owner, Task};
+use crate::util::{new_id, now_ms};
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewTask {
+    /// 1 to 500 characters.
+    title: String,
+    /// Up to 10000 characters.
+    #[serde(default)]
+    description: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskUpdate {
+    status: TaskStatus,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskStatus {
+    Open,
+    InProgress,
+    Done,
+    Cancelled,
+}
+
+impl TaskStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::InProgress => "in_progress",
+            Self::Done => "done",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TaskList {
+    items: Vec<Task>,
+    /// Cursor for the next page (`after`), absent on the last page.
+    next: Option<String>,
+}
+
+/// Agents see only their own tasks.
+fn visible(caller: &Caller, t: &Task) -> bool {
+    !caller.is(Role::Agent) || t.created_by == caller.actor()
+}
+
+/// Create a task (operator, agent).
+#[utoipa::path(post, path = "/v1/tasks", tag = "tasks", request_body = NewTask, security(("bearer" = [])),
+    responses((status = 201, body = Task), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+               (status = 403, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn create_task(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<NewTask>,
+) -> ApiResult<(StatusCode, Json<Task>)> {
+    caller.require(&[Role::Operator, Role::Agent])?;
+    check_text("title", &body.title, 1, 500)?;
+    check_text("description", &body.description, 0, 10_000)?;
+    let now = now_ms();
+    let task = Task {
+        id: new_id(),
+        title: body.title,
+        description: body.description,
+        status: "open".into(),
+        created_by: caller.actor(),
+        created_at: now,
+        updated_at: now,
+    };
+    state.store.create_task(&task).await?;
+    Ok((StatusCode::CREATED, Json(task)))
+}
+
+/// List tasks by id order (agents: their own).
+#[utoipa::path(get, path = "/v1/tasks", tag = "tasks", params(PageQuery), security(("bearer" = [])),
+    responses((status = 200, body = TaskList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub async fn list_tasks(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> ApiResult<Json<TaskList>> {
+    let actor = caller.actor();
+    let owner = Owner(caller.is(Role::Agent).then_some(actor.as_str()));
+    let page = state.store.tasks(owner, q.after()?, q.limit()?).await?;
+    Ok(Json(TaskList {
+        items: page.items,
+        next: page.next,
+    }))
+}
+
+/// One task.
+#[utoipa::path(get, path = "/v1/tasks/{id}", tag = "tasks", params(("id" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, body = Task), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn get_task(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Task>> {
+    let id = path_id(&id, "task")?;
+    match state.store.task(id).await? {
+        Some(t) if visible(&caller, &t) => Ok(Json(t)),
+        _ => Err(ApiError::not_found("task")),
+    }
+}
+
+/// Change a task's status (operator; an agent on its own tasks).
+#[utoipa::path(patch, path = "/v1/tasks/{id}", tag = "tasks", params(("id" = String, Path)), request_body = TaskUpdate,
+    security(("bearer" = [])),
+    responses((status = 200, body = Task), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+               (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn update_task(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<TaskUpdate>,
+) -> ApiResult<Json<Task>> {
+    caller.require(&[Role::Operator, Role::Agent])?;
+    let id = path_id(&id, "task")?;
+    match state.store.task(id).await? {
+        Some(t) if visible(&caller, &t) => {}
+        _ => return Err(ApiError::not_found("task")),
+    }
+    let t = state
+        .store
+        .set_task_status(id, body.status.as_str(), &caller.actor())
+        .await?;
+    Ok(Json(t))
+}

@@ -1,0 +1,173 @@
+//! The `happyx` command line. Results go to stdout (one value, or one JSON
+//! object, per line); logs and progress go to stderr.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+
+use crate::auth::{self, Role};
+use crate::config::{Config, LogFormat, Overrides};
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "happyx",
+    version,
+    about = "Self-hosted server for operating remote AI coding agents and terminals"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the host.
+    Serve(ServeArgs),
+    /// Create, list and revoke bearer tokens (works while the server runs).
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// TOML configuration file (see examples/happyx.toml).
+    #[arg(long, env = "HAPPYX_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Data directory (default ./happyx-data).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Address to listen on (default 127.0.0.1:7878).
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Args)]
+pub struct DataDirArg {
+    /// Data directory of the host.
+    #[arg(long)]
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Print one new bearer token on stdout.
+    Create {
+        #[command(flatten)]
+        dir: DataDirArg,
+        /// operator, agent or viewer.
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+        /// A name to recognise the token by.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// One JSON object per token (never the secret).
+    List {
+        #[command(flatten)]
+        dir: DataDirArg,
+    },
+    /// Revoke a token by id.
+    Revoke {
+        #[command(flatten)]
+        dir: DataDirArg,
+        /// The token id (the 12 characters after `hpx_`).
+        id: String,
+    },
+}
+
+fn parse_role(s: &str) -> Result<Role, String> {
+    Role::parse(s).ok_or_else(|| format!("`{s}` is not a role (operator, agent, viewer)"))
+}
+
+/// Sets up `tracing` to stderr. `HAPPYX_LOG` overrides the configured filter.
+pub fn init_logging(filter: &str, format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = std::env::var("HAPPYX_LOG")
+        .ok()
+        .unwrap_or_else(|| filter.to_string());
+    let env_filter = EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(env_filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// Opens the store of a data dir for an operator command (no serve lock).
+async fn open_store(data_dir: &std::path::Path) -> Result<Store> {
+    let dir = crate::datadir::ensure(data_dir)?;
+    let cfg = Config::load(None, &Overrides::default())?;
+    Store::open(&dir, &cfg.storage)
+        .await
+        .with_context(|| format!("cannot open the database in {}", dir.display()))
+}
+
+pub async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Serve(a) => {
+            let overrides = Overrides {
+                data_dir: a.data_dir,
+                listen: a.listen,
+            };
+            let cfg = Config::load(a.config.as_deref(), &overrides)?;
+            init_logging(&cfg.log.filter, cfg.log.format);
+            crate::server::serve(cfg).await
+        }
+        Command::Token(t) => {
+            init_logging("warn", LogFormat::Text);
+            token(t).await
+        }
+    }
+}
+
+async fn token(cmd: TokenCommand) -> Result<()> {
+    match cmd {
+        TokenCommand::Create { dir, role, name } => {
+            if let Some(n) = &name
+                && (n.is_empty() || n.len() > 100 || n.chars().any(char::is_control))
+            {
+                bail!("--name must be 1 to 100 printable characters");
+            }
+            let store = open_store(&dir.data_dir).await?;
+            let (secret, _row) = auth::create_token(&store, role, name, "cli").await?;
+            println!("{}", secret.expose());
+            store.close().await;
+        }
+        TokenCommand::List { dir } => {
+            let store = open_store(&dir.data_dir).await?;
+            for t in store.tokens().await? {
+                println!(
+                    "{}",
+                    json!({ "id": t.id, "name": t.name, "role": t.role, "created_at": t.created_at, "revoked_at": t.revoked_at })
+                );
+            }
+            store.close().await;
+        }
+        TokenCommand::Revoke { dir, id } => {
+            let store = open_store(&dir.data_dir).await?;
+            let id = id
+                .strip_prefix(auth::TOKEN_PREFIX)
+                .map(|s| s.split('_').next().unwrap_or(s))
+                .unwrap_or(&id)
+                .to_string();
+            match store.revoke_token(&id, "cli").await {
+                Ok(true) => println!("{id}"),
+                Ok(false) => {
+                    eprintln!("token {id} was already revoked");
+                    println!("{id}");
+                }
+                Err(StoreError::NotFound) => bail!("no token with id {id}"),
+                Err(e) => return Err(e.into()),
+            }
+            store.close().await;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,412 @@
+//! Host configuration: a TOML file, then `HAPPYX_*` environment overrides, then
+//! command-line flags, in that order of precedence. Every key is documented in
+//! `examples/happyx.toml`; unknown or mistyped keys are refused with the key named.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::plugins::config::PluginsConfig;
+
+/// Environment variables with the `HAPPYX_` prefix that are not configuration keys.
+const NON_CONFIG_ENV: &[&str] = &["HAPPYX_LOG", "HAPPYX_CONFIG"];
+
+/// A configuration problem, named precisely enough to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl ConfigError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Read { .. } => "config_unreadable",
+            Self::Invalid(_) => "config_invalid",
+        }
+    }
+}
+
+/// `synchronous` pragma for the SQLite database.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    /// Every commit is fsynced: an acknowledged write survives power loss.
+    Full,
+    /// WAL commits are fsynced at checkpoints: an acknowledged write survives a
+    /// process crash (kill -9) but the last commits may be lost on power loss.
+    Normal,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the database, the lock file and the plugin compile cache live.
+    pub data_dir: PathBuf,
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    pub log: LogConfig,
+    pub tls: TlsConfig,
+    pub api: ApiConfig,
+    pub storage: StorageConfig,
+    pub runs: RunsConfig,
+    pub approvals: ApprovalsConfig,
+    pub public: PublicConfig,
+    pub retention: RetentionConfig,
+    pub envelopes: EnvelopesConfig,
+    pub plugins: PluginsConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./happyx-data"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 7878)),
+            log: LogConfig::default(),
+            tls: TlsConfig::default(),
+            api: ApiConfig::default(),
+            storage: StorageConfig::default(),
+            runs: RunsConfig::default(),
+            approvals: ApprovalsConfig::default(),
+            public: PublicConfig::default(),
+            retention: RetentionConfig::default(),
+            envelopes: EnvelopesConfig::default(),
+            plugins: PluginsConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A `tracing` filter such as `info` or `happyx=debug,info`. `HAPPYX_LOG` overrides it.
+    pub filter: String,
+    /// `text` or `json`.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            filter: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain. TLS is on when both `cert` and `key` are set.
+    pub cert: Option<PathBuf>,
+    /// PEM private key.
+    pub key: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// How long in-flight requests may take to finish after SIGINT/SIGTERM.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 256 * 1024,
+            shutdown_grace_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// `full` (default) or `normal`; see `examples/happyx.toml`.
+    pub synchronous: Synchronous,
+    /// How long a writer waits for another process's write lock.
+    pub busy_timeout_ms: u64,
+    /// Read connections in the pool (writes go through one connection).
+    pub read_connections: u32,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            synchronous: Synchronous::Full,
+            busy_timeout_ms: 10_000,
+            read_connections: 8,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunsConfig {
+    /// Unprivileged user children run as when the host runs as root.
+    pub run_as: String,
+    /// Workspace roots children may run in; the first is the default.
+    pub workspaces: Vec<PathBuf>,
+    /// Timeout for a run whose recipe names none.
+    pub default_timeout_ms: u64,
+    /// Output beyond this many bytes per run is not kept (the run is marked truncated).
+    pub max_output_bytes: u64,
+    /// Runs executing at once; further runs wait in `queued`.
+    pub max_concurrent: usize,
+    /// Minimum risk per recipe, e.g. `{ echo = "medium" }`.
+    pub risk_floor: BTreeMap<String, String>,
+}
+
+impl Default for RunsConfig {
+    fn default() -> Self {
+        Self {
+            run_as: "nobody".into(),
+            workspaces: vec![PathBuf::from("./happyx-workspace")],
+            default_timeout_ms: 60_000,
+            max_output_bytes: 16 * 1024 * 1024,
+            max_concurrent: 8,
+            risk_floor: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApprovalsConfig {
+    /// How long an approval (pending or approved) stays usable.
+    pub ttl_ms: u64,
+    /// Pending approvals one identity may have at once.
+    pub max_pending_per_requester: u32,
+    /// Let the identity that requested an approval decide it (one-person installs).
+    pub allow_self_approval: bool,
+}
+
+impl Default for ApprovalsConfig {
+    fn default() -> Self {
+        Self {
+            ttl_ms: 60 * 60 * 1000,
+            max_pending_per_requester: 16,
+            allow_self_approval: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PublicConfig {
+    /// Serve `/public/runs`.
+    pub runs: bool,
+    /// Serve `/public/sessions/{id}`.
+    pub sessions: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// How often `serve` runs the pruner; 0 disables the schedule.
+    pub interval_ms: u64,
+    /// Items per plugin call and per delete transaction.
+    pub batch: u32,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            interval_ms: 60 * 60 * 1000,
+            batch: 500,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnvelopesConfig {
+    /// Accepted distance between an envelope's `createdAt` and the host clock.
+    pub window_ms: u64,
+}
+
+impl Default for EnvelopesConfig {
+    fn default() -> Self {
+        Self { window_ms: 300_000 }
+    }
+}
+
+/// Flags that override the file and the environment.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<SocketAddr>,
+}
+
+#[derive(Serialize)]
+struct OverrideValues {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    listen: Option<SocketAddr>,
+}
+
+impl Config {
+    /// Loads the configuration: defaults < `file` < `HAPPYX_*` environment < flags.
+    ///
+    /// Nested keys are reached in the environment with `__`, e.g.
+    /// `HAPPYX_STORAGE__SYNCHRONOUS=normal`.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            // Read it ourselves so an unreadable file is an error, not a silent default.
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            fig = fig.merge(Toml::string(&text));
+        }
+        let env = Env::prefixed("HAPPYX_").split("__").filter(|k| {
+            !NON_CONFIG_ENV
+                .iter()
+                .any(|n| n[7..].eq_ignore_ascii_case(k.as_str()))
+        });
+        fig = fig.merge(env);
+        fig = fig.merge(Serialized::defaults(OverrideValues {
+            data_dir: overrides.data_dir.clone(),
+            listen: overrides.listen,
+        }));
+        let cfg: Config = fig.extract().map_err(|e| {
+            let source = file.map(|p| p.display().to_string());
+            ConfigError::Invalid(describe(e, source.as_deref()))
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            return bad("tls.cert and tls.key must be set together".into());
+        }
+        if self.api.max_body_bytes < 1024 {
+            return bad("api.max_body_bytes must be at least 1024".into());
+        }
+        if self.runs.workspaces.is_empty() {
+            return bad("runs.workspaces must name at least one directory".into());
+        }
+        if self.runs.max_concurrent == 0 {
+            return bad("runs.max_concurrent must be at least 1".into());
+        }
+        if self.storage.read_connections == 0 {
+            return bad("storage.read_connections must be at least 1".into());
+        }
+        if self.retention.batch == 0 || self.retention.batch > 10_000 {
+            return bad("retention.batch must be between 1 and 10000".into());
+        }
+        for (recipe, risk) in &self.runs.risk_floor {
+            if !matches!(risk.as_str(), "low" | "medium" | "high") {
+                return bad(format!(
+                    "runs.risk_floor.{recipe}: `{risk}` is not one of low, medium, high"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// SHA-256 over the effective configuration, recorded with each deployment.
+    pub fn hash(&self) -> String {
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        hex::encode(Sha256::digest(&json))
+    }
+}
+
+fn describe(err: figment::Error, file: Option<&str>) -> String {
+    let mut out = Vec::new();
+    for e in err {
+        let key = if e.path.is_empty() {
+            String::new()
+        } else {
+            format!(" (key `{}`)", e.path.join("."))
+        };
+        let from = match &e.metadata {
+            Some(m) if m.name.contains("environment") => {
+                " from the HAPPYX_* environment".to_string()
+            }
+            Some(m) if m.name.contains("TOML") => match file {
+                Some(f) => format!(" in {f}"),
+                None => String::new(),
+            },
+            _ => String::new(),
+        };
+        out.push(format!("{}{key}{from}", e.kind));
+    }
+    out.join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(text: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let path = dir.path().join("happyx.toml");
+        std::fs::write(&path, text).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        Config::load(Some(&path), &Overrides::default())
+    }
+
+    #[test]
+    fn defaults_match_the_documented_ones() {
+        let c = Config::default();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:7878");
+        assert_eq!(c.data_dir, PathBuf::from("./happyx-data"));
+        assert_eq!(c.storage.synchronous, Synchronous::Full);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = load_str("[storage]\nsynchronus = \"full\"\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("synchronus"), "{msg}");
+    }
+
+    #[test]
+    fn mistyped_value_is_named() {
+        let err = load_str("[api]\nmax_body_bytes = \"big\"\n").unwrap_err();
+        assert!(err.to_string().contains("max_body_bytes"), "{err}");
+    }
+
+    #[test]
+    fn example_config_parses() {
+        let text = include_str!("../../examples/happyx.toml");
+        let cfg = load_str(text).expect("examples/happyx.toml must load");
+        assert_eq!(cfg.listen.to_string(), "127.0.0.1:7878");
+    }
+
+    #[test]
+    fn flags_win_over_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:9000\"\n").expect("write");
+        let o = Overrides {
+            listen: Some("127.0.0.1:9001".parse().expect("addr")),
+            data_dir: None,
+        };
+        let c = Config::load(Some(&path), &o).expect("load");
+        assert_eq!(c.listen.port(), 9001);
+    }
+}

@@ -1,0 +1,436 @@
+//! Executing runs: a rendered command becomes a real child process — as the
+//! unprivileged `run_as` user, in a workspace root, with a scrubbed environment
+//! and its own process group — whose stdout/stderr are cut into bounded chunks,
+//! redacted, and stored. Backpressure is end to end: the readers wait for the
+//! store, and the child blocks on a full pipe; no byte is silently dropped below
+//! the configured output cap.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::process::Command;
+use tokio::sync::{Semaphore, mpsc};
+
+use crate::config::RunsConfig;
+use crate::metrics::Metrics;
+use crate::plugins::{Finding, PluginError, PluginHost, Rendered, apply_masks};
+use crate::store::{OutputChunk, Store, StoreError};
+
+/// Largest output chunk stored (bytes).
+pub const CHUNK_BYTES: usize = 64 * 1024;
+/// How long a partial chunk waits for more bytes before it is stored.
+const FLUSH_AFTER: Duration = Duration::from_millis(100);
+/// Bytes of the previous chunk re-scanned with the next one, so a secret split
+/// across a chunk boundary is still found.
+pub const OVERLAP: usize = 4096;
+
+/// Who children run as and where.
+#[derive(Debug, Clone)]
+pub struct ChildIdentity {
+    /// `(uid, gid)` to switch to; `None` when the host is not root (children
+    /// then run as the host's own user — see the README).
+    pub ids: Option<(u32, u32)>,
+    pub workspace: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunSetupError {
+    #[error("run_as user `{0}` does not exist")]
+    NoSuchUser(String),
+    #[error("refusing to run children as root (runs.run_as = `{0}`)")]
+    RootUser(String),
+    #[error("cannot prepare workspace {path}: {source}")]
+    Workspace {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl ChildIdentity {
+    /// Resolves `run_as` and creates the first workspace root (owned by that user).
+    pub fn prepare(cfg: &RunsConfig) -> Result<Self, RunSetupError> {
+        let workspace = cfg.workspaces[0].clone();
+        let ws_err = |source| RunSetupError::Workspace {
+            path: workspace.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&workspace).map_err(ws_err)?;
+        let workspace = workspace.canonicalize().map_err(ws_err)?;
+        let ids = if nix::unistd::geteuid().is_root() {
+            let user = nix::unistd::User::from_name(&cfg.run_as)
+                .ok()
+                .flatten()
+                .ok_or_else(|| RunSetupError::NoSuchUser(cfg.run_as.clone()))?;
+            if user.uid.is_root() {
+                return Err(RunSetupError::RootUser(cfg.run_as.clone()));
+            }
+            nix::unistd::chown(&workspace, Some(user.uid), Some(user.gid))
+                .map_err(|e| ws_err(std::io::Error::from(e)))?;
+            Some((user.uid.as_raw(), user.gid.as_raw()))
+        } else {
+            tracing::warn!(
+                "host is not running as root: children run as the host's own user and can reach its data dir"
+            );
+            None
+        };
+        Ok(Self { ids, workspace })
+    }
+
+    /// A command for `program args` with this identity, scrubbed environment,
+    /// its own process group, and no stdin.
+    pub fn command(&self, program: &str, args: &[String]) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.args(args)
+            .current_dir(&self.workspace)
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("HOME", &self.workspace)
+            .env("LANG", "C.UTF-8")
+            .stdin(Stdio::null())
+            .process_group(0)
+            .kill_on_drop(true);
+        if let Some((uid, gid)) = self.ids {
+            // std drops supplementary groups (setgroups) when uid is set as root.
+            cmd.uid(uid).gid(gid);
+        }
+        cmd
+    }
+}
+
+/// Starts and supervises runs.
+#[derive(Clone)]
+pub struct Runner {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    plugins: PluginHost,
+    metrics: Arc<Metrics>,
+    identity: ChildIdentity,
+    default_timeout: Duration,
+    max_output: u64,
+    slots: Semaphore,
+}
+
+struct Piece {
+    stream: &'static str,
+    data: Vec<u8>,
+}
+
+impl Runner {
+    pub fn new(
+        store: Store,
+        plugins: PluginHost,
+        metrics: Arc<Metrics>,
+        identity: ChildIdentity,
+        cfg: &RunsConfig,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                plugins,
+                metrics,
+                identity,
+                default_timeout: Duration::from_millis(cfg.default_timeout_ms),
+                max_output: cfg.max_output_bytes,
+                slots: Semaphore::new(cfg.max_concurrent),
+            }),
+        }
+    }
+
+    pub fn plugins(&self) -> &PluginHost {
+        &self.inner.plugins
+    }
+
+    /// Executes a created (queued) run in the background.
+    pub fn start(&self, run_id: String, cmd: Rendered) {
+        let inner = self.inner.clone();
+        tokio::spawn(async move {
+            let _slot = inner.slots.acquire().await;
+            if let Err(e) = execute(&inner, &run_id, &cmd).await {
+                tracing::error!(run = %run_id, error = %e, "run failed to execute");
+                let _ = inner.store.finish_run(&run_id, "failed", None).await;
+            }
+            Metrics::inc(&inner.metrics.runs_finished);
+        });
+    }
+}
+
+async fn execute(inner: &Inner, run_id: &str, cmd: &Rendered) -> Result<(), StoreError> {
+    let mut child = match inner
+        .identity
+        .command(&cmd.program, &cmd.args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(run = %run_id, program = %cmd.program, error = %e, "cannot spawn run");
+            inner.store.mark_run_started(run_id, None).await?;
+            inner.store.finish_run(run_id, "failed", Some(127)).await?;
+            return Ok(());
+        }
+    };
+    let pid = child.id();
+    inner.store.mark_run_started(run_id, pid).await?;
+    Metrics::inc(&inner.metrics.runs_started);
+
+    // Readers feed one writer through a small bounded channel: when the store
+    // falls behind, the readers stop reading and the child blocks on write.
+    let (tx, rx) = mpsc::channel::<Piece>(4);
+    let mut readers = Vec::new();
+    if let Some(out) = child.stdout.take() {
+        readers.push(tokio::spawn(read_stream(out, "stdout", tx.clone())));
+    }
+    if let Some(err) = child.stderr.take() {
+        readers.push(tokio::spawn(read_stream(err, "stderr", tx.clone())));
+    }
+    drop(tx);
+    let writer = write_chunks(inner, run_id, rx);
+
+    let timeout = cmd.timeout.unwrap_or(inner.default_timeout);
+    let waited = async {
+        match tokio::time::timeout(timeout, child.wait()).await {
+            Ok(Ok(status)) => (status.code().map(i64::from), status_name(&status), false),
+            Ok(Err(_)) => (None, "failed", false),
+            Err(_) => {
+                if let Some(pid) = pid {
+                    kill_group(pid);
+                }
+                let _ = child.wait().await;
+                (None, "timed_out", true)
+            }
+        }
+    };
+    let ((code, status, timed_out), write_result) = tokio::join!(waited, writer);
+    if timed_out {
+        // Grandchildren may still hold the pipes; the group was killed, so the
+        // readers reach EOF promptly.
+        tracing::info!(run = %run_id, "run timed out");
+    }
+    for r in readers {
+        let _ = r.await;
+    }
+    write_result?;
+    inner.store.finish_run(run_id, status, code).await
+}
+
+fn status_name(status: &std::process::ExitStatus) -> &'static str {
+    if status.success() {
+        "succeeded"
+    } else {
+        "failed"
+    }
+}
+
+fn kill_group(pid: u32) {
+    use nix::sys::signal::{Signal, killpg};
+    use nix::unistd::Pid;
+    let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+}
+
+/// Reads a stream into pieces of at most [`CHUNK_BYTES`], flushing a partial
+/// piece after [`FLUSH_AFTER`] of silence.
+async fn read_stream<R: AsyncRead + Unpin>(
+    mut r: R,
+    stream: &'static str,
+    tx: mpsc::Sender<Piece>,
+) {
+    let mut buf = vec![0u8; CHUNK_BYTES];
+    let mut filled = 0usize;
+    loop {
+        let read = if filled == 0 {
+            r.read(&mut buf[filled..]).await
+        } else {
+            match tokio::time::timeout(FLUSH_AFTER, r.read(&mut buf[filled..])).await {
+                Ok(res) => res,
+                Err(_) => {
+                    let data = buf[..filled].to_vec();
+                    filled = 0;
+                    if tx.send(Piece { stream, data }).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+            }
+        };
+        match read {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                filled += n;
+                if filled == CHUNK_BYTES {
+                    let data = std::mem::replace(&mut buf, vec![0u8; CHUNK_BYTES]);
+                    filled = 0;
+                    if tx.send(Piece { stream, data }).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+    if filled > 0 {
+        let _ = tx
+            .send(Piece {
+                stream,
+                data: buf[..filled].to_vec(),
+            })
+            .await;
+    }
+}
+
+/// Per-stream redaction state: the previous chunk of the stream (raw tail and
+/// its stored masked copy), so a secret split across a boundary is masked on
+/// both sides.
+#[derive(Default)]
+struct Tail {
+    offset: i64,
+    prev: Option<PrevChunk>,
+}
+
+struct PrevChunk {
+    index: i64,
+    raw_tail: Vec<u8>,
+    /// Masked copy of the whole previous chunk (`None`: withheld).
+    masked: Option<Vec<u8>>,
+}
+
+async fn write_chunks(
+    inner: &Inner,
+    run_id: &str,
+    mut rx: mpsc::Receiver<Piece>,
+) -> Result<(), StoreError> {
+    let mut index = 0i64;
+    let mut kept: u64 = 0;
+    let mut truncated = false;
+    let mut tails: [Tail; 2] = Default::default();
+    while let Some(piece) = rx.recv().await {
+        if kept >= inner.max_output {
+            if !truncated {
+                truncated = true;
+                inner.store.mark_run_truncated(run_id).await?;
+            }
+            continue; // keep draining so the child never blocks forever
+        }
+        let room = (inner.max_output - kept) as usize;
+        let mut data = piece.data;
+        let cut = data.len() > room;
+        if cut {
+            data.truncate(room);
+            truncated = true;
+        }
+        kept += data.len() as u64;
+        let tail = &mut tails[usize::from(piece.stream == "stderr")];
+        let prev_tail = tail
+            .prev
+            .as_ref()
+            .map(|p| p.raw_tail.as_slice())
+            .unwrap_or(&[]);
+        let r = redact_with_overlap(&inner.plugins, piece.stream, prev_tail, &data).await;
+        let (redacted, findings, policy_hash) = match r {
+            Ok(o) => {
+                // A secret that began in the previous chunk: mask its start there too.
+                if let Some(p) = tail.prev.as_mut()
+                    && !o.prev_masks.is_empty()
+                    && let Some(m) = p.masked.as_mut()
+                {
+                    let base = m.len() - p.raw_tail.len();
+                    let shifted: Vec<Finding> = o
+                        .prev_masks
+                        .iter()
+                        .map(|f| Finding {
+                            rule: f.rule.clone(),
+                            start: f.start + base as u64,
+                            end: f.end + base as u64,
+                        })
+                        .collect();
+                    *m = apply_masks(m, &shifted);
+                    inner
+                        .store
+                        .update_run_output_redaction(run_id, p.index, m)
+                        .await?;
+                }
+                (Some(o.masked), o.findings, Some(o.policy_hash))
+            }
+            Err(e) => {
+                Metrics::inc(&inner.metrics.redaction_failures);
+                tracing::warn!(
+                    code = e.code(),
+                    "redaction failed; chunk withheld from derived views"
+                );
+                (None, 0, None)
+            }
+        };
+        let chunk = OutputChunk {
+            stream: piece.stream.to_string(),
+            chunk_index: index,
+            byte_offset: tail.offset,
+            data,
+            redacted,
+            findings,
+            policy_hash,
+        };
+        inner.store.append_run_output(run_id, &chunk, cut).await?;
+        tail.offset += chunk.data.len() as i64;
+        let keep_from = chunk.data.len().saturating_sub(OVERLAP);
+        tail.prev = Some(PrevChunk {
+            index,
+            raw_tail: chunk.data[keep_from..].to_vec(),
+            masked: chunk.redacted,
+        });
+        index += 1;
+    }
+    Ok(())
+}
+
+/// The redaction of one chunk scanned together with the previous chunk's tail.
+pub struct Overlapped {
+    /// The chunk with every secret that touches it masked.
+    pub masked: Vec<u8>,
+    /// Findings that touch the chunk.
+    pub findings: i64,
+    /// Ranges (relative to the previous tail) of secrets that began there and
+    /// continue into this chunk; the previous chunk's masked copy needs them.
+    pub prev_masks: Vec<Finding>,
+    pub policy_hash: String,
+}
+
+/// Redacts `data` with `prev` (the previous chunk's raw tail) in front of it.
+pub async fn redact_with_overlap(
+    plugins: &PluginHost,
+    source: &str,
+    prev: &[u8],
+    data: &[u8],
+) -> Result<Overlapped, PluginError> {
+    let mut joined = Vec::with_capacity(prev.len() + data.len());
+    joined.extend_from_slice(prev);
+    joined.extend_from_slice(data);
+    let r = plugins.redact(source, &joined).await?;
+    let lead = prev.len() as u64;
+    let mut own = Vec::new();
+    let mut prev_masks = Vec::new();
+    for f in r.findings.iter().filter(|f| f.end > lead) {
+        own.push(Finding {
+            rule: f.rule.clone(),
+            start: f.start.saturating_sub(lead),
+            end: f.end - lead,
+        });
+        if f.start < lead {
+            prev_masks.push(Finding {
+                rule: f.rule.clone(),
+                start: f.start,
+                end: lead,
+            });
+        }
+    }
+    Ok(Overlapped {
+        masked: apply_masks(data, &own),
+        findings: own.len() as i64,
+        prev_masks,
+        policy_hash: r.policy_hash,
+    })
+}

@@ -1,0 +1,315 @@
+//! Approvals: request, decide, and the one-transaction use of a one-time token.
+
+use serde_json::{Value, json};
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+
+use super::{Approval, NewEvent, Result, Run, Store, StoreError, append_event, runs};
+use crate::util::{new_id, now_ms, random_bytes};
+
+/// A pending approval to persist.
+#[derive(Debug, Clone)]
+pub struct NewApproval {
+    pub id: String,
+    pub kind: String,
+    pub action_hash: String,
+    pub action: Value,
+    /// SHA-256 of the requester's one-time token; the token itself is never stored.
+    pub token_hash: String,
+    pub requester: String,
+    pub expires_at: i64,
+    pub max_pending: i64,
+}
+
+/// What presenting a one-time token came to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum UseOutcome {
+    /// The use committed: the run row exists and the token is spent.
+    Used(Box<Run>),
+    /// The approval has not been decided yet (nothing was written).
+    Pending,
+    /// Unknown, used, denied, expired or for another action (nothing was written).
+    Invalid,
+}
+
+/// The run a successful use creates, and what the use must match.
+#[derive(Debug, Clone)]
+pub struct ApprovalUse<'a> {
+    pub token_hash: &'a str,
+    pub kind: &'a str,
+    pub action_hash: &'a str,
+    pub run: &'a Run,
+    pub idempotency_key: Option<&'a str>,
+}
+
+fn approval_from_row(r: &SqliteRow) -> Result<Approval> {
+    let action: String = r.try_get("action")?;
+    Ok(Approval {
+        id: r.try_get("id")?,
+        kind: r.try_get("kind")?,
+        action_hash: r.try_get("action_hash")?,
+        action: serde_json::from_str(&action)
+            .map_err(|_| StoreError::Corrupt("approvals.action"))?,
+        requester: r.try_get("requester")?,
+        status: r.try_get("status")?,
+        decider: r.try_get("decider")?,
+        decided_at: r.try_get("decided_at")?,
+        scope: r.try_get("scope")?,
+        expires_at: r.try_get("expires_at")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+const COLS: &str = "id, kind, action_hash, action, requester, status, decider, decided_at, scope, \
+                    expires_at, created_at, updated_at";
+
+fn fresh_nonce() -> String {
+    hex::encode(random_bytes::<16>())
+}
+
+impl Store {
+    /// Persists a pending approval, its scope nonce and its event. Refuses with
+    /// `Conflict("too_many_pending")` past the requester's cap.
+    pub async fn create_approval(&self, a: &NewApproval) -> Result<Approval> {
+        let mut tx = self.begin().await?;
+        let now = now_ms();
+        let (pending,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM approvals WHERE requester = ? AND status = 'pending' AND expires_at > ?",
+        )
+        .bind(&a.requester)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        if pending >= a.max_pending {
+            return Err(StoreError::Conflict("too_many_pending"));
+        }
+        // A one-off approval is its own scope; its nonce rotates when it is used.
+        let scope = format!("approval:{}", a.id);
+        let nonce = fresh_nonce();
+        sqlx::query("INSERT INTO nonces (scope, value, updated_at) VALUES (?, ?, ?)")
+            .bind(&scope)
+            .bind(&nonce)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO approvals (id, kind, action_hash, action, token_hash, requester, status, \
+             decider, decided_at, scope, nonce, expires_at, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, 'pending', NULL, NULL, ?, ?, ?, ?, ?)",
+        )
+        .bind(&a.id)
+        .bind(&a.kind)
+        .bind(&a.action_hash)
+        .bind(a.action.to_string())
+        .bind(&a.token_hash)
+        .bind(&a.requester)
+        .bind(&scope)
+        .bind(&nonce)
+        .bind(a.expires_at)
+        .bind(now)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let ev = NewEvent::new(
+            "approval.requested",
+            &a.requester,
+            &a.id,
+            json!({ "kind": a.kind, "action_hash": a.action_hash, "expires_at": a.expires_at }),
+        );
+        append_event(&mut tx, &ev).await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLS} FROM approvals WHERE id = ?"
+        )))
+        .bind(&a.id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let out = approval_from_row(&row)?;
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    pub async fn approval(&self, id: &str) -> Result<Option<Approval>> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLS} FROM approvals WHERE id = ?"
+        )))
+        .bind(id)
+        .fetch_optional(&self.read)
+        .await?;
+        row.as_ref().map(approval_from_row).transpose()
+    }
+
+    /// Approvals, newest first, optionally of one status (`pending` also hides expired ones).
+    pub async fn approvals(&self, status: Option<&str>, limit: i64) -> Result<Vec<Approval>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLS} FROM approvals WHERE (? IS NULL OR status = ?) \
+             AND (? IS NOT 'pending' OR expires_at > ?) ORDER BY id DESC LIMIT ?"
+        )))
+        .bind(status)
+        .bind(status)
+        .bind(status)
+        .bind(now_ms())
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter().map(approval_from_row).collect()
+    }
+
+    /// Approves or denies a pending approval. Errors: `NotFound`,
+    /// `Conflict("not_pending")`, `Conflict("expired")`, `Conflict("self_approval")`.
+    pub async fn decide_approval(
+        &self,
+        id: &str,
+        decider: &str,
+        approve: bool,
+        allow_self: bool,
+    ) -> Result<Approval> {
+        let mut tx = self.begin().await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLS} FROM approvals WHERE id = ?"
+        )))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(a) = row.as_ref().map(approval_from_row).transpose()? else {
+            return Err(StoreError::NotFound);
+        };
+        let now = now_ms();
+        if a.status != "pending" {
+            return Err(StoreError::Conflict("not_pending"));
+        }
+        if a.expires_at <= now {
+            return Err(StoreError::Conflict("expired"));
+        }
+        if a.requester == decider && !allow_self {
+            return Err(StoreError::Conflict("self_approval"));
+        }
+        let status = if approve { "approved" } else { "denied" };
+        sqlx::query(
+            "UPDATE approvals SET status = ?, decider = ?, decided_at = ?, updated_at = ? \
+             WHERE id = ? AND status = 'pending'",
+        )
+        .bind(status)
+        .bind(decider)
+        .bind(now)
+        .bind(now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        let code = if approve {
+            "approval.approved"
+        } else {
+            "approval.denied"
+        };
+        let ev = NewEvent::new(
+            code,
+            decider,
+            id,
+            json!({ "requester": a.requester, "kind": a.kind }),
+        );
+        append_event(&mut tx, &ev).await?;
+        tx.commit().await?;
+        Ok(Approval {
+            status: status.into(),
+            decider: Some(decider.into()),
+            decided_at: Some(now),
+            updated_at: now,
+            ..a
+        })
+    }
+
+    /// Spends a one-time token, in ONE write transaction: look the approval up
+    /// by the token's hash, check kind, action hash, decision, expiry and the
+    /// scope nonce; insert `approval_uses` (UNIQUE on the use hash); create the
+    /// run; mark the approval used; rotate the scope's nonce; append events.
+    /// Any failed check rolls back, so a refused use writes nothing.
+    pub async fn use_approval(&self, u: &ApprovalUse<'_>) -> Result<UseOutcome> {
+        let mut tx = self.begin().await?;
+        let row = sqlx::query(
+            "SELECT a.id, a.kind, a.action_hash, a.status, a.expires_at, a.scope, a.nonce, n.value AS current_nonce \
+             FROM approvals a LEFT JOIN nonces n ON n.scope = a.scope WHERE a.token_hash = ?",
+        )
+        .bind(u.token_hash)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Ok(UseOutcome::Invalid);
+        };
+        let approval_id: String = row.try_get("id")?;
+        let kind: String = row.try_get("kind")?;
+        let action_hash: String = row.try_get("action_hash")?;
+        let status: String = row.try_get("status")?;
+        let expires_at: i64 = row.try_get("expires_at")?;
+        let scope: String = row.try_get("scope")?;
+        let nonce: String = row.try_get("nonce")?;
+        let current: Option<String> = row.try_get("current_nonce")?;
+        let now = now_ms();
+        if expires_at <= now {
+            return Ok(UseOutcome::Invalid);
+        }
+        if status == "pending" {
+            return Ok(UseOutcome::Pending);
+        }
+        if status != "approved"
+            || kind != u.kind
+            || action_hash != u.action_hash
+            || current.as_deref() != Some(nonce.as_str())
+        {
+            return Ok(UseOutcome::Invalid);
+        }
+        let inserted = sqlx::query(
+            "INSERT INTO approval_uses (id, use_hash, approval_id, run_id, used_at) VALUES (?, ?, ?, NULL, ?) \
+             ON CONFLICT (use_hash) DO NOTHING",
+        )
+        .bind(new_id())
+        .bind(u.token_hash)
+        .bind(&approval_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted != 1 {
+            return Ok(UseOutcome::Invalid);
+        }
+        let run = Run {
+            approval_id: Some(approval_id.clone()),
+            ..u.run.clone()
+        };
+        runs::insert_run(&mut tx, &run, u.idempotency_key, u.action_hash).await?;
+        sqlx::query("UPDATE approval_uses SET run_id = ? WHERE use_hash = ?")
+            .bind(&run.id)
+            .bind(u.token_hash)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE approvals SET status = 'used', updated_at = ? WHERE id = ? AND status = 'approved'")
+            .bind(now)
+            .bind(&approval_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE nonces SET value = ?, updated_at = ? WHERE scope = ?")
+            .bind(fresh_nonce())
+            .bind(now)
+            .bind(&scope)
+            .execute(&mut *tx)
+            .await?;
+        let ev = NewEvent::new(
+            "approval.used",
+            &run.requested_by,
+            &approval_id,
+            json!({ "run_id": run.id, "kind": kind }),
+        );
+        append_event(&mut tx, &ev).await?;
+        tx.commit().await?;
+        Ok(UseOutcome::Used(Box::new(run)))
+    }
+
+    /// Number of `approval_uses` rows for an approval (tests and evidence).
+    pub async fn approval_use_count(&self, approval_id: &str) -> Result<i64> {
+        let (n,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM approval_uses WHERE approval_id = ?")
+                .bind(approval_id)
+                .fetch_one(&self.read)
+                .await?;
+        Ok(n)
+    }
+}

@@ -1,0 +1,41 @@
+//! One `deployments` row per host start.
+
+use serde_json::json;
+
+use super::{Deployment, NewEvent, Result, Store, append_event};
+
+impl Store {
+    /// Records a host start and its `host.started` event.
+    pub async fn record_deployment(&self, d: &Deployment) -> Result<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO deployments (id, started_at, version, schema_version, config_hash, plugin_hashes, boot_id) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&d.id)
+        .bind(d.started_at)
+        .bind(&d.version)
+        .bind(d.schema_version)
+        .bind(&d.config_hash)
+        .bind(d.plugin_hashes.to_string())
+        .bind(&d.boot_id)
+        .execute(&mut *tx)
+        .await?;
+        let ev = NewEvent::new(
+            "host.started",
+            "host",
+            &d.id,
+            json!({ "version": d.version, "config_hash": d.config_hash, "plugins": d.plugin_hashes }),
+        );
+        append_event(&mut tx, &ev).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn deployment_count(&self) -> Result<i64> {
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM deployments")
+            .fetch_one(&self.read)
+            .await?;
+        Ok(n)
+    }
+}
