@@ -1,1 +1,312 @@
-//! Shared harness for the HappyX end-to-end suites.
+//! Shared harness for the HappyX end-to-end suites: builds and locates the real
+//! `happyx` binary, starts it on a temp data dir and a free loopback port,
+//! creates tokens through its CLI, and talks to it over real HTTP.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use reqwest::blocking::{Client, RequestBuilder, Response};
+use serde_json::Value;
+
+/// Path of the `happyx` binary, built once per test process.
+pub fn binary() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-q", "-p", "happyx", "--bin", "happyx"])
+            .status()
+            .expect("cannot run cargo to build happyx");
+        assert!(status.success(), "building happyx failed");
+        // target/<profile>/deps/<test-exe> -> target/<profile>/happyx
+        let exe = std::env::current_exe().expect("current_exe");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("test binary lives in target/<profile>/deps");
+        let bin = profile_dir.join("happyx");
+        assert!(bin.exists(), "{} missing after build", bin.display());
+        bin
+    })
+}
+
+/// Runs a `happyx` CLI command; returns (status, stdout, stderr).
+pub fn cli(args: &[&str]) -> (ExitStatus, String, String) {
+    cli_env(args, &[])
+}
+
+pub fn cli_env(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String, String) {
+    let out = Command::new(binary())
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run happyx");
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Creates a token with the CLI and returns it.
+pub fn token(data_dir: &Path, role: &str) -> String {
+    let dir = data_dir.to_str().expect("utf-8 path");
+    let (st, out, err) = cli(&["token", "create", "--data-dir", dir, "--role", role]);
+    assert!(st.success(), "token create failed: {err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "token create prints exactly one line: {out:?}"
+    );
+    lines[0].to_string()
+}
+
+/// A running `happyx serve`.
+pub struct Server {
+    child: Option<Child>,
+    pub url: String,
+    pub data_dir: PathBuf,
+    pub stderr_path: PathBuf,
+}
+
+/// How to start a server.
+#[derive(Default, Clone)]
+pub struct ServerOptions {
+    /// TOML config text written next to the data dir.
+    pub config: Option<String>,
+    pub env: Vec<(String, String)>,
+    /// Working directory (the default workspace `./happyx-workspace` is relative to it).
+    pub cwd: Option<PathBuf>,
+}
+
+impl Server {
+    pub fn start(data_dir: &Path) -> Server {
+        Self::start_with(data_dir, ServerOptions::default()).expect("server starts")
+    }
+
+    pub fn start_with(data_dir: &Path, opts: ServerOptions) -> Result<Server> {
+        let base = data_dir.parent().unwrap_or(data_dir).to_path_buf();
+        let stderr_path = base.join(format!(
+            "serve-{}.stderr",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0)
+        ));
+        let stderr = std::fs::File::create(&stderr_path)?;
+        let mut cmd = Command::new(binary());
+        cmd.arg("serve")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .current_dir(opts.cwd.clone().unwrap_or_else(|| base.clone()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr);
+        if let Some(text) = &opts.config {
+            let path = base.join("happyx.toml");
+            std::fs::write(&path, text)?;
+            cmd.arg("--config").arg(path);
+        }
+        for (k, v) in &opts.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().context("spawn happyx serve")?;
+        let stdout = child.stdout.take().context("stdout")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = match rx.recv_timeout(Duration::from_secs(120)) {
+            Ok(l) if !l.trim().is_empty() => l,
+            _ => {
+                let _ = child.kill();
+                let status = child.wait().ok();
+                let err = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+                bail!("happyx serve did not print its address (status {status:?}); stderr:\n{err}");
+            }
+        };
+        let url = line.trim().to_string();
+        let server = Server {
+            child: Some(child),
+            url,
+            data_dir: data_dir.to_path_buf(),
+            stderr_path,
+        };
+        server.wait_healthy()?;
+        Ok(server)
+    }
+
+    fn wait_healthy(&self) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(r) = client().get(format!("{}/healthz", self.url)).send()
+                && r.status().is_success()
+            {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!("server at {} never became healthy", self.url)
+    }
+
+    pub fn token(&self, role: &str) -> String {
+        token(&self.data_dir, role)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or(0)
+    }
+
+    /// kill -9, and wait for the process to be gone.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM; returns the exit status (waits up to `limit`).
+    pub fn sigterm(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let mut c = self.child.take()?;
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(c.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(Some(st)) = c.try_wait() {
+                return Some(st);
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Everything the server logged so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    pub fn get(&self, path: &str, token: &str) -> RequestBuilder {
+        client()
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(token)
+    }
+
+    pub fn post(&self, path: &str, token: &str, body: &Value) -> RequestBuilder {
+        client()
+            .post(format!("{}{path}", self.url))
+            .bearer_auth(token)
+            .json(body)
+    }
+
+    pub fn patch(&self, path: &str, token: &str, body: &Value) -> RequestBuilder {
+        client()
+            .patch(format!("{}{path}", self.url))
+            .bearer_auth(token)
+            .json(body)
+    }
+
+    /// The highest event sequence number, read with an operator token.
+    pub fn last_seq(&self, operator: &str) -> i64 {
+        let mut after = 0;
+        loop {
+            let v = json(
+                self.get(&format!("/v1/events?after={after}&limit=1000"), operator)
+                    .send(),
+            );
+            let events = v["events"].as_array().cloned().unwrap_or_default();
+            if events.is_empty() {
+                return after;
+            }
+            after = v["next_after"].as_i64().unwrap_or(after);
+        }
+    }
+
+    /// All events, in order.
+    pub fn events(&self, operator: &str) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut after = 0;
+        loop {
+            let v = json(
+                self.get(&format!("/v1/events?after={after}&limit=1000"), operator)
+                    .send(),
+            );
+            let events = v["events"].as_array().cloned().unwrap_or_default();
+            if events.is_empty() {
+                return out;
+            }
+            after = v["next_after"].as_i64().unwrap_or(after);
+            out.extend(events);
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A blocking HTTP client with sane timeouts.
+pub fn client() -> Client {
+    Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("reqwest client")
+}
+
+/// Sends and parses JSON, panicking with the body on a parse failure.
+pub fn json(resp: reqwest::Result<Response>) -> Value {
+    let resp = resp.expect("request sent");
+    let text = resp.text().expect("body");
+    serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"))
+}
+
+/// (status, JSON body).
+pub fn call(req: RequestBuilder) -> (u16, Value) {
+    let resp = req.send().expect("request sent");
+    let status = resp.status().as_u16();
+    let text = resp.text().expect("body");
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, body)
+}
+
+/// A fresh temp dir holding a `data` subdir path (not created).
+pub fn temp_data_dir() -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    // Children run as an unprivileged user in ./happyx-workspace beside the
+    // data dir: they must be able to traverse the parent (the data dir stays 0700).
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let data = tmp.path().join("data");
+    (tmp, data)
+}
+
+/// Polls `f` until it returns Some or `limit` passes.
+pub fn eventually<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
