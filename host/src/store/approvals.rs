@@ -313,3 +313,295 @@ impl Store {
         Ok(n)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The race test for one-time tokens, run against the real use and against
+    //! a deliberately naive read-then-write version kept here, to show that the
+    //! test can fail.
+
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::config::StorageConfig;
+
+    async fn store() -> (tempfile::TempDir, Store) {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(tmp.path(), &StorageConfig::default())
+            .await
+            .expect("open");
+        (tmp, s)
+    }
+
+    fn run_row(id: &str) -> Run {
+        Run {
+            id: id.into(),
+            recipe: "shell".into(),
+            risk: "high".into(),
+            status: "queued".into(),
+            exit_code: None,
+            session_id: None,
+            requested_by: "token:agent".into(),
+            approval_id: None,
+            stdout_bytes: 0,
+            stderr_bytes: 0,
+            findings: 0,
+            unredacted_chunks: 0,
+            truncated: false,
+            created_at: now_ms(),
+            started_at: None,
+            finished_at: None,
+            updated_at: now_ms(),
+        }
+    }
+
+    /// Creates and approves an approval for `action_hash`; returns its token hash.
+    async fn approved(s: &Store, kind: &str, action_hash: &str) -> (String, String) {
+        let id = new_id();
+        let token_hash = hex::encode(random_bytes::<32>());
+        s.create_approval(&NewApproval {
+            id: id.clone(),
+            kind: kind.into(),
+            action_hash: action_hash.into(),
+            action: json!({}),
+            token_hash: token_hash.clone(),
+            requester: "token:agent".into(),
+            expires_at: now_ms() + 60_000,
+            max_pending: 1000,
+        })
+        .await
+        .expect("create");
+        s.decide_approval(&id, "token:operator", true, false)
+            .await
+            .expect("approve");
+        (id, token_hash)
+    }
+
+    async fn runs_for(s: &Store, approval_id: &str) -> i64 {
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM agent_runs WHERE approval_id = ?")
+            .bind(approval_id)
+            .fetch_one(&s.read)
+            .await
+            .expect("count");
+        n
+    }
+
+    /// The naive version: checks the approval outside any lock, then writes.
+    async fn naive_use(s: Store, token_hash: String, run: Run) -> UseOutcome {
+        let row: Option<(String, String)> =
+            sqlx::query_as("SELECT id, status FROM approvals WHERE token_hash = ?")
+                .bind(&token_hash)
+                .fetch_optional(&s.read)
+                .await
+                .ok()
+                .flatten();
+        let Some((approval_id, status)) = row else {
+            return UseOutcome::Invalid;
+        };
+        if status != "approved" {
+            return UseOutcome::Invalid;
+        }
+        tokio::task::yield_now().await;
+        let Ok(mut tx) = s.write.begin().await else {
+            return UseOutcome::Invalid;
+        };
+        let run = Run {
+            approval_id: Some(approval_id.clone()),
+            ..run
+        };
+        if runs::insert_run(&mut tx, &run, None, "h").await.is_err() {
+            return UseOutcome::Invalid;
+        }
+        let _ = sqlx::query("UPDATE approvals SET status = 'used' WHERE id = ?")
+            .bind(&approval_id)
+            .execute(&mut *tx)
+            .await;
+        match tx.commit().await {
+            Ok(()) => UseOutcome::Used(Box::new(run)),
+            Err(_) => UseOutcome::Invalid,
+        }
+    }
+
+    /// 64 concurrent presentations of one approved token; returns (uses that
+    /// succeeded, runs created).
+    async fn race(s: &Store, naive: bool) -> (usize, i64) {
+        let (approval_id, token_hash) = approved(s, "run", "h").await;
+        let token_hash = Arc::new(token_hash);
+        let mut handles = Vec::new();
+        for _ in 0..64 {
+            let (s, th) = (s.clone(), token_hash.clone());
+            handles.push(tokio::spawn(async move {
+                let run = run_row(&new_id());
+                if naive {
+                    naive_use(s, (*th).clone(), run).await
+                } else {
+                    let u = ApprovalUse {
+                        token_hash: &th,
+                        kind: "run",
+                        action_hash: "h",
+                        run: &run,
+                        idempotency_key: None,
+                    };
+                    s.use_approval(&u).await.unwrap_or(UseOutcome::Invalid)
+                }
+            }));
+        }
+        let mut ok = 0;
+        for h in handles {
+            if matches!(h.await.expect("join"), UseOutcome::Used(_)) {
+                ok += 1;
+            }
+        }
+        (ok, runs_for(s, &approval_id).await)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn one_token_is_used_exactly_once_under_64_contenders() {
+        let (_t, s) = store().await;
+        for _ in 0..10 {
+            let (ok, runs) = race(&s, false).await;
+            assert_eq!((ok, runs), (1, 1));
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn the_race_test_catches_a_naive_read_then_write() {
+        let (_t, s) = store().await;
+        let mut worst = 0;
+        for _ in 0..10 {
+            let (ok, runs) = race(&s, true).await;
+            worst = worst.max(ok).max(runs as usize);
+        }
+        assert!(
+            worst > 1,
+            "the naive version was never caught double-spending; the race test is too weak"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_token_for_one_action_does_not_authorise_another() {
+        let (_t, s) = store().await;
+        let (approval_id, th) = approved(&s, "run", "hash-a").await;
+        let before = s.last_event_seq().await.expect("seq");
+        for (kind, hash) in [("run", "hash-b"), ("pty", "hash-a"), ("attach", "hash-a")] {
+            let run = run_row(&new_id());
+            let u = ApprovalUse {
+                token_hash: &th,
+                kind,
+                action_hash: hash,
+                run: &run,
+                idempotency_key: None,
+            };
+            assert_eq!(s.use_approval(&u).await.expect("use"), UseOutcome::Invalid);
+        }
+        assert_eq!(
+            s.last_event_seq().await.expect("seq"),
+            before,
+            "a refused use wrote an event"
+        );
+        assert_eq!(s.approval_use_count(&approval_id).await.expect("count"), 0);
+        assert_eq!(runs_for(&s, &approval_id).await, 0);
+        // The right action still works once.
+        let run = run_row(&new_id());
+        let u = ApprovalUse {
+            token_hash: &th,
+            kind: "run",
+            action_hash: "hash-a",
+            run: &run,
+            idempotency_key: None,
+        };
+        assert!(matches!(
+            s.use_approval(&u).await.expect("use"),
+            UseOutcome::Used(_)
+        ));
+        assert_eq!(s.use_approval(&u).await.expect("use"), UseOutcome::Invalid);
+    }
+
+    #[tokio::test]
+    async fn pending_denied_expired_and_rotated_nonce() {
+        let (_t, s) = store().await;
+        let id = new_id();
+        let th = "t".repeat(64);
+        s.create_approval(&NewApproval {
+            id: id.clone(),
+            kind: "run".into(),
+            action_hash: "h".into(),
+            action: json!({}),
+            token_hash: th.clone(),
+            requester: "token:agent".into(),
+            expires_at: now_ms() + 60_000,
+            max_pending: 10,
+        })
+        .await
+        .expect("create");
+        let run = run_row(&new_id());
+        let u = ApprovalUse {
+            token_hash: &th,
+            kind: "run",
+            action_hash: "h",
+            run: &run,
+            idempotency_key: None,
+        };
+        assert_eq!(s.use_approval(&u).await.expect("use"), UseOutcome::Pending);
+        assert!(matches!(
+            s.decide_approval(&id, "token:agent", true, false).await,
+            Err(StoreError::Conflict("self_approval"))
+        ));
+        s.decide_approval(&id, "token:op", false, false)
+            .await
+            .expect("deny");
+        assert_eq!(s.use_approval(&u).await.expect("use"), UseOutcome::Invalid);
+        assert!(matches!(
+            s.decide_approval(&id, "token:op", true, false).await,
+            Err(StoreError::Conflict("not_pending"))
+        ));
+
+        // An approved approval whose scope nonce was rotated is refused.
+        let (aid, th2) = approved(&s, "run", "h").await;
+        sqlx::query("UPDATE nonces SET value = 'rotated' WHERE scope = ?")
+            .bind(format!("approval:{aid}"))
+            .execute(&s.write)
+            .await
+            .expect("rotate");
+        let u2 = ApprovalUse {
+            token_hash: &th2,
+            ..u.clone()
+        };
+        assert_eq!(s.use_approval(&u2).await.expect("use"), UseOutcome::Invalid);
+
+        // Expired.
+        let (aid3, th3) = approved(&s, "run", "h").await;
+        sqlx::query("UPDATE approvals SET expires_at = 1 WHERE id = ?")
+            .bind(&aid3)
+            .execute(&s.write)
+            .await
+            .expect("expire");
+        let u3 = ApprovalUse {
+            token_hash: &th3,
+            ..u
+        };
+        assert_eq!(s.use_approval(&u3).await.expect("use"), UseOutcome::Invalid);
+    }
+
+    #[tokio::test]
+    async fn pending_cap_per_requester() {
+        let (_t, s) = store().await;
+        let mk = |i: usize| NewApproval {
+            id: new_id(),
+            kind: "run".into(),
+            action_hash: format!("h{i}"),
+            action: json!({}),
+            token_hash: format!("{i:064}"),
+            requester: "token:agent".into(),
+            expires_at: now_ms() + 60_000,
+            max_pending: 3,
+        };
+        for i in 0..3 {
+            s.create_approval(&mk(i)).await.expect("under the cap");
+        }
+        assert!(matches!(
+            s.create_approval(&mk(3)).await,
+            Err(StoreError::Conflict("too_many_pending"))
+        ));
+    }
+}
