@@ -16,7 +16,7 @@ use super::{ApiError, ApiResult, AppState, ErrorBody, PageQuery, path_id};
 use crate::approvals::{Action, ActionKind, action_hash};
 use crate::auth::{self, Role, Secret};
 use crate::plugins::{Recipe, RenderError, Risk};
-use crate::store::{ApprovalUse, NewApproval, Run, StoreError, UseOutcome};
+use crate::store::{ApprovalUse, Granted, NewApproval, Run, StoreError, UseEffect, UseOutcome};
 use crate::util::{new_id, now_ms};
 
 /// Longest `Idempotency-Key` accepted.
@@ -189,11 +189,13 @@ pub async fn create_run(
             token_hash: &Secret::presented(token).hash(),
             kind: ActionKind::Run.as_str(),
             action_hash: &hash,
-            run: &run,
-            idempotency_key: idem.as_deref(),
+            effect: UseEffect::CreateRun {
+                run: &run,
+                idempotency_key: idem.as_deref(),
+            },
         };
         match state.store.use_approval(&use_).await {
-            Ok(UseOutcome::Used(run)) => *run,
+            Ok(UseOutcome::Used(Granted::Run(run))) => *run,
             Ok(UseOutcome::Pending) => {
                 return Err(ApiError::new(
                     StatusCode::FORBIDDEN,

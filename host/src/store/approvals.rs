@@ -24,22 +24,37 @@ pub struct NewApproval {
 /// What presenting a one-time token came to.
 #[derive(Debug, Clone, PartialEq)]
 pub enum UseOutcome {
-    /// The use committed: the run row exists and the token is spent.
-    Used(Box<Run>),
+    /// The use committed: what it created exists and the token is spent.
+    Used(Granted),
     /// The approval has not been decided yet (nothing was written).
     Pending,
     /// Unknown, used, denied, expired or for another action (nothing was written).
     Invalid,
 }
 
-/// The run a successful use creates, and what the use must match.
+/// What a successful use creates, in the use's own transaction.
+#[derive(Debug, Clone)]
+pub enum UseEffect<'a> {
+    /// An agent run (kind `run`), with the client's idempotency key.
+    CreateRun {
+        run: &'a Run,
+        idempotency_key: Option<&'a str>,
+    },
+}
+
+/// What a committed use created.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Granted {
+    Run(Box<Run>),
+}
+
+/// A presented one-time token, the exact action it must match, and its effect.
 #[derive(Debug, Clone)]
 pub struct ApprovalUse<'a> {
     pub token_hash: &'a str,
     pub kind: &'a str,
     pub action_hash: &'a str,
-    pub run: &'a Run,
-    pub idempotency_key: Option<&'a str>,
+    pub effect: UseEffect<'a>,
 }
 
 fn approval_from_row(r: &SqliteRow) -> Result<Approval> {
@@ -271,16 +286,25 @@ impl Store {
         if inserted != 1 {
             return Ok(UseOutcome::Invalid);
         }
-        let run = Run {
-            approval_id: Some(approval_id.clone()),
-            ..u.run.clone()
+        let (granted, target) = match &u.effect {
+            UseEffect::CreateRun {
+                run,
+                idempotency_key,
+            } => {
+                let run = Run {
+                    approval_id: Some(approval_id.clone()),
+                    ..(*run).clone()
+                };
+                runs::insert_run(&mut tx, &run, *idempotency_key, u.action_hash).await?;
+                sqlx::query("UPDATE approval_uses SET run_id = ? WHERE use_hash = ?")
+                    .bind(&run.id)
+                    .bind(u.token_hash)
+                    .execute(&mut *tx)
+                    .await?;
+                let id = run.id.clone();
+                (Granted::Run(Box::new(run)), id)
+            }
         };
-        runs::insert_run(&mut tx, &run, u.idempotency_key, u.action_hash).await?;
-        sqlx::query("UPDATE approval_uses SET run_id = ? WHERE use_hash = ?")
-            .bind(&run.id)
-            .bind(u.token_hash)
-            .execute(&mut *tx)
-            .await?;
         sqlx::query("UPDATE approvals SET status = 'used', updated_at = ? WHERE id = ? AND status = 'approved'")
             .bind(now)
             .bind(&approval_id)
@@ -294,13 +318,13 @@ impl Store {
             .await?;
         let ev = NewEvent::new(
             "approval.used",
-            &run.requested_by,
+            "host",
             &approval_id,
-            json!({ "run_id": run.id, "kind": kind }),
+            json!({ "target": target, "kind": kind }),
         );
         append_event(&mut tx, &ev).await?;
         tx.commit().await?;
-        Ok(UseOutcome::Used(Box::new(run)))
+        Ok(UseOutcome::Used(granted))
     }
 
     /// Number of `approval_uses` rows for an approval (tests and evidence).
@@ -417,7 +441,7 @@ mod tests {
             .execute(&mut *tx)
             .await;
         match tx.commit().await {
-            Ok(()) => UseOutcome::Used(Box::new(run)),
+            Ok(()) => UseOutcome::Used(Granted::Run(Box::new(run))),
             Err(_) => UseOutcome::Invalid,
         }
     }
@@ -439,8 +463,10 @@ mod tests {
                         token_hash: &th,
                         kind: "run",
                         action_hash: "h",
-                        run: &run,
-                        idempotency_key: None,
+                        effect: UseEffect::CreateRun {
+                            run: &run,
+                            idempotency_key: None,
+                        },
                     };
                     s.use_approval(&u).await.unwrap_or(UseOutcome::Invalid)
                 }
@@ -489,8 +515,10 @@ mod tests {
                 token_hash: &th,
                 kind,
                 action_hash: hash,
-                run: &run,
-                idempotency_key: None,
+                effect: UseEffect::CreateRun {
+                    run: &run,
+                    idempotency_key: None,
+                },
             };
             assert_eq!(s.use_approval(&u).await.expect("use"), UseOutcome::Invalid);
         }
@@ -507,8 +535,10 @@ mod tests {
             token_hash: &th,
             kind: "run",
             action_hash: "hash-a",
-            run: &run,
-            idempotency_key: None,
+            effect: UseEffect::CreateRun {
+                run: &run,
+                idempotency_key: None,
+            },
         };
         assert!(matches!(
             s.use_approval(&u).await.expect("use"),
@@ -539,8 +569,10 @@ mod tests {
             token_hash: &th,
             kind: "run",
             action_hash: "h",
-            run: &run,
-            idempotency_key: None,
+            effect: UseEffect::CreateRun {
+                run: &run,
+                idempotency_key: None,
+            },
         };
         assert_eq!(s.use_approval(&u).await.expect("use"), UseOutcome::Pending);
         assert!(matches!(

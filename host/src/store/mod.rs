@@ -24,7 +24,7 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{SqliteConnection, SqlitePool};
 
-pub use approvals::{ApprovalUse, NewApproval, UseOutcome};
+pub use approvals::{ApprovalUse, Granted, NewApproval, UseEffect, UseOutcome};
 pub use events::NewEvent;
 pub use migrate::{MIGRATIONS_DIR_NAME, SCHEMA_VERSION, migration_checksums};
 pub use records::Owner;
