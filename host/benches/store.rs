@@ -144,10 +144,13 @@ async fn approved(store: &Store, n: usize) -> Vec<String> {
     out
 }
 
+/// id, action_hash, status, expires_at, scope, nonce, current nonce.
+type ApprovalRow = (String, String, String, i64, String, String, Option<String>);
+
 /// The same statements as `Store::use_approval`, issued raw.
 async fn raw_use(pool: &SqlitePool, token_hash: &str) -> bool {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.expect("begin");
-    let row: Option<(String, String, String, i64, String, String, Option<String>)> =
+    let row: Option<ApprovalRow> =
         sqlx::query_as(
             "SELECT a.id, a.action_hash, a.status, a.expires_at, a.scope, a.nonce, n.value \
          FROM approvals a LEFT JOIN nonces n ON n.scope = a.scope WHERE a.token_hash = ?",
