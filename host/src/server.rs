@@ -51,6 +51,7 @@ pub async fn serve(cfg: Config) -> Result<()> {
         config: cfg.clone(),
         metrics,
         runner,
+        event_digest: Default::default(),
     };
     let (router, _doc) = api::router_and_doc(state);
 

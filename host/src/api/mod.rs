@@ -9,6 +9,7 @@ mod extract;
 mod health;
 mod metrics;
 mod permissions;
+mod public;
 mod runs;
 mod sessions;
 mod tasks;
@@ -38,6 +39,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub metrics: Arc<Metrics>,
     pub runner: Runner,
+    /// `(seq, digest)` of the event-log hash chain, extended on demand.
+    pub event_digest: Arc<tokio::sync::Mutex<(i64, [u8; 32])>>,
 }
 
 #[derive(OpenApi)]
@@ -91,6 +94,10 @@ pub fn router_and_doc(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(approvals::list_approvals))
         .routes(routes!(approvals::approve))
         .routes(routes!(approvals::deny))
+        .routes(routes!(public::public_state))
+        .routes(routes!(public::public_evidence))
+        .routes(routes!(public::public_runs))
+        .routes(routes!(public::public_session))
         .split_for_parts();
     let doc_json = Arc::new(doc.clone());
     let max_body = state.config.api.max_body_bytes;

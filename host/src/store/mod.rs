@@ -14,7 +14,9 @@ mod events;
 mod migrate;
 mod records;
 mod rows;
+mod retention;
 mod runs;
+mod stats;
 mod tokens;
 
 use std::path::{Path, PathBuf};
@@ -28,7 +30,9 @@ pub use approvals::{ApprovalUse, Granted, NewApproval, UseEffect, UseOutcome};
 pub use events::NewEvent;
 pub use migrate::{MIGRATIONS_DIR_NAME, SCHEMA_VERSION, migration_checksums};
 pub use records::Owner;
+pub use retention::{ItemMeta, retention_kinds};
 pub use rows::*;
+pub use stats::{PruneRecord, StatusCount};
 
 use crate::config::{StorageConfig, Synchronous};
 

@@ -1,0 +1,237 @@
+//! `/public/*`: unauthenticated views built from an allowlist of fields —
+//! counts, counters, versions and hashes — never by filtering a full record.
+//! Each view is its own struct, filled field by field.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::header::CACHE_CONTROL;
+use axum::response::IntoResponse;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::extract::ApiQuery;
+use super::{ApiError, ApiResult, AppState, ErrorBody, PageQuery, path_id};
+use crate::store::{Run, SCHEMA_VERSION, migration_checksums};
+
+const CACHE: &str = "public, max-age=5";
+
+/// A plugin as the public sees it.
+#[derive(Serialize, ToSchema)]
+pub struct PublicPlugin {
+    /// `redactor`, `retention` or `recipes`.
+    kind: String,
+    name: String,
+    version: String,
+    /// SHA-256 (hex) of the serving component.
+    #[schema(format = "sha256")]
+    sha256: String,
+    loaded_at: u64,
+    /// Whether the serving version passed the built-in contract checks.
+    contract_checks_passed: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PublicState {
+    version: &'static str,
+    /// `table -> status -> count` (status `""` for tables without one).
+    counts: BTreeMap<String, BTreeMap<String, i64>>,
+    /// Secrets masked in run output so far.
+    redacted_findings: i64,
+    /// Output chunks withheld because the redactor failed on them.
+    withheld_chunks: i64,
+    plugins: Vec<PublicPlugin>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PublicMigration {
+    version: i64,
+    description: String,
+    /// SHA-384 (hex) of the migration's SQL.
+    #[schema(format = "sha384")]
+    checksum_sha384: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PublicPrune {
+    at: i64,
+    #[schema(format = "sha256")]
+    policy_hash: String,
+    #[schema(value_type = Object)]
+    counts: serde_json::Value,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PublicEvidence {
+    version: &'static str,
+    schema_version: i64,
+    migrations: Vec<PublicMigration>,
+    last_prune: Option<PublicPrune>,
+    plugins: Vec<PublicPlugin>,
+    /// Number of events covered by `event_log_sha256`.
+    event_count: i64,
+    /// Hash chain over the audit log: d_n = SHA-256(d_(n-1) || length-prefixed
+    /// id, seq, at, code, actor, subject, data), d_0 = 32 zero bytes.
+    #[schema(format = "sha256")]
+    event_log_sha256: String,
+}
+
+/// Run metadata for `/public/runs`.
+#[derive(Serialize, ToSchema)]
+pub struct PublicRun {
+    id: String,
+    recipe: String,
+    risk: String,
+    status: String,
+    exit_code: Option<i64>,
+    stdout_bytes: i64,
+    stderr_bytes: i64,
+    findings: i64,
+    withheld_chunks: i64,
+    truncated: bool,
+    created_at: i64,
+    started_at: Option<i64>,
+    finished_at: Option<i64>,
+}
+
+impl From<Run> for PublicRun {
+    fn from(r: Run) -> Self {
+        Self {
+            id: r.id,
+            recipe: r.recipe,
+            risk: r.risk,
+            status: r.status,
+            exit_code: r.exit_code,
+            stdout_bytes: r.stdout_bytes,
+            stderr_bytes: r.stderr_bytes,
+            findings: r.findings,
+            withheld_chunks: r.unredacted_chunks,
+            truncated: r.truncated,
+            created_at: r.created_at,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PublicRunList {
+    items: Vec<PublicRun>,
+    next: Option<String>,
+}
+
+/// Session metadata for `/public/sessions/{id}`.
+#[derive(Serialize, ToSchema)]
+pub struct PublicSession {
+    id: String,
+    kind: String,
+    status: String,
+    epoch: i64,
+    created_at: i64,
+    updated_at: i64,
+}
+
+fn plugins(state: &AppState) -> Vec<PublicPlugin> {
+    state
+        .runner
+        .plugins()
+        .status()
+        .into_iter()
+        .map(|p| PublicPlugin {
+            contract_checks_passed: p.contract_checks_passed(),
+            kind: p.kind,
+            name: p.name,
+            version: p.version,
+            sha256: p.sha256,
+            loaded_at: p.loaded_at,
+        })
+        .collect()
+}
+
+/// Counts per table and status, redaction counters, version, plugins.
+#[utoipa::path(get, path = "/public/state", tag = "public",
+    responses((status = 200, body = PublicState)))]
+pub async fn public_state(State(state): State<AppState>) -> ApiResult<impl IntoResponse> {
+    let mut counts: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
+    for (table, status, n) in state.store.status_counts().await? {
+        counts.entry(table).or_default().insert(status, n);
+    }
+    let (redacted_findings, withheld_chunks) = state.store.redaction_totals().await?;
+    let body = PublicState {
+        version: env!("CARGO_PKG_VERSION"),
+        counts,
+        redacted_findings,
+        withheld_chunks,
+        plugins: plugins(&state),
+    };
+    Ok(([(CACHE_CONTROL, CACHE)], Json(body)))
+}
+
+/// What the host can attest: schema, migrations, last prune, plugins, log digest.
+#[utoipa::path(get, path = "/public/evidence", tag = "public",
+    responses((status = 200, body = PublicEvidence)))]
+pub async fn public_evidence(State(state): State<AppState>) -> ApiResult<impl IntoResponse> {
+    // One lock across the extension keeps the cached chain monotonic.
+    let (count, digest) = {
+        let mut cached = state.event_digest.lock().await;
+        let next = state.store.extend_event_digest(cached.0, cached.1).await?;
+        *cached = next;
+        next
+    };
+    let body = PublicEvidence {
+        version: env!("CARGO_PKG_VERSION"),
+        schema_version: SCHEMA_VERSION,
+        migrations: migration_checksums()
+            .into_iter()
+            .map(|(version, description, checksum_sha384)| PublicMigration { version, description, checksum_sha384 })
+            .collect(),
+        last_prune: state.store.last_prune().await?.map(|p| PublicPrune {
+            at: p.at,
+            policy_hash: p.policy_hash,
+            counts: p.counts,
+        }),
+        plugins: plugins(&state),
+        event_count: count,
+        event_log_sha256: hex::encode(digest),
+    };
+    Ok(([(CACHE_CONTROL, CACHE)], Json(body)))
+}
+
+/// Run metadata, by id order (only when `public.runs` is enabled).
+#[utoipa::path(get, path = "/public/runs", tag = "public", params(PageQuery),
+    responses((status = 200, body = PublicRunList), (status = 404, body = ErrorBody)))]
+pub async fn public_runs(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> ApiResult<impl IntoResponse> {
+    if !state.config.public.runs {
+        return Err(ApiError::not_found("public view (public.runs is off)"));
+    }
+    let page = state.store.runs(None, q.after()?, q.limit()?).await?;
+    let body = PublicRunList {
+        items: page.items.into_iter().map(PublicRun::from).collect(),
+        next: page.next,
+    };
+    Ok(([(CACHE_CONTROL, CACHE)], Json(body)))
+}
+
+/// Session metadata (only when `public.sessions` is enabled).
+#[utoipa::path(get, path = "/public/sessions/{id}", tag = "public", params(("id" = String, Path)),
+    responses((status = 200, body = PublicSession), (status = 404, body = ErrorBody)))]
+pub async fn public_session(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<impl IntoResponse> {
+    if !state.config.public.sessions {
+        return Err(ApiError::not_found("public view (public.sessions is off)"));
+    }
+    let id = path_id(&id, "session")?;
+    let s = state.store.session(id).await?.ok_or_else(|| ApiError::not_found("session"))?;
+    let body = PublicSession {
+        id: s.id,
+        kind: s.kind,
+        status: s.status,
+        epoch: s.epoch,
+        created_at: s.created_at,
+        updated_at: s.updated_at,
+    };
+    Ok(([(CACHE_CONTROL, CACHE)], Json(body)))
+}
