@@ -1,1 +1,3 @@
 //! HappyX host library: storage, crypto, PTYs, plugins and the HTTP API.
+
+pub mod plugins;
