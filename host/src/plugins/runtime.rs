@@ -398,6 +398,7 @@ impl Plugin {
     }
 
     fn bad(&self, reason: impl Into<String>) -> PluginError {
+        self.stats.failures.fetch_add(1, Ordering::Relaxed);
         PluginError::BadResult {
             plugin: self.plugin.clone(),
             reason: reason.into(),

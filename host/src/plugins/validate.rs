@@ -63,7 +63,7 @@ pub fn findings(raw: Vec<(String, u64, u64)>, len: usize) -> Result<Vec<Finding>
         }
         out.push(Finding { rule, start, end });
     }
-    out.sort_by(|a, b| (a.start, a.end).cmp(&(b.start, b.end)));
+    out.sort_by_key(|a| (a.start, a.end));
     Ok(out)
 }
 
