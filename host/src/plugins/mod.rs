@@ -478,6 +478,15 @@ impl PluginHost {
     }
 }
 
+impl PluginHost {
+    /// Instantiates (without configuring) a fresh instance of the plugin
+    /// serving `kind` and drops it. Blocking; for benchmarks.
+    #[doc(hidden)]
+    pub fn bench_instantiate(&self, kind: Kind) -> Result<(), PluginError> {
+        self.current(kind).instantiate_only()
+    }
+}
+
 /// Runs the contract checks for the world the component exports (and the
 /// fixtures in `fixtures`, if given) with default limits and no settings.
 /// Blocking. Used by `happyx plugin check FILE.wasm`.

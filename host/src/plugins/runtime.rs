@@ -386,6 +386,23 @@ impl Plugin {
         }
     }
 
+    /// Instantiates a fresh instance without configuring it and drops it
+    /// (benchmarks of instantiation cost).
+    pub fn instantiate_only(&self) -> Result<(), PluginError> {
+        let engine = engine::engine().map_err(|reason| PluginError::Host {
+            plugin: self.plugin.clone(),
+            reason,
+        })?;
+        let mut store = new_store(engine, self.limits.memory_bytes);
+        store.set_epoch_deadline(engine::ticks_for(self.limits.timeout_ms));
+        let r = match &self.pre {
+            Pre::Redactor(p) => p.instantiate(&mut store).map(drop),
+            Pre::Retention(p) => p.instantiate(&mut store).map(drop),
+            Pre::Recipes(p) => p.instantiate(&mut store).map(drop),
+        };
+        r.map_err(|e| self.classify(&e, &store))
+    }
+
     /// Drops all idle instances.
     pub fn drain_pool(&self) {
         if let Ok(mut pool) = self.pool.lock() {
