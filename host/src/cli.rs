@@ -30,6 +30,31 @@ pub enum Command {
     /// Create, list and revoke bearer tokens (works while the server runs).
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Run the retention pruner once and report what it removed (one JSON line).
+    Prune {
+        #[command(flatten)]
+        dir: DataDirArg,
+        /// Configuration naming the retention plugin and its settings.
+        #[arg(long, env = "HAPPYX_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Policy plugin tools for operators and policy authors.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Run the contract checks for the component's world (and its fixtures)
+    /// against FILE; prints one JSON line per check, exits non-zero on failure.
+    Check {
+        file: PathBuf,
+        /// Fixture directory (`<interface>/<case>/…`, see tests/conformance).
+        #[arg(long)]
+        fixtures: Option<PathBuf>,
+    },
+    /// Write the built-in sample components into DIR as .wasm files.
+    ExportBuiltin { dir: PathBuf },
 }
 
 #[derive(Debug, Args)]
@@ -124,7 +149,74 @@ pub async fn run(cli: Cli) -> Result<()> {
             init_logging("warn", LogFormat::Text);
             token(t).await
         }
+        Command::Prune { dir, config } => {
+            let cfg = Config::load(
+                config.as_deref(),
+                &Overrides {
+                    data_dir: Some(dir.data_dir.clone()),
+                    listen: None,
+                },
+            )?;
+            init_logging("warn", LogFormat::Text);
+            let store = open_store(&dir.data_dir).await?;
+            let data_dir = crate::datadir::ensure(&dir.data_dir)?;
+            let plugins = crate::server::load_plugins(&cfg, &data_dir).await?;
+            let report = crate::retention::prune_once(&store, &plugins, cfg.retention.batch)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("{}", serde_json::to_string(&report)?);
+            store.close().await;
+            Ok(())
+        }
+        Command::Plugin(p) => {
+            init_logging("warn", LogFormat::Text);
+            plugin(p)
+        }
     }
+}
+
+fn plugin(cmd: PluginCommand) -> Result<()> {
+    match cmd {
+        PluginCommand::Check { file, fixtures } => {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let report = crate::plugins::check_component(&bytes, fixtures.as_deref());
+            for c in &report.checks {
+                println!("{}", serde_json::to_string(c)?);
+            }
+            if !report.passed {
+                let failed: Vec<&str> = report
+                    .checks
+                    .iter()
+                    .filter(|c| !c.passed)
+                    .map(|c| c.name.as_str())
+                    .collect();
+                bail!(
+                    "{}: {} check(s) failed: {}",
+                    file.display(),
+                    failed.len(),
+                    failed.join(", ")
+                );
+            }
+            eprintln!(
+                "{}: world {}, all {} checks passed",
+                file.display(),
+                report.world.as_deref().unwrap_or("?"),
+                report.checks.len()
+            );
+        }
+        PluginCommand::ExportBuiltin { dir } => {
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            for (name, bytes) in crate::plugins::builtin_components() {
+                let path = dir.join(name);
+                std::fs::write(&path, bytes)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+                println!("{}", path.display());
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn token(cmd: TokenCommand) -> Result<()> {

@@ -11,7 +11,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::plugins::config::PluginsConfig;
+use crate::plugins::PluginsConfig;
 
 /// Environment variables with the `HAPPYX_` prefix that are not configuration keys.
 const NON_CONFIG_ENV: &[&str] = &["HAPPYX_LOG", "HAPPYX_CONFIG"];

@@ -43,7 +43,11 @@ pub struct PruneReport {
 }
 
 /// Runs one pass over every kind.
-pub async fn prune_once(store: &Store, plugins: &PluginHost, batch: u32) -> Result<PruneReport, PruneError> {
+pub async fn prune_once(
+    store: &Store,
+    plugins: &PluginHost,
+    batch: u32,
+) -> Result<PruneReport, PruneError> {
     let mut report = PruneReport::default();
     let now = now_ms().max(0) as u64;
     for kind in retention_kinds() {
@@ -51,7 +55,11 @@ pub async fn prune_once(store: &Store, plugins: &PluginHost, batch: u32) -> Resu
         let (mut pruned, mut examined) = (0u64, 0u64);
         loop {
             let items = store
-                .retention_items(kind, after.as_ref().map(|(a, i)| (*a, i.as_str())), i64::from(batch))
+                .retention_items(
+                    kind,
+                    after.as_ref().map(|(a, i)| (*a, i.as_str())),
+                    i64::from(batch),
+                )
                 .await?;
             if items.is_empty() {
                 break;
@@ -59,7 +67,11 @@ pub async fn prune_once(store: &Store, plugins: &PluginHost, batch: u32) -> Resu
             let mut totals = Vec::new();
             for k in retention_kinds() {
                 let (count, bytes) = store.retention_totals(k).await?;
-                totals.push(Totals { kind: k.to_string(), count: count.max(0) as u64, bytes: bytes.max(0) as u64 });
+                totals.push(Totals {
+                    kind: k.to_string(),
+                    count: count.max(0) as u64,
+                    bytes: bytes.max(0) as u64,
+                });
             }
             let meta: Vec<Item> = items
                 .iter()
@@ -73,15 +85,28 @@ pub async fn prune_once(store: &Store, plugins: &PluginHost, batch: u32) -> Resu
                 .collect();
             let decision = plugins.decide_retention(now, &totals, &meta).await?;
             if decision.prune.len() != items.len() {
-                return Err(PruneError::BadAnswer { got: decision.prune.len(), want: items.len() });
+                return Err(PruneError::BadAnswer {
+                    got: decision.prune.len(),
+                    want: items.len(),
+                });
             }
             report.policy_hash = decision.policy_hash.clone();
             examined += items.len() as u64;
             // The event log is only ever cut at its oldest end.
             let take: Vec<String> = if kind == "event" {
-                items.iter().zip(&decision.prune).take_while(|(_, p)| **p).map(|(i, _)| i.id.clone()).collect()
+                items
+                    .iter()
+                    .zip(&decision.prune)
+                    .take_while(|(_, p)| **p)
+                    .map(|(i, _)| i.id.clone())
+                    .collect()
             } else {
-                items.iter().zip(&decision.prune).filter(|(_, p)| **p).map(|(i, _)| i.id.clone()).collect()
+                items
+                    .iter()
+                    .zip(&decision.prune)
+                    .filter(|(_, p)| **p)
+                    .map(|(i, _)| i.id.clone())
+                    .collect()
             };
             let kept_all = take.is_empty();
             let stop_events = kind == "event" && take.len() < items.len();

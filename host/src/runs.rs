@@ -344,8 +344,8 @@ async fn write_chunks(
                         .iter()
                         .map(|f| Finding {
                             rule: f.rule.clone(),
-                            start: f.start + base as u64,
-                            end: f.end + base as u64,
+                            start: f.start + base,
+                            end: f.end + base,
                         })
                         .collect();
                     *m = apply_masks(m, &shifted);
@@ -410,7 +410,7 @@ pub async fn redact_with_overlap(
     joined.extend_from_slice(prev);
     joined.extend_from_slice(data);
     let r = plugins.redact(source, &joined).await?;
-    let lead = prev.len() as u64;
+    let lead = prev.len();
     let mut own = Vec::new();
     let mut prev_masks = Vec::new();
     for f in r.findings.iter().filter(|f| f.end > lead) {

@@ -24,7 +24,8 @@ pub async fn serve(cfg: Config) -> Result<()> {
         .await
         .with_context(|| format!("cannot open the database in {}", data_dir.display()))?;
     let identity = ChildIdentity::prepare(&cfg.runs)?;
-    let plugins = PluginHost::default();
+    let plugins = load_plugins(&cfg, &data_dir).await?;
+    plugins.spawn_watcher();
     let metrics = Arc::new(Metrics::default());
     let lost = store.mark_unfinished_runs_lost().await?;
     if lost > 0 {
@@ -40,10 +41,24 @@ pub async fn serve(cfg: Config) -> Result<()> {
             version: env!("CARGO_PKG_VERSION").into(),
             schema_version: SCHEMA_VERSION,
             config_hash: cfg.hash(),
-            plugin_hashes: json!({}),
+            plugin_hashes: json!(
+                plugins
+                    .status()
+                    .into_iter()
+                    .map(|p| (p.kind, p.sha256))
+                    .collect::<std::collections::BTreeMap<_, _>>()
+            ),
             boot_id: datadir::boot_id(),
         })
         .await?;
+    if cfg.retention.interval_ms > 0 {
+        spawn_pruner(
+            store.clone(),
+            plugins.clone(),
+            cfg.retention.interval_ms,
+            cfg.retention.batch,
+        );
+    }
     let runner = Runner::new(store.clone(), plugins, metrics.clone(), identity, &cfg.runs);
     let cfg = Arc::new(cfg);
     let state = AppState {
@@ -105,6 +120,45 @@ pub async fn serve(cfg: Config) -> Result<()> {
     store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Runs the pruner every `interval_ms` (first pass one interval after start).
+fn spawn_pruner(store: Store, plugins: PluginHost, interval_ms: u64, batch: u32) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(interval_ms));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            match crate::retention::prune_once(&store, &plugins, batch).await {
+                Ok(r) => tracing::info!(pruned = ?r.pruned, "retention pass done"),
+                Err(e) => tracing::warn!(code = e.code(), error = %e, "retention pass failed"),
+            }
+        }
+    });
+}
+
+/// Loads the policy plugins off the async executor, with the compile cache in
+/// `plugins.cache_dir` (default `DATA/plugin-cache`, created 0700).
+pub async fn load_plugins(cfg: &Config, data_dir: &std::path::Path) -> Result<PluginHost> {
+    let cache_path = cfg
+        .plugins
+        .cache_dir
+        .clone()
+        .unwrap_or_else(|| data_dir.join("plugin-cache"));
+    let cache = match crate::datadir::ensure(&cache_path) {
+        Ok(p) => cap_std::fs::Dir::open_ambient_dir(&p, cap_std::ambient_authority()).ok(),
+        Err(e) => {
+            tracing::warn!(error = %e, "plugin compile cache unavailable; compiling every start");
+            None
+        }
+    };
+    let pcfg = cfg.plugins.clone();
+    let host = tokio::task::spawn_blocking(move || PluginHost::load(&pcfg, cache))
+        .await
+        .context("plugin loader panicked")?
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .context("cannot load the policy plugins")?;
+    Ok(host)
 }
 
 async fn shutdown_signal() {

@@ -40,7 +40,10 @@ pub fn cli(args: &[&str]) -> (ExitStatus, String, String) {
 }
 
 pub fn cli_env(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String, String) {
+    // Run from the system temp dir so defaults such as ./happyx-workspace never
+    // land in the source tree.
     let out = Command::new(binary())
+        .current_dir(std::env::temp_dir())
         .args(args)
         .envs(env.iter().copied())
         .stdin(Stdio::null())

@@ -459,7 +459,8 @@ fn children_do_not_hold_the_hosts_authority() {
 #[test]
 fn run_timeout_exit_codes_and_stderr() {
     let (_tmp, data) = temp_data_dir();
-    let cfg = "[runs]\ndefault_timeout_ms = 1000\n[approvals]\nallow_self_approval = true\n";
+    // The sample recipe book gives `shell` its own timeout; set it to 1 s.
+    let cfg = "[approvals]\nallow_self_approval = true\n[plugins.recipes.settings]\n\"shell.timeout_ms\" = \"1000\"\n";
     let server = Server::start_with(
         &data,
         ServerOptions {

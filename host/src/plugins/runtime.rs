@@ -1,0 +1,548 @@
+//! One loaded plugin: its `InstancePre`, its pool of warm instances and the
+//! guarded call path (deadline, memory limit, trap classification).
+//!
+//! **Instance recycling.** A fresh instance is created from the plugin's
+//! `InstancePre` in a new `Store`, `configure`d once with the operator's
+//! settings, and then reused: after a successful call it goes back to a small
+//! per-plugin pool ([`POOL_IDLE`] idle instances at most). Reuse matters for
+//! guests that build state in `configure` (the redactor compiles its regexes
+//! there, ~ms) and it is safe because the WIT contract makes calls
+//! stateless. An instance that trapped, timed out or hit its memory limit is
+//! dropped, never reused (wasmtime poisons it anyway), as is one whose output
+//! pipes are half full. Memory grown by earlier calls stays with the instance
+//! and counts against its limit, so a leaking guest ends up with a memory
+//! error and a fresh instance.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Engine, Store, Trap};
+
+use super::bindings::{WIT_PACKAGE, WIT_VERSION, recipes as rb, redactor as rd, retention as rt};
+use super::config::{Kind, Limits};
+use super::engine;
+use super::error::{PluginError, PluginRef};
+use super::store::{StoreState, new_store};
+use super::types::{Finding, Item, Param, Recipe, Risk, Totals};
+use super::validate;
+
+/// Idle warm instances kept per plugin.
+pub const POOL_IDLE: usize = 8;
+
+/// A prepared component for one world.
+enum Pre {
+    Redactor(rd::RedactorPre<StoreState>),
+    Retention(rt::RetentionPolicyPre<StoreState>),
+    Recipes(rb::RecipeBookPre<StoreState>),
+}
+
+/// A live instance bound to its world's exports.
+enum Bound {
+    Redactor(rd::Redactor),
+    Retention(rt::RetentionPolicy),
+    Recipes(rb::RecipeBook),
+}
+
+struct Instance {
+    store: Store<StoreState>,
+    bound: Bound,
+}
+
+/// Call counters of one loaded plugin.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub calls: AtomicU64,
+    pub failures: AtomicU64,
+    pub total_us: AtomicU64,
+}
+
+/// The plugin's answer to `render` before the host maps it.
+pub enum RawRender {
+    Ok {
+        program: String,
+        args: Vec<String>,
+        risk: Risk,
+        timeout_ms: Option<u64>,
+    },
+    UnknownRecipe,
+    MissingArg(String),
+    UnknownArg(String),
+    InvalidArg(String, String),
+}
+
+/// One loaded, checked plugin.
+pub struct Plugin {
+    pub plugin: PluginRef,
+    pub kind: Kind,
+    pub description: String,
+    pub limits: Limits,
+    pub loaded_at_ms: u64,
+    pub stats: Stats,
+    settings: Vec<(String, String)>,
+    pre: Pre,
+    pool: Mutex<Vec<Instance>>,
+    /// The recipe catalog, read once at load (recipe plugins only).
+    catalog: Vec<Recipe>,
+}
+
+/// What the component's exports say about it.
+pub struct Exports {
+    pub kind: Option<Kind>,
+    /// The `happyx:policy` version of its exports, if any.
+    pub version: Option<String>,
+}
+
+/// Reads the world and WIT version off a compiled component's exports.
+pub fn inspect_exports(engine: &Engine, component: &Component) -> Exports {
+    let ty = component.component_type();
+    let mut kind = None;
+    let mut version = None;
+    for (name, _) in ty.exports(engine) {
+        let Some(rest) = name
+            .strip_prefix(WIT_PACKAGE)
+            .and_then(|r| r.strip_prefix('/'))
+        else {
+            continue;
+        };
+        let (iface, ver) = match rest.split_once('@') {
+            Some((i, v)) => (i, Some(v)),
+            None => (rest, None),
+        };
+        if let Some(v) = ver {
+            version = Some(validate::clean_text(v, 32));
+        }
+        match iface {
+            "redaction" => kind = Some(Kind::Redactor),
+            "retention" => kind = Some(Kind::Retention),
+            "recipes" => kind = Some(Kind::Recipes),
+            _ => {}
+        }
+    }
+    Exports { kind, version }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn err_text(e: &wasmtime::Error) -> String {
+    validate::clean_text(&e.root_cause().to_string(), 300)
+}
+
+impl Plugin {
+    /// Links a compiled component for `kind`, creates a first instance
+    /// (asking its `info` and `configure`-ing it) and, for recipe plugins,
+    /// reads the catalog.
+    pub fn prepare(
+        kind: Kind,
+        component: &Component,
+        sha256: String,
+        limits: Limits,
+        settings: Vec<(String, String)>,
+    ) -> Result<Plugin, PluginError> {
+        let engine = engine::engine().map_err(|reason| PluginError::Host {
+            plugin: PluginRef {
+                kind: kind.as_str().into(),
+                sha256: sha256.clone(),
+                ..PluginRef::default()
+            },
+            reason,
+        })?;
+        let mut plugin = PluginRef {
+            kind: kind.as_str().into(),
+            name: String::new(),
+            version: String::new(),
+            sha256,
+        };
+
+        let exports = inspect_exports(engine, component);
+        if let Some(found) = &exports.version
+            && found != WIT_VERSION
+        {
+            return Err(PluginError::WitVersion {
+                plugin,
+                found: found.clone(),
+                host: WIT_VERSION.into(),
+            });
+        }
+        match exports.kind {
+            Some(k) if k == kind => {}
+            other => {
+                return Err(PluginError::WrongWorld {
+                    plugin,
+                    expected: kind.world().into(),
+                    found: other.map_or_else(
+                        || "no happyx:policy world".to_string(),
+                        |k| format!("world {}", k.world()),
+                    ),
+                });
+            }
+        }
+
+        let mut linker: Linker<StoreState> = Linker::new(engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| PluginError::Host {
+            plugin: plugin.clone(),
+            reason: err_text(&e),
+        })?;
+        let instance_pre = linker.instantiate_pre(component).map_err(|e| {
+            let ty = component.component_type();
+            let import = ty
+                .imports(engine)
+                .map(|(name, _)| name.to_string())
+                .find(|name| !name.starts_with("wasi:"))
+                .unwrap_or_else(|| err_text(&e));
+            PluginError::UnknownImport {
+                plugin: plugin.clone(),
+                import: validate::clean_text(&import, 200),
+            }
+        })?;
+        let invalid = |e: wasmtime::Error, plugin: &PluginRef| PluginError::Invalid {
+            plugin: plugin.clone(),
+            reason: err_text(&e),
+        };
+        let pre = match kind {
+            Kind::Redactor => {
+                Pre::Redactor(rd::RedactorPre::new(instance_pre).map_err(|e| invalid(e, &plugin))?)
+            }
+            Kind::Retention => Pre::Retention(
+                rt::RetentionPolicyPre::new(instance_pre).map_err(|e| invalid(e, &plugin))?,
+            ),
+            Kind::Recipes => {
+                Pre::Recipes(rb::RecipeBookPre::new(instance_pre).map_err(|e| invalid(e, &plugin))?)
+            }
+        };
+
+        let mut this = Plugin {
+            plugin: plugin.clone(),
+            kind,
+            description: String::new(),
+            limits,
+            loaded_at_ms: now_ms(),
+            stats: Stats::default(),
+            settings,
+            pre,
+            pool: Mutex::new(Vec::new()),
+            catalog: Vec::new(),
+        };
+
+        // The first instance tells us who the plugin is.
+        let info = this.call(|store, bound| match bound {
+            Bound::Redactor(b) => b
+                .happyx_policy_config()
+                .call_info(store)
+                .map(|i| (i.name, i.version, i.description)),
+            Bound::Retention(b) => b
+                .happyx_policy_config()
+                .call_info(store)
+                .map(|i| (i.name, i.version, i.description)),
+            Bound::Recipes(b) => b
+                .happyx_policy_config()
+                .call_info(store)
+                .map(|i| (i.name, i.version, i.description)),
+        })?;
+        let (name, version, description) = info;
+        if !validate::is_name(&name) || version.is_empty() || version.len() > validate::MAX_NAME {
+            return Err(PluginError::BadResult {
+                plugin: this.plugin.clone(),
+                reason: "info() returned an invalid name or version".into(),
+            });
+        }
+        plugin.name = name;
+        plugin.version = validate::clean_text(&version, validate::MAX_NAME);
+        this.plugin = plugin;
+        this.description = validate::clean_text(&description, validate::MAX_DESCRIPTION);
+        if kind == Kind::Recipes {
+            this.catalog = this.catalog_raw()?;
+        }
+        Ok(this)
+    }
+
+    fn new_instance(&self) -> Result<Instance, PluginError> {
+        let engine = engine::engine().map_err(|reason| PluginError::Host {
+            plugin: self.plugin.clone(),
+            reason,
+        })?;
+        let mut store = new_store(engine, self.limits.memory_bytes);
+        store.set_epoch_deadline(engine::ticks_for(self.limits.timeout_ms));
+        let bound = match &self.pre {
+            Pre::Redactor(p) => p.instantiate(&mut store).map(Bound::Redactor),
+            Pre::Retention(p) => p.instantiate(&mut store).map(Bound::Retention),
+            Pre::Recipes(p) => p.instantiate(&mut store).map(Bound::Recipes),
+        };
+        let bound = match bound {
+            Ok(b) => b,
+            Err(e) => return Err(self.classify(&e, &store)),
+        };
+        let configured = match &bound {
+            Bound::Redactor(b) => b
+                .happyx_policy_config()
+                .call_configure(&mut store, &self.settings),
+            Bound::Retention(b) => b
+                .happyx_policy_config()
+                .call_configure(&mut store, &self.settings),
+            Bound::Recipes(b) => b
+                .happyx_policy_config()
+                .call_configure(&mut store, &self.settings),
+        };
+        match configured {
+            Ok(Ok(())) => Ok(Instance { store, bound }),
+            Ok(Err(reason)) => Err(PluginError::Config {
+                plugin: self.plugin.clone(),
+                reason: validate::clean_text(&reason, 300),
+            }),
+            Err(e) => Err(self.classify(&e, &store)),
+        }
+    }
+
+    /// Maps a wasmtime error from a guest call to a typed error.
+    fn classify(&self, e: &wasmtime::Error, store: &Store<StoreState>) -> PluginError {
+        if store.data().limiter.exceeded {
+            return PluginError::Memory {
+                plugin: self.plugin.clone(),
+                limit_bytes: self.limits.memory_bytes,
+            };
+        }
+        match e.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => PluginError::Timeout {
+                plugin: self.plugin.clone(),
+                timeout_ms: self.limits.timeout_ms,
+            },
+            Some(_) => PluginError::Trap {
+                plugin: self.plugin.clone(),
+            },
+            None => {
+                tracing::debug!(plugin = %self.plugin, error = %err_text(e), "guest call failed");
+                PluginError::Trap {
+                    plugin: self.plugin.clone(),
+                }
+            }
+        }
+    }
+
+    /// Runs `f` on a warm (or fresh) instance under the deadline and memory
+    /// limit. The instance goes back to the pool only if the call succeeded.
+    fn call<R>(
+        &self,
+        f: impl FnOnce(&mut Store<StoreState>, &Bound) -> wasmtime::Result<R>,
+    ) -> Result<R, PluginError> {
+        let start = Instant::now();
+        let pooled = self.pool.lock().ok().and_then(|mut p| p.pop());
+        let result = match pooled.map_or_else(|| self.new_instance(), Ok) {
+            Ok(mut inst) => {
+                inst.store.data_mut().limiter.exceeded = false;
+                inst.store
+                    .set_epoch_deadline(engine::ticks_for(self.limits.timeout_ms));
+                let r = f(&mut inst.store, &inst.bound);
+                let (out, err) = inst.store.data_mut().take_output_counts();
+                if out > 0 || err > 0 {
+                    // Counts only: guest output may echo secrets it was given.
+                    tracing::debug!(plugin = %self.plugin, stdout_bytes = out, stderr_bytes = err, "plugin wrote output (discarded)");
+                }
+                match r {
+                    Ok(v) => {
+                        if !inst.store.data().output_nearly_full()
+                            && let Ok(mut pool) = self.pool.lock()
+                            && pool.len() < POOL_IDLE
+                        {
+                            pool.push(inst);
+                        }
+                        Ok(v)
+                    }
+                    Err(e) => Err(self.classify(&e, &inst.store)),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        let us = start.elapsed().as_micros() as u64;
+        self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        self.stats.total_us.fetch_add(us, Ordering::Relaxed);
+        if let Err(e) = &result {
+            self.stats.failures.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(plugin = %self.plugin, code = e.code(), "plugin call failed");
+        }
+        result
+    }
+
+    /// Creates instances until `n` are idle in the pool (best effort).
+    pub fn prewarm(&self, n: usize) {
+        for _ in 0..n.min(POOL_IDLE) {
+            let idle = self.pool.lock().map(|p| p.len()).unwrap_or(POOL_IDLE);
+            if idle >= n {
+                break;
+            }
+            match self.new_instance() {
+                Ok(inst) => {
+                    if let Ok(mut pool) = self.pool.lock() {
+                        pool.push(inst);
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Instantiates a fresh instance without configuring it and drops it
+    /// (benchmarks of instantiation cost).
+    pub fn instantiate_only(&self) -> Result<(), PluginError> {
+        let engine = engine::engine().map_err(|reason| PluginError::Host {
+            plugin: self.plugin.clone(),
+            reason,
+        })?;
+        let mut store = new_store(engine, self.limits.memory_bytes);
+        store.set_epoch_deadline(engine::ticks_for(self.limits.timeout_ms));
+        let r = match &self.pre {
+            Pre::Redactor(p) => p.instantiate(&mut store).map(drop),
+            Pre::Retention(p) => p.instantiate(&mut store).map(drop),
+            Pre::Recipes(p) => p.instantiate(&mut store).map(drop),
+        };
+        r.map_err(|e| self.classify(&e, &store))
+    }
+
+    /// Drops all idle instances.
+    pub fn drain_pool(&self) {
+        if let Ok(mut pool) = self.pool.lock() {
+            pool.clear();
+        }
+    }
+
+    fn wrong_world(&self) -> wasmtime::Error {
+        wasmtime::format_err!("plugin {} called through the wrong world", self.plugin)
+    }
+
+    fn bad(&self, reason: impl Into<String>) -> PluginError {
+        self.stats.failures.fetch_add(1, Ordering::Relaxed);
+        PluginError::BadResult {
+            plugin: self.plugin.clone(),
+            reason: reason.into(),
+        }
+    }
+
+    /// `redaction.redact`, validated.
+    pub fn redact(&self, source: &str, data: &[u8]) -> Result<Vec<Finding>, PluginError> {
+        let answer = self.call(|store, bound| match bound {
+            Bound::Redactor(b) => b.happyx_policy_redaction().call_redact(store, source, data),
+            _ => Err(self.wrong_world()),
+        })?;
+        let raw = answer.map_err(|_| PluginError::Failed {
+            plugin: self.plugin.clone(),
+        })?;
+        let raw = raw.into_iter().map(|f| (f.rule, f.start, f.end)).collect();
+        validate::findings(raw, data.len()).map_err(|r| self.bad(r))
+    }
+
+    /// `retention.decide`, validated (one answer per item).
+    pub fn decide(
+        &self,
+        now: u64,
+        totals: &[Totals],
+        items: &[Item],
+    ) -> Result<Vec<bool>, PluginError> {
+        let totals: Vec<rt::exports::happyx::policy::retention::Totals> = totals
+            .iter()
+            .map(|t| rt::exports::happyx::policy::retention::Totals {
+                kind: t.kind.clone(),
+                count: t.count,
+                bytes: t.bytes,
+            })
+            .collect();
+        let items: Vec<rt::exports::happyx::policy::retention::Item> = items
+            .iter()
+            .map(|i| rt::exports::happyx::policy::retention::Item {
+                kind: i.kind.clone(),
+                id: i.id.clone(),
+                created_at: i.created_at,
+                bytes: i.bytes,
+                session_id: i.session_id.clone(),
+            })
+            .collect();
+        let answer = self.call(|store, bound| match bound {
+            Bound::Retention(b) => b
+                .happyx_policy_retention()
+                .call_decide(store, now, &totals, &items),
+            _ => Err(self.wrong_world()),
+        })?;
+        let prune = answer.map_err(|_| PluginError::Failed {
+            plugin: self.plugin.clone(),
+        })?;
+        if prune.len() != items.len() {
+            return Err(self.bad(format!("{} answers for {} items", prune.len(), items.len())));
+        }
+        Ok(prune)
+    }
+
+    /// The catalog read at load.
+    pub fn catalog(&self) -> &[Recipe] {
+        &self.catalog
+    }
+
+    fn catalog_raw(&self) -> Result<Vec<Recipe>, PluginError> {
+        let raw = self.call(|store, bound| match bound {
+            Bound::Recipes(b) => b.happyx_policy_recipes().call_catalog(store),
+            _ => Err(self.wrong_world()),
+        })?;
+        let recipes: Vec<Recipe> = raw
+            .into_iter()
+            .map(|r| Recipe {
+                name: r.name,
+                description: r.description,
+                risk: map_risk(r.risk),
+                params: r
+                    .params
+                    .into_iter()
+                    .map(|p| Param {
+                        name: p.name,
+                        description: p.description,
+                        required: p.required,
+                    })
+                    .collect(),
+            })
+            .collect();
+        validate::catalog(&recipes).map_err(|r| self.bad(r))?;
+        Ok(recipes)
+    }
+
+    /// `recipes.render`, with the command validated (the name is not checked
+    /// against the catalog here).
+    pub fn render_raw(
+        &self,
+        name: &str,
+        args: &[(String, String)],
+    ) -> Result<RawRender, PluginError> {
+        use rb::exports::happyx::policy::recipes::RenderError as G;
+        let answer = self.call(|store, bound| match bound {
+            Bound::Recipes(b) => b.happyx_policy_recipes().call_render(store, name, args),
+            _ => Err(self.wrong_world()),
+        })?;
+        let text = |s: &str| validate::clean_text(s, 200);
+        Ok(match answer {
+            Ok(cmd) => {
+                validate::command(&cmd.program, &cmd.args, cmd.timeout_ms)
+                    .map_err(|r| self.bad(r))?;
+                RawRender::Ok {
+                    program: cmd.program,
+                    args: cmd.args,
+                    risk: map_risk(cmd.risk),
+                    timeout_ms: cmd.timeout_ms,
+                }
+            }
+            Err(G::UnknownRecipe(_)) => RawRender::UnknownRecipe,
+            Err(G::MissingArg(a)) => RawRender::MissingArg(text(&a)),
+            Err(G::UnknownArg(a)) => RawRender::UnknownArg(text(&a)),
+            Err(G::InvalidArg((a, reason))) => RawRender::InvalidArg(text(&a), text(&reason)),
+        })
+    }
+}
+
+fn map_risk(r: rb::exports::happyx::policy::recipes::Risk) -> Risk {
+    use rb::exports::happyx::policy::recipes::Risk as G;
+    match r {
+        G::Low => Risk::Low,
+        G::Medium => Risk::Medium,
+        G::High => Risk::High,
+    }
+}

@@ -1,0 +1,440 @@
+//! Plugin runtime tests against real components: the built-in samples, the
+//! conformance fixtures, and hostile components compiled from
+//! `tests/hostile-plugins/` (once per test run).
+
+// `PluginError` is large by design (it names the plugin); fine in tests.
+#![allow(clippy::result_large_err)]
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use happyx::plugins::{
+    PluginError, PluginHost, PluginSpec, PluginsConfig, RedactionStatus, RenderError, Risk,
+    StreamRedactor, apply_masks, builtin_components, check_component,
+};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Builds the hostile plugins once and returns their output directory.
+fn hostile_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let ws = repo().join("tests/hostile-plugins");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.current_dir(&ws)
+            .args(["build", "--target", "wasm32-wasip2", "--release"]);
+        for (k, _) in std::env::vars_os() {
+            let Some(k) = k.to_str() else { continue };
+            if (k.starts_with("CARGO_") && k != "CARGO_HOME")
+                || ["RUSTFLAGS", "RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER"].contains(&k)
+            {
+                cmd.env_remove(k);
+            }
+        }
+        let out = cmd.output().expect("run cargo for hostile plugins");
+        assert!(
+            out.status.success(),
+            "building hostile plugins failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        ws.join("target/wasm32-wasip2/release")
+    })
+}
+
+fn hostile(name: &str) -> PathBuf {
+    hostile_dir().join(format!("hostile_{name}.wasm"))
+}
+
+fn spec(path: PathBuf) -> PluginSpec {
+    PluginSpec {
+        path: Some(path),
+        ..PluginSpec::default()
+    }
+}
+
+fn redactor_cfg(path: PathBuf) -> PluginsConfig {
+    PluginsConfig {
+        redactor: Some(PluginSpec {
+            timeout_ms: Some(300),
+            memory_mib: Some(32),
+            ..spec(path)
+        }),
+        ..PluginsConfig::default()
+    }
+}
+
+fn load(cfg: &PluginsConfig) -> Result<PluginHost, PluginError> {
+    PluginHost::load(cfg, None)
+}
+
+const AWS: &str = "AKIAIOSFODNN7EXAMPLE";
+
+async fn assert_serves(host: &PluginHost) {
+    let data = format!("key={AWS} done");
+    let r = host
+        .redact("stdout", data.as_bytes())
+        .await
+        .expect("next call works");
+    let masked = apply_masks(data.as_bytes(), &r.findings);
+    assert!(!String::from_utf8_lossy(&masked).contains(AWS));
+}
+
+#[test]
+fn builtin_components_pass_their_contract_and_fixtures() {
+    for (file, bytes) in builtin_components() {
+        let report = check_component(bytes, Some(&repo().join("tests/conformance")));
+        let failed: Vec<_> = report.checks.iter().filter(|c| !c.passed).collect();
+        assert!(report.passed, "{file}: failed checks {failed:?}");
+        assert!(
+            report.checks.iter().any(|c| c.name.starts_with("fixture:")),
+            "{file}: no fixtures ran"
+        );
+        assert!(report.world.is_some());
+    }
+}
+
+#[test]
+fn check_component_reports_garbage_and_wrong_fixtures() {
+    let report = check_component(b"\0asm garbage", None);
+    assert!(!report.passed);
+    assert_eq!(report.checks[0].name, "component");
+    let dir = tempfile::tempdir().unwrap();
+    let case = dir.path().join("redaction/impossible");
+    std::fs::create_dir_all(&case).unwrap();
+    std::fs::write(case.join("input.bin"), b"nothing secret here").unwrap();
+    std::fs::write(
+        case.join("expected.json"),
+        br#"{"findings":[{"rule":"jwt","start":0,"end":7}]}"#,
+    )
+    .unwrap();
+    let report = check_component(builtin_components()[0].1, Some(dir.path()));
+    assert!(!report.passed);
+    assert!(
+        report
+            .checks
+            .iter()
+            .any(|c| c.name == "fixture:redaction/impossible" && !c.passed)
+    );
+}
+
+#[tokio::test]
+async fn builtin_host_serves_all_three_worlds() {
+    let host = tokio::task::spawn_blocking(|| load(&PluginsConfig::default()))
+        .await
+        .unwrap()
+        .expect("load builtins");
+    assert_serves(&host).await;
+
+    let token = format!("hpx_ab12cd34ef56_{}", "A".repeat(43));
+    let r = host.redact("text", token.as_bytes()).await.unwrap();
+    assert!(
+        r.findings
+            .iter()
+            .any(|f| f.rule == "happyx-token" && f.start == 0 && f.end == token.len())
+    );
+
+    let recipes = host.catalog().await.unwrap();
+    let names: Vec<_> = recipes.iter().map(|r| r.name.as_str()).collect();
+    assert!(names.contains(&"echo") && names.contains(&"shell") && names.contains(&"list-files"));
+
+    let mut args = BTreeMap::new();
+    args.insert("command".to_string(), "echo hi".to_string());
+    let shell = host.render("shell", &args).await.unwrap();
+    assert_eq!(shell.program, "sh");
+    assert_eq!(shell.args, vec!["-c", "echo hi"]);
+    assert_eq!(shell.risk, Risk::High);
+    assert!(shell.timeout.is_some());
+
+    let err = host.render("echo", &BTreeMap::new()).await.unwrap_err();
+    assert!(
+        matches!(&err, RenderError::MissingArg(a) if a == "text"),
+        "{err}"
+    );
+    let err = host.render("nope", &BTreeMap::new()).await.unwrap_err();
+    assert_eq!(err.code(), "unknown_recipe");
+    let mut bad = BTreeMap::new();
+    bad.insert("path".to_string(), "-rf".to_string());
+    let err = host.render("list-files", &bad).await.unwrap_err();
+    assert!(
+        matches!(&err, RenderError::InvalidArg { name, .. } if name == "path"),
+        "{err}"
+    );
+
+    let item = happyx::plugins::Item {
+        kind: "event".into(),
+        id: "e".into(),
+        created_at: 0,
+        bytes: 1,
+        session_id: None,
+    };
+    let d = host.decide_retention(1_000, &[], &[item]).await.unwrap();
+    assert_eq!(d.prune, vec![false]);
+    assert_eq!(d.policy_hash.len(), 64);
+
+    let status = host.status();
+    assert_eq!(status.len(), 3);
+    assert!(
+        status
+            .iter()
+            .all(|s| s.last_error.is_none() && s.sha256.len() == 64)
+    );
+    assert!(status[0].calls >= 2);
+}
+
+#[tokio::test]
+async fn stream_redactor_finds_a_secret_split_across_chunks() {
+    let host = tokio::task::spawn_blocking(|| load(&PluginsConfig::default()))
+        .await
+        .unwrap()
+        .unwrap();
+    let secret = "ghp_0123456789abcdefghijklmnopqrstuvwxyzAB";
+    let text = format!("{}{secret} trailing output\n", "x ".repeat(2500));
+    let split = 5000 + 10; // inside the token
+    let mut s = StreamRedactor::with_window(host, "stdout", 1024);
+    let a = s.push(&text.as_bytes()[..split]).await;
+    let b = s.push(&text.as_bytes()[split..]).await;
+    let c = s.finish();
+    assert_eq!(a.status, RedactionStatus::Redacted);
+    assert_eq!(b.status, RedactionStatus::Redacted);
+    let mut out = Vec::new();
+    for part in [&a, &b, &c] {
+        assert_eq!(part.offset as usize, out.len());
+        out.extend_from_slice(&part.masked);
+    }
+    assert_eq!(out.len(), text.len());
+    let out = String::from_utf8(out).unwrap();
+    assert!(!out.contains("ghp_"), "token prefix survived");
+    assert!(!out.contains("wxyzAB"), "token tail survived");
+    assert!(out.ends_with(" trailing output\n"));
+    assert_eq!(a.findings + b.findings + c.findings, 1);
+}
+
+#[tokio::test]
+async fn hostile_plugins_get_typed_errors_and_the_host_keeps_serving() {
+    for (name, code) in [
+        ("looper", "plugin_timeout"),
+        ("membomb", "plugin_memory"),
+        ("panicker", "plugin_trap"),
+        ("badrange", "plugin_bad_result"),
+    ] {
+        let cfg = redactor_cfg(hostile(name));
+        let host = tokio::task::spawn_blocking(move || load(&cfg))
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("{name} loads: {e}"));
+        let started = std::time::Instant::now();
+        let err = host.redact("attack", b"some input").await.unwrap_err();
+        assert_eq!(err.code(), code, "{name}: {err}");
+        assert!(
+            err.to_string().contains("hostile-"),
+            "error names the plugin: {err}"
+        );
+        assert!(
+            err.to_string().contains(&err.plugin().sha256[..12]),
+            "error names the hash: {err}"
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        // The next call works on a fresh instance.
+        assert_serves(&host).await;
+        let st = &host.status()[0];
+        assert!(st.failures >= 1 && st.calls > st.failures, "{name}: {st:?}");
+    }
+}
+
+#[tokio::test]
+async fn components_that_cannot_be_loaded_get_typed_errors() {
+    let bad = |cfg: PluginsConfig| load(&cfg).err().expect("refused");
+    let err = bad(redactor_cfg(hostile("unknown_import")));
+    assert_eq!(err.code(), "plugin_unknown_import", "{err}");
+    assert!(err.to_string().contains("steal"), "{err}");
+
+    let err = bad(redactor_cfg(hostile("newer_wit")));
+    assert_eq!(err.code(), "plugin_wit_version", "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains("0.2.0") && msg.contains("0.1.0"), "{msg}");
+
+    // The retention sample configured as the redactor.
+    let dir = tempfile::tempdir().unwrap();
+    let retention = dir.path().join("retention.wasm");
+    std::fs::write(&retention, builtin_components()[1].1).unwrap();
+    let err = bad(redactor_cfg(retention.clone()));
+    assert_eq!(err.code(), "plugin_wrong_world", "{err}");
+
+    let corrupt = dir.path().join("corrupt.wasm");
+    let mut bytes = builtin_components()[0].1.to_vec();
+    let mid = bytes.len() / 2;
+    bytes.truncate(mid);
+    std::fs::write(&corrupt, &bytes).unwrap();
+    assert_eq!(bad(redactor_cfg(corrupt)).code(), "plugin_invalid");
+
+    let redactor = dir.path().join("redactor.wasm");
+    std::fs::write(&redactor, builtin_components()[0].1).unwrap();
+    let mut cfg = redactor_cfg(redactor.clone());
+    if let Some(s) = cfg.redactor.as_mut() {
+        s.sha256 = Some("00".repeat(32));
+    }
+    assert_eq!(bad(cfg.clone()).code(), "plugin_hash_mismatch");
+    if let Some(s) = cfg.redactor.as_mut() {
+        s.sha256 = Some(happyx::plugins::sha256_hex(builtin_components()[0].1));
+        s.settings.insert("no_such_key".into(), "1".into());
+    }
+    let err = bad(cfg);
+    assert_eq!(err.code(), "plugin_config");
+    assert!(err.to_string().contains("no_such_key"), "{err}");
+}
+
+/// Collects all tracing output of this test binary.
+fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let writer = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(move || Writer(writer.clone()))
+            .finish();
+        let _ = tracing::subscriber::set_global_default(subscriber);
+        buf
+    })
+    .clone()
+}
+
+struct Writer(Arc<Mutex<Vec<u8>>>);
+impl Write for Writer {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn guest_output_never_reaches_the_logs() {
+    let logs = captured_logs();
+    let cfg = redactor_cfg(hostile("chatty"));
+    let host = tokio::task::spawn_blocking(move || load(&cfg))
+        .await
+        .unwrap()
+        .unwrap();
+    let canary = "CANARY-7f3a9c-SECRET";
+    let r = host.redact("attack", canary.as_bytes()).await.unwrap();
+    assert!(r.findings.is_empty());
+    tracing::info!("marker: logging works");
+    let text = String::from_utf8_lossy(&logs.lock().unwrap()).to_string();
+    assert!(text.contains("marker: logging works"), "capture is live");
+    assert!(text.contains("stdout_bytes"), "output is counted");
+    assert!(
+        !text.contains(canary) && !text.contains("LEAK"),
+        "guest output leaked into logs"
+    );
+    assert_serves(&host).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hot_reload_under_load_swaps_atomically_and_keeps_last_good() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("recipes.wasm");
+    std::fs::write(&path, builtin_components()[2].1).unwrap();
+    let cfg = PluginsConfig {
+        recipes: Some(spec(path.clone())),
+        ..PluginsConfig::default()
+    };
+    let host = tokio::task::spawn_blocking(move || load(&cfg))
+        .await
+        .unwrap()
+        .unwrap();
+    let old_sha = host.status()[2].sha256.clone();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for _ in 0..32 {
+        let host = host.clone();
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut args = BTreeMap::new();
+            args.insert("text".to_string(), "hi".to_string());
+            let (mut ok, mut v2) = (0u32, 0u32);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let r = host.render("echo", &args).await.expect("no failed calls");
+                ok += 1;
+                if r.args.first().map(String::as_str) == Some("v2") {
+                    v2 += 1;
+                }
+            }
+            (ok, v2)
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // Broken candidate: the old version keeps serving.
+    std::fs::write(&path, b"not a component").unwrap();
+    let err = host.reload().await.unwrap_err();
+    assert_eq!(err.code(), "plugin_invalid");
+    assert_eq!(host.status()[2].sha256, old_sha);
+    assert!(host.status()[2].last_error.is_some());
+    // Good candidate.
+    std::fs::copy(hostile("recipes_v2"), &path).unwrap();
+    let status = host.reload().await.unwrap();
+    assert_ne!(status[2].sha256, old_sha);
+    assert_eq!(status[2].name, "recipes-v2");
+    assert!(status[2].last_error.is_none());
+    assert!(
+        host.catalog()
+            .await
+            .unwrap()
+            .iter()
+            .any(|r| r.name == "hello")
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut total = 0;
+    let mut v2 = 0;
+    for t in tasks {
+        let (o, n) = t.await.unwrap();
+        total += o;
+        v2 += n;
+    }
+    assert!(total > 64, "callers made progress");
+    assert!(v2 > 0, "new behaviour visible after swap");
+}
+
+#[test]
+fn disk_cache_is_used_and_planted_files_are_not_deserialized() {
+    let dir = tempfile::tempdir().unwrap();
+    let open =
+        || cap_std::fs::Dir::open_ambient_dir(dir.path(), cap_std::ambient_authority()).unwrap();
+    let bytes = builtin_components()[1].1;
+    use happyx::plugins::{CacheOrigin, bench_compile};
+    assert_eq!(
+        bench_compile(bytes, Some(open())).unwrap(),
+        CacheOrigin::Compiled
+    );
+    assert_eq!(
+        bench_compile(bytes, Some(open())).unwrap(),
+        CacheOrigin::Disk
+    );
+    // Tamper with every cache file: it is ignored and recompiled.
+    for e in std::fs::read_dir(dir.path()).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "cwasm") {
+            let mut b = std::fs::read(&p).unwrap();
+            let n = b.len() - 1;
+            b[n] ^= 1;
+            std::fs::write(&p, b).unwrap();
+        }
+    }
+    assert_eq!(
+        bench_compile(bytes, Some(open())).unwrap(),
+        CacheOrigin::Compiled
+    );
+    assert_eq!(
+        bench_compile(bytes, Some(open())).unwrap(),
+        CacheOrigin::Disk
+    );
+}

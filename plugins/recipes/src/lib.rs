@@ -1,0 +1,177 @@
+//! Sample recipe book (world `recipe-book`).
+//!
+//! | recipe        | risk   | params      | renders                           | timeout |
+//! | ------------- | ------ | ----------- | --------------------------------- | ------- |
+//! | `echo`        | low    | `text`      | `echo <text>`                     | 10 s    |
+//! | `git-status`  | low    | —           | `git status --short --branch`     | 60 s    |
+//! | `list-files`  | medium | `path`      | `ls -la -- <path>`                | 30 s    |
+//! | `shell`       | high   | `command`   | `sh -c <command>`                 | 10 min  |
+//!
+//! Arguments are validated here: an unknown, missing or invalid argument is a
+//! typed `render-error` naming it. No value may contain NUL or exceed 16 KiB.
+//! `list-files` takes a relative path with no `..` component and no leading
+//! `-`. Settings: `shell.timeout_ms` (decimal) overrides the shell timeout.
+
+use std::cell::Cell;
+
+use exports::happyx::policy::config::{Guest as ConfigGuest, PluginInfo as Info};
+use exports::happyx::policy::recipes::{
+    Command, Guest as RecipesGuest, Param, Recipe, RenderError, Risk,
+};
+
+wit_bindgen::generate!({
+    world: "recipe-book",
+    path: "../../wit",
+});
+
+const MAX_ARG: usize = 16 * 1024;
+
+thread_local! {
+    static SHELL_TIMEOUT_MS: Cell<u64> = const { Cell::new(600_000) };
+}
+
+fn param(name: &str, description: &str) -> Param {
+    Param { name: name.to_string(), description: description.to_string(), required: true }
+}
+
+fn recipe(name: &str, description: &str, risk: Risk, params: Vec<Param>) -> Recipe {
+    Recipe { name: name.to_string(), description: description.to_string(), risk, params }
+}
+
+/// Checks `args` against the names in `params` (all required) and returns the
+/// values in `params` order.
+fn take<'a>(args: &'a [(String, String)], params: &[&str]) -> Result<Vec<&'a str>, RenderError> {
+    for (k, v) in args {
+        if !params.contains(&k.as_str()) {
+            return Err(RenderError::UnknownArg(k.clone()));
+        }
+        if v.contains('\0') {
+            return Err(RenderError::InvalidArg((k.clone(), "contains a NUL byte".to_string())));
+        }
+        if v.len() > MAX_ARG {
+            return Err(RenderError::InvalidArg((k.clone(), format!("longer than {MAX_ARG} bytes"))));
+        }
+    }
+    let mut out = Vec::with_capacity(params.len());
+    for p in params {
+        let mut found = args.iter().filter(|(k, _)| k == p);
+        let Some((_, v)) = found.next() else {
+            return Err(RenderError::MissingArg((*p).to_string()));
+        };
+        if found.next().is_some() {
+            return Err(RenderError::InvalidArg(((*p).to_string(), "given twice".to_string())));
+        }
+        out.push(v.as_str());
+    }
+    Ok(out)
+}
+
+fn check_path(path: &str) -> Result<(), RenderError> {
+    let bad = |reason: &str| Err(RenderError::InvalidArg(("path".to_string(), reason.to_string())));
+    if path.is_empty() {
+        return bad("must not be empty");
+    }
+    if path.starts_with('/') {
+        return bad("must be relative");
+    }
+    if path.starts_with('-') {
+        return bad("must not start with `-`");
+    }
+    if path.split('/').any(|c| c == "..") {
+        return bad("must not contain `..`");
+    }
+    if path.chars().any(|c| c.is_control()) {
+        return bad("must not contain control characters");
+    }
+    Ok(())
+}
+
+fn command(program: &str, args: Vec<String>, risk: Risk, timeout_ms: u64) -> Command {
+    Command { program: program.to_string(), args, risk, timeout_ms: Some(timeout_ms) }
+}
+
+struct Component;
+
+impl ConfigGuest for Component {
+    fn info() -> Info {
+        Info {
+            name: "sample-recipes".to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            description: "echo, git-status, list-files and shell".to_string(),
+        }
+    }
+
+    fn configure(settings: Vec<(String, String)>) -> Result<(), String> {
+        let mut shell_timeout = 600_000;
+        for (key, value) in &settings {
+            match key.as_str() {
+                "shell.timeout_ms" => {
+                    shell_timeout = value
+                        .trim()
+                        .parse::<u64>()
+                        .ok()
+                        .filter(|v| *v > 0)
+                        .ok_or_else(|| format!("{key}: expected a positive integer"))?;
+                }
+                other => return Err(format!("unknown setting `{other}`")),
+            }
+        }
+        SHELL_TIMEOUT_MS.with(|t| t.set(shell_timeout));
+        Ok(())
+    }
+}
+
+impl RecipesGuest for Component {
+    fn catalog() -> Vec<Recipe> {
+        vec![
+            recipe("echo", "Print the given text", Risk::Low, vec![param("text", "Text to print")]),
+            recipe("git-status", "Show the working tree status", Risk::Low, vec![]),
+            recipe(
+                "list-files",
+                "List a directory of the workspace",
+                Risk::Medium,
+                vec![param("path", "Relative path inside the workspace")],
+            ),
+            recipe(
+                "shell",
+                "Run a shell command with sh -c",
+                Risk::High,
+                vec![param("command", "The shell command line")],
+            ),
+        ]
+    }
+
+    fn render(name: String, args: Vec<(String, String)>) -> Result<Command, RenderError> {
+        match name.as_str() {
+            "echo" => {
+                let v = take(&args, &["text"])?;
+                Ok(command("echo", vec![v[0].to_string()], Risk::Low, 10_000))
+            }
+            "git-status" => {
+                take(&args, &[])?;
+                let args = ["status", "--short", "--branch"].map(String::from).to_vec();
+                Ok(command("git", args, Risk::Low, 60_000))
+            }
+            "list-files" => {
+                let v = take(&args, &["path"])?;
+                check_path(v[0])?;
+                let args = vec!["-la".to_string(), "--".to_string(), v[0].to_string()];
+                Ok(command("ls", args, Risk::Medium, 30_000))
+            }
+            "shell" => {
+                let v = take(&args, &["command"])?;
+                if v[0].trim().is_empty() {
+                    return Err(RenderError::InvalidArg((
+                        "command".to_string(),
+                        "must not be empty".to_string(),
+                    )));
+                }
+                let timeout = SHELL_TIMEOUT_MS.with(|t| t.get());
+                Ok(command("sh", vec!["-c".to_string(), v[0].to_string()], Risk::High, timeout))
+            }
+            _ => Err(RenderError::UnknownRecipe(name)),
+        }
+    }
+}
+
+export!(Component);

@@ -1,0 +1,68 @@
+//! Sample secrets redactor (world `redactor`).
+//!
+//! The rules live in [`rules`]; this file only adapts them to the WIT
+//! interface. The compiled rule set is built once per instance, in
+//! `configure` (or on the first `redact` if the host never configured it).
+
+mod rules;
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use exports::happyx::policy::config::{Guest as ConfigGuest, PluginInfo as Info};
+use exports::happyx::policy::redaction::{Finding, Guest as RedactionGuest};
+
+wit_bindgen::generate!({
+    world: "redactor",
+    path: "../../wit",
+});
+
+struct Component;
+
+thread_local! {
+    static RULES: RefCell<Option<Rc<rules::Rules>>> = const { RefCell::new(None) };
+}
+
+fn current_rules() -> Result<Rc<rules::Rules>, String> {
+    if let Some(r) = RULES.with(|r| r.borrow().clone()) {
+        return Ok(r);
+    }
+    let built = Rc::new(rules::Rules::new(&rules::Settings::default())?);
+    RULES.with(|r| *r.borrow_mut() = Some(built.clone()));
+    Ok(built)
+}
+
+impl ConfigGuest for Component {
+    fn info() -> Info {
+        Info {
+            name: "secrets-redactor".to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            description: "Masks private keys, cloud and forge tokens, JWTs, auth headers, \
+                          password assignments, URL credentials and HappyX tokens"
+                .to_string(),
+        }
+    }
+
+    fn configure(settings: Vec<(String, String)>) -> Result<(), String> {
+        let built = Rc::new(rules::Rules::from_settings(&settings)?);
+        RULES.with(|r| *r.borrow_mut() = Some(built));
+        Ok(())
+    }
+}
+
+impl RedactionGuest for Component {
+    fn redact(_source: String, data: Vec<u8>) -> Result<Vec<Finding>, String> {
+        let rules = current_rules()?;
+        Ok(rules
+            .scan(&data)
+            .into_iter()
+            .map(|h| Finding {
+                rule: h.rule.to_string(),
+                start: h.start as u64,
+                end: h.end as u64,
+            })
+            .collect())
+    }
+}
+
+export!(Component);
