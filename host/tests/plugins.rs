@@ -2,9 +2,6 @@
 //! conformance fixtures, and hostile components compiled from
 //! `tests/hostile-plugins/` (once per test run).
 
-// `PluginError` is large by design (it names the plugin); fine in tests.
-#![allow(clippy::result_large_err)]
-
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};

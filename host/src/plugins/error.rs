@@ -41,59 +41,86 @@ impl fmt::Display for PluginRef {
 pub enum PluginError {
     /// The guest trapped (panic, unreachable, bad memory access...).
     #[error("{plugin} trapped")]
-    Trap { plugin: PluginRef },
+    Trap { plugin: Box<PluginRef> },
     /// The call ran past its epoch deadline.
     #[error("{plugin} ran past its {timeout_ms} ms deadline")]
-    Timeout { plugin: PluginRef, timeout_ms: u64 },
+    Timeout {
+        plugin: Box<PluginRef>,
+        timeout_ms: u64,
+    },
     /// The instance tried to grow its memories and tables past the limit.
     #[error("{plugin} exceeded its memory limit of {limit_bytes} bytes")]
-    Memory { plugin: PluginRef, limit_bytes: u64 },
+    Memory {
+        plugin: Box<PluginRef>,
+        limit_bytes: u64,
+    },
     /// The plugin returned an answer the host refuses.
     #[error("{plugin} returned a bad result: {reason}")]
-    BadResult { plugin: PluginRef, reason: String },
+    BadResult {
+        plugin: Box<PluginRef>,
+        reason: String,
+    },
     /// The plugin returned an error value (`result::err`) from a policy call.
     #[error("{plugin} reported an error")]
-    Failed { plugin: PluginRef },
+    Failed { plugin: Box<PluginRef> },
     /// The component imports something the host does not provide.
     #[error("{plugin} imports `{import}`, which the host does not provide")]
-    UnknownImport { plugin: PluginRef, import: String },
+    UnknownImport {
+        plugin: Box<PluginRef>,
+        import: String,
+    },
     /// The component was built against another `happyx:policy` version.
     #[error("{plugin} implements happyx:policy@{found}, this host speaks happyx:policy@{host}")]
     WitVersion {
-        plugin: PluginRef,
+        plugin: Box<PluginRef>,
         found: String,
         host: String,
     },
     /// The component implements another world than the one configured.
     #[error("{plugin} implements {found}, expected world {expected}")]
     WrongWorld {
-        plugin: PluginRef,
+        plugin: Box<PluginRef>,
         expected: String,
         found: String,
     },
     /// The bytes are not a valid component (or could not be compiled).
     #[error("{plugin} is not a valid component: {reason}")]
-    Invalid { plugin: PluginRef, reason: String },
+    Invalid {
+        plugin: Box<PluginRef>,
+        reason: String,
+    },
     /// The component's sha256 differs from the configured pin.
     #[error("{plugin} does not match its sha256 pin {expected}")]
-    HashMismatch { plugin: PluginRef, expected: String },
+    HashMismatch {
+        plugin: Box<PluginRef>,
+        expected: String,
+    },
     /// The plugin refused its settings, or the configuration is unusable.
     #[error("{plugin} configuration refused: {reason}")]
-    Config { plugin: PluginRef, reason: String },
+    Config {
+        plugin: Box<PluginRef>,
+        reason: String,
+    },
     /// The component passed loading but failed a contract check or fixture.
     #[error("{plugin} failed contract check `{check}`")]
-    Contract { plugin: PluginRef, check: String },
+    Contract {
+        plugin: Box<PluginRef>,
+        check: String,
+    },
     /// Reading the plugin file or the compile cache failed.
     #[error("{plugin}: {context}: {source}")]
     Io {
-        plugin: PluginRef,
+        plugin: Box<PluginRef>,
         context: String,
         #[source]
         source: std::io::Error,
     },
     /// The host could not run the call (engine, pool or thread failure).
     #[error("{plugin}: host failure: {reason}")]
-    Host { plugin: PluginRef, reason: String },
+    Host {
+        plugin: Box<PluginRef>,
+        reason: String,
+    },
 }
 
 impl PluginError {

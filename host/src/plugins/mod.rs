@@ -6,10 +6,6 @@
 //! their contract, serves calls off the async executor, and hot-reloads them
 //! (swap after checks; the last good version keeps serving on failure).
 
-// `PluginError` carries the plugin's identity by value; it is only built on
-// the failure path, so its size does not matter for the hot path.
-#![allow(clippy::result_large_err)]
-
 mod bindings;
 mod builtin;
 mod cache;
@@ -87,11 +83,11 @@ pub struct CheckReport {
 
 fn io_err(kind: Kind, sha: &str, context: String, source: std::io::Error) -> PluginError {
     PluginError::Io {
-        plugin: PluginRef {
+        plugin: Box::new(PluginRef {
             kind: kind.as_str().into(),
             sha256: sha.into(),
             ..PluginRef::default()
-        },
+        }),
         context,
         source,
     }
@@ -111,10 +107,10 @@ fn read_source(kind: Kind, spec: Option<&PluginSpec>) -> Result<Vec<u8>, PluginE
                 .map_err(|e| io_err(kind, "", format!("reading {}", path.display()), e))?;
             if meta.len() > MAX_COMPONENT_BYTES as u64 {
                 return Err(PluginError::Invalid {
-                    plugin: PluginRef {
+                    plugin: Box::new(PluginRef {
                         kind: kind.as_str().into(),
                         ..PluginRef::default()
-                    },
+                    }),
                     reason: format!("larger than {MAX_COMPONENT_BYTES} bytes"),
                 });
             }
@@ -141,7 +137,7 @@ fn build_plugin(
         && !pin.trim().eq_ignore_ascii_case(&sha)
     {
         return Err(PluginError::HashMismatch {
-            plugin: bare,
+            plugin: Box::new(bare),
             expected: validate::clean_text(pin.trim(), 64),
         });
     }
@@ -149,7 +145,7 @@ fn build_plugin(
         .map(PluginSpec::limits)
         .transpose()
         .map_err(|reason| PluginError::Config {
-            plugin: bare.clone(),
+            plugin: Box::new(bare.clone()),
             reason,
         })?
         .unwrap_or_default();
@@ -157,12 +153,12 @@ fn build_plugin(
         .map(|s| s.settings.clone().into_iter().collect())
         .unwrap_or_default();
     let engine = engine::engine().map_err(|reason| PluginError::Host {
-        plugin: bare.clone(),
+        plugin: Box::new(bare.clone()),
         reason,
     })?;
     let (component, _) =
         cache::compile(engine, bytes, &sha, disk).map_err(|e| PluginError::Invalid {
-            plugin: bare.clone(),
+            plugin: Box::new(bare.clone()),
             reason: validate::clean_text(&e.root_cause().to_string(), 300),
         })?;
     let plugin = Plugin::prepare(kind, &component, sha, limits, settings)?;
@@ -173,7 +169,7 @@ fn build_plugin(
     if let Some(failed) = checks.iter().find(|c| !c.passed) {
         tracing::warn!(plugin = %plugin.plugin, check = %failed.name, detail = %failed.detail, "plugin failed a contract check");
         return Err(PluginError::Contract {
-            plugin: plugin.plugin.clone(),
+            plugin: Box::new(plugin.plugin.clone()),
             check: failed.name.clone(),
         });
     }
@@ -207,7 +203,7 @@ impl PluginHost {
         let mut it = plugins.into_iter();
         let mut slot = |_kind: Kind| -> Result<Slot, PluginError> {
             let plugin = it.next().ok_or_else(|| PluginError::Host {
-                plugin: PluginRef::default(),
+                plugin: Box::new(PluginRef::default()),
                 reason: "plugin missing after load".into(),
             })?;
             Ok(Slot {
@@ -257,7 +253,7 @@ impl PluginHost {
     ) -> Result<R, PluginError> {
         let plugin = self.current(kind);
         let host_err = |plugin: &Plugin, reason: String| PluginError::Host {
-            plugin: plugin.plugin.clone(),
+            plugin: Box::new(plugin.plugin.clone()),
             reason,
         };
         let _permit = self
@@ -391,7 +387,7 @@ impl PluginHost {
             let outcome = tokio::task::spawn_blocking(move || this.reload_one(kind))
                 .await
                 .map_err(|e| PluginError::Host {
-                    plugin: self.current(kind).plugin.clone(),
+                    plugin: Box::new(self.current(kind).plugin.clone()),
                     reason: format!("reload task failed: {e}"),
                 })
                 .and_then(|r| r);

@@ -146,11 +146,11 @@ impl Plugin {
         settings: Vec<(String, String)>,
     ) -> Result<Plugin, PluginError> {
         let engine = engine::engine().map_err(|reason| PluginError::Host {
-            plugin: PluginRef {
+            plugin: Box::new(PluginRef {
                 kind: kind.as_str().into(),
                 sha256: sha256.clone(),
                 ..PluginRef::default()
-            },
+            }),
             reason,
         })?;
         let mut plugin = PluginRef {
@@ -165,7 +165,7 @@ impl Plugin {
             && found != WIT_VERSION
         {
             return Err(PluginError::WitVersion {
-                plugin,
+                plugin: Box::new(plugin),
                 found: found.clone(),
                 host: WIT_VERSION.into(),
             });
@@ -174,7 +174,7 @@ impl Plugin {
             Some(k) if k == kind => {}
             other => {
                 return Err(PluginError::WrongWorld {
-                    plugin,
+                    plugin: Box::new(plugin),
                     expected: kind.world().into(),
                     found: other.map_or_else(
                         || "no happyx:policy world".to_string(),
@@ -186,7 +186,7 @@ impl Plugin {
 
         let mut linker: Linker<StoreState> = Linker::new(engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| PluginError::Host {
-            plugin: plugin.clone(),
+            plugin: Box::new(plugin.clone()),
             reason: err_text(&e),
         })?;
         let instance_pre = linker.instantiate_pre(component).map_err(|e| {
@@ -197,12 +197,12 @@ impl Plugin {
                 .find(|name| !name.starts_with("wasi:"))
                 .unwrap_or_else(|| err_text(&e));
             PluginError::UnknownImport {
-                plugin: plugin.clone(),
+                plugin: Box::new(plugin.clone()),
                 import: validate::clean_text(&import, 200),
             }
         })?;
         let invalid = |e: wasmtime::Error, plugin: &PluginRef| PluginError::Invalid {
-            plugin: plugin.clone(),
+            plugin: Box::new(plugin.clone()),
             reason: err_text(&e),
         };
         let pre = match kind {
@@ -248,7 +248,7 @@ impl Plugin {
         let (name, version, description) = info;
         if !validate::is_name(&name) || version.is_empty() || version.len() > validate::MAX_NAME {
             return Err(PluginError::BadResult {
-                plugin: this.plugin.clone(),
+                plugin: Box::new(this.plugin.clone()),
                 reason: "info() returned an invalid name or version".into(),
             });
         }
@@ -264,7 +264,7 @@ impl Plugin {
 
     fn new_instance(&self) -> Result<Instance, PluginError> {
         let engine = engine::engine().map_err(|reason| PluginError::Host {
-            plugin: self.plugin.clone(),
+            plugin: Box::new(self.plugin.clone()),
             reason,
         })?;
         let mut store = new_store(engine, self.limits.memory_bytes);
@@ -292,7 +292,7 @@ impl Plugin {
         match configured {
             Ok(Ok(())) => Ok(Instance { store, bound }),
             Ok(Err(reason)) => Err(PluginError::Config {
-                plugin: self.plugin.clone(),
+                plugin: Box::new(self.plugin.clone()),
                 reason: validate::clean_text(&reason, 300),
             }),
             Err(e) => Err(self.classify(&e, &store)),
@@ -303,22 +303,22 @@ impl Plugin {
     fn classify(&self, e: &wasmtime::Error, store: &Store<StoreState>) -> PluginError {
         if store.data().limiter.exceeded {
             return PluginError::Memory {
-                plugin: self.plugin.clone(),
+                plugin: Box::new(self.plugin.clone()),
                 limit_bytes: self.limits.memory_bytes,
             };
         }
         match e.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => PluginError::Timeout {
-                plugin: self.plugin.clone(),
+                plugin: Box::new(self.plugin.clone()),
                 timeout_ms: self.limits.timeout_ms,
             },
             Some(_) => PluginError::Trap {
-                plugin: self.plugin.clone(),
+                plugin: Box::new(self.plugin.clone()),
             },
             None => {
                 tracing::debug!(plugin = %self.plugin, error = %err_text(e), "guest call failed");
                 PluginError::Trap {
-                    plugin: self.plugin.clone(),
+                    plugin: Box::new(self.plugin.clone()),
                 }
             }
         }
@@ -390,7 +390,7 @@ impl Plugin {
     /// (benchmarks of instantiation cost).
     pub fn instantiate_only(&self) -> Result<(), PluginError> {
         let engine = engine::engine().map_err(|reason| PluginError::Host {
-            plugin: self.plugin.clone(),
+            plugin: Box::new(self.plugin.clone()),
             reason,
         })?;
         let mut store = new_store(engine, self.limits.memory_bytes);
@@ -417,7 +417,7 @@ impl Plugin {
     fn bad(&self, reason: impl Into<String>) -> PluginError {
         self.stats.failures.fetch_add(1, Ordering::Relaxed);
         PluginError::BadResult {
-            plugin: self.plugin.clone(),
+            plugin: Box::new(self.plugin.clone()),
             reason: reason.into(),
         }
     }
@@ -429,7 +429,7 @@ impl Plugin {
             _ => Err(self.wrong_world()),
         })?;
         let raw = answer.map_err(|_| PluginError::Failed {
-            plugin: self.plugin.clone(),
+            plugin: Box::new(self.plugin.clone()),
         })?;
         let raw = raw.into_iter().map(|f| (f.rule, f.start, f.end)).collect();
         validate::findings(raw, data.len()).map_err(|r| self.bad(r))
@@ -467,7 +467,7 @@ impl Plugin {
             _ => Err(self.wrong_world()),
         })?;
         let prune = answer.map_err(|_| PluginError::Failed {
-            plugin: self.plugin.clone(),
+            plugin: Box::new(self.plugin.clone()),
         })?;
         if prune.len() != items.len() {
             return Err(self.bad(format!("{} answers for {} items", prune.len(), items.len())));

@@ -154,3 +154,42 @@ pub fn new_store(engine: &wasmtime::Engine, memory_limit: u64) -> Store<StoreSta
     store.epoch_deadline_trap();
     store
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A core module with three memories of 480 pages (30 MiB) each, each
+    /// under a per-memory limit of 64 MiB but 90 MiB together.
+    fn three_memories() -> Vec<u8> {
+        let mut m = b"\0asm\x01\0\0\0".to_vec();
+        let mem = [0x00, 0xe0, 0x03]; // flags 0, min 480 pages (LEB128)
+        let mut body = vec![3u8];
+        for _ in 0..3 {
+            body.extend_from_slice(&mem);
+        }
+        m.push(5); // memory section
+        m.push(body.len() as u8);
+        m.extend_from_slice(&body);
+        m
+    }
+
+    #[test]
+    fn limiter_counts_all_memories_of_an_instance() {
+        let engine = engine::engine().unwrap();
+        let module = wasmtime::Module::new(engine, three_memories()).unwrap();
+
+        let mut store = new_store(engine, 64 << 20);
+        let err = wasmtime::Instance::new(&mut store, &module, &[]);
+        assert!(
+            err.is_err(),
+            "90 MiB over three memories must exceed 64 MiB"
+        );
+        assert!(store.data().limiter.exceeded);
+
+        let mut store = new_store(engine, 128 << 20);
+        wasmtime::Instance::new(&mut store, &module, &[]).unwrap();
+        assert!(!store.data().limiter.exceeded);
+        assert_eq!(store.data().limiter.used, 90 << 20);
+    }
+}
