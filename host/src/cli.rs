@@ -30,6 +30,9 @@ pub enum Command {
     /// Create, list and revoke bearer tokens (works while the server runs).
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Internal: the detached process that holds one PTY (started by the host).
+    #[command(hide = true)]
+    PtyHolder,
 }
 
 #[derive(Debug, Args)]
@@ -124,6 +127,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             init_logging("warn", LogFormat::Text);
             token(t).await
         }
+        Command::PtyHolder => bail!("pty-holder runs before the async runtime starts"),
     }
 }
 

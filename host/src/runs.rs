@@ -79,6 +79,15 @@ impl ChildIdentity {
         Ok(Self { ids, workspace })
     }
 
+    /// The whole environment a child gets (nothing of the host's own).
+    pub fn child_env(&self) -> Vec<(String, String)> {
+        vec![
+            ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
+            ("HOME".into(), self.workspace.to_string_lossy().into_owned()),
+            ("LANG".into(), "C.UTF-8".into()),
+        ]
+    }
+
     /// A command for `program args` with this identity, scrubbed environment,
     /// its own process group, and no stdin.
     pub fn command(&self, program: &str, args: &[String]) -> Command {
@@ -86,9 +95,7 @@ impl ChildIdentity {
         cmd.args(args)
             .current_dir(&self.workspace)
             .env_clear()
-            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-            .env("HOME", &self.workspace)
-            .env("LANG", "C.UTF-8")
+            .envs(self.child_env())
             .stdin(Stdio::null())
             .process_group(0)
             .kill_on_drop(true);

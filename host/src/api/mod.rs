@@ -9,6 +9,7 @@ mod extract;
 mod health;
 mod metrics;
 mod permissions;
+mod pty;
 mod runs;
 mod sessions;
 mod tasks;
@@ -38,6 +39,7 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub metrics: Arc<Metrics>,
     pub runner: Runner,
+    pub pty: crate::pty::PtyManager,
 }
 
 #[derive(OpenApi)]
@@ -91,6 +93,14 @@ pub fn router_and_doc(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(approvals::list_approvals))
         .routes(routes!(approvals::approve))
         .routes(routes!(approvals::deny))
+        .routes(routes!(pty::create_pty))
+        .routes(routes!(pty::get_pty))
+        .routes(routes!(pty::resize_pty))
+        .routes(routes!(pty::interrupt_pty))
+        .routes(routes!(pty::kill_pty))
+        .routes(routes!(pty::get_transcript))
+        .routes(routes!(pty::attach_pty))
+        .routes(routes!(pty::pty_ws))
         .split_for_parts();
     let doc_json = Arc::new(doc.clone());
     let max_body = state.config.api.max_body_bytes;
