@@ -279,6 +279,7 @@ fn start() -> Result<Arc<Shared>, &'static str> {
         s.cv.notify_all();
         after_exit(&s);
     });
+    let _ = SHARED.set(shared.clone());
     std::thread::spawn(move || accept_loop(listener));
     Ok(shared)
 }
@@ -353,7 +354,6 @@ static SHARED: std::sync::OnceLock<Arc<Shared>> = std::sync::OnceLock::new();
 
 /// Waits until the session is finished and fully acknowledged, then cleans up.
 fn serve(shared: Arc<Shared>) -> ExitCode {
-    let _ = SHARED.set(shared.clone());
     let mut st = shared.lock();
     loop {
         let done = st.finished()
