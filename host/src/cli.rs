@@ -41,6 +41,9 @@ pub enum Command {
     /// Policy plugin tools for operators and policy authors.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Internal: the detached process that holds one PTY (started by the host).
+    #[command(hide = true)]
+    PtyHolder,
 }
 
 #[derive(Debug, Subcommand)]
@@ -172,6 +175,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             init_logging("warn", LogFormat::Text);
             plugin(p)
         }
+        Command::PtyHolder => bail!("pty-holder runs before the async runtime starts"),
     }
 }
 

@@ -13,6 +13,7 @@ pub mod config;
 pub mod datadir;
 pub mod metrics;
 pub mod plugins;
+pub mod pty;
 pub mod retention;
 pub mod runs;
 pub mod server;

@@ -4,6 +4,10 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let cli = happyx::cli::Cli::parse();
+    if matches!(cli.command, happyx::cli::Command::PtyHolder) {
+        // Before any runtime exists: the holder closes inherited descriptors first.
+        return happyx::pty::holder::main();
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -140,7 +140,9 @@ mod tests {
 
     async fn fixture(outputs: usize) -> (tempfile::TempDir, Store, String) {
         let tmp = tempfile::tempdir().expect("tmp");
-        let store = Store::open(tmp.path(), &StorageConfig::default()).await.expect("open");
+        let store = Store::open(tmp.path(), &StorageConfig::default())
+            .await
+            .expect("open");
         let now = now_ms();
         let run = Run {
             id: new_id(),
@@ -172,7 +174,10 @@ mod tests {
                 findings: 0,
                 policy_hash: None,
             };
-            store.append_run_output(&run.id, &c, false).await.expect("chunk");
+            store
+                .append_run_output(&run.id, &c, false)
+                .await
+                .expect("chunk");
             // Distinct creation times keep "oldest first" unambiguous.
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
@@ -184,32 +189,49 @@ mod tests {
         settings.insert("run-output.max_bytes".to_string(), max_bytes.to_string());
         settings.insert("run-output.max_age_ms".to_string(), "off".to_string());
         let cfg = PluginsConfig {
-            retention: Some(PluginSpec { settings, ..PluginSpec::default() }),
+            retention: Some(PluginSpec {
+                settings,
+                ..PluginSpec::default()
+            }),
             ..PluginsConfig::default()
         };
         PluginHost::load(&cfg, None).expect("plugins")
     }
 
     async fn kept(store: &Store, run: &str) -> Vec<i64> {
-        store.run_output(run).await.expect("output").iter().map(|c| c.chunk_index).collect()
+        store
+            .run_output(run)
+            .await
+            .expect("output")
+            .iter()
+            .map(|c| c.chunk_index)
+            .collect()
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_pass_killed_midway_then_rerun_reaches_the_same_end_state() {
-        let plugins = tokio::task::spawn_blocking(|| plugins(1000)).await.expect("load");
+        let plugins = tokio::task::spawn_blocking(|| plugins(1000))
+            .await
+            .expect("load");
         // Reference: one uninterrupted pass.
         let (_t1, clean, run1) = fixture(20).await;
         let r = prune_once(&clean, &plugins, 1).await.expect("prune");
         assert_eq!(r.pruned.get("run-output"), Some(&10));
         let want = kept(&clean, &run1).await;
-        assert_eq!(want, (10..20).collect::<Vec<_>>(), "the newest 1000 bytes stay");
+        assert_eq!(
+            want,
+            (10..20).collect::<Vec<_>>(),
+            "the newest 1000 bytes stay"
+        );
 
         // Interrupted passes (the future is dropped mid-way, as a kill would),
         // then a full rerun.
         let (_t2, store, run2) = fixture(20).await;
         let mut saw_partial = false;
         for ms in [1u64, 3, 10, 30] {
-            let _ = tokio::time::timeout(Duration::from_millis(ms), prune_once(&store, &plugins, 1)).await;
+            let _ =
+                tokio::time::timeout(Duration::from_millis(ms), prune_once(&store, &plugins, 1))
+                    .await;
             let n = kept(&store, &run2).await.len();
             assert!(n >= 10, "never more than the policy allows is pruned");
             saw_partial |= n > 10 && n < 20;

@@ -79,6 +79,15 @@ impl ChildIdentity {
         Ok(Self { ids, workspace })
     }
 
+    /// The whole environment a child gets (nothing of the host's own).
+    pub fn child_env(&self) -> Vec<(String, String)> {
+        vec![
+            ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
+            ("HOME".into(), self.workspace.to_string_lossy().into_owned()),
+            ("LANG".into(), "C.UTF-8".into()),
+        ]
+    }
+
     /// A command for `program args` with this identity, scrubbed environment,
     /// its own process group, and no stdin.
     pub fn command(&self, program: &str, args: &[String]) -> Command {
@@ -86,9 +95,7 @@ impl ChildIdentity {
         cmd.args(args)
             .current_dir(&self.workspace)
             .env_clear()
-            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-            .env("HOME", &self.workspace)
-            .env("LANG", "C.UTF-8")
+            .envs(self.child_env())
             .stdin(Stdio::null())
             .process_group(0)
             .kill_on_drop(true);
@@ -335,20 +342,9 @@ async fn write_chunks(
             Ok(o) => {
                 // A secret that began in the previous chunk: mask its start there too.
                 if let Some(p) = tail.prev.as_mut()
-                    && !o.prev_masks.is_empty()
                     && let Some(m) = p.masked.as_mut()
+                    && o.mask_previous(m, p.raw_tail.len())
                 {
-                    let base = m.len() - p.raw_tail.len();
-                    let shifted: Vec<Finding> = o
-                        .prev_masks
-                        .iter()
-                        .map(|f| Finding {
-                            rule: f.rule.clone(),
-                            start: f.start + base,
-                            end: f.end + base,
-                        })
-                        .collect();
-                    *m = apply_masks(m, &shifted);
                     inner
                         .store
                         .update_run_output_redaction(run_id, p.index, m)
@@ -397,6 +393,30 @@ pub struct Overlapped {
     /// continue into this chunk; the previous chunk's masked copy needs them.
     pub prev_masks: Vec<Finding>,
     pub policy_hash: String,
+}
+
+impl Overlapped {
+    /// Masks, in the previous chunk's masked copy, the start of any secret
+    /// that began there and ends in this chunk. `raw_tail_len` is the length of
+    /// the raw tail that was scanned in front of this chunk. Returns whether the
+    /// copy changed (and so must be stored again).
+    pub fn mask_previous(&self, prev_masked: &mut Vec<u8>, raw_tail_len: usize) -> bool {
+        if self.prev_masks.is_empty() {
+            return false;
+        }
+        let base = prev_masked.len().saturating_sub(raw_tail_len);
+        let shifted: Vec<Finding> = self
+            .prev_masks
+            .iter()
+            .map(|f| Finding {
+                rule: f.rule.clone(),
+                start: f.start + base,
+                end: f.end + base,
+            })
+            .collect();
+        *prev_masked = apply_masks(prev_masked, &shifted);
+        true
+    }
 }
 
 /// Redacts `data` with `prev` (the previous chunk's raw tail) in front of it.

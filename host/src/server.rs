@@ -12,6 +12,7 @@ use crate::api::{self, AppState, Metrics};
 use crate::config::Config;
 use crate::datadir;
 use crate::plugins::PluginHost;
+use crate::pty::PtyManager;
 use crate::runs::{ChildIdentity, Runner};
 use crate::store::{Deployment, SCHEMA_VERSION, Store};
 use crate::util::{new_id, now_ms};
@@ -59,6 +60,17 @@ pub async fn serve(cfg: Config) -> Result<()> {
             cfg.retention.batch,
         );
     }
+    let pty = PtyManager::new(
+        store.clone(),
+        plugins.clone(),
+        metrics.clone(),
+        identity.clone(),
+        &data_dir,
+    )?;
+    let (adopted, lost) = pty.recover().await?;
+    if adopted + lost > 0 {
+        tracing::info!(adopted, lost, "terminals left by a previous host");
+    }
     let runner = Runner::new(store.clone(), plugins, metrics.clone(), identity, &cfg.runs);
     let cfg = Arc::new(cfg);
     let state = AppState {
@@ -67,6 +79,7 @@ pub async fn serve(cfg: Config) -> Result<()> {
         metrics,
         runner,
         event_digest: Default::default(),
+        pty,
     };
     let (router, _doc) = api::router_and_doc(state);
 

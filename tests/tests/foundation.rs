@@ -604,12 +604,19 @@ fn openapi_lists_every_route() {
     let op = server.token("operator");
     for (p, item) in paths {
         if item.get("get").is_some() && !p.contains('{') {
-            let resp = client().get(format!("{}{p}", server.url)).bearer_auth(&op).send().expect("send");
+            let resp = client()
+                .get(format!("{}{p}", server.url))
+                .bearer_auth(&op)
+                .send()
+                .expect("send");
             let st = resp.status().as_u16();
             let body = resp.text().unwrap_or_default();
             // Optional public views answer 404 naming the switch that is off.
             let switched_off = st == 404 && body.contains("is off");
-            assert!(switched_off || (st != 404 && st != 405), "{p} documented but answered {st}: {body}");
+            assert!(
+                switched_off || (st != 404 && st != 405),
+                "{p} documented but answered {st}: {body}"
+            );
         }
     }
     let health = json(client().get(format!("{}/healthz", server.url)).send());

@@ -10,6 +10,7 @@ mod health;
 mod metrics;
 mod permissions;
 mod plugins;
+mod pty;
 mod public;
 mod runs;
 mod sessions;
@@ -42,6 +43,7 @@ pub struct AppState {
     pub runner: Runner,
     /// `(seq, digest)` of the event-log hash chain, extended on demand.
     pub event_digest: Arc<tokio::sync::Mutex<(i64, [u8; 32])>>,
+    pub pty: crate::pty::PtyManager,
 }
 
 #[derive(OpenApi)]
@@ -101,6 +103,14 @@ pub fn router_and_doc(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(public::public_evidence))
         .routes(routes!(public::public_runs))
         .routes(routes!(public::public_session))
+        .routes(routes!(pty::create_pty))
+        .routes(routes!(pty::get_pty))
+        .routes(routes!(pty::resize_pty))
+        .routes(routes!(pty::interrupt_pty))
+        .routes(routes!(pty::kill_pty))
+        .routes(routes!(pty::get_transcript))
+        .routes(routes!(pty::attach_pty))
+        .routes(routes!(pty::pty_ws))
         .split_for_parts();
     let doc_json = Arc::new(doc.clone());
     let max_body = state.config.api.max_body_bytes;

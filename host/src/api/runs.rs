@@ -203,7 +203,8 @@ pub async fn create_run(
                     "an operator has not decided this approval yet",
                 ));
             }
-            Ok(UseOutcome::Invalid) => return Err(approval_invalid()),
+            // A run use never grants anything else; treat it as invalid if it did.
+            Ok(UseOutcome::Invalid | UseOutcome::Used(_)) => return Err(approval_invalid()),
             Err(e) if e.is_unique_violation() => return Err(approval_invalid()),
             Err(e) => return Err(e.into()),
         }

@@ -4,7 +4,10 @@ use serde_json::{Value, json};
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
-use super::{Approval, NewEvent, Result, Run, Store, StoreError, append_event, runs};
+use super::{
+    Approval, NewEvent, NewPty, NewTicket, PtySession, Result, Run, Store, StoreError,
+    append_event, pty, runs,
+};
 use crate::util::{new_id, now_ms, random_bytes};
 
 /// A pending approval to persist.
@@ -40,12 +43,19 @@ pub enum UseEffect<'a> {
         run: &'a Run,
         idempotency_key: Option<&'a str>,
     },
+    /// A PTY session (kind `pty`), in state `starting`.
+    CreatePty { pty: &'a NewPty },
+    /// A WebSocket attach ticket (kind `attach`), bound to one PTY and mode.
+    IssueAttachTicket { ticket: &'a NewTicket },
 }
 
 /// What a committed use created.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Granted {
     Run(Box<Run>),
+    Pty(Box<PtySession>),
+    /// The id of the issued attach ticket.
+    AttachTicket(String),
 }
 
 /// A presented one-time token, the exact action it must match, and its effect.
@@ -303,6 +313,30 @@ impl Store {
                     .await?;
                 let id = run.id.clone();
                 (Granted::Run(Box::new(run)), id)
+            }
+            UseEffect::CreatePty { pty: p } => {
+                let mut p = (*p).clone();
+                p.session.approval_id = Some(approval_id.clone());
+                pty::insert_pty(&mut tx, &p).await?;
+                sqlx::query("UPDATE approval_uses SET pty_id = ? WHERE use_hash = ?")
+                    .bind(&p.session.id)
+                    .bind(u.token_hash)
+                    .execute(&mut *tx)
+                    .await?;
+                let id = p.session.id.clone();
+                (Granted::Pty(Box::new(p.session)), id)
+            }
+            UseEffect::IssueAttachTicket { ticket } => {
+                pty::insert_ticket(&mut tx, ticket, Some(&approval_id)).await?;
+                sqlx::query("UPDATE approval_uses SET pty_id = ? WHERE use_hash = ?")
+                    .bind(&ticket.pty_id)
+                    .bind(u.token_hash)
+                    .execute(&mut *tx)
+                    .await?;
+                (
+                    Granted::AttachTicket(ticket.id.clone()),
+                    ticket.pty_id.clone(),
+                )
             }
         };
         sqlx::query("UPDATE approvals SET status = 'used', updated_at = ? WHERE id = ? AND status = 'approved'")

@@ -12,6 +12,7 @@ mod approvals;
 mod deployments;
 mod events;
 mod migrate;
+mod pty;
 mod records;
 mod retention;
 mod rows;

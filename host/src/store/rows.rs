@@ -177,3 +177,113 @@ pub struct Page<T> {
     pub items: Vec<T>,
     pub next: Option<String>,
 }
+
+/// Public-safe PTY session metadata (no socket path, no secret hash).
+#[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
+pub struct PtySession {
+    pub id: String,
+    pub recipe: String,
+    pub risk: String,
+    /// `starting`, `running`, `exited`, `lost` or `killed`.
+    pub state: String,
+    pub pid: Option<i64>,
+    pub exit_code: Option<i64>,
+    /// Signal number that ended the program, if any.
+    pub exit_signal: Option<i64>,
+    pub rows: i64,
+    pub cols: i64,
+    /// Raw output bytes persisted in the transcript so far.
+    pub output_bytes: i64,
+    /// Secrets the redactor masked in the transcript.
+    pub findings: i64,
+    /// Transcript chunks withheld because the redactor failed on them.
+    pub withheld_chunks: i64,
+    pub requested_by: String,
+    pub approval_id: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub exited_at: Option<i64>,
+}
+
+/// The private side of a PTY session the host needs to reach its holder.
+#[derive(Clone, PartialEq)]
+pub struct PtyHolderRow {
+    pub id: String,
+    pub state: String,
+    pub pid: Option<i64>,
+    pub socket_path: String,
+    pub secret_hash: String,
+    pub boot_id: String,
+    pub persisted_offset: i64,
+}
+
+impl std::fmt::Debug for PtyHolderRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PtyHolderRow")
+            .field("id", &self.id)
+            .field("state", &self.state)
+            .field("pid", &self.pid)
+            .field("persisted_offset", &self.persisted_offset)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A new PTY session row (state `starting`).
+#[derive(Clone)]
+pub struct NewPty {
+    pub session: PtySession,
+    pub action_hash: String,
+    pub socket_path: String,
+    pub secret_hash: String,
+    pub boot_id: String,
+}
+
+/// One transcript chunk (≤ 64 KiB of raw output), private.
+#[derive(Clone, PartialEq)]
+pub struct TranscriptChunk {
+    pub byte_offset: i64,
+    pub data: Vec<u8>,
+    /// Masked copy; `None` when redaction failed and the chunk is withheld.
+    pub redacted: Option<Vec<u8>>,
+    pub findings: i64,
+    pub policy_hash: Option<String>,
+}
+
+impl std::fmt::Debug for TranscriptChunk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TranscriptChunk")
+            .field("byte_offset", &self.byte_offset)
+            .field("len", &self.data.len())
+            .field("redacted", &self.redacted.as_ref().map(|r| r.len()))
+            .field("findings", &self.findings)
+            .finish()
+    }
+}
+
+/// A single-use WebSocket attach ticket to persist (hash only).
+#[derive(Debug, Clone)]
+pub struct NewTicket {
+    pub id: String,
+    pub pty_id: String,
+    pub mode: String,
+    pub ticket_hash: String,
+    pub requested_by: String,
+    pub expires_at: i64,
+}
+
+/// A ticket that was just spent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpentTicket {
+    pub id: String,
+    pub pty_id: String,
+    pub mode: String,
+    pub requested_by: String,
+}
+
+impl std::fmt::Debug for NewPty {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewPty")
+            .field("session", &self.session)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,767 @@
+//! `/v1/pty`: real terminals — open one from a recipe (high risk through the
+//! one-time approval flow, kind `pty`), read its state and redacted transcript,
+//! resize / interrupt / kill it, and attach to it live over a WebSocket with a
+//! short-lived single-use ticket (high-risk PTYs: approval of kind `attach`
+//! bound to the PTY and the mode, unless the caller is an operator).
+//!
+//! WebSocket frames (see docs/pty.md):
+//! - server → client, binary: `u64-BE raw offset || u32-BE raw length || redacted bytes`;
+//! - server → client, text JSON: `{"type":"hello",…}`, `{"type":"exit",…}`, `{"type":"error",…}`;
+//! - client → server, text JSON: `{"type":"resume","offset":N}` (first, optional),
+//!   `{"type":"input","data":"…"}`, `{"type":"resize","rows":R,"cols":C}`; binary: raw input.
+//!   Input and resize only on `drive` attaches.
+//! - close `4000` with reason `slow_consumer; resume from offset N` when a viewer falls behind.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
+use futures::{SinkExt, StreamExt};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::sync::broadcast::error::RecvError;
+use utoipa::{IntoParams, ToSchema};
+
+use super::extract::{ApiJson, ApiQuery, Caller};
+use super::runs::approval_invalid;
+use super::{ApiError, ApiResult, AppState, ErrorBody, path_id};
+use crate::approvals::{Action, ActionKind, action_hash};
+use crate::auth::{self, Role, Secret};
+use crate::plugins::{RenderError, Risk};
+use crate::pty::manager::Cmd;
+use crate::pty::protocol::SignalKind;
+use crate::pty::{Live, PtyError};
+use crate::store::{
+    ApprovalUse, Granted, NewApproval, NewPty, NewTicket, PtySession, StoreError, TranscriptChunk,
+    UseEffect, UseOutcome,
+};
+use crate::util::{new_id, now_ms};
+
+/// How long an attach ticket stays valid.
+const TICKET_TTL_MS: i64 = 30_000;
+/// Most input bytes accepted in one WebSocket message.
+const MAX_INPUT: usize = 64 * 1024;
+/// How long a send to a viewer may block before it is closed as slow.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// Transcript chunks read per page.
+const PAGE: i64 = 16;
+const MAX_ARGS: usize = 32;
+const MAX_ARG_BYTES: usize = 16 * 1024;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewPtyBody {
+    /// Recipe name from `GET /v1/recipes`.
+    recipe: String,
+    #[serde(default)]
+    args: BTreeMap<String, String>,
+    /// The one-time token from an `approval_required` answer, once approved.
+    approval_token: Option<String>,
+    /// Initial size (default 24 x 80).
+    rows: Option<u16>,
+    cols: Option<u16>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResizeBody {
+    rows: u16,
+    cols: u16,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AttachBody {
+    /// `observe` (output only) or `drive` (also input and resize).
+    mode: String,
+    approval_token: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AttachTicket {
+    /// Single use, valid for 30 s: `GET /v1/pty/{id}/ws?ticket=…`.
+    ticket: String,
+    mode: String,
+    expires_at: i64,
+    ws_path: String,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct TranscriptQuery {
+    /// Raw output byte offset to start from (default 0).
+    from: Option<i64>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct WsQuery {
+    /// The attach ticket from `POST /v1/pty/{id}/attach`.
+    ticket: String,
+    /// Raw output offset to resume from (or send `{"type":"resume","offset":N}` first).
+    offset: Option<u64>,
+}
+
+fn check_size(rows: u16, cols: u16) -> ApiResult<()> {
+    if (1..=1000).contains(&rows) && (1..=1000).contains(&cols) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            "`rows` and `cols` must be between 1 and 1000",
+        ))
+    }
+}
+
+fn pty_error(e: PtyError) -> ApiError {
+    match e {
+        PtyError::NotRunning => {
+            ApiError::new(StatusCode::CONFLICT, "pty_not_running", e.to_string())
+        }
+        PtyError::Store(s) => s.into(),
+        PtyError::SocketPathTooLong => {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.code(), e.to_string())
+        }
+        other => {
+            tracing::error!(code = other.code(), error = %other, "terminal operation failed");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                other.code(),
+                "the terminal's holder could not be reached",
+            )
+        }
+    }
+}
+
+fn render_error(e: RenderError) -> ApiError {
+    let status = match e {
+        RenderError::Plugin(_) => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::UNPROCESSABLE_ENTITY,
+    };
+    ApiError::new(status, e.code(), e.to_string())
+}
+
+/// Creates a pending approval and answers `403 approval_required`.
+async fn require_approval(
+    state: &AppState,
+    kind: ActionKind,
+    hash: String,
+    action: serde_json::Value,
+    requester: String,
+) -> ApiResult<Response> {
+    let (_, token) = auth::mint();
+    let a = NewApproval {
+        id: new_id(),
+        kind: kind.as_str().into(),
+        action_hash: hash,
+        action,
+        token_hash: token.hash(),
+        requester,
+        expires_at: now_ms() + state.config.approvals.ttl_ms as i64,
+        max_pending: i64::from(state.config.approvals.max_pending_per_requester),
+    };
+    match state.store.create_approval(&a).await {
+        Ok(a) => Ok((
+            StatusCode::FORBIDDEN,
+            Json(json!({
+                "code": "approval_required",
+                "message": "this action is high risk: an operator must approve it; then repeat the request with approval_token",
+                "approval_id": a.id,
+                "approval_token": token.expose(),
+                "expires_at": a.expires_at,
+            })),
+        )
+            .into_response()),
+        Err(StoreError::Conflict("too_many_pending")) => Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_pending_approvals",
+            "this identity has too many pending approvals; wait for decisions or let them expire",
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn approval_pending() -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "approval_pending",
+        "an operator has not decided this approval yet",
+    )
+}
+
+/// Open a PTY from a recipe (operator, agent). High risk follows the approval
+/// flow of `POST /v1/runs` with approvals of kind `pty`. No run timeout.
+#[utoipa::path(post, path = "/v1/pty", tag = "pty", request_body = NewPtyBody, security(("bearer" = [])),
+    responses((status = 201, body = PtySession), (status = 403, description = "approval_required (with approval_id, approval_token), approval_pending, approval_invalid, forbidden", body = ErrorBody),
+               (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)))]
+pub async fn create_pty(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<NewPtyBody>,
+) -> ApiResult<Response> {
+    caller.require(&[Role::Operator, Role::Agent])?;
+    if body.args.len() > MAX_ARGS
+        || body
+            .args
+            .iter()
+            .any(|(k, v)| k.len() > 64 || v.len() > MAX_ARG_BYTES)
+    {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            format!(
+                "`args`: at most {MAX_ARGS} arguments, names up to 64 bytes, values up to {MAX_ARG_BYTES} bytes"
+            ),
+        ));
+    }
+    let (rows, cols) = (body.rows.unwrap_or(24), body.cols.unwrap_or(80));
+    check_size(rows, cols)?;
+    let rendered = state
+        .pty
+        .plugins()
+        .render(&body.recipe, &body.args)
+        .await
+        .map_err(render_error)?;
+    let floor = match state
+        .config
+        .runs
+        .risk_floor
+        .get(&body.recipe)
+        .map(String::as_str)
+    {
+        Some("high") => Risk::High,
+        Some("medium") => Risk::Medium,
+        _ => Risk::Low,
+    };
+    let risk = rendered.risk.max(floor);
+    let hash = action_hash(&Action {
+        kind: ActionKind::Pty,
+        recipe: &body.recipe,
+        args: body
+            .args
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect(),
+        program: &rendered.program,
+        argv: &rendered.args,
+        plugin_hash: &rendered.plugin_hash,
+        session_id: None,
+        target: None,
+    });
+    let requester = caller.actor();
+    let id = new_id();
+    let (socket_path, secret_hash) = state.pty.holder_paths(&id).map_err(pty_error)?;
+    let now = now_ms();
+    let new = NewPty {
+        session: PtySession {
+            id: id.clone(),
+            recipe: body.recipe.clone(),
+            risk: risk.as_str().into(),
+            state: "starting".into(),
+            pid: None,
+            exit_code: None,
+            exit_signal: None,
+            rows: i64::from(rows),
+            cols: i64::from(cols),
+            output_bytes: 0,
+            findings: 0,
+            withheld_chunks: 0,
+            requested_by: requester.clone(),
+            approval_id: None,
+            created_at: now,
+            updated_at: now,
+            exited_at: None,
+        },
+        action_hash: hash.clone(),
+        socket_path,
+        secret_hash,
+        boot_id: state.pty.boot_id().to_string(),
+    };
+    let session = if let Some(token) = body.approval_token.as_deref() {
+        let u = ApprovalUse {
+            token_hash: &Secret::presented(token).hash(),
+            kind: ActionKind::Pty.as_str(),
+            action_hash: &hash,
+            effect: UseEffect::CreatePty { pty: &new },
+        };
+        match state.store.use_approval(&u).await {
+            Ok(UseOutcome::Used(Granted::Pty(p))) => *p,
+            Ok(UseOutcome::Pending) => return Err(approval_pending()),
+            Ok(UseOutcome::Invalid | UseOutcome::Used(_)) => return Err(approval_invalid()),
+            Err(e) if e.is_unique_violation() => return Err(approval_invalid()),
+            Err(e) => return Err(e.into()),
+        }
+    } else if risk == Risk::High {
+        let action = json!({
+            "pty": true,
+            "recipe": body.recipe,
+            "args": body.args,
+            "command": { "program": rendered.program, "args": rendered.args },
+            "risk": risk.as_str(),
+            "plugin_hash": rendered.plugin_hash,
+        });
+        return require_approval(&state, ActionKind::Pty, hash, action, requester).await;
+    } else {
+        state.store.create_pty(&new).await?;
+        new.session
+    };
+    let started = state
+        .pty
+        .start(&session, &rendered)
+        .await
+        .map_err(pty_error)?;
+    Ok((StatusCode::CREATED, Json(started)).into_response())
+}
+
+/// Loads a PTY the caller may see (agents: their own).
+async fn visible(state: &AppState, caller: &Caller, id: &str) -> ApiResult<PtySession> {
+    let id = path_id(id, "pty")?;
+    match state.store.pty(id).await? {
+        Some(p) if !caller.is(Role::Agent) || p.requested_by == caller.actor() => Ok(p),
+        _ => Err(ApiError::not_found("pty")),
+    }
+}
+
+/// PTY state and public-safe metadata.
+#[utoipa::path(get, path = "/v1/pty/{id}", tag = "pty", params(("id" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, body = PtySession), (status = 404, body = ErrorBody)))]
+pub async fn get_pty(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<PtySession>> {
+    Ok(Json(visible(&state, &caller, &id).await?))
+}
+
+async fn control(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    kind: &str,
+    data: serde_json::Value,
+    cmd: Cmd,
+) -> ApiResult<Json<PtySession>> {
+    caller.require(&[Role::Operator, Role::Agent])?;
+    let p = visible(state, caller, id).await?;
+    state
+        .pty
+        .control(&p.id, &caller.actor(), kind, data, cmd)
+        .await
+        .map_err(pty_error)?;
+    Ok(Json(state.store.pty(&p.id).await?.unwrap_or(p)))
+}
+
+/// Resize the terminal (1–1000 rows and columns).
+#[utoipa::path(post, path = "/v1/pty/{id}/resize", tag = "pty", params(("id" = String, Path)), request_body = ResizeBody,
+    security(("bearer" = [])), responses((status = 200, body = PtySession), (status = 409, body = ErrorBody)))]
+pub async fn resize_pty(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(b): ApiJson<ResizeBody>,
+) -> ApiResult<Json<PtySession>> {
+    check_size(b.rows, b.cols)?;
+    let data = json!({ "rows": b.rows, "cols": b.cols });
+    control(
+        &state,
+        &caller,
+        &id,
+        "resize",
+        data,
+        Cmd::Resize(b.rows, b.cols),
+    )
+    .await
+}
+
+/// SIGINT to the terminal's foreground process group.
+#[utoipa::path(post, path = "/v1/pty/{id}/interrupt", tag = "pty", params(("id" = String, Path)),
+    security(("bearer" = [])), responses((status = 200, body = PtySession), (status = 409, body = ErrorBody)))]
+pub async fn interrupt_pty(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<PtySession>> {
+    let cmd = Cmd::Signal(SignalKind::Interrupt);
+    control(&state, &caller, &id, "interrupt", json!({}), cmd).await
+}
+
+/// SIGHUP, then SIGKILL to the process group after a 2 s grace.
+#[utoipa::path(post, path = "/v1/pty/{id}/kill", tag = "pty", params(("id" = String, Path)),
+    security(("bearer" = [])), responses((status = 200, body = PtySession), (status = 409, body = ErrorBody)))]
+pub async fn kill_pty(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<PtySession>> {
+    let cmd = Cmd::Signal(SignalKind::Kill);
+    control(
+        &state,
+        &caller,
+        &id,
+        "kill",
+        json!({ "grace_ms": 2000 }),
+        cmd,
+    )
+    .await
+}
+
+/// The redacted bytes of `c` from raw offset `from` (whole chunk when the
+/// masked copy's length differs from the raw one); a marker when withheld.
+fn redacted_from(offset: u64, raw_len: u64, redacted: Option<&[u8]>, from: u64) -> Vec<u8> {
+    match redacted {
+        Some(r) if from > offset && r.len() as u64 == raw_len => {
+            r[(from - offset).min(raw_len) as usize..].to_vec()
+        }
+        Some(r) => r.to_vec(),
+        None => format!("\n[withheld: {raw_len} bytes could not be redacted]\n").into_bytes(),
+    }
+}
+
+fn chunk_bytes(c: &TranscriptChunk, from: u64) -> Vec<u8> {
+    redacted_from(
+        c.byte_offset as u64,
+        c.data.len() as u64,
+        c.redacted.as_deref(),
+        from,
+    )
+}
+
+/// The redacted transcript from a raw output offset, as text (operator).
+#[utoipa::path(get, path = "/v1/pty/{id}/transcript", tag = "pty", params(("id" = String, Path), TranscriptQuery),
+    security(("bearer" = [])), responses((status = 200, description = "redacted output", content_type = "text/plain"),
+    (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn get_transcript(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<TranscriptQuery>,
+) -> ApiResult<Response> {
+    caller.require(&[Role::Operator])?;
+    let p = visible(&state, &caller, &id).await?;
+    let from = q.from.unwrap_or(0).max(0) as u64;
+    let store = state.store.clone();
+    let stream = futures::stream::unfold(Some(from), move |next| {
+        let store = store.clone();
+        let pid = p.id.clone();
+        async move {
+            let next = next?;
+            match store.transcript_from(&pid, next as i64, PAGE).await {
+                Ok(chunks) if chunks.is_empty() => None,
+                Ok(chunks) => {
+                    let mut out = Vec::new();
+                    let mut at = next;
+                    for c in &chunks {
+                        out.extend_from_slice(&chunk_bytes(c, at));
+                        at = c.byte_offset as u64 + c.data.len() as u64;
+                    }
+                    Some((Ok::<_, std::io::Error>(out), Some(at)))
+                }
+                Err(e) => Some((Err(std::io::Error::other(e.code())), None)),
+            }
+        }
+    });
+    Ok((
+        [(CONTENT_TYPE, "text/plain; charset=utf-8")],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+/// Issue a single-use, 30 s WebSocket attach ticket. Modes: `observe`,
+/// `drive`. Viewers may only observe. Attaching to a high-risk PTY with any
+/// token but an operator's needs an approval of kind `attach` bound to this PTY
+/// and mode (`403 approval_required`, then repeat with `approval_token`).
+#[utoipa::path(post, path = "/v1/pty/{id}/attach", tag = "pty", params(("id" = String, Path)), request_body = AttachBody,
+    security(("bearer" = [])), responses((status = 201, body = AttachTicket),
+    (status = 403, description = "approval_required, approval_pending, approval_invalid, forbidden", body = ErrorBody)))]
+pub async fn attach_pty(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(b): ApiJson<AttachBody>,
+) -> ApiResult<Response> {
+    let p = visible(&state, &caller, &id).await?;
+    let mode = match b.mode.as_str() {
+        "observe" => "observe",
+        "drive" => "drive",
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_field",
+                "`mode`: expected `observe` or `drive`",
+            ));
+        }
+    };
+    if caller.is(Role::Viewer) && mode == "drive" {
+        return Err(ApiError::forbidden());
+    }
+    let hash = action_hash(&Action {
+        kind: ActionKind::Attach,
+        recipe: &p.recipe,
+        args: Vec::new(),
+        program: "",
+        argv: &[],
+        plugin_hash: "",
+        session_id: None,
+        target: Some((&p.id, mode)),
+    });
+    let requester = caller.actor();
+    let (_, ticket) = auth::mint();
+    let t = NewTicket {
+        id: new_id(),
+        pty_id: p.id.clone(),
+        mode: mode.into(),
+        ticket_hash: ticket.hash(),
+        requested_by: requester.clone(),
+        expires_at: now_ms() + TICKET_TTL_MS,
+    };
+    let needs_approval = p.risk == "high" && !caller.is(Role::Operator);
+    if let Some(token) = b.approval_token.as_deref() {
+        let u = ApprovalUse {
+            token_hash: &Secret::presented(token).hash(),
+            kind: ActionKind::Attach.as_str(),
+            action_hash: &hash,
+            effect: UseEffect::IssueAttachTicket { ticket: &t },
+        };
+        match state.store.use_approval(&u).await {
+            Ok(UseOutcome::Used(Granted::AttachTicket(_))) => {}
+            Ok(UseOutcome::Pending) => return Err(approval_pending()),
+            Ok(UseOutcome::Invalid | UseOutcome::Used(_)) => return Err(approval_invalid()),
+            Err(e) if e.is_unique_violation() => return Err(approval_invalid()),
+            Err(e) => return Err(e.into()),
+        }
+    } else if needs_approval {
+        let action = json!({ "attach": { "pty_id": p.id, "mode": mode }, "recipe": p.recipe, "risk": p.risk });
+        return require_approval(&state, ActionKind::Attach, hash, action, requester).await;
+    } else {
+        state.store.create_attach_ticket(&t).await?;
+    }
+    let body = AttachTicket {
+        ws_path: format!("/v1/pty/{}/ws", p.id),
+        ticket: ticket.expose().to_string(),
+        mode: mode.into(),
+        expires_at: t.expires_at,
+    };
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// Live attach (WebSocket upgrade). Authenticated by the single-use ticket in
+/// the query, not a bearer token. Frames: see the module description above and docs/pty.md.
+#[utoipa::path(get, path = "/v1/pty/{id}/ws", tag = "pty", params(("id" = String, Path), WsQuery),
+    responses((status = 101, description = "WebSocket: binary output frames `u64-BE offset || u32-BE raw length || redacted bytes`; \
+                text JSON hello/exit/error; client sends resume/input/resize; close 4000 `slow_consumer; resume from offset N`"),
+               (status = 403, body = ErrorBody)))]
+pub async fn pty_ws(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<WsQuery>,
+    ws: WebSocketUpgrade,
+) -> ApiResult<Response> {
+    let id = path_id(&id, "pty")?.to_string();
+    let invalid = || {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "ticket_invalid",
+            "the attach ticket is unknown, used, expired or for another terminal",
+        )
+    };
+    let spent = state
+        .store
+        .spend_attach_ticket(&Secret::presented(&q.ticket).hash())
+        .await?
+        .ok_or_else(invalid)?;
+    if spent.pty_id != id {
+        return Err(invalid());
+    }
+    let drive = spent.mode == "drive";
+    let offset = q.offset;
+    Ok(ws
+        .max_message_size(1 << 20)
+        .on_upgrade(move |socket| async move {
+            viewer(state.clone(), socket, id.clone(), drive, offset).await;
+            let _ = state
+                .store
+                .record_pty_event(
+                    &id,
+                    "detach",
+                    &spent.requested_by,
+                    json!({ "ticket_id": spent.id }),
+                )
+                .await;
+        }))
+}
+
+fn text(v: serde_json::Value) -> Message {
+    Message::Text(Utf8Bytes::from(v.to_string()))
+}
+
+fn output_frame(offset: u64, raw_len: u64, bytes: &[u8]) -> Message {
+    let mut b = Vec::with_capacity(12 + bytes.len());
+    b.extend_from_slice(&offset.to_be_bytes());
+    b.extend_from_slice(&(raw_len as u32).to_be_bytes());
+    b.extend_from_slice(bytes);
+    Message::Binary(b.into())
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+enum ClientMsg {
+    Resume { offset: u64 },
+    Input { data: String },
+    Resize { rows: u16, cols: u16 },
+}
+
+type Sink = futures::stream::SplitSink<WebSocket, Message>;
+
+async fn send(sink: &mut Sink, m: Message) -> bool {
+    matches!(
+        tokio::time::timeout(SEND_TIMEOUT, sink.send(m)).await,
+        Ok(Ok(()))
+    )
+}
+
+async fn close(sink: &mut Sink, code: u16, reason: String) {
+    let _ = send(
+        sink,
+        Message::Close(Some(CloseFrame {
+            code,
+            reason: Utf8Bytes::from(reason),
+        })),
+    )
+    .await;
+}
+
+/// Sends persisted chunks from `next` until the store has no more; returns the new offset.
+async fn catch_up(state: &AppState, sink: &mut Sink, id: &str, mut next: u64) -> Option<u64> {
+    loop {
+        let chunks = state
+            .store
+            .transcript_from(id, next as i64, PAGE)
+            .await
+            .ok()?;
+        if chunks.is_empty() {
+            return Some(next);
+        }
+        for c in &chunks {
+            let bytes = chunk_bytes(c, next);
+            let start = next.max(c.byte_offset as u64);
+            let end = c.byte_offset as u64 + c.data.len() as u64;
+            if !send(sink, output_frame(start, end - start, &bytes)).await {
+                return None;
+            }
+            next = end;
+        }
+    }
+}
+
+async fn viewer(state: AppState, socket: WebSocket, id: String, drive: bool, offset: Option<u64>) {
+    let (mut sink, mut stream) = socket.split();
+    let mut next = match offset {
+        Some(o) => o,
+        None => match tokio::time::timeout(Duration::from_secs(2), stream.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => match serde_json::from_str::<ClientMsg>(t.as_str()) {
+                Ok(ClientMsg::Resume { offset }) => offset,
+                _ => 0,
+            },
+            Ok(Some(Ok(_))) | Err(_) => 0,
+            _ => return,
+        },
+    };
+    // Subscribe before reading the store: every chunk is either already
+    // stored or still to come on the live channel (duplicates skipped by offset).
+    let mut live = state.pty.subscribe(&id);
+    let hello = json!({ "type": "hello", "pty_id": id, "mode": if drive { "drive" } else { "observe" }, "offset": next });
+    if !send(&mut sink, text(hello)).await {
+        return;
+    }
+    let Some(n) = catch_up(&state, &mut sink, &id, next).await else {
+        return;
+    };
+    next = n;
+    let Some(rx) = live.as_mut() else {
+        return finish(&state, &mut sink, &id, next).await;
+    };
+    loop {
+        tokio::select! {
+            ev = rx.recv() => match ev {
+                Ok(Live::Chunk { offset, raw_len, redacted }) => {
+                    if offset + raw_len <= next {
+                        continue;
+                    }
+                    if offset > next {
+                        let Some(n) = catch_up(&state, &mut sink, &id, next).await else { return };
+                        next = n;
+                        continue;
+                    }
+                    let bytes = redacted_from(offset, raw_len, redacted.as_deref().map(Vec::as_slice), next);
+                    if !send(&mut sink, output_frame(next, offset + raw_len - next, &bytes)).await {
+                        return close(&mut sink, 4000, format!("slow_consumer; resume from offset {next}")).await;
+                    }
+                    next = offset + raw_len;
+                }
+                Ok(Live::End { .. }) | Err(RecvError::Closed) => {
+                    let Some(n) = catch_up(&state, &mut sink, &id, next).await else { return };
+                    return finish(&state, &mut sink, &id, n).await;
+                }
+                Err(RecvError::Lagged(_)) => {
+                    return close(&mut sink, 4000, format!("slow_consumer; resume from offset {next}")).await;
+                }
+            },
+            msg = stream.next() => {
+                let msg = match msg {
+                    Some(Ok(m)) => m,
+                    _ => return,
+                };
+                let cmd = match msg {
+                    Message::Binary(b) if b.len() <= MAX_INPUT => Some(Cmd::Input(b.to_vec())),
+                    Message::Text(t) => match serde_json::from_str::<ClientMsg>(t.as_str()) {
+                        Ok(ClientMsg::Input { data }) if data.len() <= MAX_INPUT => Some(Cmd::Input(data.into_bytes())),
+                        Ok(ClientMsg::Resize { rows, cols }) if (1..=1000).contains(&rows) && (1..=1000).contains(&cols) => {
+                            Some(Cmd::Resize(rows, cols))
+                        }
+                        Ok(ClientMsg::Resume { .. }) => None,
+                        _ => {
+                            let e = json!({ "type": "error", "code": "invalid_frame", "message": "unknown or malformed frame" });
+                            if !send(&mut sink, text(e)).await { return; }
+                            None
+                        }
+                    },
+                    Message::Close(_) => return,
+                    Message::Binary(_) => {
+                        let e = json!({ "type": "error", "code": "input_too_large", "message": "at most 64 KiB of input per message" });
+                        if !send(&mut sink, text(e)).await { return; }
+                        None
+                    }
+                    _ => None,
+                };
+                let Some(cmd) = cmd else { continue };
+                if !drive {
+                    let e = json!({ "type": "error", "code": "observe_only", "message": "this attach may only observe" });
+                    if !send(&mut sink, text(e)).await { return; }
+                    continue;
+                }
+                if let Cmd::Resize(rows, cols) = cmd {
+                    let _ = state.pty.control(&id, "viewer", "resize", json!({ "rows": rows, "cols": cols }), cmd).await;
+                } else {
+                    let _ = state.pty.send(&id, cmd).await;
+                }
+            }
+        }
+    }
+}
+
+/// Tells the viewer how the session ended and closes normally.
+async fn finish(state: &AppState, sink: &mut Sink, id: &str, next: u64) {
+    if let Ok(Some(p)) = state.store.pty(id).await {
+        let v = json!({ "type": "exit", "state": p.state, "exit_code": p.exit_code, "signal": p.exit_signal, "offset": next });
+        let _ = send(sink, text(v)).await;
+    }
+    close(sink, 1000, "terminal ended".into()).await;
+}

@@ -1,0 +1,678 @@
+//! End-to-end: real terminals through the real binary — input, output,
+//! resize, interrupt, kill escalation, holder hygiene and child isolation,
+//! adoption after `kill -9` of the host with gap-free WebSocket resume, the
+//! attach approval gate, and end-to-end backpressure under a 400 MB burst.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt, StreamExt};
+use happyx_tests::{Server, ServerOptions, call, eventually, json, temp_data_dir};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+const CONFIG: &str = "[approvals]\nallow_self_approval = true\n";
+
+fn start(data: &Path) -> Server {
+    Server::start_with(
+        data,
+        ServerOptions {
+            config: Some(CONFIG.into()),
+            ..Default::default()
+        },
+    )
+    .expect("server starts")
+}
+
+/// Opens a `shell` PTY (high risk) through the approval flow; returns its JSON.
+fn open(server: &Server, requester: &str, op: &str, command: &str) -> Value {
+    let body = json!({"recipe": "shell", "args": {"command": command}});
+    let (st, b) = call(server.post("/v1/pty", requester, &body));
+    assert_eq!(
+        (st, b["code"].as_str()),
+        (403, Some("approval_required")),
+        "{b}"
+    );
+    let aid = b["approval_id"].as_str().expect("approval_id");
+    let tok = b["approval_token"].as_str().expect("token");
+    let (st, a) = call(server.post(&format!("/v1/approvals/{aid}/approve"), op, &json!({})));
+    assert_eq!(st, 200, "{a}");
+    let mut used = body.clone();
+    used["approval_token"] = json!(tok);
+    let (st, p) = call(server.post("/v1/pty", requester, &used));
+    assert_eq!(st, 201, "{p}");
+    assert_eq!(p["state"], "running", "{p}");
+    p
+}
+
+fn get(server: &Server, tok: &str, id: &str) -> Value {
+    json(server.get(&format!("/v1/pty/{id}"), tok).send())
+}
+
+fn transcript(server: &Server, op: &str, id: &str, from: u64) -> Vec<u8> {
+    server
+        .get(&format!("/v1/pty/{id}/transcript?from={from}"), op)
+        .send()
+        .expect("send")
+        .bytes()
+        .expect("bytes")
+        .to_vec()
+}
+
+fn wait_transcript(server: &Server, op: &str, id: &str, needle: &str) -> String {
+    eventually(Duration::from_secs(20), || {
+        let t = String::from_utf8_lossy(&transcript(server, op, id, 0)).into_owned();
+        t.contains(needle).then_some(t)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "transcript never showed {needle:?}: {:?}",
+            String::from_utf8_lossy(&transcript(server, op, id, 0))
+        )
+    })
+}
+
+fn wait_state(server: &Server, op: &str, id: &str, states: &[&str]) -> Value {
+    eventually(Duration::from_secs(20), || {
+        let p = get(server, op, id);
+        states
+            .contains(&p["state"].as_str().unwrap_or(""))
+            .then_some(p)
+    })
+    .unwrap_or_else(|| panic!("pty never reached {states:?}: {}", get(server, op, id)))
+}
+
+fn ticket(server: &Server, tok: &str, id: &str, mode: &str) -> String {
+    let (st, b) = call(server.post(
+        &format!("/v1/pty/{id}/attach"),
+        tok,
+        &json!({ "mode": mode }),
+    ));
+    assert_eq!(st, 201, "{b}");
+    b["ticket"].as_str().expect("ticket").to_string()
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn ws_open(url: &str, id: &str, ticket: &str, offset: u64) -> Ws {
+    let url = format!(
+        "{}/v1/pty/{id}/ws?ticket={ticket}",
+        url.replace("http://", "ws://")
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("ws connect");
+    let resume = json!({"type": "resume", "offset": offset}).to_string();
+    ws.send(Message::Text(resume.into())).await.expect("resume");
+    ws
+}
+
+/// Output collected from a WebSocket: the raw offset of its first byte and the bytes.
+struct Collected {
+    start: Option<u64>,
+    next: u64,
+    bytes: Vec<u8>,
+    exit: Option<Value>,
+    close: Option<(u16, String)>,
+}
+
+/// Reads frames until `done` holds for the collected bytes, the socket closes or `limit` passes.
+async fn collect(
+    ws: &mut Ws,
+    from: u64,
+    limit: Duration,
+    done: impl Fn(&[u8]) -> bool,
+) -> Collected {
+    let mut c = Collected {
+        start: None,
+        next: from,
+        bytes: Vec::new(),
+        exit: None,
+        close: None,
+    };
+    let deadline = tokio::time::Instant::now() + limit;
+    while !done(&c.bytes) {
+        let m = match tokio::time::timeout_at(deadline, ws.next()).await {
+            Ok(Some(Ok(m))) => m,
+            _ => break,
+        };
+        match m {
+            Message::Binary(b) => {
+                assert!(b.len() >= 12, "short output frame");
+                let off = u64::from_be_bytes(b[..8].try_into().expect("8"));
+                let len = u32::from_be_bytes(b[8..12].try_into().expect("4")) as u64;
+                assert_eq!(off, c.next, "gap or duplicate in the live stream");
+                c.start.get_or_insert(off);
+                c.next = off + len;
+                c.bytes.extend_from_slice(&b[12..]);
+            }
+            Message::Text(t) => {
+                let v: Value = serde_json::from_str(t.as_str()).expect("json frame");
+                if v["type"] == "exit" {
+                    c.exit = Some(v);
+                }
+            }
+            Message::Close(f) => {
+                c.close = f.map(|f| (u16::from(f.code), f.reason.to_string()));
+                break;
+            }
+            _ => {}
+        }
+    }
+    c
+}
+
+async fn input(ws: &mut Ws, s: &str) {
+    let m = json!({"type": "input", "data": s}).to_string();
+    ws.send(Message::Text(m.into())).await.expect("input");
+}
+
+fn contains(hay: &[u8], needle: &str) -> bool {
+    String::from_utf8_lossy(hay).contains(needle)
+}
+
+fn events(server: &Server, op: &str, id: &str) -> Vec<String> {
+    server
+        .events(op)
+        .into_iter()
+        .filter(|e| e["subject"] == id)
+        .filter_map(|e| e["code"].as_str().map(String::from))
+        .collect()
+}
+
+fn holder_pid(child_pid: i64) -> i64 {
+    let stat = std::fs::read_to_string(format!("/proc/{child_pid}/stat")).expect("child alive");
+    let after = stat.rsplit_once(')').expect("stat").1;
+    after
+        .split_whitespace()
+        .nth(1)
+        .expect("ppid")
+        .parse()
+        .expect("int")
+}
+
+fn status_kib(pid: i64, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn input_output_resize_interrupt_and_kill() {
+    let (_tmp, data) = temp_data_dir();
+    let server = start(&data);
+    let op = server.token("operator");
+    let p = open(&server, &op, &op, "exec bash --norc --noprofile");
+    let id = p["id"].as_str().expect("id").to_string();
+    let rt = tokio::runtime::Runtime::new().expect("rt");
+    let t = ticket(&server, &op, &id, "drive");
+    let mut ws = rt.block_on(ws_open(&server.url, &id, &t, 0));
+    rt.block_on(input(&mut ws, "stty size; echo sum-$((40+2))\r"));
+    let c = rt.block_on(collect(&mut ws, 0, Duration::from_secs(20), |b| {
+        contains(b, "sum-42")
+    }));
+    assert!(
+        contains(&c.bytes, "24 80"),
+        "{:?}",
+        String::from_utf8_lossy(&c.bytes)
+    );
+
+    let (st, b) = call(server.post(
+        &format!("/v1/pty/{id}/resize"),
+        &op,
+        &json!({"rows": 40, "cols": 100}),
+    ));
+    assert_eq!(
+        (st, b["rows"].as_i64(), b["cols"].as_i64()),
+        (200, Some(40), Some(100)),
+        "{b}"
+    );
+    rt.block_on(input(&mut ws, "stty size\r"));
+    let c2 = rt.block_on(collect(&mut ws, c.next, Duration::from_secs(20), |b| {
+        contains(b, "40 100")
+    }));
+    assert!(
+        contains(&c2.bytes, "40 100"),
+        "{:?}",
+        String::from_utf8_lossy(&c2.bytes)
+    );
+
+    // Interrupt a sleep: the shell comes back and runs the next command.
+    rt.block_on(input(&mut ws, "sleep 1000\r"));
+    std::thread::sleep(Duration::from_millis(500));
+    let (st, b) = call(server.post(&format!("/v1/pty/{id}/interrupt"), &op, &json!({})));
+    assert_eq!(st, 200, "{b}");
+    rt.block_on(input(&mut ws, "echo back-$((1+1))\r"));
+    let c3 = rt.block_on(collect(&mut ws, c2.next, Duration::from_secs(20), |b| {
+        contains(b, "back-2\r\n")
+    }));
+    assert!(
+        contains(&c3.bytes, "back-2\r\n"),
+        "{:?}",
+        String::from_utf8_lossy(&c3.bytes)
+    );
+
+    // Exit with a status.
+    rt.block_on(input(&mut ws, "exit 7\r"));
+    let end = rt.block_on(collect(&mut ws, c3.next, Duration::from_secs(20), |_| {
+        false
+    }));
+    assert_eq!(
+        end.exit.as_ref().map(|e| e["exit_code"].clone()),
+        Some(json!(7)),
+        "{:?}",
+        end.exit
+    );
+    assert_eq!(end.close.as_ref().map(|c| c.0), Some(1000));
+    let done = wait_state(&server, &op, &id, &["exited"]);
+    assert_eq!(done["exit_code"], 7);
+    // The live stream and the stored transcript are the same bytes.
+    let all: Vec<u8> = [c.bytes, c2.bytes, c3.bytes, end.bytes].concat();
+    assert_eq!(all, transcript(&server, &op, &id, 0));
+
+    // Kill a program that ignores SIGHUP: SIGKILL after the grace.
+    let p = open(
+        &server,
+        &op,
+        &op,
+        "trap '' HUP; echo ready; sleep 1000; echo survived",
+    );
+    let kid = p["id"].as_str().expect("id").to_string();
+    wait_transcript(&server, &op, &kid, "ready");
+    let t0 = Instant::now();
+    let (st, b) = call(server.post(&format!("/v1/pty/{kid}/kill"), &op, &json!({})));
+    assert_eq!(st, 200, "{b}");
+    let k = wait_state(&server, &op, &kid, &["killed"]);
+    assert!(
+        t0.elapsed() >= Duration::from_millis(1500),
+        "SIGKILL came before the grace"
+    );
+    assert!(
+        k["exit_signal"].as_i64().is_some() || k["exit_code"].as_i64().is_some(),
+        "{k}"
+    );
+    assert!(!contains(&transcript(&server, &op, &kid, 0), "survived"));
+    let (st, b) = call(server.post(&format!("/v1/pty/{kid}/kill"), &op, &json!({})));
+    assert_eq!(
+        (st, b["code"].as_str()),
+        (409, Some("pty_not_running")),
+        "{b}"
+    );
+
+    let ev = events(&server, &op, &id);
+    for code in [
+        "pty.created",
+        "pty.spawn",
+        "pty.attach",
+        "pty.resize",
+        "pty.interrupt",
+        "pty.exit",
+    ] {
+        assert!(ev.iter().any(|e| e == code), "missing {code} in {ev:?}");
+    }
+    let kev = events(&server, &op, &kid);
+    assert!(
+        kev.iter().any(|e| e == "pty.kill") && kev.iter().any(|e| e == "pty.exit"),
+        "{kev:?}"
+    );
+}
+
+#[test]
+fn holder_hygiene_and_child_isolation() {
+    let (_tmp, data) = temp_data_dir();
+    let server = start(&data);
+    let op = server.token("operator");
+    let a = open(&server, &op, &op, "exec sleep 1000");
+    let child = a["pid"].as_i64().expect("pid");
+    let holder = holder_pid(child);
+    // Holder descriptors: stdio on /dev/null, the PTY master, its sockets; nothing else.
+    let mut seen = Vec::new();
+    for e in std::fs::read_dir(format!("/proc/{holder}/fd")).expect("fd dir") {
+        let e = e.expect("entry");
+        let target = std::fs::read_link(e.path()).expect("link");
+        let fd: i32 = e.file_name().to_string_lossy().parse().expect("fd");
+        let t = target.to_string_lossy().into_owned();
+        if fd <= 2 {
+            assert_eq!(t, "/dev/null", "fd {fd}");
+        } else {
+            assert!(
+                t == "/dev/ptmx" || t.starts_with("socket:"),
+                "fd {fd} -> {t}"
+            );
+        }
+        seen.push((fd, t));
+    }
+    assert!(
+        !seen
+            .iter()
+            .any(|(_, t)| t.contains("happyx.db") || t.contains("lock")),
+        "{seen:?}"
+    );
+    // The holder is in its own session, not the host's.
+    let sid = |pid: i64| -> String {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+        stat.rsplit_once(')')
+            .expect("stat")
+            .1
+            .split_whitespace()
+            .nth(3)
+            .expect("sid")
+            .to_string()
+    };
+    assert_ne!(sid(holder), sid(i64::from(server.pid())));
+
+    let sockets: Vec<_> = std::fs::read_dir(data.join("pty"))
+        .expect("pty dir")
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "sock"))
+        .collect();
+    assert_eq!(sockets.len(), 1);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&sockets[0])
+        .expect("meta")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let sock = sockets[0].display().to_string();
+    let d = data.display().to_string();
+    let script = format!(
+        "id -u; ls {d} >/dev/null 2>&1 && echo LISTED; cat {d}/happyx.db >/dev/null 2>&1 && echo READDB; \
+         cat {d}/pty/holder.key >/dev/null 2>&1 && echo READKEY; \
+         perl -MIO::Socket::UNIX -e 'IO::Socket::UNIX->new(Peer => shift) and print qq(CONNECTED\\n)' {sock}; \
+         env; echo done-$((2+3))"
+    );
+    let b = open(&server, &op, &op, &script);
+    let bid = b["id"].as_str().expect("id");
+    let out = wait_transcript(&server, &op, bid, "done-5");
+    if nix::unistd::geteuid().is_root() {
+        assert!(!out.starts_with("0\r\n"), "the child ran as root: {out}");
+        for bad in ["LISTED", "READDB", "READKEY", "CONNECTED"] {
+            assert!(!out.contains(bad), "the child could {bad}: {out}");
+        }
+    }
+    assert!(
+        !out.contains("HAPPYX") && !out.contains("CARGO"),
+        "host env leaked: {out}"
+    );
+}
+
+#[test]
+fn restart_adopts_the_same_child_and_resumes_without_gap_or_duplicate() {
+    let (_tmp, data) = temp_data_dir();
+    let mut server = start(&data);
+    let op = server.token("operator");
+    let n = 1500;
+    let p = open(
+        &server,
+        &op,
+        &op,
+        &format!(
+            "i=0; while [ $i -lt {n} ]; do echo c$i; i=$((i+1)); sleep 0.004; done; echo counted"
+        ),
+    );
+    let id = p["id"].as_str().expect("id").to_string();
+    let pid = p["pid"].as_i64().expect("pid");
+    let holder = holder_pid(pid);
+    let rt = tokio::runtime::Runtime::new().expect("rt");
+    let t = ticket(&server, &op, &id, "observe");
+    let mut ws = rt.block_on(ws_open(&server.url, &id, &t, 0));
+    let first = rt.block_on(collect(&mut ws, 0, Duration::from_secs(20), |b| {
+        contains(b, "c200\r\n")
+    }));
+    assert_eq!(first.start, Some(0));
+    drop(ws);
+    server.kill9();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        Path::new(&format!("/proc/{holder}")).exists(),
+        "the holder died with the host"
+    );
+    let server = start(&data);
+    let again = get(&server, &op, &id);
+    assert_eq!(again["pid"].as_i64(), Some(pid), "{again}");
+    assert_eq!(again["state"], "running", "{again}");
+    assert_eq!(holder_pid(pid), holder, "a different holder");
+    let t = ticket(&server, &op, &id, "observe");
+    let mut ws = rt.block_on(ws_open(&server.url, &id, &t, first.next));
+    let rest = rt.block_on(collect(&mut ws, first.next, Duration::from_secs(60), |b| {
+        contains(b, "counted")
+    }));
+    assert_eq!(
+        rest.start,
+        Some(first.next),
+        "resume did not start at the last offset"
+    );
+    wait_state(&server, &op, &id, &["exited"]);
+    let whole = transcript(&server, &op, &id, 0);
+    let mut joined = first.bytes.clone();
+    joined.extend_from_slice(&rest.bytes);
+    assert_eq!(
+        joined,
+        whole[..joined.len()],
+        "WebSocket bytes differ from the transcript"
+    );
+    let text = String::from_utf8_lossy(&whole);
+    let nums: Vec<&str> = text
+        .lines()
+        .map(|l| l.trim_end_matches('\r'))
+        .filter(|l| l.starts_with('c') && *l != "counted")
+        .collect();
+    for (i, l) in nums.iter().enumerate() {
+        assert_eq!(*l, format!("c{i}"), "line {i}");
+    }
+    assert_eq!(nums.len(), n, "every counter value exactly once");
+    assert_eq!(transcript(&server, &op, &id, first.next), rest.bytes[..]);
+    let ev = events(&server, &op, &id);
+    assert!(ev.iter().any(|e| e == "pty.adopt"), "{ev:?}");
+    // The holder left after the host took everything.
+    assert!(
+        eventually(Duration::from_secs(10), || (!Path::new(&format!(
+            "/proc/{holder}/fd"
+        ))
+        .exists())
+        .then_some(()))
+        .is_some(),
+        "the holder did not exit after its session was finalized"
+    );
+}
+
+#[test]
+fn attach_to_a_high_risk_pty_needs_an_approval_bound_to_pty_and_mode() {
+    let (_tmp, data) = temp_data_dir();
+    let server = start(&data);
+    let op = server.token("operator");
+    let agent = server.token("agent");
+    let a = open(&server, &agent, &op, "exec sleep 1000");
+    let b = open(&server, &agent, &op, "exec sleep 1000");
+    let (aid, bid) = (a["id"].as_str().expect("id"), b["id"].as_str().expect("id"));
+    let attach = |id: &str, mode: &str, tok: Option<&str>| {
+        let mut body = json!({ "mode": mode });
+        if let Some(t) = tok {
+            body["approval_token"] = json!(t);
+        }
+        call(server.post(&format!("/v1/pty/{id}/attach"), &agent, &body))
+    };
+    let (st, r) = attach(aid, "drive", None);
+    assert_eq!(
+        (st, r["code"].as_str()),
+        (403, Some("approval_required")),
+        "{r}"
+    );
+    let approval = r["approval_id"].as_str().expect("id").to_string();
+    let tok = r["approval_token"].as_str().expect("token").to_string();
+    let (st, r) = attach(aid, "drive", Some(&tok));
+    assert_eq!(
+        (st, r["code"].as_str()),
+        (403, Some("approval_pending")),
+        "{r}"
+    );
+    let (st, _) = call(server.post(
+        &format!("/v1/approvals/{approval}/approve"),
+        &op,
+        &json!({}),
+    ));
+    assert_eq!(st, 200);
+    // Not for another PTY, not for another mode.
+    let (st, r) = attach(bid, "drive", Some(&tok));
+    assert_eq!(
+        (st, r["code"].as_str()),
+        (403, Some("approval_invalid")),
+        "{r}"
+    );
+    let (st, r) = attach(aid, "observe", Some(&tok));
+    assert_eq!(
+        (st, r["code"].as_str()),
+        (403, Some("approval_invalid")),
+        "{r}"
+    );
+    let (st, r) = attach(aid, "drive", Some(&tok));
+    assert_eq!(st, 201, "{r}");
+    let t = r["ticket"].as_str().expect("ticket").to_string();
+    assert!(t.starts_with("hpx_"));
+    let (st, r) = attach(aid, "drive", Some(&tok));
+    assert_eq!(
+        (st, r["code"].as_str()),
+        (403, Some("approval_invalid")),
+        "used twice: {r}"
+    );
+    // The ticket is single use.
+    let rt = tokio::runtime::Runtime::new().expect("rt");
+    let mut ws = rt.block_on(ws_open(&server.url, aid, &t, 0));
+    let _ = rt.block_on(collect(&mut ws, 0, Duration::from_millis(300), |_| false));
+    let url = format!(
+        "{}/v1/pty/{aid}/ws?ticket={t}",
+        server.url.replace("http://", "ws://")
+    );
+    assert!(
+        rt.block_on(tokio_tungstenite::connect_async(url)).is_err(),
+        "a ticket worked twice"
+    );
+    // An operator attaches without an approval; a viewer may only observe.
+    let (st, r) = call(server.post(
+        &format!("/v1/pty/{aid}/attach"),
+        &op,
+        &json!({"mode": "drive"}),
+    ));
+    assert_eq!(st, 201, "{r}");
+    let viewer = server.token("viewer");
+    let (st, _) = call(server.post(
+        &format!("/v1/pty/{aid}/attach"),
+        &viewer,
+        &json!({"mode": "drive"}),
+    ));
+    assert_eq!(st, 403);
+    for id in [aid, bid] {
+        let _ = call(server.post(&format!("/v1/pty/{id}/kill"), &op, &json!({})));
+    }
+}
+
+#[test]
+
+fn planted_secrets_are_masked_in_every_non_private_view() {
+    let (_tmp, data) = temp_data_dir();
+    let server = start(&data);
+    let op = server.token("operator");
+    let secret = "AKIAIOSFODNN7EXAMPLE";
+    let p = open(
+        &server,
+        &op,
+        &op,
+        &format!("echo key={secret}; echo end-$((1+1))"),
+    );
+    let id = p["id"].as_str().expect("id").to_string();
+    let t = wait_transcript(&server, &op, &id, "end-2");
+    assert!(!t.contains(secret), "transcript shows the secret: {t}");
+    let rt = tokio::runtime::Runtime::new().expect("rt");
+    let tk = ticket(&server, &op, &id, "observe");
+    let mut ws = rt.block_on(ws_open(&server.url, &id, &tk, 0));
+    let c = rt.block_on(collect(&mut ws, 0, Duration::from_secs(10), |b| {
+        contains(b, "end-2")
+    }));
+    assert!(!contains(&c.bytes, secret), "live view shows the secret");
+    for e in server.events(&op) {
+        assert!(!e.to_string().contains(secret));
+    }
+}
+
+#[test]
+fn backpressure_keeps_memory_bounded_and_bytes_exact() {
+    let total: u64 = std::env::var("HAPPYX_PTY_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(400_000_000);
+    let (tmp, data) = temp_data_dir();
+    let server = start(&data);
+    let op = server.token("operator");
+    let cmd = format!(
+        "stty raw -echo; {{ head -c {total} /dev/urandom | tee /dev/fd/3 | sha256sum > emitted.sha256; }} 3>&1; sleep 1"
+    );
+    let t0 = Instant::now();
+    let p = open(&server, &op, &op, &cmd);
+    let id = p["id"].as_str().expect("id").to_string();
+    let holder = holder_pid(p["pid"].as_i64().expect("pid"));
+    let host = i64::from(server.pid());
+    // Stall the consumer: stop the host for a while mid-stream.
+    std::thread::sleep(Duration::from_secs(2));
+    let stopped = get(&server, &op, &id)["output_bytes"].as_i64().unwrap_or(0);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(host as i32),
+        nix::sys::signal::Signal::SIGSTOP,
+    )
+    .expect("stop");
+    std::thread::sleep(Duration::from_secs(5));
+    let holder_rss_stalled = status_kib(holder, "VmRSS");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(host as i32),
+        nix::sys::signal::Signal::SIGCONT,
+    )
+    .expect("cont");
+    let mut holder_hwm = 0;
+    let done = eventually(Duration::from_secs(900), || {
+        holder_hwm = holder_hwm.max(status_kib(holder, "VmHWM"));
+        let p = get(&server, &op, &id);
+        (p["state"] == "exited").then_some(p)
+    })
+    .expect("the stream finished");
+    let elapsed = t0.elapsed();
+    let host_hwm = status_kib(host, "VmHWM");
+    let host_rss = status_kib(host, "VmRSS");
+    assert_eq!(done["output_bytes"].as_i64(), Some(total as i64), "{done}");
+    // Transcript byte for byte: sha256 of the stored stream vs what the program emitted.
+    let mut resp = server
+        .get(&format!("/v1/pty/{id}/transcript"), &op)
+        .send()
+        .expect("transcript");
+    let mut sum = std::process::Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("sha256sum");
+    let n = std::io::copy(&mut resp, sum.stdin.as_mut().expect("stdin")).expect("copy");
+    drop(sum.stdin.take());
+    let out = sum.wait_with_output().expect("sha256sum output");
+    let got = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .to_string();
+    let emitted = std::fs::read_to_string(tmp.path().join("happyx-workspace/emitted.sha256"))
+        .expect("sum file");
+    let emitted = emitted.split_whitespace().next().expect("sum");
+    eprintln!(
+        "backpressure: {total} bytes in {elapsed:?} ({:.1} MB/s incl. a 5 s stall); persisted when stopped: {stopped}; \
+         host VmHWM {host_hwm} KiB VmRSS {host_rss} KiB; holder VmHWM {holder_hwm} KiB, VmRSS while stalled {holder_rss_stalled} KiB",
+        total as f64 / elapsed.as_secs_f64() / 1e6
+    );
+    assert_eq!(n, total);
+    assert_eq!(
+        got, emitted,
+        "the transcript differs from what the program emitted"
+    );
+    assert!(holder_hwm < 32 * 1024, "holder RSS {holder_hwm} KiB");
+    assert!(host_hwm < 128 * 1024, "host RSS {host_hwm} KiB");
+}
