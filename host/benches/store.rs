@@ -29,11 +29,17 @@ struct Env {
 fn env(rt: &Runtime) -> Env {
     rt.block_on(async {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(tmp.path(), &StorageConfig::default()).await.expect("store");
+        let store = Store::open(tmp.path(), &StorageConfig::default())
+            .await
+            .expect("store");
         // The raw baseline uses the store's own single write connection, so
         // both sides pay the same pragmas and the same file.
         let raw = store.raw_write_pool().clone();
-        Env { _tmp: tmp, store, raw }
+        Env {
+            _tmp: tmp,
+            store,
+            raw,
+        }
     })
 }
 
@@ -69,15 +75,21 @@ fn event_append(c: &mut Criterion) {
             e.store.append_event(&ev).await.expect("append");
         })
     });
-    g.bench_function("raw_single", |b| b.to_async(&rt).iter(|| raw_append(&e.raw, 1)));
+    g.bench_function("raw_single", |b| {
+        b.to_async(&rt).iter(|| raw_append(&e.raw, 1))
+    });
     g.throughput(Throughput::Elements(100));
     g.bench_function("store_batch100", |b| {
         b.to_async(&rt).iter(|| async {
-            let evs: Vec<NewEvent> = (0..100).map(|_| NewEvent::new("bench.event", "bench", "subject", json!({"k": 1}))).collect();
+            let evs: Vec<NewEvent> = (0..100)
+                .map(|_| NewEvent::new("bench.event", "bench", "subject", json!({"k": 1})))
+                .collect();
             e.store.append_events(&evs).await.expect("append");
         })
     });
-    g.bench_function("raw_batch100", |b| b.to_async(&rt).iter(|| raw_append(&e.raw, 100)));
+    g.bench_function("raw_batch100", |b| {
+        b.to_async(&rt).iter(|| raw_append(&e.raw, 100))
+    });
     g.finish();
 }
 
@@ -123,7 +135,10 @@ async fn approved(store: &Store, n: usize) -> Vec<String> {
             })
             .await
             .expect("create");
-        store.decide_approval(&id, "token:op", true, false).await.expect("approve");
+        store
+            .decide_approval(&id, "token:op", true, false)
+            .await
+            .expect("approve");
         out.push(th);
     }
     out
@@ -132,18 +147,23 @@ async fn approved(store: &Store, n: usize) -> Vec<String> {
 /// The same statements as `Store::use_approval`, issued raw.
 async fn raw_use(pool: &SqlitePool, token_hash: &str) -> bool {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.expect("begin");
-    let row: Option<(String, String, String, i64, String, String, Option<String>)> = sqlx::query_as(
-        "SELECT a.id, a.action_hash, a.status, a.expires_at, a.scope, a.nonce, n.value \
+    let row: Option<(String, String, String, i64, String, String, Option<String>)> =
+        sqlx::query_as(
+            "SELECT a.id, a.action_hash, a.status, a.expires_at, a.scope, a.nonce, n.value \
          FROM approvals a LEFT JOIN nonces n ON n.scope = a.scope WHERE a.token_hash = ?",
-    )
-    .bind(token_hash)
-    .fetch_optional(&mut *tx)
-    .await
-    .expect("select");
+        )
+        .bind(token_hash)
+        .fetch_optional(&mut *tx)
+        .await
+        .expect("select");
     let Some((aid, hash, status, expires, scope, nonce, current)) = row else {
         return false;
     };
-    if status != "approved" || hash != "h" || expires <= now_ms() || current.as_deref() != Some(&nonce) {
+    if status != "approved"
+        || hash != "h"
+        || expires <= now_ms()
+        || current.as_deref() != Some(&nonce)
+    {
         return false;
     }
     let n = sqlx::query("INSERT INTO approval_uses (id, use_hash, approval_id, run_id, used_at) VALUES (?, ?, ?, NULL, ?) ON CONFLICT (use_hash) DO NOTHING")
@@ -157,13 +177,42 @@ async fn raw_use(pool: &SqlitePool, token_hash: &str) -> bool {
         .bind(&run.id).bind(&run.recipe).bind(&run.risk).bind(&run.status).bind(&run.session_id).bind(&run.requested_by)
         .bind(&aid).bind(None::<String>).bind("h").bind(run.created_at).bind(run.updated_at)
         .execute(&mut *tx).await.expect("run");
-    for (code, subject) in [("run.created", run.id.as_str()), ("approval.used", aid.as_str())] {
-        sqlx::query(RAW_EVENT).bind(new_id()).bind(now_ms()).bind(code).bind("token:bench").bind(subject).bind("{}")
-            .execute(&mut *tx).await.expect("event");
+    for (code, subject) in [
+        ("run.created", run.id.as_str()),
+        ("approval.used", aid.as_str()),
+    ] {
+        sqlx::query(RAW_EVENT)
+            .bind(new_id())
+            .bind(now_ms())
+            .bind(code)
+            .bind("token:bench")
+            .bind(subject)
+            .bind("{}")
+            .execute(&mut *tx)
+            .await
+            .expect("event");
     }
-    sqlx::query("UPDATE approval_uses SET run_id = ? WHERE use_hash = ?").bind(&run.id).bind(token_hash).execute(&mut *tx).await.expect("link");
-    sqlx::query("UPDATE approvals SET status = 'used', updated_at = ? WHERE id = ? AND status = 'approved'").bind(now_ms()).bind(&aid).execute(&mut *tx).await.expect("used");
-    sqlx::query("UPDATE nonces SET value = ?, updated_at = ? WHERE scope = ?").bind(hex::encode(random_bytes::<16>())).bind(now_ms()).bind(&scope).execute(&mut *tx).await.expect("nonce");
+    sqlx::query("UPDATE approval_uses SET run_id = ? WHERE use_hash = ?")
+        .bind(&run.id)
+        .bind(token_hash)
+        .execute(&mut *tx)
+        .await
+        .expect("link");
+    sqlx::query(
+        "UPDATE approvals SET status = 'used', updated_at = ? WHERE id = ? AND status = 'approved'",
+    )
+    .bind(now_ms())
+    .bind(&aid)
+    .execute(&mut *tx)
+    .await
+    .expect("used");
+    sqlx::query("UPDATE nonces SET value = ?, updated_at = ? WHERE scope = ?")
+        .bind(hex::encode(random_bytes::<16>()))
+        .bind(now_ms())
+        .bind(&scope)
+        .execute(&mut *tx)
+        .await
+        .expect("nonce");
     tx.commit().await.expect("commit");
     true
 }
@@ -187,7 +236,13 @@ async fn contend(e: &Env, tokens: Vec<String>, raw: bool) -> (Duration, usize, V
                     raw_use(&pool, &th).await
                 } else {
                     let run = run_row();
-                    let u = ApprovalUse { token_hash: &th, kind: "run", action_hash: "h", run: &run, idempotency_key: None };
+                    let u = ApprovalUse {
+                        token_hash: &th,
+                        kind: "run",
+                        action_hash: "h",
+                        run: &run,
+                        idempotency_key: None,
+                    };
                     matches!(store.use_approval(&u).await, Ok(UseOutcome::Used(_)))
                 };
                 (ok, t0.elapsed())
@@ -210,7 +265,10 @@ fn token_use(c: &mut Criterion) {
     let mut g = c.benchmark_group("token_use");
     g.sample_size(10).measurement_time(Duration::from_secs(8));
     g.throughput(Throughput::Elements(1));
-    for (name, raw) in [("store_64_contenders", false), ("raw_sqlx_64_contenders", true)] {
+    for (name, raw) in [
+        ("store_64_contenders", false),
+        ("raw_sqlx_64_contenders", true),
+    ] {
         let mut all_lat = Vec::new();
         let mut uses = 0usize;
         let mut spent = Duration::ZERO;
@@ -226,7 +284,10 @@ fn token_use(c: &mut Criterion) {
             })
         });
         all_lat.sort();
-        let p99 = all_lat.get(all_lat.len() * 99 / 100).copied().unwrap_or_default();
+        let p99 = all_lat
+            .get(all_lat.len() * 99 / 100)
+            .copied()
+            .unwrap_or_default();
         eprintln!(
             "token_use/{name}: {:.0} uses/s, p99 attempt latency {:?} ({} uses, zero double use)",
             uses as f64 / spent.as_secs_f64(),

@@ -109,6 +109,38 @@ pub fn lock(path: &Path) -> Result<DataDirLock, DataDirError> {
     }
 }
 
+/// Takes the serve lock like [`lock`] but leaves the lock file's content
+/// alone (for operator commands such as `import` that must not change a data
+/// dir they end up refusing).
+pub fn lock_quiet(path: &Path) -> Result<DataDirLock, DataDirError> {
+    let lock_path = path.join(LOCK_FILE);
+    let unusable = |source| DataDirError::Unusable {
+        path: path.into(),
+        source,
+    };
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&lock_path)
+        .map_err(unusable)?;
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(DataDirLock { _lock: lock }),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Err(DataDirError::Locked {
+            path: path.into(),
+            pid: std::fs::read_to_string(&lock_path)
+                .ok()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .map(|p| format!(" (pid {p})"))
+                .unwrap_or_default(),
+        }),
+        Err((_, errno)) => Err(unusable(std::io::Error::from(errno))),
+    }
+}
+
 use std::os::unix::fs::OpenOptionsExt;
 
 /// This machine's boot id (changes on every reboot), or "unknown".

@@ -16,6 +16,7 @@ mod records;
 mod rows;
 mod runs;
 mod tokens;
+pub mod transfer;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
