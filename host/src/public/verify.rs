@@ -11,8 +11,8 @@
 //!    responses is a candidate value for templated paths
 //!    (`/public/sessions/{id}`): first values of a field named like the
 //!    parameter, then `id`s from the listing at the path's prefix
-//!    (`/public/sessions`), then `<singular>_id` fields, then any other id;
-//!    up to `--max-values` per path. A templated path with no candidate is
+//!    (`/public/sessions`), then `<singular>_id` fields — or, when none of
+//!    these exist, any other id; up to `--max-values` per path. A templated path with no candidate is
 //!    skipped with a note on stderr.
 //! 4. Each response body is scanned with [`scan`](super::scan::scan), its
 //!    header values with the byte-level rules.
@@ -206,7 +206,11 @@ fn candidates(path: &str, param: &str, ids: &[SeenId], max: usize) -> Vec<String
         &|(k, _, _)| *k == singular_id,
         &|_| true,
     ];
-    for rank in ranks {
+    for (n, rank) in ranks.iter().enumerate() {
+        // Any other id only when nothing fits the path.
+        if n == 3 && !out.is_empty() {
+            break;
+        }
         for e in ids.iter().filter(|e| rank(e)) {
             if out.len() >= max {
                 return out;
@@ -381,9 +385,11 @@ mod tests {
             ("session_id".into(), "/public/runs".into(), "s2".into()),
         ];
         let c = candidates("/public/sessions/{id}", "id", &ids, 10);
-        assert_eq!(c, ["s1", "s2", "t1", "r1"]);
+        assert_eq!(c, ["s1", "s2"]);
+        let c = candidates("/public/things/{id}", "id", &ids, 10);
+        assert_eq!(c, ["t1", "r1", "s1", "s2"]);
         let c = candidates("/public/x/{session_id}", "session_id", &ids, 2);
-        assert_eq!(c, ["s2", "t1"]);
+        assert_eq!(c, ["s2"]);
         assert_eq!(params("/public/a/{x}/b/{y}"), ["x", "y"]);
     }
 }

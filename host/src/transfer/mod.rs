@@ -963,6 +963,8 @@ async fn consume(
     let (Some(_), Some(sum)) = (schema_version, sum) else {
         return Err(invalid("tables".into(), "missing".into()));
     };
+    // Record-level checks first, so an error names the record.
+    final_checks(target, source_name).await?;
     let computed = sum.finish();
     let Some(meta) = meta else {
         return Err(invalid("meta".into(), "missing".into()));
@@ -987,7 +989,6 @@ async fn consume(
             }
         }
     }
-    final_checks(target, source_name).await?;
     Ok(rows)
 }
 
