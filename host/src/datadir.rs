@@ -170,6 +170,24 @@ mod tests {
     }
 
     #[test]
+    fn the_quiet_lock_excludes_serve_and_leaves_the_file_alone() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let p = ensure(tmp.path()).expect("ensure");
+        let held = lock(&p).expect("serve lock");
+        let before = std::fs::read(p.join(LOCK_FILE)).expect("read");
+        let err = lock_quiet(&p).expect_err("served");
+        assert!(matches!(err, DataDirError::Locked { .. }), "{err}");
+        drop(held);
+        let quiet = lock_quiet(&p).expect("quiet lock");
+        assert_eq!(std::fs::read(p.join(LOCK_FILE)).expect("read"), before);
+        assert!(
+            lock(&p).is_err(),
+            "serve is refused while an import holds it"
+        );
+        drop(quiet);
+    }
+
+    #[test]
     fn a_file_is_not_a_data_dir() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let f = tmp.path().join("file");

@@ -16,7 +16,7 @@ use futures::{Stream, StreamExt};
 use sqlx::sqlite::{
     SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqliteRow, SqliteSynchronous,
 };
-use sqlx::{Arguments, Connection, Row, SqliteConnection, TypeInfo, ValueRef};
+use sqlx::{Arguments, ConnectOptions, Connection, Row, SqliteConnection, TypeInfo, ValueRef};
 
 use super::{DB_FILE, Result, StoreError, migrate};
 
@@ -106,7 +106,9 @@ fn connect_options(path: &Path) -> Result<SqliteConnectOptions> {
     Ok(SqliteConnectOptions::from_str("sqlite://")?
         .filename(path)
         .foreign_keys(true)
-        .busy_timeout(std::time::Duration::from_secs(30)))
+        .busy_timeout(std::time::Duration::from_secs(30))
+        // Whole-table scans are slow by design here; no per-statement warnings.
+        .disable_statement_logging())
 }
 
 /// Every user table of the database, sorted by name, with its columns.

@@ -323,10 +323,12 @@ pub async fn export(data_dir: &Path, out: &Path) -> Result<ExportSummary> {
         path: out.to_path_buf(),
         source,
     };
+    // A stale temp file of a crashed export with our pid is ours to replace;
+    // `create_new` refuses to follow anything planted in its place meanwhile.
+    let _ = std::fs::remove_file(&tmp);
     let file = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
         .open(&tmp)
         .map_err(werr)?;
