@@ -92,9 +92,9 @@ struct LegacyEvent {
 fn read<T: for<'de> Deserialize<'de>>(dir: &Path, file: &str) -> Result<Vec<T>> {
     let path = dir.join(file);
     let name = path.display().to_string();
-    let text = std::fs::read(&path).map_err(|source| TransferError::Read {
+    let text = std::fs::read(&path).map_err(|error| TransferError::Read {
         path: path.clone(),
-        source,
+        error,
     })?;
     let de = &mut serde_json::Deserializer::from_slice(&text);
     serde_path_to_error::deserialize(de).map_err(|e| {

@@ -119,15 +119,15 @@ pub enum TransferError {
     },
     #[error("data dir {0} holds no database to export")]
     NoDatabase(PathBuf),
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {error}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}: {error}")]
     Write {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error(transparent)]
     DataDir(#[from] DataDirError),
@@ -319,9 +319,9 @@ pub async fn export(data_dir: &Path, out: &Path) -> Result<ExportSummary> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "export.json".into());
     let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
-    let werr = |source| TransferError::Write {
+    let werr = |error| TransferError::Write {
         path: out.to_path_buf(),
-        source,
+        error,
     };
     // A stale temp file of a crashed export with our pid is ours to replace;
     // `create_new` refuses to follow anything planted in its place meanwhile.
@@ -361,9 +361,9 @@ pub async fn export(data_dir: &Path, out: &Path) -> Result<ExportSummary> {
 async fn write_export(snap: &mut Snapshot, file: File, out: &Path) -> Result<ExportSummary> {
     let schema_version = snap.schema_version();
     let tables: Vec<TableInfo> = snap.tables().to_vec();
-    let io = |source| TransferError::Write {
+    let io = |error| TransferError::Write {
         path: out.to_path_buf(),
-        source,
+        error,
     };
     let mut w = BufWriter::with_capacity(1 << 16, file);
     let mut sum = Checksum::new(schema_version);
@@ -832,9 +832,9 @@ pub(crate) async fn final_checks(target: &mut ImportTarget, source_name: &str) -
 
 async fn load_export(src: &Path, target: &mut ImportTarget) -> Result<BTreeMap<String, u64>> {
     let source_name = src.display().to_string();
-    let file = File::open(src).map_err(|source| TransferError::Read {
+    let file = File::open(src).map_err(|error| TransferError::Read {
         path: src.into(),
-        source,
+        error,
     })?;
     let (tx, mut rx) = mpsc::channel::<Item>(256);
     let name = source_name.clone();
