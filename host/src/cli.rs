@@ -44,6 +44,26 @@ pub enum Command {
     /// Internal: the detached process that holds one PTY (started by the host).
     #[command(hide = true)]
     PtyHolder,
+    /// Write the whole state as versioned JSON (a private file: it holds raw
+    /// outputs and ciphertext). Prints a one-line JSON summary.
+    Export {
+        #[command(flatten)]
+        dir: DataDirArg,
+        /// The file to write (mode 0600, replaced atomically).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Load an export, or a legacy state directory, into a new or empty data
+    /// dir, all or nothing. Prints a one-line JSON summary.
+    Import {
+        #[command(flatten)]
+        dir: DataDirArg,
+        /// An export file, or a legacy state directory (see examples/legacy-state).
+        file: PathBuf,
+    },
+    /// Fetch every public surface of a running host and fail, naming the
+    /// surface and the kind of material, if any secret material is found.
+    VerifyPublic(crate::public::verify::VerifyArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -176,6 +196,34 @@ pub async fn run(cli: Cli) -> Result<()> {
             plugin(p)
         }
         Command::PtyHolder => bail!("pty-holder runs before the async runtime starts"),
+        Command::Export { dir, out } => {
+            init_logging("warn", LogFormat::Text);
+            let summary = crate::transfer::export(&dir.data_dir, &out).await?;
+            println!("{}", serde_json::to_string(&summary)?);
+            Ok(())
+        }
+        Command::Import { dir, file } => {
+            init_logging("warn", LogFormat::Text);
+            let summary = crate::transfer::import(&dir.data_dir, &file).await?;
+            println!("{}", serde_json::to_string(&summary)?);
+            Ok(())
+        }
+        Command::VerifyPublic(args) => {
+            init_logging("warn", LogFormat::Text);
+            let report = crate::public::verify::run(&args).await?;
+            println!("{}", report.summary_line());
+            if report.findings.is_empty() {
+                Ok(())
+            } else {
+                for f in &report.findings {
+                    eprintln!("happyx: {f}");
+                }
+                bail!(
+                    "{} finding(s) of secret material on public surfaces",
+                    report.findings.len()
+                )
+            }
+        }
     }
 }
 

@@ -87,8 +87,19 @@ fn try_lock(file: &File) -> nix::Result<()> {
     nix::errno::Errno::result(rc).map(drop)
 }
 
-/// Takes the serve lock or explains who holds it.
+/// Takes the serve lock or explains who holds it; records our pid in it.
 pub fn lock(path: &Path) -> Result<DataDirLock, DataDirError> {
+    take(path, true)
+}
+
+/// Takes the serve lock like [`lock`] but leaves the lock file's content
+/// alone (for operator commands such as `import` that must not change a data
+/// dir they end up refusing).
+pub fn lock_quiet(path: &Path) -> Result<DataDirLock, DataDirError> {
+    take(path, false)
+}
+
+fn take(path: &Path, write_pid: bool) -> Result<DataDirLock, DataDirError> {
     let lock_path = path.join(LOCK_FILE);
     let unusable = |source| DataDirError::Unusable {
         path: path.into(),
@@ -104,10 +115,12 @@ pub fn lock(path: &Path) -> Result<DataDirLock, DataDirError> {
         .map_err(unusable)?;
     match try_lock(&file) {
         Ok(()) => {
-            let mut f = &file;
-            let _ = file.set_len(0);
-            let _ = writeln!(f, "{}", std::process::id());
-            let _ = file.sync_all();
+            if write_pid {
+                let mut f = &file;
+                let _ = file.set_len(0);
+                let _ = writeln!(f, "{}", std::process::id());
+                let _ = file.sync_all();
+            }
             Ok(DataDirLock { _file: file })
         }
         Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EACCES) => {
@@ -153,6 +166,17 @@ mod tests {
         // Record locks are per process, so refusal of a second process is
         // shown end to end (tests/tests/foundation.rs); here: re-acquirable.
         lock(&p).expect("lock after release");
+    }
+
+    #[test]
+    fn the_quiet_lock_leaves_the_file_alone() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let p = ensure(tmp.path()).expect("ensure");
+        drop(lock(&p).expect("serve lock"));
+        let before = std::fs::read(p.join(LOCK_FILE)).expect("read");
+        let quiet = lock_quiet(&p).expect("quiet lock");
+        assert_eq!(std::fs::read(p.join(LOCK_FILE)).expect("read"), before);
+        drop(quiet);
     }
 
     #[test]

@@ -19,6 +19,7 @@ mod rows;
 mod runs;
 mod stats;
 mod tokens;
+pub mod transfer;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
