@@ -372,8 +372,17 @@ fn bad_imports_name_the_record_and_change_nothing() {
     );
 
     // Wrong schema version.
-    let bad = text.replacen("\"schema_version\":1,", "\"schema_version\":99,", 1);
-    expect_refusal(&bad, tmp.path(), &["schema version 99", "schema version 1"]);
+    let current = happyx::store::SCHEMA_VERSION;
+    let bad = text.replacen(
+        &format!("\"schema_version\":{current},"),
+        "\"schema_version\":99,",
+        1,
+    );
+    expect_refusal(
+        &bad,
+        tmp.path(),
+        &["schema version 99", &format!("schema version {current}")],
+    );
 
     // Duplicate id: the first event repeated.
     let mut dup = lines.clone();

@@ -48,9 +48,9 @@ pub struct PublicState {
 pub struct PublicMigration {
     version: i64,
     description: String,
-    /// SHA-384 (hex) of the migration's SQL.
-    #[schema(format = "sha384")]
-    checksum_sha384: String,
+    /// SHA-256 (hex) of the migration's SQL, as embedded in this binary.
+    #[schema(format = "sha256")]
+    sql_sha256: String,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -185,10 +185,10 @@ pub async fn public_evidence(State(state): State<AppState>) -> ApiResult<impl In
         schema_version: SCHEMA_VERSION,
         migrations: migration_checksums()
             .into_iter()
-            .map(|(version, description, checksum_sha384)| PublicMigration {
+            .map(|(version, description, sql_sha256)| PublicMigration {
                 version,
                 description,
-                checksum_sha384,
+                sql_sha256,
             })
             .collect(),
         last_prune: state.store.last_prune().await?.map(|p| PublicPrune {

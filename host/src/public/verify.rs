@@ -97,8 +97,10 @@ impl Report {
     }
 }
 
-/// Runs the command: reads the canary file and verifies without an extra scanner.
+/// Runs the command: reads the canary file, loads the built-in redactor as
+/// the extra scanner (anything it flags is a finding), and verifies.
 pub async fn run(args: &VerifyArgs) -> Result<Report, VerifyError> {
+    let extra = redactor_scanner().await;
     let canaries = match &args.canaries {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|source| VerifyError::Canaries {
@@ -109,7 +111,36 @@ pub async fn run(args: &VerifyArgs) -> Result<Report, VerifyError> {
         }
         None => Vec::new(),
     };
-    verify(args, &canaries, None).await
+    verify(args, &canaries, extra).await
+}
+
+/// The built-in sample redactor as an [`ExtraScanner`]; `None` (with a
+/// warning) if it cannot be loaded, so the other checks still run.
+async fn redactor_scanner() -> Option<ExtraScanner> {
+    let loaded = tokio::task::spawn_blocking(|| {
+        crate::plugins::PluginHost::load(&crate::plugins::PluginsConfig::default(), None)
+    })
+    .await;
+    let host = match loaded {
+        Ok(Ok(h)) => h,
+        Ok(Err(e)) => {
+            tracing::warn!(code = e.code(), "redactor unavailable; scanning without it");
+            return None;
+        }
+        Err(_) => return None,
+    };
+    let handle = tokio::runtime::Handle::current();
+    Some(std::sync::Arc::new(move |body: &[u8]| {
+        let found = tokio::task::block_in_place(|| handle.block_on(host.redact("text", body)));
+        match found {
+            Ok(r) => r
+                .findings
+                .into_iter()
+                .map(|f| (f.rule, f.start, f.end))
+                .collect(),
+            Err(e) => vec![(format!("redactor-failed:{}", e.code()), 0, 0)],
+        }
+    }))
 }
 
 struct Fetched {

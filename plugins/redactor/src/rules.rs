@@ -69,7 +69,7 @@ const RULES: &[RuleDef] = &[
     },
     RuleDef {
         name: "auth-header",
-        pattern: r#"(?i)\b(proxy-)?authorization["']?\s*[:=]\s*["']?(bearer|basic|token|digest|negotiate)\s+([^\s"',;]+)"#,
+        pattern: r#"(?i)\b(proxy-)?authorization["']?\s*[:=]\s*["']?(bearer|basic|token|digest|negotiate)\s+([^\s"',;<>]+)"#,
         group: Some(3),
     },
     RuleDef {
@@ -79,7 +79,7 @@ const RULES: &[RuleDef] = &[
     },
     RuleDef {
         name: "password-assignment",
-        pattern: r#"(?i)\b[A-Za-z0-9_.\-]*(password|passwd|secret|token|api_?key|apikey|access_?key|private_?key|credentials?)["']?\s*[:=]\s*["']?([^\s"'&,;<>]{1,})"#,
+        pattern: r#"(?i)\b[A-Za-z0-9_.\-]*(password|passwd|secret|token|api_?key|apikey|access_?key|private_?key|credentials?)["']?\s*[:=]\s*["']?([^\s"'&,;<>{}\[\]()]{3,})"#,
         group: Some(2),
     },
     RuleDef {
