@@ -134,9 +134,16 @@ fn parse_role(s: &str) -> Result<Role, String> {
 /// Sets up `tracing` to stderr. `HAPPYX_LOG` overrides the configured filter.
 pub fn init_logging(filter: &str, format: LogFormat) {
     use tracing_subscriber::EnvFilter;
-    let filter = std::env::var("HAPPYX_LOG")
+    let mut filter = std::env::var("HAPPYX_LOG")
         .ok()
         .unwrap_or_else(|| filter.to_string());
+    // The compiler inside wasmtime logs every instruction at trace level, which
+    // would stall plugin compilation; keep it at info unless named explicitly.
+    for quiet in ["cranelift", "regalloc2", "wasmtime", "wasmparser"] {
+        if !filter.contains(quiet) {
+            filter.push_str(&format!(",{quiet}=info"));
+        }
+    }
     let env_filter = EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(env_filter)

@@ -10,7 +10,9 @@
 use std::time::Duration;
 
 use happyx::public::scan::{Canaries, Kind, ScanContext, scan};
-use happyx_tests::{Server, ServerOptions, cli, cli_env, client, eventually, json, temp_data_dir};
+use happyx_tests::{
+    Server, ServerOptions, call, cli, cli_env, client, eventually, json, temp_data_dir,
+};
 use serde_json::{Value, json};
 
 fn canary(n: usize) -> String {
@@ -117,14 +119,13 @@ fn planted_canaries_never_reach_a_public_or_log_sink() {
     let rid = run["id"].as_str().expect("id").to_string();
     // A high-risk run whose output prints a canary and the operator's token.
     let cmd = format!("echo {}; echo {}", values[8], op);
-    let (st, b) = record(
-        "shell",
-        server.post(
-            "/v1/runs",
-            &op,
-            &json!({"recipe": "shell", "args": {"command": cmd}}),
-        ),
-    );
+    // (The approval_required answer is where the requester receives its one-time
+    // token, so it is not recorded as an error sink.)
+    let (st, b) = call(server.post(
+        "/v1/runs",
+        &op,
+        &json!({"recipe": "shell", "args": {"command": cmd}}),
+    ));
     assert_eq!(st, 403);
     let aid = b["approval_id"].as_str().expect("aid").to_string();
     let tok = b["approval_token"].as_str().expect("tok").to_string();

@@ -60,7 +60,12 @@ fn render_error(e: RenderError) -> ApiError {
         RenderError::Plugin(_) => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::UNPROCESSABLE_ENTITY,
     };
-    ApiError::new(status, e.code(), e.to_string())
+    // Never echo the requested recipe name: error bodies carry no input values.
+    let message = match &e {
+        RenderError::UnknownRecipe(_) => "no such recipe; GET /v1/recipes lists them".to_string(),
+        other => other.to_string(),
+    };
+    ApiError::new(status, e.code(), message)
 }
 
 pub fn approval_invalid() -> ApiError {
