@@ -622,3 +622,37 @@ fn openapi_lists_every_route() {
     let health = json(client().get(format!("{}/healthz", server.url)).send());
     assert_eq!(health["status"], "ok");
 }
+
+#[test]
+fn the_example_api_client_runs_against_a_real_host() {
+    let (_tmp, data) = temp_data_dir();
+    let server = Server::start(&data);
+    let op = server.token("operator");
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/api-client/client.py");
+    let out = std::process::Command::new("python3")
+        .arg(&script)
+        .env("HAPPYX_URL", &server.url)
+        .env("HAPPYX_TOKEN", &op)
+        .output()
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let mut lines = stdout.lines();
+    let task: Value = serde_json::from_str(lines.next().unwrap_or("")).expect("task JSON");
+    assert_eq!(task["status"], "open");
+    let session: Value = serde_json::from_str(lines.next().unwrap_or("")).expect("session JSON");
+    assert_eq!(session["task_id"], task["id"]);
+    let events: Vec<&str> = lines.collect();
+    assert!(
+        events.iter().any(|l| l.contains("task.created")),
+        "{stdout}"
+    );
+    assert!(
+        events.iter().any(|l| l.contains("session.created")),
+        "{stdout}"
+    );
+    assert!(stderr.contains("invalid_field"), "{stderr}");
+    assert!(!stdout.contains(&op[16..]) && !stderr.contains(&op[16..]));
+}
