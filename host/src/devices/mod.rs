@@ -1,0 +1,3 @@
+//! A device's local state: its key directory, send counters, pinned peers and session keys.
+
+pub mod keystore;
