@@ -13,7 +13,7 @@ pub(crate) fn encode(bytes: &[u8]) -> String {
 /// for anything else; the caller names the field.
 pub(crate) fn decode_canonical(text: &str, max_len: usize) -> Option<Vec<u8>> {
     // A canonical encoding of n bytes is exactly 4 * ceil(n / 3) characters.
-    if text.len() % 4 != 0 || text.len() / 4 * 3 > max_len + 2 {
+    if !text.len().is_multiple_of(4) || text.len() / 4 * 3 > max_len + 2 {
         return None;
     }
     let bytes = STANDARD.decode(text).ok()?;

@@ -235,7 +235,7 @@ fn json_error(e: &serde_json::Error) -> EnvelopeError {
                     out.push_str(inner);
                     out.push('`');
                 } else {
-                    out.push_str("…");
+                    out.push('…');
                 }
                 rest = &after[j + 1..];
             }
