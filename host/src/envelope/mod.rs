@@ -36,3 +36,13 @@ pub use wrap::{
     WRAP_DOMAIN, WRAPPED_CIPHERTEXT_LEN, WrapContext, WrappedKey, unwrap_content_key,
     wrap_content_key,
 };
+
+/// Canonical standard base64 with padding, as used on the wire.
+pub(crate) fn b64_encode(bytes: &[u8]) -> String {
+    b64::encode(bytes)
+}
+
+/// Decodes canonical standard base64 of exactly 32 bytes.
+pub(crate) fn b64_decode_32(text: &str) -> Option<[u8; 32]> {
+    b64::decode_exact::<32>(text)
+}
