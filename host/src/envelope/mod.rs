@@ -16,6 +16,8 @@ mod wire;
 mod wrap;
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod vectors;
