@@ -176,6 +176,18 @@ pub struct RunsConfig {
     pub risk_floor: BTreeMap<String, String>,
 }
 
+impl RunsConfig {
+    /// The operator's minimum risk for `recipe` (`low` when none is set).
+    pub fn risk_floor(&self, recipe: &str) -> crate::plugins::Risk {
+        use crate::plugins::Risk;
+        match self.risk_floor.get(recipe).map(String::as_str) {
+            Some("high") => Risk::High,
+            Some("medium") => Risk::Medium,
+            _ => Risk::Low,
+        }
+    }
+}
+
 impl Default for RunsConfig {
     fn default() -> Self {
         Self {

@@ -502,3 +502,32 @@ fn run_timeout_exit_codes_and_stderr() {
     assert_eq!(st, 422, "{b}");
     assert!(b["message"].as_str().unwrap_or("").contains("txt"), "{b}");
 }
+
+#[test]
+fn an_operator_risk_floor_raises_a_recipe_to_high() {
+    let (_tmp, data) = temp_data_dir();
+    let cfg = "[runs.risk_floor]\necho = \"high\"\n";
+    let server = Server::start_with(
+        &data,
+        ServerOptions {
+            config: Some(cfg.into()),
+            ..Default::default()
+        },
+    )
+    .expect("start");
+    let agent = server.token("agent");
+    let (st, b) = call(server.post(
+        "/v1/runs",
+        &agent,
+        &json!({"recipe": "echo", "args": {"text": "hi"}}),
+    ));
+    assert_eq!(
+        (st, b["code"].as_str()),
+        (403, Some("approval_required")),
+        "{b}"
+    );
+    // Another low-risk recipe is unaffected.
+    let (st, r) = call(server.post("/v1/runs", &agent, &json!({"recipe": "git-status"})));
+    assert_eq!(st, 201, "{r}");
+    assert_eq!(r["risk"], "low");
+}

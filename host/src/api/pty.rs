@@ -229,18 +229,9 @@ pub async fn create_pty(
         .render(&body.recipe, &body.args)
         .await
         .map_err(render_error)?;
-    let floor = match state
-        .config
-        .runs
-        .risk_floor
-        .get(&body.recipe)
-        .map(String::as_str)
-    {
-        Some("high") => Risk::High,
-        Some("medium") => Risk::Medium,
-        _ => Risk::Low,
-    };
-    let risk = rendered.risk.max(floor);
+    let risk = rendered
+        .risk
+        .max(state.config.runs.risk_floor(&body.recipe));
     let hash = action_hash(&Action {
         kind: ActionKind::Pty,
         recipe: &body.recipe,

@@ -128,18 +128,9 @@ pub async fn create_run(
         .render(&body.recipe, &body.args)
         .await
         .map_err(render_error)?;
-    let floor = state
-        .config
-        .runs
-        .risk_floor
-        .get(&body.recipe)
-        .map(|r| match r.as_str() {
-            "high" => Risk::High,
-            "medium" => Risk::Medium,
-            _ => Risk::Low,
-        })
-        .unwrap_or(Risk::Low);
-    let risk = rendered.risk.max(floor);
+    let risk = rendered
+        .risk
+        .max(state.config.runs.risk_floor(&body.recipe));
     let hash = action_hash(&Action {
         kind: ActionKind::Run,
         recipe: &body.recipe,
