@@ -11,6 +11,8 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod datadir;
+pub mod devices;
+pub mod envelope;
 pub mod metrics;
 pub mod plugins;
 pub mod runs;
