@@ -150,15 +150,14 @@ type ApprovalRow = (String, String, String, i64, String, String, Option<String>)
 /// The same statements as `Store::use_approval`, issued raw.
 async fn raw_use(pool: &SqlitePool, token_hash: &str) -> bool {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.expect("begin");
-    let row: Option<ApprovalRow> =
-        sqlx::query_as(
-            "SELECT a.id, a.action_hash, a.status, a.expires_at, a.scope, a.nonce, n.value \
+    let row: Option<ApprovalRow> = sqlx::query_as(
+        "SELECT a.id, a.action_hash, a.status, a.expires_at, a.scope, a.nonce, n.value \
          FROM approvals a LEFT JOIN nonces n ON n.scope = a.scope WHERE a.token_hash = ?",
-        )
-        .bind(token_hash)
-        .fetch_optional(&mut *tx)
-        .await
-        .expect("select");
+    )
+    .bind(token_hash)
+    .fetch_optional(&mut *tx)
+    .await
+    .expect("select");
     let Some((aid, hash, status, expires, scope, nonce, current)) = row else {
         return false;
     };

@@ -11,6 +11,7 @@ use serde_json::json;
 use crate::api::{self, AppState, Metrics};
 use crate::config::Config;
 use crate::datadir;
+use crate::devices::DeviceService;
 use crate::plugins::PluginHost;
 use crate::runs::{ChildIdentity, Runner};
 use crate::store::{Deployment, SCHEMA_VERSION, Store};
@@ -45,12 +46,22 @@ pub async fn serve(cfg: Config) -> Result<()> {
         })
         .await?;
     let runner = Runner::new(store.clone(), plugins, metrics.clone(), identity, &cfg.runs);
+    let devices = Arc::new(
+        DeviceService::start(
+            store.clone(),
+            &data_dir,
+            metrics.clone(),
+            cfg.envelopes.window_ms,
+        )
+        .context("cannot set up devices")?,
+    );
     let cfg = Arc::new(cfg);
     let state = AppState {
         store: store.clone(),
         config: cfg.clone(),
         metrics,
         runner,
+        devices,
     };
     let (router, _doc) = api::router_and_doc(state);
 
@@ -76,7 +87,7 @@ pub async fn serve(cfg: Config) -> Result<()> {
             handle.graceful_shutdown(Some(grace));
         }
     });
-    let app = router.into_make_service();
+    let app = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
     match (&cfg.tls.cert, &cfg.tls.key) {
         (Some(cert), Some(key)) => {
             let _ = rustls::crypto::ring::default_provider().install_default();

@@ -3,6 +3,8 @@
 //! `/v1/openapi.json` is generated from the same list that builds the router.
 
 mod approvals;
+mod devices;
+mod envelopes;
 mod error;
 mod events;
 mod extract;
@@ -28,6 +30,7 @@ pub use extract::parse_json;
 pub use metrics::Metrics;
 
 use crate::config::Config;
+use crate::devices::DeviceService;
 use crate::runs::Runner;
 use crate::store::Store;
 
@@ -38,6 +41,7 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub metrics: Arc<Metrics>,
     pub runner: Runner,
+    pub devices: Arc<DeviceService>,
 }
 
 #[derive(OpenApi)]
@@ -91,6 +95,18 @@ pub fn router_and_doc(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(approvals::list_approvals))
         .routes(routes!(approvals::approve))
         .routes(routes!(approvals::deny))
+        .routes(routes!(devices::create_enrollment))
+        .routes(routes!(devices::enrollment_challenge))
+        .routes(routes!(devices::complete_enrollment))
+        .routes(routes!(devices::list_devices))
+        .routes(routes!(devices::get_device))
+        .routes(routes!(devices::revoke_device))
+        .routes(routes!(devices::device_keys))
+        .routes(routes!(envelopes::open_session))
+        .routes(routes!(envelopes::rotate_session))
+        .routes(routes!(envelopes::session_keys))
+        .routes(routes!(envelopes::post_envelope, envelopes::read_envelopes))
+        .routes(routes!(envelopes::envelope_meta))
         .split_for_parts();
     let doc_json = Arc::new(doc.clone());
     let max_body = state.config.api.max_body_bytes;

@@ -12,11 +12,18 @@ use super::{Result, StoreError};
 pub const MIGRATIONS_DIR_NAME: &str = "migrations/sqlite";
 
 /// (version, description, SQL) — embedded at build time.
-const SOURCES: &[(i64, &str, &str)] = &[(
-    1,
-    "foundation",
-    include_str!("../../../migrations/sqlite/0001_foundation.sql"),
-)];
+const SOURCES: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "foundation",
+        include_str!("../../../migrations/sqlite/0001_foundation.sql"),
+    ),
+    (
+        2,
+        "devices",
+        include_str!("../../../migrations/sqlite/0002_devices.sql"),
+    ),
+];
 
 /// The newest schema version this binary knows.
 pub const SCHEMA_VERSION: i64 = SOURCES[SOURCES.len() - 1].0;
