@@ -10,5 +10,8 @@ pub mod keystore;
 pub mod protocol;
 pub mod service;
 
+#[cfg(test)]
+mod ingest_tests;
+
 pub use keystore::{DeviceDir, KeystoreError};
 pub use service::{DeviceCaller, DeviceError, DeviceService, SignedHeaders};
