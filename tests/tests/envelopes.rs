@@ -420,6 +420,19 @@ fn two_devices_exchange_and_every_refusal_stores_nothing() {
     let all = serde_json::to_string(&events).expect("json");
     assert!(!all.contains(wire["ciphertext"].as_str().expect("ct")));
 
+    // The unauthenticated enrollment routes are rate-limited.
+    let limited = (0..40)
+        .map(|_| {
+            call(
+                client()
+                    .post(format!("{}/v1/enrollments/challenge", server.url))
+                    .json(&json!({"code": "hpx_guess"})),
+            )
+        })
+        .find(|(st, _)| *st == 429);
+    let (_, v) = limited.expect("a 429 within 40 attempts");
+    assert_eq!(v["code"], "rate_limited");
+
     // Device reads need a fresh device signature, not a bearer token.
     let (st, v) = call(server.get(&format!("/v1/sessions/{session}/envelopes"), &op));
     assert_eq!(

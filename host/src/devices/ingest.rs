@@ -50,6 +50,9 @@ impl IngestError {
 pub struct Accepted {
     pub id: String,
     pub ordinal: i64,
+    pub session_id: String,
+    pub sender_device_id: String,
+    pub sequence: u64,
 }
 
 struct Job {
@@ -191,6 +194,8 @@ impl Ingestor {
         };
         let (reply, rx) = oneshot::channel();
         let seq = env.sequence;
+        let (session_id, sender_device_id) =
+            (item.session_id.clone(), item.sender_device_id.clone());
         let env_epoch = env.epoch;
         self.queue
             .send(Job { item, reply })
@@ -201,7 +206,13 @@ impl Ingestor {
             .map_err(|_| IngestError::Storage)?
             .map_err(|()| IngestError::Storage)?;
         match verdict {
-            IngestVerdict::Accepted { id, ordinal } => Ok(Accepted { id, ordinal }),
+            IngestVerdict::Accepted { id, ordinal } => Ok(Accepted {
+                id,
+                ordinal,
+                session_id,
+                sender_device_id,
+                sequence: seq,
+            }),
             IngestVerdict::UnknownSession => Err(IngestError::UnknownSession),
             IngestVerdict::UnknownKey | IngestVerdict::NotMember => {
                 Err(EnvelopeError::UnknownDevice.into())
