@@ -1,12 +1,28 @@
 //! Envelope verification throughput: a bare Ed25519 `verify_strict` over the signature message of
 //! a 1 KiB-payload envelope, against the server's full stateless path (size check, strict JSON
 //! parse with canonical base64, header encoding, `verify_strict`). Throughput is envelopes/s.
+//!
+//! Then, in the same run and on the same cores, the full ingest path (parse, key lookup,
+//! `verify_strict`, replay guard and durable insert through the group-commit writer, SQLite
+//! with synchronous=FULL) for 16 concurrent senders of 1 KiB payloads, against raw
+//! `verify_strict` of the same envelopes on as many threads as there are cores: envelopes/s,
+//! p99 latency per ingest, and the ratio.
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group};
 use happyx::envelope::{
     ContentKey, DeviceKeys, ENVELOPE_VERSION, Envelope, EnvelopeHeader, SigningPublicKey, seal,
 };
 use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Instant;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use happyx::config::StorageConfig;
+use happyx::devices::ingest::Ingestor;
+use happyx::envelope::enrollment_code_hash;
+use happyx::metrics::Metrics;
+use happyx::store::{EnrollOutcome, NewDeviceKey, NewEnrollment, Session, Store, WrappedKeyRow};
 
 fn fixture() -> (SigningPublicKey, Envelope, Vec<u8>) {
     let keys = DeviceKeys::generate(1).expect("keys");
@@ -66,5 +82,200 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
+const SENDERS: usize = 16;
+const PER_SENDER: usize = 1_000;
+
+/// A store with `SENDERS` enrolled devices, one encrypted session they all belong to, and
+/// `PER_SENDER` envelopes per sender in wire form.
+async fn ingest_fixture(
+    dir: &std::path::Path,
+) -> (Store, String, Vec<Vec<Vec<u8>>>, Vec<SigningPublicKey>) {
+    let store = Store::open(dir, &StorageConfig::default())
+        .await
+        .expect("store");
+    let session_id = happyx::util::new_id();
+    let content = ContentKey::generate().expect("key");
+    let mut rows = Vec::new();
+    let mut senders = Vec::new();
+    for i in 0..SENDERS {
+        let keys = DeviceKeys::generate(1).expect("keys");
+        let code = format!("bench-code-{i}");
+        let hash = hex::encode(enrollment_code_hash(&code));
+        let now = happyx::util::now_ms();
+        store
+            .create_enrollment(&NewEnrollment {
+                id: happyx::util::new_id(),
+                code_hash: hash.clone(),
+                kind: "enroll",
+                device_id: None,
+                name: None,
+                issued_by: "bench".into(),
+                expires_at: now + 60_000,
+                created_at: now,
+            })
+            .await
+            .expect("enrollment");
+        let public = keys.public();
+        let outcome = store
+            .complete_enrollment(
+                &hash,
+                &NewDeviceKey {
+                    key_version: 1,
+                    signing_public: B64.encode(public.signing_public),
+                    hpke_public: B64.encode(public.hpke_public),
+                    fingerprint: public.fingerprint().to_string(),
+                },
+                None,
+            )
+            .await
+            .expect("enroll");
+        let EnrollOutcome::Enrolled { device_id, .. } = outcome else {
+            panic!("enrollment refused");
+        };
+        rows.push(WrappedKeyRow {
+            session_id: session_id.clone(),
+            epoch: 0,
+            device_id: device_id.clone(),
+            key_version: 1,
+            sender_device_id: device_id.clone(),
+            sender_key_version: 1,
+            enc: B64.encode([1u8; 32]),
+            ciphertext: B64.encode([2u8; 48]),
+        });
+        senders.push((device_id, keys));
+    }
+    let now = happyx::util::now_ms();
+    let session = Session {
+        id: session_id.clone(),
+        name: "bench".into(),
+        kind: "encrypted".into(),
+        status: "open".into(),
+        task_id: None,
+        epoch: 0,
+        created_by: "bench".into(),
+        created_at: now,
+        updated_at: now,
+    };
+    store
+        .create_encrypted_session(&session, &rows)
+        .await
+        .expect("session");
+    let created_at = now as u64;
+    let mut wires = Vec::new();
+    let mut keys = Vec::new();
+    for (device_id, dk) in &senders {
+        let mut mine = Vec::with_capacity(PER_SENDER);
+        for seq in 1..=PER_SENDER as u64 {
+            let header = EnvelopeHeader {
+                v: ENVELOPE_VERSION,
+                session_id: session_id.clone(),
+                sender_device_id: device_id.clone(),
+                key_version: 1,
+                epoch: 0,
+                sequence: seq,
+                created_at,
+            };
+            let env = seal(&content, dk, &header, &[0x42; 1024]).expect("seal");
+            mine.push(env.to_json().into_bytes());
+        }
+        wires.push(mine);
+        keys.push(dk.public().validate().expect("valid"));
+    }
+    (store, session_id, wires, keys)
+}
+
+/// One sender's key and its (message, signature) pairs.
+type RawJob = (
+    ed25519_dalek::VerifyingKey,
+    Vec<(Vec<u8>, ed25519_dalek::Signature)>,
+);
+
+fn raw_verify_rate(wires: &[Vec<Vec<u8>>], keys: &[SigningPublicKey], threads: usize) -> f64 {
+    // Pre-parse: the raw figure is verify_strict alone.
+    let jobs: Vec<RawJob> = wires
+        .iter()
+        .zip(keys)
+        .map(|(ws, k)| {
+            let vk = ed25519_dalek::VerifyingKey::from_bytes(&k.to_bytes()).expect("key");
+            let msgs = ws
+                .iter()
+                .map(|w| {
+                    let env = Envelope::parse(w).expect("parse");
+                    (
+                        env.signed_message(),
+                        ed25519_dalek::Signature::from_bytes(&env.signature),
+                    )
+                })
+                .collect();
+            (vk, msgs)
+        })
+        .collect();
+    let total: usize = jobs.iter().map(|(_, m)| m.len()).sum();
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for part in jobs.chunks(jobs.len().div_ceil(threads)) {
+            s.spawn(move || {
+                for (vk, msgs) in part {
+                    for (m, sig) in msgs {
+                        vk.verify_strict(m, sig).expect("verifies");
+                    }
+                }
+            });
+        }
+    });
+    total as f64 / start.elapsed().as_secs_f64()
+}
+
+fn ingest_comparison() {
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (store, session_id, wires, keys) = rt.block_on(ingest_fixture(tmp.path()));
+    let raw = raw_verify_rate(&wires, &keys, threads);
+    let metrics = Arc::new(Metrics::default());
+    let (rate, p99, p50) = rt.block_on(async {
+        let ingestor = Ingestor::start(store.clone(), metrics, 300_000);
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for mine in wires.clone() {
+            let ingestor = ingestor.clone();
+            let sid = session_id.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut lat = Vec::with_capacity(mine.len());
+                for w in mine {
+                    let t = Instant::now();
+                    ingestor.ingest(&sid, &w).await.expect("accepted");
+                    lat.push(t.elapsed());
+                }
+                lat
+            }));
+        }
+        let mut lat = Vec::new();
+        for t in tasks {
+            lat.extend(t.await.expect("task"));
+        }
+        let elapsed = start.elapsed();
+        lat.sort();
+        let p = |q: f64| lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)];
+        (lat.len() as f64 / elapsed.as_secs_f64(), p(0.99), p(0.50))
+    });
+    let stored = rt.block_on(store.envelope_count()).expect("count");
+    assert_eq!(stored as usize, SENDERS * PER_SENDER);
+    println!(
+        "ingest_1KiB_16_senders: {rate:.0} envelopes/s, p50 {p50:?}, p99 {p99:?}; \
+         raw verify_strict on {threads} threads: {raw:.0} envelopes/s; ratio {:.2}",
+        rate / raw
+    );
+}
+
 criterion_group!(benches, bench);
-criterion_main!(benches);
+
+fn main() {
+    benches();
+    ingest_comparison();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -4,6 +4,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use std::io::Write as _;
+
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
@@ -64,6 +66,9 @@ pub enum Command {
     /// Fetch every public surface of a running host and fail, naming the
     /// surface and the kind of material, if any secret material is found.
     VerifyPublic(crate::public::verify::VerifyArgs),
+    /// The device side of encrypted sessions.
+    #[command(subcommand)]
+    Device(DeviceCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -78,6 +83,86 @@ pub enum PluginCommand {
     },
     /// Write the built-in sample components into DIR as .wasm files.
     ExportBuiltin { dir: PathBuf },
+}
+
+#[derive(Debug, Args)]
+pub struct DeviceDirArg {
+    /// The device's private folder (0700; key files 0600).
+    #[arg(long)]
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct HostArgs {
+    #[command(flatten)]
+    pub dir: DeviceDirArg,
+    /// Base URL of the host, e.g. http://127.0.0.1:7878.
+    #[arg(long)]
+    pub url: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeviceCommand {
+    /// Create DIR (0700) and the device's keys (0600); print the fingerprint.
+    Keygen {
+        #[command(flatten)]
+        dir: DeviceDirArg,
+        /// Key version (a re-enrollment needs one above every earlier version).
+        #[arg(long, default_value_t = 1)]
+        key_version: u64,
+    },
+    /// Enroll with a single-use code (proof of possession); print the device id.
+    Enroll {
+        #[command(flatten)]
+        host: HostArgs,
+        #[arg(long)]
+        code: String,
+        /// A name for the device.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Open an encrypted session with this device and peers; print the session id.
+    OpenSession {
+        #[command(flatten)]
+        host: HostArgs,
+        /// A peer: DEVICE_ID or DEVICE_ID=FINGERPRINT (pinned); repeatable.
+        #[arg(long = "with")]
+        with: Vec<String>,
+    },
+    /// Send each stdin line as one message; print each envelope (wire form) per line.
+    Send {
+        #[command(flatten)]
+        host: HostArgs,
+        #[arg(long)]
+        session: String,
+        /// Print the envelopes without posting them (the sequence counter still advances).
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Verify and decrypt every readable message; print each plaintext on its own line.
+    Read {
+        #[command(flatten)]
+        host: HostArgs,
+        #[arg(long)]
+        session: String,
+        /// Pin a peer before reading: DEVICE_ID=FINGERPRINT; repeatable.
+        #[arg(long = "with")]
+        with: Vec<String>,
+    },
+    /// Move the session to a new epoch wrapped to the remaining devices; print the epoch.
+    Rotate {
+        #[command(flatten)]
+        host: HostArgs,
+        #[arg(long)]
+        session: String,
+    },
+    /// Print this device's id, key version and fingerprint (and its state at the host).
+    Status {
+        #[command(flatten)]
+        dir: DeviceDirArg,
+        #[arg(long)]
+        url: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -231,6 +316,12 @@ pub async fn run(cli: Cli) -> Result<()> {
                 )
             }
         }
+        Command::Device(d) => {
+            init_logging("warn", LogFormat::Text);
+            tokio::task::spawn_blocking(move || device(d))
+                .await
+                .context("device command panicked")?
+        }
     }
 }
 
@@ -275,6 +366,75 @@ fn plugin(cmd: PluginCommand) -> Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+fn device(cmd: DeviceCommand) -> Result<()> {
+    use crate::devices::client;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let mut warn = std::io::stderr();
+    let parse_with = |args: &[String]| -> Result<Vec<_>> {
+        args.iter()
+            .map(|a| client::parse_with(a).map_err(anyhow::Error::from))
+            .collect()
+    };
+    match cmd {
+        DeviceCommand::Keygen { dir, key_version } => {
+            let fp = client::keygen(&dir.dir, key_version)?;
+            writeln!(out, "{fp}")?;
+        }
+        DeviceCommand::Enroll { host, code, name } => {
+            let id = client::enroll(&host.dir.dir, &host.url, &code, name.as_deref())?;
+            writeln!(out, "{id}")?;
+        }
+        DeviceCommand::OpenSession { host, with } => {
+            let with = parse_with(&with)?;
+            let id = client::open_session(&host.dir.dir, &host.url, &with, &mut warn)?;
+            writeln!(out, "{id}")?;
+        }
+        DeviceCommand::Send {
+            host,
+            session,
+            dry_run,
+        } => {
+            let stdin = std::io::stdin();
+            let mut input = stdin.lock();
+            client::send(
+                &host.dir.dir,
+                &host.url,
+                &session,
+                dry_run,
+                &mut input,
+                &mut out,
+                &mut warn,
+            )?;
+        }
+        DeviceCommand::Read {
+            host,
+            session,
+            with,
+        } => {
+            let with = parse_with(&with)?;
+            client::read(
+                &host.dir.dir,
+                &host.url,
+                &session,
+                &with,
+                &mut out,
+                &mut warn,
+            )?;
+        }
+        DeviceCommand::Rotate { host, session } => {
+            let epoch = client::rotate(&host.dir.dir, &host.url, &session, &mut warn)?;
+            writeln!(out, "{epoch}")?;
+        }
+        DeviceCommand::Status { dir, url } => {
+            let v = client::status(&dir.dir, url.as_deref())?;
+            writeln!(out, "{v}")?;
+        }
+    }
+    out.flush()?;
     Ok(())
 }
 

@@ -11,6 +11,7 @@ use serde_json::json;
 use crate::api::{self, AppState, Metrics};
 use crate::config::Config;
 use crate::datadir;
+use crate::devices::DeviceService;
 use crate::plugins::PluginHost;
 use crate::pty::PtyManager;
 use crate::runs::{ChildIdentity, Runner};
@@ -72,6 +73,15 @@ pub async fn serve(cfg: Config) -> Result<()> {
         tracing::info!(adopted, lost, "terminals left by a previous host");
     }
     let runner = Runner::new(store.clone(), plugins, metrics.clone(), identity, &cfg.runs);
+    let devices = Arc::new(
+        DeviceService::start(
+            store.clone(),
+            &data_dir,
+            metrics.clone(),
+            cfg.envelopes.window_ms,
+        )
+        .context("cannot set up devices")?,
+    );
     let cfg = Arc::new(cfg);
     let state = AppState {
         store: store.clone(),
@@ -80,6 +90,7 @@ pub async fn serve(cfg: Config) -> Result<()> {
         runner,
         event_digest: Default::default(),
         pty,
+        devices,
     };
     let (router, _doc) = api::router_and_doc(state);
 
@@ -105,7 +116,7 @@ pub async fn serve(cfg: Config) -> Result<()> {
             handle.graceful_shutdown(Some(grace));
         }
     });
-    let app = router.into_make_service();
+    let app = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
     match (&cfg.tls.cert, &cfg.tls.key) {
         (Some(cert), Some(key)) => {
             let _ = rustls::crypto::ring::default_provider().install_default();

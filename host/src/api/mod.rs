@@ -3,6 +3,8 @@
 //! `/v1/openapi.json` is generated from the same list that builds the router.
 
 mod approvals;
+mod devices;
+mod envelopes;
 mod error;
 mod events;
 mod extract;
@@ -31,6 +33,7 @@ pub use extract::parse_json;
 pub use metrics::Metrics;
 
 use crate::config::Config;
+use crate::devices::DeviceService;
 use crate::runs::Runner;
 use crate::store::Store;
 
@@ -44,6 +47,7 @@ pub struct AppState {
     /// `(seq, digest)` of the event-log hash chain, extended on demand.
     pub event_digest: Arc<tokio::sync::Mutex<(i64, [u8; 32])>>,
     pub pty: crate::pty::PtyManager,
+    pub devices: Arc<DeviceService>,
 }
 
 #[derive(OpenApi)]
@@ -111,6 +115,18 @@ pub fn router_and_doc(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(pty::get_transcript))
         .routes(routes!(pty::attach_pty))
         .routes(routes!(pty::pty_ws))
+        .routes(routes!(devices::create_enrollment))
+        .routes(routes!(devices::enrollment_challenge))
+        .routes(routes!(devices::complete_enrollment))
+        .routes(routes!(devices::list_devices))
+        .routes(routes!(devices::get_device))
+        .routes(routes!(devices::revoke_device))
+        .routes(routes!(devices::device_keys))
+        .routes(routes!(envelopes::open_session))
+        .routes(routes!(envelopes::rotate_session))
+        .routes(routes!(envelopes::session_keys))
+        .routes(routes!(envelopes::post_envelope, envelopes::read_envelopes))
+        .routes(routes!(envelopes::envelope_meta))
         .split_for_parts();
     let doc_json = Arc::new(doc.clone());
     let max_body = state.config.api.max_body_bytes;

@@ -48,3 +48,13 @@ pub(crate) fn b64_encode(bytes: &[u8]) -> String {
 pub(crate) fn b64_decode_32(text: &str) -> Option<[u8; 32]> {
     b64::decode_exact::<32>(text)
 }
+
+/// Decodes canonical base64 of exactly 48 bytes (a wrapped content key).
+pub(crate) fn b64_decode_48(text: &str) -> Option<[u8; 48]> {
+    b64::decode_exact::<48>(text)
+}
+
+/// Decodes canonical base64 of exactly 64 bytes (a signature).
+pub(crate) fn b64_decode_64(text: &str) -> Option<[u8; 64]> {
+    b64::decode_exact::<64>(text)
+}

@@ -19,6 +19,11 @@ const SOURCES: &[(i64, &str, &str)] = &[
         include_str!("../../../migrations/sqlite/0001_foundation.sql"),
     ),
     (
+        2,
+        "devices",
+        include_str!("../../../migrations/sqlite/0002_devices.sql"),
+    ),
+    (
         3,
         "pty",
         include_str!("../../../migrations/sqlite/0003_pty.sql"),

@@ -10,6 +10,8 @@
 
 mod approvals;
 mod deployments;
+mod devices;
+mod envelopes;
 mod events;
 mod migrate;
 mod pty;
@@ -29,6 +31,10 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{SqliteConnection, SqlitePool};
 
 pub use approvals::{ApprovalUse, Granted, NewApproval, UseEffect, UseOutcome};
+pub use devices::{DeviceKeyRow, DeviceRow, EnrollOutcome, KeyState, NewDeviceKey, NewEnrollment};
+pub use envelopes::{
+    EnvelopeStats, IngestItem, IngestVerdict, SenderStats, StoredEnvelope, WrappedKeyRow,
+};
 pub use events::NewEvent;
 pub use migrate::{MIGRATIONS_DIR_NAME, SCHEMA_VERSION, migration_checksums};
 pub use records::Owner;

@@ -1,0 +1,174 @@
+//! Encrypted sessions: opening and rotation (device-signed), envelope ingest (the envelope's
+//! own signature authenticates; no token), reads for member devices (device-signed) and
+//! metadata for operators (no ciphertext, nonce or signature).
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use serde::Deserialize;
+
+use super::devices::device_caller;
+use super::extract::{ApiQuery, Caller, parse_json};
+use super::{ApiError, ApiResult, AppState, ErrorBody, path_id};
+use crate::auth::Role;
+use crate::devices::ingest::IngestError;
+use crate::devices::protocol::{
+    EnvelopeAccepted, EnvelopePage, OpenSession, RotateSession, SessionEpoch, SessionKeys,
+};
+use crate::envelope::EnvelopeError;
+use crate::store::EnvelopeStats;
+
+impl From<IngestError> for ApiError {
+    fn from(e: IngestError) -> Self {
+        let status = match &e {
+            IngestError::Refused(r) => match r {
+                EnvelopeError::Invalid(_) | EnvelopeError::Undecryptable => StatusCode::BAD_REQUEST,
+                EnvelopeError::BadSignature => StatusCode::UNAUTHORIZED,
+                EnvelopeError::UnknownDevice | EnvelopeError::RevokedKey => StatusCode::FORBIDDEN,
+                EnvelopeError::Replayed { .. } | EnvelopeError::StaleEpoch { .. } => {
+                    StatusCode::CONFLICT
+                }
+                EnvelopeError::Expired { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            },
+            IngestError::UnknownSession => StatusCode::NOT_FOUND,
+            IngestError::Storage => return ApiError::internal(&e),
+        };
+        ApiError::new(status, e.code(), e.to_string())
+    }
+}
+
+/// Open an encrypted session with epoch 0's content key wrapped to each member
+/// (device-signed request).
+#[utoipa::path(post, path = "/v1/encrypted-sessions", tag = "encrypted sessions", request_body = OpenSession,
+    responses((status = 201, body = SessionEpoch), (status = 401, body = ErrorBody), (status = 409, body = ErrorBody),
+               (status = 422, body = ErrorBody)))]
+pub async fn open_session(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<SessionEpoch>)> {
+    let caller = device_caller(&state, &headers, &method, &uri, &body).await?;
+    let req: OpenSession = parse_json(&body)?;
+    let opened = state.devices.open_session(&caller, req).await?;
+    Ok((StatusCode::CREATED, Json(opened)))
+}
+
+/// Rotate to the next epoch with a new content key wrapped to the remaining devices
+/// (device-signed; the caller must be a member of the current epoch). Envelopes under older
+/// epochs are refused from then on (`stale_epoch`).
+#[utoipa::path(post, path = "/v1/sessions/{id}/epochs", tag = "encrypted sessions", params(("id" = String, Path)),
+    request_body = RotateSession,
+    responses((status = 201, body = SessionEpoch), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+               (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn rotate_session(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<SessionEpoch>)> {
+    let caller = device_caller(&state, &headers, &method, &uri, &body).await?;
+    let id = path_id(&id, "session")?;
+    let req: RotateSession = parse_json(&body)?;
+    let rotated = state.devices.rotate(&caller, id, req).await?;
+    Ok((StatusCode::CREATED, Json(rotated)))
+}
+
+/// The current epoch, live members and the content keys wrapped to the caller
+/// (device-signed; members only).
+#[utoipa::path(get, path = "/v1/sessions/{id}/keys", tag = "encrypted sessions", params(("id" = String, Path)),
+    responses((status = 200, body = SessionKeys), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn session_keys(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> ApiResult<Json<SessionKeys>> {
+    let caller = device_caller(&state, &headers, &method, &uri, b"").await?;
+    let id = path_id(&id, "session")?;
+    Ok(Json(state.devices.session_keys(&caller, id).await?))
+}
+
+/// Submit one envelope in wire form. No bearer token: its signature authenticates it.
+/// Refusals: `invalid_envelope`, `unknown_device`, `bad_signature`, `revoked_key`,
+/// `stale_epoch`, `replayed`, `expired`.
+#[utoipa::path(post, path = "/v1/sessions/{id}/envelopes", tag = "encrypted sessions", params(("id" = String, Path)),
+    request_body(content = Object, description = "An envelope in wire form"),
+    responses((status = 201, body = EnvelopeAccepted), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+               (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+               (status = 422, body = ErrorBody)))]
+pub async fn post_envelope(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<EnvelopeAccepted>)> {
+    let accepted = state.devices.ingestor.ingest(&id, &body).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(EnvelopeAccepted {
+            id: accepted.id,
+            session_id: accepted.session_id,
+            sender_device_id: accepted.sender_device_id,
+            sequence: accepted.sequence,
+        }),
+    ))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct AfterQuery {
+    /// Return envelopes accepted after this position (`next_after` of the previous page).
+    after: Option<i64>,
+    /// Page size, 1 to 500 (default 500).
+    limit: Option<i64>,
+}
+
+/// Envelopes of the session in wire form, with the content keys wrapped to the caller and the
+/// senders' public keys per key version (device-signed; members only). The reader verifies
+/// everything against its own pins.
+#[utoipa::path(get, path = "/v1/sessions/{id}/envelopes", tag = "encrypted sessions", params(("id" = String, Path), AfterQuery),
+    responses((status = 200, body = EnvelopePage), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn read_envelopes(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<AfterQuery>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> ApiResult<Json<EnvelopePage>> {
+    let caller = device_caller(&state, &headers, &method, &uri, b"").await?;
+    let id = path_id(&id, "session")?;
+    let after = q.after.unwrap_or(0).max(0);
+    let limit = q.limit.unwrap_or(500);
+    Ok(Json(
+        state
+            .devices
+            .envelope_page(&caller, id, after, limit)
+            .await?,
+    ))
+}
+
+/// Envelope metadata of a session: counts, sequence ranges per sender, byte totals; never
+/// ciphertext, nonces or signatures (operator, viewer).
+#[utoipa::path(get, path = "/v1/sessions/{id}/envelopes/meta", tag = "encrypted sessions", params(("id" = String, Path)),
+    security(("bearer" = [])),
+    responses((status = 200, body = EnvelopeStats), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn envelope_meta(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<EnvelopeStats>> {
+    caller.require(&[Role::Operator, Role::Viewer])?;
+    let id = path_id(&id, "session")?;
+    state
+        .store
+        .envelope_stats(id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("session"))
+}

@@ -1,0 +1,191 @@
+//! Device request signatures: how a device authenticates reads and session changes without a
+//! bearer token, and the server's guards around them (time window, replay cache, rate limits).
+//!
+//! A request carries four headers:
+//!
+//! ```text
+//! X-HappyX-Device:      <device id>
+//! X-HappyX-Key-Version: <key version>
+//! X-HappyX-Timestamp:   <Unix ms>
+//! X-HappyX-Signature:   base64 Ed25519 over
+//!   "happyx-device-request-v1\0" || lp(deviceId) || u64(keyVersion) || u64(timestamp)
+//!   || lp(METHOD) || lp(path?query) || lp(SHA-256(body))
+//! ```
+//!
+//! The server accepts a timestamp within ±[`REQUEST_WINDOW_MS`] of its clock and each signature
+//! once (a replay cache holds the signatures seen inside the window), so a captured request
+//! cannot be replayed.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+
+use sha2::{Digest as _, Sha256};
+
+use crate::envelope::DeviceKeys;
+
+/// Domain separation of device request signatures.
+pub const REQUEST_DOMAIN: &[u8] = b"happyx-device-request-v1\0";
+/// Header naming the device.
+pub const DEVICE_HEADER: &str = "x-happyx-device";
+/// Header naming the signing key version.
+pub const KEY_VERSION_HEADER: &str = "x-happyx-key-version";
+/// Header with the signing time (Unix ms).
+pub const TIMESTAMP_HEADER: &str = "x-happyx-timestamp";
+/// Header with the base64 signature.
+pub const SIGNATURE_HEADER: &str = "x-happyx-signature";
+/// Accepted distance between a request's timestamp and the host clock.
+pub const REQUEST_WINDOW_MS: i64 = 60_000;
+/// Most signatures the replay cache holds; beyond it, new device requests are refused.
+const REPLAY_CACHE_MAX: usize = 200_000;
+
+fn put_lp(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(&u32::try_from(bytes.len()).unwrap_or(u32::MAX).to_be_bytes());
+    out.extend_from_slice(bytes);
+}
+
+/// The bytes a device signs for one request.
+pub fn request_message(
+    device_id: &str,
+    key_version: u64,
+    timestamp: u64,
+    method: &str,
+    path_and_query: &str,
+    body: &[u8],
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(REQUEST_DOMAIN.len() + 128 + path_and_query.len());
+    out.extend_from_slice(REQUEST_DOMAIN);
+    put_lp(&mut out, device_id.as_bytes());
+    put_lp(&mut out, &key_version.to_be_bytes());
+    put_lp(&mut out, &timestamp.to_be_bytes());
+    put_lp(&mut out, method.as_bytes());
+    put_lp(&mut out, path_and_query.as_bytes());
+    put_lp(&mut out, &Sha256::digest(body));
+    out
+}
+
+/// The four headers for a request signed by `keys` as `device_id`.
+pub fn sign_request(
+    keys: &DeviceKeys,
+    device_id: &str,
+    timestamp: u64,
+    method: &str,
+    path_and_query: &str,
+    body: &[u8],
+) -> [(&'static str, String); 4] {
+    let message = request_message(
+        device_id,
+        keys.key_version(),
+        timestamp,
+        method,
+        path_and_query,
+        body,
+    );
+    let signature = keys.sign(&message);
+    [
+        (DEVICE_HEADER, device_id.to_owned()),
+        (KEY_VERSION_HEADER, keys.key_version().to_string()),
+        (TIMESTAMP_HEADER, timestamp.to_string()),
+        (SIGNATURE_HEADER, crate::envelope::b64_encode(&signature)),
+    ]
+}
+
+/// Signatures seen inside the window.
+#[derive(Debug, Default)]
+pub struct ReplayCache {
+    seen: Mutex<HashMap<[u8; 64], i64>>,
+}
+
+impl ReplayCache {
+    /// Records `signature` (valid until `expires_at`); false if it was already seen or the
+    /// cache is full.
+    pub fn first_use(&self, signature: &[u8; 64], now: i64, expires_at: i64) -> bool {
+        let Ok(mut seen) = self.seen.lock() else {
+            return false;
+        };
+        if seen.len() >= REPLAY_CACHE_MAX / 2 {
+            seen.retain(|_, exp| *exp >= now);
+        }
+        if seen.len() >= REPLAY_CACHE_MAX {
+            return false;
+        }
+        match seen.get(signature) {
+            Some(exp) if *exp >= now => false,
+            _ => {
+                seen.insert(*signature, expires_at);
+                true
+            }
+        }
+    }
+}
+
+/// A token bucket: `burst` tokens, refilled at `per_sec` per second.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at_ms: i64,
+}
+
+/// Per-IP and global token buckets for the unauthenticated enrollment routes.
+#[derive(Debug)]
+pub struct RateLimiter {
+    burst: f64,
+    per_sec: f64,
+    global_burst: f64,
+    global_per_sec: f64,
+    state: Mutex<(Bucket, HashMap<IpAddr, Bucket>)>,
+}
+
+impl RateLimiter {
+    /// `burst`/`per_sec` per client address, and a global bucket.
+    pub fn new(burst: f64, per_sec: f64, global_burst: f64, global_per_sec: f64) -> Self {
+        Self {
+            burst,
+            per_sec,
+            global_burst,
+            global_per_sec,
+            state: Mutex::new((
+                Bucket {
+                    tokens: global_burst,
+                    at_ms: 0,
+                },
+                HashMap::new(),
+            )),
+        }
+    }
+
+    fn take(bucket: &mut Bucket, burst: f64, per_sec: f64, now: i64) -> bool {
+        let elapsed = (now - bucket.at_ms).max(0) as f64 / 1000.0;
+        bucket.tokens = (bucket.tokens + elapsed * per_sec).min(burst);
+        bucket.at_ms = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Takes one token from `ip`'s bucket (if known) and the global one; false if either is
+    /// empty.
+    pub fn allow(&self, ip: Option<IpAddr>, now: i64) -> bool {
+        let Ok(mut guard) = self.state.lock() else {
+            return false;
+        };
+        let (global, per_ip) = &mut *guard;
+        if let Some(ip) = ip {
+            if per_ip.len() > 10_000 {
+                let (burst, rate) = (self.burst, self.per_sec);
+                per_ip.retain(|_, b| b.tokens + (now - b.at_ms) as f64 / 1000.0 * rate < burst);
+            }
+            let bucket = per_ip.entry(ip).or_insert(Bucket {
+                tokens: self.burst,
+                at_ms: now,
+            });
+            if !Self::take(bucket, self.burst, self.per_sec, now) {
+                return false;
+            }
+        }
+        Self::take(global, self.global_burst, self.global_per_sec, now)
+    }
+}

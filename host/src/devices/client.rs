@@ -1,0 +1,602 @@
+//! The device side of encrypted sessions (`happyx device …`): enrollment with a proof of
+//! possession, opening and rotating sessions, sending and reading envelopes.
+//!
+//! Nothing the host returns is trusted on its word: every peer key is checked against the
+//! fingerprint pinned for the session (given at `open-session`, or pinned on first use with a
+//! warning), every envelope's signature, sender sequence order and epoch are checked, and every
+//! wrapped key must open under the pinned wrapper's key. Results go to the `out` writer
+//! (stdout); warnings to `warn` (stderr).
+
+use std::collections::HashMap;
+use std::io::{BufRead, Write};
+use std::path::Path;
+use std::time::Duration;
+
+use super::auth::sign_request;
+use super::keystore::{DeviceDir, KeystoreError};
+use super::protocol::{
+    ChallengeRequest, ChallengeResponse, CompleteEnrollment, Enrolled, EnvelopeAccepted,
+    EnvelopePage, OpenSession, PeerKeys, RotateSession, SessionEpoch, SessionKeys,
+};
+use crate::envelope::{
+    ContentKey, CryptoError, ENVELOPE_VERSION, EnvelopeError, EnvelopeHeader, Fingerprint,
+    WrapContext, WrappedKey, enrollment_code_hash, open, seal, unwrap_content_key,
+    wrap_content_key,
+};
+use crate::util::{new_id, now_ms};
+
+/// Why a device command failed. Messages name files, devices and codes, never key material.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(transparent)]
+    Keystore(#[from] KeystoreError),
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    #[error("{0}")]
+    Envelope(#[from] EnvelopeError),
+    #[error("the host refused: {code}: {message} (HTTP {status})")]
+    Refused {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    #[error("cannot reach the host: {0}")]
+    Transport(String),
+    #[error("this device is not enrolled; run `happyx device enroll` first")]
+    NotEnrolled,
+    #[error("{0}")]
+    Usage(String),
+    #[error("the host's answer is not acceptable: {0}")]
+    Untrusted(String),
+}
+
+impl ClientError {
+    /// A stable code for scripts and logs.
+    pub fn code(&self) -> &str {
+        match self {
+            Self::Keystore(e) => e.code(),
+            Self::Crypto(e) => e.code(),
+            Self::Envelope(e) => e.code(),
+            Self::Refused { code, .. } => code,
+            Self::Transport(_) => "transport_error",
+            Self::NotEnrolled => "not_enrolled",
+            Self::Usage(_) => "usage",
+            Self::Untrusted(_) => "untrusted_host",
+        }
+    }
+}
+
+type Result<T, E = ClientError> = std::result::Result<T, E>;
+
+/// A small blocking HTTP client for one host.
+struct Host {
+    base: String,
+    http: reqwest::blocking::Client,
+}
+
+impl Host {
+    fn new(url: &str) -> Result<Self> {
+        let http = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
+        Ok(Self {
+            base: url.trim_end_matches('/').to_owned(),
+            http,
+        })
+    }
+
+    fn send<T: serde::de::DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        signer: Option<&DeviceDir>,
+    ) -> Result<T> {
+        let mut req = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.base));
+        let body = body.unwrap_or_default();
+        if let Some(dir) = signer {
+            let id = dir.device_id().ok_or(ClientError::NotEnrolled)?;
+            let ts = now_ms().unsigned_abs();
+            for (k, v) in sign_request(dir.keys(), id, ts, method.as_str(), path, &body) {
+                req = req.header(k, v);
+            }
+        }
+        if !body.is_empty() {
+            req = req.header("content-type", "application/json").body(body);
+        }
+        let resp = req
+            .send()
+            .map_err(|e| ClientError::Transport(e.without_url().to_string()))?;
+        let status = resp.status();
+        let bytes = resp
+            .bytes()
+            .map_err(|e| ClientError::Transport(e.without_url().to_string()))?;
+        if !status.is_success() {
+            let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+            return Err(ClientError::Refused {
+                status: status.as_u16(),
+                code: v["code"].as_str().unwrap_or("http_error").to_owned(),
+                message: v["message"].as_str().unwrap_or("").to_owned(),
+            });
+        }
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ClientError::Untrusted(format!("malformed response body: {e}")))
+    }
+}
+
+fn json_body<T: serde::Serialize>(v: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(v).map_err(|e| ClientError::Usage(e.to_string()))
+}
+
+fn device_id(dir: &DeviceDir) -> Result<String> {
+    dir.device_id()
+        .map(str::to_owned)
+        .ok_or(ClientError::NotEnrolled)
+}
+
+/// `keygen`: creates DIR (0700) and the device's keys (0600); returns the fingerprint.
+pub fn keygen(dir: &Path, key_version: u64) -> Result<Fingerprint> {
+    Ok(DeviceDir::keygen(dir, key_version)?.fingerprint())
+}
+
+/// `enroll`: proves possession of the keys for the code; records and returns the device id.
+pub fn enroll(dir: &Path, url: &str, code: &str, name: Option<&str>) -> Result<String> {
+    let mut dir = DeviceDir::open(dir)?;
+    let host = Host::new(url)?;
+    let challenge: ChallengeResponse = host.send(
+        reqwest::Method::POST,
+        "/v1/enrollments/challenge",
+        Some(json_body(&ChallengeRequest {
+            code: code.to_owned(),
+        })?),
+        None,
+    )?;
+    let challenge_public = crate::envelope::b64_decode_32(&challenge.challenge_public)
+        .ok_or_else(|| ClientError::Untrusted("challenge key is not 32 bytes".into()))?;
+    let proof = dir
+        .keys()
+        .prove_enrollment(&enrollment_code_hash(code), &challenge_public)?;
+    let enrolled: Enrolled = host.send(
+        reqwest::Method::POST,
+        "/v1/enrollments/complete",
+        Some(json_body(&CompleteEnrollment {
+            code: code.to_owned(),
+            name: name.map(str::to_owned),
+            keys: dir.public_keys(),
+            proof,
+        })?),
+        None,
+    )?;
+    if enrolled.fingerprint != dir.fingerprint().to_string() {
+        return Err(ClientError::Untrusted(
+            "the host recorded another fingerprint than this device's".into(),
+        ));
+    }
+    dir.set_device_id(&enrolled.device_id)?;
+    Ok(enrolled.device_id)
+}
+
+/// Checks a peer's keys against the session's pins; pins on first use (with a warning).
+fn trust_peer(
+    dir: &DeviceDir,
+    session_id: &str,
+    peer: &PeerKeys,
+    warn: &mut dyn Write,
+) -> Result<()> {
+    peer.keys.validate()?;
+    if Some(peer.device_id.as_str()) == dir.device_id() {
+        if peer.keys != dir.public_keys() {
+            return Err(ClientError::Untrusted(format!(
+                "the host presents other keys (fingerprint {}) for this device",
+                peer.keys.fingerprint()
+            )));
+        }
+        return Ok(());
+    }
+    match dir.check_peer(session_id, &peer.device_id, &peer.keys) {
+        Ok(()) => Ok(()),
+        Err(KeystoreError::PeerNotPinned { .. }) => {
+            let fp = peer.keys.fingerprint();
+            let _ = writeln!(
+                warn,
+                "warning: device {} was not pinned for session {session_id}; pinning the fingerprint \
+                 the host returned ({fp}); verify it out of band",
+                peer.device_id
+            );
+            dir.pin_peers(session_id, &[(peer.device_id.clone(), fp)])?;
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Unwraps every content key wrapped to this device that it does not hold yet.
+fn take_keys(
+    dir: &DeviceDir,
+    session_id: &str,
+    wrapped: &[WrappedKey],
+    wrappers: &[PeerKeys],
+    warn: &mut dyn Write,
+) -> Result<()> {
+    let me = device_id(dir)?;
+    for wk in wrapped {
+        if dir.content_key(session_id, wk.epoch)?.is_some() {
+            continue;
+        }
+        let sender = wrappers
+            .iter()
+            .find(|p| {
+                p.device_id == wk.sender_device_id && p.keys.key_version == wk.sender_key_version
+            })
+            .ok_or_else(|| {
+                ClientError::Untrusted(format!(
+                    "no keys given for the device that wrapped epoch {}",
+                    wk.epoch
+                ))
+            })?;
+        trust_peer(dir, session_id, sender, warn)?;
+        let key = unwrap_content_key(wk, session_id, &me, dir.keys(), &sender.keys)?;
+        dir.store_content_key(session_id, wk.epoch, &key)?;
+    }
+    Ok(())
+}
+
+/// Parses `DEVICE_ID[=FINGERPRINT]`.
+pub fn parse_with(arg: &str) -> Result<(String, Option<Fingerprint>)> {
+    match arg.split_once('=') {
+        None => Ok((arg.to_owned(), None)),
+        Some((id, fp)) => {
+            let fp: Fingerprint = fp
+                .parse()
+                .map_err(|_| ClientError::Usage(format!("`{fp}` is not a fingerprint")))?;
+            Ok((id.to_owned(), Some(fp)))
+        }
+    }
+}
+
+/// `open-session`: a new session whose epoch-0 key is wrapped to this device and `with`;
+/// returns its id. Peers without a given fingerprint are pinned as the host presents them,
+/// with a warning.
+pub fn open_session(
+    dir: &Path,
+    url: &str,
+    with: &[(String, Option<Fingerprint>)],
+    warn: &mut dyn Write,
+) -> Result<String> {
+    let dir = DeviceDir::open(dir)?;
+    let me = device_id(&dir)?;
+    let host = Host::new(url)?;
+    let session_id = new_id();
+    let mut peers = Vec::new();
+    for (id, expected) in with {
+        if *id == me {
+            continue;
+        }
+        let peer: PeerKeys = host.send(
+            reqwest::Method::GET,
+            &format!("/v1/devices/{id}/keys"),
+            None,
+            Some(&dir),
+        )?;
+        peer.keys.validate()?;
+        let actual = peer.keys.fingerprint();
+        if peer.device_id != *id {
+            return Err(ClientError::Untrusted(format!(
+                "asked for device {id}, got another"
+            )));
+        }
+        match expected {
+            Some(fp) if *fp != actual => {
+                return Err(ClientError::Untrusted(format!(
+                    "device {id} has fingerprint {actual} at the host, but {fp} was given"
+                )));
+            }
+            Some(_) => {}
+            None => {
+                let _ = writeln!(
+                    warn,
+                    "warning: no fingerprint given for device {id}; pinning the one the host \
+                     returned ({actual}); verify it out of band"
+                );
+            }
+        }
+        peers.push(peer);
+    }
+    let mut pins = vec![(me.clone(), dir.fingerprint())];
+    pins.extend(
+        peers
+            .iter()
+            .map(|p| (p.device_id.clone(), p.keys.fingerprint())),
+    );
+    dir.pin_peers(&session_id, &pins)?;
+    let key = ContentKey::generate()?;
+    let wrapped = wrap_all(&dir, &me, &session_id, 0, &key, &peers)?;
+    dir.store_content_key(&session_id, 0, &key)?;
+    let opened: SessionEpoch = host.send(
+        reqwest::Method::POST,
+        "/v1/encrypted-sessions",
+        Some(json_body(&OpenSession {
+            id: session_id.clone(),
+            name: None,
+            wrapped_keys: wrapped,
+        })?),
+        Some(&dir),
+    )?;
+    if opened.id != session_id || opened.epoch != 0 {
+        return Err(ClientError::Untrusted(
+            "unexpected session in the answer".into(),
+        ));
+    }
+    Ok(session_id)
+}
+
+fn wrap_all(
+    dir: &DeviceDir,
+    me: &str,
+    session_id: &str,
+    epoch: u64,
+    key: &ContentKey,
+    peers: &[PeerKeys],
+) -> Result<Vec<WrappedKey>> {
+    let mut out = Vec::with_capacity(peers.len() + 1);
+    let own = PeerKeys {
+        device_id: me.to_owned(),
+        keys: dir.public_keys(),
+    };
+    for p in std::iter::once(&own).chain(peers.iter().filter(|p| p.device_id != me)) {
+        let ctx = WrapContext {
+            session_id: session_id.to_owned(),
+            epoch,
+            sender_device_id: me.to_owned(),
+            recipient_device_id: p.device_id.clone(),
+        };
+        out.push(wrap_content_key(key, &ctx, dir.keys(), &p.keys)?);
+    }
+    Ok(out)
+}
+
+/// The highest epoch this device holds a content key for.
+fn newest_local_epoch(dir: &DeviceDir, session_id: &str) -> Result<Option<u64>> {
+    let mut newest = None;
+    let mut epoch = 0u64;
+    while dir.content_key(session_id, epoch)?.is_some() {
+        newest = Some(epoch);
+        epoch += 1;
+    }
+    Ok(newest)
+}
+
+/// `send`: each line of `input` becomes one envelope, printed in wire form on `out` and (unless
+/// `dry_run`) posted. Each sequence is persisted before the envelope exists.
+pub fn send(
+    dir: &Path,
+    url: &str,
+    session_id: &str,
+    dry_run: bool,
+    input: &mut dyn BufRead,
+    out: &mut dyn Write,
+    warn: &mut dyn Write,
+) -> Result<u64> {
+    let dir = DeviceDir::open(dir)?;
+    let me = device_id(&dir)?;
+    let host = Host::new(url)?;
+    let epoch = if dry_run {
+        newest_local_epoch(&dir, session_id)?
+            .ok_or_else(|| ClientError::Usage(format!("no content key for session {session_id}")))?
+    } else {
+        let keys: SessionKeys = host.send(
+            reqwest::Method::GET,
+            &format!("/v1/sessions/{session_id}/keys"),
+            None,
+            Some(&dir),
+        )?;
+        take_keys(&dir, session_id, &keys.wrapped_keys, &keys.wrappers, warn)?;
+        keys.epoch
+    };
+    let key = dir.content_key(session_id, epoch)?.ok_or_else(|| {
+        ClientError::Untrusted(format!(
+            "no content key of epoch {epoch} was wrapped to this device"
+        ))
+    })?;
+    let mut sent = 0u64;
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let n = input
+            .read_until(b'\n', &mut line)
+            .map_err(|e| ClientError::Usage(format!("cannot read stdin: {e}")))?;
+        if n == 0 {
+            break;
+        }
+        if line.last() == Some(&b'\n') {
+            line.pop();
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+        }
+        let sequence = dir.next_sequence(session_id)?;
+        let header = EnvelopeHeader {
+            v: ENVELOPE_VERSION,
+            session_id: session_id.to_owned(),
+            sender_device_id: me.clone(),
+            key_version: dir.keys().key_version(),
+            epoch,
+            sequence,
+            created_at: now_ms().unsigned_abs(),
+        };
+        let env = seal(&key, dir.keys(), &header, &line)?;
+        let wire = env.to_json();
+        writeln!(out, "{wire}").map_err(|e| ClientError::Usage(e.to_string()))?;
+        out.flush().map_err(|e| ClientError::Usage(e.to_string()))?;
+        if !dry_run {
+            let _: EnvelopeAccepted = host.send(
+                reqwest::Method::POST,
+                &format!("/v1/sessions/{session_id}/envelopes"),
+                Some(wire.into_bytes()),
+                None,
+            )?;
+        }
+        sent += 1;
+    }
+    Ok(sent)
+}
+
+/// `read`: verifies and decrypts every envelope this device may read, printing each plaintext
+/// on its own line. Fails on any signature, order, epoch or pinning problem.
+pub fn read(
+    dir: &Path,
+    url: &str,
+    session_id: &str,
+    with: &[(String, Option<Fingerprint>)],
+    out: &mut dyn Write,
+    warn: &mut dyn Write,
+) -> Result<u64> {
+    let dir = DeviceDir::open(dir)?;
+    let pins: Vec<(String, Fingerprint)> = with
+        .iter()
+        .filter_map(|(id, fp)| fp.map(|fp| (id.clone(), fp)))
+        .collect();
+    if !pins.is_empty() {
+        dir.pin_peers(session_id, &pins)?;
+    }
+    let host = Host::new(url)?;
+    let mut after = 0i64;
+    let mut last_seq: HashMap<String, u64> = HashMap::new();
+    let mut shown = 0u64;
+    loop {
+        let page: EnvelopePage = host.send(
+            reqwest::Method::GET,
+            &format!("/v1/sessions/{session_id}/envelopes?after={after}"),
+            None,
+            Some(&dir),
+        )?;
+        if page.session_id != session_id {
+            return Err(ClientError::Untrusted("answer for another session".into()));
+        }
+        take_keys(&dir, session_id, &page.wrapped_keys, &page.devices, warn)?;
+        for env in &page.envelopes {
+            if env.session_id != session_id {
+                return Err(ClientError::Untrusted(
+                    "an envelope of another session".into(),
+                ));
+            }
+            let sender = page
+                .devices
+                .iter()
+                .find(|p| {
+                    p.device_id == env.sender_device_id && p.keys.key_version == env.key_version
+                })
+                .ok_or_else(|| {
+                    ClientError::Untrusted(format!(
+                        "no keys given for sender {} key version {}",
+                        env.sender_device_id, env.key_version
+                    ))
+                })?;
+            trust_peer(&dir, session_id, sender, warn)?;
+            let last = last_seq.entry(env.sender_device_id.clone()).or_insert(0);
+            if env.sequence <= *last {
+                return Err(ClientError::Untrusted(format!(
+                    "sender {} sequence {} does not follow {}",
+                    env.sender_device_id, env.sequence, last
+                )));
+            }
+            *last = env.sequence;
+            if env.epoch > page.epoch {
+                return Err(ClientError::Untrusted(format!(
+                    "an envelope of epoch {} beyond the session's epoch {}",
+                    env.epoch, page.epoch
+                )));
+            }
+            let Some(key) = dir.content_key(session_id, env.epoch)? else {
+                let _ = writeln!(
+                    warn,
+                    "warning: skipping envelope {} of {}: this device holds no key of epoch {}",
+                    env.sequence, env.sender_device_id, env.epoch
+                );
+                continue;
+            };
+            let plaintext = open(&key, env, &sender.keys)?;
+            out.write_all(&plaintext)
+                .and_then(|()| out.write_all(b"\n"))
+                .map_err(|e| ClientError::Usage(e.to_string()))?;
+            shown += 1;
+        }
+        if page.envelopes.is_empty() || page.next_after <= after {
+            break;
+        }
+        after = page.next_after;
+    }
+    Ok(shown)
+}
+
+/// `rotate`: a new epoch whose key is wrapped to this device and the remaining live members
+/// (each checked against the pins); returns the new epoch.
+pub fn rotate(dir: &Path, url: &str, session_id: &str, warn: &mut dyn Write) -> Result<u64> {
+    let dir = DeviceDir::open(dir)?;
+    let me = device_id(&dir)?;
+    let host = Host::new(url)?;
+    let keys: SessionKeys = host.send(
+        reqwest::Method::GET,
+        &format!("/v1/sessions/{session_id}/keys"),
+        None,
+        Some(&dir),
+    )?;
+    take_keys(&dir, session_id, &keys.wrapped_keys, &keys.wrappers, warn)?;
+    let peers: Vec<PeerKeys> = keys
+        .members
+        .into_iter()
+        .filter(|p| p.device_id != me)
+        .collect();
+    for p in &peers {
+        trust_peer(&dir, session_id, p, warn)?;
+    }
+    let next = keys.epoch + 1;
+    let key = ContentKey::generate()?;
+    let wrapped = wrap_all(&dir, &me, session_id, next, &key, &peers)?;
+    dir.store_content_key(session_id, next, &key)?;
+    let rotated: SessionEpoch = host.send(
+        reqwest::Method::POST,
+        &format!("/v1/sessions/{session_id}/epochs"),
+        Some(json_body(&RotateSession {
+            epoch: next,
+            wrapped_keys: wrapped,
+        })?),
+        Some(&dir),
+    )?;
+    if rotated.epoch != next {
+        return Err(ClientError::Untrusted(
+            "unexpected epoch in the answer".into(),
+        ));
+    }
+    Ok(next)
+}
+
+/// `status`: the device's id, key version and fingerprint; with a host, whether the host
+/// knows this device with these keys.
+pub fn status(dir: &Path, url: Option<&str>) -> Result<serde_json::Value> {
+    let dir = DeviceDir::open(dir)?;
+    let mut v = serde_json::json!({
+        "device_id": dir.device_id(),
+        "key_version": dir.keys().key_version(),
+        "fingerprint": dir.fingerprint().to_string(),
+    });
+    if let (Some(url), Some(id)) = (url, dir.device_id()) {
+        let host = Host::new(url)?;
+        let state = match host.send::<PeerKeys>(
+            reqwest::Method::GET,
+            &format!("/v1/devices/{id}/keys"),
+            None,
+            Some(&dir),
+        ) {
+            Ok(p) if p.keys == dir.public_keys() => "active",
+            Ok(_) => "key_mismatch",
+            Err(ClientError::Refused { status: 401, .. }) => "unauthorized",
+            Err(e) => return Err(e),
+        };
+        v["host"] = serde_json::json!(state);
+    }
+    Ok(v)
+}

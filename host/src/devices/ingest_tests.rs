@@ -1,0 +1,262 @@
+//! Property test of the ingest path against a reference model: random sequences of send,
+//! replay, reorder, revoke, rotate and restart, in-process against the real store and the
+//! group-commit writer. Every verdict must match the model, and the stored count must equal
+//! what the model accepted (at most once, across restarts).
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use proptest::prelude::*;
+
+use super::ingest::Ingestor;
+use crate::config::StorageConfig;
+use crate::envelope::{
+    ContentKey, DeviceKeys, ENVELOPE_VERSION, EnvelopeHeader, enrollment_code_hash, seal,
+};
+use crate::metrics::Metrics;
+use crate::store::{EnrollOutcome, NewDeviceKey, NewEnrollment, Session, Store, WrappedKeyRow};
+use crate::util::{new_id, now_ms};
+
+const DEVICES: usize = 3;
+
+#[derive(Debug, Clone)]
+enum Op {
+    Send(usize),
+    Replay(usize),
+    Reorder(usize),
+    Revoke(usize),
+    Rotate,
+    Restart,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (0..DEVICES).prop_map(Op::Send),
+        4 => any::<usize>().prop_map(Op::Replay),
+        2 => (0..DEVICES).prop_map(Op::Reorder),
+        1 => (0..DEVICES).prop_map(Op::Revoke),
+        1 => Just(Op::Rotate),
+        1 => Just(Op::Restart),
+    ]
+}
+
+struct Model {
+    cursor: [u64; DEVICES],
+    next: [u64; DEVICES],
+    revoked: [bool; DEVICES],
+    epoch: u64,
+    accepted: i64,
+    /// (wire, sender, epoch, sequence) of everything crafted.
+    sent: Vec<(Vec<u8>, usize, u64, u64)>,
+}
+
+impl Model {
+    fn expect(&self, sender: usize, epoch: u64, seq: u64) -> &'static str {
+        if self.revoked[sender] {
+            "revoked_key"
+        } else if epoch != self.epoch {
+            "stale_epoch"
+        } else if seq <= self.cursor[sender] {
+            "replayed"
+        } else {
+            "accepted"
+        }
+    }
+
+    fn apply(&mut self, sender: usize, seq: u64, verdict: &str) {
+        if verdict == "accepted" {
+            self.cursor[sender] = seq;
+            self.accepted += 1;
+        }
+    }
+}
+
+async fn enroll(store: &Store, i: usize) -> (String, DeviceKeys) {
+    let keys = DeviceKeys::generate(1).expect("keys");
+    let code = format!("prop-code-{i}-{}", new_id());
+    let hash = hex::encode(enrollment_code_hash(&code));
+    let now = now_ms();
+    store
+        .create_enrollment(&NewEnrollment {
+            id: new_id(),
+            code_hash: hash.clone(),
+            kind: "enroll",
+            device_id: None,
+            name: None,
+            issued_by: "test".into(),
+            expires_at: now + 60_000,
+            created_at: now,
+        })
+        .await
+        .expect("enrollment");
+    let p = keys.public();
+    let out = store
+        .complete_enrollment(
+            &hash,
+            &NewDeviceKey {
+                key_version: 1,
+                signing_public: B64.encode(p.signing_public),
+                hpke_public: B64.encode(p.hpke_public),
+                fingerprint: p.fingerprint().to_string(),
+            },
+            None,
+        )
+        .await
+        .expect("enroll");
+    let EnrollOutcome::Enrolled { device_id, .. } = out else {
+        panic!("refused");
+    };
+    (device_id, keys)
+}
+
+fn rows(session: &str, epoch: i64, members: &[&String]) -> Vec<WrappedKeyRow> {
+    members
+        .iter()
+        .map(|d| WrappedKeyRow {
+            session_id: session.into(),
+            epoch,
+            device_id: (*d).clone(),
+            key_version: 1,
+            sender_device_id: members[0].clone(),
+            sender_key_version: 1,
+            enc: B64.encode([1u8; 32]),
+            ciphertext: B64.encode([2u8; 48]),
+        })
+        .collect()
+}
+
+async fn run(ops: Vec<Op>) {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cfg = StorageConfig::default();
+    let mut store = Store::open(tmp.path(), &cfg).await.expect("store");
+    let mut devices = Vec::new();
+    for i in 0..DEVICES {
+        devices.push(enroll(&store, i).await);
+    }
+    let session = new_id();
+    let now = now_ms();
+    let ids: Vec<&String> = devices.iter().map(|(d, _)| d).collect();
+    store
+        .create_encrypted_session(
+            &Session {
+                id: session.clone(),
+                name: "prop".into(),
+                kind: "encrypted".into(),
+                status: "open".into(),
+                task_id: None,
+                epoch: 0,
+                created_by: "test".into(),
+                created_at: now,
+                updated_at: now,
+            },
+            &rows(&session, 0, &ids),
+        )
+        .await
+        .expect("session");
+    let key = ContentKey::generate().expect("key");
+    let metrics = Arc::new(Metrics::default());
+    let mut ingestor = Ingestor::start(store.clone(), metrics.clone(), 300_000);
+    let mut m = Model {
+        cursor: [0; DEVICES],
+        next: [0; DEVICES],
+        revoked: [false; DEVICES],
+        epoch: 0,
+        accepted: 0,
+        sent: Vec::new(),
+    };
+    let craft = |m: &mut Model, s: usize, seq: u64| {
+        let header = EnvelopeHeader {
+            v: ENVELOPE_VERSION,
+            session_id: session.clone(),
+            sender_device_id: devices[s].0.clone(),
+            key_version: 1,
+            epoch: m.epoch,
+            sequence: seq,
+            created_at: now_ms().unsigned_abs(),
+        };
+        let wire = seal(&key, &devices[s].1, &header, b"payload")
+            .expect("seal")
+            .to_json()
+            .into_bytes();
+        m.sent.push((wire.clone(), s, m.epoch, seq));
+        wire
+    };
+    for op in ops {
+        let mut posts: Vec<(Vec<u8>, usize, u64, u64)> = Vec::new();
+        match op {
+            Op::Send(s) => {
+                m.next[s] += 1;
+                let seq = m.next[s];
+                let w = craft(&mut m, s, seq);
+                posts.push((w, s, m.epoch, seq));
+            }
+            Op::Replay(i) => {
+                if !m.sent.is_empty() {
+                    posts.push(m.sent[i % m.sent.len()].clone());
+                }
+            }
+            Op::Reorder(s) => {
+                let (a, b) = (m.next[s] + 1, m.next[s] + 2);
+                m.next[s] += 2;
+                let wb = craft(&mut m, s, b);
+                let wa = craft(&mut m, s, a);
+                posts.push((wb, s, m.epoch, b));
+                posts.push((wa, s, m.epoch, a));
+            }
+            Op::Revoke(s) => {
+                store
+                    .revoke_device(&devices[s].0, "test", None)
+                    .await
+                    .expect("revoke");
+                m.revoked[s] = true;
+            }
+            Op::Rotate => {
+                let live: Vec<&String> = (0..DEVICES)
+                    .filter(|i| !m.revoked[*i])
+                    .map(|i| &devices[i].0)
+                    .collect();
+                if !live.is_empty() {
+                    let next = i64::try_from(m.epoch + 1).expect("epoch");
+                    store
+                        .rotate_session(&session, next - 1, &rows(&session, next, &live), "test")
+                        .await
+                        .expect("rotate");
+                    m.epoch += 1;
+                }
+            }
+            Op::Restart => {
+                drop(ingestor);
+                store.close().await;
+                store = Store::open(tmp.path(), &cfg).await.expect("reopen");
+                ingestor = Ingestor::start(store.clone(), metrics.clone(), 300_000);
+            }
+        }
+        for (wire, s, epoch, seq) in posts {
+            let want = m.expect(s, epoch, seq);
+            let got = match ingestor.ingest(&session, &wire).await {
+                Ok(_) => "accepted",
+                Err(e) => e.code(),
+            };
+            assert_eq!(got, want, "sender {s} epoch {epoch} seq {seq}");
+            m.apply(s, seq, got);
+        }
+    }
+    assert_eq!(store.envelope_count().await.expect("count"), m.accepted);
+    drop(ingestor);
+    store.close().await;
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn ingest_matches_the_model(ops in proptest::collection::vec(op(), 1..40)) {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(run(ops));
+    }
+}

@@ -1,0 +1,677 @@
+//! End-to-end: devices and encrypted sessions through the real binary — two devices exchange
+//! messages, the host never holds plaintext, every refusal code with nothing stored, revocation
+//! and rotation, re-enrollment codes, kill -9 during ingest, and a host that swaps a key.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use happyx::devices::DeviceDir;
+use happyx::envelope::{ENVELOPE_VERSION, Envelope, EnvelopeHeader, seal};
+use happyx_tests::{Server, ServerOptions, binary, call, cli, client, temp_data_dir};
+use serde_json::{Value, json};
+
+const WINDOW_MS: i64 = 5_000;
+
+fn start(data: &Path) -> Server {
+    Server::start_with(
+        data,
+        ServerOptions {
+            config: Some(format!("[envelopes]\nwindow_ms = {WINDOW_MS}\n")),
+            ..Default::default()
+        },
+    )
+    .expect("server starts")
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// Runs `happyx device …` with `stdin`; returns (success, stdout, stderr).
+fn device_cli(args: &[&str], stdin: &str) -> (bool, String, String) {
+    let mut child = Command::new(binary())
+        .arg("device")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn happyx device");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("wait");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+struct Dev {
+    dir: PathBuf,
+    id: String,
+    fp: String,
+}
+
+fn issue_code(server: &Server, op: &str, body: &Value) -> (u16, Value) {
+    call(server.post("/v1/enrollments", op, body))
+}
+
+/// keygen + operator code + enroll, all through the CLI.
+fn enroll(server: &Server, op: &str, dir: PathBuf) -> Dev {
+    let (ok, fp, err) = device_cli(&["keygen", "--dir", s(&dir)], "");
+    assert!(ok, "keygen: {err}");
+    let (st, code) = issue_code(server, op, &json!({}));
+    assert_eq!(st, 201, "{code}");
+    let code = code["code"].as_str().expect("code").to_string();
+    let (ok, id, err) = device_cli(
+        &[
+            "enroll",
+            "--dir",
+            s(&dir),
+            "--url",
+            &server.url,
+            "--code",
+            &code,
+        ],
+        "",
+    );
+    assert!(ok, "enroll: {err}");
+    Dev {
+        dir,
+        id: id.trim().to_string(),
+        fp: fp.trim().to_string(),
+    }
+}
+
+fn open_session(server: &Server, a: &Dev, peers: &[&Dev]) -> String {
+    let mut args = vec![
+        "open-session".to_string(),
+        "--dir".into(),
+        s(&a.dir).into(),
+        "--url".into(),
+        server.url.clone(),
+    ];
+    for p in peers {
+        args.push("--with".into());
+        args.push(format!("{}={}", p.id, p.fp));
+    }
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, out, err) = device_cli(&refs, "");
+    assert!(ok, "open-session: {err}");
+    assert!(!err.contains("warning"), "fingerprints were given: {err}");
+    out.trim().to_string()
+}
+
+fn send(server: &Server, d: &Dev, session: &str, lines: &str) -> Vec<String> {
+    let (ok, out, err) = device_cli(
+        &[
+            "send",
+            "--dir",
+            s(&d.dir),
+            "--url",
+            &server.url,
+            "--session",
+            session,
+        ],
+        lines,
+    );
+    assert!(ok, "send: {err}");
+    out.lines().map(str::to_string).collect()
+}
+
+fn read(server: &Server, d: &Dev, session: &str, with: &[&Dev]) -> (bool, String, String) {
+    let mut args = vec![
+        "read".to_string(),
+        "--dir".into(),
+        s(&d.dir).into(),
+        "--url".into(),
+        server.url.clone(),
+        "--session".into(),
+        session.into(),
+    ];
+    for p in with {
+        args.push("--with".into());
+        args.push(format!("{}={}", p.id, p.fp));
+    }
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    device_cli(&refs, "")
+}
+
+fn post_raw(server: &Server, session: &str, body: &str) -> (u16, Value) {
+    call(
+        client()
+            .post(format!("{}/v1/sessions/{session}/envelopes", server.url))
+            .header("content-type", "application/json")
+            .body(body.to_string()),
+    )
+}
+
+fn envelope_count(server: &Server, op: &str, session: &str) -> i64 {
+    let (st, v) = call(server.get(&format!("/v1/sessions/{session}/envelopes/meta"), op));
+    assert_eq!(st, 200, "{v}");
+    v["envelopes"].as_i64().expect("count")
+}
+
+/// Seals `text` as device `d` with full control over the header.
+fn craft(
+    d: &Dev,
+    session: &str,
+    epoch: u64,
+    sequence: u64,
+    created_at: i64,
+    text: &str,
+) -> Envelope {
+    let dir = DeviceDir::open(&d.dir).expect("open dir");
+    let key = dir
+        .content_key(session, epoch)
+        .expect("read key")
+        .expect("holds the epoch key");
+    let header = EnvelopeHeader {
+        v: ENVELOPE_VERSION,
+        session_id: session.into(),
+        sender_device_id: d.id.clone(),
+        key_version: dir.keys().key_version(),
+        epoch,
+        sequence,
+        created_at: created_at as u64,
+    };
+    seal(&key, dir.keys(), &header, text.as_bytes()).expect("seal")
+}
+
+fn all_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).expect("read_dir").flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            all_files(&p, out);
+        } else {
+            out.push(p);
+        }
+    }
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn two_devices_exchange_and_every_refusal_stores_nothing() {
+    let (tmp, data) = temp_data_dir();
+    let server = start(&data);
+    let op = server.token("operator");
+    let a = enroll(&server, &op, tmp.path().join("dev-a"));
+    let b = enroll(&server, &op, tmp.path().join("dev-b"));
+    let session = open_session(&server, &a, &[&b]);
+
+    let secret_a = "plaintext-canary-from-A-7f3a9c";
+    let secret_b = "plaintext-canary-from-B-2d8e41";
+    let mut wires = send(
+        &server,
+        &a,
+        &session,
+        &format!("{secret_a}\nsecond line from A\n"),
+    );
+    assert_eq!(wires.len(), 2);
+    for w in &wires {
+        let env = Envelope::parse(w.as_bytes()).expect("wire form");
+        assert_eq!(env.session_id, session);
+    }
+    wires.extend(send(&server, &b, &session, &format!("{secret_b}\n")));
+
+    let (ok, out, err) = read(&server, &b, &session, &[&a]);
+    assert!(ok, "B reads: {err}");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [secret_a, "second line from A", secret_b]
+    );
+    let (ok, out, err) = read(&server, &a, &session, &[]);
+    assert!(ok, "A reads: {err}");
+    assert_eq!(out.lines().count(), 3, "{out}");
+    assert_eq!(envelope_count(&server, &op, &session), 3);
+
+    // No file of the host's data dir (database, WAL, anything) holds a plaintext.
+    let mut files = Vec::new();
+    all_files(&data, &mut files);
+    assert!(files.iter().any(|f| f.to_string_lossy().ends_with("-wal")));
+    for f in &files {
+        let bytes = std::fs::read(f).unwrap_or_default();
+        for canary in [secret_a, secret_b] {
+            assert!(
+                !contains(&bytes, canary.as_bytes()),
+                "{} holds plaintext",
+                f.display()
+            );
+        }
+    }
+
+    // Replaying every accepted envelope: replayed, nothing stored.
+    for w in &wires {
+        let (st, v) = post_raw(&server, &session, w);
+        assert_eq!(v["code"], "replayed", "{st} {v}");
+    }
+    // A sequence at the cursor (A's cursor is 2), whatever its createdAt.
+    let at_cursor = craft(&a, &session, 0, 2, now_ms(), "at cursor");
+    assert_eq!(
+        post_raw(&server, &session, &at_cursor.to_json()).1["code"],
+        "replayed"
+    );
+    let old_and_replayed = craft(&a, &session, 0, 1, now_ms() - 10 * WINDOW_MS, "x");
+    assert_eq!(
+        post_raw(&server, &session, &old_and_replayed.to_json()).1["code"],
+        "replayed"
+    );
+    // Reordered delivery: 11 arrives before 10; 10 is then at or below the cursor.
+    let e10 = craft(&a, &session, 0, 10, now_ms(), "ten");
+    let e11 = craft(&a, &session, 0, 11, now_ms(), "eleven");
+    assert_eq!(post_raw(&server, &session, &e11.to_json()).0, 201);
+    assert_eq!(
+        post_raw(&server, &session, &e10.to_json()).1["code"],
+        "replayed"
+    );
+    assert_eq!(envelope_count(&server, &op, &session), 4);
+
+    // The window edge, ±1 s.
+    let now = now_ms();
+    let inside_past = craft(&a, &session, 0, 20, now - WINDOW_MS + 1_000, "inside past");
+    let inside_future = craft(
+        &a,
+        &session,
+        0,
+        21,
+        now + WINDOW_MS - 1_000,
+        "inside future",
+    );
+    let outside_past = craft(&a, &session, 0, 22, now - WINDOW_MS - 1_000, "outside past");
+    let outside_future = craft(
+        &a,
+        &session,
+        0,
+        23,
+        now + WINDOW_MS + 1_000,
+        "outside future",
+    );
+    assert_eq!(
+        post_raw(&server, &session, &outside_past.to_json()).1["code"],
+        "expired"
+    );
+    assert_eq!(
+        post_raw(&server, &session, &outside_future.to_json()).1["code"],
+        "expired"
+    );
+    assert_eq!(post_raw(&server, &session, &inside_past.to_json()).0, 201);
+    assert_eq!(post_raw(&server, &session, &inside_future.to_json()).0, 201);
+    let mut count = envelope_count(&server, &op, &session);
+    assert_eq!(count, 6);
+
+    // A flipped bit in each field of a never-posted envelope.
+    let fresh = craft(&a, &session, 0, 100, now_ms(), "never posted");
+    let wire: Value = serde_json::from_str(&fresh.to_json()).expect("json");
+    let flip_b64 = |v: &Value| {
+        let mut bytes = STANDARD.decode(v.as_str().expect("str")).expect("b64");
+        bytes[0] ^= 1;
+        json!(STANDARD.encode(bytes))
+    };
+    let flip_str = |v: &Value| {
+        let mut t = v.as_str().expect("str").to_string().into_bytes();
+        t[0] ^= 1;
+        json!(String::from_utf8(t).expect("ascii"))
+    };
+    for field in [
+        "v",
+        "sessionId",
+        "senderDeviceId",
+        "keyVersion",
+        "epoch",
+        "sequence",
+        "createdAt",
+        "nonce",
+        "ciphertext",
+        "signature",
+    ] {
+        let mut bad = wire.clone();
+        bad[field] = match field {
+            "sessionId" | "senderDeviceId" => flip_str(&wire[field]),
+            "nonce" | "ciphertext" | "signature" => flip_b64(&wire[field]),
+            _ => json!(wire[field].as_u64().expect("int") ^ 1),
+        };
+        let (st, v) = post_raw(&server, &session, &bad.to_string());
+        let code = v["code"].as_str().unwrap_or("");
+        assert!(
+            ["bad_signature", "invalid_envelope", "unknown_device"].contains(&code),
+            "{field}: {st} {v}"
+        );
+        assert!((400..500).contains(&st), "{field}: {st}");
+    }
+    // A signature by another device (B signs as A).
+    let mut forged = craft(&b, &session, 0, 101, now_ms(), "forged");
+    forged.sender_device_id = a.id.clone();
+    assert_eq!(
+        post_raw(&server, &session, &forged.to_json()).1["code"],
+        "bad_signature"
+    );
+    // Non-canonical base64 (non-zero trailing bits in the signature's last character).
+    let mut nc = wire.clone();
+    let sig = wire["signature"].as_str().expect("sig").to_string();
+    let last = sig.len() - 3;
+    let mut chars: Vec<char> = sig.chars().collect();
+    let alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let idx = alphabet.find(chars[last]).expect("b64 char");
+    chars[last] = alphabet.chars().nth(idx ^ 1).expect("char");
+    nc["signature"] = json!(chars.into_iter().collect::<String>());
+    assert_eq!(
+        post_raw(&server, &session, &nc.to_string()).1["code"],
+        "invalid_envelope"
+    );
+    // Garbage and an oversize body.
+    assert_eq!(
+        post_raw(&server, &session, "{").1["code"],
+        "invalid_envelope"
+    );
+    let big = "x".repeat(300 * 1024);
+    let (st, _) = post_raw(&server, &session, &big);
+    assert!((400..500).contains(&st));
+    assert_eq!(envelope_count(&server, &op, &session), count);
+
+    // The genuine envelope is still accepted afterwards.
+    assert_eq!(post_raw(&server, &session, &fresh.to_json()).0, 201);
+    count += 1;
+    assert_eq!(envelope_count(&server, &op, &session), count);
+
+    // A weak key at enrollment.
+    let (_, code) = issue_code(&server, &op, &json!({}));
+    let zero = STANDARD.encode([0u8; 32]);
+    let dir = DeviceDir::open(&a.dir).expect("dir");
+    let pk = dir.public_keys();
+    let body = json!({
+        "code": code["code"],
+        "keys": {"keyVersion": 1, "signingPublic": STANDARD.encode(pk.signing_public), "hpkePublic": zero},
+        "proof": {"signature": STANDARD.encode([7u8; 64]), "hpkeEnc": STANDARD.encode([9u8; 32]),
+                  "hpkeTag": STANDARD.encode([1u8; 16])},
+    });
+    let (st, v) = call(
+        client()
+            .post(format!("{}/v1/enrollments/complete", server.url))
+            .json(&body),
+    );
+    assert_eq!((st, v["code"].as_str()), (422, Some("weak_key")), "{v}");
+
+    // Authenticated refusals are events without payload; no event holds ciphertext.
+    let events = server.events(&op);
+    let rejected: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["code"] == "envelope.rejected")
+        .collect();
+    assert!(!rejected.is_empty());
+    let all = serde_json::to_string(&events).expect("json");
+    assert!(!all.contains(wire["ciphertext"].as_str().expect("ct")));
+
+    // The unauthenticated enrollment routes are rate-limited.
+    let limited = (0..40)
+        .map(|_| {
+            call(
+                client()
+                    .post(format!("{}/v1/enrollments/challenge", server.url))
+                    .json(&json!({"code": "hpx_guess"})),
+            )
+        })
+        .find(|(st, _)| *st == 429);
+    let (_, v) = limited.expect("a 429 within 40 attempts");
+    assert_eq!(v["code"], "rate_limited");
+
+    // Device reads need a fresh device signature, not a bearer token.
+    let (st, v) = call(server.get(&format!("/v1/sessions/{session}/envelopes"), &op));
+    assert_eq!(
+        (st, v["code"].as_str()),
+        (401, Some("device_unauthorized")),
+        "{v}"
+    );
+}
+
+#[test]
+fn revocation_rotation_and_reenrollment() {
+    let (tmp, data) = temp_data_dir();
+    let server = start(&data);
+    let op = server.token("operator");
+    let a = enroll(&server, &op, tmp.path().join("a"));
+    let b = enroll(&server, &op, tmp.path().join("b"));
+    let c = enroll(&server, &op, tmp.path().join("c"));
+    let session = open_session(&server, &a, &[&b, &c]);
+    send(&server, &c, &session, "from C before revocation\n");
+    send(&server, &b, &session, "B under epoch 0\n");
+    let c_pending = craft(&c, &session, 0, 50, now_ms(), "C after revocation");
+    let b_epoch0 = craft(&b, &session, 0, 50, now_ms(), "B under the old epoch");
+
+    let (st, v) = call(server.post(
+        &format!("/v1/devices/{}/revoke", c.id),
+        &op,
+        &json!({"reason": "lost phone"}),
+    ));
+    assert_eq!((st, v["status"].as_str()), (200, Some("revoked")), "{v}");
+    assert_eq!(v["revoke_reason"], "lost phone");
+    assert!(v["keys"][0]["revoked_at"].is_i64(), "{v}");
+    assert_eq!(
+        post_raw(&server, &session, &c_pending.to_json()).1["code"],
+        "revoked_key"
+    );
+
+    let (ok, out, err) = device_cli(
+        &[
+            "rotate",
+            "--dir",
+            s(&a.dir),
+            "--url",
+            &server.url,
+            "--session",
+            &session,
+        ],
+        "",
+    );
+    assert!(ok, "rotate: {err}");
+    assert_eq!(out.trim(), "1");
+    assert_eq!(
+        post_raw(&server, &session, &b_epoch0.to_json()).1["code"],
+        "stale_epoch"
+    );
+    send(&server, &a, &session, "after rotation\n");
+    send(&server, &b, &session, "B after rotation\n");
+    let (ok, out, err) = read(&server, &b, &session, &[&a, &c]);
+    assert!(ok, "B reads: {err}");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            "from C before revocation",
+            "B under epoch 0",
+            "after rotation",
+            "B after rotation"
+        ]
+    );
+    // C can neither read nor obtain the new epoch's key.
+    let (ok, _, err) = read(&server, &c, &session, &[]);
+    assert!(!ok);
+    assert!(err.contains("device_unauthorized"), "{err}");
+    let c_dir = DeviceDir::open(&c.dir).expect("dir");
+    assert!(c_dir.content_key(&session, 1).expect("keys").is_none());
+
+    // Re-enrollment: an operator code gives C a new key version, once.
+    let (st, code) = issue_code(
+        &server,
+        &op,
+        &json!({"kind": "reenroll", "device_id": c.id}),
+    );
+    assert_eq!(st, 201, "{code}");
+    let code = code["code"].as_str().expect("code").to_string();
+    let c2 = tmp.path().join("c2");
+    let (ok, _, err) = device_cli(&["keygen", "--dir", s(&c2), "--key-version", "2"], "");
+    assert!(ok, "{err}");
+    let (ok, out, err) = device_cli(
+        &[
+            "enroll",
+            "--dir",
+            s(&c2),
+            "--url",
+            &server.url,
+            "--code",
+            &code,
+        ],
+        "",
+    );
+    assert!(ok, "re-enroll: {err}");
+    assert_eq!(out.trim(), c.id);
+    let (_, v) = call(server.get(&format!("/v1/devices/{}", c.id), &op));
+    assert_eq!(v["keys"].as_array().map(Vec::len), Some(2), "{v}");
+    // The used code fails, also for a fresh key.
+    let c3 = tmp.path().join("c3");
+    device_cli(&["keygen", "--dir", s(&c3), "--key-version", "3"], "");
+    let (ok, _, err) = device_cli(
+        &[
+            "enroll",
+            "--dir",
+            s(&c3),
+            "--url",
+            &server.url,
+            "--code",
+            &code,
+        ],
+        "",
+    );
+    assert!(!ok && err.contains("enrollment_invalid"), "{err}");
+    // An expired code fails.
+    let (_, code) = issue_code(
+        &server,
+        &op,
+        &json!({"kind": "reenroll", "device_id": c.id, "ttl_ms": 1000}),
+    );
+    std::thread::sleep(Duration::from_millis(1_500));
+    let (ok, _, err) = device_cli(
+        &[
+            "enroll",
+            "--dir",
+            s(&c3),
+            "--url",
+            &server.url,
+            "--code",
+            code["code"].as_str().expect("code"),
+        ],
+        "",
+    );
+    assert!(!ok && err.contains("enrollment_invalid"), "{err}");
+}
+
+#[test]
+fn kill9_during_ingest_then_replay_accepts_nothing() {
+    let (tmp, data) = temp_data_dir();
+    let mut server = start(&data);
+    let op = server.token("operator");
+    let a = enroll(&server, &op, tmp.path().join("a"));
+    let session = open_session(&server, &a, &[]);
+    let lines: String = (0..400).map(|i| format!("message {i}\n")).collect();
+    let (ok, out, err) = device_cli(
+        &[
+            "send",
+            "--dir",
+            s(&a.dir),
+            "--url",
+            &server.url,
+            "--session",
+            &session,
+            "--dry-run",
+        ],
+        &lines,
+    );
+    assert!(ok, "{err}");
+    let stream: Vec<String> = out.lines().map(str::to_string).collect();
+    assert_eq!(stream.len(), 400);
+    let url = server.url.clone();
+    let sid = session.clone();
+    let posted = stream.clone();
+    let poster = std::thread::spawn(move || {
+        let http = client();
+        let mut acked = Vec::new();
+        for w in posted {
+            match http
+                .post(format!("{url}/v1/sessions/{sid}/envelopes"))
+                .header("content-type", "application/json")
+                .body(w.clone())
+                .send()
+            {
+                Ok(r) if r.status().as_u16() == 201 => acked.push(w),
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        acked
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    server.kill9();
+    let acked = poster.join().expect("poster");
+    let server = start(&data);
+    let stored = envelope_count(&server, &op, &session);
+    assert!(stored >= acked.len() as i64, "{stored} < {}", acked.len());
+    let mut accepted_again = 0;
+    for w in stream.iter().take(stored as usize) {
+        if post_raw(&server, &session, w).0 == 201 {
+            accepted_again += 1;
+        }
+    }
+    assert_eq!(accepted_again, 0, "replay after kill -9 accepted envelopes");
+    for w in &acked {
+        assert_eq!(post_raw(&server, &session, w).1["code"], "replayed");
+    }
+    assert_eq!(envelope_count(&server, &op, &session), stored);
+}
+
+#[test]
+fn a_host_that_swaps_a_peer_key_is_caught() {
+    let (tmp, data) = temp_data_dir();
+    let mut server = start(&data);
+    let op = server.token("operator");
+    let a = enroll(&server, &op, tmp.path().join("a"));
+    let b = enroll(&server, &op, tmp.path().join("b"));
+    let session = open_session(&server, &a, &[&b]);
+    send(&server, &b, &session, "hello from B\n");
+    let (ok, out, err) = read(&server, &a, &session, &[]);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "hello from B");
+    server.sigterm(Duration::from_secs(20));
+
+    // The "host" replaces B's keys with an attacker's.
+    let evil = tmp.path().join("evil");
+    device_cli(&["keygen", "--dir", s(&evil)], "");
+    let evil_keys = DeviceDir::open(&evil).expect("dir").public_keys();
+    let rt = tokio::runtime::Runtime::new().expect("rt");
+    rt.block_on(async {
+        let url = format!("sqlite://{}", data.join("happyx.db").display());
+        let pool = sqlx::SqlitePool::connect(&url).await.expect("open");
+        sqlx::query(
+            "UPDATE device_keys SET signing_public = ?, hpke_public = ?, fingerprint = ? WHERE device_id = ?",
+        )
+        .bind(STANDARD.encode(evil_keys.signing_public))
+        .bind(STANDARD.encode(evil_keys.hpke_public))
+        .bind(evil_keys.fingerprint().to_string())
+        .bind(&b.id)
+        .execute(&pool)
+        .await
+        .expect("update");
+        pool.close().await;
+    });
+    let server = start(&data);
+    let (ok, _, err) = read(&server, &a, &session, &[]);
+    assert!(!ok, "a swapped key must fail the read");
+    assert!(err.contains("fingerprint"), "{err}");
+    let _ = cli(&["--version"]);
+}
