@@ -118,7 +118,7 @@ pub async fn enrollment_challenge(
     Ok(Json(state.devices.challenge(&req.code)?))
 }
 
-/// Enroll a device (no token: the code and the proof of possession authenticate;
+/// Enroll a device (no token; the code and the proof of possession authenticate;
 /// rate-limited). A `reenroll` code gives an existing device a new key version.
 #[utoipa::path(post, path = "/v1/enrollments/complete", tag = "devices", request_body = CompleteEnrollment,
     responses((status = 201, body = Enrolled), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody),

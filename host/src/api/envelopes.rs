@@ -94,7 +94,7 @@ pub async fn session_keys(
     Ok(Json(state.devices.session_keys(&caller, id).await?))
 }
 
-/// Submit one envelope in wire form. No bearer token: its signature authenticates it.
+/// Submit one envelope in wire form. No bearer token; its signature authenticates it.
 /// Refusals: `invalid_envelope`, `unknown_device`, `bad_signature`, `revoked_key`,
 /// `stale_epoch`, `replayed`, `expired`.
 #[utoipa::path(post, path = "/v1/sessions/{id}/envelopes", tag = "encrypted sessions", params(("id" = String, Path)),
