@@ -164,7 +164,7 @@ mod tests {
         assert_eq!(pid.trim(), std::process::id().to_string());
         drop(held);
         // Record locks are per process, so refusal of a second process is
-        // shown end to end (tests/tests/foundation.rs); here: re-acquirable.
+        // shown end to end (tests/tests/e2e/foundation.rs); here: re-acquirable.
         lock(&p).expect("lock after release");
     }
 

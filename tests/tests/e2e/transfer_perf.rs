@@ -5,7 +5,7 @@
 //! Ignored by default (it writes ~1 GB and takes minutes). Run:
 //!
 //! ```text
-//! cargo test -p happyx-tests --test transfer_perf -- --ignored --nocapture
+//! cargo test -p happyx-tests --test e2e transfer_perf -- --ignored --nocapture
 //! ```
 //!
 //! The state is built directly through SQL (multi-row `INSERT … SELECT` over a

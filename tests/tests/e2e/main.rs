@@ -1,0 +1,13 @@
+//! The end-to-end suites, linked into one test binary (one link of the host and
+//! its dependencies instead of one per suite). Each module drives the real
+//! `happyx` binary over real HTTP on its own temporary data dir, so tests run in
+//! parallel safely. Run one suite with `cargo test -p happyx-tests --test e2e pty::`.
+
+mod approvals;
+mod canaries;
+mod envelopes;
+mod foundation;
+mod plugins;
+mod pty;
+mod transfer;
+mod transfer_perf;
