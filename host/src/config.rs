@@ -64,6 +64,7 @@ pub struct Config {
     pub public: PublicConfig,
     pub retention: RetentionConfig,
     pub envelopes: EnvelopesConfig,
+    pub devices: DevicesConfig,
     pub plugins: PluginsConfig,
 }
 
@@ -81,6 +82,7 @@ impl Default for Config {
             public: PublicConfig::default(),
             retention: RetentionConfig::default(),
             envelopes: EnvelopesConfig::default(),
+            devices: DevicesConfig::default(),
             plugins: PluginsConfig::default(),
         }
     }
@@ -262,6 +264,32 @@ impl Default for EnvelopesConfig {
     }
 }
 
+/// Limits on device enrollment: token buckets per client address and for the whole host,
+/// shared by code checks and enrollment attempts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DevicesConfig {
+    /// Attempts one client address may make at once.
+    pub enroll_burst: u32,
+    /// Attempts per minute one client address regains.
+    pub enroll_per_minute: u32,
+    /// Attempts all clients together may make at once.
+    pub enroll_global_burst: u32,
+    /// Attempts per minute all clients together regain.
+    pub enroll_global_per_minute: u32,
+}
+
+impl Default for DevicesConfig {
+    fn default() -> Self {
+        Self {
+            enroll_burst: 20,
+            enroll_per_minute: 30,
+            enroll_global_burst: 200,
+            enroll_global_per_minute: 1_200,
+        }
+    }
+}
+
 /// Flags that override the file and the environment.
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
@@ -329,6 +357,17 @@ impl Config {
         }
         if self.retention.batch == 0 || self.retention.batch > 10_000 {
             return bad("retention.batch must be between 1 and 10000".into());
+        }
+        let d = &self.devices;
+        for (key, value) in [
+            ("enroll_burst", d.enroll_burst),
+            ("enroll_per_minute", d.enroll_per_minute),
+            ("enroll_global_burst", d.enroll_global_burst),
+            ("enroll_global_per_minute", d.enroll_global_per_minute),
+        ] {
+            if value == 0 {
+                return bad(format!("devices.{key} must be at least 1"));
+            }
         }
         for (recipe, risk) in &self.runs.risk_floor {
             if !matches!(risk.as_str(), "low" | "medium" | "high") {
@@ -400,6 +439,18 @@ mod tests {
     fn mistyped_value_is_named() {
         let err = load_str("[api]\nmax_body_bytes = \"big\"\n").unwrap_err();
         assert!(err.to_string().contains("max_body_bytes"), "{err}");
+    }
+
+    #[test]
+    fn enrollment_limits_must_be_positive() {
+        let err = load_str("[devices]\nenroll_burst = 0\n").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("devices.enroll_burst must be at least 1"),
+            "{err}"
+        );
+        let ok = load_str("[devices]\nenroll_burst = 1\n").expect("1 is allowed");
+        assert_eq!(ok.devices.enroll_burst, 1);
     }
 
     #[test]

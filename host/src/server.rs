@@ -78,7 +78,8 @@ pub async fn serve(cfg: Config) -> Result<()> {
             store.clone(),
             &data_dir,
             metrics.clone(),
-            cfg.envelopes.window_ms,
+            &cfg.envelopes,
+            &cfg.devices,
         )
         .context("cannot set up devices")?,
     );

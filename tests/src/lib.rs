@@ -16,18 +16,21 @@ use serde_json::Value;
 pub fn binary() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-q", "-p", "happyx", "--bin", "happyx"])
-            .status()
-            .expect("cannot run cargo to build happyx");
-        assert!(status.success(), "building happyx failed");
-        // target/<profile>/deps/<test-exe> -> target/<profile>/happyx
+        // target/<profile>/deps/<test-exe> -> target/<profile>/happyx, built with the
+        // profile the tests were built with (`cargo test --release` measures a release host).
         let exe = std::env::current_exe().expect("current_exe");
         let profile_dir = exe
             .parent()
             .and_then(Path::parent)
             .expect("test binary lives in target/<profile>/deps");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut build = Command::new(cargo);
+        build.args(["build", "-q", "-p", "happyx", "--bin", "happyx"]);
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            build.arg("--release");
+        }
+        let status = build.status().expect("cannot run cargo to build happyx");
+        assert!(status.success(), "building happyx failed");
         let bin = profile_dir.join("happyx");
         assert!(bin.exists(), "{} missing after build", bin.display());
         bin
@@ -222,6 +225,48 @@ impl Server {
             .patch(format!("{}{path}", self.url))
             .bearer_auth(token)
             .json(body)
+    }
+
+    /// The approval flow of a high-risk request: POST `body` to `path` as `requester` (expects
+    /// `403 approval_required`), approve it as `operator`, POST again with the one-time token.
+    /// Returns the final answer.
+    pub fn post_approved(
+        &self,
+        path: &str,
+        requester: &str,
+        operator: &str,
+        body: &Value,
+    ) -> (u16, Value) {
+        let (st, b) = call(self.post(path, requester, body));
+        assert_eq!(
+            (st, b["code"].as_str()),
+            (403, Some("approval_required")),
+            "{b}"
+        );
+        let id = b["approval_id"].as_str().expect("approval_id");
+        let token = b["approval_token"].as_str().expect("approval_token");
+        let (st, a) = call(self.post(
+            &format!("/v1/approvals/{id}/approve"),
+            operator,
+            &serde_json::json!({}),
+        ));
+        assert_eq!((st, a["status"].as_str()), (200, Some("approved")), "{a}");
+        let mut used = body.clone();
+        used["approval_token"] = Value::from(token);
+        call(self.post(path, requester, &used))
+    }
+
+    /// Waits (up to 30 s) until run `id` has finished; returns it.
+    pub fn wait_run(&self, token: &str, id: &str) -> Value {
+        eventually(Duration::from_secs(30), || {
+            let r = json(self.get(&format!("/v1/runs/{id}"), token).send());
+            matches!(
+                r["status"].as_str(),
+                Some("succeeded" | "failed" | "timed_out")
+            )
+            .then_some(r)
+        })
+        .expect("the run finishes within 30 s")
     }
 
     /// The highest event sequence number, read with an operator token.

@@ -8,6 +8,7 @@ mod envelopes;
 mod error;
 mod events;
 mod extract;
+mod gate;
 mod health;
 mod metrics;
 mod permissions;

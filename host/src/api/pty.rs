@@ -29,17 +29,16 @@ use tokio::sync::broadcast::error::RecvError;
 use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{ApiJson, ApiQuery, Caller};
-use super::runs::approval_invalid;
+use super::gate::{self, Gated, approval_invalid};
 use super::{ApiError, ApiResult, AppState, ErrorBody, path_id};
 use crate::approvals::{Action, ActionKind, action_hash};
 use crate::auth::{self, Role, Secret};
-use crate::plugins::{RenderError, Risk};
+use crate::plugins::Risk;
 use crate::pty::manager::Cmd;
 use crate::pty::protocol::SignalKind;
 use crate::pty::{Live, PtyError};
 use crate::store::{
-    ApprovalUse, Granted, NewApproval, NewPty, NewTicket, PtySession, StoreError, TranscriptChunk,
-    UseEffect, UseOutcome,
+    ApprovalUse, Granted, NewPty, NewTicket, PtySession, TranscriptChunk, UseEffect,
 };
 use crate::util::{new_id, now_ms};
 
@@ -51,8 +50,6 @@ const MAX_INPUT: usize = 64 * 1024;
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// Transcript chunks read per page.
 const PAGE: i64 = 16;
-const MAX_ARGS: usize = 32;
-const MAX_ARG_BYTES: usize = 16 * 1024;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -140,62 +137,6 @@ fn pty_error(e: PtyError) -> ApiError {
     }
 }
 
-fn render_error(e: RenderError) -> ApiError {
-    let status = match e {
-        RenderError::Plugin(_) => StatusCode::SERVICE_UNAVAILABLE,
-        _ => StatusCode::UNPROCESSABLE_ENTITY,
-    };
-    ApiError::new(status, e.code(), e.to_string())
-}
-
-/// Creates a pending approval and answers `403 approval_required`.
-async fn require_approval(
-    state: &AppState,
-    kind: ActionKind,
-    hash: String,
-    action: serde_json::Value,
-    requester: String,
-) -> ApiResult<Response> {
-    let (_, token) = auth::mint();
-    let a = NewApproval {
-        id: new_id(),
-        kind: kind.as_str().into(),
-        action_hash: hash,
-        action,
-        token_hash: token.hash(),
-        requester,
-        expires_at: now_ms() + state.config.approvals.ttl_ms as i64,
-        max_pending: i64::from(state.config.approvals.max_pending_per_requester),
-    };
-    match state.store.create_approval(&a).await {
-        Ok(a) => Ok((
-            StatusCode::FORBIDDEN,
-            Json(json!({
-                "code": "approval_required",
-                "message": "this action is high risk: an operator must approve it; then repeat the request with approval_token",
-                "approval_id": a.id,
-                "approval_token": token.expose(),
-                "expires_at": a.expires_at,
-            })),
-        )
-            .into_response()),
-        Err(StoreError::Conflict("too_many_pending")) => Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_pending_approvals",
-            "this identity has too many pending approvals; wait for decisions or let them expire",
-        )),
-        Err(e) => Err(e.into()),
-    }
-}
-
-fn approval_pending() -> ApiError {
-    ApiError::new(
-        StatusCode::FORBIDDEN,
-        "approval_pending",
-        "an operator has not decided this approval yet",
-    )
-}
-
 /// Open a PTY from a recipe (operator, agent). High risk follows the approval
 /// flow of `POST /v1/runs` with approvals of kind `pty`. No run timeout.
 #[utoipa::path(post, path = "/v1/pty", tag = "pty", request_body = NewPtyBody, security(("bearer" = [])),
@@ -207,45 +148,21 @@ pub async fn create_pty(
     ApiJson(body): ApiJson<NewPtyBody>,
 ) -> ApiResult<Response> {
     caller.require(&[Role::Operator, Role::Agent])?;
-    if body.args.len() > MAX_ARGS
-        || body
-            .args
-            .iter()
-            .any(|(k, v)| k.len() > 64 || v.len() > MAX_ARG_BYTES)
-    {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_field",
-            format!(
-                "`args`: at most {MAX_ARGS} arguments, names up to 64 bytes, values up to {MAX_ARG_BYTES} bytes"
-            ),
-        ));
-    }
     let (rows, cols) = (body.rows.unwrap_or(24), body.cols.unwrap_or(80));
     check_size(rows, cols)?;
-    let rendered = state
-        .pty
-        .plugins()
-        .render(&body.recipe, &body.args)
-        .await
-        .map_err(render_error)?;
-    let risk = rendered
-        .risk
-        .max(state.config.runs.risk_floor(&body.recipe));
-    let hash = action_hash(&Action {
-        kind: ActionKind::Pty,
-        recipe: &body.recipe,
-        args: body
-            .args
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect(),
-        program: &rendered.program,
-        argv: &rendered.args,
-        plugin_hash: &rendered.plugin_hash,
-        session_id: None,
-        target: None,
-    });
+    let Gated {
+        rendered,
+        risk,
+        hash,
+    } = gate::render(
+        &state,
+        state.pty.plugins(),
+        ActionKind::Pty,
+        &body.recipe,
+        &body.args,
+        None,
+    )
+    .await?;
     let requester = caller.actor();
     let id = new_id();
     let (socket_path, secret_hash) = state.pty.holder_paths(&id).map_err(pty_error)?;
@@ -282,12 +199,10 @@ pub async fn create_pty(
             action_hash: &hash,
             effect: UseEffect::CreatePty { pty: &new },
         };
-        match state.store.use_approval(&u).await {
-            Ok(UseOutcome::Used(Granted::Pty(p))) => *p,
-            Ok(UseOutcome::Pending) => return Err(approval_pending()),
-            Ok(UseOutcome::Invalid | UseOutcome::Used(_)) => return Err(approval_invalid()),
-            Err(e) if e.is_unique_violation() => return Err(approval_invalid()),
-            Err(e) => return Err(e.into()),
+        match gate::spend(&state, &u).await? {
+            Granted::Pty(p) => *p,
+            // A use grants exactly its own effect; anything else counts as invalid.
+            _ => return Err(approval_invalid()),
         }
     } else if risk == Risk::High {
         let action = json!({
@@ -298,7 +213,7 @@ pub async fn create_pty(
             "risk": risk.as_str(),
             "plugin_hash": rendered.plugin_hash,
         });
-        return require_approval(&state, ActionKind::Pty, hash, action, requester).await;
+        return gate::require_approval(&state, ActionKind::Pty, hash, action, requester).await;
     } else {
         state.store.create_pty(&new).await?;
         new.session
@@ -521,16 +436,14 @@ pub async fn attach_pty(
             action_hash: &hash,
             effect: UseEffect::IssueAttachTicket { ticket: &t },
         };
-        match state.store.use_approval(&u).await {
-            Ok(UseOutcome::Used(Granted::AttachTicket(_))) => {}
-            Ok(UseOutcome::Pending) => return Err(approval_pending()),
-            Ok(UseOutcome::Invalid | UseOutcome::Used(_)) => return Err(approval_invalid()),
-            Err(e) if e.is_unique_violation() => return Err(approval_invalid()),
-            Err(e) => return Err(e.into()),
+        match gate::spend(&state, &u).await? {
+            Granted::AttachTicket(_) => {}
+            // A use grants exactly its own effect; anything else counts as invalid.
+            _ => return Err(approval_invalid()),
         }
     } else if needs_approval {
         let action = json!({ "attach": { "pty_id": p.id, "mode": mode }, "recipe": p.recipe, "risk": p.risk });
-        return require_approval(&state, ActionKind::Attach, hash, action, requester).await;
+        return gate::require_approval(&state, ActionKind::Attach, hash, action, requester).await;
     } else {
         state.store.create_attach_ticket(&t).await?;
     }

@@ -121,15 +121,58 @@ pub struct PublicRunList {
     next: Option<String>,
 }
 
-/// Session metadata for `/public/sessions/{id}`.
+/// Session metadata for `/public/sessions/{id}`: a session (with the metadata of its encrypted
+/// envelopes, if any), or a terminal (with the metadata of its transcript). Counts, sequence
+/// ranges, byte totals and redaction status only — never ciphertext, nonces, signatures or output.
 #[derive(Serialize, ToSchema)]
 pub struct PublicSession {
     id: String,
+    /// `agent`, `terminal` or `encrypted` for a session; `pty` for a terminal process.
     kind: String,
+    /// The session's status, or the terminal's state.
     status: String,
+    /// Current key epoch (0 for sessions without encryption and for terminals).
     epoch: i64,
     created_at: i64,
     updated_at: i64,
+    /// Envelopes of an encrypted session; absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    envelopes: Option<PublicEnvelopes>,
+    /// Transcript of a terminal; absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    transcript: Option<PublicTranscript>,
+}
+
+/// Envelope counts of an encrypted session.
+#[derive(Serialize, ToSchema)]
+pub struct PublicEnvelopes {
+    count: i64,
+    /// Bytes of wire JSON received.
+    bytes: i64,
+    senders: Vec<PublicSender>,
+}
+
+/// One sender's envelopes in a session.
+#[derive(Serialize, ToSchema)]
+pub struct PublicSender {
+    sender_device_id: String,
+    count: i64,
+    first_sequence: i64,
+    last_sequence: i64,
+    bytes: i64,
+}
+
+/// Transcript metadata of a terminal.
+#[derive(Serialize, ToSchema)]
+pub struct PublicTranscript {
+    /// Output bytes persisted.
+    bytes: i64,
+    /// Secrets the redactor masked.
+    findings: i64,
+    /// Chunks withheld from every non-private view because the redactor failed on them.
+    withheld_chunks: i64,
+    /// `ok`, or `partial` when chunks were withheld.
+    redaction: &'static str,
 }
 
 fn plugins(state: &AppState) -> Vec<PublicPlugin> {
@@ -232,18 +275,62 @@ pub async fn public_session(
         return Err(ApiError::not_found("public view (public.sessions is off)"));
     }
     let id = path_id(&id, "session")?;
-    let s = state
-        .store
-        .session(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("session"))?;
-    let body = PublicSession {
-        id: s.id,
-        kind: s.kind,
-        status: s.status,
-        epoch: s.epoch,
-        created_at: s.created_at,
-        updated_at: s.updated_at,
+    let body = if let Some(s) = state.store.session(id).await? {
+        let envelopes = if s.kind == "encrypted" {
+            state
+                .store
+                .envelope_stats(id)
+                .await?
+                .map(|e| PublicEnvelopes {
+                    count: e.envelopes,
+                    bytes: e.bytes,
+                    senders: e
+                        .senders
+                        .into_iter()
+                        .map(|x| PublicSender {
+                            sender_device_id: x.sender_device_id,
+                            count: x.envelopes,
+                            first_sequence: x.first_sequence,
+                            last_sequence: x.last_sequence,
+                            bytes: x.bytes,
+                        })
+                        .collect(),
+                })
+        } else {
+            None
+        };
+        PublicSession {
+            id: s.id,
+            kind: s.kind,
+            status: s.status,
+            epoch: s.epoch,
+            created_at: s.created_at,
+            updated_at: s.updated_at,
+            envelopes,
+            transcript: None,
+        }
+    } else if let Some(p) = state.store.pty(id).await? {
+        PublicSession {
+            id: p.id,
+            kind: "pty".into(),
+            status: p.state,
+            epoch: 0,
+            created_at: p.created_at,
+            updated_at: p.updated_at,
+            envelopes: None,
+            transcript: Some(PublicTranscript {
+                bytes: p.output_bytes,
+                findings: p.findings,
+                withheld_chunks: p.withheld_chunks,
+                redaction: if p.withheld_chunks > 0 {
+                    "partial"
+                } else {
+                    "ok"
+                },
+            }),
+        }
+    } else {
+        return Err(ApiError::not_found("session"));
     };
     Ok(([(CACHE_CONTROL, CACHE)], Json(body)))
 }

@@ -12,18 +12,16 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::extract::{ApiJson, ApiQuery, Caller};
+use super::gate::{self, ApprovalRequired, Gated, approval_invalid};
 use super::{ApiError, ApiResult, AppState, ErrorBody, PageQuery, path_id};
-use crate::approvals::{Action, ActionKind, action_hash};
-use crate::auth::{self, Role, Secret};
-use crate::plugins::{Recipe, RenderError, Risk};
-use crate::store::{ApprovalUse, Granted, NewApproval, Run, StoreError, UseEffect, UseOutcome};
+use crate::approvals::ActionKind;
+use crate::auth::{Role, Secret};
+use crate::plugins::{Recipe, Risk};
+use crate::store::{ApprovalUse, Granted, Run, StoreError, UseEffect};
 use crate::util::{new_id, now_ms};
 
 /// Longest `Idempotency-Key` accepted.
 const MAX_IDEMPOTENCY_KEY: usize = 128;
-/// Most arguments one run takes, and the longest value.
-const MAX_ARGS: usize = 32;
-const MAX_ARG_BYTES: usize = 16 * 1024;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -42,38 +40,6 @@ pub struct NewRun {
 pub struct RunList {
     items: Vec<Run>,
     next: Option<String>,
-}
-
-/// Body of `403 approval_required`.
-#[derive(Serialize, ToSchema)]
-pub struct ApprovalRequired {
-    code: String,
-    message: String,
-    approval_id: String,
-    /// Returned once; present it with the same request after an operator approves.
-    approval_token: String,
-    expires_at: i64,
-}
-
-fn render_error(e: RenderError) -> ApiError {
-    let status = match e {
-        RenderError::Plugin(_) => StatusCode::SERVICE_UNAVAILABLE,
-        _ => StatusCode::UNPROCESSABLE_ENTITY,
-    };
-    // Never echo the requested recipe name: error bodies carry no input values.
-    let message = match &e {
-        RenderError::UnknownRecipe(_) => "no such recipe; GET /v1/recipes lists them".to_string(),
-        other => other.to_string(),
-    };
-    ApiError::new(status, e.code(), message)
-}
-
-pub fn approval_invalid() -> ApiError {
-    ApiError::new(
-        StatusCode::FORBIDDEN,
-        "approval_invalid",
-        "the approval token is not valid for this action",
-    )
 }
 
 fn visible(caller: &Caller, r: &Run) -> bool {
@@ -95,20 +61,6 @@ pub async fn create_run(
 ) -> ApiResult<impl IntoResponse> {
     caller.require(&[Role::Operator, Role::Agent])?;
     let idem = idempotency_key(&headers)?;
-    if body.args.len() > MAX_ARGS
-        || body
-            .args
-            .iter()
-            .any(|(k, v)| k.len() > 64 || v.len() > MAX_ARG_BYTES)
-    {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_field",
-            format!(
-                "`args`: at most {MAX_ARGS} arguments, names up to 64 bytes, values up to {MAX_ARG_BYTES} bytes"
-            ),
-        ));
-    }
     if let Some(sid) = &body.session_id {
         let ok = match state.store.session(path_id(sid, "session")?).await? {
             Some(s) => !caller.is(Role::Agent) || s.created_by == caller.actor(),
@@ -122,29 +74,19 @@ pub async fn create_run(
             ));
         }
     }
-    let rendered = state
-        .runner
-        .plugins()
-        .render(&body.recipe, &body.args)
-        .await
-        .map_err(render_error)?;
-    let risk = rendered
-        .risk
-        .max(state.config.runs.risk_floor(&body.recipe));
-    let hash = action_hash(&Action {
-        kind: ActionKind::Run,
-        recipe: &body.recipe,
-        args: body
-            .args
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect(),
-        program: &rendered.program,
-        argv: &rendered.args,
-        plugin_hash: &rendered.plugin_hash,
-        session_id: body.session_id.as_deref(),
-        target: None,
-    });
+    let Gated {
+        rendered,
+        risk,
+        hash,
+    } = gate::render(
+        &state,
+        state.runner.plugins(),
+        ActionKind::Run,
+        &body.recipe,
+        &body.args,
+        body.session_id.as_deref(),
+    )
+    .await?;
     let requester = caller.actor();
     if let Some(key) = idem.as_deref()
         && let Some((run, prior_hash)) = state.store.run_by_idempotency_key(&requester, key).await?
@@ -190,58 +132,21 @@ pub async fn create_run(
                 idempotency_key: idem.as_deref(),
             },
         };
-        match state.store.use_approval(&use_).await {
-            Ok(UseOutcome::Used(Granted::Run(run))) => *run,
-            Ok(UseOutcome::Pending) => {
-                return Err(ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    "approval_pending",
-                    "an operator has not decided this approval yet",
-                ));
-            }
-            // A run use never grants anything else; treat it as invalid if it did.
-            Ok(UseOutcome::Invalid | UseOutcome::Used(_)) => return Err(approval_invalid()),
-            Err(e) if e.is_unique_violation() => return Err(approval_invalid()),
-            Err(e) => return Err(e.into()),
+        match gate::spend(&state, &use_).await? {
+            Granted::Run(run) => *run,
+            // A use grants exactly its own effect; anything else counts as invalid.
+            _ => return Err(approval_invalid()),
         }
     } else if risk == Risk::High {
-        let (_, token) = auth::mint();
-        let ttl = state.config.approvals.ttl_ms as i64;
-        let approval = NewApproval {
-            id: new_id(),
-            kind: ActionKind::Run.as_str().into(),
-            action_hash: hash.clone(),
-            action: serde_json::json!({
-                "recipe": body.recipe,
-                "args": body.args,
-                "session_id": body.session_id,
-                "command": { "program": rendered.program, "args": rendered.args },
-                "risk": risk.as_str(),
-                "plugin_hash": rendered.plugin_hash,
-            }),
-            token_hash: token.hash(),
-            requester: requester.clone(),
-            expires_at: now + ttl,
-            max_pending: i64::from(state.config.approvals.max_pending_per_requester),
-        };
-        return match state.store.create_approval(&approval).await {
-            Ok(a) => {
-                let body = ApprovalRequired {
-                    code: "approval_required".into(),
-                    message: "this action is high risk: an operator must approve it; then repeat the request with approval_token".into(),
-                    approval_id: a.id,
-                    approval_token: token.expose().to_string(),
-                    expires_at: a.expires_at,
-                };
-                Ok((StatusCode::FORBIDDEN, Json(body)).into_response())
-            }
-            Err(StoreError::Conflict("too_many_pending")) => Err(ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too_many_pending_approvals",
-                "this identity has too many pending approvals; wait for decisions or let them expire",
-            )),
-            Err(e) => Err(e.into()),
-        };
+        let action = serde_json::json!({
+            "recipe": body.recipe,
+            "args": body.args,
+            "session_id": body.session_id,
+            "command": { "program": rendered.program, "args": rendered.args },
+            "risk": risk.as_str(),
+            "plugin_hash": rendered.plugin_hash,
+        });
+        return gate::require_approval(&state, ActionKind::Run, hash, action, requester).await;
     } else {
         match state.store.create_run(&run, idem.as_deref(), &hash).await {
             Ok(()) => run,

@@ -17,6 +17,7 @@ use super::protocol::{
     ChallengeResponse, CompleteEnrollment, Enrolled, EnrollmentIssued, EnvelopePage,
     IssueEnrollment, OpenSession, PeerKeys, RotateSession, SessionEpoch, SessionKeys,
 };
+use crate::config::{DevicesConfig, EnvelopesConfig};
 use crate::envelope::limits::is_valid_id;
 use crate::envelope::{
     ChallengeKey, CryptoError, DevicePublicKeys, Envelope, SigningPublicKey, WrappedKey,
@@ -230,14 +231,21 @@ impl DeviceService {
         store: Store,
         data_dir: &Path,
         metrics: Arc<Metrics>,
-        window_ms: u64,
+        envelopes: &EnvelopesConfig,
+        limits: &DevicesConfig,
     ) -> Result<Self, DeviceError> {
         let secret = load_or_create_secret(data_dir)?;
+        let per_sec = |per_minute: u32| f64::from(per_minute) / 60.0;
         Ok(Self {
-            ingestor: Ingestor::start(store.clone(), metrics, window_ms),
+            ingestor: Ingestor::start(store.clone(), metrics, envelopes.window_ms),
             store,
             secret,
-            limiter: RateLimiter::new(20.0, 0.5, 200.0, 20.0),
+            limiter: RateLimiter::new(
+                f64::from(limits.enroll_burst),
+                per_sec(limits.enroll_per_minute),
+                f64::from(limits.enroll_global_burst),
+                per_sec(limits.enroll_global_per_minute),
+            ),
             replay: ReplayCache::default(),
         })
     }

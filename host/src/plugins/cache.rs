@@ -208,5 +208,18 @@ pub fn compile_uncached(
             Err(e) => tracing::warn!(error = %e, "could not serialize a compiled plugin"),
         }
     }
+    release_compiler_memory();
     Ok((component, Origin::Compiled))
+}
+
+/// Hands the compiler's freed scratch memory back to the OS. Cranelift allocates tens of MiB
+/// while it compiles a component and frees them when done, but glibc keeps freed memory in its
+/// arenas, where it would stay resident for the host's lifetime (measured: ~50 MiB after the
+/// three sample plugins compile).
+fn release_compiler_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks and trims glibc's own arenas; it has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }

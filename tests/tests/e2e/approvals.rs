@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use happyx_tests::{Server, ServerOptions, call, client, eventually, json, temp_data_dir};
+use happyx_tests::{Server, ServerOptions, call, client, json, temp_data_dir};
 use serde_json::{Value, json};
 
 /// Requests a high-risk run; returns (approval_id, approval_token).
@@ -30,18 +30,6 @@ fn with_token(body: &Value, token: &str) -> Value {
     let mut b = body.clone();
     b["approval_token"] = json!(token);
     b
-}
-
-fn wait_finished(server: &Server, tok: &str, id: &str) -> Value {
-    eventually(Duration::from_secs(30), || {
-        let r = json(server.get(&format!("/v1/runs/{id}"), tok).send());
-        matches!(
-            r["status"].as_str(),
-            Some("succeeded" | "failed" | "timed_out")
-        )
-        .then_some(r)
-    })
-    .expect("run finishes")
 }
 
 fn output(server: &Server, op: &str, id: &str) -> String {
@@ -206,7 +194,7 @@ fn refusal_codes_and_binding_to_the_exact_action() {
     assert_eq!(run["approval_id"], aid.as_str());
     let (st, b) = call(server.post("/v1/runs", &agent, &with_token(&body, &tok)));
     assert_eq!((st, &b), (403, &b1), "reuse gives the same body as unknown");
-    let done = wait_finished(&server, &agent, run["id"].as_str().expect("id"));
+    let done = server.wait_run(&agent, run["id"].as_str().expect("id"));
     assert_eq!(done["status"], "succeeded");
     assert_eq!(output(&server, &op, run["id"].as_str().expect("id")), "A\n");
 
@@ -426,7 +414,7 @@ fn children_do_not_hold_the_hosts_authority() {
     let (st, run) = call(server.post("/v1/runs", &agent, &with_token(&body, &tok)));
     assert_eq!(st, 201);
     let id = run["id"].as_str().expect("id").to_string();
-    wait_finished(&server, &op, &id);
+    server.wait_run(&op, &id);
     let out = output(&server, &op, &id);
     assert!(
         !out.contains(canary),
@@ -476,7 +464,7 @@ fn run_timeout_exit_codes_and_stderr() {
         approve(&server, &op, &aid);
         let (st, r) = call(server.post("/v1/runs", &op, &with_token(&body, &tok)));
         assert_eq!(st, 201, "{r}");
-        wait_finished(&server, &op, r["id"].as_str().expect("id"))
+        server.wait_run(&op, r["id"].as_str().expect("id"))
     };
     let r = run("echo out; echo err >&2; exit 3");
     assert_eq!(

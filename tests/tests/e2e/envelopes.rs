@@ -20,7 +20,9 @@ fn start(data: &Path) -> Server {
     Server::start_with(
         data,
         ServerOptions {
-            config: Some(format!("[envelopes]\nwindow_ms = {WINDOW_MS}\n")),
+            config: Some(format!(
+                "[envelopes]\nwindow_ms = {WINDOW_MS}\n[public]\nsessions = true\n"
+            )),
             ..Default::default()
         },
     )
@@ -244,6 +246,48 @@ fn two_devices_exchange_and_every_refusal_stores_nothing() {
     assert_eq!(out.lines().count(), 3, "{out}");
     assert_eq!(envelope_count(&server, &op, &session), 3);
 
+    // The public view shows counts, sequence ranges and bytes; nothing of any envelope.
+    let (st, v) = call(client().get(format!("{}/public/sessions/{session}", server.url)));
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        (v["kind"].as_str(), &v["envelopes"]["count"]),
+        (Some("encrypted"), &json!(3))
+    );
+    let mut ranges: Vec<(String, i64, i64, i64)> = v["envelopes"]["senders"]
+        .as_array()
+        .expect("senders")
+        .iter()
+        .map(|x| {
+            (
+                x["sender_device_id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                x["count"].as_i64().unwrap_or_default(),
+                x["first_sequence"].as_i64().unwrap_or_default(),
+                x["last_sequence"].as_i64().unwrap_or_default(),
+            )
+        })
+        .collect();
+    ranges.sort();
+    let mut expected = vec![(a.id.clone(), 2, 1, 2), (b.id.clone(), 1, 1, 1)];
+    expected.sort();
+    assert_eq!(ranges, expected);
+    let public = v.to_string();
+    for w in &wires {
+        let env = Envelope::parse(w.as_bytes()).expect("wire form");
+        for field in [
+            STANDARD.encode(&env.ciphertext),
+            STANDARD.encode(env.nonce),
+            STANDARD.encode(env.signature),
+        ] {
+            assert!(
+                !public.contains(&field),
+                "public view copies envelope material"
+            );
+        }
+    }
+
     // No file of the host's data dir (database, WAL, anything) holds a plaintext.
     let mut files = Vec::new();
     all_files(&data, &mut files);
@@ -420,19 +464,6 @@ fn two_devices_exchange_and_every_refusal_stores_nothing() {
     let all = serde_json::to_string(&events).expect("json");
     assert!(!all.contains(wire["ciphertext"].as_str().expect("ct")));
 
-    // The unauthenticated enrollment routes are rate-limited.
-    let limited = (0..40)
-        .map(|_| {
-            call(
-                client()
-                    .post(format!("{}/v1/enrollments/challenge", server.url))
-                    .json(&json!({"code": "hpx_guess"})),
-            )
-        })
-        .find(|(st, _)| *st == 429);
-    let (_, v) = limited.expect("a 429 within 40 attempts");
-    assert_eq!(v["code"], "rate_limited");
-
     // Device reads need a fresh device signature, not a bearer token.
     let (st, v) = call(server.get(&format!("/v1/sessions/{session}/envelopes"), &op));
     assert_eq!(
@@ -440,6 +471,34 @@ fn two_devices_exchange_and_every_refusal_stores_nothing() {
         (401, Some("device_unauthorized")),
         "{v}"
     );
+}
+
+#[test]
+fn enrollment_attempts_are_rate_limited_at_the_configured_burst() {
+    let (_tmp, data) = temp_data_dir();
+    let server = Server::start_with(
+        &data,
+        ServerOptions {
+            config: Some("[devices]\nenroll_burst = 3\nenroll_per_minute = 1\n".into()),
+            ..Default::default()
+        },
+    )
+    .expect("server starts");
+    let attempt = || {
+        call(
+            client()
+                .post(format!("{}/v1/enrollments/challenge", server.url))
+                .json(&json!({"code": "hpx_guess"})),
+        )
+    };
+    // The burst: three attempts are judged on their merits (an unknown code)...
+    for i in 1..=3 {
+        let (st, v) = attempt();
+        assert_ne!(st, 429, "attempt {i} is within the burst: {v}");
+    }
+    // ...the fourth is refused before the code is looked at (one token a minute refills).
+    let (st, v) = attempt();
+    assert_eq!((st, v["code"].as_str()), (429, Some("rate_limited")), "{v}");
 }
 
 #[test]

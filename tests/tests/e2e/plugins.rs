@@ -5,31 +5,14 @@
 
 use std::time::Duration;
 
-use happyx_tests::{Server, ServerOptions, call, cli, eventually, json, temp_data_dir};
+use happyx_tests::{Server, ServerOptions, call, cli, json, temp_data_dir};
 use serde_json::{Value, json};
 
 fn run_shell(server: &Server, op: &str, cmd: &str) -> Value {
     let body = json!({"recipe": "shell", "args": {"command": cmd}});
-    let (st, b) = call(server.post("/v1/runs", op, &body));
-    assert_eq!(st, 403, "{b}");
-    let aid = b["approval_id"].as_str().expect("approval_id").to_string();
-    let tok = b["approval_token"].as_str().expect("token").to_string();
-    let (st, _) = call(server.post(&format!("/v1/approvals/{aid}/approve"), op, &json!({})));
-    assert_eq!(st, 200);
-    let mut used = body.clone();
-    used["approval_token"] = json!(tok);
-    let (st, r) = call(server.post("/v1/runs", op, &used));
+    let (st, r) = server.post_approved("/v1/runs", op, op, &body);
     assert_eq!(st, 201, "{r}");
-    let id = r["id"].as_str().expect("id").to_string();
-    eventually(Duration::from_secs(30), || {
-        let r = json(server.get(&format!("/v1/runs/{id}"), op).send());
-        matches!(
-            r["status"].as_str(),
-            Some("succeeded" | "failed" | "timed_out")
-        )
-        .then_some(r)
-    })
-    .expect("run finishes")
+    server.wait_run(op, r["id"].as_str().expect("id"))
 }
 
 #[test]

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use happyx_tests::{Server, call, cli, eventually, json, temp_data_dir};
+use happyx_tests::{Server, call, cli, json, temp_data_dir};
 use serde_json::{Value, json};
 
 const CANARY: &str = "CANARY-7d1e5f0b-import-export-9a8c";
@@ -69,18 +69,6 @@ fn snapshot(dir: &Path) -> Option<BTreeMap<PathBuf, Vec<u8>>> {
     Some(out)
 }
 
-fn wait_finished(server: &Server, tok: &str, id: &str) -> Value {
-    eventually(Duration::from_secs(30), || {
-        let r = json(server.get(&format!("/v1/runs/{id}"), tok).send());
-        matches!(
-            r["status"].as_str(),
-            Some("succeeded" | "failed" | "timed_out")
-        )
-        .then_some(r)
-    })
-    .expect("run finishes")
-}
-
 fn sql(data: &Path, statement: &str) {
     let rt = tokio::runtime::Runtime::new().expect("rt");
     rt.block_on(async {
@@ -125,24 +113,12 @@ fn populated(data: &Path) -> (Server, String) {
         &json!({"recipe": "echo", "args": {"text": format!("hello {CANARY}")}, "session_id": sess["id"]}),
     ));
     assert_eq!(st, 201, "{run}");
-    wait_finished(&server, &agent, run["id"].as_str().expect("id"));
+    server.wait_run(&agent, run["id"].as_str().expect("id"));
     // High risk: approval required → approve → use.
     let body = json!({"recipe": "shell", "args": {"command": "echo approved"}});
-    let (st, b) = call(server.post("/v1/runs", &agent, &body));
-    assert_eq!(
-        (st, b["code"].as_str()),
-        (403, Some("approval_required")),
-        "{b}"
-    );
-    let aid = b["approval_id"].as_str().expect("approval_id").to_string();
-    let atok = b["approval_token"].as_str().expect("token").to_string();
-    let (st, _) = call(server.post(&format!("/v1/approvals/{aid}/approve"), &op, &json!({})));
-    assert_eq!(st, 200);
-    let mut used = body.clone();
-    used["approval_token"] = json!(atok);
-    let (st, run2) = call(server.post("/v1/runs", &agent, &used));
+    let (st, run2) = server.post_approved("/v1/runs", &agent, &op, &body);
     assert_eq!(st, 201, "{run2}");
-    wait_finished(&server, &agent, run2["id"].as_str().expect("id"));
+    server.wait_run(&agent, run2["id"].as_str().expect("id"));
     // A pending approval.
     let (st, b) = call(server.post(
         "/v1/runs",

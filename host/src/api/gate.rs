@@ -1,0 +1,174 @@
+//! The approval gate shared by everything that runs a curated recipe (`POST /v1/runs`,
+//! `POST /v1/pty`) or attaches to one: argument limits, rendering through the recipe plugin with
+//! the operator's risk floor, the action hash an approval is bound to, and the answers of the
+//! approval flow (`approval_required` with a one-time token, `approval_pending`,
+//! `approval_invalid`).
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::{ApiError, ApiResult, AppState};
+use crate::approvals::{Action, ActionKind, action_hash};
+use crate::auth;
+use crate::plugins::{PluginHost, RenderError, Rendered, Risk};
+use crate::store::{ApprovalUse, Granted, NewApproval, StoreError, UseOutcome};
+use crate::util::{new_id, now_ms};
+
+/// Most arguments one recipe call takes, the longest name and the longest value.
+pub const MAX_ARGS: usize = 32;
+pub const MAX_ARG_NAME_BYTES: usize = 64;
+pub const MAX_ARG_BYTES: usize = 16 * 1024;
+
+/// Body of `403 approval_required`.
+#[derive(Serialize, ToSchema)]
+pub struct ApprovalRequired {
+    code: String,
+    message: String,
+    approval_id: String,
+    /// Returned once; present it with the same request after an operator approves.
+    approval_token: String,
+    expires_at: i64,
+}
+
+/// A recipe call, rendered and bound: what would run, at which effective risk, under which hash.
+pub struct Gated {
+    pub rendered: Rendered,
+    /// The higher of the plugin's risk and the operator's floor for the recipe.
+    pub risk: Risk,
+    /// The hash an approval for this exact action is bound to.
+    pub hash: String,
+}
+
+/// Checks the argument limits, renders the recipe and computes its risk and action hash.
+pub async fn render(
+    state: &AppState,
+    plugins: &PluginHost,
+    kind: ActionKind,
+    recipe: &str,
+    args: &BTreeMap<String, String>,
+    session_id: Option<&str>,
+) -> ApiResult<Gated> {
+    if args.len() > MAX_ARGS
+        || args
+            .iter()
+            .any(|(k, v)| k.len() > MAX_ARG_NAME_BYTES || v.len() > MAX_ARG_BYTES)
+    {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            format!(
+                "`args`: at most {MAX_ARGS} arguments, names up to {MAX_ARG_NAME_BYTES} bytes, \
+                 values up to {MAX_ARG_BYTES} bytes"
+            ),
+        ));
+    }
+    let rendered = plugins.render(recipe, args).await.map_err(render_error)?;
+    let risk = rendered.risk.max(state.config.runs.risk_floor(recipe));
+    let hash = action_hash(&Action {
+        kind,
+        recipe,
+        args: args.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
+        program: &rendered.program,
+        argv: &rendered.args,
+        plugin_hash: &rendered.plugin_hash,
+        session_id,
+        target: None,
+    });
+    Ok(Gated {
+        rendered,
+        risk,
+        hash,
+    })
+}
+
+fn render_error(e: RenderError) -> ApiError {
+    let status = match e {
+        RenderError::Plugin(_) => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::UNPROCESSABLE_ENTITY,
+    };
+    // Never echo the requested recipe name: error bodies carry no input values.
+    let message = match &e {
+        RenderError::UnknownRecipe(_) => "no such recipe; GET /v1/recipes lists them".to_string(),
+        other => other.to_string(),
+    };
+    ApiError::new(status, e.code(), message)
+}
+
+/// Persists a pending approval for `hash` and answers `403 approval_required` with the
+/// requester's one-time token (only its hash is stored).
+pub async fn require_approval(
+    state: &AppState,
+    kind: ActionKind,
+    hash: String,
+    action: serde_json::Value,
+    requester: String,
+) -> ApiResult<Response> {
+    let (_, token) = auth::mint();
+    let approval = NewApproval {
+        id: new_id(),
+        kind: kind.as_str().into(),
+        action_hash: hash,
+        action,
+        token_hash: token.hash(),
+        requester,
+        expires_at: now_ms()
+            .saturating_add(i64::try_from(state.config.approvals.ttl_ms).unwrap_or(i64::MAX)),
+        max_pending: i64::from(state.config.approvals.max_pending_per_requester),
+    };
+    match state.store.create_approval(&approval).await {
+        Ok(a) => {
+            let body = ApprovalRequired {
+                code: "approval_required".into(),
+                message: "this action is high risk: an operator must approve it; then repeat \
+                          the request with approval_token"
+                    .into(),
+                approval_id: a.id,
+                approval_token: token.expose().to_string(),
+                expires_at: a.expires_at,
+            };
+            Ok((StatusCode::FORBIDDEN, Json(body)).into_response())
+        }
+        Err(StoreError::Conflict("too_many_pending")) => Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_pending_approvals",
+            "this identity has too many pending approvals; wait for decisions or let them expire",
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Spends a presented one-time token on its effect, in one transaction. What it grants, or
+/// `approval_pending`, or — for every other failure, a lost race included — `approval_invalid`.
+pub async fn spend(state: &AppState, use_: &ApprovalUse<'_>) -> ApiResult<Granted> {
+    match state.store.use_approval(use_).await {
+        Ok(UseOutcome::Used(granted)) => Ok(granted),
+        Ok(UseOutcome::Pending) => Err(approval_pending()),
+        Ok(UseOutcome::Invalid) => Err(approval_invalid()),
+        Err(e) if e.is_unique_violation() => Err(approval_invalid()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `403 approval_pending`: the approval exists but nobody decided it yet.
+pub fn approval_pending() -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "approval_pending",
+        "an operator has not decided this approval yet",
+    )
+}
+
+/// `403 approval_invalid`: the one answer for used, denied, expired, unknown and other-action
+/// tokens, so that it is no oracle.
+pub fn approval_invalid() -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "approval_invalid",
+        "the approval token is not valid for this action",
+    )
+}
