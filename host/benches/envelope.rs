@@ -261,7 +261,7 @@ async fn ingest_rate(
     let ingestor = Ingestor::start(store.clone(), Arc::new(Metrics::default()), 300_000);
     let start = Instant::now();
     let mut tasks = Vec::new();
-    for mine in wires.to_vec() {
+    for mine in wires.iter().cloned() {
         let ingestor = ingestor.clone();
         let sid = session_id.to_string();
         tasks.push(tokio::spawn(async move {

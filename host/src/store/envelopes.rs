@@ -585,76 +585,81 @@ impl BatchState {
             .into_iter()
             .collect();
 
-        let mut sessions = HashMap::new();
+        // One statement (one round trip to SQLite's thread) reads all of it; `k` tags the part.
         let q = format!(
-            "SELECT id, epoch FROM sessions WHERE kind = 'encrypted' AND id IN ({})",
-            vec!["?"; session_ids.len()].join(", ")
+            "SELECT 's' AS k, id AS a, NULL AS b, epoch AS n FROM sessions \
+             WHERE kind = 'encrypted' AND id IN ({sessions}) \
+             UNION ALL \
+             SELECT CASE WHEN k.revoked_at IS NULL AND d.status = 'active' THEN 'live' ELSE 'dead' END, \
+             k.device_id, NULL, k.key_version \
+             FROM device_keys k JOIN devices d ON d.id = k.device_id \
+             WHERE (k.device_id, k.key_version) IN (VALUES {keys}) \
+             UNION ALL \
+             SELECT 'm', sd.session_id, sd.device_id, NULL FROM session_devices sd \
+             JOIN sessions s ON s.id = sd.session_id AND s.epoch = sd.epoch \
+             WHERE (sd.session_id, sd.device_id) IN (VALUES {senders}) \
+             UNION ALL \
+             SELECT 'c', session_id, sender_device_id, last_sequence FROM envelope_cursors \
+             WHERE (session_id, sender_device_id) IN (VALUES {senders}) \
+             UNION ALL \
+             SELECT 'o', NULL, NULL, MAX(ordinal) FROM envelopes",
+            sessions = vec!["?"; session_ids.len()].join(", "),
+            keys = pairs(key_ids.len()),
+            senders = pairs(sender_ids.len()),
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(q));
         for s in &session_ids {
             query = query.bind(*s);
         }
-        for r in query.fetch_all(&mut *conn).await? {
-            sessions.insert(r.try_get("id")?, r.try_get("epoch")?);
-        }
-
-        let mut keys = HashMap::new();
-        let q = format!(
-            "SELECT k.device_id, k.key_version, (k.revoked_at IS NULL AND d.status = 'active') AS live \
-             FROM device_keys k JOIN devices d ON d.id = k.device_id \
-             WHERE (k.device_id, k.key_version) IN (VALUES {})",
-            pairs(key_ids.len())
-        );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(q));
         for (d, v) in &key_ids {
             query = query.bind(*d).bind(*v);
         }
-        for r in query.fetch_all(&mut *conn).await? {
-            let live: bool = r.try_get("live")?;
-            keys.insert((r.try_get("device_id")?, r.try_get("key_version")?), live);
+        for _ in 0..2 {
+            for (s, d) in &sender_ids {
+                query = query.bind(*s).bind(*d);
+            }
         }
-
-        let mut members = HashSet::new();
-        let q = format!(
-            "SELECT sd.session_id, sd.device_id FROM session_devices sd \
-             JOIN sessions s ON s.id = sd.session_id AND s.epoch = sd.epoch \
-             WHERE (sd.session_id, sd.device_id) IN (VALUES {})",
-            pairs(sender_ids.len())
+        let (mut sessions, mut keys, mut members, mut cursors) = (
+            HashMap::new(),
+            HashMap::new(),
+            HashSet::new(),
+            HashMap::new(),
         );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(q));
-        for (s, d) in &sender_ids {
-            query = query.bind(*s).bind(*d);
-        }
+        let mut ordinal = 0;
         for r in query.fetch_all(&mut *conn).await? {
-            members.insert((r.try_get("session_id")?, r.try_get("device_id")?));
+            let tag: String = r.try_get("k")?;
+            let a: Option<String> = r.try_get("a")?;
+            let b: Option<String> = r.try_get("b")?;
+            let n: Option<i64> = r.try_get("n")?;
+            let corrupt = || StoreError::Corrupt("envelope batch state");
+            match tag.as_str() {
+                "s" => {
+                    sessions.insert(a.ok_or_else(corrupt)?, n.ok_or_else(corrupt)?);
+                }
+                "live" | "dead" => {
+                    keys.insert(
+                        (a.ok_or_else(corrupt)?, n.ok_or_else(corrupt)?),
+                        tag == "live",
+                    );
+                }
+                "m" => {
+                    members.insert((a.ok_or_else(corrupt)?, b.ok_or_else(corrupt)?));
+                }
+                "c" => {
+                    cursors.insert(
+                        (a.ok_or_else(corrupt)?, b.ok_or_else(corrupt)?),
+                        n.ok_or_else(corrupt)?,
+                    );
+                }
+                _ => ordinal = n.unwrap_or(0),
+            }
         }
-
-        let mut cursors = HashMap::new();
-        let q = format!(
-            "SELECT session_id, sender_device_id, last_sequence FROM envelope_cursors \
-             WHERE (session_id, sender_device_id) IN (VALUES {})",
-            pairs(sender_ids.len())
-        );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(q));
-        for (s, d) in &sender_ids {
-            query = query.bind(*s).bind(*d);
-        }
-        for r in query.fetch_all(&mut *conn).await? {
-            cursors.insert(
-                (r.try_get("session_id")?, r.try_get("sender_device_id")?),
-                r.try_get("last_sequence")?,
-            );
-        }
-
-        let (ordinal,): (Option<i64>,) = sqlx::query_as("SELECT MAX(ordinal) FROM envelopes")
-            .fetch_one(&mut *conn)
-            .await?;
         Ok(Self {
             sessions,
             keys,
             members,
             cursors,
-            ordinal: ordinal.unwrap_or(0),
+            ordinal,
         })
     }
 }
