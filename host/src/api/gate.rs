@@ -86,6 +86,26 @@ pub async fn render(
     })
 }
 
+/// What an operator sees of a recipe action when deciding its approval: the recipe and its
+/// args, the command they rendered to, the effective risk and the recipe plugin's hash.
+pub fn shown_action(
+    recipe: &str,
+    args: &BTreeMap<String, String>,
+    rendered: &Rendered,
+    risk: Risk,
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut action = serde_json::Map::new();
+    action.insert("recipe".into(), recipe.into());
+    action.insert("args".into(), serde_json::json!(args));
+    action.insert(
+        "command".into(),
+        serde_json::json!({ "program": rendered.program, "args": rendered.args }),
+    );
+    action.insert("risk".into(), risk.as_str().into());
+    action.insert("plugin_hash".into(), rendered.plugin_hash.clone().into());
+    action
+}
+
 fn render_error(e: RenderError) -> ApiError {
     let status = match e {
         RenderError::Plugin(_) => StatusCode::SERVICE_UNAVAILABLE,

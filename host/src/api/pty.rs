@@ -205,15 +205,10 @@ pub async fn create_pty(
             _ => return Err(approval_invalid()),
         }
     } else if risk == Risk::High {
-        let action = json!({
-            "pty": true,
-            "recipe": body.recipe,
-            "args": body.args,
-            "command": { "program": rendered.program, "args": rendered.args },
-            "risk": risk.as_str(),
-            "plugin_hash": rendered.plugin_hash,
-        });
-        return gate::require_approval(&state, ActionKind::Pty, hash, action, requester).await;
+        let mut action = gate::shown_action(&body.recipe, &body.args, &rendered, risk);
+        action.insert("pty".into(), true.into());
+        return gate::require_approval(&state, ActionKind::Pty, hash, action.into(), requester)
+            .await;
     } else {
         state.store.create_pty(&new).await?;
         new.session

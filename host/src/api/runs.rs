@@ -138,15 +138,10 @@ pub async fn create_run(
             _ => return Err(approval_invalid()),
         }
     } else if risk == Risk::High {
-        let action = serde_json::json!({
-            "recipe": body.recipe,
-            "args": body.args,
-            "session_id": body.session_id,
-            "command": { "program": rendered.program, "args": rendered.args },
-            "risk": risk.as_str(),
-            "plugin_hash": rendered.plugin_hash,
-        });
-        return gate::require_approval(&state, ActionKind::Run, hash, action, requester).await;
+        let mut action = gate::shown_action(&body.recipe, &body.args, &rendered, risk);
+        action.insert("session_id".into(), serde_json::json!(body.session_id));
+        return gate::require_approval(&state, ActionKind::Run, hash, action.into(), requester)
+            .await;
     } else {
         match state.store.create_run(&run, idem.as_deref(), &hash).await {
             Ok(()) => run,
