@@ -670,9 +670,10 @@ fn backpressure_keeps_memory_bounded_and_bytes_exact() {
         "the transcript differs from what the program emitted"
     );
     assert!(holder_hwm < 32 * 1024, "holder RSS {holder_hwm} KiB");
-    // The host's footprint includes the WASM plugin runtime (compiled
-    // components and a bounded pool of warm redactor instances, ~100 MiB on
-    // this machine); the point is that it does not grow with the 400 MB stream.
+    // This host's peak includes compiling the three plugins at its first start
+    // (Cranelift's scratch memory; the binary is a debug build); the point here
+    // is that it does not grow with the 400 MB stream. The steady-state figure
+    // (< 64 MiB, release) is `capture_throughput_against_a_raw_pty_read`'s.
     assert!(host_hwm < 192 * 1024, "host RSS {host_hwm} KiB");
 }
 
