@@ -96,6 +96,19 @@ impl Server {
         Self::start_with(data_dir, ServerOptions::default()).expect("server starts")
     }
 
+    /// Starts `happyx serve` on `data_dir` with `config` as its TOML file; panics if it does not
+    /// come up.
+    pub fn with_config(data_dir: &Path, config: impl Into<String>) -> Server {
+        Self::start_with(
+            data_dir,
+            ServerOptions {
+                config: Some(config.into()),
+                ..Default::default()
+            },
+        )
+        .expect("the server starts with its config")
+    }
+
     pub fn start_with(data_dir: &Path, opts: ServerOptions) -> Result<Server> {
         let base = data_dir.parent().unwrap_or(data_dir).to_path_buf();
         let stderr_path = base.join(format!(

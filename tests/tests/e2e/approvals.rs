@@ -114,14 +114,7 @@ fn sixty_four_contenders_one_use() {
 fn refusal_codes_and_binding_to_the_exact_action() {
     let (_tmp, data) = temp_data_dir();
     let cfg = "[approvals]\nttl_ms = 1500\nmax_pending_per_requester = 4\n";
-    let server = Server::start_with(
-        &data,
-        ServerOptions {
-            config: Some(cfg.into()),
-            ..Default::default()
-        },
-    )
-    .expect("start");
+    let server = Server::with_config(&data, cfg);
     let op = server.token("operator");
     let agent = server.token("agent");
     let body = json!({"recipe": "shell", "args": {"command": "echo A"}});
@@ -409,9 +402,7 @@ fn children_do_not_hold_the_hosts_authority() {
         dir = data.display()
     );
     let body = json!({"recipe": "shell", "args": {"command": cmd}});
-    let (aid, tok) = request(&server, &agent, &body);
-    approve(&server, &op, &aid);
-    let (st, run) = call(server.post("/v1/runs", &agent, &with_token(&body, &tok)));
+    let (st, run) = server.post_approved("/v1/runs", &agent, &op, &body);
     assert_eq!(st, 201);
     let id = run["id"].as_str().expect("id").to_string();
     server.wait_run(&op, &id);
@@ -449,20 +440,11 @@ fn run_timeout_exit_codes_and_stderr() {
     let (_tmp, data) = temp_data_dir();
     // The sample recipe book gives `shell` its own timeout; set it to 1 s.
     let cfg = "[approvals]\nallow_self_approval = true\n[plugins.recipes.settings]\n\"shell.timeout_ms\" = \"1000\"\n";
-    let server = Server::start_with(
-        &data,
-        ServerOptions {
-            config: Some(cfg.into()),
-            ..Default::default()
-        },
-    )
-    .expect("start");
+    let server = Server::with_config(&data, cfg);
     let op = server.token("operator");
     let run = |cmd: &str| {
         let body = json!({"recipe": "shell", "args": {"command": cmd}});
-        let (aid, tok) = request(&server, &op, &body);
-        approve(&server, &op, &aid);
-        let (st, r) = call(server.post("/v1/runs", &op, &with_token(&body, &tok)));
+        let (st, r) = server.post_approved("/v1/runs", &op, &op, &body);
         assert_eq!(st, 201, "{r}");
         server.wait_run(&op, r["id"].as_str().expect("id"))
     };
@@ -495,14 +477,7 @@ fn run_timeout_exit_codes_and_stderr() {
 fn an_operator_risk_floor_raises_a_recipe_to_high() {
     let (_tmp, data) = temp_data_dir();
     let cfg = "[runs.risk_floor]\necho = \"high\"\n";
-    let server = Server::start_with(
-        &data,
-        ServerOptions {
-            config: Some(cfg.into()),
-            ..Default::default()
-        },
-    )
-    .expect("start");
+    let server = Server::with_config(&data, cfg);
     let agent = server.token("agent");
     let (st, b) = call(server.post(
         "/v1/runs",

@@ -11,22 +11,16 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use happyx::devices::DeviceDir;
 use happyx::envelope::{ENVELOPE_VERSION, Envelope, EnvelopeHeader, seal};
-use happyx_tests::{Server, ServerOptions, binary, call, cli, client, temp_data_dir};
+use happyx_tests::{Server, binary, call, cli, client, temp_data_dir};
 use serde_json::{Value, json};
 
 const WINDOW_MS: i64 = 5_000;
 
 fn start(data: &Path) -> Server {
-    Server::start_with(
+    Server::with_config(
         data,
-        ServerOptions {
-            config: Some(format!(
-                "[envelopes]\nwindow_ms = {WINDOW_MS}\n[public]\nsessions = true\n"
-            )),
-            ..Default::default()
-        },
+        format!("[envelopes]\nwindow_ms = {WINDOW_MS}\n[public]\nsessions = true\n"),
     )
-    .expect("server starts")
 }
 
 fn now_ms() -> i64 {
@@ -476,14 +470,10 @@ fn two_devices_exchange_and_every_refusal_stores_nothing() {
 #[test]
 fn enrollment_attempts_are_rate_limited_at_the_configured_burst() {
     let (_tmp, data) = temp_data_dir();
-    let server = Server::start_with(
+    let server = Server::with_config(
         &data,
-        ServerOptions {
-            config: Some("[devices]\nenroll_burst = 3\nenroll_per_minute = 1\n".into()),
-            ..Default::default()
-        },
-    )
-    .expect("server starts");
+        "[devices]\nenroll_burst = 3\nenroll_per_minute = 1\n",
+    );
     let attempt = || {
         call(
             client()

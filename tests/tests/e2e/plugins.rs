@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use happyx_tests::{Server, ServerOptions, call, cli, json, temp_data_dir};
+use happyx_tests::{Server, call, cli, json, temp_data_dir};
 use serde_json::{Value, json};
 
 fn run_shell(server: &Server, op: &str, cmd: &str) -> Value {
@@ -46,14 +46,7 @@ fn export_builtin_and_check() {
 fn planted_secrets_are_masked_in_run_output() {
     let (_tmp, data) = temp_data_dir();
     let cfg = "[approvals]\nallow_self_approval = true\n";
-    let server = Server::start_with(
-        &data,
-        ServerOptions {
-            config: Some(cfg.into()),
-            ..Default::default()
-        },
-    )
-    .expect("start");
+    let server = Server::with_config(&data, cfg);
     let op = server.token("operator");
     let aws = "AKIAQ4XAMPLEK3YS7QZP";
     let gh = format!("ghp_{}", "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8");
@@ -102,14 +95,7 @@ fn plugin_status_and_hot_reload_over_http() {
         recipes.display(),
         pdir.join("redactor.wasm").display()
     );
-    let server = Server::start_with(
-        &data,
-        ServerOptions {
-            config: Some(cfg),
-            ..Default::default()
-        },
-    )
-    .expect("start");
+    let server = Server::with_config(&data, cfg);
     let op = server.token("operator");
     let agent = server.token("agent");
     let list = json(server.get("/v1/plugins", &op).send());
@@ -167,14 +153,7 @@ fn prune_removes_what_the_policy_says_and_is_idempotent() {
     let (_tmp, data) = temp_data_dir();
     let cfg = "[approvals]\nallow_self_approval = true\n[retention]\ninterval_ms = 0\n\
                [plugins.retention.settings]\n\"run-output.max_age_ms\" = \"1\"\n\"event.max_age_ms\" = \"off\"\n\"event.max_count\" = \"off\"\n";
-    let mut server = Server::start_with(
-        &data,
-        ServerOptions {
-            config: Some(cfg.into()),
-            ..Default::default()
-        },
-    )
-    .expect("start");
+    let mut server = Server::with_config(&data, cfg);
     let op = server.token("operator");
     let run = run_shell(&server, &op, "echo keep-metadata");
     let id = run["id"].as_str().expect("id").to_string();
@@ -206,14 +185,7 @@ fn prune_removes_what_the_policy_says_and_is_idempotent() {
     assert!(st.success());
     let again: Value = serde_json::from_str(out.trim()).expect("json");
     assert_eq!(again["pruned"]["run-output"], 0, "{again}");
-    let server = Server::start_with(
-        &data,
-        ServerOptions {
-            config: Some(cfg.into()),
-            ..Default::default()
-        },
-    )
-    .expect("restart");
+    let server = Server::with_config(&data, cfg);
     let r = json(server.get(&format!("/v1/runs/{id}"), &op).send());
     assert_eq!(r["status"], "succeeded", "run metadata stays");
     let out = server

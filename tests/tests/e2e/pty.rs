@@ -7,21 +7,14 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
-use happyx_tests::{Server, ServerOptions, call, eventually, json, temp_data_dir};
+use happyx_tests::{Server, call, eventually, json, temp_data_dir};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
 const CONFIG: &str = "[approvals]\nallow_self_approval = true\n[public]\nsessions = true\n";
 
 fn start(data: &Path) -> Server {
-    Server::start_with(
-        data,
-        ServerOptions {
-            config: Some(CONFIG.into()),
-            ..Default::default()
-        },
-    )
-    .expect("server starts")
+    Server::with_config(data, CONFIG)
 }
 
 /// Opens a `shell` PTY (high risk) through the approval flow; returns its JSON.
