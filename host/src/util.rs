@@ -1,4 +1,4 @@
-//! Small shared helpers: the clock, identifiers, hashing.
+//! Small shared helpers: the clock, identifiers, hashing, and `Debug` for types holding secrets.
 
 use sha2::{Digest, Sha256};
 
@@ -39,3 +39,22 @@ pub fn is_valid_id(id: &str) -> bool {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
+
+/// Implements `Debug` for a type that holds secrets (keys, ciphertext, hashes of tokens) by
+/// listing only the fields that may appear in logs; the rest show as `..`.
+///
+/// ```text
+/// debug_fields!(WrappedKeyRow { session_id, epoch });  // WrappedKeyRow { session_id: "…", epoch: 2, .. }
+/// ```
+macro_rules! debug_fields {
+    ($ty:ident { $($field:ident),+ $(,)? }) => {
+        impl ::std::fmt::Debug for $ty {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.debug_struct(stringify!($ty))
+                    $(.field(stringify!($field), &self.$field))+
+                    .finish_non_exhaustive()
+            }
+        }
+    };
+}
+pub(crate) use debug_fields;

@@ -39,14 +39,7 @@ pub struct EnrollmentIssued {
     pub challenge_public: String,
 }
 
-impl std::fmt::Debug for EnrollmentIssued {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EnrollmentIssued")
-            .field("id", &self.id)
-            .field("expires_at", &self.expires_at)
-            .finish_non_exhaustive()
-    }
-}
+crate::util::debug_fields!(EnrollmentIssued { id, expires_at });
 
 /// `POST /v1/enrollments/challenge` (no token; rate-limited).
 #[derive(Serialize, Deserialize, ToSchema)]

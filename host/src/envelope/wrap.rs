@@ -89,18 +89,14 @@ pub struct WrappedKey {
     pub ciphertext: [u8; WRAPPED_CIPHERTEXT_LEN],
 }
 
-impl std::fmt::Debug for WrappedKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WrappedKey")
-            .field("session_id", &self.session_id)
-            .field("epoch", &self.epoch)
-            .field("device_id", &self.device_id)
-            .field("key_version", &self.key_version)
-            .field("sender_device_id", &self.sender_device_id)
-            .field("sender_key_version", &self.sender_key_version)
-            .finish_non_exhaustive()
-    }
-}
+crate::util::debug_fields!(WrappedKey {
+    session_id,
+    epoch,
+    device_id,
+    key_version,
+    sender_device_id,
+    sender_key_version
+});
 
 impl WrappedKey {
     /// The HPKE `info` this key was wrapped under (see the module documentation).

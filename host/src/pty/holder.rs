@@ -61,16 +61,12 @@ pub struct HolderSpec {
     pub ring_bytes: usize,
 }
 
-impl std::fmt::Debug for HolderSpec {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HolderSpec")
-            .field("pty_id", &self.pty_id)
-            .field("socket_path", &self.socket_path)
-            .field("rows", &self.rows)
-            .field("cols", &self.cols)
-            .finish_non_exhaustive()
-    }
-}
+crate::util::debug_fields!(HolderSpec {
+    pty_id,
+    socket_path,
+    rows,
+    cols
+});
 
 struct State {
     ring: VecDeque<u8>,

@@ -69,16 +69,12 @@ pub struct NewEnrollment {
     pub created_at: i64,
 }
 
-impl std::fmt::Debug for NewEnrollment {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NewEnrollment")
-            .field("id", &self.id)
-            .field("kind", &self.kind)
-            .field("device_id", &self.device_id)
-            .field("expires_at", &self.expires_at)
-            .finish_non_exhaustive()
-    }
-}
+crate::util::debug_fields!(NewEnrollment {
+    id,
+    kind,
+    device_id,
+    expires_at
+});
 
 /// A new key version to record at enrollment.
 #[derive(Debug, Clone)]

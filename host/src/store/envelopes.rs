@@ -29,16 +29,12 @@ pub struct WrappedKeyRow {
     pub ciphertext: String,
 }
 
-impl std::fmt::Debug for WrappedKeyRow {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WrappedKeyRow")
-            .field("session_id", &self.session_id)
-            .field("epoch", &self.epoch)
-            .field("device_id", &self.device_id)
-            .field("key_version", &self.key_version)
-            .finish_non_exhaustive()
-    }
-}
+crate::util::debug_fields!(WrappedKeyRow {
+    session_id,
+    epoch,
+    device_id,
+    key_version
+});
 
 /// One envelope to accept or refuse, already parsed and signature-checked by the caller.
 #[derive(Clone)]
@@ -56,16 +52,12 @@ pub struct IngestItem {
     pub size: i64,
 }
 
-impl std::fmt::Debug for IngestItem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IngestItem")
-            .field("session_id", &self.session_id)
-            .field("sender_device_id", &self.sender_device_id)
-            .field("sequence", &self.sequence)
-            .field("size", &self.size)
-            .finish_non_exhaustive()
-    }
-}
+crate::util::debug_fields!(IngestItem {
+    session_id,
+    sender_device_id,
+    sequence,
+    size
+});
 
 /// The verdict of the stateful checks on one [`IngestItem`], decided inside the batch's
 /// transaction (checks in this order: session, key, revocation, epoch, membership, cursor,
@@ -119,16 +111,12 @@ pub struct StoredEnvelope {
     pub signature: Vec<u8>,
 }
 
-impl std::fmt::Debug for StoredEnvelope {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StoredEnvelope")
-            .field("ordinal", &self.ordinal)
-            .field("session_id", &self.session_id)
-            .field("sender_device_id", &self.sender_device_id)
-            .field("sequence", &self.sequence)
-            .finish_non_exhaustive()
-    }
-}
+crate::util::debug_fields!(StoredEnvelope {
+    ordinal,
+    session_id,
+    sender_device_id,
+    sequence
+});
 
 /// Per-sender envelope metadata of a session (no ciphertext, nonce or signature).
 #[derive(Debug, Clone, Serialize, ToSchema, PartialEq, Eq)]

@@ -217,16 +217,12 @@ pub struct PtyHolderRow {
     pub persisted_offset: i64,
 }
 
-impl std::fmt::Debug for PtyHolderRow {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PtyHolderRow")
-            .field("id", &self.id)
-            .field("state", &self.state)
-            .field("pid", &self.pid)
-            .field("persisted_offset", &self.persisted_offset)
-            .finish_non_exhaustive()
-    }
-}
+crate::util::debug_fields!(PtyHolderRow {
+    id,
+    state,
+    pid,
+    persisted_offset
+});
 
 /// A new PTY session row (state `starting`).
 #[derive(Clone)]
@@ -280,10 +276,4 @@ pub struct SpentTicket {
     pub requested_by: String,
 }
 
-impl std::fmt::Debug for NewPty {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NewPty")
-            .field("session", &self.session)
-            .finish_non_exhaustive()
-    }
-}
+crate::util::debug_fields!(NewPty { session });
