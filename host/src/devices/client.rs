@@ -226,11 +226,7 @@ fn take_keys(
         if dir.content_key(session_id, wk.epoch)?.is_some() {
             continue;
         }
-        let sender = wrappers
-            .iter()
-            .find(|p| {
-                p.device_id == wk.sender_device_id && p.keys.key_version == wk.sender_key_version
-            })
+        let sender = PeerKeys::find(wrappers, &wk.sender_device_id, wk.sender_key_version)
             .ok_or_else(|| {
                 ClientError::Untrusted(format!(
                     "no keys given for the device that wrapped epoch {}",
@@ -483,12 +479,7 @@ pub fn read(
                     "an envelope of another session".into(),
                 ));
             }
-            let sender = page
-                .devices
-                .iter()
-                .find(|p| {
-                    p.device_id == env.sender_device_id && p.keys.key_version == env.key_version
-                })
+            let sender = PeerKeys::find(&page.devices, &env.sender_device_id, env.key_version)
                 .ok_or_else(|| {
                     ClientError::Untrusted(format!(
                         "no keys given for sender {} key version {}",

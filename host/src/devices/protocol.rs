@@ -97,6 +97,15 @@ pub struct PeerKeys {
     pub keys: DevicePublicKeys,
 }
 
+impl PeerKeys {
+    /// The keys of `device_id` at `key_version` among `peers`, if the host sent them.
+    pub fn find<'a>(peers: &'a [PeerKeys], device_id: &str, key_version: u64) -> Option<&'a Self> {
+        peers
+            .iter()
+            .find(|p| p.device_id == device_id && p.keys.key_version == key_version)
+    }
+}
+
 /// `POST /v1/encrypted-sessions` (device-signed).
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
