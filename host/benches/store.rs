@@ -95,25 +95,14 @@ fn event_append(c: &mut Criterion) {
 
 fn run_row() -> Run {
     let now = now_ms();
-    Run {
-        id: new_id(),
-        recipe: "shell".into(),
-        risk: "high".into(),
-        status: "queued".into(),
-        exit_code: None,
-        session_id: None,
-        requested_by: "token:bench".into(),
-        approval_id: None,
-        stdout_bytes: 0,
-        stderr_bytes: 0,
-        findings: 0,
-        unredacted_chunks: 0,
-        truncated: false,
-        created_at: now,
-        started_at: None,
-        finished_at: None,
-        updated_at: now,
-    }
+    Run::queued(
+        new_id(),
+        "shell".into(),
+        "high",
+        None,
+        "token:bench".into(),
+        now,
+    )
 }
 
 /// Creates `n` approved approvals; returns their token hashes.

@@ -144,25 +144,7 @@ mod tests {
             .await
             .expect("open");
         let now = now_ms();
-        let run = Run {
-            id: new_id(),
-            recipe: "echo".into(),
-            risk: "low".into(),
-            status: "queued".into(),
-            exit_code: None,
-            session_id: None,
-            requested_by: "token:t".into(),
-            approval_id: None,
-            stdout_bytes: 0,
-            stderr_bytes: 0,
-            findings: 0,
-            unredacted_chunks: 0,
-            truncated: false,
-            created_at: now,
-            started_at: None,
-            finished_at: None,
-            updated_at: now,
-        };
+        let run = Run::queued(new_id(), "echo".into(), "low", None, "token:t".into(), now);
         store.create_run(&run, None, "h").await.expect("run");
         for i in 0..outputs {
             let c = OutputChunk {

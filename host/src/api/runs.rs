@@ -101,25 +101,14 @@ pub async fn create_run(
         return Ok((StatusCode::CREATED, Json(run)).into_response());
     }
     let now = now_ms();
-    let run = Run {
-        id: new_id(),
-        recipe: body.recipe.clone(),
-        risk: risk.as_str().into(),
-        status: "queued".into(),
-        exit_code: None,
-        session_id: body.session_id.clone(),
-        requested_by: requester.clone(),
-        approval_id: None,
-        stdout_bytes: 0,
-        stderr_bytes: 0,
-        findings: 0,
-        unredacted_chunks: 0,
-        truncated: false,
-        created_at: now,
-        started_at: None,
-        finished_at: None,
-        updated_at: now,
-    };
+    let run = Run::queued(
+        new_id(),
+        body.recipe.clone(),
+        risk.as_str(),
+        body.session_id.clone(),
+        requester.clone(),
+        now,
+    );
     let run = if let Some(token) = body.approval_token.as_deref() {
         // A presented token is always checked, whatever the risk: a token for
         // another action is refused and nothing is written.

@@ -392,25 +392,14 @@ mod tests {
     }
 
     fn run_row(id: &str) -> Run {
-        Run {
-            id: id.into(),
-            recipe: "shell".into(),
-            risk: "high".into(),
-            status: "queued".into(),
-            exit_code: None,
-            session_id: None,
-            requested_by: "token:agent".into(),
-            approval_id: None,
-            stdout_bytes: 0,
-            stderr_bytes: 0,
-            findings: 0,
-            unredacted_chunks: 0,
-            truncated: false,
-            created_at: now_ms(),
-            started_at: None,
-            finished_at: None,
-            updated_at: now_ms(),
-        }
+        Run::queued(
+            id.into(),
+            "shell".into(),
+            "high",
+            None,
+            "token:agent".into(),
+            now_ms(),
+        )
     }
 
     /// Creates and approves an approval for `action_hash`; returns its token hash.

@@ -112,6 +112,38 @@ pub struct Run {
     pub updated_at: i64,
 }
 
+impl Run {
+    /// A run that has not started yet: no output, no exit, no approval, created at `now`.
+    pub fn queued(
+        id: String,
+        recipe: String,
+        risk: &str,
+        session_id: Option<String>,
+        requested_by: String,
+        now: i64,
+    ) -> Self {
+        Run {
+            id,
+            recipe,
+            risk: risk.into(),
+            status: "queued".into(),
+            exit_code: None,
+            session_id,
+            requested_by,
+            approval_id: None,
+            stdout_bytes: 0,
+            stderr_bytes: 0,
+            findings: 0,
+            unredacted_chunks: 0,
+            truncated: false,
+            created_at: now,
+            started_at: None,
+            finished_at: None,
+            updated_at: now,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
 pub struct Approval {
     pub id: String,
