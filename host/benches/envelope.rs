@@ -6,7 +6,9 @@
 //! `verify_strict`, replay guard and durable insert through the group-commit writer, SQLite
 //! with synchronous=FULL) for 16 concurrent senders of 1 KiB payloads, against raw
 //! `verify_strict` of the same envelopes on as many threads as there are cores: envelopes/s,
-//! p99 latency per ingest, and the ratio.
+//! p99 latency per ingest, and the ratio. Twice: each sender posting one envelope per request
+//! and waiting for its answer, and each sender posting batches of [`BATCH`] consecutive
+//! envelopes (`/envelopes/batch`), waiting for each batch's answer.
 
 use criterion::{Criterion, Throughput, criterion_group};
 use happyx::envelope::{
@@ -83,7 +85,9 @@ fn bench(c: &mut Criterion) {
 }
 
 const SENDERS: usize = 16;
-const PER_SENDER: usize = 1_000;
+const PER_SENDER: usize = 2_048;
+/// Envelopes per batch request in the batched run.
+const BATCH: usize = 64;
 
 /// A store with `SENDERS` enrolled devices, one encrypted session they all belong to, and
 /// `PER_SENDER` envelopes per sender in wire form.
@@ -236,40 +240,76 @@ fn ingest_comparison() {
     let tmp = tempfile::tempdir().expect("tmp");
     let (_, _, wires, keys) = rt.block_on(ingest_fixture(tmp.path()));
     let raw = raw_verify_rate(&wires, &keys, threads);
-    let figures = || {
+    let figures = |batch: usize| {
         let tmp = tempfile::tempdir().expect("tmp");
         let (store, session_id, wires, _) = rt.block_on(ingest_fixture(tmp.path()));
-        let (rate, p50, p99) = rt.block_on(ingest_rate(&store, &session_id, &wires));
+        let (rate, p50, p99) = rt.block_on(ingest_rate(&store, &session_id, &wires, batch));
         let stored = rt.block_on(store.envelope_count()).expect("count");
         assert_eq!(stored as usize, SENDERS * PER_SENDER);
         println!(
-            "ingest_1KiB_16_senders: {rate:.0} envelopes/s, p50 {p50:?}, \
-             p99 {p99:?}; raw verify_strict on {threads} threads: {raw:.0} envelopes/s; ratio {:.2}",
+            "ingest_1KiB_16_senders_batch_{batch}: {rate:.0} envelopes/s, p50 {p50:?}, \
+             p99 {p99:?} per envelope; raw verify_strict on {threads} threads: {raw:.0} \
+             envelopes/s; ratio {:.2}",
             rate / raw
         );
     };
-    figures();
+    figures(1);
+    figures(BATCH);
 }
 
 /// Ingests every sender's envelopes, the senders concurrently, each waiting for the answer to
-/// one envelope before it sends the next; returns (envelopes/s, p50, p99) per envelope.
+/// one request before it sends the next: one envelope per request when `batch` is 1, else
+/// `batch` consecutive envelopes per `/envelopes/batch` request. Returns (envelopes/s, p50,
+/// p99), the latency of an envelope being that of its request.
 async fn ingest_rate(
     store: &Store,
     session_id: &str,
     wires: &[Vec<Vec<u8>>],
+    batch: usize,
 ) -> (f64, std::time::Duration, std::time::Duration) {
-    let ingestor = Ingestor::start(store.clone(), Arc::new(Metrics::default()), 300_000);
+    let ingestor =
+        Ingestor::start(store.clone(), Arc::new(Metrics::default()), 300_000).expect("ingestor");
+    // Request bodies are built before the clock starts, as a client would have them ready.
+    let bodies: Vec<Vec<(usize, Vec<u8>)>> = wires
+        .iter()
+        .map(|mine| {
+            if batch == 1 {
+                return mine.iter().map(|w| (1, w.clone())).collect();
+            }
+            mine.chunks(batch)
+                .map(|chunk| {
+                    let mut body = b"{\"envelopes\":[".to_vec();
+                    for (i, w) in chunk.iter().enumerate() {
+                        if i > 0 {
+                            body.push(b',');
+                        }
+                        body.extend_from_slice(w);
+                    }
+                    body.extend_from_slice(b"]}");
+                    (chunk.len(), body)
+                })
+                .collect()
+        })
+        .collect();
     let start = Instant::now();
     let mut tasks = Vec::new();
-    for mine in wires.iter().cloned() {
+    for mine in bodies {
         let ingestor = ingestor.clone();
         let sid = session_id.to_string();
         tasks.push(tokio::spawn(async move {
-            let mut lat = Vec::with_capacity(mine.len());
-            for w in mine {
+            let mut lat = Vec::with_capacity(mine.len() * batch);
+            for (n, body) in mine {
                 let t = Instant::now();
-                ingestor.ingest(&sid, &w).await.expect("accepted");
-                lat.push(t.elapsed());
+                if batch == 1 {
+                    ingestor.ingest(&sid, &body).await.expect("accepted");
+                } else {
+                    let results = ingestor
+                        .ingest_batch(&sid, body.into())
+                        .await
+                        .expect("batch");
+                    assert!(results.iter().all(|r| r.is_ok()), "every envelope accepted");
+                }
+                lat.extend(std::iter::repeat_n(t.elapsed(), n));
             }
             lat
         }));

@@ -138,6 +138,10 @@ pub enum DeviceCommand {
         /// Print the envelopes without posting them (the sequence counter still advances).
         #[arg(long)]
         dry_run: bool,
+        /// Post up to N lines' envelopes per request (`/envelopes/batch`, 1 to 256): waits for N
+        /// lines or the end of stdin before posting. 1 (default) posts each line as it is read.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+        batch: u16,
     },
     /// Verify and decrypt every readable message; print each plaintext on its own line.
     Read {
@@ -397,6 +401,7 @@ fn device(cmd: DeviceCommand) -> Result<()> {
             host,
             session,
             dry_run,
+            batch,
         } => {
             let stdin = std::io::stdin();
             let mut input = stdin.lock();
@@ -404,7 +409,10 @@ fn device(cmd: DeviceCommand) -> Result<()> {
                 &host.dir.dir,
                 &host.url,
                 &session,
-                dry_run,
+                client::SendMode {
+                    dry_run,
+                    batch: usize::from(batch),
+                },
                 &mut input,
                 &mut out,
                 &mut warn,

@@ -5,13 +5,12 @@
 use std::net::SocketAddr;
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::extract::{ApiJson, Caller, parse_json};
+use super::extract::{ApiJson, Caller, RawBody, parse_json};
 use super::{ApiError, ApiResult, AppState, ErrorBody, path_id};
 use crate::auth::Role;
 use crate::devices::auth::{DEVICE_HEADER, KEY_VERSION_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
@@ -34,7 +33,7 @@ impl From<DeviceError> for ApiError {
             DeviceError::Unauthorized(_) | DeviceError::ReplayedRequest => StatusCode::UNAUTHORIZED,
             DeviceError::NotFound(_) => StatusCode::NOT_FOUND,
             DeviceError::Conflict(_) => StatusCode::CONFLICT,
-            DeviceError::Store(_) | DeviceError::Secret(_) => {
+            DeviceError::Store(_) | DeviceError::Secret(_) | DeviceError::Threads(_) => {
                 if let DeviceError::Store(s) = e {
                     return s.into();
                 }
@@ -93,7 +92,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientIp {
 pub async fn create_enrollment(
     State(state): State<AppState>,
     caller: Caller,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> ApiResult<(StatusCode, Json<EnrollmentIssued>)> {
     caller.require(&[Role::Operator])?;
     let req: IssueEnrollment = if body.is_empty() {
@@ -179,7 +178,7 @@ pub async fn revoke_device(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> ApiResult<Json<DeviceRow>> {
     caller.require(&[Role::Operator])?;
     let id = path_id(&id, "device")?;

@@ -3,38 +3,45 @@
 //! metadata for operators (no ciphertext, nonce or signature).
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use serde::Deserialize;
 
 use super::devices::device_caller;
-use super::extract::{ApiQuery, Caller, parse_json};
+use super::extract::{ApiQuery, Caller, RawBody, parse_json};
 use super::{ApiError, ApiResult, AppState, ErrorBody, path_id};
 use crate::auth::Role;
-use crate::devices::ingest::IngestError;
+use crate::devices::ingest::{Accepted, IngestError};
 use crate::devices::protocol::{
-    EnvelopeAccepted, EnvelopePage, OpenSession, RotateSession, SessionEpoch, SessionKeys,
+    EnvelopeAccepted, EnvelopeBatchResult, EnvelopeOutcome, EnvelopePage, OpenSession,
+    RotateSession, SessionEpoch, SessionKeys,
 };
 use crate::envelope::EnvelopeError;
 use crate::store::EnvelopeStats;
 
+/// The status of an ingest refusal, the same on the single and the batch route.
+fn refusal_status(e: &IngestError) -> StatusCode {
+    match e {
+        IngestError::Refused(r) => match r {
+            EnvelopeError::Invalid(_) | EnvelopeError::Undecryptable => StatusCode::BAD_REQUEST,
+            EnvelopeError::BadSignature => StatusCode::UNAUTHORIZED,
+            EnvelopeError::UnknownDevice | EnvelopeError::RevokedKey => StatusCode::FORBIDDEN,
+            EnvelopeError::Replayed { .. } | EnvelopeError::StaleEpoch { .. } => {
+                StatusCode::CONFLICT
+            }
+            EnvelopeError::Expired { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        },
+        IngestError::UnknownSession => StatusCode::NOT_FOUND,
+        IngestError::Storage => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
 impl From<IngestError> for ApiError {
     fn from(e: IngestError) -> Self {
-        let status = match &e {
-            IngestError::Refused(r) => match r {
-                EnvelopeError::Invalid(_) | EnvelopeError::Undecryptable => StatusCode::BAD_REQUEST,
-                EnvelopeError::BadSignature => StatusCode::UNAUTHORIZED,
-                EnvelopeError::UnknownDevice | EnvelopeError::RevokedKey => StatusCode::FORBIDDEN,
-                EnvelopeError::Replayed { .. } | EnvelopeError::StaleEpoch { .. } => {
-                    StatusCode::CONFLICT
-                }
-                EnvelopeError::Expired { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            },
-            IngestError::UnknownSession => StatusCode::NOT_FOUND,
-            IngestError::Storage => return ApiError::internal(&e),
-        };
-        ApiError::new(status, e.code(), e.to_string())
+        if matches!(e, IngestError::Storage) {
+            return ApiError::internal(&e);
+        }
+        ApiError::new(refusal_status(&e), e.code(), e.to_string())
     }
 }
 
@@ -48,7 +55,7 @@ pub async fn open_session(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> ApiResult<(StatusCode, Json<SessionEpoch>)> {
     let caller = device_caller(&state, &headers, &method, &uri, &body).await?;
     let req: OpenSession = parse_json(&body)?;
@@ -69,7 +76,7 @@ pub async fn rotate_session(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> ApiResult<(StatusCode, Json<SessionEpoch>)> {
     let caller = device_caller(&state, &headers, &method, &uri, &body).await?;
     let id = path_id(&id, "session")?;
@@ -101,22 +108,65 @@ pub async fn session_keys(
     request_body(content = Object, description = "An envelope in wire form"),
     responses((status = 201, body = EnvelopeAccepted), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
                (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
-               (status = 422, body = ErrorBody)))]
+               (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn post_envelope(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> ApiResult<(StatusCode, Json<EnvelopeAccepted>)> {
     let accepted = state.devices.ingestor.ingest(&id, &body).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(EnvelopeAccepted {
-            id: accepted.id,
-            session_id: accepted.session_id,
-            sender_device_id: accepted.sender_device_id,
-            sequence: accepted.sequence,
-        }),
-    ))
+    Ok((StatusCode::CREATED, Json(accepted_body(accepted))))
+}
+
+fn accepted_body(a: Accepted) -> EnvelopeAccepted {
+    EnvelopeAccepted {
+        id: a.id,
+        session_id: a.session_id,
+        sender_device_id: a.sender_device_id,
+        sequence: a.sequence,
+    }
+}
+
+/// Submit up to 256 envelopes (`{"envelopes":[…]}`, body at most 1 MiB) of this session in one
+/// request; no bearer token. Each is judged exactly as the single route would judge it, in the
+/// batch's order (so one sender's consecutive sequences are accepted in turn), and every accepted
+/// one is on disk before the answer. `200` with one outcome per envelope, in order; a body that
+/// is not a batch, empty or over a limit is refused whole (`400 invalid_envelope`,
+/// `413 body_too_large`) and stores nothing.
+#[utoipa::path(post, path = "/v1/sessions/{id}/envelopes/batch", tag = "encrypted sessions", params(("id" = String, Path)),
+    request_body(content = Object, description = "`{\"envelopes\":[…]}`, each an envelope in wire form"),
+    responses((status = 200, body = EnvelopeBatchResult), (status = 400, body = ErrorBody),
+               (status = 413, body = ErrorBody)))]
+pub async fn post_envelope_batch(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    RawBody(body): RawBody,
+) -> ApiResult<Json<EnvelopeBatchResult>> {
+    let results = state.devices.ingestor.ingest_batch(&id, body).await?;
+    let mut accepted = 0u64;
+    let results = results
+        .into_iter()
+        .map(|r| match r {
+            Ok(a) => {
+                accepted += 1;
+                EnvelopeOutcome {
+                    status: StatusCode::CREATED.as_u16(),
+                    id: Some(a.id),
+                    sequence: Some(a.sequence),
+                    code: None,
+                    message: None,
+                }
+            }
+            Err(e) => EnvelopeOutcome {
+                status: refusal_status(&e).as_u16(),
+                id: None,
+                sequence: None,
+                code: Some(e.code().to_owned()),
+                message: Some(e.to_string()),
+            },
+        })
+        .collect();
+    Ok(Json(EnvelopeBatchResult { accepted, results }))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

@@ -40,18 +40,34 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
                 ));
             }
         }
-        let bytes = Bytes::from_request(req, state).await.map_err(|rej| {
-            if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "body_too_large",
-                    "the request body is larger than the host accepts (api.max_body_bytes)",
-                )
-            } else {
-                ApiError::bad_request("invalid_body", "the request body could not be read")
-            }
-        })?;
+        let RawBody(bytes) = RawBody::from_request(req, state).await?;
         parse_json(&bytes).map(ApiJson)
+    }
+}
+
+/// The request body as bytes, for routes that parse it themselves (envelopes): a body over the
+/// route's limit is `413 body_too_large`, an unreadable one `400 invalid_body`.
+pub struct RawBody(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        Bytes::from_request(req, state)
+            .await
+            .map(RawBody)
+            .map_err(|rej| {
+                if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "body_too_large",
+                        "the request body is larger than the host accepts \
+                         (api.max_body_bytes; envelope batches: 1 MiB)",
+                    )
+                } else {
+                    ApiError::bad_request("invalid_body", "the request body could not be read")
+                }
+            })
     }
 }
 

@@ -26,7 +26,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
-use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
 
 pub use error::{ApiError, ApiResult, ErrorBody};
@@ -128,6 +128,11 @@ pub fn router_and_doc(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(envelopes::session_keys))
         .routes(routes!(envelopes::post_envelope, envelopes::read_envelopes))
         .routes(routes!(envelopes::envelope_meta))
+        .routes(
+            routes!(envelopes::post_envelope_batch).layer(DefaultBodyLimit::max(
+                crate::envelope::limits::MAX_BATCH_JSON_LEN,
+            )),
+        )
         .split_for_parts();
     let doc_json = Arc::new(doc.clone());
     let max_body = state.config.api.max_body_bytes;

@@ -16,8 +16,10 @@ use super::auth::sign_request;
 use super::keystore::{DeviceDir, KeystoreError};
 use super::protocol::{
     ChallengeRequest, ChallengeResponse, CompleteEnrollment, Enrolled, EnvelopeAccepted,
-    EnvelopePage, OpenSession, PeerKeys, RotateSession, SessionEpoch, SessionKeys,
+    EnvelopeBatchResult, EnvelopePage, OpenSession, PeerKeys, RotateSession, SessionEpoch,
+    SessionKeys,
 };
+use crate::envelope::limits::MAX_BATCH_ENVELOPES;
 use crate::envelope::{
     ContentKey, CryptoError, ENVELOPE_VERSION, EnvelopeError, EnvelopeHeader, Fingerprint,
     WrapContext, WrappedKey, enrollment_code_hash, open, seal, unwrap_content_key,
@@ -365,13 +367,25 @@ fn newest_local_epoch(dir: &DeviceDir, session_id: &str) -> Result<Option<u64>> 
     Ok(newest)
 }
 
+/// How `send` delivers its envelopes.
+#[derive(Debug, Clone, Copy)]
+pub struct SendMode {
+    /// Print without posting (the sequence counter still advances).
+    pub dry_run: bool,
+    /// Envelopes per request: 1 posts each to `/envelopes`; more gathers up to this many lines
+    /// and posts them to `/envelopes/batch`.
+    pub batch: usize,
+}
+
 /// `send`: each line of `input` becomes one envelope, printed in wire form on `out` and (unless
-/// `dry_run`) posted. Each sequence is persisted before the envelope exists.
+/// `dry_run`) posted, alone or `batch` at a time. Each sequence is persisted before the envelope
+/// exists. A refused envelope stops the command with its code (envelopes printed before it
+/// were posted).
 pub fn send(
     dir: &Path,
     url: &str,
     session_id: &str,
-    dry_run: bool,
+    mode: SendMode,
     input: &mut dyn BufRead,
     out: &mut dyn Write,
     warn: &mut dyn Write,
@@ -379,7 +393,7 @@ pub fn send(
     let dir = DeviceDir::open(dir)?;
     let me = device_id(&dir)?;
     let host = Host::new(url)?;
-    let epoch = if dry_run {
+    let epoch = if mode.dry_run {
         newest_local_epoch(&dir, session_id)?
             .ok_or_else(|| ClientError::Usage(format!("no content key for session {session_id}")))?
     } else {
@@ -397,47 +411,83 @@ pub fn send(
             "no content key of epoch {epoch} was wrapped to this device"
         ))
     })?;
+    let batch = mode.batch.clamp(1, MAX_BATCH_ENVELOPES);
     let mut sent = 0u64;
+    let mut pending: Vec<String> = Vec::with_capacity(batch);
     let mut line = Vec::new();
     loop {
         line.clear();
         let n = input
             .read_until(b'\n', &mut line)
             .map_err(|e| ClientError::Usage(format!("cannot read stdin: {e}")))?;
-        if n == 0 {
-            break;
-        }
-        if line.last() == Some(&b'\n') {
-            line.pop();
-            if line.last() == Some(&b'\r') {
+        if n > 0 {
+            if line.last() == Some(&b'\n') {
                 line.pop();
+                if line.last() == Some(&b'\r') {
+                    line.pop();
+                }
             }
+            let sequence = dir.next_sequence(session_id)?;
+            let header = EnvelopeHeader {
+                v: ENVELOPE_VERSION,
+                session_id: session_id.to_owned(),
+                sender_device_id: me.clone(),
+                key_version: dir.keys().key_version(),
+                epoch,
+                sequence,
+                created_at: now_ms().unsigned_abs(),
+            };
+            pending.push(seal(&key, dir.keys(), &header, &line)?.to_json());
         }
-        let sequence = dir.next_sequence(session_id)?;
-        let header = EnvelopeHeader {
-            v: ENVELOPE_VERSION,
-            session_id: session_id.to_owned(),
-            sender_device_id: me.clone(),
-            key_version: dir.keys().key_version(),
-            epoch,
-            sequence,
-            created_at: now_ms().unsigned_abs(),
-        };
-        let env = seal(&key, dir.keys(), &header, &line)?;
-        let wire = env.to_json();
-        writeln!(out, "{wire}").map_err(|e| ClientError::Usage(e.to_string()))?;
-        out.flush().map_err(|e| ClientError::Usage(e.to_string()))?;
-        if !dry_run {
-            let _: EnvelopeAccepted = host.send(
-                reqwest::Method::POST,
-                &format!("/v1/sessions/{session_id}/envelopes"),
-                Some(wire.into_bytes()),
-                None,
-            )?;
+        if pending.len() >= batch || (n == 0 && !pending.is_empty()) {
+            for wire in &pending {
+                writeln!(out, "{wire}").map_err(|e| ClientError::Usage(e.to_string()))?;
+            }
+            out.flush().map_err(|e| ClientError::Usage(e.to_string()))?;
+            if !mode.dry_run {
+                post_envelopes(&host, session_id, &pending)?;
+            }
+            sent += pending.len() as u64;
+            pending.clear();
         }
-        sent += 1;
+        if n == 0 {
+            return Ok(sent);
+        }
     }
-    Ok(sent)
+}
+
+/// Posts envelopes in wire form: one alone to `/envelopes`, several to `/envelopes/batch`
+/// (every one must be accepted).
+fn post_envelopes(host: &Host, session_id: &str, wires: &[String]) -> Result<()> {
+    if let [wire] = wires {
+        let _: EnvelopeAccepted = host.send(
+            reqwest::Method::POST,
+            &format!("/v1/sessions/{session_id}/envelopes"),
+            Some(wire.clone().into_bytes()),
+            None,
+        )?;
+        return Ok(());
+    }
+    let body = format!("{{\"envelopes\":[{}]}}", wires.join(","));
+    let result: EnvelopeBatchResult = host.send(
+        reqwest::Method::POST,
+        &format!("/v1/sessions/{session_id}/envelopes/batch"),
+        Some(body.into_bytes()),
+        None,
+    )?;
+    match result.results.iter().find(|r| r.status != 201) {
+        Some(refused) => Err(ClientError::Refused {
+            status: refused.status,
+            code: refused.code.clone().unwrap_or_default(),
+            message: refused.message.clone().unwrap_or_default(),
+        }),
+        None if result.results.len() == wires.len() => Ok(()),
+        None => Err(ClientError::Untrusted(format!(
+            "the host answered {} outcomes for {} envelopes",
+            result.results.len(),
+            wires.len()
+        ))),
+    }
 }
 
 /// `read`: verifies and decrypts every envelope this device may read, printing each plaintext

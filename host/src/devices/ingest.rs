@@ -4,18 +4,24 @@
 //! arrived concurrently into one transaction ([`crate::store::Store::ingest_batch`]). Every
 //! caller gets its own verdict only after its batch committed, so an acknowledged envelope is
 //! on disk and a refused one changed nothing.
+//!
+//! A batch request (`POST /v1/sessions/{id}/envelopes/batch`) is checked on the verification
+//! pool (`devices::check`) and queued as one job: its envelopes reach the writer together and in
+//! order, so one sender can pipeline many sequences per round trip without any of them being
+//! judged out of order.
 
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot};
+use bytes::Bytes;
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use crate::envelope::limits::MAX_ENVELOPE_JSON_LEN;
-use crate::envelope::{Envelope, EnvelopeError, SigningPublicKey};
+use super::check::{KeyCache, Stage, Verified, check_batch, parse, verify, verify_pool};
+use crate::envelope::{EnvelopeError, SigningPublicKey};
 use crate::metrics::Metrics;
 use crate::store::{IngestItem, IngestVerdict, Store};
 
-/// Most envelopes committed in one transaction.
+/// The writer stops gathering requests into a transaction once it holds this many envelopes
+/// (a transaction holds at most this many plus one batch request's).
 pub const MAX_BATCH: usize = 512;
 /// Envelopes that may wait for the writer before callers are held back.
 const QUEUE_DEPTH: usize = 8192;
@@ -55,9 +61,10 @@ pub struct Accepted {
     pub sequence: u64,
 }
 
+/// A request's envelopes, queued together so the writer judges them in order.
 struct Job {
-    item: IngestItem,
-    reply: oneshot::Sender<Result<IngestVerdict, ()>>,
+    items: Vec<IngestItem>,
+    reply: oneshot::Sender<Result<Vec<IngestVerdict>, ()>>,
 }
 
 /// The ingest path. Cheap to clone.
@@ -66,35 +73,40 @@ pub struct Ingestor {
     store: Store,
     metrics: Arc<Metrics>,
     queue: mpsc::Sender<Job>,
-    /// Public signing keys by (device, key version); keys never change once stored (only
-    /// their revocation, which the writer checks in its transaction).
-    keys: Arc<RwLock<HashMap<(String, u64), SigningPublicKey>>>,
+    /// Envelopes queued for or inside the writer; a request waits here for room.
+    room: Arc<Semaphore>,
+    /// Batch verification: one thread per core at a lower scheduling priority, so the
+    /// writer's path (async workers, SQLite's thread) is never starved by it.
+    verifiers: Arc<rayon::ThreadPool>,
+    keys: Arc<KeyCache>,
 }
 
 impl Ingestor {
-    /// Starts the writer task (on the current tokio runtime).
-    pub fn start(store: Store, metrics: Arc<Metrics>, window_ms: u64) -> Self {
+    /// Starts the batch verification threads and the writer task (on the current tokio
+    /// runtime).
+    pub fn start(store: Store, metrics: Arc<Metrics>, window_ms: u64) -> std::io::Result<Self> {
+        let verifiers = verify_pool()?;
         let (queue, rx) = mpsc::channel(QUEUE_DEPTH);
         let window = i64::try_from(window_ms).unwrap_or(i64::MAX);
         tokio::spawn(writer(store.clone(), rx, window));
-        Self {
+        Ok(Self {
             store,
             metrics,
             queue,
+            room: Arc::new(Semaphore::new(QUEUE_DEPTH)),
+            verifiers: Arc::new(verifiers),
             keys: Arc::default(),
-        }
+        })
     }
 
+    /// The sender's public signing key: from the cache, else from the store (then cached).
     async fn signing_key(
         &self,
         device_id: &str,
         key_version: u64,
     ) -> Result<Option<SigningPublicKey>, IngestError> {
-        let cache_key = (device_id.to_owned(), key_version);
-        if let Ok(keys) = self.keys.read()
-            && let Some(k) = keys.get(&cache_key)
-        {
-            return Ok(Some(*k));
+        if let Some(k) = self.keys.get(device_id, key_version) {
+            return Ok(Some(k));
         }
         let Ok(version) = i64::try_from(key_version) else {
             return Ok(None);
@@ -115,12 +127,7 @@ impl Ingestor {
             tracing::error!(device = device_id, "stored signing key is unusable");
             return Ok(None);
         };
-        if let Ok(mut keys) = self.keys.write() {
-            if keys.len() > 100_000 {
-                keys.clear();
-            }
-            keys.insert(cache_key, key);
-        }
+        self.keys.put(device_id, key_version, key);
         Ok(Some(key))
     }
 
@@ -128,8 +135,91 @@ impl Ingestor {
     /// form, unknown sender, bad signature) only counts in metrics; refusals of authenticated
     /// envelopes are recorded as events by the writer.
     pub async fn ingest(&self, path_session: &str, body: &[u8]) -> Result<Accepted, IngestError> {
-        let result = self.check_and_queue(path_session, body).await;
-        match &result {
+        let result = match self.check(path_session, body).await {
+            Ok(v) => self
+                .decide(vec![v])
+                .await
+                .and_then(|r| r.into_iter().next().unwrap_or(Err(IngestError::Storage))),
+            Err(e) => Err(e),
+        };
+        self.count(&result);
+        result
+    }
+
+    /// The stateless checks of one envelope, on the caller's task.
+    async fn check(&self, path_session: &str, body: &[u8]) -> Result<Verified, IngestError> {
+        let env = parse(path_session, body)?;
+        let Some(key) = self
+            .signing_key(&env.sender_device_id, env.key_version)
+            .await?
+        else {
+            return Err(EnvelopeError::UnknownDevice.into());
+        };
+        verify(env, &key, body.len())
+    }
+
+    /// Checks and stores a batch (`{"envelopes":[…]}`, at most [`crate::envelope::limits::MAX_BATCH_ENVELOPES`]) posted
+    /// to `path_session`. Each envelope is judged as [`Self::ingest`] would, in the batch's
+    /// order, so a sender's envelopes are accepted in sequence; every accepted one is committed
+    /// before the answer. `Err` refuses the whole request (not a batch, too many envelopes, or
+    /// storage failure): nothing of it was stored. Parsing and `verify_strict` run on the
+    /// verification pool.
+    pub async fn ingest_batch(
+        &self,
+        path_session: &str,
+        body: Bytes,
+    ) -> Result<Vec<Result<Accepted, IngestError>>, IngestError> {
+        let (done, rx) = oneshot::channel();
+        let (keys, path) = (self.keys.clone(), path_session.to_owned());
+        self.verifiers.spawn(move || {
+            let _ = done.send(check_batch(&path, &body, &keys));
+        });
+        let stages = rx.await.map_err(|_| {
+            tracing::error!("envelope verification thread failed");
+            IngestError::Storage
+        })??;
+        let mut slots: Vec<Option<Result<Accepted, IngestError>>> = Vec::new();
+        let mut verified = Vec::with_capacity(stages.len());
+        for stage in stages {
+            let judged = match stage {
+                Stage::Judged(r) => r,
+                // rare: the first envelope of a key since start; verified here
+                Stage::KeyMissing(env, size) => {
+                    match self
+                        .signing_key(&env.sender_device_id, env.key_version)
+                        .await?
+                    {
+                        Some(key) => verify(*env, &key, size),
+                        None => Err(EnvelopeError::UnknownDevice.into()),
+                    }
+                }
+            };
+            match judged {
+                Ok(v) => {
+                    verified.push((slots.len(), v));
+                    slots.push(None);
+                }
+                Err(e) => slots.push(Some(Err(e))),
+            }
+        }
+        let (places, items): (Vec<usize>, Vec<Verified>) = verified.into_iter().unzip();
+        if !items.is_empty() {
+            for (slot, r) in places.into_iter().zip(self.decide(items).await?) {
+                slots[slot] = Some(r);
+            }
+        }
+        let results: Vec<_> = slots
+            .into_iter()
+            .map(|r| r.unwrap_or(Err(IngestError::Storage)))
+            .collect();
+        for r in &results {
+            self.count(r);
+        }
+        Ok(results)
+    }
+
+    fn count(&self, result: &Result<Accepted, IngestError>) {
+        match result {
             Ok(_) => Metrics::inc(&self.metrics.envelopes_accepted),
             Err(IngestError::Refused(
                 EnvelopeError::Invalid(_)
@@ -140,122 +230,129 @@ impl Ingestor {
             Err(IngestError::Refused(_)) => Metrics::inc(&self.metrics.envelopes_rejected),
             Err(IngestError::Storage) => {}
         }
-        result
     }
 
-    async fn check_and_queue(
+    /// Queues verified envelopes as one job and maps the writer's verdicts, in order. `Err`
+    /// only when storage failed (nothing of the job was acknowledged).
+    async fn decide(
         &self,
-        path_session: &str,
-        body: &[u8],
-    ) -> Result<Accepted, IngestError> {
-        if body.len() > MAX_ENVELOPE_JSON_LEN {
-            return Err(EnvelopeError::Invalid(format!(
-                "envelope is {} bytes, over the limit of {MAX_ENVELOPE_JSON_LEN}",
-                body.len()
-            ))
-            .into());
-        }
-        let env = Envelope::parse(body)?;
-        if env.session_id != path_session {
-            return Err(EnvelopeError::Invalid(
-                "sessionId differs from the session in the path".into(),
-            )
-            .into());
-        }
-        let as_i64 = |v: u64, field: &str| {
-            i64::try_from(v).map_err(|_| {
-                IngestError::Refused(EnvelopeError::Invalid(format!(
-                    "{field} is above the largest storable value"
-                )))
-            })
-        };
-        let key_version = as_i64(env.key_version, "keyVersion")?;
-        let epoch = as_i64(env.epoch, "epoch")?;
-        let sequence = as_i64(env.sequence, "sequence")?;
-        let created_at = as_i64(env.created_at, "createdAt")?;
-        let Some(key) = self
-            .signing_key(&env.sender_device_id, env.key_version)
-            .await?
-        else {
-            return Err(EnvelopeError::UnknownDevice.into());
-        };
-        env.verify(&key)?;
-        let item = IngestItem {
-            session_id: env.session_id,
-            sender_device_id: env.sender_device_id,
-            key_version,
-            epoch,
-            sequence,
-            created_at,
-            nonce: env.nonce.to_vec(),
-            ciphertext: env.ciphertext,
-            signature: env.signature.to_vec(),
-            size: i64::try_from(body.len()).unwrap_or(i64::MAX),
-        };
-        let (reply, rx) = oneshot::channel();
-        let seq = env.sequence;
-        let (session_id, sender_device_id) =
-            (item.session_id.clone(), item.sender_device_id.clone());
-        let env_epoch = env.epoch;
-        self.queue
-            .send(Job { item, reply })
+        verified: Vec<Verified>,
+    ) -> Result<Vec<Result<Accepted, IngestError>>, IngestError> {
+        let n = u32::try_from(verified.len()).map_err(|_| IngestError::Storage)?;
+        let _room = self
+            .room
+            .acquire_many(n.min(QUEUE_DEPTH as u32))
             .await
             .map_err(|_| IngestError::Storage)?;
-        let verdict = rx
+        let (items, metas): (Vec<IngestItem>, Vec<_>) = verified
+            .into_iter()
+            .map(|v| {
+                let meta = (
+                    v.item.session_id.clone(),
+                    v.item.sender_device_id.clone(),
+                    v.sequence,
+                    v.epoch,
+                    v.created_at,
+                );
+                (v.item, meta)
+            })
+            .unzip();
+        let (reply, rx) = oneshot::channel();
+        self.queue
+            .send(Job { items, reply })
+            .await
+            .map_err(|_| IngestError::Storage)?;
+        let verdicts = rx
             .await
             .map_err(|_| IngestError::Storage)?
             .map_err(|()| IngestError::Storage)?;
-        match verdict {
-            IngestVerdict::Accepted { id, ordinal } => Ok(Accepted {
-                id,
-                ordinal,
-                session_id,
-                sender_device_id,
-                sequence: seq,
-            }),
-            IngestVerdict::UnknownSession => Err(IngestError::UnknownSession),
-            IngestVerdict::UnknownKey | IngestVerdict::NotMember => {
-                Err(EnvelopeError::UnknownDevice.into())
-            }
-            IngestVerdict::Revoked => Err(EnvelopeError::RevokedKey.into()),
-            IngestVerdict::StaleEpoch { current } => Err(EnvelopeError::StaleEpoch {
-                epoch: env_epoch,
-                current: current.unsigned_abs(),
-            }
-            .into()),
-            IngestVerdict::Replayed { cursor } => Err(EnvelopeError::Replayed {
-                sequence: seq,
-                cursor: cursor.unsigned_abs(),
-            }
-            .into()),
-            IngestVerdict::Expired => Err(EnvelopeError::Expired {
-                created_at: env.created_at,
-            }
-            .into()),
+        if verdicts.len() != metas.len() {
+            return Err(IngestError::Storage);
         }
+        Ok(metas
+            .into_iter()
+            .zip(verdicts)
+            .map(
+                |((session_id, sender_device_id, seq, epoch, created_at), verdict)| {
+                    verdict_result(
+                        verdict,
+                        session_id,
+                        sender_device_id,
+                        seq,
+                        epoch,
+                        created_at,
+                    )
+                },
+            )
+            .collect())
     }
 }
 
-/// The single writer: takes what is queued (up to [`MAX_BATCH`]), decides and commits it in one
-/// transaction, then answers every caller of the batch.
-async fn writer(store: Store, mut rx: mpsc::Receiver<Job>, window_ms: i64) {
-    let mut jobs: Vec<Job> = Vec::with_capacity(MAX_BATCH);
-    loop {
-        if rx.recv_many(&mut jobs, MAX_BATCH).await == 0 {
-            return;
+/// The caller-facing result of one writer verdict.
+fn verdict_result(
+    verdict: IngestVerdict,
+    session_id: String,
+    sender_device_id: String,
+    sequence: u64,
+    epoch: u64,
+    created_at: u64,
+) -> Result<Accepted, IngestError> {
+    match verdict {
+        IngestVerdict::Accepted { id, ordinal } => Ok(Accepted {
+            id,
+            ordinal,
+            session_id,
+            sender_device_id,
+            sequence,
+        }),
+        IngestVerdict::UnknownSession => Err(IngestError::UnknownSession),
+        IngestVerdict::UnknownKey | IngestVerdict::NotMember => {
+            Err(EnvelopeError::UnknownDevice.into())
         }
-        let (items, replies): (Vec<IngestItem>, Vec<_>) =
-            jobs.drain(..).map(|j| (j.item, j.reply)).unzip();
+        IngestVerdict::Revoked => Err(EnvelopeError::RevokedKey.into()),
+        IngestVerdict::StaleEpoch { current } => Err(EnvelopeError::StaleEpoch {
+            epoch,
+            current: current.unsigned_abs(),
+        }
+        .into()),
+        IngestVerdict::Replayed { cursor } => Err(EnvelopeError::Replayed {
+            sequence,
+            cursor: cursor.unsigned_abs(),
+        }
+        .into()),
+        IngestVerdict::Expired => Err(EnvelopeError::Expired { created_at }.into()),
+    }
+}
+
+/// The single writer: takes what is queued (whole jobs, until the batch holds at least
+/// [`MAX_BATCH`] envelopes), decides and commits it in one transaction, then answers every job
+/// of the batch.
+async fn writer(store: Store, mut rx: mpsc::Receiver<Job>, window_ms: i64) {
+    let mut jobs: Vec<Job> = Vec::new();
+    loop {
+        let Some(first) = rx.recv().await else {
+            return;
+        };
+        let mut held = first.items.len();
+        jobs.push(first);
+        while held < MAX_BATCH {
+            let Ok(job) = rx.try_recv() else { break };
+            held += job.items.len();
+            jobs.push(job);
+        }
+        let lens: Vec<usize> = jobs.iter().map(|j| j.items.len()).collect();
+        let items: Vec<IngestItem> = jobs.iter_mut().flat_map(|j| j.items.drain(..)).collect();
         match store.ingest_batch(&items, window_ms).await {
             Ok(verdicts) => {
-                for (reply, verdict) in replies.into_iter().zip(verdicts) {
-                    let _ = reply.send(Ok(verdict));
+                let mut verdicts = verdicts.into_iter();
+                for (job, len) in jobs.drain(..).zip(lens) {
+                    let _ = job.reply.send(Ok(verdicts.by_ref().take(len).collect()));
                 }
             }
             Err(e) => {
                 tracing::error!(error = %e, batch = items.len(), "envelope batch failed; none acknowledged");
-                for reply in replies {
-                    let _ = reply.send(Err(()));
+                for job in jobs.drain(..) {
+                    let _ = job.reply.send(Err(()));
                 }
             }
         }

@@ -1,7 +1,8 @@
 //! Property test of the ingest path against a reference model: random sequences of send,
-//! replay, reorder, revoke, rotate and restart, in-process against the real store and the
-//! group-commit writer. Every verdict must match the model, and the stored count must equal
-//! what the model accepted (at most once, across restarts).
+//! replay, reorder, burst, revoke, rotate and restart, in-process against the real store and the
+//! group-commit writer, each op's envelopes posted one by one or as one batch request. Every
+//! verdict must match the model (a batch is judged as its envelopes posted in order), and the
+//! stored count must equal what the model accepted (at most once, across restarts).
 
 use std::sync::Arc;
 
@@ -25,6 +26,8 @@ enum Op {
     Send(usize),
     Replay(usize),
     Reorder(usize),
+    /// Consecutive new sequences of one sender, the last one repeated.
+    Burst(usize, u64),
     Revoke(usize),
     Rotate,
     Restart,
@@ -35,6 +38,7 @@ fn op() -> impl Strategy<Value = Op> {
         6 => (0..DEVICES).prop_map(Op::Send),
         4 => any::<usize>().prop_map(Op::Replay),
         2 => (0..DEVICES).prop_map(Op::Reorder),
+        2 => ((0..DEVICES), 1..6u64).prop_map(|(s, n)| Op::Burst(s, n)),
         1 => (0..DEVICES).prop_map(Op::Revoke),
         1 => Just(Op::Rotate),
         1 => Just(Op::Restart),
@@ -126,7 +130,44 @@ fn rows(session: &str, epoch: i64, members: &[&String]) -> Vec<WrappedKeyRow> {
         .collect()
 }
 
-async fn run(ops: Vec<Op>) {
+/// Posts `posts` one by one, or as one batch request; returns each verdict's code.
+async fn post(
+    ingestor: &Ingestor,
+    session: &str,
+    posts: &[(Vec<u8>, usize, u64, u64)],
+    batched: bool,
+) -> Vec<&'static str> {
+    if !batched {
+        let mut got = Vec::new();
+        for (wire, ..) in posts {
+            got.push(match ingestor.ingest(session, wire).await {
+                Ok(_) => "accepted",
+                Err(e) => e.code(),
+            });
+        }
+        return got;
+    }
+    let mut body = b"{\"envelopes\":[".to_vec();
+    for (i, (wire, ..)) in posts.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(wire);
+    }
+    body.extend_from_slice(b"]}");
+    ingestor
+        .ingest_batch(session, body.into())
+        .await
+        .expect("batch taken")
+        .into_iter()
+        .map(|r| match r {
+            Ok(_) => "accepted",
+            Err(e) => e.code(),
+        })
+        .collect()
+}
+
+async fn run(ops: Vec<(Op, bool)>) {
     let tmp = tempfile::tempdir().expect("tmp");
     let cfg = StorageConfig::default();
     let mut store = Store::open(tmp.path(), &cfg).await.expect("store");
@@ -156,7 +197,7 @@ async fn run(ops: Vec<Op>) {
         .expect("session");
     let key = ContentKey::generate().expect("key");
     let metrics = Arc::new(Metrics::default());
-    let mut ingestor = Ingestor::start(store.clone(), metrics.clone(), 300_000);
+    let mut ingestor = Ingestor::start(store.clone(), metrics.clone(), 300_000).expect("ingestor");
     let mut m = Model {
         cursor: [0; DEVICES],
         next: [0; DEVICES],
@@ -182,7 +223,7 @@ async fn run(ops: Vec<Op>) {
         m.sent.push((wire.clone(), s, m.epoch, seq));
         wire
     };
-    for op in ops {
+    for (op, batched) in ops {
         let mut posts: Vec<(Vec<u8>, usize, u64, u64)> = Vec::new();
         match op {
             Op::Send(s) => {
@@ -203,6 +244,17 @@ async fn run(ops: Vec<Op>) {
                 let wa = craft(&mut m, s, a);
                 posts.push((wb, s, m.epoch, b));
                 posts.push((wa, s, m.epoch, a));
+            }
+            Op::Burst(s, n) => {
+                for _ in 0..n {
+                    m.next[s] += 1;
+                    let seq = m.next[s];
+                    let w = craft(&mut m, s, seq);
+                    posts.push((w, s, m.epoch, seq));
+                }
+                if let Some(last) = posts.last().cloned() {
+                    posts.push(last);
+                }
             }
             Op::Revoke(s) => {
                 store
@@ -229,17 +281,22 @@ async fn run(ops: Vec<Op>) {
                 drop(ingestor);
                 store.close().await;
                 store = Store::open(tmp.path(), &cfg).await.expect("reopen");
-                ingestor = Ingestor::start(store.clone(), metrics.clone(), 300_000);
+                ingestor =
+                    Ingestor::start(store.clone(), metrics.clone(), 300_000).expect("ingestor");
             }
         }
-        for (wire, s, epoch, seq) in posts {
-            let want = m.expect(s, epoch, seq);
-            let got = match ingestor.ingest(&session, &wire).await {
-                Ok(_) => "accepted",
-                Err(e) => e.code(),
-            };
-            assert_eq!(got, want, "sender {s} epoch {epoch} seq {seq}");
-            m.apply(s, seq, got);
+        if posts.is_empty() {
+            continue;
+        }
+        let got = post(&ingestor, &session, &posts, batched).await;
+        assert_eq!(got.len(), posts.len(), "one verdict per envelope");
+        for ((_, s, epoch, seq), got) in posts.iter().zip(got) {
+            let want = m.expect(*s, *epoch, *seq);
+            assert_eq!(
+                got, want,
+                "sender {s} epoch {epoch} seq {seq} batched {batched}"
+            );
+            m.apply(*s, *seq, got);
         }
     }
     assert_eq!(store.envelope_count().await.expect("count"), m.accepted);
@@ -251,7 +308,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
 
     #[test]
-    fn ingest_matches_the_model(ops in proptest::collection::vec(op(), 1..40)) {
+    fn ingest_matches_the_model(ops in proptest::collection::vec((op(), any::<bool>()), 1..40)) {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()

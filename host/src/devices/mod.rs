@@ -4,6 +4,7 @@
 //! wire bodies both sides share in [`protocol`].
 
 pub mod auth;
+mod check;
 pub mod client;
 pub mod ingest;
 pub mod keystore;

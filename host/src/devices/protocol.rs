@@ -168,6 +168,29 @@ pub struct EnvelopePage {
     pub devices: Vec<PeerKeys>,
 }
 
+/// What became of one envelope of a batch, in the batch's order: `status` is the status the
+/// single-envelope route would have answered; `201` carries `id` and `sequence`, any other
+/// `code` and `message`.
+#[derive(Debug, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct EnvelopeOutcome {
+    pub status: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// `200` body of a batch: one outcome per envelope, in order, and how many were accepted.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct EnvelopeBatchResult {
+    pub accepted: u64,
+    pub results: Vec<EnvelopeOutcome>,
+}
+
 /// `201` body of an accepted envelope.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct EnvelopeAccepted {

@@ -63,6 +63,8 @@ pub enum DeviceError {
     Conflict(&'static str),
     #[error("the enrollment secret file cannot be used: {0}")]
     Secret(String),
+    #[error("cannot start the envelope verification threads: {0}")]
+    Threads(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -81,6 +83,7 @@ impl DeviceError {
             Self::NotFound(_) => "not_found",
             Self::Conflict(_) => "conflict",
             Self::Secret(_) => "enroll_secret",
+            Self::Threads(_) => "threads",
             Self::Store(e) => e.code(),
         }
     }
@@ -237,7 +240,8 @@ impl DeviceService {
         let secret = load_or_create_secret(data_dir)?;
         let per_sec = |per_minute: u32| f64::from(per_minute) / 60.0;
         Ok(Self {
-            ingestor: Ingestor::start(store.clone(), metrics, envelopes.window_ms),
+            ingestor: Ingestor::start(store.clone(), metrics, envelopes.window_ms)
+                .map_err(|e| DeviceError::Threads(e.to_string()))?,
             store,
             secret,
             limiter: RateLimiter::new(

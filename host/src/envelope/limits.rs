@@ -4,6 +4,12 @@
 /// Largest envelope, in bytes of wire JSON, that is parsed at all (the server's body limit).
 pub const MAX_ENVELOPE_JSON_LEN: usize = 256 * 1024;
 
+/// Most envelopes one batch request (`POST /v1/sessions/{id}/envelopes/batch`) may carry.
+pub const MAX_BATCH_ENVELOPES: usize = 256;
+
+/// Largest batch request body, in bytes (the batch route's own body limit).
+pub const MAX_BATCH_JSON_LEN: usize = 1024 * 1024;
+
 /// Largest plaintext one envelope may carry.
 pub const MAX_PLAINTEXT_LEN: usize = 128 * 1024;
 

@@ -203,6 +203,28 @@ fn planted_canaries_never_reach_a_public_or_log_sink() {
         ),
     );
 
+    let batch = |body: String| {
+        client()
+            .post(format!("{}/v1/sessions/{sid}/envelopes/batch", server.url))
+            .header("content-type", "application/json")
+            .body(body)
+    };
+    record(
+        "bad-envelope-batch",
+        batch(format!("{{\"envelopes\":[{{}}],\"{}\":1}}", values[13])),
+    );
+    // A batch refused per envelope answers 200: its outcomes must not echo the input either.
+    let (st, outcomes) = record(
+        "bad-envelope-in-batch",
+        batch(format!(
+            "{{\"envelopes\":[{{\"v\":1,\"sessionId\":\"{}\",\"{}\":2}}]}}",
+            values[14], values[12]
+        )),
+    );
+    assert_eq!(st, 200, "{outcomes}");
+    assert_eq!(outcomes["results"][0]["code"], "invalid_envelope");
+    error_bodies.push(("bad-envelope-in-batch".into(), outcomes.to_string()));
+
     // The private views do hold the inputs (so the test could fail).
     let t = json(
         server

@@ -115,38 +115,42 @@ fn open_session(server: &Server, a: &Dev, peers: &[&Dev]) -> String {
 }
 
 fn send(server: &Server, d: &Dev, session: &str, lines: &str) -> Vec<String> {
-    let (ok, out, err) = device_cli(
-        &[
-            "send",
-            "--dir",
-            s(&d.dir),
-            "--url",
-            &server.url,
-            "--session",
-            session,
-        ],
-        lines,
-    );
+    send_with(server, d, session, lines, &[])
+}
+
+/// `happyx device send` with `extra` flags; returns the printed envelopes.
+fn send_with(server: &Server, d: &Dev, session: &str, lines: &str, extra: &[&str]) -> Vec<String> {
+    let (ok, out, err) = session_cli("send", server, d, session, extra, lines);
     assert!(ok, "send: {err}");
     out.lines().map(str::to_string).collect()
 }
 
-fn read(server: &Server, d: &Dev, session: &str, with: &[&Dev]) -> (bool, String, String) {
+/// `happyx device CMD --dir … --url … --session SESSION EXTRA…` with `stdin`.
+fn session_cli(
+    cmd: &str,
+    server: &Server,
+    d: &Dev,
+    session: &str,
+    extra: &[&str],
+    stdin: &str,
+) -> (bool, String, String) {
     let mut args = vec![
-        "read".to_string(),
-        "--dir".into(),
-        s(&d.dir).into(),
-        "--url".into(),
-        server.url.clone(),
-        "--session".into(),
-        session.into(),
+        cmd,
+        "--dir",
+        s(&d.dir),
+        "--url",
+        &server.url,
+        "--session",
+        session,
     ];
-    for p in with {
-        args.push("--with".into());
-        args.push(format!("{}={}", p.id, p.fp));
-    }
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    device_cli(&refs, "")
+    args.extend_from_slice(extra);
+    device_cli(&args, stdin)
+}
+
+fn read(server: &Server, d: &Dev, session: &str, with: &[&Dev]) -> (bool, String, String) {
+    let pins: Vec<String> = with.iter().map(|p| format!("{}={}", p.id, p.fp)).collect();
+    let extra: Vec<&str> = pins.iter().flat_map(|p| ["--with", p.as_str()]).collect();
+    session_cli("read", server, d, session, &extra, "")
 }
 
 fn post_raw(server: &Server, session: &str, body: &str) -> (u16, Value) {
@@ -518,18 +522,7 @@ fn revocation_rotation_and_reenrollment() {
         "revoked_key"
     );
 
-    let (ok, out, err) = device_cli(
-        &[
-            "rotate",
-            "--dir",
-            s(&a.dir),
-            "--url",
-            &server.url,
-            "--session",
-            &session,
-        ],
-        "",
-    );
+    let (ok, out, err) = session_cli("rotate", &server, &a, &session, &[], "");
     assert!(ok, "rotate: {err}");
     assert_eq!(out.trim(), "1");
     assert_eq!(
@@ -623,59 +616,92 @@ fn revocation_rotation_and_reenrollment() {
 
 #[test]
 fn kill9_during_ingest_then_replay_accepts_nothing() {
+    kill9_during_ingest(1);
+}
+
+#[test]
+fn kill9_during_batched_ingest_then_replay_accepts_nothing() {
+    kill9_during_ingest(16);
+}
+
+/// Posts `per_request` envelopes per request (1: the single route, more: batches) in a stream,
+/// kills the host with SIGKILL mid-stream, restarts it and replays everything it stored.
+fn kill9_during_ingest(per_request: usize) {
     let (tmp, data) = temp_data_dir();
     let mut server = start(&data);
     let op = server.token("operator");
     let a = enroll(&server, &op, tmp.path().join("a"));
     let session = open_session(&server, &a, &[]);
-    let lines: String = (0..400).map(|i| format!("message {i}\n")).collect();
-    let (ok, out, err) = device_cli(
-        &[
-            "send",
-            "--dir",
-            s(&a.dir),
-            "--url",
-            &server.url,
-            "--session",
-            &session,
-            "--dry-run",
-        ],
-        &lines,
-    );
-    assert!(ok, "{err}");
-    let stream: Vec<String> = out.lines().map(str::to_string).collect();
-    assert_eq!(stream.len(), 400);
-    let url = server.url.clone();
-    let sid = session.clone();
-    let posted = stream.clone();
-    let poster = std::thread::spawn(move || {
-        let http = client();
-        let mut acked = Vec::new();
-        for w in posted {
-            match http
+    let total = 400 * per_request.min(4);
+    let lines: String = (0..total).map(|i| format!("message {i}\n")).collect();
+    let stream = send_with(&server, &a, &session, &lines, &["--dry-run"]);
+    assert_eq!(stream.len(), total);
+    // Posts `wires` as one request; returns those acknowledged as accepted, or None when the
+    // host is gone.
+    let post = |http: &reqwest::blocking::Client, url: &str, wires: &[String]| {
+        let sid = &session;
+        if let [w] = wires {
+            let r = http
                 .post(format!("{url}/v1/sessions/{sid}/envelopes"))
                 .header("content-type", "application/json")
                 .body(w.clone())
                 .send()
-            {
-                Ok(r) if r.status().as_u16() == 201 => acked.push(w),
-                Ok(_) => {}
-                Err(_) => break,
-            }
+                .ok()?;
+            return Some(if r.status().as_u16() == 201 {
+                vec![w.clone()]
+            } else {
+                Vec::new()
+            });
         }
-        acked
+        let r = http
+            .post(format!("{url}/v1/sessions/{sid}/envelopes/batch"))
+            .header("content-type", "application/json")
+            .body(format!("{{\"envelopes\":[{}]}}", wires.join(",")))
+            .send()
+            .ok()?;
+        let v: Value = r.json().ok()?;
+        let results = v["results"].as_array()?;
+        Some(
+            wires
+                .iter()
+                .zip(results)
+                .filter(|(_, r)| r["status"] == 201)
+                .map(|(w, _)| w.clone())
+                .collect(),
+        )
+    };
+    let url = server.url.clone();
+    let acked = std::thread::scope(|scope| {
+        let poster = scope.spawn(|| {
+            let http = client();
+            let mut acked = Vec::new();
+            for chunk in stream.chunks(per_request) {
+                match post(&http, &url, chunk) {
+                    Some(ok) => acked.extend(ok),
+                    None => break,
+                }
+            }
+            acked
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        server.kill9();
+        poster.join().expect("poster")
     });
-    std::thread::sleep(Duration::from_millis(300));
-    server.kill9();
-    let acked = poster.join().expect("poster");
+    assert!(
+        !acked.is_empty(),
+        "nothing was acknowledged before the kill"
+    );
     let server = start(&data);
     let stored = envelope_count(&server, &op, &session);
     assert!(stored >= acked.len() as i64, "{stored} < {}", acked.len());
+    assert!(
+        (stored as usize) < stream.len(),
+        "the kill came after the whole stream"
+    );
+    let http = client();
     let mut accepted_again = 0;
-    for w in stream.iter().take(stored as usize) {
-        if post_raw(&server, &session, w).0 == 201 {
-            accepted_again += 1;
-        }
+    for chunk in stream[..stored as usize].chunks(per_request) {
+        accepted_again += post(&http, &server.url, chunk).expect("host answers").len();
     }
     assert_eq!(accepted_again, 0, "replay after kill -9 accepted envelopes");
     for w in &acked {
@@ -723,4 +749,153 @@ fn a_host_that_swaps_a_peer_key_is_caught() {
     assert!(!ok, "a swapped key must fail the read");
     assert!(err.contains("fingerprint"), "{err}");
     let _ = cli(&["--version"]);
+}
+
+fn post_batch(server: &Server, session: &str, body: String) -> (u16, Value) {
+    call(
+        client()
+            .post(format!(
+                "{}/v1/sessions/{session}/envelopes/batch",
+                server.url
+            ))
+            .header("content-type", "application/json")
+            .body(body),
+    )
+}
+
+fn batch_of(wires: &[&str]) -> String {
+    format!("{{\"envelopes\":[{}]}}", wires.join(","))
+}
+
+/// `body` with spaces before its final byte so it is exactly `len` bytes long.
+fn padded(body: &str, len: usize) -> String {
+    let (head, last) = body.split_at(body.len() - 1);
+    format!("{head}{}{last}", " ".repeat(len - body.len()))
+}
+
+#[test]
+fn batches_are_judged_in_order_and_refused_whole_at_their_limits() {
+    let (tmp, data) = temp_data_dir();
+    let server = start(&data);
+    let op = server.token("operator");
+    let a = enroll(&server, &op, tmp.path().join("a"));
+    let b = enroll(&server, &op, tmp.path().join("b"));
+    let session = open_session(&server, &a, &[&b]);
+    let other = open_session(&server, &b, &[&a]);
+    let lines: String = (1..=300).map(|i| format!("line {i}\n")).collect();
+    let stream = send_with(&server, &a, &session, &lines, &["--dry-run"]);
+    let w: Vec<&str> = stream.iter().map(String::as_str).collect();
+    assert_eq!(w.len(), 300);
+
+    // One batch, judged envelope by envelope in its order, as the single route would.
+    let mut forged: Value = serde_json::from_str(w[5]).expect("wire");
+    let sig = forged["signature"].as_str().expect("sig").to_string();
+    let flipped = if sig.starts_with('A') { "B" } else { "A" };
+    forged["signature"] = Value::String(format!("{flipped}{}", &sig[1..]));
+    let elsewhere = craft(&b, &other, 0, 1, now_ms(), "other session").to_json();
+    let forged = forged.to_string();
+    let (st, v) = post_batch(
+        &server,
+        &session,
+        batch_of(&[
+            w[0],
+            w[1],
+            w[1],
+            w[3],
+            w[2],
+            "{\"v\":1}",
+            &forged,
+            &elsewhere,
+            w[4],
+        ]),
+    );
+    assert_eq!(st, 200, "{v}");
+    let codes: Vec<(u64, &str)> = v["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|r| {
+            (
+                r["status"].as_u64().expect("status"),
+                r["code"].as_str().unwrap_or("accepted"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            (201, "accepted"),
+            (201, "accepted"),
+            (409, "replayed"),
+            (201, "accepted"),
+            (409, "replayed"),
+            (400, "invalid_envelope"),
+            (401, "bad_signature"),
+            (400, "invalid_envelope"),
+            (201, "accepted"),
+        ]
+    );
+    assert_eq!(v["accepted"], 4);
+    assert_eq!(v["results"][3]["sequence"], 4);
+    assert_eq!(envelope_count(&server, &op, &session), 4);
+    assert_eq!(envelope_count(&server, &op, &other), 0);
+
+    // At the limit: 256 envelopes in one request, all accepted.
+    let (st, v) = post_batch(&server, &session, batch_of(&w[5..261]));
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["accepted"], 256, "{v}");
+    assert_eq!(envelope_count(&server, &op, &session), 260);
+
+    // Refused whole, storing nothing: one envelope over the limit, empty, not a batch.
+    let over: Vec<&str> = std::iter::repeat_n(w[261], 257).collect();
+    for (body, why) in [
+        (batch_of(&over), "257 envelopes"),
+        (batch_of(&[]), "empty"),
+        (format!("[{}]", w[261]), "a bare list"),
+        (
+            format!("{{\"envelopes\":[{}],\"extra\":1}}", w[261]),
+            "unknown field",
+        ),
+        (format!("{{\"envelopes\":[{}]", w[261]), "truncated"),
+    ] {
+        let (st, v) = post_batch(&server, &session, body);
+        assert_eq!(st, 400, "{why}: {v}");
+        assert_eq!(v["code"], "invalid_envelope", "{why}: {v}");
+    }
+    assert_eq!(envelope_count(&server, &op, &session), 260);
+
+    // The body limit, at its edge: exactly 1 MiB is read, one byte more is 413.
+    let one = batch_of(&[w[261]]);
+    let (st, v) = post_batch(&server, &session, padded(&one, 1024 * 1024 + 1));
+    assert_eq!(st, 413, "{v}");
+    assert_eq!(v["code"], "body_too_large");
+    assert_eq!(envelope_count(&server, &op, &session), 260);
+    let (st, v) = post_batch(&server, &session, padded(&one, 1024 * 1024));
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["accepted"], 1, "{v}");
+
+    // The single route's limit answers in JSON too.
+    let (st, v) = post_raw(&server, &session, &padded(w[262], 256 * 1024 + 1));
+    assert_eq!(st, 413, "{v}");
+    assert_eq!(v["code"], "body_too_large");
+    let (st, v) = post_raw(&server, &session, &padded(w[262], 256 * 1024));
+    assert_eq!(st, 201, "{v}");
+
+    // The CLI posts batches of --batch lines; the reader sees every message once, in order.
+    let more: String = (1..=70).map(|i| format!("batched {i}\n")).collect();
+    let printed = send_with(&server, &a, &session, &more, &["--batch", "32"]);
+    assert_eq!(printed.len(), 70);
+    assert_eq!(envelope_count(&server, &op, &session), 262 + 70);
+    let (ok, text, err) = read(&server, &b, &session, &[&a]);
+    assert!(ok, "{err}");
+    let got: Vec<&str> = text.lines().collect();
+    // line 3 was refused as a replay when it came after line 4
+    let mut want: Vec<String> = (1..=263)
+        .filter(|i| *i != 3)
+        .map(|i| format!("line {i}"))
+        .collect();
+    want.extend((1..=70).map(|i| format!("batched {i}")));
+    assert_eq!(got, want);
+    let (ok, _, err) = session_cli("send", &server, &a, &session, &["--batch", "257"], "x\n");
+    assert!(!ok && err.contains("257"), "{err}");
 }
