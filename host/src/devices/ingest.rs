@@ -1,5 +1,5 @@
-//! Envelope ingest: the stateless checks (size, strict parse, sender key lookup,
-//! `verify_strict`) run on the caller's task; the stateful ones (revocation, epoch, cursor,
+//! Envelope ingest: the stateless checks (size, strict parse, sender key lookup) run on the
+//! caller's task and `verify_strict` on the verification pool (`devices::check`); the stateful ones (revocation, epoch, cursor,
 //! window) and the durable insert run in a single writer task that group-commits whatever
 //! arrived concurrently into one transaction ([`crate::store::Store::ingest_batch`]). Every
 //! caller gets its own verdict only after its batch committed, so an acknowledged envelope is
@@ -146,7 +146,8 @@ impl Ingestor {
         result
     }
 
-    /// The stateless checks of one envelope, on the caller's task.
+    /// The stateless checks of one envelope: the cheap ones on the caller's task, then
+    /// `verify_strict` on the verification pool.
     async fn check(&self, path_session: &str, body: &[u8]) -> Result<Verified, IngestError> {
         let env = parse(path_session, body)?;
         let Some(key) = self
@@ -155,7 +156,12 @@ impl Ingestor {
         else {
             return Err(EnvelopeError::UnknownDevice.into());
         };
-        verify(env, &key, body.len())
+        let size = body.len();
+        let (done, rx) = oneshot::channel();
+        self.verifiers.spawn(move || {
+            let _ = done.send(verify(env, &key, size));
+        });
+        rx.await.map_err(|_| IngestError::Storage)?
     }
 
     /// Checks and stores a batch (`{"envelopes":[…]}`, at most [`crate::envelope::limits::MAX_BATCH_ENVELOPES`]) posted
