@@ -37,6 +37,14 @@ pub fn binary() -> &'static Path {
     })
 }
 
+/// The plugin compile cache shared by the test servers of one build: `target/<profile>/test-plugin-cache`.
+pub fn shared_plugin_cache() -> PathBuf {
+    binary()
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join("test-plugin-cache")
+}
+
 /// Runs a `happyx` CLI command; returns (status, stdout, stderr).
 pub fn cli(args: &[&str]) -> (ExitStatus, String, String) {
     cli_env(args, &[])
@@ -134,6 +142,10 @@ impl Server {
             std::fs::write(&path, text)?;
             cmd.arg("--config").arg(path);
         }
+        // Every test server runs the same sample plugins: they share one compile cache next to
+        // the binary, so only the first server of a run compiles them (a test may still set
+        // its own `HAPPYX_PLUGINS__CACHE_DIR`).
+        cmd.env("HAPPYX_PLUGINS__CACHE_DIR", shared_plugin_cache());
         for (k, v) in &opts.env {
             cmd.env(k, v);
         }
