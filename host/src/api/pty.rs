@@ -605,6 +605,13 @@ async fn viewer(state: AppState, socket: WebSocket, id: String, drive: bool, off
                     }
                     next = offset + raw_len;
                 }
+                Ok(Live::InputDropped { bytes }) => {
+                    if drive {
+                        let e = json!({ "type": "error", "code": "input_dropped", "bytes": bytes,
+                            "message": "the program is not reading its input; this many bytes of input were dropped" });
+                        if !send(&mut sink, text(e)).await { return; }
+                    }
+                }
                 Ok(Live::End { .. }) | Err(RecvError::Closed) => {
                     let Some(n) = catch_up(&state, &mut sink, &id, next).await else { return };
                     return finish(&state, &mut sink, &id, n).await;

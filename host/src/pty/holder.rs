@@ -40,6 +40,9 @@ const MAX_SPEC: u64 = 1024 * 1024;
 pub const KILL_GRACE: Duration = Duration::from_secs(2);
 /// How long a child's exit waits for the PTY to drain before the group is killed.
 const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
+/// Input messages (each at most 64 KiB) queued for a program that is not reading; past this,
+/// input is dropped and reported to the host (`input dropped` frame).
+const INPUT_QUEUE: usize = 256;
 
 /// What the host hands a new holder on stdin (one JSON document).
 #[derive(Clone, Serialize, Deserialize)]
@@ -80,6 +83,8 @@ struct State {
     /// Next offset to send on the current connection.
     sent: u64,
     exited_sent: Option<u64>,
+    /// Input bytes discarded (the program was not reading) not yet reported to the host.
+    input_dropped: u64,
 }
 
 impl State {
@@ -233,7 +238,7 @@ fn start() -> Result<Arc<Shared>, &'static str> {
     let listener = UnixListener::bind(&spec.socket_path).map_err(|_| "socket_bind_failed")?;
     let _ = std::fs::set_permissions(&spec.socket_path, std::fs::Permissions::from_mode(0o600));
 
-    let (input_tx, input_rx) = sync_channel::<Vec<u8>>(256);
+    let (input_tx, input_rx) = sync_channel::<Vec<u8>>(INPUT_QUEUE);
     let shared = Arc::new(Shared {
         st: Mutex::new(State {
             ring: VecDeque::with_capacity(spec.ring_bytes.min(1 << 20)),
@@ -244,6 +249,7 @@ fn start() -> Result<Arc<Shared>, &'static str> {
             conn: 0,
             sent: 0,
             exited_sent: None,
+            input_dropped: 0,
         }),
         cv: Condvar::new(),
         secret,
@@ -445,7 +451,10 @@ fn conn_writer(s: Arc<Shared>, mut w: UnixStream, generation: u64) {
                 if st.sent < st.ring_start {
                     st.sent = st.ring_start;
                 }
-                if st.sent < st.end() || (st.finished() && st.exited_sent != Some(generation)) {
+                if st.sent < st.end()
+                    || st.input_dropped > 0
+                    || (st.finished() && st.exited_sent != Some(generation))
+                {
                     break;
                 }
                 st = match s.cv.wait(st) {
@@ -453,7 +462,9 @@ fn conn_writer(s: Arc<Shared>, mut w: UnixStream, generation: u64) {
                     Err(p) => p.into_inner(),
                 };
             }
-            if st.sent < st.end() {
+            if st.input_dropped > 0 {
+                Frame::InputDropped(std::mem::take(&mut st.input_dropped))
+            } else if st.sent < st.end() {
                 let from = (st.sent - st.ring_start) as usize;
                 let n = (st.ring.len() - from).min(MAX_OUTPUT);
                 let data: Vec<u8> = st.ring.range(from..from + n).copied().collect();
@@ -512,7 +523,14 @@ fn conn_reader(s: &Arc<Shared>, mut r: UnixStream, generation: u64) {
             }
             Frame::Input(bytes) => match s.input.try_send(bytes) {
                 Ok(()) | Err(TrySendError::Disconnected(_)) => {}
-                Err(TrySendError::Full(_)) => {} // the program is not reading its input
+                // The program is not reading its input: drop it (control frames such as a
+                // kill must still get through) and tell the host, which tells the driver.
+                Err(TrySendError::Full(bytes)) => {
+                    let mut st = s.lock();
+                    st.input_dropped = st.input_dropped.saturating_add(bytes.len() as u64);
+                    drop(st);
+                    s.cv.notify_all();
+                }
             },
             Frame::Resize { rows, cols } => {
                 let ws = libc::winsize {

@@ -557,6 +557,7 @@ async fn drive_inner(
                             t.push(offset, &data).map_err(|_| PtyError::Holder("transcript_gap"))?;
                         }
                         Some(Ok(Frame::Exited(x))) => exit = Some(x),
+                        Some(Ok(Frame::InputDropped(bytes))) => t.input_dropped(bytes).await?,
                         Some(Ok(_)) => return Err(PtyError::Holder("unexpected_frame")),
                         Some(Err(e)) => return Err(e.into()),
                         None => return Err(PtyError::Protocol(ProtocolError::Closed)),

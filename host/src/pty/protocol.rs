@@ -14,6 +14,7 @@
 //! | 8 | signal | host → holder | `u8`: 1 interrupt, 2 hangup, 3 kill (hangup, then SIGKILL after a grace) |
 //! | 9 | exited | holder → host | JSON `{exit_code, signal, end_offset}` |
 //! | 10 | release | host → holder | empty: the exit is recorded and every byte persisted; the holder may exit |
+//! | 11 | input dropped | holder → host | `u64-BE bytes`: input discarded since the last report because the program was not reading it |
 //!
 //! The first frame on a connection must be `hello`; anything else, a wrong
 //! version, secret, session or boot id is answered with `refused` and the
@@ -128,6 +129,7 @@ pub enum Frame {
     Signal(SignalKind),
     Exited(ExitInfo),
     Release,
+    InputDropped(u64),
 }
 
 impl std::fmt::Debug for Frame {
@@ -143,6 +145,7 @@ impl std::fmt::Debug for Frame {
             Self::Signal(s) => write!(f, "Signal({s:?})"),
             Self::Exited(e) => write!(f, "Exited({e:?})"),
             Self::Release => write!(f, "Release"),
+            Self::InputDropped(n) => write!(f, "InputDropped({n} bytes)"),
         }
     }
 }
@@ -183,6 +186,7 @@ impl Frame {
             Self::Signal(s) => (8, vec![s.byte()]),
             Self::Exited(e) => (9, json(e)),
             Self::Release => (10, Vec::new()),
+            Self::InputDropped(n) => (11, n.to_be_bytes().to_vec()),
         };
         let mut out = Vec::with_capacity(5 + payload.len());
         out.extend_from_slice(&((payload.len() + 1) as u32).to_be_bytes());
@@ -238,6 +242,12 @@ impl Frame {
             },
             9 => Frame::Exited(serde_json::from_slice(p).map_err(|_| bad())?),
             10 if p.is_empty() => Frame::Release,
+            11 => {
+                if p.len() != 8 {
+                    return Err(bad());
+                }
+                Frame::InputDropped(u64_at(p)?)
+            }
             k => return Err(ProtocolError::UnknownKind(k)),
         })
     }
@@ -307,6 +317,7 @@ mod tests {
                 cols: 120,
             },
             Frame::Signal(SignalKind::Kill),
+            Frame::InputDropped(65_536),
             Frame::Exited(ExitInfo {
                 exit_code: Some(3),
                 signal: None,

@@ -10,7 +10,7 @@ use tokio::sync::broadcast;
 use crate::metrics::Metrics;
 use crate::plugins::PluginHost;
 use crate::runs::{CHUNK_BYTES, OVERLAP, redact_with_overlap};
-use crate::store::{Store, StoreError, TranscriptChunk};
+use crate::store::{NewEvent, Store, StoreError, TranscriptChunk};
 
 /// What live viewers receive. Only redacted bytes ever travel here.
 #[derive(Clone, Debug)]
@@ -21,6 +21,8 @@ pub enum Live {
         raw_len: u64,
         redacted: Option<Arc<Vec<u8>>>,
     },
+    /// The program was not reading its input: this many input bytes were dropped.
+    InputDropped { bytes: u64 },
     /// The session ended; every chunk below `end` was published before.
     End {
         end: u64,
@@ -50,6 +52,23 @@ pub struct Transcript {
 }
 
 impl Transcript {
+    /// The holder dropped `bytes` of input because the program was not reading it: a
+    /// `pty.input_dropped` event for the record, a warning, and word to the live viewers (the
+    /// driver is told over its WebSocket).
+    pub async fn input_dropped(&self, bytes: u64) -> Result<(), StoreError> {
+        tracing::warn!(pty = %self.pty_id, bytes, "the program is not reading its input; input dropped");
+        self.store
+            .append_event(&NewEvent::new(
+                "pty.input_dropped",
+                "holder",
+                &self.pty_id,
+                serde_json::json!({ "bytes": bytes }),
+            ))
+            .await?;
+        let _ = self.live.send(Live::InputDropped { bytes });
+        Ok(())
+    }
+
     /// Resumes after `persisted` bytes, restoring the overlap from the last chunk.
     pub async fn resume(
         pty_id: &str,

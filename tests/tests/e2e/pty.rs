@@ -303,6 +303,53 @@ fn input_output_resize_interrupt_and_kill() {
 }
 
 #[test]
+fn input_a_program_does_not_read_is_dropped_and_the_driver_told() {
+    let (_tmp, data) = temp_data_dir();
+    let server = start(&data);
+    let op = server.token("operator");
+    let p = open(&server, &op, &op, "stty raw -echo; echo ready; sleep 1000");
+    let id = p["id"].as_str().expect("id").to_string();
+    wait_transcript(&server, &op, &id, "ready");
+    let t = ticket(&server, &op, &id, "drive");
+    let rt = tokio::runtime::Runtime::new().expect("rt");
+    // 320 messages of 64 KiB (20 MiB): more than the holder queues (256) plus what the
+    // terminal and the sockets buffer.
+    const MESSAGES: u64 = 320;
+    let dropped: u64 = rt.block_on(async {
+        let mut ws = ws_open(&server.url, &id, &t, 0).await;
+        let chunk = vec![b'x'; 64 * 1024];
+        for _ in 0..MESSAGES {
+            ws.send(Message::Binary(chunk.clone().into()))
+                .await
+                .expect("input");
+        }
+        let mut dropped = 0;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while dropped == 0 {
+            let Ok(Some(Ok(m))) = tokio::time::timeout_at(deadline, ws.next()).await else {
+                break;
+            };
+            if let Message::Text(t) = m {
+                let v: Value = serde_json::from_str(t.as_str()).expect("json frame");
+                if v["code"] == "input_dropped" {
+                    dropped += v["bytes"].as_u64().expect("bytes");
+                }
+            }
+        }
+        dropped
+    });
+    assert!(dropped > 0, "the driver was not told of dropped input");
+    assert!(dropped <= MESSAGES * 64 * 1024, "{dropped}");
+    assert_eq!(dropped % (64 * 1024), 0, "whole messages are dropped");
+    // Control frames still reach the holder of a program that does not read.
+    let (st, b) = call(server.post(&format!("/v1/pty/{id}/kill"), &op, &json!({})));
+    assert_eq!(st, 200, "{b}");
+    wait_state(&server, &op, &id, &["killed", "exited"]);
+    let ev = events(&server, &op, &id);
+    assert!(ev.iter().any(|e| e == "pty.input_dropped"), "{ev:?}");
+}
+
+#[test]
 fn holder_hygiene_and_child_isolation() {
     let (_tmp, data) = temp_data_dir();
     let server = start(&data);
