@@ -32,9 +32,7 @@ pub use cache::{Origin as CacheOrigin, sha256_hex};
 pub use config::{Kind, Limits, PluginSpec, PluginsConfig};
 pub use contract::Check;
 pub use error::{PluginError, PluginRef, RenderError};
-pub use masks::{
-    DEFAULT_WINDOW, MASK_BYTE, RedactedChunk, RedactionStatus, StreamRedactor, apply_masks,
-};
+pub use masks::{MASK_BYTE, apply_masks};
 pub use types::{
     Decision, Finding, Item, Param, PluginStatus, Recipe, Redaction, Rendered, Risk, Totals,
 };
