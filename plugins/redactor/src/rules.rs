@@ -4,16 +4,22 @@
 //! compile the very same rules (`#[path]` include) and compare them with the
 //! WASM build.
 //!
-//! Matching is two-phase: one [`RegexSet`] pass over the data tells which
-//! rules match anywhere (for clean data, the common case, that is the only
-//! pass), then each matching rule's own regex reports its ranges. Every regex
-//! is byte-oriented and ASCII-only (`unicode(false)`), so arbitrary bytes are
-//! fine and the lazy DFA never falls back on non-ASCII input.
+//! Each rule searches the data on its own. Almost every pattern starts with a
+//! literal the regex engine finds with a fast substring prefilter, so a rule
+//! costs little where its literal does not occur. The one whose start is a
+//! case-insensitive alternation of words (`password=…`: too many case
+//! variants for the engine's prefilter) lists those words in `assigns`:
+//! its matches are a word, an optional quote, whitespace, then `:` or `=`,
+//! so it is searched from each `:` and `=` (a vectorised byte search) back to
+//! the word before it, and its regex is tried anchored at that word only —
+//! which yields exactly the matches of an unanchored left-to-right search. Every regex is byte-oriented and
+//! ASCII-only (`unicode(false)`), so arbitrary bytes are fine and the lazy DFA
+//! never falls back on non-ASCII input.
 //!
 //! A rule masks either its whole match or only one capture group (the value of
 //! `password=...`, the userinfo of `https://user:pass@host`).
 
-use regex::bytes::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
+use regex::bytes::{Captures, Regex, RegexBuilder};
 
 /// One rule: a stable name, a pattern and which part of a match is secret.
 struct RuleDef {
@@ -21,6 +27,10 @@ struct RuleDef {
     pattern: &'static str,
     /// `Some(i)`: mask only capture group `i`; `None`: mask the whole match.
     group: Option<usize>,
+    /// Non-empty: every match of `pattern` starts with one of these words
+    /// (ASCII case-insensitive), followed by an optional quote, whitespace
+    /// and `:` or `=`; the rule is searched from those bytes back.
+    assigns: &'static [&'static str],
 }
 
 /// The built-in rules. Names are stable: operators use them in `disable=`.
@@ -31,61 +41,89 @@ const RULES: &[RuleDef] = &[
         // cut off (fail closed: the rest of a split key is still masked).
         pattern: r"-----BEGIN[ A-Z0-9]{0,40}PRIVATE KEY( BLOCK)?-----(?s:.*?)(-----END[ A-Z0-9]{0,40}PRIVATE KEY( BLOCK)?-----|\z)",
         group: None,
+        assigns: &[],
     },
     RuleDef {
         name: "aws-access-key",
         pattern: r"\b(AKIA|ASIA|AIDA|AROA|AGPA|ANPA|ANVA|AIPA)[0-9A-Z]{16}\b",
         group: None,
+        assigns: &[],
     },
     RuleDef {
         name: "aws-secret-key",
         pattern: r#"(?i)aws_?secret_?access_?key["']?\s*[:=]\s*["']?([A-Za-z0-9/+=]{16,})"#,
         group: Some(1),
+        assigns: &[],
     },
     RuleDef {
         name: "github-token",
         pattern: r"\b(gh[pousr]_[A-Za-z0-9]{30,255}|github_pat_[A-Za-z0-9_]{22,255})",
         group: None,
+        assigns: &[],
     },
     RuleDef {
         name: "gitlab-token",
         pattern: r"\bglpat-[A-Za-z0-9_\-]{20,}",
         group: None,
+        assigns: &[],
     },
     RuleDef {
         name: "slack-token",
         pattern: r"\bxox[abprs]-[A-Za-z0-9\-]{10,}",
         group: None,
+        assigns: &[],
     },
     RuleDef {
         name: "slack-webhook",
         pattern: r"https://hooks\.slack\.com/(services|workflows)/[A-Za-z0-9/_\-]+",
         group: None,
+        assigns: &[],
     },
     RuleDef {
         name: "jwt",
         pattern: r"\beyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}",
         group: None,
+        assigns: &[],
     },
     RuleDef {
         name: "auth-header",
         pattern: r#"(?i)\b(proxy-)?authorization["']?\s*[:=]\s*["']?(bearer|basic|token|digest|negotiate)\s+([^\s"',;<>]+)"#,
         group: Some(3),
+        assigns: &[],
     },
     RuleDef {
         name: "bearer-token",
         pattern: r"(?i)\bbearer\s+([A-Za-z0-9._~+/=\-]{16,})",
         group: Some(1),
+        assigns: &[],
     },
     RuleDef {
         name: "password-assignment",
-        pattern: r#"(?i)\b[A-Za-z0-9_.\-]*(password|passwd|secret|token|api_?key|apikey|access_?key|private_?key|credentials?)["']?\s*[:=]\s*["']?([^\s"'&,;<>{}\[\]()]{3,})"#,
+        // The name may carry any prefix (`DB_PASSWORD=`, `x-api-key:`); only
+        // the value after the keyword is masked, so the match starts at the
+        // keyword.
+        pattern: r#"(?i)(password|passwd|secret|token|api_?key|apikey|access_?key|private_?key|credentials?)["']?\s*[:=]\s*["']?([^\s"'&,;<>{}\[\]()]{3,})"#,
         group: Some(2),
+        assigns: &[
+            "password",
+            "passwd",
+            "secret",
+            "token",
+            "apikey",
+            "api_key",
+            "accesskey",
+            "access_key",
+            "privatekey",
+            "private_key",
+            "credential",
+            "credentials",
+        ],
     },
     RuleDef {
         name: "url-credentials",
         pattern: r#"\b[A-Za-z][A-Za-z0-9+.\-]{1,20}://([^\s:/@"'<>]{1,256}:[^\s/@"'<>]{1,256})@"#,
         group: Some(1),
+        assigns: &[],
     },
     RuleDef {
         name: "happyx-token",
@@ -93,12 +131,20 @@ const RULES: &[RuleDef] = &[
         // chars (32 random bytes, no padding).
         pattern: r"hpx_[a-z0-9]{12}_[A-Za-z0-9_\-]{43}",
         group: None,
+        assigns: &[],
     },
 ];
 
 /// The names of all built-in rules, in order.
 pub fn rule_names() -> impl Iterator<Item = &'static str> {
     RULES.iter().map(|r| r.name)
+}
+
+/// Each built-in rule's name, pattern and masked capture group (`None`: the
+/// whole match), in order: what [`Rules::scan`] must find, for reference
+/// searches in tests.
+pub fn rule_patterns() -> impl Iterator<Item = (&'static str, &'static str, Option<usize>)> {
+    RULES.iter().map(|r| (r.name, r.pattern, r.group))
 }
 
 /// Rule name used for operator-supplied literals (`extra_literals`).
@@ -121,11 +167,13 @@ struct Compiled {
     name: &'static str,
     regex: Regex,
     group: Option<usize>,
+    /// For rules with `assigns`: the words, longest first, and the pattern
+    /// anchored at the start of its haystack.
+    anchored: Option<(Vec<&'static str>, Regex)>,
 }
 
 /// A compiled rule set. Build it once per instance and reuse it.
 pub struct Rules {
-    set: RegexSet,
     rules: Vec<Compiled>,
 }
 
@@ -179,6 +227,12 @@ impl Settings {
     }
 }
 
+/// `\s` of an ASCII-only regex: space, tab, newline, vertical tab, form feed,
+/// carriage return.
+fn is_regex_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | 0x0B | 0x0C | b'\r')
+}
+
 fn builder(pattern: &str) -> RegexBuilder {
     let mut b = RegexBuilder::new(pattern);
     b.unicode(false).size_limit(8 << 20).dfa_size_limit(4 << 20);
@@ -196,10 +250,21 @@ impl Rules {
             let regex = builder(def.pattern)
                 .build()
                 .map_err(|e| format!("rule {}: {e}", def.name))?;
+            let anchored = if def.assigns.is_empty() {
+                None
+            } else {
+                let at_start = builder(&format!("^(?:{})", def.pattern))
+                    .build()
+                    .map_err(|e| format!("rule {}: {e}", def.name))?;
+                let mut words = def.assigns.to_vec();
+                words.sort_by_key(|w| std::cmp::Reverse(w.len()));
+                Some((words, at_start))
+            };
             rules.push(Compiled {
                 name: def.name,
                 regex,
                 group: def.group,
+                anchored,
             });
         }
         if !settings.literals.is_empty() {
@@ -216,15 +281,10 @@ impl Rules {
                 name: LITERAL_RULE,
                 regex,
                 group: None,
+                anchored: None,
             });
         }
-        let set = RegexSetBuilder::new(rules.iter().map(|r| r.regex.as_str()))
-            .unicode(false)
-            .size_limit(32 << 20)
-            .dfa_size_limit(8 << 20)
-            .build()
-            .map_err(|e| format!("rule set: {e}"))?;
-        Ok(Rules { set, rules })
+        Ok(Rules { rules })
     }
 
     /// Compiles the rules from `key=value` settings (see [`Settings::parse`]).
@@ -236,16 +296,20 @@ impl Rules {
     /// inside `data`; ranges of different rules may overlap.
     pub fn scan(&self, data: &[u8]) -> Vec<Hit> {
         let mut hits = Vec::new();
-        let matched = self.set.matches(data);
-        if !matched.matched_any() {
-            return hits;
-        }
-        for index in matched.iter() {
-            let Some(rule) = self.rules.get(index) else {
-                continue;
+        for rule in &self.rules {
+            let mut hit = |caps: &Captures<'_>, offset: usize| {
+                if let Some(m) = caps.get(rule.group.unwrap_or(0))
+                    && m.start() < m.end()
+                {
+                    hits.push(Hit {
+                        rule: rule.name,
+                        start: offset + m.start(),
+                        end: offset + m.end(),
+                    });
+                }
             };
-            match rule.group {
-                None => {
+            match &rule.anchored {
+                None if rule.group.is_none() => {
                     for m in rule.regex.find_iter(data) {
                         if m.start() < m.end() {
                             hits.push(Hit {
@@ -256,16 +320,43 @@ impl Rules {
                         }
                     }
                 }
-                Some(group) => {
+                None => {
                     for caps in rule.regex.captures_iter(data) {
-                        if let Some(m) = caps.get(group)
-                            && m.start() < m.end()
-                        {
-                            hits.push(Hit {
-                                rule: rule.name,
-                                start: m.start(),
-                                end: m.end(),
-                            });
+                        hit(&caps, 0);
+                    }
+                }
+                // A match is `word ["']? \s* [:=]…`: from each `:` and `=`,
+                // step back over whitespace and one quote to where the word
+                // must end, and try the words that end there, left to right,
+                // skipping places inside the last match as an unanchored
+                // non-overlapping search would.
+                Some((words, at_start)) => {
+                    let mut resume = 0;
+                    for sep in memchr::memchr2_iter(b':', b'=', data) {
+                        if sep < resume {
+                            continue;
+                        }
+                        let mut end = sep;
+                        while end > 0 && is_regex_space(data[end - 1]) {
+                            end -= 1;
+                        }
+                        if end > 0 && matches!(data[end - 1], b'"' | b'\'') {
+                            end -= 1;
+                        }
+                        // longest word first: the leftmost place a match may start
+                        for w in words.iter() {
+                            let Some(at) = end.checked_sub(w.len()) else {
+                                continue;
+                            };
+                            if at < resume || !data[at..end].eq_ignore_ascii_case(w.as_bytes()) {
+                                continue;
+                            }
+                            if let Some(caps) = at_start.captures(&data[at..]) {
+                                let len = caps.get(0).map_or(0, |m| m.end());
+                                hit(&caps, at);
+                                resume = at + len.max(1);
+                                break;
+                            }
                         }
                     }
                 }

@@ -1,0 +1,147 @@
+//! The sample redactor's rules, compiled natively (the same source the WASM
+//! guest is built from): every rule's findings must be exactly those of its
+//! pattern searched unanchored, left to right, over the whole data — also for
+//! the rule searched from `:` and `=` back to its keyword — and the keyword
+//! rule masks what its older form (`\b` and any identifier prefix before the
+//! keyword) masked.
+
+#[path = "../../plugins/redactor/src/rules.rs"]
+#[allow(dead_code)]
+mod rules;
+
+use std::sync::LazyLock;
+
+use proptest::prelude::*;
+use regex::bytes::{Regex, RegexBuilder};
+
+/// The keyword rule as it was before it was searched from its separators.
+const PASSWORD_BEFORE: &str = r#"(?i)\b[A-Za-z0-9_.\-]*(password|passwd|secret|token|api_?key|apikey|access_?key|private_?key|credentials?)["']?\s*[:=]\s*["']?([^\s"'&,;<>{}\[\]()]{3,})"#;
+
+fn regex(pattern: &str) -> Regex {
+    RegexBuilder::new(pattern)
+        .unicode(false)
+        .build()
+        .expect("pattern")
+}
+
+/// Unanchored, non-overlapping, left to right: (start, end) of the masked part.
+fn reference(re: &Regex, group: Option<usize>, data: &[u8]) -> Vec<(usize, usize)> {
+    re.captures_iter(data)
+        .filter_map(|c| c.get(group.unwrap_or(0)))
+        .filter(|m| m.start() < m.end())
+        .map(|m| (m.start(), m.end()))
+        .collect()
+}
+
+fn fragments() -> impl Strategy<Value = Vec<u8>> {
+    let words = prop_oneof![
+        Just("password"),
+        Just("PassWd"),
+        Just("SECRET"),
+        Just("token"),
+        Just("api_key"),
+        Just("ApiKey"),
+        Just("access_key"),
+        Just("privatekey"),
+        Just("credential"),
+        Just("credentials"),
+        Just("db_"),
+        Just("x-"),
+        Just("."),
+        Just("="),
+        Just(":"),
+        Just("=="),
+        Just(" "),
+        Just("\t"),
+        Just("\x0b"),
+        Just("\n"),
+        Just("\""),
+        Just("'"),
+        Just("&"),
+        Just("abc"),
+        Just("hunter2"),
+        Just("Bearer "),
+        Just("Authorization: "),
+        Just("https://user:pw@host/"),
+        Just("ghp_0123456789abcdefghijklmnopqrstuvwxyzAB"),
+        Just("AKIAIOSFODNN7EXAMPLE"),
+        Just("\u{e9}"),
+    ];
+    proptest::collection::vec(words, 0..40).prop_map(|w| w.concat().into_bytes())
+}
+
+/// The rules, each rule's reference regex and the keyword rule's older form, compiled once.
+type Compiled = (
+    rules::Rules,
+    Vec<(&'static str, Regex, Option<usize>)>,
+    Regex,
+);
+
+static COMPILED: LazyLock<Compiled> = LazyLock::new(|| {
+    (
+        rules::Rules::new(&rules::Settings::default()).expect("rules"),
+        rules::rule_patterns()
+            .map(|(name, pattern, group)| (name, regex(pattern), group))
+            .collect(),
+        regex(PASSWORD_BEFORE),
+    )
+});
+
+fn check(data: &[u8]) {
+    let (rules, references, before_form) = &*COMPILED;
+    let hits = rules.scan(data);
+    for (name, re, group) in references {
+        let mine: Vec<(usize, usize)> = hits
+            .iter()
+            .filter(|h| h.rule == *name)
+            .map(|h| (h.start, h.end))
+            .collect();
+        let mut want = reference(re, *group, data);
+        want.sort();
+        assert_eq!(
+            mine,
+            want,
+            "rule {name} on {:?}",
+            String::from_utf8_lossy(data)
+        );
+        if *name == "password-assignment" {
+            let mut before = reference(before_form, Some(2), data);
+            before.sort();
+            assert_eq!(
+                mine,
+                before,
+                "older form on {:?}",
+                String::from_utf8_lossy(data)
+            );
+        }
+    }
+}
+
+#[test]
+fn known_cases() {
+    for case in [
+        "password=hunter2",
+        "DB_PASSWORD = \"hunter2\"",
+        "x-api-key: abcdef",
+        "passwordtoken=abc",
+        "secretoken=xyz",
+        "password ==abc token=def",
+        "'token' :\t'abc'",
+        "credentials=abc&credential=def",
+        "TOKEN\x0b=abc",
+        "password=a token=bcd",
+        "==== token",
+        "",
+    ] {
+        check(case.as_bytes());
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn scan_equals_unanchored_search(data in fragments()) {
+        check(&data);
+    }
+}
