@@ -1,7 +1,7 @@
 //! The sample redactor's rules, compiled natively (the same source the WASM
 //! guest is built from): every rule's findings must be exactly those of its
 //! pattern searched unanchored, left to right, over the whole data — also for
-//! the rule searched from `:` and `=` back to its keyword — and the keyword
+//! the rules searched from `:` and `=` back to their keyword — and the keyword
 //! rule masks what its older form (`\b` and any identifier prefix before the
 //! keyword) masked.
 
@@ -66,6 +66,15 @@ fn fragments() -> impl Strategy<Value = Vec<u8>> {
         Just("ghp_0123456789abcdefghijklmnopqrstuvwxyzAB"),
         Just("AKIAIOSFODNN7EXAMPLE"),
         Just("\u{e9}"),
+        Just("proxy-"),
+        Just("Authorization"),
+        Just("basic "),
+        Just("x"),
+        Just("AWS"),
+        Just("_SECRET"),
+        Just("_access"),
+        Just("Key"),
+        Just("AbCdEfGh12345678/+="),
     ];
     proptest::collection::vec(words, 0..40).prop_map(|w| w.concat().into_bytes())
 }
@@ -131,6 +140,11 @@ fn known_cases() {
         "TOKEN\x0b=abc",
         "password=a token=bcd",
         "==== token",
+        "xproxy-authorization: Basic abc",
+        "proxy-authorization: Basic abc",
+        "-Authorization=bearer t0k3n",
+        "aws_secret_access_key = AbCdEfGh12345678/+=",
+        "AWSSECRETACCESSKEY:'AbCdEfGh12345678'",
         "",
     ] {
         check(case.as_bytes());

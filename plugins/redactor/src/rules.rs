@@ -53,7 +53,16 @@ const RULES: &[RuleDef] = &[
         name: "aws-secret-key",
         pattern: r#"(?i)aws_?secret_?access_?key["']?\s*[:=]\s*["']?([A-Za-z0-9/+=]{16,})"#,
         group: Some(1),
-        assigns: &[],
+        assigns: &[
+            "awssecretaccesskey",
+            "aws_secretaccesskey",
+            "awssecret_accesskey",
+            "awssecretaccess_key",
+            "aws_secret_accesskey",
+            "aws_secretaccess_key",
+            "awssecret_access_key",
+            "aws_secret_access_key",
+        ],
     },
     RuleDef {
         name: "github-token",
@@ -89,7 +98,7 @@ const RULES: &[RuleDef] = &[
         name: "auth-header",
         pattern: r#"(?i)\b(proxy-)?authorization["']?\s*[:=]\s*["']?(bearer|basic|token|digest|negotiate)\s+([^\s"',;<>]+)"#,
         group: Some(3),
-        assigns: &[],
+        assigns: &["proxy-authorization", "authorization"],
     },
     RuleDef {
         name: "bearer-token",
@@ -163,13 +172,34 @@ pub struct Hit {
     pub end: usize,
 }
 
+struct Anchored {
+    words: Vec<&'static str>,
+    at_start: Regex,
+    after_one: Regex,
+}
+
+impl Anchored {
+    /// The pattern's match starting exactly at `at`, judged with the byte
+    /// before it as context; offsets relative to `at - context`.
+    fn captures_at<'h>(&self, data: &'h [u8], at: usize) -> Option<(Captures<'h>, usize)> {
+        match at.checked_sub(1) {
+            None => self.at_start.captures(data).map(|c| (c, 0)),
+            Some(before) => self
+                .after_one
+                .captures(&data[before..])
+                .map(|c| (c, before)),
+        }
+    }
+}
+
 struct Compiled {
     name: &'static str,
     regex: Regex,
     group: Option<usize>,
     /// For rules with `assigns`: the words, longest first, and the pattern
-    /// anchored at the start of its haystack.
-    anchored: Option<(Vec<&'static str>, Regex)>,
+    /// anchored at the start of its haystack, as is and after one byte of
+    /// left context (so `\b` sees the byte before the match).
+    anchored: Option<Anchored>,
 }
 
 /// A compiled rule set. Build it once per instance and reuse it.
@@ -253,12 +283,18 @@ impl Rules {
             let anchored = if def.assigns.is_empty() {
                 None
             } else {
-                let at_start = builder(&format!("^(?:{})", def.pattern))
-                    .build()
-                    .map_err(|e| format!("rule {}: {e}", def.name))?;
+                let anchored = |prefix: &str| {
+                    builder(&format!("^{prefix}(?:{})", def.pattern))
+                        .build()
+                        .map_err(|e| format!("rule {}: {e}", def.name))
+                };
                 let mut words = def.assigns.to_vec();
                 words.sort_by_key(|w| std::cmp::Reverse(w.len()));
-                Some((words, at_start))
+                Some(Anchored {
+                    words,
+                    at_start: anchored("")?,
+                    after_one: anchored("(?s-u:.)")?,
+                })
             };
             rules.push(Compiled {
                 name: def.name,
@@ -297,15 +333,18 @@ impl Rules {
     pub fn scan(&self, data: &[u8]) -> Vec<Hit> {
         let mut hits = Vec::new();
         for rule in &self.rules {
-            let mut hit = |caps: &Captures<'_>, offset: usize| {
-                if let Some(m) = caps.get(rule.group.unwrap_or(0))
-                    && m.start() < m.end()
-                {
-                    hits.push(Hit {
-                        rule: rule.name,
-                        start: offset + m.start(),
-                        end: offset + m.end(),
-                    });
+            // `offset`: where `caps`' haystack starts in `data`; nothing
+            // before `from` belongs to the match (a context byte).
+            let mut hit = |caps: &Captures<'_>, offset: usize, from: usize| {
+                if let Some(m) = caps.get(rule.group.unwrap_or(0)) {
+                    let (start, end) = ((offset + m.start()).max(from), offset + m.end());
+                    if start < end {
+                        hits.push(Hit {
+                            rule: rule.name,
+                            start,
+                            end,
+                        });
+                    }
                 }
             };
             match &rule.anchored {
@@ -322,7 +361,7 @@ impl Rules {
                 }
                 None => {
                     for caps in rule.regex.captures_iter(data) {
-                        hit(&caps, 0);
+                        hit(&caps, 0, 0);
                     }
                 }
                 // A match is `word ["']? \s* [:=]…`: from each `:` and `=`,
@@ -330,7 +369,7 @@ impl Rules {
                 // must end, and try the words that end there, left to right,
                 // skipping places inside the last match as an unanchored
                 // non-overlapping search would.
-                Some((words, at_start)) => {
+                Some(anchored) => {
                     let mut resume = 0;
                     for sep in memchr::memchr2_iter(b':', b'=', data) {
                         if sep < resume {
@@ -344,17 +383,17 @@ impl Rules {
                             end -= 1;
                         }
                         // longest word first: the leftmost place a match may start
-                        for w in words.iter() {
+                        for w in &anchored.words {
                             let Some(at) = end.checked_sub(w.len()) else {
                                 continue;
                             };
                             if at < resume || !data[at..end].eq_ignore_ascii_case(w.as_bytes()) {
                                 continue;
                             }
-                            if let Some(caps) = at_start.captures(&data[at..]) {
-                                let len = caps.get(0).map_or(0, |m| m.end());
-                                hit(&caps, at);
-                                resume = at + len.max(1);
+                            if let Some((caps, base)) = anchored.captures_at(data, at) {
+                                let match_end = caps.get(0).map_or(at + 1, |m| base + m.end());
+                                hit(&caps, base, at);
+                                resume = match_end.max(at + 1);
                                 break;
                             }
                         }
