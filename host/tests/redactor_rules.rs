@@ -75,6 +75,18 @@ fn fragments() -> impl Strategy<Value = Vec<u8>> {
         Just("_access"),
         Just("Key"),
         Just("AbCdEfGh12345678/+="),
+        Just("gh"),
+        Just("ghp_"),
+        Just("github_pat_"),
+        Just("xox"),
+        Just("xoxb-"),
+        Just("AKIA"),
+        Just("A"),
+        Just("ABCDEFGHIJ0123456789"),
+        Just("bearer"),
+        Just("BeArEr "),
+        Just("0123456789abcdefghij"),
+        Just("_-"),
     ];
     proptest::collection::vec(words, 0..40).prop_map(|w| w.concat().into_bytes())
 }
@@ -145,6 +157,12 @@ fn known_cases() {
         "-Authorization=bearer t0k3n",
         "aws_secret_access_key = AbCdEfGh12345678/+=",
         "AWSSECRETACCESSKEY:'AbCdEfGh12345678'",
+        "AKIAAKIAIOSFODNN7EXAMPLE",
+        "xAKIAIOSFODNN7EXAMPLE AKIAIOSFODNN7EXAMPLE",
+        "xoxoxb-0123456789",
+        "gghp_0123456789abcdefghijklmnopqrstuvwxyzAB ghp_0123456789abcdefghijklmnopqrstuvwxyzAB",
+        "github_pat_0123456789abcdefghijklmn",
+        "bbearer 0123456789abcdefghij BEARER 0123456789abcdefghij",
         "",
     ] {
         check(case.as_bytes());
@@ -152,7 +170,7 @@ fn known_cases() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
 
     #[test]
     fn scan_equals_unanchored_search(data in fragments()) {

@@ -4,15 +4,16 @@
 //! compile the very same rules (`#[path]` include) and compare them with the
 //! WASM build.
 //!
-//! Each rule searches the data on its own. Almost every pattern starts with a
-//! literal the regex engine finds with a fast substring prefilter, so a rule
-//! costs little where its literal does not occur. The one whose start is a
-//! case-insensitive alternation of words (`password=…`: too many case
-//! variants for the engine's prefilter) lists those words in `assigns`:
-//! its matches are a word, an optional quote, whitespace, then `:` or `=`,
-//! so it is searched from each `:` and `=` (a vectorised byte search) back to
-//! the word before it, and its regex is tried anchored at that word only —
-//! which yields exactly the matches of an unanchored left-to-right search. Every regex is byte-oriented and
+//! Each rule searches the data on its own, from the places its matches may
+//! start ([`Start`]): a single literal is left to the regex engine's
+//! prefilter (a vectorised substring search); a rule that starts with one of
+//! several literals or words — which the engine would find with a
+//! multi-literal search, fast with x86 SIMD but slow in WebAssembly — is
+//! searched from a vectorised search for one byte (its prefixes' first byte,
+//! or the `:` and `=` of an assignment) and its regex is tried anchored at
+//! each candidate only, with one byte of left context for `\b`. That yields
+//! exactly the matches of an unanchored left-to-right search (checked by the
+//! host's `redactor_rules` test). Every regex is byte-oriented and
 //! ASCII-only (`unicode(false)`), so arbitrary bytes are fine and the lazy DFA
 //! never falls back on non-ASCII input.
 //!
@@ -21,16 +22,34 @@
 
 use regex::bytes::{Captures, Regex, RegexBuilder};
 
+/// How a rule finds the places its matches may start.
+#[derive(Clone, Copy)]
+enum Start {
+    /// The regex engine's own prefilter (a single literal: a vectorised
+    /// substring search).
+    Engine,
+    /// Every match is one of these words (ASCII case-insensitive), an
+    /// optional quote, whitespace, then `:` or `=`: searched from each `:`
+    /// and `=` back to the word.
+    Assign(&'static [&'static str]),
+    /// Every match starts with one of these prefixes (ASCII case-insensitive
+    /// when `nocase`), which share their first byte: searched from each
+    /// occurrence of that byte.
+    Prefix {
+        prefixes: &'static [&'static str],
+        nocase: bool,
+    },
+}
+
 /// One rule: a stable name, a pattern and which part of a match is secret.
 struct RuleDef {
     name: &'static str,
     pattern: &'static str,
     /// `Some(i)`: mask only capture group `i`; `None`: mask the whole match.
     group: Option<usize>,
-    /// Non-empty: every match of `pattern` starts with one of these words
-    /// (ASCII case-insensitive), followed by an optional quote, whitespace
-    /// and `:` or `=`; the rule is searched from those bytes back.
-    assigns: &'static [&'static str],
+    /// Where matches may start, when the regex engine's own prefilter would
+    /// be a multi-literal search (fast with x86 SIMD, slow in WebAssembly).
+    start: Start,
 }
 
 /// The built-in rules. Names are stable: operators use them in `disable=`.
@@ -41,19 +60,24 @@ const RULES: &[RuleDef] = &[
         // cut off (fail closed: the rest of a split key is still masked).
         pattern: r"-----BEGIN[ A-Z0-9]{0,40}PRIVATE KEY( BLOCK)?-----(?s:.*?)(-----END[ A-Z0-9]{0,40}PRIVATE KEY( BLOCK)?-----|\z)",
         group: None,
-        assigns: &[],
+        start: Start::Engine,
     },
     RuleDef {
         name: "aws-access-key",
         pattern: r"\b(AKIA|ASIA|AIDA|AROA|AGPA|ANPA|ANVA|AIPA)[0-9A-Z]{16}\b",
         group: None,
-        assigns: &[],
+        start: Start::Prefix {
+            prefixes: &[
+                "AKIA", "ASIA", "AIDA", "AROA", "AGPA", "ANPA", "ANVA", "AIPA",
+            ],
+            nocase: false,
+        },
     },
     RuleDef {
         name: "aws-secret-key",
         pattern: r#"(?i)aws_?secret_?access_?key["']?\s*[:=]\s*["']?([A-Za-z0-9/+=]{16,})"#,
         group: Some(1),
-        assigns: &[
+        start: Start::Assign(&[
             "awssecretaccesskey",
             "aws_secretaccesskey",
             "awssecret_accesskey",
@@ -62,49 +86,58 @@ const RULES: &[RuleDef] = &[
             "aws_secretaccess_key",
             "awssecret_access_key",
             "aws_secret_access_key",
-        ],
+        ]),
     },
     RuleDef {
         name: "github-token",
         pattern: r"\b(gh[pousr]_[A-Za-z0-9]{30,255}|github_pat_[A-Za-z0-9_]{22,255})",
         group: None,
-        assigns: &[],
+        start: Start::Prefix {
+            prefixes: &["ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"],
+            nocase: false,
+        },
     },
     RuleDef {
         name: "gitlab-token",
         pattern: r"\bglpat-[A-Za-z0-9_\-]{20,}",
         group: None,
-        assigns: &[],
+        start: Start::Engine,
     },
     RuleDef {
         name: "slack-token",
         pattern: r"\bxox[abprs]-[A-Za-z0-9\-]{10,}",
         group: None,
-        assigns: &[],
+        start: Start::Prefix {
+            prefixes: &["xoxa-", "xoxb-", "xoxp-", "xoxr-", "xoxs-"],
+            nocase: false,
+        },
     },
     RuleDef {
         name: "slack-webhook",
         pattern: r"https://hooks\.slack\.com/(services|workflows)/[A-Za-z0-9/_\-]+",
         group: None,
-        assigns: &[],
+        start: Start::Engine,
     },
     RuleDef {
         name: "jwt",
         pattern: r"\beyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}",
         group: None,
-        assigns: &[],
+        start: Start::Engine,
     },
     RuleDef {
         name: "auth-header",
         pattern: r#"(?i)\b(proxy-)?authorization["']?\s*[:=]\s*["']?(bearer|basic|token|digest|negotiate)\s+([^\s"',;<>]+)"#,
         group: Some(3),
-        assigns: &["proxy-authorization", "authorization"],
+        start: Start::Assign(&["proxy-authorization", "authorization"]),
     },
     RuleDef {
         name: "bearer-token",
         pattern: r"(?i)\bbearer\s+([A-Za-z0-9._~+/=\-]{16,})",
         group: Some(1),
-        assigns: &[],
+        start: Start::Prefix {
+            prefixes: &["bearer"],
+            nocase: true,
+        },
     },
     RuleDef {
         name: "password-assignment",
@@ -113,7 +146,7 @@ const RULES: &[RuleDef] = &[
         // keyword.
         pattern: r#"(?i)(password|passwd|secret|token|api_?key|apikey|access_?key|private_?key|credentials?)["']?\s*[:=]\s*["']?([^\s"'&,;<>{}\[\]()]{3,})"#,
         group: Some(2),
-        assigns: &[
+        start: Start::Assign(&[
             "password",
             "passwd",
             "secret",
@@ -126,13 +159,13 @@ const RULES: &[RuleDef] = &[
             "private_key",
             "credential",
             "credentials",
-        ],
+        ]),
     },
     RuleDef {
         name: "url-credentials",
         pattern: r#"\b[A-Za-z][A-Za-z0-9+.\-]{1,20}://([^\s:/@"'<>]{1,256}:[^\s/@"'<>]{1,256})@"#,
         group: Some(1),
-        assigns: &[],
+        start: Start::Engine,
     },
     RuleDef {
         name: "happyx-token",
@@ -140,7 +173,7 @@ const RULES: &[RuleDef] = &[
         // chars (32 random bytes, no padding).
         pattern: r"hpx_[a-z0-9]{12}_[A-Za-z0-9_\-]{43}",
         group: None,
-        assigns: &[],
+        start: Start::Engine,
     },
 ];
 
@@ -152,6 +185,7 @@ pub fn rule_names() -> impl Iterator<Item = &'static str> {
 /// Each built-in rule's name, pattern and masked capture group (`None`: the
 /// whole match), in order: what [`Rules::scan`] must find, for reference
 /// searches in tests.
+#[allow(dead_code)] // the guest has no use for it; the host's tests do
 pub fn rule_patterns() -> impl Iterator<Item = (&'static str, &'static str, Option<usize>)> {
     RULES.iter().map(|r| (r.name, r.pattern, r.group))
 }
@@ -173,7 +207,10 @@ pub struct Hit {
 }
 
 struct Anchored {
+    /// `Assign` words or `Prefix` prefixes, longest first.
     words: Vec<&'static str>,
+    /// `Some(nocase)` for prefixes, `None` for assignment words.
+    prefix_nocase: Option<bool>,
     at_start: Regex,
     after_one: Regex,
 }
@@ -196,7 +233,7 @@ struct Compiled {
     name: &'static str,
     regex: Regex,
     group: Option<usize>,
-    /// For rules with `assigns`: the words, longest first, and the pattern
+    /// For rules not left to the engine: their candidates and the pattern
     /// anchored at the start of its haystack, as is and after one byte of
     /// left context (so `\b` sees the byte before the match).
     anchored: Option<Anchored>,
@@ -280,7 +317,12 @@ impl Rules {
             let regex = builder(def.pattern)
                 .build()
                 .map_err(|e| format!("rule {}: {e}", def.name))?;
-            let anchored = if def.assigns.is_empty() {
+            let (list, prefix_nocase) = match def.start {
+                Start::Engine => (&[][..], None),
+                Start::Assign(words) => (words, None),
+                Start::Prefix { prefixes, nocase } => (prefixes, Some(nocase)),
+            };
+            let anchored = if list.is_empty() {
                 None
             } else {
                 let anchored = |prefix: &str| {
@@ -288,10 +330,11 @@ impl Rules {
                         .build()
                         .map_err(|e| format!("rule {}: {e}", def.name))
                 };
-                let mut words = def.assigns.to_vec();
+                let mut words = list.to_vec();
                 words.sort_by_key(|w| std::cmp::Reverse(w.len()));
                 Some(Anchored {
                     words,
+                    prefix_nocase,
                     at_start: anchored("")?,
                     after_one: anchored("(?s-u:.)")?,
                 })
@@ -371,30 +414,73 @@ impl Rules {
                 // non-overlapping search would.
                 Some(anchored) => {
                     let mut resume = 0;
-                    for sep in memchr::memchr2_iter(b':', b'=', data) {
-                        if sep < resume {
-                            continue;
-                        }
-                        let mut end = sep;
-                        while end > 0 && is_regex_space(data[end - 1]) {
-                            end -= 1;
-                        }
-                        if end > 0 && matches!(data[end - 1], b'"' | b'\'') {
-                            end -= 1;
-                        }
-                        // longest word first: the leftmost place a match may start
-                        for w in &anchored.words {
-                            let Some(at) = end.checked_sub(w.len()) else {
-                                continue;
-                            };
-                            if at < resume || !data[at..end].eq_ignore_ascii_case(w.as_bytes()) {
-                                continue;
-                            }
-                            if let Some((caps, base)) = anchored.captures_at(data, at) {
-                                let match_end = caps.get(0).map_or(at + 1, |m| base + m.end());
+                    let try_at = |at: usize, hit: &mut dyn FnMut(&Captures<'_>, usize, usize)| {
+                        match anchored.captures_at(data, at) {
+                            Some((caps, base)) => {
+                                let end = caps.get(0).map_or(at + 1, |m| base + m.end());
                                 hit(&caps, base, at);
-                                resume = match_end.max(at + 1);
-                                break;
+                                Some(end.max(at + 1))
+                            }
+                            None => None,
+                        }
+                    };
+                    match anchored.prefix_nocase {
+                        // from each first byte of the prefixes
+                        Some(nocase) => {
+                            let lead = anchored.words.first().and_then(|w| w.bytes().next());
+                            let Some(lead) = lead else { continue };
+                            let (a, b) = if nocase {
+                                (lead.to_ascii_lowercase(), lead.to_ascii_uppercase())
+                            } else {
+                                (lead, lead)
+                            };
+                            for at in memchr::memchr2_iter(a, b, data) {
+                                if at < resume {
+                                    continue;
+                                }
+                                let rest = &data[at..];
+                                let starts = anchored.words.iter().any(|w| {
+                                    rest.len() >= w.len()
+                                        && if nocase {
+                                            rest[..w.len()].eq_ignore_ascii_case(w.as_bytes())
+                                        } else {
+                                            rest.starts_with(w.as_bytes())
+                                        }
+                                });
+                                if starts && let Some(end) = try_at(at, &mut hit) {
+                                    resume = end;
+                                }
+                            }
+                        }
+                        // from each `:` and `=` back over whitespace and one
+                        // quote to where the word must end
+                        None => {
+                            for sep in memchr::memchr2_iter(b':', b'=', data) {
+                                if sep < resume {
+                                    continue;
+                                }
+                                let mut end = sep;
+                                while end > 0 && is_regex_space(data[end - 1]) {
+                                    end -= 1;
+                                }
+                                if end > 0 && matches!(data[end - 1], b'"' | b'\'') {
+                                    end -= 1;
+                                }
+                                // longest word first: the leftmost place a match may start
+                                for w in &anchored.words {
+                                    let Some(at) = end.checked_sub(w.len()) else {
+                                        continue;
+                                    };
+                                    if at < resume
+                                        || !data[at..end].eq_ignore_ascii_case(w.as_bytes())
+                                    {
+                                        continue;
+                                    }
+                                    if let Some(end) = try_at(at, &mut hit) {
+                                        resume = end;
+                                        break;
+                                    }
+                                }
                             }
                         }
                     }
