@@ -24,6 +24,10 @@ pub(super) fn verify_pool() -> std::io::Result<rayon::ThreadPool> {
         .num_threads(std::thread::available_parallelism().map_or(1, |n| n.get()))
         .thread_name(|i| format!("happyx-verify-{i}"))
         .start_handler(|_| lower_thread_priority())
+        // A panic in a job (none is expected: parsing and verification are fuzzed) must not
+        // abort the host, which is rayon's default; the job's caller sees its answer channel
+        // closed and answers 500.
+        .panic_handler(|_| tracing::error!("envelope verification panicked"))
         .build()
         .map_err(std::io::Error::other)
 }

@@ -164,8 +164,8 @@ impl Ingestor {
         rx.await.map_err(|_| IngestError::Storage)?
     }
 
-    /// Checks and stores a batch (`{"envelopes":[…]}`, at most [`crate::envelope::limits::MAX_BATCH_ENVELOPES`]) posted
-    /// to `path_session`. Each envelope is judged as [`Self::ingest`] would, in the batch's
+    /// Checks and stores a batch (`{"envelopes":[…]}`, at most
+    /// [`crate::envelope::limits::MAX_BATCH_ENVELOPES`]) posted to `path_session`. Each envelope is judged as [`Self::ingest`] would, in the batch's
     /// order, so a sender's envelopes are accepted in sequence; every accepted one is committed
     /// before the answer. `Err` refuses the whole request (not a batch, too many envelopes, or
     /// storage failure): nothing of it was stored. Parsing and `verify_strict` run on the
