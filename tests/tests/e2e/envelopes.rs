@@ -632,7 +632,8 @@ fn kill9_during_ingest(per_request: usize) {
     let op = server.token("operator");
     let a = enroll(&server, &op, tmp.path().join("a"));
     let session = open_session(&server, &a, &[]);
-    let total = 400 * per_request.min(4);
+    // enough requests that the kill lands mid-stream on a fast machine too
+    let total = 400 * per_request.min(8);
     let lines: String = (0..total).map(|i| format!("message {i}\n")).collect();
     let stream = send_with(&server, &a, &session, &lines, &["--dry-run"]);
     assert_eq!(stream.len(), total);
