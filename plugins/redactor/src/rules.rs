@@ -206,16 +206,56 @@ pub struct Hit {
     pub end: usize,
 }
 
+/// Where an [`Anchored`] rule's candidate starts come from.
+enum Candidates {
+    /// Each occurrence of `lead` (in either ASCII case when `nocase`) where
+    /// one of the words starts.
+    Prefix { lead: u8, nocase: bool },
+    /// Each `:` and `=`, back over whitespace and one quote to where one of
+    /// the words ends.
+    Assign,
+}
+
+/// A rule searched from its candidate starts, its pattern tried anchored at
+/// each one.
 struct Anchored {
-    /// `Assign` words or `Prefix` prefixes, longest first.
+    /// The words (prefixes or assignment keywords), longest first.
     words: Vec<&'static str>,
-    /// `Some(nocase)` for prefixes, `None` for assignment words.
-    prefix_nocase: Option<bool>,
+    candidates: Candidates,
+    /// The pattern anchored at the start of its haystack.
     at_start: Regex,
+    /// The same after one byte of left context (so `\b` sees the byte
+    /// before the match).
     after_one: Regex,
 }
 
 impl Anchored {
+    /// `None` for a rule left to the regex engine's own prefilter.
+    fn new(def: &RuleDef) -> Result<Option<Anchored>, String> {
+        let (words, candidates) = match def.start {
+            Start::Engine => return Ok(None),
+            Start::Assign(words) => (words, Candidates::Assign),
+            Start::Prefix { prefixes, nocase } => {
+                let lead = prefixes.first().and_then(|w| w.bytes().next());
+                let lead = lead.ok_or_else(|| format!("rule {}: no prefix", def.name))?;
+                (prefixes, Candidates::Prefix { lead, nocase })
+            }
+        };
+        let anchored = |context: &str| {
+            builder(&format!("^{context}(?:{})", def.pattern))
+                .build()
+                .map_err(|e| format!("rule {}: {e}", def.name))
+        };
+        let mut words = words.to_vec();
+        words.sort_by_key(|w| std::cmp::Reverse(w.len()));
+        Ok(Some(Anchored {
+            words,
+            candidates,
+            at_start: anchored("")?,
+            after_one: anchored("(?s-u:.)")?,
+        }))
+    }
+
     /// The pattern's match starting exactly at `at`, judged with the byte
     /// before it as context; offsets relative to `at - context`.
     fn captures_at<'h>(&self, data: &'h [u8], at: usize) -> Option<(Captures<'h>, usize)> {
@@ -227,15 +267,80 @@ impl Anchored {
                 .map(|c| (c, before)),
         }
     }
+
+    /// Calls `found(captures, offset of their haystack in data, match start)`
+    /// for each match, left to right and non-overlapping — the matches an
+    /// unanchored search of the pattern would find.
+    fn for_each_match<'h>(
+        &self,
+        data: &'h [u8],
+        mut found: impl FnMut(&Captures<'h>, usize, usize),
+    ) {
+        // Tries the pattern at `at` unless inside the last match; true if it matched.
+        let mut resume = 0;
+        let mut try_at = |at: usize| {
+            if at < resume {
+                return false;
+            }
+            let Some((caps, base)) = self.captures_at(data, at) else {
+                return false;
+            };
+            let end = caps.get(0).map_or(at + 1, |m| base + m.end());
+            found(&caps, base, at);
+            resume = end.max(at + 1);
+            true
+        };
+        match self.candidates {
+            Candidates::Prefix { lead, nocase } => {
+                let (a, b) = if nocase {
+                    (lead.to_ascii_lowercase(), lead.to_ascii_uppercase())
+                } else {
+                    (lead, lead)
+                };
+                for at in memchr::memchr2_iter(a, b, data) {
+                    let rest = &data[at..];
+                    let starts = self.words.iter().any(|w| {
+                        rest.len() >= w.len()
+                            && if nocase {
+                                rest[..w.len()].eq_ignore_ascii_case(w.as_bytes())
+                            } else {
+                                rest.starts_with(w.as_bytes())
+                            }
+                    });
+                    if starts {
+                        try_at(at);
+                    }
+                }
+            }
+            Candidates::Assign => {
+                for sep in memchr::memchr2_iter(b':', b'=', data) {
+                    let mut end = sep;
+                    while end > 0 && is_regex_space(data[end - 1]) {
+                        end -= 1;
+                    }
+                    if end > 0 && matches!(data[end - 1], b'"' | b'\'') {
+                        end -= 1;
+                    }
+                    // longest word first: the leftmost place a match may start
+                    for w in &self.words {
+                        let Some(at) = end.checked_sub(w.len()) else {
+                            continue;
+                        };
+                        if data[at..end].eq_ignore_ascii_case(w.as_bytes()) && try_at(at) {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 struct Compiled {
     name: &'static str,
     regex: Regex,
     group: Option<usize>,
-    /// For rules not left to the engine: their candidates and the pattern
-    /// anchored at the start of its haystack, as is and after one byte of
-    /// left context (so `\b` sees the byte before the match).
+    /// For rules not left to the engine's prefilter (see [`Start`]).
     anchored: Option<Anchored>,
 }
 
@@ -317,28 +422,7 @@ impl Rules {
             let regex = builder(def.pattern)
                 .build()
                 .map_err(|e| format!("rule {}: {e}", def.name))?;
-            let (list, prefix_nocase) = match def.start {
-                Start::Engine => (&[][..], None),
-                Start::Assign(words) => (words, None),
-                Start::Prefix { prefixes, nocase } => (prefixes, Some(nocase)),
-            };
-            let anchored = if list.is_empty() {
-                None
-            } else {
-                let anchored = |prefix: &str| {
-                    builder(&format!("^{prefix}(?:{})", def.pattern))
-                        .build()
-                        .map_err(|e| format!("rule {}: {e}", def.name))
-                };
-                let mut words = list.to_vec();
-                words.sort_by_key(|w| std::cmp::Reverse(w.len()));
-                Some(Anchored {
-                    words,
-                    prefix_nocase,
-                    at_start: anchored("")?,
-                    after_one: anchored("(?s-u:.)")?,
-                })
-            };
+            let anchored = Anchored::new(def)?;
             rules.push(Compiled {
                 name: def.name,
                 regex,
@@ -376,112 +460,32 @@ impl Rules {
     pub fn scan(&self, data: &[u8]) -> Vec<Hit> {
         let mut hits = Vec::new();
         for rule in &self.rules {
-            // `offset`: where `caps`' haystack starts in `data`; nothing
-            // before `from` belongs to the match (a context byte).
-            let mut hit = |caps: &Captures<'_>, offset: usize, from: usize| {
-                if let Some(m) = caps.get(rule.group.unwrap_or(0)) {
-                    let (start, end) = ((offset + m.start()).max(from), offset + m.end());
-                    if start < end {
-                        hits.push(Hit {
-                            rule: rule.name,
-                            start,
-                            end,
-                        });
-                    }
+            let mut push = |start: usize, end: usize| {
+                if start < end {
+                    hits.push(Hit {
+                        rule: rule.name,
+                        start,
+                        end,
+                    });
                 }
             };
-            match &rule.anchored {
-                None if rule.group.is_none() => {
+            let group = rule.group.unwrap_or(0);
+            match (&rule.anchored, rule.group) {
+                (Some(anchored), _) => anchored.for_each_match(data, |caps, offset, from| {
+                    // nothing before `from` (a context byte) is part of the match
+                    if let Some(m) = caps.get(group) {
+                        push((offset + m.start()).max(from), offset + m.end());
+                    }
+                }),
+                (None, None) => {
                     for m in rule.regex.find_iter(data) {
-                        if m.start() < m.end() {
-                            hits.push(Hit {
-                                rule: rule.name,
-                                start: m.start(),
-                                end: m.end(),
-                            });
-                        }
+                        push(m.start(), m.end());
                     }
                 }
-                None => {
+                (None, Some(_)) => {
                     for caps in rule.regex.captures_iter(data) {
-                        hit(&caps, 0, 0);
-                    }
-                }
-                // A match is `word ["']? \s* [:=]…`: from each `:` and `=`,
-                // step back over whitespace and one quote to where the word
-                // must end, and try the words that end there, left to right,
-                // skipping places inside the last match as an unanchored
-                // non-overlapping search would.
-                Some(anchored) => {
-                    let mut resume = 0;
-                    let try_at = |at: usize, hit: &mut dyn FnMut(&Captures<'_>, usize, usize)| {
-                        match anchored.captures_at(data, at) {
-                            Some((caps, base)) => {
-                                let end = caps.get(0).map_or(at + 1, |m| base + m.end());
-                                hit(&caps, base, at);
-                                Some(end.max(at + 1))
-                            }
-                            None => None,
-                        }
-                    };
-                    match anchored.prefix_nocase {
-                        // from each first byte of the prefixes
-                        Some(nocase) => {
-                            let lead = anchored.words.first().and_then(|w| w.bytes().next());
-                            let Some(lead) = lead else { continue };
-                            let (a, b) = if nocase {
-                                (lead.to_ascii_lowercase(), lead.to_ascii_uppercase())
-                            } else {
-                                (lead, lead)
-                            };
-                            for at in memchr::memchr2_iter(a, b, data) {
-                                if at < resume {
-                                    continue;
-                                }
-                                let rest = &data[at..];
-                                let starts = anchored.words.iter().any(|w| {
-                                    rest.len() >= w.len()
-                                        && if nocase {
-                                            rest[..w.len()].eq_ignore_ascii_case(w.as_bytes())
-                                        } else {
-                                            rest.starts_with(w.as_bytes())
-                                        }
-                                });
-                                if starts && let Some(end) = try_at(at, &mut hit) {
-                                    resume = end;
-                                }
-                            }
-                        }
-                        // from each `:` and `=` back over whitespace and one
-                        // quote to where the word must end
-                        None => {
-                            for sep in memchr::memchr2_iter(b':', b'=', data) {
-                                if sep < resume {
-                                    continue;
-                                }
-                                let mut end = sep;
-                                while end > 0 && is_regex_space(data[end - 1]) {
-                                    end -= 1;
-                                }
-                                if end > 0 && matches!(data[end - 1], b'"' | b'\'') {
-                                    end -= 1;
-                                }
-                                // longest word first: the leftmost place a match may start
-                                for w in &anchored.words {
-                                    let Some(at) = end.checked_sub(w.len()) else {
-                                        continue;
-                                    };
-                                    if at < resume
-                                        || !data[at..end].eq_ignore_ascii_case(w.as_bytes())
-                                    {
-                                        continue;
-                                    }
-                                    if let Some(end) = try_at(at, &mut hit) {
-                                        resume = end;
-                                        break;
-                                    }
-                                }
-                            }
+                        if let Some(m) = caps.get(group) {
+                            push(m.start(), m.end());
                         }
                     }
                 }
