@@ -32,18 +32,10 @@ pub(super) fn verify_pool() -> std::io::Result<rayon::ThreadPool> {
         .map_err(std::io::Error::other)
 }
 
-/// An envelope that passed every stateless check, with what its verdict needs.
-pub(super) struct Verified {
-    pub(super) item: IngestItem,
-    pub(super) sequence: u64,
-    pub(super) epoch: u64,
-    pub(super) created_at: u64,
-}
-
 /// A batch envelope after the pool's pass: judged, or waiting for its sender's key to be
 /// loaded from the store (the key cache missed).
 pub(super) enum Stage {
-    Judged(Result<Verified, IngestError>),
+    Judged(Result<IngestItem, IngestError>),
     KeyMissing(Box<Envelope>, usize),
 }
 
@@ -143,26 +135,21 @@ pub(super) fn verify(
     env: Envelope,
     key: &SigningPublicKey,
     size: usize,
-) -> Result<Verified, IngestError> {
+) -> Result<IngestItem, IngestError> {
     env.verify(key)?;
     // parse() checked every integer fits an i64
     let int = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-    Ok(Verified {
-        item: IngestItem {
-            key_version: int(env.key_version),
-            epoch: int(env.epoch),
-            sequence: int(env.sequence),
-            created_at: int(env.created_at),
-            nonce: env.nonce.to_vec(),
-            signature: env.signature.to_vec(),
-            size: i64::try_from(size).unwrap_or(i64::MAX),
-            session_id: env.session_id,
-            sender_device_id: env.sender_device_id,
-            ciphertext: env.ciphertext,
-        },
-        sequence: env.sequence,
-        epoch: env.epoch,
-        created_at: env.created_at,
+    Ok(IngestItem {
+        key_version: int(env.key_version),
+        epoch: int(env.epoch),
+        sequence: int(env.sequence),
+        created_at: int(env.created_at),
+        nonce: env.nonce.to_vec(),
+        signature: env.signature.to_vec(),
+        size: i64::try_from(size).unwrap_or(i64::MAX),
+        session_id: env.session_id,
+        sender_device_id: env.sender_device_id,
+        ciphertext: env.ciphertext,
     })
 }
 

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use super::check::{KeyCache, Stage, Verified, check_batch, parse, verify, verify_pool};
+use super::check::{KeyCache, Stage, check_batch, parse, verify, verify_pool};
 use crate::envelope::{EnvelopeError, SigningPublicKey};
 use crate::metrics::Metrics;
 use crate::store::{IngestItem, IngestVerdict, Store};
@@ -148,7 +148,7 @@ impl Ingestor {
 
     /// The stateless checks of one envelope: the cheap ones on the caller's task, then
     /// `verify_strict` on the verification pool.
-    async fn check(&self, path_session: &str, body: &[u8]) -> Result<Verified, IngestError> {
+    async fn check(&self, path_session: &str, body: &[u8]) -> Result<IngestItem, IngestError> {
         let env = parse(path_session, body)?;
         let Some(key) = self
             .signing_key(&env.sender_device_id, env.key_version)
@@ -208,7 +208,7 @@ impl Ingestor {
                 Err(e) => slots.push(Some(Err(e))),
             }
         }
-        let (places, items): (Vec<usize>, Vec<Verified>) = verified.into_iter().unzip();
+        let (places, items): (Vec<usize>, Vec<IngestItem>) = verified.into_iter().unzip();
         if !items.is_empty() {
             for (slot, r) in places.into_iter().zip(self.decide(items).await?) {
                 slots[slot] = Some(r);
@@ -242,27 +242,25 @@ impl Ingestor {
     /// only when storage failed (nothing of the job was acknowledged).
     async fn decide(
         &self,
-        verified: Vec<Verified>,
+        items: Vec<IngestItem>,
     ) -> Result<Vec<Result<Accepted, IngestError>>, IngestError> {
-        let n = u32::try_from(verified.len()).map_err(|_| IngestError::Storage)?;
+        let n = u32::try_from(items.len()).map_err(|_| IngestError::Storage)?;
         let _room = self
             .room
             .acquire_many(n.min(QUEUE_DEPTH as u32))
             .await
             .map_err(|_| IngestError::Storage)?;
-        let (items, metas): (Vec<IngestItem>, Vec<_>) = verified
-            .into_iter()
-            .map(|v| {
-                let meta = (
-                    v.item.session_id.clone(),
-                    v.item.sender_device_id.clone(),
-                    v.sequence,
-                    v.epoch,
-                    v.created_at,
-                );
-                (v.item, meta)
+        // What each answer needs of its item (the items go to the writer).
+        let metas: Vec<Meta> = items
+            .iter()
+            .map(|it| Meta {
+                session_id: it.session_id.clone(),
+                sender_device_id: it.sender_device_id.clone(),
+                sequence: it.sequence.unsigned_abs(),
+                epoch: it.epoch.unsigned_abs(),
+                created_at: it.created_at.unsigned_abs(),
             })
-            .unzip();
+            .collect();
         let (reply, rx) = oneshot::channel();
         self.queue
             .send(Job { items, reply })
@@ -278,31 +276,29 @@ impl Ingestor {
         Ok(metas
             .into_iter()
             .zip(verdicts)
-            .map(
-                |((session_id, sender_device_id, seq, epoch, created_at), verdict)| {
-                    verdict_result(
-                        verdict,
-                        session_id,
-                        sender_device_id,
-                        seq,
-                        epoch,
-                        created_at,
-                    )
-                },
-            )
+            .map(|(meta, verdict)| verdict_result(verdict, meta))
             .collect())
     }
 }
 
-/// The caller-facing result of one writer verdict.
-fn verdict_result(
-    verdict: IngestVerdict,
+/// What the answer to one queued envelope needs of it.
+struct Meta {
     session_id: String,
     sender_device_id: String,
     sequence: u64,
     epoch: u64,
     created_at: u64,
-) -> Result<Accepted, IngestError> {
+}
+
+/// The caller-facing result of one writer verdict.
+fn verdict_result(verdict: IngestVerdict, meta: Meta) -> Result<Accepted, IngestError> {
+    let Meta {
+        session_id,
+        sender_device_id,
+        sequence,
+        epoch,
+        created_at,
+    } = meta;
     match verdict {
         IngestVerdict::Accepted { id, ordinal } => Ok(Accepted {
             id,
