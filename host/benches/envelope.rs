@@ -22,6 +22,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use happyx::config::StorageConfig;
 use happyx::devices::ingest::Ingestor;
+use happyx::devices::protocol::envelope_batch_body;
 use happyx::envelope::enrollment_code_hash;
 use happyx::metrics::Metrics;
 use happyx::store::{EnrollOutcome, NewDeviceKey, NewEnrollment, Session, Store, WrappedKeyRow};
@@ -277,17 +278,7 @@ async fn ingest_rate(
                 return mine.iter().map(|w| (1, w.clone())).collect();
             }
             mine.chunks(batch)
-                .map(|chunk| {
-                    let mut body = b"{\"envelopes\":[".to_vec();
-                    for (i, w) in chunk.iter().enumerate() {
-                        if i > 0 {
-                            body.push(b',');
-                        }
-                        body.extend_from_slice(w);
-                    }
-                    body.extend_from_slice(b"]}");
-                    (chunk.len(), body)
-                })
+                .map(|chunk| (chunk.len(), envelope_batch_body(chunk)))
                 .collect()
         })
         .collect();

@@ -17,7 +17,7 @@ use super::keystore::{DeviceDir, KeystoreError};
 use super::protocol::{
     ChallengeRequest, ChallengeResponse, CompleteEnrollment, Enrolled, EnvelopeAccepted,
     EnvelopeBatchResult, EnvelopePage, OpenSession, PeerKeys, RotateSession, SessionEpoch,
-    SessionKeys,
+    SessionKeys, envelope_batch_body,
 };
 use crate::envelope::limits::MAX_BATCH_ENVELOPES;
 use crate::envelope::{
@@ -468,11 +468,10 @@ fn post_envelopes(host: &Host, session_id: &str, wires: &[String]) -> Result<()>
         )?;
         return Ok(());
     }
-    let body = format!("{{\"envelopes\":[{}]}}", wires.join(","));
     let result: EnvelopeBatchResult = host.send(
         reqwest::Method::POST,
         &format!("/v1/sessions/{session_id}/envelopes/batch"),
-        Some(body.into_bytes()),
+        Some(envelope_batch_body(wires)),
         None,
     )?;
     match result.results.iter().find(|r| r.status != 201) {

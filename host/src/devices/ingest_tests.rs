@@ -11,6 +11,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use proptest::prelude::*;
 
 use super::ingest::Ingestor;
+use super::protocol::envelope_batch_body;
 use crate::config::StorageConfig;
 use crate::envelope::{
     ContentKey, DeviceKeys, ENVELOPE_VERSION, EnvelopeHeader, enrollment_code_hash, seal,
@@ -147,14 +148,8 @@ async fn post(
         }
         return got;
     }
-    let mut body = b"{\"envelopes\":[".to_vec();
-    for (i, (wire, ..)) in posts.iter().enumerate() {
-        if i > 0 {
-            body.push(b',');
-        }
-        body.extend_from_slice(wire);
-    }
-    body.extend_from_slice(b"]}");
+    let wires: Vec<&[u8]> = posts.iter().map(|(w, ..)| w.as_slice()).collect();
+    let body = envelope_batch_body(&wires);
     ingestor
         .ingest_batch(session, body.into())
         .await

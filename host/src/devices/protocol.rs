@@ -184,6 +184,20 @@ pub struct EnvelopeOutcome {
     pub message: Option<String>,
 }
 
+/// The body of `POST /v1/sessions/{id}/envelopes/batch` for envelopes already in wire form:
+/// `{"envelopes":[…]}`.
+pub fn envelope_batch_body<W: AsRef<[u8]>>(wires: &[W]) -> Vec<u8> {
+    let mut body = b"{\"envelopes\":[".to_vec();
+    for (i, w) in wires.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(w.as_ref());
+    }
+    body.extend_from_slice(b"]}");
+    body
+}
+
 /// `200` body of a batch: one outcome per envelope, in order, and how many were accepted.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct EnvelopeBatchResult {

@@ -10,6 +10,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use happyx::devices::DeviceDir;
+use happyx::devices::protocol::envelope_batch_body;
 use happyx::envelope::{ENVELOPE_VERSION, Envelope, EnvelopeHeader, seal};
 use happyx_tests::{Server, binary, call, cli, client, temp_data_dir};
 use serde_json::{Value, json};
@@ -657,7 +658,7 @@ fn kill9_during_ingest(per_request: usize) {
         let r = http
             .post(format!("{url}/v1/sessions/{sid}/envelopes/batch"))
             .header("content-type", "application/json")
-            .body(format!("{{\"envelopes\":[{}]}}", wires.join(",")))
+            .body(envelope_batch_body(wires))
             .send()
             .ok()?;
         let v: Value = r.json().ok()?;
@@ -765,7 +766,7 @@ fn post_batch(server: &Server, session: &str, body: String) -> (u16, Value) {
 }
 
 fn batch_of(wires: &[&str]) -> String {
-    format!("{{\"envelopes\":[{}]}}", wires.join(","))
+    String::from_utf8(envelope_batch_body(wires)).expect("utf-8")
 }
 
 /// `body` with spaces before its final byte so it is exactly `len` bytes long.
