@@ -85,16 +85,8 @@ fn run() -> Result<(), String> {
         .map_err(|e| format!("running nested cargo for the plugins: {e}"))?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
-        let hint = if stderr.contains("target may not be installed")
-            || stderr.contains("can't find crate for `core`")
-            || stderr.contains("can't find crate for `std`")
-        {
-            "\nhint: run `rustup target add wasm32-wasip2`"
-        } else {
-            ""
-        };
         return Err(format!(
-            "building the sample plugins failed ({}):\n{stderr}{hint}",
+            "building the sample plugins failed ({}):\n{stderr}",
             output.status
         ));
     }
@@ -109,24 +101,49 @@ fn run() -> Result<(), String> {
     Ok(())
 }
 
-/// Fails with the rustup command to run when the wasm32-wasip2 standard
-/// library is not installed for the compiler in use.
+/// Makes sure the wasm32-wasip2 standard library is installed for the compiler in use: when
+/// it is missing and the toolchain is managed by rustup, installs it (`rustup target add`,
+/// for the active toolchain), so that building HappyX needs no manual step. Fails naming the
+/// command to run when that is not possible.
 fn check_target_installed(rustc: &Path) -> Result<(), String> {
+    let lib = target_lib(rustc)?;
+    if lib.is_dir() {
+        return Ok(());
+    }
+    let toolchain = env::var("RUSTUP_TOOLCHAIN").ok();
+    let mut add = Command::new("rustup");
+    add.args(["target", "add", TARGET]);
+    if let Some(t) = &toolchain {
+        add.args(["--toolchain", t]);
+    }
+    println!(
+        "cargo:warning=installing the Rust target {TARGET} for the sample plugins (rustup target add {TARGET})"
+    );
+    match add.output() {
+        Ok(out) if out.status.success() && target_lib(rustc)?.is_dir() => Ok(()),
+        Ok(out) => Err(format!(
+            "the Rust target {TARGET} is not installed (no {}) and `rustup target add {TARGET}` \
+             failed:\n{}\nInstall it, then build again.",
+            lib.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+        Err(e) => Err(format!(
+            "the Rust target {TARGET} is not installed (no {}) and rustup could not be run \
+             ({e}); install the {TARGET} standard library for this compiler, then build again.",
+            lib.display()
+        )),
+    }
+}
+
+/// `<sysroot>/lib/rustlib/wasm32-wasip2` of the compiler in use.
+fn target_lib(rustc: &Path) -> Result<PathBuf, String> {
     let out = Command::new(rustc)
         .args(["--print", "sysroot"])
         .env_remove("RUSTC_WRAPPER")
         .output()
         .map_err(|e| format!("running {} --print sysroot: {e}", rustc.display()))?;
     let sysroot = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let lib = Path::new(&sysroot).join("lib").join("rustlib").join(TARGET);
-    if !lib.is_dir() {
-        return Err(format!(
-            "the Rust target {TARGET} is not installed (no {}); the sample plugins need it.\n\
-             Run: rustup target add wasm32-wasip2",
-            lib.display()
-        ));
-    }
-    Ok(())
+    Ok(Path::new(&sysroot).join("lib").join("rustlib").join(TARGET))
 }
 
 /// Removes what the outer build sets for its own compilation, so the nested

@@ -229,6 +229,7 @@ async fn contend(e: &Env, tokens: Vec<String>, raw: bool) -> (Duration, usize, V
                     let run = run_row();
                     let u = ApprovalUse {
                         token_hash: &th,
+                        requester: "token:bench",
                         kind: "run",
                         action_hash: "h",
                         effect: UseEffect::CreateRun {

@@ -36,9 +36,6 @@ pub enum Command {
     Prune {
         #[command(flatten)]
         dir: DataDirArg,
-        /// Configuration naming the retention plugin and its settings.
-        #[arg(long, env = "HAPPYX_CONFIG")]
-        config: Option<PathBuf>,
     },
     /// Policy plugin tools for operators and policy authors.
     #[command(subcommand)]
@@ -182,11 +179,27 @@ pub struct ServeArgs {
     pub listen: Option<SocketAddr>,
 }
 
+/// The data dir of a command that works on a host's storage: the same configuration and
+/// default as `serve`.
 #[derive(Debug, Args)]
 pub struct DataDirArg {
-    /// Data directory of the host.
+    /// Data directory of the host (default: data_dir of --config, else ./happyx-data).
     #[arg(long)]
-    pub data_dir: PathBuf,
+    pub data_dir: Option<PathBuf>,
+    /// The host's TOML configuration file (see examples/happyx.toml).
+    #[arg(long, env = "HAPPYX_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+impl DataDirArg {
+    /// The configuration `serve` would use with these flags.
+    pub fn config(&self) -> Result<Config> {
+        let overrides = Overrides {
+            data_dir: self.data_dir.clone(),
+            listen: None,
+        };
+        Ok(Config::load(self.config.as_deref(), &overrides)?)
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -244,10 +257,10 @@ pub fn init_logging(filter: &str, format: LogFormat) {
     };
 }
 
-/// Opens the store of a data dir for an operator command (no serve lock).
-async fn open_store(data_dir: &std::path::Path) -> Result<Store> {
-    let dir = crate::datadir::ensure(data_dir)?;
-    let cfg = Config::load(None, &Overrides::default())?;
+/// Opens the store of an existing data dir for an operator command (no serve lock); a
+/// missing one is refused, never created.
+async fn open_store(cfg: &Config) -> Result<Store> {
+    let dir = crate::datadir::existing(&cfg.data_dir)?;
     Store::open(&dir, &cfg.storage)
         .await
         .with_context(|| format!("cannot open the database in {}", dir.display()))
@@ -268,17 +281,11 @@ pub async fn run(cli: Cli) -> Result<()> {
             init_logging("warn", LogFormat::Text);
             token(t).await
         }
-        Command::Prune { dir, config } => {
-            let cfg = Config::load(
-                config.as_deref(),
-                &Overrides {
-                    data_dir: Some(dir.data_dir.clone()),
-                    listen: None,
-                },
-            )?;
+        Command::Prune { dir } => {
+            let cfg = dir.config()?;
             init_logging("warn", LogFormat::Text);
-            let store = open_store(&dir.data_dir).await?;
-            let data_dir = crate::datadir::ensure(&dir.data_dir)?;
+            let store = open_store(&cfg).await?;
+            let data_dir = crate::datadir::existing(&cfg.data_dir)?;
             let plugins = crate::server::load_plugins(&cfg, &data_dir).await?;
             let report = crate::retention::prune_once(&store, &plugins, cfg.retention.batch)
                 .await
@@ -289,18 +296,27 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Command::Plugin(p) => {
             init_logging("warn", LogFormat::Text);
-            plugin(p)
+            // Guest calls are synchronous and WASI's output streams start a runtime of their
+            // own: off the async workers, as the server runs them (a panicking guest's stderr
+            // would otherwise abort the checker).
+            tokio::task::spawn_blocking(move || plugin(p))
+                .await
+                .context("plugin command panicked")?
         }
         Command::PtyHolder => bail!("pty-holder runs before the async runtime starts"),
         Command::Export { dir, out } => {
+            let cfg = dir.config()?;
             init_logging("warn", LogFormat::Text);
-            let summary = crate::transfer::export(&dir.data_dir, &out).await?;
+            let data_dir = crate::datadir::existing(&cfg.data_dir)?;
+            let summary = crate::transfer::export(&data_dir, &out).await?;
             println!("{}", serde_json::to_string(&summary)?);
             Ok(())
         }
         Command::Import { dir, file } => {
+            // The one data-dir command that may create its data dir (a new or empty one).
+            let cfg = dir.config()?;
             init_logging("warn", LogFormat::Text);
-            let summary = crate::transfer::import(&dir.data_dir, &file).await?;
+            let summary = crate::transfer::import(&cfg.data_dir, &file).await?;
             println!("{}", serde_json::to_string(&summary)?);
             Ok(())
         }
@@ -454,13 +470,13 @@ async fn token(cmd: TokenCommand) -> Result<()> {
             {
                 bail!("--name must be 1 to 100 printable characters");
             }
-            let store = open_store(&dir.data_dir).await?;
+            let store = open_store(&dir.config()?).await?;
             let (secret, _row) = auth::create_token(&store, role, name, "cli").await?;
             println!("{}", secret.expose());
             store.close().await;
         }
         TokenCommand::List { dir } => {
-            let store = open_store(&dir.data_dir).await?;
+            let store = open_store(&dir.config()?).await?;
             for t in store.tokens().await? {
                 println!(
                     "{}",
@@ -470,7 +486,7 @@ async fn token(cmd: TokenCommand) -> Result<()> {
             store.close().await;
         }
         TokenCommand::Revoke { dir, id } => {
-            let store = open_store(&dir.data_dir).await?;
+            let store = open_store(&dir.config()?).await?;
             let id = id
                 .strip_prefix(auth::TOKEN_PREFIX)
                 .map(|s| s.split('_').next().unwrap_or(s))

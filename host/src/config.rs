@@ -13,8 +13,16 @@ use sha2::{Digest, Sha256};
 
 use crate::plugins::PluginsConfig;
 
-/// Environment variables with the `HAPPYX_` prefix that are not configuration keys.
-const NON_CONFIG_ENV: &[&str] = &["HAPPYX_LOG", "HAPPYX_CONFIG"];
+/// Environment variables with the `HAPPYX_` prefix that are not configuration keys: the log
+/// filter, the config file, and the client side's URL and token (operator commands and API
+/// clients), which are never server configuration.
+const NON_CONFIG_ENV: &[&str] = &[
+    "HAPPYX_LOG",
+    "HAPPYX_CONFIG",
+    "HAPPYX_URL",
+    "HAPPYX_TOKEN",
+    "HAPPYX_TOKEN_FILE",
+];
 
 /// A configuration problem, named precisely enough to fix.
 #[derive(Debug, thiserror::Error)]
@@ -129,6 +137,17 @@ pub struct ApiConfig {
     pub max_body_bytes: usize,
     /// How long in-flight requests may take to finish after SIGINT/SIGTERM.
     pub shutdown_grace_ms: u64,
+    /// A connection that has not sent a complete request head within this time (new, or idle
+    /// between keep-alive requests) is closed.
+    pub header_read_timeout_ms: u64,
+    /// Connections held at once; further ones are closed at accept. Lowered at start to fit
+    /// the open-file limit.
+    pub max_connections: usize,
+    /// Connections one peer address may hold at once (raise it behind a reverse proxy).
+    pub max_connections_per_address: usize,
+    /// Requests per second one address may make to the unauthenticated routes (`/public/*`,
+    /// device enrollment); beyond it (after a burst of twice as many) `429 rate_limited`.
+    pub public_requests_per_second: u32,
 }
 
 impl Default for ApiConfig {
@@ -136,6 +155,10 @@ impl Default for ApiConfig {
         Self {
             max_body_bytes: 256 * 1024,
             shutdown_grace_ms: 10_000,
+            header_read_timeout_ms: 10_000,
+            max_connections: 4096,
+            max_connections_per_address: 256,
+            public_requests_per_second: 50,
         }
     }
 }
@@ -164,7 +187,14 @@ impl Default for StorageConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RunsConfig {
-    /// Unprivileged user children run as when the host runs as root.
+    /// How identities' children are kept apart when the host runs as root: `per-identity`
+    /// (each identity its own uid from `uid_range` and its own workspace directory) or
+    /// `shared` (every child runs as `run_as`).
+    pub isolation: Isolation,
+    /// `[first, last]` uids (and gids) given to identities' children, one per identity, with
+    /// `isolation = "per-identity"`. No existing user may own them.
+    pub uid_range: [u32; 2],
+    /// Unprivileged user children run as with `isolation = "shared"`.
     pub run_as: String,
     /// Workspace roots children may run in; the first is the default.
     pub workspaces: Vec<PathBuf>,
@@ -193,6 +223,8 @@ impl RunsConfig {
 impl Default for RunsConfig {
     fn default() -> Self {
         Self {
+            isolation: Isolation::PerIdentity,
+            uid_range: [3_000_000, 3_099_999],
             run_as: "nobody".into(),
             workspaces: vec![PathBuf::from("./happyx-workspace")],
             default_timeout_ms: 60_000,
@@ -201,6 +233,14 @@ impl Default for RunsConfig {
             risk_floor: BTreeMap::new(),
         }
     }
+}
+
+/// How identities' children are kept apart (see [`crate::children`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Isolation {
+    PerIdentity,
+    Shared,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

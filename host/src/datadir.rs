@@ -25,6 +25,11 @@ pub enum DataDirError {
     },
     #[error("data dir {path} is already served by another happyx process{pid}; stop it first")]
     Locked { path: PathBuf, pid: String },
+    #[error(
+        "there is no HappyX data dir at {path} (no {file} in it); happyx serve creates one. \
+         Is --data-dir (or data_dir in --config) right?"
+    )]
+    Missing { path: PathBuf, file: &'static str },
 }
 
 impl DataDirError {
@@ -33,8 +38,21 @@ impl DataDirError {
             Self::Create { .. } => "data_dir_create",
             Self::Unusable { .. } => "data_dir_unusable",
             Self::Locked { .. } => "data_dir_locked",
+            Self::Missing { .. } => "data_dir_missing",
         }
     }
+}
+
+/// An existing data dir (one holding a database), for every command but `serve` and
+/// `import`: a mistyped path is refused instead of becoming a new, empty data dir.
+pub fn existing(path: &Path) -> Result<PathBuf, DataDirError> {
+    if !path.join(crate::store::DB_FILE).is_file() {
+        return Err(DataDirError::Missing {
+            path: path.into(),
+            file: crate::store::DB_FILE,
+        });
+    }
+    ensure(path)
 }
 
 /// Creates `path` (mode 0700) if missing and tightens an existing one to 0700.

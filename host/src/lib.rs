@@ -8,8 +8,10 @@
 pub mod api;
 pub mod approvals;
 pub mod auth;
+pub mod children;
 pub mod cli;
 pub mod config;
+pub mod connlimit;
 pub mod datadir;
 pub mod devices;
 pub mod envelope;

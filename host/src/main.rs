@@ -3,6 +3,9 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
+    // Everything HappyX creates (database, WAL, keys, sockets, exports) is private to its
+    // user: files 0600, directories 0700, whichever library creates them.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let cli = happyx::cli::Cli::parse();
     if matches!(cli.command, happyx::cli::Command::PtyHolder) {
         // Before any runtime exists: the holder closes inherited descriptors first.

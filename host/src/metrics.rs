@@ -16,6 +16,10 @@ pub struct Metrics {
     pub envelopes_rejected: AtomicU64,
     /// Envelopes refused before any signature check (unauthenticated garbage).
     pub envelopes_garbage: AtomicU64,
+    /// Connections closed at accept because a connection limit was reached.
+    pub connections_refused: AtomicU64,
+    /// Requests to unauthenticated routes refused by the per-address rate limit.
+    pub rate_limited: AtomicU64,
 }
 
 impl Metrics {
@@ -25,7 +29,7 @@ impl Metrics {
 
     /// Prometheus text exposition.
     pub fn render(&self) -> String {
-        let rows: [(&str, &str, &AtomicU64); 10] = [
+        let rows: [(&str, &str, &AtomicU64); 12] = [
             (
                 "happyx_http_responses_total{class=\"2xx\"}",
                 "HTTP responses by status class",
@@ -75,6 +79,16 @@ impl Metrics {
                 "happyx_envelopes_garbage_total",
                 "Unauthenticated envelope garbage refused",
                 &self.envelopes_garbage,
+            ),
+            (
+                "happyx_connections_refused_total",
+                "Connections closed at accept by a connection limit",
+                &self.connections_refused,
+            ),
+            (
+                "happyx_rate_limited_total",
+                "Unauthenticated requests refused by the per-address rate limit",
+                &self.rate_limited,
             ),
         ];
         let mut out = String::new();

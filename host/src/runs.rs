@@ -5,15 +5,14 @@
 //! store, and the child blocks on a full pipe; no byte is silently dropped below
 //! the configured output cap.
 
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::process::Command;
 use tokio::sync::{Semaphore, mpsc};
 
+use crate::children::Children;
 use crate::config::RunsConfig;
 use crate::metrics::Metrics;
 use crate::plugins::{Finding, PluginError, PluginHost, Rendered, apply_masks};
@@ -27,86 +26,6 @@ const FLUSH_AFTER: Duration = Duration::from_millis(100);
 /// across a chunk boundary is still found.
 pub const OVERLAP: usize = 4096;
 
-/// Who children run as and where.
-#[derive(Debug, Clone)]
-pub struct ChildIdentity {
-    /// `(uid, gid)` to switch to; `None` when the host is not root (children
-    /// then run as the host's own user — see the README).
-    pub ids: Option<(u32, u32)>,
-    pub workspace: PathBuf,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum RunSetupError {
-    #[error("run_as user `{0}` does not exist")]
-    NoSuchUser(String),
-    #[error("refusing to run children as root (runs.run_as = `{0}`)")]
-    RootUser(String),
-    #[error("cannot prepare workspace {path}: {source}")]
-    Workspace {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-}
-
-impl ChildIdentity {
-    /// Resolves `run_as` and creates the first workspace root (owned by that user).
-    pub fn prepare(cfg: &RunsConfig) -> Result<Self, RunSetupError> {
-        let workspace = cfg.workspaces[0].clone();
-        let ws_err = |source| RunSetupError::Workspace {
-            path: workspace.clone(),
-            source,
-        };
-        std::fs::create_dir_all(&workspace).map_err(ws_err)?;
-        let workspace = workspace.canonicalize().map_err(ws_err)?;
-        let ids = if nix::unistd::geteuid().is_root() {
-            let user = nix::unistd::User::from_name(&cfg.run_as)
-                .ok()
-                .flatten()
-                .ok_or_else(|| RunSetupError::NoSuchUser(cfg.run_as.clone()))?;
-            if user.uid.is_root() {
-                return Err(RunSetupError::RootUser(cfg.run_as.clone()));
-            }
-            nix::unistd::chown(&workspace, Some(user.uid), Some(user.gid))
-                .map_err(|e| ws_err(std::io::Error::from(e)))?;
-            Some((user.uid.as_raw(), user.gid.as_raw()))
-        } else {
-            tracing::warn!(
-                "host is not running as root: children run as the host's own user and can reach its data dir"
-            );
-            None
-        };
-        Ok(Self { ids, workspace })
-    }
-
-    /// The whole environment a child gets (nothing of the host's own).
-    pub fn child_env(&self) -> Vec<(String, String)> {
-        vec![
-            ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
-            ("HOME".into(), self.workspace.to_string_lossy().into_owned()),
-            ("LANG".into(), "C.UTF-8".into()),
-        ]
-    }
-
-    /// A command for `program args` with this identity, scrubbed environment,
-    /// its own process group, and no stdin.
-    pub fn command(&self, program: &str, args: &[String]) -> Command {
-        let mut cmd = Command::new(program);
-        cmd.args(args)
-            .current_dir(&self.workspace)
-            .env_clear()
-            .envs(self.child_env())
-            .stdin(Stdio::null())
-            .process_group(0)
-            .kill_on_drop(true);
-        if let Some((uid, gid)) = self.ids {
-            // std drops supplementary groups (setgroups) when uid is set as root.
-            cmd.uid(uid).gid(gid);
-        }
-        cmd
-    }
-}
-
 /// Starts and supervises runs.
 #[derive(Clone)]
 pub struct Runner {
@@ -117,7 +36,7 @@ struct Inner {
     store: Store,
     plugins: PluginHost,
     metrics: Arc<Metrics>,
-    identity: ChildIdentity,
+    children: Children,
     default_timeout: Duration,
     max_output: u64,
     slots: Semaphore,
@@ -133,7 +52,7 @@ impl Runner {
         store: Store,
         plugins: PluginHost,
         metrics: Arc<Metrics>,
-        identity: ChildIdentity,
+        children: Children,
         cfg: &RunsConfig,
     ) -> Self {
         Self {
@@ -141,7 +60,7 @@ impl Runner {
                 store,
                 plugins,
                 metrics,
-                identity,
+                children,
                 default_timeout: Duration::from_millis(cfg.default_timeout_ms),
                 max_output: cfg.max_output_bytes,
                 slots: Semaphore::new(cfg.max_concurrent),
@@ -153,12 +72,13 @@ impl Runner {
         &self.inner.plugins
     }
 
-    /// Executes a created (queued) run in the background.
-    pub fn start(&self, run_id: String, cmd: Rendered) {
+    /// Executes a created (queued) run of `requester` in the background, as that identity's
+    /// child.
+    pub fn start(&self, run_id: String, requester: String, cmd: Rendered) {
         let inner = self.inner.clone();
         tokio::spawn(async move {
             let _slot = inner.slots.acquire().await;
-            if let Err(e) = execute(&inner, &run_id, &cmd).await {
+            if let Err(e) = execute(&inner, &run_id, &requester, &cmd).await {
                 tracing::error!(run = %run_id, error = %e, "run failed to execute");
                 let _ = inner.store.finish_run(&run_id, "failed", None).await;
             }
@@ -167,20 +87,31 @@ impl Runner {
     }
 }
 
-async fn execute(inner: &Inner, run_id: &str, cmd: &Rendered) -> Result<(), StoreError> {
-    let mut child = match inner
-        .identity
+async fn execute(
+    inner: &Inner,
+    run_id: &str,
+    requester: &str,
+    cmd: &Rendered,
+) -> Result<(), StoreError> {
+    let ctx = match inner.children.for_actor(requester).await {
+        Ok(ctx) => ctx,
+        Err(e) => {
+            tracing::warn!(run = %run_id, code = e.code(), error = %e, "cannot place the run's child");
+            return inner.store.fail_run_spawn(run_id, &e.to_string()).await;
+        }
+    };
+    let spawned = ctx
         .command(&cmd.program, &cmd.args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
-    {
+        .spawn();
+    let mut child = match spawned {
         Ok(c) => c,
         Err(e) => {
-            tracing::warn!(run = %run_id, program = %cmd.program, error = %e, "cannot spawn run");
-            inner.store.mark_run_started(run_id, None).await?;
-            inner.store.finish_run(run_id, "failed", Some(127)).await?;
-            return Ok(());
+            // Recorded in the run itself (status, message, event), not only in the log.
+            let message = format!("cannot start {}: {e}", cmd.program);
+            tracing::warn!(run = %run_id, error = %message, "cannot spawn run");
+            return inner.store.fail_run_spawn(run_id, &message).await;
         }
     };
     let pid = child.id();

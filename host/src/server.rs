@@ -9,12 +9,13 @@ use anyhow::{Context, Result};
 use serde_json::json;
 
 use crate::api::{self, AppState, Metrics};
+use crate::children::Children;
 use crate::config::Config;
 use crate::datadir;
 use crate::devices::DeviceService;
 use crate::plugins::PluginHost;
 use crate::pty::PtyManager;
-use crate::runs::{ChildIdentity, Runner};
+use crate::runs::Runner;
 use crate::store::{Deployment, SCHEMA_VERSION, Store};
 use crate::util::{new_id, now_ms};
 
@@ -25,7 +26,8 @@ pub async fn serve(cfg: Config) -> Result<()> {
     let store = Store::open(&data_dir, &cfg.storage)
         .await
         .with_context(|| format!("cannot open the database in {}", data_dir.display()))?;
-    let identity = ChildIdentity::prepare(&cfg.runs)?;
+    let children = Children::prepare(&cfg.runs, store.clone())
+        .context("cannot set up the children's workspace")?;
     let plugins = load_plugins(&cfg, &data_dir).await?;
     plugins.spawn_watcher();
     let metrics = Arc::new(Metrics::default());
@@ -65,14 +67,20 @@ pub async fn serve(cfg: Config) -> Result<()> {
         store.clone(),
         plugins.clone(),
         metrics.clone(),
-        identity.clone(),
+        children.clone(),
         &data_dir,
     )?;
     let (adopted, lost) = pty.recover().await?;
     if adopted + lost > 0 {
         tracing::info!(adopted, lost, "terminals left by a previous host");
     }
-    let runner = Runner::new(store.clone(), plugins, metrics.clone(), identity, &cfg.runs);
+    let runner = Runner::new(
+        store.clone(),
+        plugins,
+        metrics.clone(),
+        children.clone(),
+        &cfg.runs,
+    );
     let devices = Arc::new(
         DeviceService::start(
             store.clone(),
@@ -83,22 +91,24 @@ pub async fn serve(cfg: Config) -> Result<()> {
         )
         .context("cannot set up devices")?,
     );
-    let cfg = Arc::new(cfg);
-    let state = AppState {
-        store: store.clone(),
-        config: cfg.clone(),
-        metrics,
-        runner,
-        event_digest: Default::default(),
-        pty,
-        devices,
-    };
-    let (router, _doc) = api::router_and_doc(state);
-
     let listener = TcpListener::bind(cfg.listen)
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
+    let cfg = Arc::new(cfg);
+    let state = AppState {
+        store: store.clone(),
+        config: cfg.clone(),
+        metrics: metrics.clone(),
+        runner,
+        event_digest: Default::default(),
+        pty,
+        devices,
+        children,
+        address: addr,
+    };
+    let (router, _doc) = api::router_and_doc(state);
+
     let scheme = if cfg.tls.cert.is_some() {
         "https"
     } else {
@@ -118,6 +128,13 @@ pub async fn serve(cfg: Config) -> Result<()> {
         }
     });
     let app = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let header_timeout = Duration::from_millis(cfg.api.header_read_timeout_ms);
+    let limiter = crate::connlimit::Limiter::new(
+        cfg.api.max_connections,
+        cfg.api.max_connections_per_address,
+        header_timeout,
+        metrics.clone(),
+    );
     match (&cfg.tls.cert, &cfg.tls.key) {
         (Some(cert), Some(key)) => {
             let _ = rustls::crypto::ring::default_provider().install_default();
@@ -130,21 +147,35 @@ pub async fn serve(cfg: Config) -> Result<()> {
                         key.display()
                     )
                 })?;
-            axum_server::from_tcp_rustls(listener, tls)
-                .handle(handle)
-                .serve(app)
-                .await?;
+            let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(tls).acceptor(limiter);
+            let mut server = axum_server::from_tcp(listener).acceptor(acceptor);
+            http_timeouts(server.http_builder(), header_timeout);
+            server.handle(handle).serve(app).await?;
         }
         _ => {
-            axum_server::from_tcp(listener)
-                .handle(handle)
-                .serve(app)
-                .await?;
+            let mut server = axum_server::from_tcp(listener).acceptor(limiter);
+            http_timeouts(server.http_builder(), header_timeout);
+            server.handle(handle).serve(app).await?;
         }
     }
     store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// A connection that sends no complete request head within `header` — new, or idle between
+/// keep-alive requests — is closed (see `connlimit`).
+fn http_timeouts(
+    b: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
+    header: Duration,
+) {
+    b.http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header);
+    b.http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .keep_alive_interval(Some(header))
+        .keep_alive_timeout(header);
 }
 
 /// Runs the pruner every `interval_ms` (first pass one interval after start).

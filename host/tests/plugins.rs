@@ -407,3 +407,30 @@ fn disk_cache_is_used_and_planted_files_are_not_deserialized() {
         CacheOrigin::Disk
     );
 }
+
+/// `happyx plugin check` on a guest that panics reports the trap as a failed check (exit 1),
+/// as the server reports `plugin_trap`; it never crashes itself.
+#[test]
+fn plugin_check_reports_a_panicking_guest_instead_of_crashing() {
+    let out = Command::new(env!("CARGO_BIN_EXE_happyx"))
+        .args(["plugin", "check"])
+        .arg(hostile("panicker"))
+        .output()
+        .expect("run happyx plugin check");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "expected a clean failure; stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(
+        !stderr.contains("runtime") && !stderr.contains("panicked"),
+        "the checker itself crashed: {stderr}"
+    );
+    assert!(
+        stdout.lines().any(|l| l.contains("\"passed\":false")),
+        "no failed check reported: {stdout}"
+    );
+    assert!(stderr.contains("check(s) failed"), "{stderr}");
+}

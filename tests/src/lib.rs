@@ -67,6 +67,31 @@ pub fn cli_env(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String, Stri
     )
 }
 
+/// Makes `data_dir` a HappyX data dir the way an operator does: `happyx serve` once (then
+/// SIGTERM). Commands other than `serve` and `import` refuse a missing data dir.
+pub fn init_data_dir(data_dir: &Path) {
+    let mut server = Server::start(data_dir);
+    let st = server.sigterm(Duration::from_secs(30));
+    assert!(
+        st.is_some_and(|s| s.success()),
+        "serve stops cleanly: {st:?}"
+    );
+}
+
+/// The workspace directory of `token`'s children under the workspace root `root`:
+/// `token-<id>` when the host runs as root (one per identity), else `shared`.
+pub fn workspace_of(root: &Path, token: &str) -> PathBuf {
+    if nix::unistd::geteuid().is_root() {
+        let id = token
+            .strip_prefix("hpx_")
+            .and_then(|rest| rest.split('_').next())
+            .unwrap_or("");
+        root.join(format!("token-{id}"))
+    } else {
+        root.join("shared")
+    }
+}
+
 /// Creates a token with the CLI and returns it.
 pub fn token(data_dir: &Path, role: &str) -> String {
     let dir = data_dir.to_str().expect("utf-8 path");
@@ -97,6 +122,8 @@ pub struct ServerOptions {
     pub env: Vec<(String, String)>,
     /// Working directory (the default workspace `./happyx-workspace` is relative to it).
     pub cwd: Option<PathBuf>,
+    /// The open-file limit (soft and hard) the host runs with.
+    pub nofile: Option<u64>,
 }
 
 impl Server {
@@ -148,6 +175,16 @@ impl Server {
         cmd.env("HAPPYX_PLUGINS__CACHE_DIR", shared_plugin_cache());
         for (k, v) in &opts.env {
             cmd.env(k, v);
+        }
+        if let Some(n) = opts.nofile {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe; it runs between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, n, n)
+                        .map_err(std::io::Error::from)
+                });
+            }
         }
         let mut child = cmd.spawn().context("spawn happyx serve")?;
         let stdout = child.stdout.take().context("stdout")?;
@@ -287,7 +324,7 @@ impl Server {
             let r = json(self.get(&format!("/v1/runs/{id}"), token).send());
             matches!(
                 r["status"].as_str(),
-                Some("succeeded" | "failed" | "timed_out")
+                Some("succeeded" | "failed" | "timed_out" | "spawn_failed" | "lost")
             )
             .then_some(r)
         })

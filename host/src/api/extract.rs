@@ -71,40 +71,90 @@ impl<S: Send + Sync> FromRequest<S> for RawBody {
     }
 }
 
-/// Parses `bytes` as `T` with the error mapping of [`ApiJson`].
+/// Parses `bytes` as `T` with the error mapping of [`ApiJson`]. The body is exactly one JSON
+/// document: anything but whitespace after it is `400 invalid_json`.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
-    match serde_path_to_error::deserialize::<_, T>(de) {
-        Ok(v) => Ok(v),
+    let value = match serde_path_to_error::deserialize::<_, T>(&mut *de) {
+        Ok(v) => v,
         Err(err) => {
-            let path = err.path().to_string();
+            let path = safe_path(err.path());
             let inner = err.into_inner();
-            use serde_json::error::Category;
-            match inner.classify() {
-                Category::Syntax | Category::Eof | Category::Io => Err(ApiError::bad_request(
-                    "invalid_json",
-                    format!(
-                        "the body is not valid JSON (line {}, column {})",
-                        inner.line(),
-                        inner.column()
-                    ),
-                )),
-                Category::Data => {
-                    let what = describe_data_error(&inner.to_string());
-                    let field = if path == "." {
-                        String::new()
-                    } else {
-                        format!("`{path}`: ")
-                    };
-                    Err(ApiError::new(
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        "invalid_field",
-                        format!("{field}{what}"),
-                    ))
-                }
-            }
+            return Err(json_error(&inner, &path));
+        }
+    };
+    de.end().map_err(|e| json_error(&e, ""))?;
+    Ok(value)
+}
+
+fn json_error(inner: &serde_json::Error, path: &str) -> ApiError {
+    use serde_json::error::Category;
+    match inner.classify() {
+        Category::Syntax | Category::Eof | Category::Io => ApiError::bad_request(
+            "invalid_json",
+            format!(
+                "the body is not valid JSON (line {}, column {})",
+                inner.line(),
+                inner.column()
+            ),
+        ),
+        Category::Data => {
+            let what = describe_data_error(&inner.to_string());
+            let what = if what.starts_with("unknown field") {
+                // The unknown name is the caller's input: name its position instead.
+                format!(
+                    "unknown field at line {}, column {}{}",
+                    inner.line(),
+                    inner.column(),
+                    what.split_once(", expected")
+                        .map(|(_, e)| format!("; expected{e}"))
+                        .unwrap_or_default()
+                )
+            } else {
+                what
+            };
+            let field = if path.is_empty() || path == "." {
+                String::new()
+            } else {
+                format!("`{path}`: ")
+            };
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_field",
+                format!("{field}{what}"),
+            )
         }
     }
+}
+
+/// A path into the body for an error message, naming only what has the shape of a HappyX field
+/// name (lowercase ASCII, digits and `_`, up to 32 bytes); any other key is the caller's input
+/// (a map key such as a run argument's name) and shows as `[key]`.
+fn safe_path(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    for seg in path.iter() {
+        match seg {
+            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                let shaped = !key.is_empty()
+                    && key.len() <= 32
+                    && key
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+                if shaped {
+                    if !out.is_empty() {
+                        out.push('.');
+                    }
+                    out.push_str(key);
+                } else {
+                    out.push_str("[key]");
+                }
+            }
+            Segment::Unknown => out.push_str("[?]"),
+        }
+    }
+    out
 }
 
 /// serde's message without the echoed input value (which may be a secret).
@@ -125,6 +175,13 @@ fn describe_data_error(msg: &str) -> String {
     {
         return format!("unknown value, expected {expected}");
     }
+    if msg.starts_with("unknown field ") {
+        // `unknown field `NAME`, expected …`: drop the caller's NAME.
+        return match msg.split_once(", expected") {
+            Some((_, expected)) => format!("unknown field, expected{expected}"),
+            None => "unknown field".to_string(),
+        };
+    }
     msg.to_string()
 }
 
@@ -139,10 +196,13 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
         serde_urlencoded::from_str::<T>(q)
             .map(ApiQuery)
             .map_err(|e| {
-                ApiError::bad_request(
-                    "invalid_query",
-                    format!("bad query string: {}", describe_data_error(&e.to_string())),
-                )
+                let what = describe_data_error(&e.to_string());
+                let what = if what.starts_with("unknown field") {
+                    what.replacen("unknown field", "unknown query parameter", 1)
+                } else {
+                    what
+                };
+                ApiError::bad_request("invalid_query", format!("bad query string: {what}"))
             })
     }
 }

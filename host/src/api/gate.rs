@@ -67,7 +67,10 @@ pub async fn render(
             ),
         ));
     }
-    let rendered = plugins.render(recipe, args).await.map_err(render_error)?;
+    let rendered = plugins
+        .render(recipe, args)
+        .await
+        .map_err(|e| render_error(e, args))?;
     let risk = rendered.risk.max(state.config.runs.risk_floor(recipe));
     let hash = action_hash(&Action {
         kind,
@@ -106,14 +109,26 @@ pub fn shown_action(
     action
 }
 
-fn render_error(e: RenderError) -> ApiError {
+fn render_error(e: RenderError, args: &BTreeMap<String, String>) -> ApiError {
     let status = match e {
         RenderError::Plugin(_) => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::UNPROCESSABLE_ENTITY,
     };
-    // Never echo the requested recipe name: error bodies carry no input values.
+    // Error bodies carry no input values, and no input names either (an argument may be
+    // named like a secret): a caller's argument is named by its position in name order.
+    let position = |name: &str| match args.keys().position(|k| k == name) {
+        Some(i) => format!("argument #{} (in name order)", i + 1),
+        None => "an argument".to_string(),
+    };
     let message = match &e {
         RenderError::UnknownRecipe(_) => "no such recipe; GET /v1/recipes lists them".to_string(),
+        RenderError::UnknownArg(name) => format!(
+            "{} is not a parameter of this recipe; GET /v1/recipes lists them",
+            position(name)
+        ),
+        RenderError::InvalidArg { name, reason } => {
+            format!("{} is invalid: {reason}", position(name))
+        }
         other => other.to_string(),
     };
     ApiError::new(status, e.code(), message)

@@ -15,8 +15,10 @@ mod permissions;
 mod plugins;
 mod pty;
 mod public;
+mod ratelimit;
 mod runs;
 mod sessions;
+mod status;
 mod tasks;
 
 use std::sync::Arc;
@@ -49,6 +51,10 @@ pub struct AppState {
     pub event_digest: Arc<tokio::sync::Mutex<(i64, [u8; 32])>>,
     pub pty: crate::pty::PtyManager,
     pub devices: Arc<DeviceService>,
+    /// Where children run and which isolation guarantees hold.
+    pub children: crate::children::Children,
+    /// The address the host listens on.
+    pub address: std::net::SocketAddr,
 }
 
 #[derive(OpenApi)]
@@ -81,6 +87,7 @@ pub fn router_and_doc(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
     let (router, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health::healthz))
         .routes(routes!(health::openapi_json))
+        .routes(routes!(status::status))
         .routes(routes!(metrics::metrics))
         .routes(routes!(events::list_events))
         .routes(routes!(tasks::create_task, tasks::list_tasks))
@@ -102,6 +109,8 @@ pub fn router_and_doc(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(approvals::list_approvals))
         .routes(routes!(approvals::approve))
         .routes(routes!(approvals::deny))
+        .routes(routes!(approvals::get_approval))
+        .routes(routes!(approvals::withdraw))
         .routes(routes!(plugins::list_plugins))
         .routes(routes!(plugins::reload_plugins))
         .routes(routes!(public::public_state))
@@ -137,11 +146,17 @@ pub fn router_and_doc(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
     let doc_json = Arc::new(doc.clone());
     let max_body = state.config.api.max_body_bytes;
     let metrics = state.metrics.clone();
+    let public_limit =
+        ratelimit::PublicLimit::new(state.config.api.public_requests_per_second, metrics.clone());
     let router = router
         .fallback(fallback)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::Extension(doc_json))
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn_with_state(
+            public_limit,
+            ratelimit::limit,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             metrics,
             metrics::count,

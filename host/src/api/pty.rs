@@ -48,6 +48,9 @@ const TICKET_TTL_MS: i64 = 30_000;
 const MAX_INPUT: usize = 64 * 1024;
 /// How long a send to a viewer may block before it is closed as slow.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a socket opened without `?offset=` waits for a first `resume` frame before output
+/// starts at 0.
+const OPENING_WAIT: Duration = Duration::from_millis(250);
 /// Transcript chunks read per page.
 const PAGE: i64 = 16;
 
@@ -186,6 +189,7 @@ pub async fn create_pty(
             created_at: now,
             updated_at: now,
             exited_at: None,
+            error: None,
         },
         action_hash: hash.clone(),
         socket_path,
@@ -195,6 +199,7 @@ pub async fn create_pty(
     let session = if let Some(token) = body.approval_token.as_deref() {
         let u = ApprovalUse {
             token_hash: &Secret::presented(token).hash(),
+            requester: &requester,
             kind: ActionKind::Pty.as_str(),
             action_hash: &hash,
             effect: UseEffect::CreatePty { pty: &new },
@@ -427,6 +432,7 @@ pub async fn attach_pty(
     if let Some(token) = b.approval_token.as_deref() {
         let u = ApprovalUse {
             token_hash: &Secret::presented(token).hash(),
+            requester: &requester,
             kind: ActionKind::Attach.as_str(),
             action_hash: &hash,
             effect: UseEffect::IssueAttachTicket { ticket: &t },
@@ -562,15 +568,27 @@ async fn catch_up(state: &AppState, sink: &mut Sink, id: &str, mut next: u64) ->
 
 async fn viewer(state: AppState, socket: WebSocket, id: String, drive: bool, offset: Option<u64>) {
     let (mut sink, mut stream) = socket.split();
+    // The opening (docs/pty.md): with `?offset=N` output starts at N at once. Without it the
+    // host waits up to OPENING_WAIT for a first frame: `resume` sets the offset; any other
+    // frame is kept and handled like every later one (an early input is never dropped); then
+    // `hello` names the offset output starts from.
+    let mut first: Option<Message> = None;
     let mut next = match offset {
         Some(o) => o,
-        None => match tokio::time::timeout(Duration::from_secs(2), stream.next()).await {
+        None => match tokio::time::timeout(OPENING_WAIT, stream.next()).await {
             Ok(Some(Ok(Message::Text(t)))) => match serde_json::from_str::<ClientMsg>(t.as_str()) {
                 Ok(ClientMsg::Resume { offset }) => offset,
-                _ => 0,
+                _ => {
+                    first = Some(Message::Text(t));
+                    0
+                }
             },
-            Ok(Some(Ok(_))) | Err(_) => 0,
-            _ => return,
+            Ok(Some(Ok(Message::Close(_)))) | Ok(Some(Err(_))) | Ok(None) => return,
+            Ok(Some(Ok(m))) => {
+                first = Some(m);
+                0
+            }
+            Err(_) => 0,
         },
     };
     // Subscribe before reading the store: every chunk is either already
@@ -620,7 +638,7 @@ async fn viewer(state: AppState, socket: WebSocket, id: String, drive: bool, off
                     return close(&mut sink, 4000, format!("slow_consumer; resume from offset {next}")).await;
                 }
             },
-            msg = stream.next() => {
+            msg = next_frame(&mut first, &mut stream) => {
                 let msg = match msg {
                     Some(Ok(m)) => m,
                     _ => return,
@@ -660,6 +678,17 @@ async fn viewer(state: AppState, socket: WebSocket, id: String, drive: bool, off
                 }
             }
         }
+    }
+}
+
+/// The frame kept from the opening, else the next one from the client.
+async fn next_frame(
+    first: &mut Option<Message>,
+    stream: &mut futures::stream::SplitStream<WebSocket>,
+) -> Option<Result<Message, axum::Error>> {
+    match first.take() {
+        Some(m) => Some(Ok(m)),
+        None => stream.next().await,
     }
 }
 

@@ -114,6 +114,7 @@ pub async fn create_run(
         // another action is refused and nothing is written.
         let use_ = ApprovalUse {
             token_hash: &Secret::presented(token).hash(),
+            requester: &requester,
             kind: ActionKind::Run.as_str(),
             action_hash: &hash,
             effect: UseEffect::CreateRun {
@@ -152,7 +153,9 @@ pub async fn create_run(
             Err(e) => return Err(e.into()),
         }
     };
-    state.runner.start(run.id.clone(), rendered);
+    state
+        .runner
+        .start(run.id.clone(), run.requested_by.clone(), rendered);
     Ok((StatusCode::CREATED, Json(run)).into_response())
 }
 

@@ -14,7 +14,9 @@
 //!
 //! The server accepts a timestamp within ±[`REQUEST_WINDOW_MS`] of its clock and each signature
 //! once (a replay cache holds the signatures seen inside the window), so a captured request
-//! cannot be replayed.
+//! cannot be replayed. The cache lives in memory, so a host also refuses every signature made
+//! before it started: a request captured before a restart cannot be replayed after it (the
+//! device signs again).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -90,13 +92,30 @@ pub fn sign_request(
     ]
 }
 
-/// Signatures seen inside the window.
-#[derive(Debug, Default)]
+/// Signatures seen inside the window, since the host started.
+#[derive(Debug)]
 pub struct ReplayCache {
     seen: Mutex<HashMap<[u8; 64], i64>>,
+    /// When this cache (this host process) started: earlier signatures are refused.
+    not_before: i64,
+}
+
+impl Default for ReplayCache {
+    fn default() -> Self {
+        Self {
+            seen: Mutex::new(HashMap::new()),
+            not_before: crate::util::now_ms(),
+        }
+    }
 }
 
 impl ReplayCache {
+    /// Was a request signed at `timestamp` (Unix ms) signed before this cache started, so
+    /// that it may have been used already?
+    pub fn predates(&self, timestamp: i64) -> bool {
+        timestamp < self.not_before
+    }
+
     /// Records `signature` (valid until `expires_at`); false if it was already seen or the
     /// cache is full.
     pub fn first_use(&self, signature: &[u8; 64], now: i64, expires_at: i64) -> bool {

@@ -417,6 +417,11 @@ impl DeviceService {
         if (now - ts_i).abs() > REQUEST_WINDOW_MS {
             return Err(DeviceError::Unauthorized("timestamp outside the window"));
         }
+        if self.replay.predates(ts_i) {
+            return Err(DeviceError::Unauthorized(
+                "signed before this host started; sign the request again",
+            ));
+        }
         let sig = crate::envelope::b64_decode_64(sig)
             .ok_or(DeviceError::Unauthorized("bad signature encoding"))?;
         let state = match i64::try_from(version) {

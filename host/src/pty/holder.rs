@@ -200,9 +200,12 @@ fn start() -> Result<Arc<Shared>, &'static str> {
     let pty = nix::pty::openpty(Some(&ws), None).map_err(|_| "openpty_failed")?;
     set_cloexec(pty.master.as_raw_fd());
     set_cloexec(pty.slave.as_raw_fd());
-    if let Some((uid, _)) = spec.ids {
-        // The child must be able to reopen its own terminal (/dev/fd/N, /dev/tty).
-        let _ = nix::unistd::fchown(&pty.slave, Some(uid.into()), None);
+    if let Some((uid, gid)) = spec.ids {
+        // The child must be able to reopen its own terminal (/dev/fd/N, /dev/tty); nobody
+        // else may open it: owner only, not the `tty` group (another identity's children
+        // must not write into this terminal or read what is typed into it).
+        let _ = nix::unistd::fchown(&pty.slave, Some(uid.into()), Some(gid.into()));
+        let _ = nix::sys::stat::fchmod(&pty.slave, nix::sys::stat::Mode::from_bits_truncate(0o600));
     }
     let slave = File::from(pty.slave);
     let stdio = |f: &File| f.try_clone().map(Stdio::from).map_err(|_| "dup_failed");

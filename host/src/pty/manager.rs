@@ -23,9 +23,10 @@ use super::protocol::{
     ExitInfo, Frame, Hello, HelloOk, ProtocolError, SignalKind, VERSION, proof, read_frame_async,
 };
 use super::transcript::{Live, Transcript};
+use crate::children::Children;
 use crate::metrics::Metrics;
 use crate::plugins::{PluginHost, Rendered};
-use crate::runs::{CHUNK_BYTES, ChildIdentity};
+use crate::runs::CHUNK_BYTES;
 use crate::store::{PtyHolderRow, PtySession, Store, StoreError};
 use crate::util::{random_bytes, sha256_hex};
 
@@ -62,7 +63,7 @@ struct Inner {
     store: Store,
     plugins: PluginHost,
     metrics: Arc<Metrics>,
-    identity: ChildIdentity,
+    children: Children,
     pty_dir: PathBuf,
     exe: PathBuf,
     key: [u8; 32],
@@ -122,7 +123,7 @@ impl PtyManager {
         store: Store,
         plugins: PluginHost,
         metrics: Arc<Metrics>,
-        identity: ChildIdentity,
+        children: Children,
         data_dir: &Path,
     ) -> Result<Self, PtyError> {
         let pty_dir = data_dir.canonicalize()?.join("pty");
@@ -136,7 +137,7 @@ impl PtyManager {
                 store,
                 plugins,
                 metrics,
-                identity,
+                children,
                 exe: std::env::current_exe()?,
                 pty_dir,
                 key,
@@ -208,7 +209,23 @@ impl PtyManager {
     pub async fn start(&self, s: &PtySession, cmd: &Rendered) -> Result<PtySession, PtyError> {
         let (socket_path, _) = self.holder_paths(&s.id)?;
         let secret = hmac(&self.inner.key, s.id.as_bytes());
-        let mut env = self.inner.identity.child_env();
+        let ctx = match self.inner.children.for_actor(&s.requested_by).await {
+            Ok(ctx) => ctx,
+            Err(e) => {
+                tracing::warn!(pty = %s.id, code = e.code(), error = %e, "cannot place the terminal's program");
+                self.inner
+                    .store
+                    .fail_pty_spawn(&s.id, &e.to_string())
+                    .await?;
+                return self
+                    .inner
+                    .store
+                    .pty(&s.id)
+                    .await?
+                    .ok_or(PtyError::Store(StoreError::NotFound));
+            }
+        };
+        let mut env = ctx.env();
         env.push(("TERM".into(), "xterm-256color".into()));
         let spec = HolderSpec {
             version: VERSION,
@@ -218,8 +235,8 @@ impl PtyManager {
             socket_path: socket_path.clone(),
             program: cmd.program.clone(),
             args: cmd.args.clone(),
-            cwd: self.inner.identity.workspace.to_string_lossy().into_owned(),
-            ids: self.inner.identity.ids,
+            cwd: ctx.workspace.to_string_lossy().into_owned(),
+            ids: ctx.ids,
             env,
             rows: s.rows.clamp(1, 1000) as u16,
             cols: s.cols.clamp(1, 1000) as u16,
@@ -233,10 +250,11 @@ impl PtyManager {
             }
             Err(e) => {
                 tracing::warn!(pty = %s.id, code = e.code(), error = %e, "cannot start the terminal");
-                self.inner
-                    .store
-                    .finish_pty(&s.id, None, Some(127), None)
-                    .await?;
+                let message = match &e {
+                    PtyError::Launch(code) => format!("cannot start {}: {code}", cmd.program),
+                    other => format!("cannot start {}: {other}", cmd.program),
+                };
+                self.inner.store.fail_pty_spawn(&s.id, &message).await?;
             }
         }
         self.inner
@@ -547,7 +565,8 @@ async fn drive_inner(
     let mut flush_at: Option<Instant> = None;
     let mut cmds_open = true;
     loop {
-        let sleep_until = flush_at.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        let wake = [flush_at, t.dropped_due()].into_iter().flatten().min();
+        let sleep_until = wake.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
         tokio::select! {
             f = frx.recv() => {
                 let mut next = f;
@@ -580,9 +599,14 @@ async fn drive_inner(
                 };
                 wr.write_all(&frame.encode()).await.map_err(ProtocolError::from)?;
             }
-            _ = tokio::time::sleep_until(sleep_until), if flush_at.is_some() => {
-                t.flush(true).await?;
-                ack(wr, t).await?;
+            _ = tokio::time::sleep_until(sleep_until), if wake.is_some() => {
+                if t.dropped_due().is_some_and(|at| at <= Instant::now()) {
+                    t.report_dropped().await?;
+                }
+                if flush_at.is_some_and(|at| at <= Instant::now()) {
+                    t.flush(true).await?;
+                    ack(wr, t).await?;
+                }
             }
         }
         if t.pending() >= CHUNK_BYTES {
@@ -593,6 +617,7 @@ async fn drive_inner(
             && t.end() >= x.end_offset
         {
             t.flush(true).await?;
+            t.report_dropped().await?;
             // Every byte is persisted: the caller records the exit, then
             // releases the holder.
             ack(wr, t).await?;

@@ -49,23 +49,73 @@ pub struct Transcript {
     pending: Vec<u8>,
     prev: Option<Prev>,
     live: broadcast::Sender<Live>,
+    dropped: DropTally,
 }
 
+/// Input the holder dropped and not yet reported: a flood of drops becomes one event (and one
+/// warning, one notice to drivers) per [`DROP_REPORT_EVERY`] with the totals.
+#[derive(Default)]
+struct DropTally {
+    bytes: u64,
+    reports: u64,
+    last_report: Option<std::time::Instant>,
+}
+
+/// Least time between two `pty.input_dropped` events of one terminal.
+pub const DROP_REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl Transcript {
-    /// The holder dropped `bytes` of input because the program was not reading it: a
-    /// `pty.input_dropped` event for the record, a warning, and word to the live viewers (the
-    /// driver is told over its WebSocket).
-    pub async fn input_dropped(&self, bytes: u64) -> Result<(), StoreError> {
-        tracing::warn!(pty = %self.pty_id, bytes, "the program is not reading its input; input dropped");
+    /// The holder dropped `bytes` of input because the program was not reading it. Reported
+    /// at once when nothing was reported in the last [`DROP_REPORT_EVERY`], else added to the
+    /// totals that [`Self::report_dropped`] writes when [`Self::dropped_due`] comes.
+    pub async fn input_dropped(&mut self, bytes: u64) -> Result<(), StoreError> {
+        self.dropped.bytes += bytes;
+        self.dropped.reports += 1;
+        let quiet = self
+            .dropped
+            .last_report
+            .is_none_or(|at| at.elapsed() >= DROP_REPORT_EVERY);
+        if quiet {
+            self.report_dropped().await?;
+        }
+        Ok(())
+    }
+
+    /// When the totals of dropped input held back must be reported, if any are.
+    pub fn dropped_due(&self) -> Option<tokio::time::Instant> {
+        if self.dropped.bytes == 0 {
+            return None;
+        }
+        let at = self
+            .dropped
+            .last_report
+            .unwrap_or_else(std::time::Instant::now)
+            + DROP_REPORT_EVERY;
+        Some(tokio::time::Instant::from_std(at))
+    }
+
+    /// Writes the dropped-input totals held back (if any) as one `pty.input_dropped` event
+    /// `{bytes, reports}`, logs one warning, and tells the driving viewers.
+    pub async fn report_dropped(&mut self) -> Result<(), StoreError> {
+        let DropTally { bytes, reports, .. } = self.dropped;
+        if bytes == 0 {
+            return Ok(());
+        }
+        tracing::warn!(pty = %self.pty_id, bytes, reports, "the program is not reading its input; input dropped");
         self.store
             .append_event(&NewEvent::new(
                 "pty.input_dropped",
                 "holder",
                 &self.pty_id,
-                serde_json::json!({ "bytes": bytes }),
+                serde_json::json!({ "bytes": bytes, "reports": reports }),
             ))
             .await?;
         let _ = self.live.send(Live::InputDropped { bytes });
+        self.dropped = DropTally {
+            bytes: 0,
+            reports: 0,
+            last_report: Some(std::time::Instant::now()),
+        };
         Ok(())
     }
 
@@ -95,6 +145,7 @@ impl Transcript {
             pending: Vec::new(),
             prev,
             live,
+            dropped: DropTally::default(),
         })
     }
 

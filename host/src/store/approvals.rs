@@ -62,6 +62,8 @@ pub enum Granted {
 #[derive(Debug, Clone)]
 pub struct ApprovalUse<'a> {
     pub token_hash: &'a str,
+    /// The identity presenting the token: only the one that asked may spend it.
+    pub requester: &'a str,
     pub kind: &'a str,
     pub action_hash: &'a str,
     pub effect: UseEffect<'a>,
@@ -243,6 +245,54 @@ impl Store {
         })
     }
 
+    /// The requester takes back its own pending approval: it ends `denied` with the requester
+    /// as decider (its token can never be spent), with an `approval.withdrawn` event.
+    /// `NotFound` also for another identity's approval (no oracle).
+    pub async fn withdraw_approval(&self, id: &str, requester: &str) -> Result<Approval> {
+        let mut tx = self.begin().await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLS} FROM approvals WHERE id = ?"
+        )))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(a) = row.as_ref().map(approval_from_row).transpose()? else {
+            return Err(StoreError::NotFound);
+        };
+        if a.requester != requester {
+            return Err(StoreError::NotFound);
+        }
+        if a.status != "pending" {
+            return Err(StoreError::Conflict("not_pending"));
+        }
+        let now = now_ms();
+        sqlx::query(
+            "UPDATE approvals SET status = 'denied', decider = ?, decided_at = ?, updated_at = ? \
+             WHERE id = ? AND status = 'pending'",
+        )
+        .bind(requester)
+        .bind(now)
+        .bind(now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        let ev = NewEvent::new(
+            "approval.withdrawn",
+            requester,
+            id,
+            json!({ "kind": a.kind }),
+        );
+        append_event(&mut tx, &ev).await?;
+        tx.commit().await?;
+        Ok(Approval {
+            status: "denied".into(),
+            decider: Some(requester.into()),
+            decided_at: Some(now),
+            updated_at: now,
+            ..a
+        })
+    }
+
     /// Spends a one-time token, in ONE write transaction: look the approval up
     /// by the token's hash, check kind, action hash, decision, expiry and the
     /// scope nonce; insert `approval_uses` (UNIQUE on the use hash); create the
@@ -251,7 +301,7 @@ impl Store {
     pub async fn use_approval(&self, u: &ApprovalUse<'_>) -> Result<UseOutcome> {
         let mut tx = self.begin().await?;
         let row = sqlx::query(
-            "SELECT a.id, a.kind, a.action_hash, a.status, a.expires_at, a.scope, a.nonce, n.value AS current_nonce \
+            "SELECT a.id, a.kind, a.action_hash, a.requester, a.status, a.expires_at, a.scope, a.nonce, n.value AS current_nonce \
              FROM approvals a LEFT JOIN nonces n ON n.scope = a.scope WHERE a.token_hash = ?",
         )
         .bind(u.token_hash)
@@ -263,23 +313,27 @@ impl Store {
         let approval_id: String = row.try_get("id")?;
         let kind: String = row.try_get("kind")?;
         let action_hash: String = row.try_get("action_hash")?;
+        let requester: String = row.try_get("requester")?;
         let status: String = row.try_get("status")?;
         let expires_at: i64 = row.try_get("expires_at")?;
         let scope: String = row.try_get("scope")?;
         let nonce: String = row.try_get("nonce")?;
         let current: Option<String> = row.try_get("current_nonce")?;
         let now = now_ms();
-        if expires_at <= now {
+        // The binding is checked before the decision: a token presented for another action
+        // or by another identity is invalid even while its approval is still pending, so
+        // `approval_pending` tells nobody but the requester that the token exists.
+        if expires_at <= now
+            || kind != u.kind
+            || action_hash != u.action_hash
+            || requester != u.requester
+        {
             return Ok(UseOutcome::Invalid);
         }
         if status == "pending" {
             return Ok(UseOutcome::Pending);
         }
-        if status != "approved"
-            || kind != u.kind
-            || action_hash != u.action_hash
-            || current.as_deref() != Some(nonce.as_str())
-        {
+        if status != "approved" || current.as_deref() != Some(nonce.as_str()) {
             return Ok(UseOutcome::Invalid);
         }
         let inserted = sqlx::query(
@@ -484,6 +538,7 @@ mod tests {
                 } else {
                     let u = ApprovalUse {
                         token_hash: &th,
+                        requester: "token:agent",
                         kind: "run",
                         action_hash: "h",
                         effect: UseEffect::CreateRun {
@@ -536,6 +591,7 @@ mod tests {
             let run = run_row(&new_id());
             let u = ApprovalUse {
                 token_hash: &th,
+                requester: "token:agent",
                 kind,
                 action_hash: hash,
                 effect: UseEffect::CreateRun {
@@ -556,6 +612,7 @@ mod tests {
         let run = run_row(&new_id());
         let u = ApprovalUse {
             token_hash: &th,
+            requester: "token:agent",
             kind: "run",
             action_hash: "hash-a",
             effect: UseEffect::CreateRun {
@@ -590,6 +647,7 @@ mod tests {
         let run = run_row(&new_id());
         let u = ApprovalUse {
             token_hash: &th,
+            requester: "token:agent",
             kind: "run",
             action_hash: "h",
             effect: UseEffect::CreateRun {
@@ -598,6 +656,22 @@ mod tests {
             },
         };
         assert_eq!(s.use_approval(&u).await.expect("use"), UseOutcome::Pending);
+        // While pending, the binding is checked first: another action or another identity
+        // gets `Invalid`, never `Pending`.
+        let other_action = ApprovalUse {
+            action_hash: "other",
+            ..u.clone()
+        };
+        let other_identity = ApprovalUse {
+            requester: "token:someone-else",
+            ..u.clone()
+        };
+        for wrong in [&other_action, &other_identity] {
+            assert_eq!(
+                s.use_approval(wrong).await.expect("use"),
+                UseOutcome::Invalid
+            );
+        }
         assert!(matches!(
             s.decide_approval(&id, "token:agent", true, false).await,
             Err(StoreError::Conflict("self_approval"))
@@ -633,9 +707,32 @@ mod tests {
             .expect("expire");
         let u3 = ApprovalUse {
             token_hash: &th3,
-            ..u
+            ..u.clone()
         };
         assert_eq!(s.use_approval(&u3).await.expect("use"), UseOutcome::Invalid);
+
+        // Approved, right action, presented by another identity (the approver included).
+        let (aid4, th4) = approved(&s, "run", "h").await;
+        for who in ["token:operator", "token:other-agent"] {
+            let stolen = ApprovalUse {
+                token_hash: &th4,
+                requester: who,
+                ..u.clone()
+            };
+            assert_eq!(
+                s.use_approval(&stolen).await.expect("use"),
+                UseOutcome::Invalid
+            );
+        }
+        assert_eq!(s.approval_use_count(&aid4).await.expect("count"), 0);
+        let own = ApprovalUse {
+            token_hash: &th4,
+            ..u
+        };
+        assert!(matches!(
+            s.use_approval(&own).await.expect("use"),
+            UseOutcome::Used(_)
+        ));
     }
 
     #[tokio::test]

@@ -11,22 +11,33 @@ use super::{Result, StoreError};
 /// Folder the migrations come from, relative to the repository root.
 pub const MIGRATIONS_DIR_NAME: &str = "migrations/sqlite";
 
-/// (version, description, SQL) — embedded at build time.
-const SOURCES: &[(i64, &str, &str)] = &[
+/// (version, description, SQL, manages its own transaction) — embedded at build time. A
+/// migration that rebuilds a table turns foreign keys off around its own transaction, which
+/// SQLite allows only outside one.
+const SOURCES: &[(i64, &str, &str, bool)] = &[
     (
         1,
         "foundation",
         include_str!("../../../migrations/sqlite/0001_foundation.sql"),
+        false,
     ),
     (
         2,
         "devices",
         include_str!("../../../migrations/sqlite/0002_devices.sql"),
+        false,
     ),
     (
         3,
         "pty",
         include_str!("../../../migrations/sqlite/0003_pty.sql"),
+        false,
+    ),
+    (
+        4,
+        "isolation",
+        include_str!("../../../migrations/sqlite/0004_isolation.sql"),
+        true,
     ),
 ];
 
@@ -36,13 +47,13 @@ pub const SCHEMA_VERSION: i64 = SOURCES[SOURCES.len() - 1].0;
 fn migrations() -> Vec<Migration> {
     SOURCES
         .iter()
-        .map(|(v, d, sql)| {
+        .map(|(v, d, sql, no_tx)| {
             Migration::new(
                 *v,
                 Cow::Borrowed(*d),
                 MigrationType::Simple,
                 SqlStr::from_static(sql),
-                false,
+                *no_tx,
             )
         })
         .collect()
@@ -85,4 +96,34 @@ pub(super) async fn run(pool: &SqlitePool) -> Result<()> {
     }
     Migrator::with_migrations(migrations()).run(pool).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The embedded list and the folder are one source: every file is listed once, in order,
+    /// with the version its name starts with and the exact bytes on disk.
+    #[test]
+    fn embedded_list_matches_the_folder() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join(MIGRATIONS_DIR_NAME);
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .expect("migrations folder")
+            .map(|e| e.expect("entry").path())
+            .filter(|p| p.extension().is_some_and(|x| x == "sql"))
+            .collect();
+        files.sort();
+        assert_eq!(
+            files.len(),
+            SOURCES.len(),
+            "a migration file is not embedded"
+        );
+        for (path, (version, description, sql, _)) in files.iter().zip(SOURCES) {
+            let name = path.file_stem().and_then(|s| s.to_str()).expect("name");
+            assert_eq!(name, format!("{version:04}_{description}"));
+            assert_eq!(std::fs::read_to_string(path).expect("read"), *sql);
+        }
+    }
 }

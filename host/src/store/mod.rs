@@ -125,6 +125,7 @@ impl Store {
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(opts.read_only(true))
             .await?;
+        private_files(&path);
         Ok(Self { write, read, path })
     }
 
@@ -154,4 +155,21 @@ impl Store {
 /// Appends one event inside `conn`'s transaction; see [`events`].
 async fn append_event(conn: &mut SqliteConnection, ev: &NewEvent<'_>) -> Result<i64> {
     events::append(conn, ev).await
+}
+
+/// Makes the database, its WAL and shared-memory file 0600, also where an older host left
+/// them 0644 (the data dir is 0700, but nothing in it is meant for other users).
+fn private_files(db: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut name = db.as_os_str().to_owned();
+        name.push(suffix);
+        let p = std::path::PathBuf::from(name);
+        if let Ok(meta) = std::fs::metadata(&p)
+            && meta.permissions().mode() & 0o077 != 0
+            && let Err(e) = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))
+        {
+            tracing::warn!(file = %p.display(), error = %e, "cannot make a database file private");
+        }
+    }
 }

@@ -13,7 +13,8 @@ use super::{
 use crate::util::{new_id, now_ms};
 
 const COLS: &str = "id, recipe, risk, state, pid, exit_code, exit_signal, rows, cols, \
-    persisted_offset, findings, withheld_chunks, requested_by, approval_id, created_at, updated_at, exited_at";
+    persisted_offset, findings, withheld_chunks, requested_by, approval_id, created_at, updated_at, exited_at, \
+    error";
 
 fn pty_from_row(r: &SqliteRow) -> Result<PtySession> {
     Ok(PtySession {
@@ -34,6 +35,7 @@ fn pty_from_row(r: &SqliteRow) -> Result<PtySession> {
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
         exited_at: r.try_get("exited_at")?,
+        error: r.try_get("error")?,
     })
 }
 
@@ -282,6 +284,30 @@ impl Store {
         pty_event(&mut tx, id, kind, "host", data).await?;
         tx.commit().await?;
         Ok(Some(state))
+    }
+
+    /// `starting` → `exited` with code 127 and `error`: the program could not be started.
+    /// Recorded in the session and its `exit` event, not only in the log.
+    pub async fn fail_pty_spawn(&self, id: &str, error: &str) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let now = now_ms();
+        let n = sqlx::query(
+            "UPDATE pty_sessions SET state = 'exited', exit_code = 127, error = ?, exited_at = ?, \
+             updated_at = ? WHERE id = ? AND state = 'starting'",
+        )
+        .bind(error)
+        .bind(now)
+        .bind(now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if n == 1 {
+            let data = json!({ "state": "exited", "exit_code": 127, "error": error });
+            pty_event(&mut tx, id, "exit", "host", data).await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Persists transcript chunks (in offset order, contiguous from the stored

@@ -92,7 +92,8 @@ pub struct Run {
     pub id: String,
     pub recipe: String,
     pub risk: String,
-    /// `queued`, `running`, `succeeded`, `failed`, `timed_out` or `lost`.
+    /// `queued`, `running`, `succeeded`, `failed`, `timed_out`, `lost`, or `spawn_failed` (the
+    /// program could not be started; `error` says why).
     pub status: String,
     pub exit_code: Option<i64>,
     pub session_id: Option<String>,
@@ -110,6 +111,9 @@ pub struct Run {
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
     pub updated_at: i64,
+    /// Why the program could not be started (`spawn_failed` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 impl Run {
@@ -140,6 +144,7 @@ impl Run {
             started_at: None,
             finished_at: None,
             updated_at: now,
+            error: None,
         }
     }
 }
@@ -235,6 +240,9 @@ pub struct PtySession {
     pub created_at: i64,
     pub updated_at: i64,
     pub exited_at: Option<i64>,
+    /// Why the program could not be started (then `exited` with code 127).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// The private side of a PTY session the host needs to reach its holder.

@@ -27,12 +27,13 @@ pub(super) fn run_from_row(r: &SqliteRow) -> Result<Run> {
         started_at: r.try_get("started_at")?,
         finished_at: r.try_get("finished_at")?,
         updated_at: r.try_get("updated_at")?,
+        error: r.try_get("error")?,
     })
 }
 
 const COLS: &str = "id, recipe, risk, status, exit_code, session_id, requested_by, approval_id, \
     stdout_bytes, stderr_bytes, findings, unredacted_chunks, truncated, created_at, started_at, \
-    finished_at, updated_at";
+    finished_at, updated_at, error";
 
 /// Inserts a run row and its `run.created` event inside `conn`'s transaction.
 pub(super) async fn insert_run(
@@ -244,6 +245,82 @@ impl Store {
         append_event(&mut tx, &ev).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// `queued` → `spawn_failed`: the program could not be started (`error` says why, in the
+    /// words of the operating system). Recorded in the run, its event and the API, so the
+    /// requester sees the reason without the server log.
+    pub async fn fail_run_spawn(&self, id: &str, error: &str) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let now = now_ms();
+        sqlx::query(
+            "UPDATE agent_runs SET status = 'spawn_failed', error = ?, started_at = ?, finished_at = ?, \
+             updated_at = ? WHERE id = ? AND status IN ('queued', 'running')",
+        )
+        .bind(error)
+        .bind(now)
+        .bind(now)
+        .bind(now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        let ev = NewEvent::new(
+            "run.finished",
+            "host",
+            id,
+            json!({ "status": "spawn_failed", "exit_code": null, "error": error }),
+        );
+        append_event(&mut tx, &ev).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The uid (and gid) the children of `actor` run as: allocated once, in one transaction
+    /// with its event, as the next unused value of `lo..=hi`, and never reused.
+    pub async fn child_uid(&self, actor: &str, lo: u32, hi: u32) -> Result<u32> {
+        if let Some((uid,)) =
+            sqlx::query_as::<_, (i64,)>("SELECT uid FROM child_identities WHERE actor = ?")
+                .bind(actor)
+                .fetch_optional(&self.read)
+                .await?
+        {
+            return u32::try_from(uid).map_err(|_| StoreError::Corrupt("child_identities.uid"));
+        }
+        let mut tx = self.begin().await?;
+        // Another writer may have allocated it between the read and this transaction.
+        if let Some((uid,)) =
+            sqlx::query_as::<_, (i64,)>("SELECT uid FROM child_identities WHERE actor = ?")
+                .bind(actor)
+                .fetch_optional(&mut *tx)
+                .await?
+        {
+            return u32::try_from(uid).map_err(|_| StoreError::Corrupt("child_identities.uid"));
+        }
+        let (next,): (Option<i64>,) =
+            sqlx::query_as("SELECT MAX(uid) + 1 FROM child_identities WHERE uid BETWEEN ? AND ?")
+                .bind(i64::from(lo))
+                .bind(i64::from(hi))
+                .fetch_one(&mut *tx)
+                .await?;
+        let uid = next.unwrap_or(i64::from(lo));
+        if uid > i64::from(hi) {
+            return Err(StoreError::Conflict("uid_range_exhausted"));
+        }
+        sqlx::query("INSERT INTO child_identities (actor, uid, created_at) VALUES (?, ?, ?)")
+            .bind(actor)
+            .bind(uid)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?;
+        let ev = NewEvent::new(
+            "identity.uid_allocated",
+            "host",
+            actor,
+            json!({ "uid": uid }),
+        );
+        append_event(&mut tx, &ev).await?;
+        tx.commit().await?;
+        u32::try_from(uid).map_err(|_| StoreError::Corrupt("child_identities.uid"))
     }
 
     /// At start: runs a previous host left queued or running are `lost`.

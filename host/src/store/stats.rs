@@ -35,6 +35,21 @@ pub struct PruneRecord {
 }
 
 impl Store {
+    /// `(pending approvals not yet expired, runs queued or running, terminals starting or
+    /// running)`, read in one statement.
+    pub async fn live_counts(&self) -> Result<(i64, i64, i64)> {
+        let now = crate::util::now_ms();
+        let row: (i64, i64, i64) = sqlx::query_as(
+            "SELECT (SELECT COUNT(*) FROM approvals WHERE status = 'pending' AND expires_at > ?), \
+                    (SELECT COUNT(*) FROM agent_runs WHERE status IN ('queued', 'running')), \
+                    (SELECT COUNT(*) FROM pty_sessions WHERE state IN ('starting', 'running'))",
+        )
+        .bind(now)
+        .fetch_one(&self.read)
+        .await?;
+        Ok(row)
+    }
+
     pub async fn status_counts(&self) -> Result<Vec<StatusCount>> {
         let mut out = Vec::new();
         for t in STATUS_TABLES {

@@ -3,7 +3,7 @@
 //! | recipe        | risk   | params      | renders                           | timeout |
 //! | ------------- | ------ | ----------- | --------------------------------- | ------- |
 //! | `echo`        | low    | `text`      | `echo <text>`                     | 10 s    |
-//! | `git-status`  | low    | —           | `git status --short --branch`     | 60 s    |
+//! | `git-status`  | low    | —           | `git <safe -c…> status --short --branch` | 60 s |
 //! | `list-files`  | medium | `path`      | `ls -la -- <path>`                | 30 s    |
 //! | `shell`       | high   | `command`   | `sh -c <command>`                 | 10 min  |
 //!
@@ -11,6 +11,13 @@
 //! typed `render-error` naming it. No value may contain NUL or exceed 16 KiB.
 //! `list-files` takes a relative path with no `..` component and no leading
 //! `-`. Settings: `shell.timeout_ms` (decimal) overrides the shell timeout.
+//!
+//! A low-risk recipe must never run code that workspace content chose: an approved
+//! command may have written the repository's own `.git/config`. The host gives git no
+//! system or global configuration (and an empty, unwritable `HOME`); `git-status` also
+//! overrides, on its command line (which outranks every configuration file), each key
+//! that makes `git status` execute a program: `core.fsmonitor`, `core.hooksPath`,
+//! `core.pager`, `diff.external`, and it never reads the global attributes file.
 
 use std::cell::Cell;
 
@@ -25,6 +32,17 @@ wit_bindgen::generate!({
 });
 
 const MAX_ARG: usize = 16 * 1024;
+
+/// `git -c` settings that switch off every program `git status` would run because a
+/// configuration file (the repository's own included) names it. `-c` outranks all files.
+const GIT_NEUTRAL: [&str; 6] = [
+    "core.fsmonitor=false",
+    "core.hooksPath=/dev/null",
+    "core.pager=cat",
+    "diff.external=true",
+    "core.attributesFile=/dev/null",
+    "core.untrackedCache=false",
+];
 
 thread_local! {
     static SHELL_TIMEOUT_MS: Cell<u64> = const { Cell::new(600_000) };
@@ -149,8 +167,13 @@ impl RecipesGuest for Component {
             }
             "git-status" => {
                 take(&args, &[])?;
-                let args = ["status", "--short", "--branch"].map(String::from).to_vec();
-                Ok(command("git", args, Risk::Low, 60_000))
+                let mut argv: Vec<String> = Vec::new();
+                for setting in GIT_NEUTRAL {
+                    argv.push("-c".to_string());
+                    argv.push(setting.to_string());
+                }
+                argv.extend(["--no-pager", "status", "--short", "--branch"].map(String::from));
+                Ok(command("git", argv, Risk::Low, 60_000))
             }
             "list-files" => {
                 let v = take(&args, &["path"])?;

@@ -470,7 +470,10 @@ fn run_timeout_exit_codes_and_stderr() {
         &json!({"recipe": "echo", "args": {"txt": "x"}}),
     ));
     assert_eq!(st, 422, "{b}");
-    assert!(b["message"].as_str().unwrap_or("").contains("txt"), "{b}");
+    // The caller's argument is named by its position, never by its (caller-chosen) name.
+    let message = b["message"].as_str().unwrap_or("");
+    assert!(message.contains("argument #1"), "{b}");
+    assert!(!message.contains("txt"), "{b}");
 }
 
 #[test]

@@ -7,6 +7,7 @@ mod approvals;
 mod canaries;
 mod envelopes;
 mod foundation;
+mod hardening;
 mod plugins;
 mod pty;
 mod transfer;

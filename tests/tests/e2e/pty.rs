@@ -696,8 +696,8 @@ fn backpressure_keeps_memory_bounded_and_bytes_exact() {
         .next()
         .unwrap_or("")
         .to_string();
-    let emitted = std::fs::read_to_string(tmp.path().join("happyx-workspace/emitted.sha256"))
-        .expect("sum file");
+    let workspace = happyx_tests::workspace_of(&tmp.path().join("happyx-workspace"), &op);
+    let emitted = std::fs::read_to_string(workspace.join("emitted.sha256")).expect("sum file");
     let emitted = emitted.split_whitespace().next().expect("sum");
     eprintln!(
         "backpressure: {total} bytes in {elapsed:?} ({:.1} MB/s incl. a 5 s stall); persisted when stopped: {stopped}; \

@@ -272,6 +272,7 @@ fn rollback_rehearsal_restores_the_old_state_and_serves_it() {
 /// A small valid export made with the CLI only (tokens and their events).
 fn small_export(dir: &Path) -> PathBuf {
     let data = dir.join("src");
+    happyx_tests::init_data_dir(&data);
     for role in ["operator", "agent", "viewer"] {
         happyx_tests::token(&data, role);
     }
@@ -370,12 +371,20 @@ fn bad_imports_name_the_record_and_change_nothing() {
         &["tables.events[1].", "duplicate"],
     );
 
-    // A gap in the event log (the checksum is checked after the records).
-    let bad = text.replacen("\"seq\":3", "\"seq\":4", 1);
+    // A gap in the event log at its last event (the checksum is checked after the records).
+    let n = doc(&good)["tables"]["events"]
+        .as_array()
+        .expect("events")
+        .len();
+    let bad = text.replacen(&format!("\"seq\":{n},"), &format!("\"seq\":{},", n + 1), 1);
     expect_refusal(
         &bad,
         tmp.path(),
-        &["tables.events[2].seq", "gap-free", "found seq 4 where 3"],
+        &[
+            &format!("tables.events[{}].seq", n - 1),
+            "gap-free",
+            &format!("found seq {} where {n}", n + 1),
+        ],
     );
 
     // A wrong checksum.
