@@ -74,6 +74,9 @@ pub struct Config {
     pub envelopes: EnvelopesConfig,
     pub devices: DevicesConfig,
     pub plugins: PluginsConfig,
+    /// The file this configuration was read from (re-read by plugin reloads).
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -92,6 +95,7 @@ impl Default for Config {
             envelopes: EnvelopesConfig::default(),
             devices: DevicesConfig::default(),
             plugins: PluginsConfig::default(),
+            source: None,
         }
     }
 }
@@ -370,11 +374,12 @@ impl Config {
             data_dir: overrides.data_dir.clone(),
             listen: overrides.listen,
         }));
-        let cfg: Config = fig.extract().map_err(|e| {
+        let mut cfg: Config = fig.extract().map_err(|e| {
             let source = file.map(|p| p.display().to_string());
             ConfigError::Invalid(describe(e, source.as_deref()))
         })?;
         cfg.validate()?;
+        cfg.source = file.map(Path::to_path_buf);
         Ok(cfg)
     }
 

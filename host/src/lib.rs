@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod plugins;
 pub mod pty;
 pub mod public;
+pub mod reload;
 pub mod retention;
 pub mod runs;
 pub mod server;

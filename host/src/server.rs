@@ -29,7 +29,9 @@ pub async fn serve(cfg: Config) -> Result<()> {
     let children = Children::prepare(&cfg.runs, store.clone())
         .context("cannot set up the children's workspace")?;
     let plugins = load_plugins(&cfg, &data_dir).await?;
-    plugins.spawn_watcher();
+    let reloader = crate::reload::Reloader::new(store.clone(), plugins.clone(), cfg.source.clone());
+    reloader.spawn_watcher();
+    reloader.spawn_sighup();
     let metrics = Arc::new(Metrics::default());
     let lost = store.mark_unfinished_runs_lost().await?;
     if lost > 0 {
@@ -106,6 +108,7 @@ pub async fn serve(cfg: Config) -> Result<()> {
         devices,
         children,
         address: addr,
+        reloader,
     };
     let (router, _doc) = api::router_and_doc(state);
 

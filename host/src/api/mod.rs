@@ -55,6 +55,8 @@ pub struct AppState {
     pub children: crate::children::Children,
     /// The address the host listens on.
     pub address: std::net::SocketAddr,
+    /// Plugin reloads from the configuration (API, SIGHUP, watcher).
+    pub reloader: crate::reload::Reloader,
 }
 
 #[derive(OpenApi)]

@@ -22,9 +22,10 @@ pub async fn list_plugins(
     Ok(Json(state.runner.plugins().status()))
 }
 
-/// Recompile the configured plugins, run their contract checks (and
-/// fixtures), and swap atomically; a failing candidate leaves the last good
-/// version serving and its error in `last_error` (operator).
+/// Read the `[plugins]` section of the configuration again, recompile what changed, run the
+/// contract checks (and fixtures), and swap atomically; a failing candidate leaves the last
+/// good version serving and its error in `last_error` (operator). SIGHUP and
+/// `plugins.watch` do the same.
 #[utoipa::path(post, path = "/v1/plugins/reload", tag = "plugins", security(("bearer" = [])),
     responses((status = 200, description = "statuses after the reload"), (status = 401, body = ErrorBody),
                (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
@@ -33,29 +34,13 @@ pub async fn reload_plugins(
     caller: Caller,
 ) -> ApiResult<Json<Vec<PluginStatus>>> {
     caller.require(&[Role::Operator])?;
-    let plugins = state.runner.plugins();
-    let outcome = plugins.reload().await;
-    let actor = caller.actor();
-    let statuses = plugins.status();
-    let data = serde_json::json!({
-        "ok": outcome.is_ok(),
-        "plugins": statuses.iter().map(|p| serde_json::json!({"kind": p.kind, "sha256": p.sha256})).collect::<Vec<_>>(),
-    });
-    state
-        .store
-        .append_event(&crate::store::NewEvent::new(
-            "plugins.reloaded",
-            &actor,
-            "plugins",
-            data,
-        ))
-        .await?;
-    match outcome {
+    match state.reloader.reload(&caller.actor(), "api").await {
         Ok(s) => Ok(Json(s)),
+        Err(crate::reload::ReloadError::Store(e)) => Err(e.into()),
         Err(e) => Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             e.code(),
-            format!("{e}; the previous version keeps serving"),
+            e.to_string(),
         )),
     }
 }

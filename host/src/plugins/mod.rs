@@ -21,7 +21,7 @@ mod validate;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
@@ -44,8 +44,6 @@ use runtime::{Plugin, RawRender};
 const MAX_CONCURRENT_CALLS: usize = 48;
 /// Largest accepted component file.
 pub const MAX_COMPONENT_BYTES: usize = 64 << 20;
-/// How often the watcher polls configured plugin files.
-const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The plugin runtime. Cheap to clone (an `Arc` inside).
 #[derive(Clone)]
@@ -54,7 +52,8 @@ pub struct PluginHost {
 }
 
 struct Inner {
-    cfg: PluginsConfig,
+    /// The `[plugins]` configuration serving now; a reload may bring a new one.
+    cfg: RwLock<PluginsConfig>,
     cache: Option<DiskCache>,
     slots: [Slot; 3],
     calls: Semaphore,
@@ -63,6 +62,8 @@ struct Inner {
 
 struct Slot {
     current: RwLock<Arc<Plugin>>,
+    /// The configuration the serving version was built with (path, pin, settings, limits).
+    spec: Mutex<Option<PluginSpec>>,
     last_error: Mutex<Option<String>>,
 }
 
@@ -206,6 +207,7 @@ impl PluginHost {
             })?;
             Ok(Slot {
                 current: RwLock::new(plugin),
+                spec: Mutex::new(cfg.spec(_kind).cloned()),
                 last_error: Mutex::new(None),
             })
         };
@@ -216,7 +218,7 @@ impl PluginHost {
         ];
         Ok(PluginHost {
             inner: Arc::new(Inner {
-                cfg: cfg.clone(),
+                cfg: RwLock::new(cfg.clone()),
                 cache: disk,
                 slots,
                 calls: Semaphore::new(MAX_CONCURRENT_CALLS),
@@ -361,7 +363,14 @@ impl PluginHost {
                     name: p.plugin.name.clone(),
                     version: p.plugin.version.clone(),
                     sha256: p.plugin.sha256.clone(),
-                    source: source_name(self.inner.cfg.spec(kind)),
+                    source: source_name(
+                        self.slot(kind)
+                            .spec
+                            .lock()
+                            .ok()
+                            .and_then(|s| s.clone())
+                            .as_ref(),
+                    ),
                     loaded_at: p.loaded_at_ms,
                     last_error,
                     calls: p.stats.calls.load(Relaxed),
@@ -372,13 +381,39 @@ impl PluginHost {
             .collect()
     }
 
+    /// The `[plugins]` configuration serving now.
+    pub fn config(&self) -> PluginsConfig {
+        match self.inner.cfg.read() {
+            Ok(c) => c.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
     /// Re-reads the configured plugin files; each changed one is compiled
     /// and checked off the request path, then swapped in atomically (calls
     /// in flight finish on the old version). A candidate that fails leaves
     /// the previous version serving and is recorded as `last_error`; the
     /// first such error is returned after all kinds were tried.
     pub async fn reload(&self) -> Result<Vec<PluginStatus>, PluginError> {
+        self.reload_with(None).await
+    }
+
+    /// [`Self::reload`] under a new `[plugins]` configuration (re-read from the config file): a
+    /// kind whose path, pin, settings or limits changed is rebuilt even when its bytes did
+    /// not. The new configuration is kept once every kind was tried, so that a later reload
+    /// retries a refused candidate.
+    pub async fn reload_with(
+        &self,
+        cfg: Option<PluginsConfig>,
+    ) -> Result<Vec<PluginStatus>, PluginError> {
         let _guard = self.inner.reload_lock.lock().await;
+        if let Some(cfg) = cfg {
+            let mut cur = match self.inner.cfg.write() {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+            *cur = cfg;
+        }
         let mut first_err = None;
         for kind in Kind::ALL {
             let this = self.clone();
@@ -407,20 +442,26 @@ impl PluginHost {
         }
     }
 
-    /// Reloads one kind if its bytes changed (blocking).
+    /// Reloads one kind if its bytes or its configuration changed (blocking).
     fn reload_one(&self, kind: Kind) -> Result<(), PluginError> {
-        let spec = self.inner.cfg.spec(kind);
-        let bytes = read_source(kind, spec)?;
+        let spec = self.config().spec(kind).cloned();
+        let bytes = read_source(kind, spec.as_ref())?;
         let sha = sha256_hex(&bytes);
         let slot = self.slot(kind);
-        if self.current(kind).plugin.sha256 == sha {
+        let same_spec = slot.spec.lock().map(|s| *s == spec).unwrap_or(false);
+        if self.current(kind).plugin.sha256 == sha && same_spec {
             if let Ok(mut le) = slot.last_error.lock() {
                 *le = None;
             }
             return Ok(());
         }
-        let plugin = Arc::new(build_plugin(kind, &bytes, spec, self.inner.cache.as_ref())?);
-        tracing::info!(plugin = %plugin.plugin, "plugin reloaded");
+        let plugin = Arc::new(build_plugin(
+            kind,
+            &bytes,
+            spec.as_ref(),
+            self.inner.cache.as_ref(),
+        )?);
+        tracing::info!(plugin = %plugin.plugin, source = %source_name(spec.as_ref()), "plugin reloaded");
         let old = {
             let mut cur = match slot.current.write() {
                 Ok(g) => g,
@@ -428,6 +469,9 @@ impl PluginHost {
             };
             std::mem::replace(&mut *cur, plugin)
         };
+        if let Ok(mut s) = slot.spec.lock() {
+            *s = spec;
+        }
         // Idle instances of the old version are freed now; in-flight calls
         // keep their own `Arc` and finish on the old version.
         old.drain_pool();
@@ -437,39 +481,25 @@ impl PluginHost {
         Ok(())
     }
 
-    /// Polls the configured plugin files every second and reloads on change
-    /// (when `watch = true`; otherwise the task ends at once). The task ends
-    /// when the last `PluginHost` clone is dropped.
-    pub fn spawn_watcher(&self) -> tokio::task::JoinHandle<()> {
-        if !self.inner.cfg.watch {
-            return tokio::spawn(async {});
-        }
-        let weak: Weak<Inner> = Arc::downgrade(&self.inner);
-        let paths: Vec<PathBuf> = Kind::ALL
+    /// Modification stamps of the configured plugin files (what a watcher compares).
+    pub fn file_stamps(&self) -> Vec<(PathBuf, Option<(SystemTime, u64)>)> {
+        let cfg = self.config();
+        Kind::ALL
             .iter()
-            .filter_map(|k| self.inner.cfg.spec(*k).and_then(|s| s.path.clone()))
-            .collect();
-        tokio::spawn(async move {
-            let stamp = |p: &Path| -> Option<(SystemTime, u64)> {
-                std::fs::metadata(p)
-                    .ok()
-                    .and_then(|m| Some((m.modified().ok()?, m.len())))
-            };
-            let mut seen: Vec<Option<(SystemTime, u64)>> = paths.iter().map(|p| stamp(p)).collect();
-            loop {
-                tokio::time::sleep(WATCH_INTERVAL).await;
-                let Some(inner) = weak.upgrade() else { return };
-                let now: Vec<_> = paths.iter().map(|p| stamp(p)).collect();
-                if now != seen {
-                    seen = now;
-                    let host = PluginHost { inner };
-                    if let Err(e) = host.reload().await {
-                        tracing::warn!(code = e.code(), "watched plugin change not applied");
-                    }
-                }
-            }
-        })
+            .filter_map(|k| cfg.spec(*k).and_then(|s| s.path.clone()))
+            .map(|p| {
+                let stamp = file_stamp(&p);
+                (p, stamp)
+            })
+            .collect()
     }
+}
+
+/// `(modified, length)` of a file, if it can be read.
+pub fn file_stamp(p: &Path) -> Option<(SystemTime, u64)> {
+    std::fs::metadata(p)
+        .ok()
+        .and_then(|m| Some((m.modified().ok()?, m.len())))
 }
 
 impl PluginHost {

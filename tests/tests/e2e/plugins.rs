@@ -208,3 +208,109 @@ fn prune_removes_what_the_policy_says_and_is_idempotent() {
         "the last pass is the rerun: {evidence}"
     );
 }
+
+/// A policy swap needs no restart: the `[plugins]` section is read again on every reload
+/// (API, SIGHUP, file watch); a bad candidate leaves the last good version serving.
+#[test]
+fn reload_reads_the_plugins_section_of_the_config_again() {
+    let (tmp, data) = temp_data_dir();
+    let base = "[approvals]\nallow_self_approval = true\n";
+    let server = Server::with_config(&data, base);
+    let op = server.token("operator");
+    let config = tmp.path().join("happyx.toml");
+    let dir = tmp.path().join("plugins");
+    let (st, _, err) = cli(&["plugin", "export-builtin", dir.to_str().expect("p")]);
+    assert!(st.success(), "{err}");
+    let redactor = dir.join("redactor.wasm");
+    let source = |statuses: &Value| -> String {
+        statuses
+            .as_array()
+            .expect("statuses")
+            .iter()
+            .find(|p| p["kind"] == "redactor")
+            .map(|p| p["source"].as_str().unwrap_or("").to_string())
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        source(&json(server.get("/v1/plugins", &op).send())),
+        "builtin"
+    );
+
+    // Named after the host started: the API reload applies it.
+    std::fs::write(
+        &config,
+        format!(
+            "{base}[plugins.redactor]\npath = \"{}\"\n",
+            redactor.display()
+        ),
+    )
+    .expect("write config");
+    let (st, b) = call(server.post("/v1/plugins/reload", &op, &json!({})));
+    assert_eq!(st, 200, "{b}");
+    assert_eq!(source(&b), redactor.display().to_string());
+
+    // A wrong pin, by SIGHUP: refused, the last good version keeps serving, its error shown.
+    std::fs::write(
+        &config,
+        format!(
+            "{base}[plugins.redactor]\npath = \"{}\"\nsha256 = \"{}\"\n",
+            redactor.display(),
+            "0".repeat(64)
+        ),
+    )
+    .expect("write config");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(server.pid() as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .expect("sighup");
+    let after = happyx_tests::eventually(Duration::from_secs(20), || {
+        let s = json(server.get("/v1/plugins", &op).send());
+        let r = s
+            .as_array()?
+            .iter()
+            .find(|p| p["kind"] == "redactor")?
+            .clone();
+        r["last_error"].is_string().then_some(r)
+    })
+    .expect("the SIGHUP reload recorded its refusal");
+    assert_eq!(after["source"], redactor.display().to_string().as_str());
+    let triggers: Vec<String> = server
+        .events(&op)
+        .iter()
+        .filter(|e| e["code"] == "plugins.reloaded")
+        .map(|e| format!("{}:{}", e["data"]["trigger"], e["data"]["ok"]))
+        .collect();
+    assert_eq!(
+        triggers,
+        ["\"api\":true", "\"sighup\":false"],
+        "{triggers:?}"
+    );
+
+    // Turned on by a reload, the watcher applies the next edit of the config file itself.
+    std::fs::write(&config, format!("{base}[plugins]\nwatch = true\n")).expect("write config");
+    let (st, b) = call(server.post("/v1/plugins/reload", &op, &json!({})));
+    assert_eq!(st, 200, "{b}");
+    assert_eq!(source(&b), "builtin");
+    std::thread::sleep(Duration::from_millis(1100));
+    std::fs::write(
+        &config,
+        format!(
+            "{base}[plugins]\nwatch = true\n[plugins.redactor]\npath = \"{}\"\n",
+            redactor.display()
+        ),
+    )
+    .expect("write config");
+    happyx_tests::eventually(Duration::from_secs(20), || {
+        (source(&json(server.get("/v1/plugins", &op).send())) == redactor.display().to_string())
+            .then_some(())
+    })
+    .expect("the watcher applied the edited config");
+    assert!(
+        server
+            .events(&op)
+            .iter()
+            .any(|e| e["code"] == "plugins.reloaded" && e["data"]["trigger"] == "watch"),
+        "the watcher's reload is recorded like the API's"
+    );
+}
