@@ -6,6 +6,7 @@
 mod approvals;
 mod canaries;
 mod envelopes;
+mod first_hour;
 mod foundation;
 mod hardening;
 mod plugins;
