@@ -25,7 +25,10 @@ pub fn binary() -> &'static Path {
             .expect("test binary lives in target/<profile>/deps");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut build = Command::new(cargo);
-        build.args(["build", "-q", "-p", "happyx", "--bin", "happyx"]);
+        // `--workspace`: the features of the workspace build `cargo test --workspace` made, so
+        // the binary it built is fresh and nothing is rebuilt (`-p happyx` alone resolves other
+        // features and rebuilds the host).
+        build.args(["build", "-q", "--workspace", "--bin", "happyx"]);
         if profile_dir.file_name().is_some_and(|n| n == "release") {
             build.arg("--release");
         }
