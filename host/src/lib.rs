@@ -10,6 +10,7 @@ pub mod approvals;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod datadir;
 pub mod devices;
 pub mod envelope;

@@ -92,6 +92,7 @@ pub async fn serve(cfg: Config) -> Result<()> {
         event_digest: Default::default(),
         pty,
         devices,
+        feed: crate::console::feed::EventFeed::spawn(store.clone()),
     };
     let (router, _doc) = api::router_and_doc(state);
 

@@ -3,6 +3,7 @@
 //! `/v1/openapi.json` is generated from the same list that builds the router.
 
 mod approvals;
+mod console;
 mod devices;
 mod envelopes;
 mod error;
@@ -17,6 +18,7 @@ mod pty;
 mod public;
 mod runs;
 mod sessions;
+mod stream;
 mod tasks;
 
 use std::sync::Arc;
@@ -49,6 +51,8 @@ pub struct AppState {
     pub event_digest: Arc<tokio::sync::Mutex<(i64, [u8; 32])>>,
     pub pty: crate::pty::PtyManager,
     pub devices: Arc<DeviceService>,
+    /// Wakes `GET /v1/events/stream` when the audit log grows.
+    pub feed: crate::console::feed::EventFeed,
 }
 
 #[derive(OpenApi)]
@@ -83,6 +87,13 @@ pub fn router_and_doc(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(health::openapi_json))
         .routes(routes!(metrics::metrics))
         .routes(routes!(events::list_events))
+        .routes(routes!(stream::event_stream))
+        .routes(routes!(
+            console::sign_in,
+            console::whoami,
+            console::sign_out
+        ))
+        .routes(routes!(console::overview))
         .routes(routes!(tasks::create_task, tasks::list_tasks))
         .routes(routes!(tasks::get_task, tasks::update_task))
         .routes(routes!(sessions::create_session, sessions::list_sessions))
@@ -109,6 +120,7 @@ pub fn router_and_doc(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(public::public_runs))
         .routes(routes!(public::public_session))
         .routes(routes!(pty::create_pty))
+        .routes(routes!(console::list_ptys))
         .routes(routes!(pty::get_pty))
         .routes(routes!(pty::resize_pty))
         .routes(routes!(pty::interrupt_pty))
@@ -138,6 +150,7 @@ pub fn router_and_doc(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
     let max_body = state.config.api.max_body_bytes;
     let metrics = state.metrics.clone();
     let router = router
+        .merge(crate::console::router())
         .fallback(fallback)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::Extension(doc_json))
@@ -146,6 +159,7 @@ pub fn router_and_doc(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
             metrics,
             metrics::count,
         ))
+        .layer(axum::middleware::from_fn(crate::console::security_headers))
         .with_state(state);
     (router, doc)
 }

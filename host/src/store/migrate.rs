@@ -28,6 +28,11 @@ const SOURCES: &[(i64, &str, &str)] = &[
         "pty",
         include_str!("../../../migrations/sqlite/0003_pty.sql"),
     ),
+    (
+        4,
+        "console",
+        include_str!("../../../migrations/sqlite/0004_console.sql"),
+    ),
 ];
 
 /// The newest schema version this binary knows.

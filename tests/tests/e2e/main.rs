@@ -5,6 +5,7 @@
 
 mod approvals;
 mod canaries;
+mod console;
 mod envelopes;
 mod foundation;
 mod plugins;
