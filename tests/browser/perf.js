@@ -16,7 +16,7 @@ async function main() {
     runs.push(...batch.map((r) => r.body.id));
   }
   for (const id of runs.slice(-20)) await s.waitRun(agent, id);
-  for (let i = 0; i < 20; i++) await s.requestApproval(agent, '/v1/runs', { recipe: 'shell', args: { command: 'echo pending ' + i } });
+  for (let i = 0; i < 5; i++) await s.requestApproval(agent, '/v1/runs', { recipe: 'shell', args: { command: 'echo pending ' + i } });
   let seq = (await s.call('GET', '/v1/events?order=desc&limit=1', operator)).body.events[0].seq;
   while (seq < 10000) {
     await Promise.all(Array.from({ length: 50 }, (_, j) => s.call('POST', '/v1/tasks', agent, { title: 'task ' + seq + '-' + j })));
