@@ -308,7 +308,7 @@ describe('every page: visual baseline and axe-core', () => {
   const viewports = [['desktop', { width: 1280, height: 800 }], ['phone', { width: 390, height: 844 }]];
   // Volatile values (ids, hashes, times, sizes) are masked and given a fixed width.
   const VOLATILE = 'time, .id, .vol, [data-expires]';
-  const STYLE = `${VOLATILE} { display: inline-block !important; width: 9ch !important; overflow: hidden !important;
+  const STYLE = `${VOLATILE} { display: inline-block !important; width: 9ch !important; max-width: 100% !important; overflow: hidden !important;
     white-space: nowrap !important; vertical-align: top !important; }
     .xterm-cursor-layer, .xterm-cursor { visibility: hidden !important; } * { caret-color: transparent !important; }`;
 
