@@ -244,7 +244,14 @@ describe('console flows', () => {
   test('sign-out ends the session', async () => {
     const { ctx, page } = await newPage();
     await signIn(page, s.url, operator);
-    const [cookie] = await ctx.cookies();
+    let cookie;
+    for (let i = 0; i < 50 && !cookie; i++) {
+      cookie = (await ctx.cookies()).find((c) => c.name === 'hpx_console');
+      if (!cookie) await sleep(100);
+    }
+    assert.ok(cookie, 'the console session cookie is set');
+    assert.equal(cookie.httpOnly, true);
+    assert.equal(cookie.sameSite, 'Strict');
     await page.getByRole('button', { name: 'Sign out' }).click();
     await page.getByLabel('Token').waitFor();
     const r = await fetch(s.url + '/v1/console/session', { headers: { Cookie: cookie.name + '=' + cookie.value } });
