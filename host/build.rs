@@ -59,6 +59,11 @@ fn run() -> Result<(), String> {
             plugins.join(name).join("src").display()
         );
     }
+    // The console's embedded assets (include_dir! sees new files only on a rebuild).
+    println!(
+        "cargo:rerun-if-changed={}",
+        manifest_dir.join("console").display()
+    );
     println!("cargo:rerun-if-env-changed=HAPPYX_PLUGINS_TARGET_DIR");
 
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());

@@ -12,6 +12,7 @@ pub mod children;
 pub mod cli;
 pub mod config;
 pub mod connlimit;
+pub mod console;
 pub mod datadir;
 pub mod devices;
 pub mod envelope;

@@ -109,6 +109,7 @@ pub async fn serve(cfg: Config) -> Result<()> {
         children,
         address: addr,
         reloader,
+        feed: crate::console::feed::EventFeed::spawn(store.clone()),
     };
     let (router, _doc) = api::router_and_doc(state);
 

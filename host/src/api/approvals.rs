@@ -12,7 +12,7 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::extract::{ApiQuery, Caller};
+use super::extract::{ApiQuery, Caller, RawBody};
 use super::{ApiError, ApiResult, AppState, ErrorBody, path_id};
 use crate::auth::Role;
 use crate::store::{Approval, StoreError};
@@ -181,24 +181,63 @@ pub async fn list_approvals(
     Ok(Json(ApprovalList { items }))
 }
 
+/// Optional body of approve / deny.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionBody {
+    /// Why (1–500 characters); recorded as an `approval.reason` event.
+    reason: Option<String>,
+}
+
 async fn decide(
     state: AppState,
     caller: Caller,
     id: String,
     approve: bool,
+    body: &[u8],
 ) -> ApiResult<Json<Decision>> {
     caller.require(&[Role::Operator])?;
     let id = path_id(&id, "approval")?;
+    let body: DecisionBody = if body.iter().all(u8::is_ascii_whitespace) {
+        DecisionBody::default()
+    } else {
+        super::parse_json(body)?
+    };
+    if let Some(r) = &body.reason {
+        super::check_text("reason", r, 1, 500)?;
+    }
+    let decided = decide_inner(&state, &caller, id, approve).await?;
+    if let Some(reason) = body.reason {
+        let data = serde_json::json!({ "decision": decided.status, "reason": reason });
+        state
+            .store
+            .append_event(&crate::store::NewEvent::new(
+                "approval.reason",
+                &caller.actor(),
+                &decided.id,
+                data,
+            ))
+            .await?;
+    }
+    Ok(Json(decided))
+}
+
+async fn decide_inner(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    approve: bool,
+) -> ApiResult<Decision> {
     let allow_self = state.config.approvals.allow_self_approval;
     match state
         .store
         .decide_approval(id, &caller.actor(), approve, allow_self)
         .await
     {
-        Ok(a) => Ok(Json(Decision {
+        Ok(a) => Ok(Decision {
             id: a.id,
             status: a.status,
-        })),
+        }),
         Err(StoreError::NotFound) => Err(ApiError::not_found("approval")),
         Err(StoreError::Conflict("not_pending")) => Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -220,25 +259,27 @@ async fn decide(
 }
 
 /// Approve a pending request (operator; not the requesting identity).
-#[utoipa::path(post, path = "/v1/approvals/{id}/approve", tag = "approvals", params(("id" = String, Path)), security(("bearer" = [])),
+#[utoipa::path(post, path = "/v1/approvals/{id}/approve", tag = "approvals", params(("id" = String, Path)), request_body(content = Option<DecisionBody>), security(("bearer" = [])),
     responses((status = 200, body = Decision), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn approve(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
+    RawBody(body): RawBody,
 ) -> ApiResult<Json<Decision>> {
-    decide(state, caller, id, true).await
+    decide(state, caller, id, true, &body).await
 }
 
 /// Deny a pending request (operator; not the requesting identity).
-#[utoipa::path(post, path = "/v1/approvals/{id}/deny", tag = "approvals", params(("id" = String, Path)), security(("bearer" = [])),
+#[utoipa::path(post, path = "/v1/approvals/{id}/deny", tag = "approvals", params(("id" = String, Path)), request_body(content = Option<DecisionBody>), security(("bearer" = [])),
     responses((status = 200, body = Decision), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn deny(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
+    RawBody(body): RawBody,
 ) -> ApiResult<Json<Decision>> {
-    decide(state, caller, id, false).await
+    decide(state, caller, id, false, &body).await
 }
 
 /// One approval (operator, viewer; an agent only its own), shaped for the reader's role as

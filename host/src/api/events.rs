@@ -20,6 +20,20 @@ pub struct EventsQuery {
     after: Option<i64>,
     /// Page size, 1 to 1000 (default 100).
     limit: Option<i64>,
+    /// `asc` (default) or `desc`: newest first, paging with `before`.
+    order: Option<String>,
+    /// With `order=desc`: only events with `seq` below this.
+    before: Option<i64>,
+    /// Exact event code, or a prefix ending in `.` (`run.`).
+    code: Option<String>,
+    /// Only events by this actor (`token:<id>`, `host`, …).
+    actor: Option<String>,
+    /// Only events about this subject id.
+    subject: Option<String>,
+    /// Only events at or after this time (Unix ms).
+    since: Option<i64>,
+    /// Only events before this time (Unix ms).
+    until: Option<i64>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -53,6 +67,45 @@ pub async fn list_events(
             ));
         }
     };
+    let desc = match q.order.as_deref() {
+        None | Some("asc") => false,
+        Some("desc") => true,
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                "order must be asc or desc",
+            ));
+        }
+    };
+    let filtered = q.code.is_some()
+        || q.actor.is_some()
+        || q.subject.is_some()
+        || q.since.is_some()
+        || q.until.is_some();
+    if desc || filtered {
+        for v in [&q.code, &q.actor, &q.subject].into_iter().flatten() {
+            if v.is_empty() || v.len() > 200 || v.chars().any(char::is_control) {
+                return Err(ApiError::bad_request(
+                    "invalid_query",
+                    "a filter value is empty, too long or holds control characters",
+                ));
+            }
+        }
+        let f = crate::store::EventFilter {
+            code: q.code.as_deref(),
+            actor: q.actor.as_deref(),
+            subject: q.subject.as_deref(),
+            since: q.since,
+            until: q.until,
+            before: if desc { q.before } else { None },
+            after: (!desc).then_some(after),
+            ascending: !desc,
+            limit,
+        };
+        let events = state.store.events_filtered(&f).await?;
+        let next_after = events.last().map(|e| e.seq).unwrap_or(after);
+        return Ok(Json(EventPage { events, next_after }));
+    }
     let events = state.store.events_after(after, limit).await?;
     let next_after = events.last().map(|e| e.seq).unwrap_or(after);
     Ok(Json(EventPage { events, next_after }))

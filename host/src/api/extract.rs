@@ -231,14 +231,30 @@ impl Caller {
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
+    /// A bearer token when the request has an `Authorization` header; otherwise
+    /// the console session cookie (with its CSRF proof on state changes).
     async fn from_request_parts(
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let presented = parts
-            .headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
+        let Some(header) = parts.headers.get(AUTHORIZATION) else {
+            let tls = state.config.tls.cert.is_some();
+            return match crate::console::session::authenticate(
+                &state.store,
+                &parts.headers,
+                &parts.method,
+                &parts.uri,
+                tls,
+            )
+            .await?
+            {
+                Some((who, _)) => Ok(Caller(who)),
+                None => Err(AuthError::Unauthenticated.into()),
+            };
+        };
+        let presented = header
+            .to_str()
+            .ok()
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim)
             .ok_or(AuthError::Unauthenticated)?;

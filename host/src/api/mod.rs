@@ -3,6 +3,7 @@
 //! `/v1/openapi.json` is generated from the same list that builds the router.
 
 mod approvals;
+mod console;
 mod devices;
 mod envelopes;
 mod error;
@@ -19,6 +20,7 @@ mod ratelimit;
 mod runs;
 mod sessions;
 mod status;
+mod stream;
 mod tasks;
 
 use std::sync::Arc;
@@ -57,6 +59,8 @@ pub struct AppState {
     pub address: std::net::SocketAddr,
     /// Plugin reloads from the configuration (API, SIGHUP, watcher).
     pub reloader: crate::reload::Reloader,
+    /// Wakes `GET /v1/events/stream` when the audit log grows.
+    pub feed: crate::console::feed::EventFeed,
 }
 
 #[derive(OpenApi)]
@@ -92,6 +96,13 @@ pub fn router_and_doc(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(status::status))
         .routes(routes!(metrics::metrics))
         .routes(routes!(events::list_events))
+        .routes(routes!(stream::event_stream))
+        .routes(routes!(
+            console::sign_in,
+            console::whoami,
+            console::sign_out
+        ))
+        .routes(routes!(console::overview))
         .routes(routes!(tasks::create_task, tasks::list_tasks))
         .routes(routes!(tasks::get_task, tasks::update_task))
         .routes(routes!(sessions::create_session, sessions::list_sessions))
@@ -120,6 +131,7 @@ pub fn router_and_doc(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(public::public_runs))
         .routes(routes!(public::public_session))
         .routes(routes!(pty::create_pty))
+        .routes(routes!(console::list_ptys))
         .routes(routes!(pty::get_pty))
         .routes(routes!(pty::resize_pty))
         .routes(routes!(pty::interrupt_pty))
@@ -151,6 +163,7 @@ pub fn router_and_doc(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
     let public_limit =
         ratelimit::PublicLimit::new(state.config.api.public_requests_per_second, metrics.clone());
     let router = router
+        .merge(crate::console::router())
         .fallback(fallback)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::Extension(doc_json))
@@ -163,6 +176,7 @@ pub fn router_and_doc(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
             metrics,
             metrics::count,
         ))
+        .layer(axum::middleware::from_fn(crate::console::security_headers))
         .with_state(state);
     (router, doc)
 }

@@ -1,4 +1,5 @@
-//! Per-address rate limit of the unauthenticated routes (`/public/*` and device enrollment):
+//! Per-address rate limit of the unauthenticated routes (`/public/*` and the console's
+//! sign-in; device enrollment has its own limiter in `devices::auth`):
 //! they do work for anyone who asks, so one address may not ask without bound. GCRA (the
 //! `governor` crate), keyed by the peer IP: `api.public_requests_per_second`, with a burst
 //! of twice as many. A refused request is `429 rate_limited` with `Retry-After`.
@@ -39,6 +40,7 @@ impl PublicLimit {
 /// Is `path` one of the routes anyone may call without a credential?
 fn unauthenticated(path: &str) -> bool {
     path.starts_with("/public/")
+        || path == "/v1/console/session"
         || path == "/v1/enrollments/challenge"
         || path == "/v1/enrollments/complete"
 }

@@ -176,23 +176,98 @@ fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
 }
 
 /// List runs (agents: their own).
-#[utoipa::path(get, path = "/v1/runs", tag = "runs", params(PageQuery), security(("bearer" = [])),
-    responses((status = 200, body = RunList), (status = 401, body = ErrorBody)))]
+/// Filters and order of `GET /v1/runs`; without any, the original ascending cursor listing.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct RunsQuery {
+    /// Ascending: return runs after this id (the `next` of the previous page).
+    /// With `order=desc`: runs before this id.
+    after: Option<String>,
+    /// Page size, 1 to 500 (default 50).
+    limit: Option<i64>,
+    /// `asc` (default without filters) or `desc` (newest first; always with a filter).
+    order: Option<String>,
+    /// Only runs in this status.
+    status: Option<String>,
+    /// Only runs requested by this actor (`token:<id>`).
+    requester: Option<String>,
+    /// Only runs of this recipe.
+    recipe: Option<String>,
+    /// Only runs of this risk (`low`, `medium`, `high`).
+    risk: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/runs", tag = "runs", params(RunsQuery), security(("bearer" = [])),
+    responses((status = 200, body = RunList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub async fn list_runs(
     State(state): State<AppState>,
     caller: Caller,
-    ApiQuery(q): ApiQuery<PageQuery>,
+    ApiQuery(q): ApiQuery<RunsQuery>,
 ) -> ApiResult<Json<RunList>> {
     let actor = caller.actor();
     let owner = caller.is(Role::Agent).then_some(actor.as_str());
-    let page = state.store.runs(owner, q.after()?, q.limit()?).await?;
-    Ok(Json(RunList {
-        items: page.items,
-        next: page.next,
-    }))
+    let page = PageQuery {
+        after: q.after.clone(),
+        limit: q.limit,
+    };
+    let filtered =
+        q.status.is_some() || q.requester.is_some() || q.recipe.is_some() || q.risk.is_some();
+    let desc = match q.order.as_deref() {
+        None | Some("asc") => false,
+        Some("desc") => true,
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                "order must be asc or desc",
+            ));
+        }
+    };
+    if !filtered && !desc {
+        let page = state
+            .store
+            .runs(owner, page.after()?, page.limit()?)
+            .await?;
+        return Ok(Json(RunList {
+            items: page.items,
+            next: page.next,
+        }));
+    }
+    if let Some(r) = q.risk.as_deref()
+        && !matches!(r, "low" | "medium" | "high")
+    {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "risk must be low, medium or high",
+        ));
+    }
+    for v in [&q.status, &q.requester, &q.recipe].into_iter().flatten() {
+        if v.is_empty() || v.len() > 128 || v.chars().any(char::is_control) {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                "a filter value is empty, too long or holds control characters",
+            ));
+        }
+    }
+    let limit = page.limit()?;
+    let filter = crate::store::RunFilter {
+        owner,
+        status: q.status.as_deref(),
+        requester: q.requester.as_deref(),
+        recipe: q.recipe.as_deref(),
+        risk: q.risk.as_deref(),
+        before: page.after()?,
+        limit: limit + 1,
+    };
+    let mut items = state.store.runs_filtered(&filter).await?;
+    let next = if items.len() as i64 > limit {
+        items.truncate(limit as usize);
+        items.last().map(|r| r.id.clone())
+    } else {
+        None
+    };
+    Ok(Json(RunList { items, next }))
 }
 
-/// Public-safe run metadata: status, exit code, byte counts, timings.
 #[utoipa::path(get, path = "/v1/runs/{id}", tag = "runs", params(("id" = String, Path)), security(("bearer" = [])),
     responses((status = 200, body = Run), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn get_run(

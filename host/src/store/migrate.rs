@@ -39,6 +39,12 @@ const SOURCES: &[(i64, &str, &str, bool)] = &[
         include_str!("../../../migrations/sqlite/0004_isolation.sql"),
         true,
     ),
+    (
+        5,
+        "console",
+        include_str!("../../../migrations/sqlite/0005_console.sql"),
+        false,
+    ),
 ];
 
 /// The newest schema version this binary knows.

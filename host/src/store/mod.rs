@@ -9,6 +9,7 @@
 //! through a separate pool. Every write transaction is `BEGIN IMMEDIATE`.
 
 mod approvals;
+mod console;
 mod deployments;
 mod devices;
 mod envelopes;
@@ -31,6 +32,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{SqliteConnection, SqlitePool};
 
 pub use approvals::{ApprovalUse, Granted, NewApproval, UseEffect, UseOutcome};
+pub use console::{ConsoleSessionRow, EventFilter, RunFilter};
 pub use devices::{DeviceKeyRow, DeviceRow, EnrollOutcome, KeyState, NewDeviceKey, NewEnrollment};
 pub use envelopes::{
     EnvelopeStats, IngestItem, IngestVerdict, SenderStats, StoredEnvelope, WrappedKeyRow,

@@ -12,11 +12,11 @@ use super::{
 };
 use crate::util::{new_id, now_ms};
 
-const COLS: &str = "id, recipe, risk, state, pid, exit_code, exit_signal, rows, cols, \
+pub(super) const COLS: &str = "id, recipe, risk, state, pid, exit_code, exit_signal, rows, cols, \
     persisted_offset, findings, withheld_chunks, requested_by, approval_id, created_at, updated_at, exited_at, \
     error";
 
-fn pty_from_row(r: &SqliteRow) -> Result<PtySession> {
+pub(super) fn pty_from_row(r: &SqliteRow) -> Result<PtySession> {
     Ok(PtySession {
         id: r.try_get("id")?,
         recipe: r.try_get("recipe")?,

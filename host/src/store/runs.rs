@@ -31,7 +31,7 @@ pub(super) fn run_from_row(r: &SqliteRow) -> Result<Run> {
     })
 }
 
-const COLS: &str = "id, recipe, risk, status, exit_code, session_id, requested_by, approval_id, \
+pub(super) const COLS: &str = "id, recipe, risk, status, exit_code, session_id, requested_by, approval_id, \
     stdout_bytes, stderr_bytes, findings, unredacted_chunks, truncated, created_at, started_at, \
     finished_at, updated_at, error";
 

@@ -5,6 +5,7 @@
 
 mod approvals;
 mod canaries;
+mod console;
 mod envelopes;
 mod first_hour;
 mod foundation;
