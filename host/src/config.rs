@@ -150,7 +150,7 @@ pub struct ApiConfig {
     /// Connections one peer address may hold at once (raise it behind a reverse proxy).
     pub max_connections_per_address: usize,
     /// Requests per second one address may make to the unauthenticated routes (`/public/*`,
-    /// device enrollment); beyond it (after a burst of twice as many) `429 rate_limited`.
+    /// console sign-in); beyond it (after a burst of twice as many) `429 rate_limited`.
     pub public_requests_per_second: u32,
 }
 
