@@ -80,6 +80,14 @@ pub enum PluginCommand {
     },
     /// Write the built-in sample components into DIR as .wasm files.
     ExportBuiltin { dir: PathBuf },
+    /// Create a plugin project in DIR (new or empty) that builds as created: the WIT
+    /// vendored, a working sample of the world and its fixtures. Prints DIR; the build and
+    /// check commands go to stderr.
+    New {
+        #[arg(long, value_enum)]
+        world: crate::plugins::scaffold::World,
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -373,6 +381,15 @@ fn plugin(cmd: PluginCommand) -> Result<()> {
                 file.display(),
                 report.world.as_deref().unwrap_or("?"),
                 report.checks.len()
+            );
+        }
+        PluginCommand::New { world, dir } => {
+            crate::plugins::scaffold::new_project(world, &dir)?;
+            println!("{}", dir.display());
+            eprintln!(
+                "created a {} plugin; build and check it with:\n{}",
+                format!("{world:?}").to_lowercase(),
+                crate::plugins::scaffold::next_steps(&dir)
             );
         }
         PluginCommand::ExportBuiltin { dir } => {

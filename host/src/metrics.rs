@@ -1,10 +1,79 @@
-//! Process-wide counters, rendered in the Prometheus text format.
+//! Process-wide counters and histograms, rendered in the Prometheus text format: plain
+//! atomics for the fixed counters, and `prometheus-client` families for what has labels —
+//! request latency by route template, failures by error code. Labels are route templates and
+//! stable codes only, never paths with ids or anything a caller chose.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Labels of a request's latency: method, route template (`/v1/runs/{id}`), status class.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub method: String,
+    pub route: String,
+    pub status: String,
+}
+
+/// Label of a failure: its stable error code.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabels {
+    pub code: String,
+}
+
+fn latency_histogram() -> Histogram {
+    // 0.5 ms … ~16 s.
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.0005, 2.0, 16,
+    ))
+}
+
+/// The labelled series and the registry that renders them.
+pub struct Labelled {
+    registry: Registry,
+    pub http: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    pub failures: Family<CodeLabels, Counter>,
+}
+
+impl Default for Labelled {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let http: Family<RouteLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(latency_histogram);
+        let failures = Family::<CodeLabels, Counter>::default();
+        registry.register(
+            "happyx_http_request_duration_seconds",
+            "Request latency by method, route template and status class",
+            http.clone(),
+        );
+        registry.register(
+            "happyx_failures",
+            "Error responses by stable error code",
+            failures.clone(),
+        );
+        Self {
+            registry,
+            http,
+            failures,
+        }
+    }
+}
+
+impl std::fmt::Debug for Labelled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Labelled")
+    }
+}
 
 /// Process-wide counters.
 #[derive(Debug, Default)]
 pub struct Metrics {
+    /// Request latency and failures by label.
+    pub labelled: Labelled,
     pub requests_2xx: AtomicU64,
     pub requests_4xx: AtomicU64,
     pub requests_5xx: AtomicU64,
@@ -98,6 +167,15 @@ impl Metrics {
                 out.push_str(&format!("# HELP {base} {help}\n# TYPE {base} counter\n"));
             }
             out.push_str(&format!("{name} {}\n", v.load(Ordering::Relaxed)));
+        }
+        let mut labelled = String::new();
+        if prometheus_client::encoding::text::encode_registry(
+            &mut labelled,
+            &self.labelled.registry,
+        )
+        .is_ok()
+        {
+            out.push_str(&labelled);
         }
         out
     }

@@ -79,9 +79,16 @@ impl IntoResponse for ApiError {
         body.insert("code".into(), json!(self.code));
         body.insert("message".into(), json!(self.message));
         body.extend(self.extra);
-        (self.status, Json(Value::Object(body))).into_response()
+        let mut resp = (self.status, Json(Value::Object(body))).into_response();
+        // For the access log and the failures-by-code counter (never the message).
+        resp.extensions_mut().insert(ErrorCode(self.code));
+        resp
     }
 }
+
+/// The stable code of an error response, carried to the observing middleware.
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorCode(pub &'static str);
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {

@@ -248,7 +248,10 @@ impl FromRequestParts<AppState> for Caller {
             )
             .await?
             {
-                Some((who, _)) => Ok(Caller(who)),
+                Some((who, _)) => {
+                    record_identity(parts, &who);
+                    Ok(Caller(who))
+                }
                 None => Err(AuthError::Unauthenticated.into()),
             };
         };
@@ -259,6 +262,14 @@ impl FromRequestParts<AppState> for Caller {
             .map(str::trim)
             .ok_or(AuthError::Unauthenticated)?;
         let who = auth::authenticate(&state.store, presented).await?;
+        record_identity(parts, &who);
         Ok(Caller(who))
+    }
+}
+
+/// Leaves the caller's token id (never the token) for the access log.
+fn record_identity(parts: &Parts, who: &Identity) {
+    if let Some(slot) = parts.extensions.get::<super::metrics::IdentitySlot>() {
+        let _ = slot.0.set(who.id.clone());
     }
 }

@@ -82,6 +82,11 @@ pub struct Ingestor {
 }
 
 impl Ingestor {
+    /// Envelopes queued for or inside the writer now.
+    pub fn queued(&self) -> usize {
+        QUEUE_DEPTH.saturating_sub(self.room.available_permits())
+    }
+
     /// Starts the batch verification threads and the writer task (on the current tokio
     /// runtime).
     pub fn start(store: Store, metrics: Arc<Metrics>, window_ms: u64) -> std::io::Result<Self> {

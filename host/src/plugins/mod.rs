@@ -15,6 +15,7 @@ mod engine;
 mod error;
 mod masks;
 mod runtime;
+pub mod scaffold;
 mod store;
 mod types;
 mod validate;

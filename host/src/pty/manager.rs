@@ -168,6 +168,14 @@ impl PtyManager {
         Ok((path, sha256_hex(&hmac(&self.inner.key, id.as_bytes()))))
     }
 
+    /// Terminals this host supervises now (one holder each).
+    pub fn live_holders(&self) -> usize {
+        match self.inner.sessions.lock() {
+            Ok(s) => s.len(),
+            Err(p) => p.into_inner().len(),
+        }
+    }
+
     fn handle(&self, id: &str) -> Option<Handle> {
         self.inner
             .sessions

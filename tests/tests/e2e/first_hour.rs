@@ -218,3 +218,52 @@ fn the_pty_websocket_says_hello_at_once_and_keeps_a_first_input() {
     let events = json(server.get(&format!("/v1/pty/{id}"), &op).send());
     assert_eq!(events["state"], "running", "{events}");
 }
+
+#[test]
+fn the_access_log_and_metrics_name_routes_identities_and_codes_never_tokens() {
+    let (_tmp, data) = temp_data_dir();
+    let server = Server::start(&data);
+    let op = server.token("operator");
+    let id = op.split('_').nth(1).expect("token id").to_string();
+    let (st, _) = call(server.get("/v1/runs/0123456789abcdef0123456789abcdef", &op));
+    assert_eq!(st, 404);
+    let (st, _) = call(server.get("/v1/tasks", &op));
+    assert_eq!(st, 200);
+    let metrics = happyx_tests::client()
+        .get(format!("{}/metrics", server.url))
+        .send()
+        .expect("metrics")
+        .text()
+        .expect("text");
+    for needle in [
+        "happyx_http_request_duration_seconds_bucket{le=\"0.008\",method=\"GET\",route=\"/v1/runs/{id}\",status=\"4xx\"}",
+        "happyx_failures_total{code=\"not_found\"} 1",
+        "happyx_build_info{version=",
+        "happyx_pending_approvals 0",
+        "happyx_pty_holders 0",
+        "happyx_envelope_queue 0",
+        "happyx_plugin_calls_total{kind=\"recipes\"}",
+    ] {
+        assert!(
+            metrics.contains(needle),
+            "metrics lack {needle}:\n{metrics}"
+        );
+    }
+    assert!(
+        !metrics.contains("0123456789abcdef0123456789abcdef"),
+        "an id reached a label"
+    );
+    let log = happyx_tests::eventually(Duration::from_secs(5), || {
+        let log = server.stderr();
+        log.contains("route=/v1/tasks").then_some(log)
+    })
+    .expect("the access log names the route");
+    let line = log
+        .lines()
+        .find(|l| l.contains("happyx::access") && l.contains("route=/v1/runs/{id}"))
+        .expect("an access line for the 404");
+    assert!(line.contains("status=404"), "{line}");
+    assert!(line.contains(&format!("identity=\"{id}\"")), "{line}");
+    assert!(line.contains("code=\"not_found\""), "{line}");
+    assert!(!log.contains(&op), "a token reached the log");
+}
