@@ -12,7 +12,7 @@ use base64::engine::general_purpose::STANDARD;
 use happyx::devices::DeviceDir;
 use happyx::devices::protocol::envelope_batch_body;
 use happyx::envelope::{ENVELOPE_VERSION, Envelope, EnvelopeHeader, seal};
-use happyx_tests::{Server, binary, call, cli, client, temp_data_dir};
+use happyx_tests::{Server, binary, call, cli, client, eventually, temp_data_dir};
 use serde_json::{Value, json};
 
 const WINDOW_MS: i64 = 5_000;
@@ -673,21 +673,38 @@ fn kill9_during_ingest(per_request: usize) {
         )
     };
     let url = server.url.clone();
+    // The kill lands right after the first acknowledgement, however slow the machine is.
+    let first_ack = std::sync::atomic::AtomicBool::new(false);
     let acked = std::thread::scope(|scope| {
         let poster = scope.spawn(|| {
             let http = client();
             let mut acked = Vec::new();
             for chunk in stream.chunks(per_request) {
                 match post(&http, &url, chunk) {
-                    Some(ok) => acked.extend(ok),
+                    Some(ok) => {
+                        acked.extend(ok);
+                        if !acked.is_empty() {
+                            first_ack.store(true, std::sync::atomic::Ordering::SeqCst);
+                        }
+                    }
                     None => break,
                 }
             }
             acked
         });
-        std::thread::sleep(Duration::from_millis(300));
+        let acknowledged = eventually(Duration::from_secs(120), || {
+            first_ack
+                .load(std::sync::atomic::Ordering::SeqCst)
+                .then_some(())
+        });
         server.kill9();
-        poster.join().expect("poster")
+        let acked = poster.join().expect("poster");
+        assert!(
+            acknowledged.is_some(),
+            "nothing was acknowledged within 120 s (acked after the kill: {})",
+            acked.len()
+        );
+        acked
     });
     assert!(
         !acked.is_empty(),
