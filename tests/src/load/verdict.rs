@@ -36,10 +36,10 @@ pub struct Growth {
     pub series: String,
     /// Units per hour.
     pub slope_per_hour: Option<f64>,
-    /// Hours of post-warm-up samples the slope was fitted on.
+    /// Hours of post-warm-up samples of the longest group (host lifetime) fitted.
     pub span_hours: f64,
     pub mean: f64,
-    /// `slope × span`: what the series grew by, as fitted.
+    /// `slope × span`: what the series grew by in its longest lifetime, as fitted.
     pub fitted_growth: f64,
     /// `slope × 7 h`: the same rate over the plan's gate.
     pub growth_over_7h: f64,
@@ -47,16 +47,17 @@ pub struct Growth {
     pub pass: bool,
 }
 
-/// Checks `groups` (time in seconds, value) for growth: the fitted growth over the measured
-/// span may not exceed `max(rel × mean, floor)`. Shrinking and flat series pass; a series with
+/// Checks `groups` (time in seconds, value) for growth: the fitted growth over the longest
+/// group's span may not exceed `max(rel × mean, floor)`. Shrinking and flat series pass; a series with
 /// too few points passes with no slope (and says so).
 pub fn growth(series: &str, groups: &[Vec<(f64, f64)>], rel: f64, floor: f64) -> Growth {
     let slope_s = pooled_slope(groups);
+    // The longest lifetime measured: what one host process accumulates at this rate.
     let span_s: f64 = groups
         .iter()
         .filter(|g| g.len() >= 2)
         .map(|g| g[g.len() - 1].0 - g[0].0)
-        .sum();
+        .fold(0.0, f64::max);
     let (sum, n) = groups
         .iter()
         .flatten()

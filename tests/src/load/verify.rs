@@ -203,7 +203,7 @@ pub async fn by_api(
                     None,
                 )
                 .await;
-            if !a.is_some_and(|a| a.status == 200) {
+            if a.is_none_or(|a| a.status != 200) {
                 lost += 1;
                 if v.lost_examples.len() < 10 {
                     v.lost_examples.push(format!("{} {id}", kind.name()));
