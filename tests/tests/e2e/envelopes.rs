@@ -24,6 +24,15 @@ fn start(data: &Path) -> Server {
     )
 }
 
+/// A host whose window is wide enough for a stream sealed up front to stay inside it however
+/// long sealing and posting take on a loaded machine.
+fn start_wide_window(data: &Path) -> Server {
+    Server::with_config(
+        data,
+        "[envelopes]\nwindow_ms = 600000\n[public]\nsessions = true\n",
+    )
+}
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -629,7 +638,7 @@ fn kill9_during_batched_ingest_then_replay_accepts_nothing() {
 /// kills the host with SIGKILL mid-stream, restarts it and replays everything it stored.
 fn kill9_during_ingest(per_request: usize) {
     let (tmp, data) = temp_data_dir();
-    let mut server = start(&data);
+    let mut server = start_wide_window(&data);
     let op = server.token("operator");
     let a = enroll(&server, &op, tmp.path().join("a"));
     let session = open_session(&server, &a, &[]);
@@ -710,7 +719,7 @@ fn kill9_during_ingest(per_request: usize) {
         !acked.is_empty(),
         "nothing was acknowledged before the kill"
     );
-    let server = start(&data);
+    let server = start_wide_window(&data);
     let stored = envelope_count(&server, &op, &session);
     assert!(stored >= acked.len() as i64, "{stored} < {}", acked.len());
     assert!(
