@@ -644,7 +644,9 @@ fn fit_growth(samples: &[Sample], starts: &[f64], args: &SoakArgs) -> Vec<(Growt
         (
             verdict::growth(
                 "retained_pruned_kinds_bytes",
-                &whole_from(retained_from, &|s| retained(s, &["run-output", "event"])),
+                &whole_from(retained_from, &|s| {
+                    retained(s, &["run-output", "transcript-chunk", "event"])
+                }),
                 rel,
                 args.retained_bound_mib * MIB,
             ),
@@ -652,10 +654,8 @@ fn fit_growth(samples: &[Sample], starts: &[f64], args: &SoakArgs) -> Vec<(Growt
         ),
         (
             verdict::growth(
-                "retained_unpruned_kinds_bytes",
-                &whole_from(retained_from, &|s| {
-                    retained(s, &["transcript-chunk", "envelope"])
-                }),
+                "retained_envelope_bytes",
+                &whole_from(retained_from, &|s| retained(s, &["envelope"])),
                 rel,
                 args.retained_bound_mib * MIB,
             ),
