@@ -8,9 +8,9 @@ use std::sync::Mutex;
 
 use serde::Serialize;
 
-/// What an acknowledged id names. None of these is touched by the retention pass (it prunes
-/// run output, transcript chunks, envelopes past their age and the oldest events), so each must
-/// be present at the end.
+/// What an acknowledged id names. None of these is touched by the soak's retention policy (it
+/// prunes run output, transcript chunks and the oldest events; envelopes only after the sample
+/// policy's 90 days), so each must be present at the end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
