@@ -267,9 +267,18 @@ async fn approved(
     idem: Option<&str>,
     presented: &mut Option<Value>,
 ) -> Option<Answer> {
-    let first = ctx
+    let Some(first) = ctx
         .call(op, Method::POST, path, Some(token), Some(body), None)
-        .await?;
+        .await
+    else {
+        // The request may have created a pending approval nobody will hear of.
+        ctx.ledger.ambiguous(Kind::Approval);
+        return None;
+    };
+    if first.retried {
+        // A lost first answer may have created an approval besides the one answered.
+        ctx.ledger.ambiguous(Kind::Approval);
+    }
     if first.status != 403 || first.code() != "approval_required" {
         return Some(first);
     }
