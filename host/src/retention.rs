@@ -190,6 +190,24 @@ mod tests {
             .collect()
     }
 
+    /// Every kind the sample policy decides on is one the store can list, total and delete:
+    /// transcript chunks and envelopes too, so the store stays bounded under a short policy.
+    #[tokio::test]
+    async fn every_kind_the_policy_knows_is_prunable() {
+        let (_t, store, _run) = fixture(1).await;
+        let kinds = retention_kinds();
+        for kind in ["run-output", "transcript-chunk", "envelope", "event"] {
+            assert!(kinds.contains(&kind), "{kind} missing from {kinds:?}");
+            store.retention_totals(kind).await.expect("totals");
+            store.retention_items(kind, None, 10).await.expect("items");
+            let gone = store
+                .prune_items(kind, &["no-such-id".to_string()])
+                .await
+                .expect("prune");
+            assert_eq!(gone, 0);
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_pass_killed_midway_then_rerun_reaches_the_same_end_state() {
         let plugins = tokio::task::spawn_blocking(|| plugins(1000))

@@ -36,6 +36,19 @@ const KINDS: &[KindSpec] = &[
         key: "agent_run_outputs.id",
     },
     KindSpec {
+        kind: "transcript-chunk",
+        table: "transcript_chunks o",
+        select: "o.id AS id, o.created_at AS created_at, o.length AS bytes, NULL AS session_id",
+        key: "transcript_chunks.id",
+    },
+    KindSpec {
+        kind: "envelope",
+        table: "envelopes o",
+        select: "o.id AS id, o.received_at AS created_at, LENGTH(o.ciphertext) AS bytes, \
+                 o.session_id AS session_id",
+        key: "envelopes.id",
+    },
+    KindSpec {
         kind: "event",
         table: "events o",
         select: "o.id AS id, o.at AS created_at, LENGTH(o.data) AS bytes, NULL AS session_id",

@@ -113,7 +113,8 @@ fn sixty_four_contenders_one_use() {
 #[test]
 fn refusal_codes_and_binding_to_the_exact_action() {
     let (_tmp, data) = temp_data_dir();
-    let cfg = "[approvals]\nttl_ms = 1500\nmax_pending_per_requester = 4\n";
+    // The TTL leaves a loaded machine time to request, approve and use; the expiry step waits it out.
+    let cfg = "[approvals]\nttl_ms = 10000\nmax_pending_per_requester = 4\n";
     let server = Server::with_config(&data, cfg);
     let op = server.token("operator");
     let agent = server.token("agent");
@@ -214,11 +215,11 @@ fn refusal_codes_and_binding_to_the_exact_action() {
         (409, Some("approval_not_pending"))
     );
 
-    // Expired (ttl 1.5 s).
+    // Expired (ttl 10 s).
     let exp_body = json!({"recipe": "shell", "args": {"command": "echo E"}});
     let (aid3, tok3) = request(&server, &agent, &exp_body);
     approve(&server, &op, &aid3);
-    std::thread::sleep(Duration::from_millis(1700));
+    std::thread::sleep(Duration::from_millis(10_500));
     let (st, b) = call(server.post("/v1/runs", &agent, &with_token(&exp_body, &tok3)));
     assert_eq!((st, &b), (403, &b1));
 

@@ -12,7 +12,7 @@ use base64::engine::general_purpose::STANDARD;
 use happyx::devices::DeviceDir;
 use happyx::devices::protocol::envelope_batch_body;
 use happyx::envelope::{ENVELOPE_VERSION, Envelope, EnvelopeHeader, seal};
-use happyx_tests::{Server, binary, call, cli, client, temp_data_dir};
+use happyx_tests::{Server, binary, call, cli, client, eventually, temp_data_dir};
 use serde_json::{Value, json};
 
 const WINDOW_MS: i64 = 5_000;
@@ -21,6 +21,15 @@ fn start(data: &Path) -> Server {
     Server::with_config(
         data,
         format!("[envelopes]\nwindow_ms = {WINDOW_MS}\n[public]\nsessions = true\n"),
+    )
+}
+
+/// A host whose window is wide enough for a stream sealed up front to stay inside it however
+/// long sealing and posting take on a loaded machine.
+fn start_wide_window(data: &Path) -> Server {
+    Server::with_config(
+        data,
+        "[envelopes]\nwindow_ms = 600000\n[public]\nsessions = true\n",
     )
 }
 
@@ -629,7 +638,7 @@ fn kill9_during_batched_ingest_then_replay_accepts_nothing() {
 /// kills the host with SIGKILL mid-stream, restarts it and replays everything it stored.
 fn kill9_during_ingest(per_request: usize) {
     let (tmp, data) = temp_data_dir();
-    let mut server = start(&data);
+    let mut server = start_wide_window(&data);
     let op = server.token("operator");
     let a = enroll(&server, &op, tmp.path().join("a"));
     let session = open_session(&server, &a, &[]);
@@ -673,27 +682,44 @@ fn kill9_during_ingest(per_request: usize) {
         )
     };
     let url = server.url.clone();
+    // The kill lands right after the first acknowledgement, however slow the machine is.
+    let first_ack = std::sync::atomic::AtomicBool::new(false);
     let acked = std::thread::scope(|scope| {
         let poster = scope.spawn(|| {
             let http = client();
             let mut acked = Vec::new();
             for chunk in stream.chunks(per_request) {
                 match post(&http, &url, chunk) {
-                    Some(ok) => acked.extend(ok),
+                    Some(ok) => {
+                        acked.extend(ok);
+                        if !acked.is_empty() {
+                            first_ack.store(true, std::sync::atomic::Ordering::SeqCst);
+                        }
+                    }
                     None => break,
                 }
             }
             acked
         });
-        std::thread::sleep(Duration::from_millis(300));
+        let acknowledged = eventually(Duration::from_secs(120), || {
+            first_ack
+                .load(std::sync::atomic::Ordering::SeqCst)
+                .then_some(())
+        });
         server.kill9();
-        poster.join().expect("poster")
+        let acked = poster.join().expect("poster");
+        assert!(
+            acknowledged.is_some(),
+            "nothing was acknowledged within 120 s (acked after the kill: {})",
+            acked.len()
+        );
+        acked
     });
     assert!(
         !acked.is_empty(),
         "nothing was acknowledged before the kill"
     );
-    let server = start(&data);
+    let server = start_wide_window(&data);
     let stored = envelope_count(&server, &op, &session);
     assert!(stored >= acked.len() as i64, "{stored} < {}", acked.len());
     assert!(
