@@ -117,7 +117,7 @@ pub fn router_and_doc(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(public::public_evidence))
         .routes(routes!(public::public_runs))
         .routes(routes!(public::public_session))
-        .routes(routes!(pty::create_pty))
+        .routes(routes!(pty::create_pty, pty::list_ptys))
         .routes(routes!(pty::get_pty))
         .routes(routes!(pty::resize_pty))
         .routes(routes!(pty::interrupt_pty))

@@ -30,7 +30,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{ApiJson, ApiQuery, Caller};
 use super::gate::{self, Gated, approval_invalid};
-use super::{ApiError, ApiResult, AppState, ErrorBody, path_id};
+use super::{ApiError, ApiResult, AppState, ErrorBody, PageQuery, path_id};
 use crate::approvals::{Action, ActionKind, action_hash};
 use crate::auth::{self, Role, Secret};
 use crate::plugins::Risk;
@@ -224,6 +224,30 @@ pub async fn create_pty(
         .await
         .map_err(pty_error)?;
     Ok((StatusCode::CREATED, Json(started)).into_response())
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PtyList {
+    items: Vec<PtySession>,
+    /// Pass as `after` for the next page; absent on the last one.
+    next: Option<String>,
+}
+
+/// List terminals in id order, paged (agents: their own).
+#[utoipa::path(get, path = "/v1/pty", tag = "pty", params(PageQuery), security(("bearer" = [])),
+    responses((status = 200, body = PtyList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub async fn list_ptys(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> ApiResult<Json<PtyList>> {
+    let actor = caller.actor();
+    let owner = caller.is(Role::Agent).then_some(actor.as_str());
+    let page = state.store.pty_page(owner, q.after()?, q.limit()?).await?;
+    Ok(Json(PtyList {
+        items: page.items,
+        next: page.next,
+    }))
 }
 
 /// Loads a PTY the caller may see (agents: their own).

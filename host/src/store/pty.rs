@@ -169,6 +169,34 @@ impl Store {
         row.as_ref().map(pty_from_row).transpose()
     }
 
+    /// A page of PTY sessions in id order (agents: `owner`, their own), after the id `after`.
+    pub async fn pty_page(
+        &self,
+        owner: Option<&str>,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<super::Page<PtySession>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLS} FROM pty_sessions WHERE (? IS NULL OR id > ?) AND (? IS NULL OR requested_by = ?) \
+             ORDER BY id LIMIT ?"
+        )))
+        .bind(after)
+        .bind(after)
+        .bind(owner)
+        .bind(owner)
+        .bind(limit + 1)
+        .fetch_all(&self.read)
+        .await?;
+        let mut items = rows.iter().map(pty_from_row).collect::<Result<Vec<_>>>()?;
+        let next = if items.len() as i64 > limit {
+            items.truncate(limit as usize);
+            items.last().map(|p| p.id.clone())
+        } else {
+            None
+        };
+        Ok(super::Page { items, next })
+    }
+
     /// Sessions not finished (`starting` or `running`), with what reaching their holder needs.
     pub async fn unfinished_ptys(&self) -> Result<Vec<PtyHolderRow>> {
         let rows = sqlx::query(
