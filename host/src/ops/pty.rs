@@ -602,6 +602,11 @@ async fn attach(
     }
     let result = run_session(&mut session, &mut sig).await;
     drop(raw_guard);
+    if tty {
+        // The terminal's cursor may sit after a prompt: start the last words on a line of
+        // their own.
+        eprintln!();
+    }
     let outcome = result?;
     match outcome {
         Outcome::Detached => {

@@ -8,6 +8,7 @@ mod canaries;
 mod envelopes;
 mod foundation;
 mod hardening;
+mod ops;
 mod plugins;
 mod pty;
 mod transfer;
