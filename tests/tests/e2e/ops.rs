@@ -553,3 +553,172 @@ fn completions_and_man_pages() {
         "hidden commands get no page"
     );
 }
+
+/// A TCP proxy in front of the host whose connections the test can cut.
+struct Proxy {
+    url: String,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Proxy {
+    fn start(target_url: &str) -> Proxy {
+        use std::net::{TcpListener, TcpStream};
+        let target = target_url
+            .strip_prefix("http://")
+            .expect("http url")
+            .to_string();
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::<TcpStream>::new()));
+        let kept = conns.clone();
+        std::thread::spawn(move || {
+            for inc in listener.incoming() {
+                let Ok(inc) = inc else { continue };
+                let Ok(out) = TcpStream::connect(&target) else {
+                    continue;
+                };
+                let (Ok(inc2), Ok(out2)) = (inc.try_clone(), out.try_clone()) else {
+                    continue;
+                };
+                {
+                    let mut k = kept.lock().expect("lock");
+                    k.extend(inc.try_clone());
+                    k.extend(out.try_clone());
+                }
+                for (mut from, mut to) in [(inc, out2), (out, inc2)] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Proxy { url, conns }
+    }
+
+    /// Breaks every connection made so far.
+    fn cut(&self) {
+        for c in self.conns.lock().expect("lock").drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+#[test]
+fn pty_attach_resumes_after_a_dropped_connection_without_gap_or_duplicate() {
+    let (_tmp, data) = temp_data_dir();
+    let server = Server::start(&data);
+    let op = server.token("operator");
+    let agent = server.token("agent");
+    let command = "sleep 1; for i in $(seq 1 60); do echo line-$i; sleep 0.1; done";
+    let body = json!({"recipe": "shell", "args": {"command": command}});
+    let (st, p) = server.post_approved("/v1/pty", &agent, &op, &body);
+    assert_eq!(st, 201, "{p}");
+    let id = p["id"].as_str().expect("id").to_string();
+
+    let proxy = Proxy::start(&server.url);
+    let mut observer = Command::new(binary())
+        .args(["pty", "attach", &id, "--observe"])
+        .env("HAPPYX_URL", &proxy.url)
+        .env("HAPPYX_TOKEN", &op)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut out = observer.stdout.take().expect("stdout");
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s2 = seen.clone();
+    let reader = std::thread::spawn(move || {
+        let mut chunk = [0u8; 4096];
+        while let Ok(n) = out.read(&mut chunk) {
+            if n == 0 {
+                break;
+            }
+            s2.lock().expect("lock").extend_from_slice(&chunk[..n]);
+        }
+    });
+    let has = |needle: &str| {
+        eventually(Duration::from_secs(20), || {
+            String::from_utf8_lossy(&seen.lock().expect("lock"))
+                .contains(needle)
+                .then_some(())
+        })
+    };
+    has("line-5\r\n").expect("output arrives through the proxy");
+    proxy.cut();
+    let st = wait_exit(&mut observer, Duration::from_secs(60));
+    reader.join().expect("reader");
+    let mut err = String::new();
+    observer
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut err)
+        .expect("stderr");
+    assert!(st.success(), "the terminal exited 0: {st:?}; {err}");
+    assert!(
+        err.contains("connection lost") && err.contains("reconnected"),
+        "{err}"
+    );
+    let text = String::from_utf8_lossy(&seen.lock().expect("lock")).into_owned();
+    let lines: Vec<&str> = text
+        .split("\r\n")
+        .filter(|l| l.starts_with("line-"))
+        .collect();
+    let want: Vec<String> = (1..=60).map(|i| format!("line-{i}")).collect();
+    assert_eq!(lines, want, "every line once, in order: {text:?}");
+}
+
+#[test]
+fn pty_attach_restores_the_terminal_on_sigterm() {
+    use portable_pty::{CommandBuilder, PtySize, native_pty_system};
+    let (_tmp, data) = temp_data_dir();
+    let server = Server::start(&data);
+    let op = server.token("operator");
+    let agent = server.token("agent");
+    let body = json!({"recipe": "shell", "args": {"command": "exec sh -i"}});
+    let (st, p) = server.post_approved("/v1/pty", &agent, &op, &body);
+    assert_eq!(st, 201, "{p}");
+    let id = p["id"].as_str().expect("id").to_string();
+
+    let pair = native_pty_system()
+        .openpty(PtySize {
+            rows: 24,
+            cols: 80,
+            pixel_width: 0,
+            pixel_height: 0,
+        })
+        .expect("openpty");
+    let canonical = || {
+        let t = pair.master.get_termios().expect("termios");
+        let lflag = t.local_flags.bits();
+        (lflag & nix::libc::ICANON != 0, lflag & nix::libc::ECHO != 0)
+    };
+    assert_eq!(canonical(), (true, true), "a fresh terminal is cooked");
+    let mut c = CommandBuilder::new(binary());
+    c.args(["pty", "attach", &id]);
+    c.env("HAPPYX_URL", &server.url);
+    c.env("HAPPYX_TOKEN", &op);
+    // The slave stays open here so its settings can be read after the client exits.
+    let mut client = pair.slave.spawn_command(c).expect("spawn");
+    let screen = pty_reader(pair.master.try_clone_reader().expect("reader"));
+    eventually(Duration::from_secs(20), || {
+        String::from_utf8_lossy(&screen.lock().expect("lock"))
+            .contains("attached to terminal")
+            .then_some(())
+    })
+    .expect("attached");
+    assert_eq!(canonical(), (false, false), "raw mode while attached");
+    let pid = client.process_id().expect("pid");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("kill");
+    let st = client.wait().expect("wait");
+    assert_eq!(st.exit_code(), 143, "128 + SIGTERM");
+    assert_eq!(canonical(), (true, true), "the terminal is restored");
+    let p = json(server.get(&format!("/v1/pty/{id}"), &op).send());
+    assert_eq!(p["state"], "running", "{p}");
+}
