@@ -29,6 +29,15 @@ impl Token {
                 let text = std::fs::read_to_string(p).map_err(|e| {
                     ClientError::Setup(format!("cannot read the token file {}: {e}", p.display()))
                 })?;
+                use std::os::unix::fs::PermissionsExt;
+                if let Ok(m) = std::fs::metadata(p)
+                    && m.permissions().mode() & 0o077 != 0
+                {
+                    eprintln!(
+                        "happyx: warning: the token file {} can be read by other users (chmod 600 it)",
+                        p.display()
+                    );
+                }
                 Zeroizing::new(text)
             }
             None => match std::env::var("HAPPYX_TOKEN") {
@@ -40,7 +49,7 @@ impl Token {
                 }
             },
         };
-        let t = raw.trim();
+        let t = raw.lines().next().unwrap_or("").trim();
         if t.is_empty() {
             return Err(ClientError::Setup("the token is empty".into()));
         }

@@ -691,3 +691,19 @@ async fn run_session(session: &mut Session<'_>, sig: &mut Signals) -> Result<Out
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detach_keys() {
+        assert_eq!(parse_detach_key("ctrl-\\"), Ok(DetachKey(Some(0x1c))));
+        assert_eq!(parse_detach_key("ctrl-]"), Ok(DetachKey(Some(0x1d))));
+        assert_eq!(parse_detach_key("Ctrl-A"), Ok(DetachKey(Some(1))));
+        assert_eq!(parse_detach_key("^q"), Ok(DetachKey(Some(17))));
+        assert_eq!(parse_detach_key("none"), Ok(DetachKey(None)));
+        assert!(parse_detach_key("ctrl-1").is_err());
+        assert!(parse_detach_key("x").is_err());
+    }
+}
