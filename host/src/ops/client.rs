@@ -294,3 +294,23 @@ pub fn check_id<'a>(what: &str, id: &'a str) -> Result<&'a str, ClientError> {
         )))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_never_shows() {
+        let t = Token(Zeroizing::new("hpx_abc_secretvalue".into()));
+        assert_eq!(format!("{t:?}"), "Token([redacted])");
+        let c = Client::new("http://127.0.0.1:1/", t).unwrap();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("secretvalue"), "{shown}");
+        assert_eq!(c.base(), "http://127.0.0.1:1");
+        assert_eq!(
+            c.ws_url("/v1/pty/x/ws", "ticket=t"),
+            "ws://127.0.0.1:1/v1/pty/x/ws?ticket=t"
+        );
+        assert!(Client::new("ftp://x", Token(Zeroizing::new("t".into()))).is_err());
+    }
+}

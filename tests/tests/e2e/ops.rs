@@ -328,6 +328,16 @@ fn events_enroll_and_devices() {
     );
     let _ = follow.kill();
     let _ = follow.wait();
+    let last = ok(&server, &op, &["events", "tail", "-n", "1"]);
+    assert_eq!(last.lines().count(), 1, "{last}");
+    assert!(last.contains("enrollment.created"), "{last}");
+    let issued = json_lines(&ok(
+        &server,
+        &op,
+        &["enroll", "create", "--ttl", "90s", "--json"],
+    ));
+    let ttl = issued[0]["expires_at"].as_i64().expect("expires_at") - happyx::util::now_ms();
+    assert!((60_000..=90_000).contains(&ttl), "{issued:?}");
 
     let dir = tmp.path().join("device");
     let dir_s = dir.to_str().expect("utf-8");
