@@ -457,6 +457,20 @@ fn pty_ls_attach_drive_detach_and_observe() {
         (p["rows"] == 30 && p["cols"] == 100).then_some(p)
     });
     assert!(sized.is_some(), "the client sent its window size");
+    // A window change (SIGWINCH to the client) reaches the terminal.
+    pair.master
+        .resize(PtySize {
+            rows: 40,
+            cols: 120,
+            pixel_width: 0,
+            pixel_height: 0,
+        })
+        .expect("resize");
+    let resized = eventually(Duration::from_secs(10), || {
+        let p = json(server.get(&format!("/v1/pty/{id}"), &op).send());
+        (p["rows"] == 40 && p["cols"] == 120).then_some(p)
+    });
+    assert!(resized.is_some(), "the client sent the new window size");
     keys.write_all(&[0x1c]).expect("detach key");
     let deadline = Instant::now() + Duration::from_secs(20);
     let st = loop {
