@@ -66,6 +66,9 @@ pub enum Command {
     /// The device side of encrypted sessions.
     #[command(subcommand)]
     Device(DeviceCommand),
+    /// Operator commands: clients of a running host (`--url`, `HAPPYX_TOKEN` or `--token-file`).
+    #[command(flatten)]
+    Ops(crate::ops::OpsCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -350,6 +353,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 .await
                 .context("device command panicked")?
         }
+        Command::Ops(c) => crate::ops::run(c).await,
     }
 }
 

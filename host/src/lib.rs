@@ -17,6 +17,7 @@ pub mod datadir;
 pub mod devices;
 pub mod envelope;
 pub mod metrics;
+pub mod ops;
 pub mod plugins;
 pub mod pty;
 pub mod public;

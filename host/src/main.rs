@@ -24,6 +24,10 @@ fn main() -> std::process::ExitCode {
     match rt.block_on(happyx::cli::run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
+            // A command that asks for an exit status has said everything it had to say.
+            if let Some(happyx::ops::Exit(code)) = e.downcast_ref() {
+                return std::process::ExitCode::from(*code);
+            }
             // `{:#}` prints the cause chain on one line without a backtrace.
             eprintln!("happyx: {e:#}");
             std::process::ExitCode::FAILURE

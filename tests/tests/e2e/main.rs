@@ -10,6 +10,7 @@ mod envelopes;
 mod first_hour;
 mod foundation;
 mod hardening;
+mod ops;
 mod plugins;
 mod pty;
 mod transfer;
