@@ -3,10 +3,17 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
-    // Everything HappyX creates (database, WAL, keys, sockets, exports) is private to its
-    // user: files 0600, directories 0700, whichever library creates them.
-    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let cli = happyx::cli::Cli::parse();
+    use happyx::cli::Command as C;
+    if matches!(
+        cli.command,
+        C::Serve(_) | C::Token(_) | C::Prune { .. } | C::Export { .. } | C::Import { .. }
+    ) {
+        // Everything a host creates in its data dir (database, WAL, keys, sockets, caches)
+        // is private to its user: files 0600, directories 0700, whichever library creates
+        // them. (Client commands such as `plugin new` or `man` keep the user's umask.)
+        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    }
     if matches!(cli.command, happyx::cli::Command::PtyHolder) {
         // Before any runtime exists: the holder closes inherited descriptors first.
         return happyx::pty::holder::main();
