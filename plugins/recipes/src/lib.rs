@@ -6,11 +6,19 @@
 //! | `git-status`  | low    | —           | `git <safe -c…> status --short --branch` | 60 s |
 //! | `list-files`  | medium | `path`      | `ls -la -- <path>`                | 30 s    |
 //! | `shell`       | high   | `command`   | `sh -c <command>`                 | 10 min  |
+//! | `agent-cli`   | high   | `agent`, `prompt`? | `<allowlisted program> [prompt]` | run default |
 //!
 //! Arguments are validated here: an unknown, missing or invalid argument is a
 //! typed `render-error` naming it. No value may contain NUL or exceed 16 KiB.
 //! `list-files` takes a relative path with no `..` component and no leading
-//! `-`. Settings: `shell.timeout_ms` (decimal) overrides the shell timeout.
+//! `-`. Settings: `shell.timeout_ms` (decimal) overrides the shell timeout;
+//! `agent_cli.programs` is the operator's allowlist of coding agent CLIs that
+//! `agent-cli` may start, as `name=/absolute/path` pairs separated by commas
+//! (e.g. `claude=/usr/local/bin/claude,aider=/usr/bin/aider`); without it
+//! `agent-cli` starts nothing. `agent` must be one of those names; the optional
+//! `prompt` (no control characters but newline and tab, not starting with `-`)
+//! is passed as the program's one argument. Open it as a terminal
+//! (`POST /v1/pty`) to watch and drive the agent after an operator approves.
 //!
 //! A low-risk recipe must never run code that workspace content chose: an approved
 //! command may have written the repository's own `.git/config`. The host gives git no
@@ -46,6 +54,33 @@ const GIT_NEUTRAL: [&str; 6] = [
 
 thread_local! {
     static SHELL_TIMEOUT_MS: Cell<u64> = const { Cell::new(600_000) };
+    /// `agent-cli`'s allowlist: (name, absolute program path).
+    static AGENT_PROGRAMS: std::cell::RefCell<Vec<(String, String)>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Parses `agent_cli.programs`: `name=/absolute/path` pairs separated by commas.
+fn parse_programs(value: &str) -> Result<Vec<(String, String)>, String> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let Some((name, path)) = entry.split_once('=') else {
+            return Err("agent_cli.programs: expected name=/absolute/path pairs".to_string());
+        };
+        let (name, path) = (name.trim(), path.trim());
+        let good_name = !name.is_empty()
+            && name.len() <= 32
+            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !good_name {
+            return Err("agent_cli.programs: names are 1-32 of a-z, 0-9 and -".to_string());
+        }
+        if !path.starts_with('/') || path.chars().any(|c| c.is_control()) || path.split('/').any(|c| c == "..") {
+            return Err("agent_cli.programs: each program is an absolute path without ..".to_string());
+        }
+        if out.iter().any(|(n, _)| n == name) {
+            return Err("agent_cli.programs: a name is listed twice".to_string());
+        }
+        out.push((name.to_string(), path.to_string()));
+    }
+    Ok(out)
 }
 
 fn param(name: &str, description: &str) -> Param {
@@ -115,14 +150,16 @@ impl ConfigGuest for Component {
         Info {
             name: "sample-recipes".to_string(),
             version: env!("CARGO_PKG_VERSION").to_string(),
-            description: "echo, git-status, list-files and shell".to_string(),
+            description: "echo, git-status, list-files, shell and agent-cli".to_string(),
         }
     }
 
     fn configure(settings: Vec<(String, String)>) -> Result<(), String> {
         let mut shell_timeout = 600_000;
+        let mut programs = Vec::new();
         for (key, value) in &settings {
             match key.as_str() {
+                "agent_cli.programs" => programs = parse_programs(value)?,
                 "shell.timeout_ms" => {
                     shell_timeout = value
                         .trim()
@@ -135,6 +172,7 @@ impl ConfigGuest for Component {
             }
         }
         SHELL_TIMEOUT_MS.with(|t| t.set(shell_timeout));
+        AGENT_PROGRAMS.with(|p| *p.borrow_mut() = programs);
         Ok(())
     }
 }
@@ -155,6 +193,19 @@ impl RecipesGuest for Component {
                 "Run a shell command with sh -c",
                 Risk::High,
                 vec![param("command", "The shell command line")],
+            ),
+            recipe(
+                "agent-cli",
+                "Start a coding agent's command-line tool from the operator's allowlist (open it as a terminal to watch and drive it)",
+                Risk::High,
+                vec![
+                    param("agent", "A name from the agent_cli.programs setting"),
+                    Param {
+                        name: "prompt".to_string(),
+                        description: "The first instruction, passed as the program's argument".to_string(),
+                        required: false,
+                    },
+                ],
             ),
         ]
     }
@@ -192,9 +243,47 @@ impl RecipesGuest for Component {
                 let timeout = SHELL_TIMEOUT_MS.with(|t| t.get());
                 Ok(command("sh", vec!["-c".to_string(), v[0].to_string()], Risk::High, timeout))
             }
+            "agent-cli" => render_agent_cli(&args),
             _ => Err(RenderError::UnknownRecipe(name)),
         }
     }
+}
+
+fn render_agent_cli(args: &[(String, String)]) -> Result<Command, RenderError> {
+    let invalid = |name: &str, reason: &str| RenderError::InvalidArg((name.to_string(), reason.to_string()));
+    for (k, v) in args {
+        if k != "agent" && k != "prompt" {
+            return Err(RenderError::UnknownArg(k.clone()));
+        }
+        if v.len() > MAX_ARG {
+            return Err(invalid(k, &format!("longer than {MAX_ARG} bytes")));
+        }
+    }
+    let one = |name: &str| -> Result<Option<&str>, RenderError> {
+        let mut found = args.iter().filter(|(k, _)| k == name);
+        let first = found.next().map(|(_, v)| v.as_str());
+        if found.next().is_some() {
+            return Err(invalid(name, "given twice"));
+        }
+        Ok(first)
+    };
+    let agent = one("agent")?.ok_or_else(|| RenderError::MissingArg("agent".to_string()))?;
+    let program = AGENT_PROGRAMS
+        .with(|p| p.borrow().iter().find(|(n, _)| n == agent).map(|(_, path)| path.clone()))
+        .ok_or_else(|| invalid("agent", "not in the operator's agent_cli.programs allowlist"))?;
+    let mut argv = Vec::new();
+    if let Some(prompt) = one("prompt")? {
+        if prompt.starts_with('-') {
+            return Err(invalid("prompt", "must not start with -"));
+        }
+        if prompt.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+            return Err(invalid("prompt", "must not contain control characters"));
+        }
+        if !prompt.is_empty() {
+            argv.push(prompt.to_string());
+        }
+    }
+    Ok(Command { program, args: argv, risk: Risk::High, timeout_ms: None })
 }
 
 export!(Component);

@@ -267,3 +267,103 @@ fn the_access_log_and_metrics_name_routes_identities_and_codes_never_tokens() {
     assert!(line.contains("code=\"not_found\""), "{line}");
     assert!(!log.contains(&op), "a token reached the log");
 }
+
+/// A real agent CLI in a terminal, through the approval model: the program comes from the
+/// operator's allowlist in the recipe plugin's settings; the operator approves, watches and
+/// drives it. A small stand-in plays the agent.
+#[test]
+fn an_allowlisted_agent_cli_runs_in_an_approved_terminal_and_is_driven() {
+    let (tmp, data) = temp_data_dir();
+    let agent_cli = tmp.path().join("fake-agent");
+    std::fs::write(
+        &agent_cli,
+        "#!/bin/sh\necho \"fake-agent ready: $1\"\nwhile read line; do echo \"agent heard: $line\"; done\n",
+    )
+    .expect("write stand-in");
+    std::fs::set_permissions(&agent_cli, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let config = format!(
+        "[plugins.recipes.settings]\n\"agent_cli.programs\" = \"fake={}\"\n",
+        agent_cli.display()
+    );
+    let server = Server::with_config(&data, config);
+    let op = server.token("operator");
+    let agent = server.token("agent");
+    // Not on the allowlist: refused before any approval, naming the parameter.
+    let (st, e) = call(server.post(
+        "/v1/pty",
+        &agent,
+        &json!({"recipe": "agent-cli", "args": {"agent": "claude"}}),
+    ));
+    assert_eq!((st, e["code"].as_str()), (422, Some("invalid_arg")), "{e}");
+    let body =
+        json!({"recipe": "agent-cli", "args": {"agent": "fake", "prompt": "fix the flaky test"}});
+    let (st, req) = call(server.post("/v1/pty", &agent, &body));
+    assert_eq!(
+        (st, req["code"].as_str()),
+        (403, Some("approval_required")),
+        "{req}"
+    );
+    // The operator sees exactly which program and argument would run.
+    let pending = json(server.get("/v1/approvals?status=pending", &op).send());
+    let action = &pending["items"][0]["action"];
+    assert_eq!(
+        action["command"]["program"],
+        agent_cli.display().to_string().as_str(),
+        "{action}"
+    );
+    assert_eq!(
+        action["command"]["args"],
+        json!(["fix the flaky test"]),
+        "{action}"
+    );
+    let id = req["approval_id"].as_str().expect("id");
+    let (st, _) = call(server.post(&format!("/v1/approvals/{id}/approve"), &op, &json!({})));
+    assert_eq!(st, 200);
+    let mut used = body.clone();
+    used["approval_token"] = req["approval_token"].clone();
+    let (st, p) = call(server.post("/v1/pty", &agent, &used));
+    assert_eq!(st, 201, "{p}");
+    let pid = p["id"].as_str().expect("id").to_string();
+    let (st, t) = call(server.post(
+        &format!("/v1/pty/{pid}/attach"),
+        &op,
+        &json!({"mode": "drive"}),
+    ));
+    assert_eq!(st, 201, "{t}");
+    let url = format!(
+        "{}/v1/pty/{pid}/ws?ticket={}&offset=0",
+        server.url.replace("http://", "ws://"),
+        t["ticket"].as_str().expect("ticket")
+    );
+    let rt = tokio::runtime::Runtime::new().expect("rt");
+    let seen = rt.block_on(async {
+        let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("ws");
+        let mut bytes = Vec::new();
+        let mut typed = false;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            match tokio::time::timeout(Duration::from_secs(1), ws.next()).await {
+                Ok(Some(Ok(Message::Binary(b)))) if b.len() >= 12 => {
+                    bytes.extend_from_slice(&b[12..])
+                }
+                Ok(Some(Ok(_))) | Err(_) => {}
+                _ => break,
+            }
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            if !typed && text.contains("fake-agent ready: fix the flaky test") {
+                let input = json!({"type": "input", "data": "run the tests\r"}).to_string();
+                ws.send(Message::Text(input.into())).await.expect("send");
+                typed = true;
+            }
+            if text.contains("agent heard: run the tests") {
+                break;
+            }
+        }
+        String::from_utf8_lossy(&bytes).into_owned()
+    });
+    assert!(
+        seen.contains("fake-agent ready: fix the flaky test"),
+        "{seen:?}"
+    );
+    assert!(seen.contains("agent heard: run the tests"), "{seen:?}");
+}
