@@ -412,9 +412,22 @@ fn disk_cache_is_used_and_planted_files_are_not_deserialized() {
 /// as the server reports `plugin_trap`; it never crashes itself.
 #[test]
 fn plugin_check_reports_a_panicking_guest_instead_of_crashing() {
+    // The panicker behaves under the built-in probes and panics on the source "attack": an
+    // author's fixture is what reaches the panic.
+    let fixtures = tempfile::tempdir().expect("tmp");
+    let case = fixtures.path().join("redaction/attack");
+    std::fs::create_dir_all(&case).expect("mkdir");
+    std::fs::write(case.join("input.bin"), b"some output").expect("input");
+    std::fs::write(
+        case.join("expected.json"),
+        br#"{"source": "attack", "clean": true}"#,
+    )
+    .expect("expected");
     let out = Command::new(env!("CARGO_BIN_EXE_happyx"))
         .args(["plugin", "check"])
         .arg(hostile("panicker"))
+        .arg("--fixtures")
+        .arg(fixtures.path())
         .output()
         .expect("run happyx plugin check");
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -425,7 +438,7 @@ fn plugin_check_reports_a_panicking_guest_instead_of_crashing() {
         "expected a clean failure; stdout:\n{stdout}\nstderr:\n{stderr}"
     );
     assert!(
-        !stderr.contains("runtime") && !stderr.contains("panicked"),
+        !stderr.contains("Cannot start a runtime") && !stderr.contains("panicked at"),
         "the checker itself crashed: {stderr}"
     );
     assert!(
@@ -433,4 +446,9 @@ fn plugin_check_reports_a_panicking_guest_instead_of_crashing() {
         "no failed check reported: {stdout}"
     );
     assert!(stderr.contains("check(s) failed"), "{stderr}");
+    assert!(stdout.contains("fixture:redaction/attack"), "{stdout}");
+    assert!(
+        stderr.contains("plugin_trap"),
+        "the trap is named: {stderr}"
+    );
 }
