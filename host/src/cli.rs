@@ -392,7 +392,7 @@ fn plugin(cmd: PluginCommand) -> Result<()> {
             println!("{}", dir.display());
             eprintln!(
                 "created a {} plugin; build and check it with:\n{}",
-                format!("{world:?}").to_lowercase(),
+                world.name(),
                 crate::plugins::scaffold::next_steps(&dir)
             );
         }

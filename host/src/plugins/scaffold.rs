@@ -1,8 +1,9 @@
 //! `happyx plugin new --world W DIR`: a policy plugin project that builds as created — the
 //! WIT vendored (so the folder can live anywhere), a `guest` profile for small components, a
 //! working sample of the world, and conformance fixtures for `happyx plugin check
-//! --fixtures fixtures`. The templates live in `host/templates/plugin/`; `.ci/run` builds a
-//! fresh project of every world and checks it, so this path cannot rot.
+//! --fixtures fixtures`. The redactor and the lock file are `examples/plugin-template/`'s own
+//! (renamed); the other worlds' samples and the manifest live in `host/templates/plugin/`.
+//! `.ci/run` builds a fresh project of every world and checks it, so this path cannot rot.
 
 use std::path::{Path, PathBuf};
 
@@ -15,7 +16,7 @@ pub enum World {
 }
 
 impl World {
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             World::Redactor => "redactor",
             World::RetentionPolicy => "retention-policy",
@@ -32,11 +33,18 @@ impl World {
         }
     }
 
-    fn source(self) -> &'static str {
+    /// The sample's `src/lib.rs`, with `{{…}}` placeholders.
+    fn source(self) -> String {
         match self {
-            World::Redactor => include_str!("../../templates/plugin/redactor.rs"),
-            World::RetentionPolicy => include_str!("../../templates/plugin/retention-policy.rs"),
-            World::RecipeBook => include_str!("../../templates/plugin/recipe-book.rs"),
+            // The example project, pointed at the vendored WIT and named after the new crate.
+            World::Redactor => include_str!("../../../examples/plugin-template/src/lib.rs")
+                .replace("path: \"../../wit\"", "path: \"wit\"")
+                .replace("\"my-redactor\"", "\"{{name}}\"")
+                .replace("my_redactor.wasm`", "{{crate}}.wasm --fixtures fixtures`"),
+            World::RetentionPolicy => {
+                include_str!("../../templates/plugin/retention-policy.rs").to_string()
+            }
+            World::RecipeBook => include_str!("../../templates/plugin/recipe-book.rs").to_string(),
         }
     }
 
@@ -133,9 +141,10 @@ pub fn new_project(world: World, dir: &Path) -> Result<Vec<PathBuf>, ScaffoldErr
         ),
         (
             "Cargo.lock".into(),
-            fill(include_str!("../../templates/plugin/Cargo.lock.in")),
+            include_str!("../../../examples/plugin-template/Cargo.lock")
+                .replace("name = \"my-redactor\"", &format!("name = \"{name}\"")),
         ),
-        ("src/lib.rs".into(), fill(world.source())),
+        ("src/lib.rs".into(), fill(&world.source())),
         (
             "wit/happyx-policy.wit".into(),
             include_str!("../../../wit/happyx-policy.wit").to_string(),
@@ -188,6 +197,16 @@ mod tests {
             for f in &files {
                 let text = std::fs::read_to_string(f).expect("read");
                 assert!(!text.contains("{{"), "{} keeps a placeholder", f.display());
+                assert!(
+                    !text.contains("my-redactor"),
+                    "{} keeps the example's name",
+                    f.display()
+                );
+                assert!(
+                    !text.contains("../../wit"),
+                    "{} points outside itself",
+                    f.display()
+                );
             }
             assert!(dir.join("wit/happyx-policy.wit").is_file());
             assert!(matches!(
