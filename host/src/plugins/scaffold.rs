@@ -16,6 +16,7 @@ pub enum World {
 }
 
 impl World {
+    /// The WIT world's name.
     pub fn name(self) -> &'static str {
         match self {
             World::Redactor => "redactor",
