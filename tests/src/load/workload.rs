@@ -446,49 +446,33 @@ async fn refused_probe(ctx: &Ctx, rng: &mut Rng, token: &str, n: u64, spent: &mu
         0 => {
             // A description beyond the 10 000-character limit.
             let body = json!({"title": marker, "description": "x".repeat(10_001)});
-            let a = ctx
-                .call(
-                    "task.refused",
-                    Method::POST,
-                    "/v1/tasks",
-                    Some(token),
-                    Some(&body),
-                    None,
-                )
-                .await;
-            if let Some(a) = a
-                && (400..500).contains(&a.status)
-            {
-                ctx.ledger.refused(Refused {
-                    table: "tasks",
-                    column: "title",
-                    marker,
-                    code: a.code().to_string(),
-                });
-            }
+            let target = ("tasks", "title");
+            expect_refusal(
+                ctx,
+                "task.refused",
+                "/v1/tasks",
+                token,
+                &body,
+                None,
+                target,
+                marker,
+            )
+            .await;
         }
         1 => {
             let body = json!({"name": marker, "task_id": format!("no-such-task-{n}")});
-            let a = ctx
-                .call(
-                    "session.refused",
-                    Method::POST,
-                    "/v1/sessions",
-                    Some(token),
-                    Some(&body),
-                    None,
-                )
-                .await;
-            if let Some(a) = a
-                && (400..500).contains(&a.status)
-            {
-                ctx.ledger.refused(Refused {
-                    table: "sessions",
-                    column: "name",
-                    marker,
-                    code: a.code().to_string(),
-                });
-            }
+            let target = ("sessions", "name");
+            expect_refusal(
+                ctx,
+                "session.refused",
+                "/v1/sessions",
+                token,
+                &body,
+                None,
+                target,
+                marker,
+            )
+            .await;
         }
         _ => {
             let Some(used) = spent.take() else {
@@ -497,27 +481,54 @@ async fn refused_probe(ctx: &Ctx, rng: &mut Rng, token: &str, n: u64, spent: &mu
             // The same approved action with its spent token under a new key: refused, and no
             // run may appear (checked by the run count).
             let key = format!("{}-reuse-{n}", ctx.tag);
-            let a = ctx
-                .call(
-                    "run.token_reuse",
-                    Method::POST,
-                    "/v1/runs",
-                    Some(token),
-                    Some(&used),
-                    Some(&key),
-                )
-                .await;
-            if let Some(a) = a
-                && (400..500).contains(&a.status)
-            {
-                ctx.ledger.refused(Refused {
-                    table: "agent_runs",
-                    column: "",
-                    marker,
-                    code: a.code().to_string(),
-                });
-            }
+            let target = ("agent_runs", "");
+            expect_refusal(
+                ctx,
+                "run.token_reuse",
+                "/v1/runs",
+                token,
+                &used,
+                Some(&key),
+                target,
+                marker,
+            )
+            .await;
         }
+    }
+}
+
+/// Posts `body` to `path`; a 4xx answer is recorded in the ledger as a refusal whose `marker`
+/// must never appear in `target` (table, column).
+#[allow(clippy::too_many_arguments)]
+async fn expect_refusal(
+    ctx: &Ctx,
+    op: &'static str,
+    path: &str,
+    token: &str,
+    body: &Value,
+    idempotency_key: Option<&str>,
+    target: (&'static str, &'static str),
+    marker: String,
+) {
+    let a = ctx
+        .call(
+            op,
+            Method::POST,
+            path,
+            Some(token),
+            Some(body),
+            idempotency_key,
+        )
+        .await;
+    if let Some(a) = a
+        && (400..500).contains(&a.status)
+    {
+        ctx.ledger.refused(Refused {
+            table: target.0,
+            column: target.1,
+            marker,
+            code: a.code().to_string(),
+        });
     }
 }
 
