@@ -367,17 +367,17 @@ fn plugin(cmd: PluginCommand) -> Result<()> {
                 println!("{}", serde_json::to_string(c)?);
             }
             if !report.passed {
-                let failed: Vec<&str> = report
+                let failed: Vec<String> = report
                     .checks
                     .iter()
                     .filter(|c| !c.passed)
-                    .map(|c| c.name.as_str())
+                    .map(|c| format!("{} ({})", c.name, c.detail))
                     .collect();
                 bail!(
                     "{}: {} check(s) failed: {}",
                     file.display(),
                     failed.len(),
-                    failed.join(", ")
+                    failed.join("; ")
                 );
             }
             eprintln!(

@@ -449,9 +449,27 @@ fn describe(err: figment::Error, file: Option<&str>) -> String {
             },
             _ => String::new(),
         };
-        out.push(format!("{}{key}{from}", e.kind));
+        out.push(format!("{}{key}{from}", describe_kind(&e.kind)));
     }
     out.join("; ")
+}
+
+/// The error itself, without serde's nested backticks (``expected `one of `a`, `b```).
+fn describe_kind(kind: &figment::error::Kind) -> String {
+    use figment::error::Kind;
+    let one_of = |names: &[&str]| match names {
+        [] => "there are none".to_string(),
+        names => format!("expected one of: {}", names.join(", ")),
+    };
+    match kind {
+        Kind::UnknownField(name, expected) => {
+            format!("unknown field `{name}`; {}", one_of(expected))
+        }
+        Kind::UnknownVariant(name, expected) => {
+            format!("unknown value `{name}`; {}", one_of(expected))
+        }
+        other => other.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -463,6 +481,21 @@ mod tests {
         let path = dir.path().join("happyx.toml");
         std::fs::write(&path, text).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         Config::load(Some(&path), &Overrides::default())
+    }
+
+    #[test]
+    fn unknown_keys_are_named_once_without_nested_backticks() {
+        let Err(e) = load_str("[plugins.nope]\n") else {
+            panic!("an unknown plugin section must be refused");
+        };
+        let msg = e.to_string();
+        assert!(!msg.contains("``") && !msg.contains("`one of"), "{msg}");
+        assert!(msg.contains("unknown field `nope`"), "{msg}");
+        assert!(
+            msg.contains("expected one of: redactor, retention, recipes"),
+            "{msg}"
+        );
+        assert_eq!(msg.matches("nope").count(), 2, "field and key path: {msg}");
     }
 
     #[test]

@@ -25,6 +25,17 @@ pub struct CodeLabels {
     pub code: String,
 }
 
+/// Labels of a guest call: plugin kind, guest function, `ok` or the failure's code.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginCallLabels {
+    pub plugin: String,
+    pub call: String,
+    pub outcome: String,
+}
+
+/// Guest call latency by [`PluginCallLabels`] (shared with the plugin host).
+pub type PluginCalls = Family<PluginCallLabels, Histogram, fn() -> Histogram>;
+
 fn latency_histogram() -> Histogram {
     // 0.5 ms … ~16 s.
     Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
@@ -37,6 +48,7 @@ pub struct Labelled {
     registry: Registry,
     pub http: Family<RouteLabels, Histogram, fn() -> Histogram>,
     pub failures: Family<CodeLabels, Counter>,
+    pub plugin_calls: PluginCalls,
 }
 
 impl Default for Labelled {
@@ -45,6 +57,12 @@ impl Default for Labelled {
         let http: Family<RouteLabels, Histogram, fn() -> Histogram> =
             Family::new_with_constructor(latency_histogram);
         let failures = Family::<CodeLabels, Counter>::default();
+        let plugin_calls: PluginCalls = Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "happyx_plugin_call_duration_seconds",
+            "Policy plugin call latency by plugin, call and outcome (ok or error code)",
+            plugin_calls.clone(),
+        );
         registry.register(
             "happyx_http_request_duration_seconds",
             "Request latency by method, route template and status class",
@@ -59,6 +77,7 @@ impl Default for Labelled {
             registry,
             http,
             failures,
+            plugin_calls,
         }
     }
 }

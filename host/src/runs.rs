@@ -286,6 +286,8 @@ async fn write_chunks(
             Err(e) => {
                 Metrics::inc(&inner.metrics.redaction_failures);
                 tracing::warn!(
+                    run = %run_id,
+                    plugin = %e.plugin(),
                     code = e.code(),
                     "redaction failed; chunk withheld from derived views"
                 );

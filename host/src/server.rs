@@ -33,6 +33,7 @@ pub async fn serve(cfg: Config) -> Result<()> {
     reloader.spawn_watcher();
     reloader.spawn_sighup();
     let metrics = Arc::new(Metrics::default());
+    plugins.observe_calls(metrics.labelled.plugin_calls.clone());
     let lost = store.mark_unfinished_runs_lost().await?;
     if lost > 0 {
         tracing::warn!(

@@ -209,10 +209,19 @@ async fn hostile_plugins_get_typed_errors_and_the_host_keeps_serving() {
             "error names the hash: {err}"
         );
         assert!(started.elapsed() < std::time::Duration::from_secs(5));
-        // The next call works on a fresh instance.
+        // A runtime failure is the plugin's last error, as a refused reload would be.
+        let st = &host.status()[0];
+        let last = st.last_error.as_deref().unwrap_or_default();
+        assert!(
+            last.starts_with("redact failed: ") && last.contains("hostile-"),
+            "{name}: {st:?}"
+        );
+        assert!(st.last_error_at.is_some(), "{name}: {st:?}");
+        // The next call works on a fresh instance (and keeps the last error on record).
         assert_serves(&host).await;
         let st = &host.status()[0];
         assert!(st.failures >= 1 && st.calls > st.failures, "{name}: {st:?}");
+        assert!(st.last_error.is_some(), "{name}: {st:?}");
     }
 }
 
@@ -253,9 +262,32 @@ async fn components_that_cannot_be_loaded_get_typed_errors() {
         s.sha256 = Some(happyx::plugins::sha256_hex(builtin_components()[0].1));
         s.settings.insert("no_such_key".into(), "1".into());
     }
-    let err = bad(cfg);
+    let err = bad(cfg.clone());
     assert_eq!(err.code(), "plugin_config");
     assert!(err.to_string().contains("no_such_key"), "{err}");
+    // The plugin refusing its settings is named (it is asked who it is before it is
+    // configured).
+    assert!(err.to_string().contains("secrets-redactor"), "{err}");
+
+    // Limits out of bounds name the configuration section that set them.
+    if let Some(s) = cfg.redactor.as_mut() {
+        s.settings.clear();
+        s.memory_mib = Some(0);
+    }
+    let err = bad(cfg);
+    assert_eq!(err.code(), "plugin_config");
+    assert!(
+        err.to_string().contains("[plugins.redactor] memory_mib"),
+        "{err}"
+    );
+
+    // A file that is not WebAssembly at all says so, without the parser's byte dump.
+    let text = dir.path().join("notes.wasm");
+    std::fs::write(&text, "root:x:0:0\n").unwrap();
+    let err = bad(redactor_cfg(text));
+    assert_eq!(err.code(), "plugin_invalid");
+    assert!(err.to_string().contains("not a WebAssembly file"), "{err}");
+    assert!(!err.to_string().contains("0x"), "{err}");
 }
 
 /// Collects all tracing output of this test binary.

@@ -127,7 +127,7 @@ async fn view(state: &AppState, caller: &Caller, mut approval: Approval) -> Appr
             (if operator { secrets } else { Vec::new() }, "ok")
         }
         Err(e) => {
-            tracing::warn!(approval = %approval.id, code = e.code(), "redactor failed on an approval's action");
+            tracing::warn!(approval = %approval.id, plugin = %e.plugin(), code = e.code(), "redactor failed on an approval's action");
             if !operator {
                 for (_, s) in found.iter_mut() {
                     **s = format!("[withheld: {} bytes could not be redacted]", s.len());

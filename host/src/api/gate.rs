@@ -110,8 +110,11 @@ pub fn shown_action(
 }
 
 fn render_error(e: RenderError, args: &BTreeMap<String, String>) -> ApiError {
-    let status = match e {
-        RenderError::Plugin(_) => StatusCode::SERVICE_UNAVAILABLE,
+    let status = match &e {
+        RenderError::Plugin(p) => {
+            tracing::warn!(plugin = %p.plugin(), code = p.code(), "recipe plugin failed to render an action");
+            StatusCode::SERVICE_UNAVAILABLE
+        }
         _ => StatusCode::UNPROCESSABLE_ENTITY,
     };
     // Error bodies carry no input values, and no input names either (an argument may be

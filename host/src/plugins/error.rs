@@ -23,15 +23,13 @@ pub struct PluginRef {
 
 impl fmt::Display for PluginRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let short = self.sha256.get(..12).unwrap_or(&self.sha256);
-        if self.name.is_empty() {
-            write!(f, "{} plugin (sha256 {short})", self.kind)
-        } else {
-            write!(
-                f,
-                "{} plugin {} {} (sha256 {short})",
-                self.kind, self.name, self.version
-            )
+        write!(f, "{} plugin", self.kind)?;
+        if !self.name.is_empty() {
+            write!(f, " {} {}", self.name, self.version)?;
+        }
+        match self.sha256.get(..12) {
+            Some(short) => write!(f, " (sha256 {short})"),
+            None => Ok(()),
         }
     }
 }

@@ -59,13 +59,25 @@ struct Inner {
     slots: [Slot; 3],
     calls: Semaphore,
     reload_lock: tokio::sync::Mutex<()>,
+    /// Latency of guest calls by plugin, call and outcome, once the server registered it.
+    call_metrics: std::sync::OnceLock<crate::metrics::PluginCalls>,
 }
 
 struct Slot {
     current: RwLock<Arc<Plugin>>,
     /// The configuration the serving version was built with (path, pin, settings, limits).
     spec: Mutex<Option<PluginSpec>>,
-    last_error: Mutex<Option<String>>,
+    /// The last failure of this plugin — a refused load or reload, or a failed call — with
+    /// when it happened (Unix ms). A successful reload clears it; a successful call does not.
+    last_error: Mutex<Option<(String, u64)>>,
+}
+
+impl Slot {
+    fn set_error(&self, error: Option<String>) {
+        if let Ok(mut le) = self.last_error.lock() {
+            *le = error.map(|e| (e, crate::util::now_ms().max(0) as u64));
+        }
+    }
 }
 
 /// Result of [`check_component`].
@@ -103,8 +115,15 @@ fn read_source(kind: Kind, spec: Option<&PluginSpec>) -> Result<Vec<u8>, PluginE
     match spec.and_then(|s| s.path.as_ref()) {
         None => Ok(builtin::builtin(kind).to_vec()),
         Some(path) => {
-            let meta = std::fs::metadata(path)
-                .map_err(|e| io_err(kind, "", format!("reading {}", path.display()), e))?;
+            let reading = |e| {
+                let what = format!(
+                    "reading [plugins.{}] path {}",
+                    kind.as_str(),
+                    path.display()
+                );
+                io_err(kind, "", what, e)
+            };
+            let meta = std::fs::metadata(path).map_err(reading)?;
             if meta.len() > MAX_COMPONENT_BYTES as u64 {
                 return Err(PluginError::Invalid {
                     plugin: Box::new(PluginRef {
@@ -114,8 +133,7 @@ fn read_source(kind: Kind, spec: Option<&PluginSpec>) -> Result<Vec<u8>, PluginE
                     reason: format!("larger than {MAX_COMPONENT_BYTES} bytes"),
                 });
             }
-            std::fs::read(path)
-                .map_err(|e| io_err(kind, "", format!("reading {}", path.display()), e))
+            std::fs::read(path).map_err(reading)
         }
     }
 }
@@ -146,12 +164,18 @@ fn build_plugin(
         .transpose()
         .map_err(|reason| PluginError::Config {
             plugin: Box::new(bare.clone()),
-            reason,
+            reason: format!("[plugins.{}] {reason}", kind.as_str()),
         })?
         .unwrap_or_default();
     let settings: Vec<(String, String)> = spec
         .map(|s| s.settings.clone().into_iter().collect())
         .unwrap_or_default();
+    if !bytes.starts_with(b"\0asm") {
+        return Err(PluginError::Invalid {
+            plugin: Box::new(bare),
+            reason: "not a WebAssembly file (it does not start with \\0asm)".into(),
+        });
+    }
     let engine = engine::engine().map_err(|reason| PluginError::Host {
         plugin: Box::new(bare.clone()),
         reason,
@@ -224,6 +248,7 @@ impl PluginHost {
                 slots,
                 calls: Semaphore::new(MAX_CONCURRENT_CALLS),
                 reload_lock: tokio::sync::Mutex::new(()),
+                call_metrics: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -246,34 +271,60 @@ impl PluginHost {
         }
     }
 
-    /// Runs `f` on the current plugin of `kind` on the blocking pool.
+    /// Runs `f` on the current plugin of `kind` on the blocking pool; `call` names the guest
+    /// function for the latency histogram and `last_error`.
     async fn run<R: Send + 'static>(
         &self,
         kind: Kind,
+        call: &'static str,
         f: impl FnOnce(&Plugin) -> Result<R, PluginError> + Send + 'static,
     ) -> Result<R, PluginError> {
+        let start = std::time::Instant::now();
         let plugin = self.current(kind);
         let host_err = |plugin: &Plugin, reason: String| PluginError::Host {
             plugin: Box::new(plugin.plugin.clone()),
             reason,
         };
-        let _permit = self
-            .inner
-            .calls
-            .acquire()
-            .await
-            .map_err(|e| host_err(&plugin, e.to_string()))?;
-        let p = plugin.clone();
-        tokio::task::spawn_blocking(move || f(&p))
-            .await
-            .map_err(|e| host_err(&plugin, format!("plugin call task failed: {e}")))?
+        let result = match self.inner.calls.acquire().await {
+            Ok(_permit) => {
+                let p = plugin.clone();
+                tokio::task::spawn_blocking(move || f(&p))
+                    .await
+                    .map_err(|e| host_err(&plugin, format!("plugin call task failed: {e}")))
+                    .and_then(|r| r)
+            }
+            Err(e) => Err(host_err(&plugin, e.to_string())),
+        };
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(e) => {
+                self.slot(kind)
+                    .set_error(Some(format!("{call} failed: {e}")));
+                e.code()
+            }
+        };
+        if let Some(family) = self.inner.call_metrics.get() {
+            family
+                .get_or_create(&crate::metrics::PluginCallLabels {
+                    plugin: kind.as_str().into(),
+                    call: call.into(),
+                    outcome: outcome.into(),
+                })
+                .observe(start.elapsed().as_secs_f64());
+        }
+        result
+    }
+
+    /// Observe every guest call in `family` from now on (the server's metrics registry).
+    pub fn observe_calls(&self, family: crate::metrics::PluginCalls) {
+        let _ = self.inner.call_metrics.set(family);
     }
 
     /// Finds secrets in `data` (from stream `source`).
     pub async fn redact(&self, source: &str, data: &[u8]) -> Result<Redaction, PluginError> {
         let source = source.to_string();
         let data = data.to_vec();
-        self.run(Kind::Redactor, move |p| {
+        self.run(Kind::Redactor, "redact", move |p| {
             let findings = p.redact(&source, &data)?;
             Ok(Redaction {
                 findings,
@@ -303,7 +354,7 @@ impl PluginHost {
         let name = name.to_string();
         let args: Vec<(String, String)> = args.clone().into_iter().collect();
         let raw = self
-            .run(Kind::Recipes, move |p| p.render_raw(&name, &args))
+            .run(Kind::Recipes, "render", move |p| p.render_raw(&name, &args))
             .await?;
         match raw {
             RawRender::Ok {
@@ -335,7 +386,7 @@ impl PluginHost {
     ) -> Result<Decision, PluginError> {
         let totals = totals.to_vec();
         let items = items.to_vec();
-        self.run(Kind::Retention, move |p| {
+        self.run(Kind::Retention, "decide", move |p| {
             let prune = p.decide(now_ms, &totals, &items)?;
             Ok(Decision {
                 prune,
@@ -351,12 +402,13 @@ impl PluginHost {
             .iter()
             .map(|&kind| {
                 let p = self.current(kind);
-                let last_error = self
+                let (last_error, last_error_at) = self
                     .slot(kind)
                     .last_error
                     .lock()
-                    .map(|e| e.clone())
-                    .unwrap_or(None);
+                    .ok()
+                    .and_then(|e| e.clone())
+                    .unzip();
                 use std::sync::atomic::Ordering::Relaxed;
                 PluginStatus {
                     kind: kind.as_str().into(),
@@ -374,6 +426,7 @@ impl PluginHost {
                     ),
                     loaded_at: p.loaded_at_ms,
                     last_error,
+                    last_error_at,
                     calls: p.stats.calls.load(Relaxed),
                     failures: p.stats.failures.load(Relaxed),
                     total_call_us: p.stats.total_us.load(Relaxed),
@@ -430,9 +483,7 @@ impl PluginHost {
                 Ok(()) => {}
                 Err(e) => {
                     tracing::warn!(kind = kind.as_str(), code = e.code(), error = %e, "plugin reload refused; previous version keeps serving");
-                    if let Ok(mut le) = slot.last_error.lock() {
-                        *le = Some(e.to_string());
-                    }
+                    slot.set_error(Some(format!("reload refused: {e}")));
                     first_err.get_or_insert(e);
                 }
             }
@@ -451,9 +502,7 @@ impl PluginHost {
         let slot = self.slot(kind);
         let same_spec = slot.spec.lock().map(|s| *s == spec).unwrap_or(false);
         if self.current(kind).plugin.sha256 == sha && same_spec {
-            if let Ok(mut le) = slot.last_error.lock() {
-                *le = None;
-            }
+            slot.set_error(None);
             return Ok(());
         }
         let plugin = Arc::new(build_plugin(
@@ -476,9 +525,7 @@ impl PluginHost {
         // Idle instances of the old version are freed now; in-flight calls
         // keep their own `Arc` and finish on the old version.
         old.drain_pool();
-        if let Ok(mut le) = slot.last_error.lock() {
-            *le = None;
-        }
+        slot.set_error(None);
         Ok(())
     }
 

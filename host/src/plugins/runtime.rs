@@ -230,21 +230,24 @@ impl Plugin {
             catalog: Vec::new(),
         };
 
-        // The first instance tells us who the plugin is.
-        let info = this.call(|store, bound| match bound {
+        // The first instance tells us who the plugin is, before its settings are applied, so
+        // that a plugin refusing its settings is named in the error.
+        let (mut store, bound) = this.instantiate()?;
+        let info = match &bound {
             Bound::Redactor(b) => b
                 .happyx_policy_config()
-                .call_info(store)
+                .call_info(&mut store)
                 .map(|i| (i.name, i.version, i.description)),
             Bound::Retention(b) => b
                 .happyx_policy_config()
-                .call_info(store)
+                .call_info(&mut store)
                 .map(|i| (i.name, i.version, i.description)),
             Bound::Recipes(b) => b
                 .happyx_policy_config()
-                .call_info(store)
+                .call_info(&mut store)
                 .map(|i| (i.name, i.version, i.description)),
-        })?;
+        }
+        .map_err(|e| this.classify(&e, &store))?;
         let (name, version, description) = info;
         if !validate::is_name(&name) || version.is_empty() || version.len() > validate::MAX_NAME {
             return Err(PluginError::BadResult {
@@ -256,13 +259,24 @@ impl Plugin {
         plugin.version = validate::clean_text(&version, validate::MAX_NAME);
         this.plugin = plugin;
         this.description = validate::clean_text(&description, validate::MAX_DESCRIPTION);
+        let first = this.configure(store, bound)?;
+        if let Ok(mut pool) = this.pool.lock() {
+            pool.push(first);
+        }
         if kind == Kind::Recipes {
             this.catalog = this.catalog_raw()?;
         }
         Ok(this)
     }
 
+    /// A configured instance: instantiated, then given its settings.
     fn new_instance(&self) -> Result<Instance, PluginError> {
+        let (store, bound) = self.instantiate()?;
+        self.configure(store, bound)
+    }
+
+    /// A fresh instance under the memory limit and deadline, not yet configured.
+    fn instantiate(&self) -> Result<(Store<StoreState>, Bound), PluginError> {
         let engine = engine::engine().map_err(|reason| PluginError::Host {
             plugin: Box::new(self.plugin.clone()),
             reason,
@@ -274,10 +288,18 @@ impl Plugin {
             Pre::Retention(p) => p.instantiate(&mut store).map(Bound::Retention),
             Pre::Recipes(p) => p.instantiate(&mut store).map(Bound::Recipes),
         };
-        let bound = match bound {
-            Ok(b) => b,
-            Err(e) => return Err(self.classify(&e, &store)),
-        };
+        match bound {
+            Ok(b) => Ok((store, b)),
+            Err(e) => Err(self.classify(&e, &store)),
+        }
+    }
+
+    /// Gives an instance the operator's settings (`configure`); a refusal names the plugin.
+    fn configure(
+        &self,
+        mut store: Store<StoreState>,
+        bound: Bound,
+    ) -> Result<Instance, PluginError> {
         let configured = match &bound {
             Bound::Redactor(b) => b
                 .happyx_policy_config()
@@ -363,7 +385,8 @@ impl Plugin {
         self.stats.total_us.fetch_add(us, Ordering::Relaxed);
         if let Err(e) = &result {
             self.stats.failures.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(plugin = %self.plugin, code = e.code(), "plugin call failed");
+            // The caller logs it with what the call was for (run, terminal, approval).
+            tracing::debug!(plugin = %self.plugin, code = e.code(), "plugin call failed");
         }
         result
     }
@@ -389,18 +412,7 @@ impl Plugin {
     /// Instantiates a fresh instance without configuring it and drops it
     /// (benchmarks of instantiation cost).
     pub fn instantiate_only(&self) -> Result<(), PluginError> {
-        let engine = engine::engine().map_err(|reason| PluginError::Host {
-            plugin: Box::new(self.plugin.clone()),
-            reason,
-        })?;
-        let mut store = new_store(engine, self.limits.memory_bytes);
-        store.set_epoch_deadline(engine::ticks_for(self.limits.timeout_ms));
-        let r = match &self.pre {
-            Pre::Redactor(p) => p.instantiate(&mut store).map(drop),
-            Pre::Retention(p) => p.instantiate(&mut store).map(drop),
-            Pre::Recipes(p) => p.instantiate(&mut store).map(drop),
-        };
-        r.map_err(|e| self.classify(&e, &store))
+        self.instantiate().map(drop)
     }
 
     /// Drops all idle instances.

@@ -118,9 +118,12 @@ pub struct PluginStatus {
     pub source: String,
     /// When the serving version was loaded (Unix ms).
     pub loaded_at: u64,
-    /// The last failed load or reload of this plugin, if the last attempt
-    /// failed (the previous version keeps serving).
+    /// The last failure of this plugin: a refused reload (the previous version keeps
+    /// serving) or a failed call (trap, timeout, memory, bad result), with what was called.
+    /// Cleared by a successful reload.
     pub last_error: Option<String>,
+    /// When `last_error` happened (Unix ms).
+    pub last_error_at: Option<u64>,
     /// Calls made to the serving version, failed calls among them, and time
     /// spent in calls (µs).
     pub calls: u64,

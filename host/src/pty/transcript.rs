@@ -219,6 +219,7 @@ impl Transcript {
                         Metrics::inc(&self.metrics.redaction_failures);
                         tracing::warn!(
                             pty = %self.pty_id,
+                            plugin = %e.plugin(),
                             code = e.code(),
                             "redaction failed; transcript chunk withheld"
                         );

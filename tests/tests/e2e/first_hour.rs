@@ -229,6 +229,15 @@ fn the_access_log_and_metrics_name_routes_identities_and_codes_never_tokens() {
     assert_eq!(st, 404);
     let (st, _) = call(server.get("/v1/tasks", &op));
     assert_eq!(st, 200);
+    // A run calls the recipe plugin (render) and the redactor (its output).
+    let agent = server.token("agent");
+    let (st, run) = call(server.post(
+        "/v1/runs",
+        &agent,
+        &json!({"recipe": "echo", "args": {"text": "hi"}}),
+    ));
+    assert_eq!(st, 201, "{run}");
+    server.wait_run(&agent, run["id"].as_str().expect("run id"));
     let metrics = happyx_tests::client()
         .get(format!("{}/metrics", server.url))
         .send()
@@ -243,6 +252,8 @@ fn the_access_log_and_metrics_name_routes_identities_and_codes_never_tokens() {
         "happyx_pty_holders 0",
         "happyx_envelope_queue 0",
         "happyx_plugin_calls_total{kind=\"recipes\"}",
+        "happyx_plugin_call_duration_seconds_count{plugin=\"recipes\",call=\"render\",outcome=\"ok\"} 1",
+        "happyx_plugin_call_duration_seconds_count{plugin=\"redactor\",call=\"redact\",outcome=\"ok\"}",
     ] {
         assert!(
             metrics.contains(needle),
