@@ -12,6 +12,7 @@ use serde_json::json;
 
 use crate::auth::{self, Role};
 use crate::config::{Config, LogFormat, Overrides};
+use crate::progress::Progress;
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, Parser)]
@@ -298,9 +299,12 @@ pub async fn run(cli: Cli) -> Result<()> {
             let store = open_store(&cfg).await?;
             let data_dir = crate::datadir::existing(&cfg.data_dir)?;
             let plugins = crate::server::load_plugins(&cfg, &data_dir).await?;
-            let report = crate::retention::prune_once(&store, &plugins, cfg.retention.batch)
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let progress = Progress::counter("prune: examined", "items");
+            let report =
+                crate::retention::prune_once(&store, &plugins, cfg.retention.batch, &progress)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+            drop(progress);
             println!("{}", serde_json::to_string(&report)?);
             store.close().await;
             Ok(())

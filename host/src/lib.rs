@@ -19,6 +19,7 @@ pub mod envelope;
 pub mod metrics;
 pub mod ops;
 pub mod plugins;
+pub mod progress;
 pub mod pty;
 pub mod public;
 pub mod reload;

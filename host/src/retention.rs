@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::plugins::{Item, PluginError, PluginHost, Totals};
+use crate::progress::Progress;
 use crate::store::{Store, StoreError, retention_kinds};
 use crate::util::now_ms;
 
@@ -42,15 +43,17 @@ pub struct PruneReport {
     pub policy_hash: String,
 }
 
-/// Runs one pass over every kind.
+/// Runs one pass over every kind, counting examined items on `progress`.
 pub async fn prune_once(
     store: &Store,
     plugins: &PluginHost,
     batch: u32,
+    progress: &Progress,
 ) -> Result<PruneReport, PruneError> {
     let mut report = PruneReport::default();
     let now = now_ms().max(0) as u64;
     for kind in retention_kinds() {
+        progress.doing(kind);
         let mut after: Option<(i64, String)> = None;
         let (mut pruned, mut examined) = (0u64, 0u64);
         loop {
@@ -92,6 +95,7 @@ pub async fn prune_once(
             }
             report.policy_hash = decision.policy_hash.clone();
             examined += items.len() as u64;
+            progress.inc(items.len() as u64);
             // The event log is only ever cut at its oldest end.
             let take: Vec<String> = if kind == "event" {
                 items
@@ -215,7 +219,7 @@ mod tests {
             .expect("load");
         // Reference: one uninterrupted pass.
         let (_t1, clean, run1) = fixture(20).await;
-        let r = prune_once(&clean, &plugins, 1).await.expect("prune");
+        let r = prune_once(&clean, &plugins, 1, &Progress::hidden()).await.expect("prune");
         assert_eq!(r.pruned.get("run-output"), Some(&10));
         let want = kept(&clean, &run1).await;
         assert_eq!(
@@ -230,15 +234,15 @@ mod tests {
         let mut saw_partial = false;
         for ms in [1u64, 3, 10, 30] {
             let _ =
-                tokio::time::timeout(Duration::from_millis(ms), prune_once(&store, &plugins, 1))
+                tokio::time::timeout(Duration::from_millis(ms), prune_once(&store, &plugins, 1, &Progress::hidden()))
                     .await;
             let n = kept(&store, &run2).await.len();
             assert!(n >= 10, "never more than the policy allows is pruned");
             saw_partial |= n > 10 && n < 20;
         }
-        prune_once(&store, &plugins, 1).await.expect("rerun");
+        prune_once(&store, &plugins, 1, &Progress::hidden()).await.expect("rerun");
         assert_eq!(kept(&store, &run2).await, want);
-        let again = prune_once(&store, &plugins, 1).await.expect("idempotent");
+        let again = prune_once(&store, &plugins, 1, &Progress::hidden()).await.expect("idempotent");
         assert_eq!(again.pruned.get("run-output"), Some(&0));
         if !saw_partial {
             eprintln!("note: no interruption landed mid-pass on this machine");

@@ -14,6 +14,7 @@ use crate::config::Config;
 use crate::datadir;
 use crate::devices::DeviceService;
 use crate::plugins::PluginHost;
+use crate::progress::Progress;
 use crate::pty::PtyManager;
 use crate::runs::Runner;
 use crate::store::{Deployment, SCHEMA_VERSION, Store};
@@ -190,7 +191,7 @@ fn spawn_pruner(store: Store, plugins: PluginHost, interval_ms: u64, batch: u32)
         tick.tick().await;
         loop {
             tick.tick().await;
-            match crate::retention::prune_once(&store, &plugins, batch).await {
+            match crate::retention::prune_once(&store, &plugins, batch, &Progress::hidden()).await {
                 Ok(r) => tracing::info!(pruned = ?r.pruned, "retention pass done"),
                 Err(e) => tracing::warn!(code = e.code(), error = %e, "retention pass failed"),
             }

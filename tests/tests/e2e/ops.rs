@@ -746,3 +746,57 @@ fn pty_attach_restores_the_terminal_on_sigterm() {
     let p = json(server.get(&format!("/v1/pty/{id}"), &op).send());
     assert_eq!(p["state"], "running", "{p}");
 }
+
+/// Long data-dir work (`prune`, `export`, `import`) draws its progress on stderr only when
+/// stderr is a terminal: piped, stderr stays clean and stdout holds just the result.
+#[test]
+fn long_commands_draw_progress_only_on_a_terminal() {
+    use portable_pty::{CommandBuilder, PtySize, native_pty_system};
+    let (_tmp, data) = temp_data_dir();
+    let mut server = Server::start(&data);
+    server.token("operator");
+    server.sigterm(Duration::from_secs(10)).expect("stop");
+    let dir = data.to_str().expect("utf-8 path");
+
+    // Piped: the result on stdout, nothing drawn on stderr.
+    let out = Command::new(binary())
+        .args(["prune", "--data-dir", dir])
+        .env_remove("HAPPYX_PROGRESS")
+        .output()
+        .expect("run prune");
+    assert!(out.status.success(), "{out:?}");
+    let report: Value = serde_json::from_slice(&out.stdout).expect("one JSON line on stdout");
+    assert!(report["examined"].is_object(), "{report}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("examined") && !stderr.contains('\u{1b}'),
+        "progress drawn into a pipe: {stderr:?}"
+    );
+
+    // On a terminal: the progress line is drawn (and cleared), then the result.
+    let pair = native_pty_system()
+        .openpty(PtySize {
+            rows: 30,
+            cols: 120,
+            pixel_width: 0,
+            pixel_height: 0,
+        })
+        .expect("openpty");
+    let mut c = CommandBuilder::new(binary());
+    c.args(["prune", "--data-dir", dir]);
+    c.env_remove("HAPPYX_PROGRESS");
+    let mut child = pair.slave.spawn_command(c).expect("spawn under a pty");
+    drop(pair.slave);
+    let screen = pty_reader(pair.master.try_clone_reader().expect("reader"));
+    let status = child.wait().expect("prune exits");
+    assert!(status.success());
+    let shown = eventually(Duration::from_secs(10), || {
+        let s = String::from_utf8_lossy(&screen.lock().expect("lock")).into_owned();
+        s.contains("\"pruned\"").then_some(s)
+    })
+    .expect("the result reaches the terminal");
+    assert!(
+        shown.contains("prune: examined"),
+        "no progress on a terminal: {shown:?}"
+    );
+}
