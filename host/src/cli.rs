@@ -151,6 +151,9 @@ pub enum DeviceCommand {
         /// lines or the end of stdin before posting. 1 (default) posts each line as it is read.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
         batch: u16,
+        /// Print nothing when the messages were sent (errors still go to stderr).
+        #[arg(long, conflicts_with = "dry_run")]
+        quiet: bool,
     },
     /// Verify and decrypt every readable message; print each plaintext on its own line.
     Read {
@@ -161,6 +164,14 @@ pub enum DeviceCommand {
         /// Pin a peer before reading: DEVICE_ID=FINGERPRINT; repeatable.
         #[arg(long = "with")]
         with: Vec<String>,
+        /// Keep reading until interrupted, showing each message as `TIME SENDER: TEXT` (the
+        /// sender's signed time in UTC, its device id, control characters made visible).
+        #[arg(long)]
+        follow: bool,
+        /// How often to ask the host for new messages when following, in milliseconds.
+        #[arg(long, default_value_t = 1000, requires = "follow",
+              value_parser = clap::value_parser!(u64).range(50..=60_000))]
+        poll_ms: u64,
     },
     /// Move the session to a new epoch wrapped to the remaining devices; print the epoch.
     Rotate {
@@ -443,6 +454,7 @@ fn device(cmd: DeviceCommand) -> Result<()> {
             session,
             dry_run,
             batch,
+            quiet,
         } => {
             let stdin = std::io::stdin();
             let mut input = stdin.lock();
@@ -453,6 +465,7 @@ fn device(cmd: DeviceCommand) -> Result<()> {
                 client::SendMode {
                     dry_run,
                     batch: usize::from(batch),
+                    quiet,
                 },
                 &mut input,
                 &mut out,
@@ -463,6 +476,8 @@ fn device(cmd: DeviceCommand) -> Result<()> {
             host,
             session,
             with,
+            follow,
+            poll_ms,
         } => {
             let with = parse_with(&with)?;
             client::read(
@@ -470,6 +485,10 @@ fn device(cmd: DeviceCommand) -> Result<()> {
                 &host.url,
                 &session,
                 &with,
+                client::ReadMode {
+                    follow,
+                    poll: std::time::Duration::from_millis(poll_ms),
+                },
                 &mut out,
                 &mut warn,
             )?;

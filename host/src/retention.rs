@@ -219,7 +219,9 @@ mod tests {
             .expect("load");
         // Reference: one uninterrupted pass.
         let (_t1, clean, run1) = fixture(20).await;
-        let r = prune_once(&clean, &plugins, 1, &Progress::hidden()).await.expect("prune");
+        let r = prune_once(&clean, &plugins, 1, &Progress::hidden())
+            .await
+            .expect("prune");
         assert_eq!(r.pruned.get("run-output"), Some(&10));
         let want = kept(&clean, &run1).await;
         assert_eq!(
@@ -233,16 +235,22 @@ mod tests {
         let (_t2, store, run2) = fixture(20).await;
         let mut saw_partial = false;
         for ms in [1u64, 3, 10, 30] {
-            let _ =
-                tokio::time::timeout(Duration::from_millis(ms), prune_once(&store, &plugins, 1, &Progress::hidden()))
-                    .await;
+            let _ = tokio::time::timeout(
+                Duration::from_millis(ms),
+                prune_once(&store, &plugins, 1, &Progress::hidden()),
+            )
+            .await;
             let n = kept(&store, &run2).await.len();
             assert!(n >= 10, "never more than the policy allows is pruned");
             saw_partial |= n > 10 && n < 20;
         }
-        prune_once(&store, &plugins, 1, &Progress::hidden()).await.expect("rerun");
+        prune_once(&store, &plugins, 1, &Progress::hidden())
+            .await
+            .expect("rerun");
         assert_eq!(kept(&store, &run2).await, want);
-        let again = prune_once(&store, &plugins, 1, &Progress::hidden()).await.expect("idempotent");
+        let again = prune_once(&store, &plugins, 1, &Progress::hidden())
+            .await
+            .expect("idempotent");
         assert_eq!(again.pruned.get("run-output"), Some(&0));
         if !saw_partial {
             eprintln!("note: no interruption landed mid-pass on this machine");

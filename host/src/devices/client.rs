@@ -21,8 +21,8 @@ use super::protocol::{
 };
 use crate::envelope::limits::MAX_BATCH_ENVELOPES;
 use crate::envelope::{
-    ContentKey, CryptoError, ENVELOPE_VERSION, EnvelopeError, EnvelopeHeader, Fingerprint,
-    WrapContext, WrappedKey, enrollment_code_hash, open, seal, unwrap_content_key,
+    ContentKey, CryptoError, ENVELOPE_VERSION, Envelope, EnvelopeError, EnvelopeHeader,
+    Fingerprint, WrapContext, WrappedKey, enrollment_code_hash, open, seal, unwrap_content_key,
     wrap_content_key,
 };
 use crate::util::{new_id, now_ms};
@@ -375,6 +375,8 @@ pub struct SendMode {
     /// Envelopes per request: 1 posts each to `/envelopes`; more gathers up to this many lines
     /// and posts them to `/envelopes/batch`.
     pub batch: usize,
+    /// Print nothing on success (the envelopes are still posted).
+    pub quiet: bool,
 }
 
 /// `send`: each line of `input` becomes one envelope, printed in wire form on `out` and (unless
@@ -440,10 +442,12 @@ pub fn send(
             pending.push(seal(&key, dir.keys(), &header, &line)?.to_json());
         }
         if pending.len() >= batch || (n == 0 && !pending.is_empty()) {
-            for wire in &pending {
-                writeln!(out, "{wire}").map_err(|e| ClientError::Usage(e.to_string()))?;
+            if !mode.quiet {
+                for wire in &pending {
+                    writeln!(out, "{wire}").map_err(|e| ClientError::Usage(e.to_string()))?;
+                }
+                out.flush().map_err(|e| ClientError::Usage(e.to_string()))?;
             }
-            out.flush().map_err(|e| ClientError::Usage(e.to_string()))?;
             if !mode.dry_run {
                 post_envelopes(&host, session_id, &pending)?;
             }
@@ -489,13 +493,41 @@ fn post_envelopes(host: &Host, session_id: &str, wires: &[String]) -> Result<()>
     }
 }
 
+/// How `read` shows what it reads.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReadMode {
+    /// Keep reading: after the last page, poll for new envelopes every `poll` until killed, and
+    /// show each message as `TIME SENDER: TEXT` for people (control characters made visible).
+    pub follow: bool,
+    /// The pause between polls when following.
+    pub poll: std::time::Duration,
+}
+
+/// One followed message as people read it: the sender's signed creation time (UTC), the
+/// sender's device id, and the text with control characters (escape sequences a peer could
+/// use to rewrite the reader's terminal) shown as `\xNN` escapes.
+fn follow_line(env: &Envelope, plaintext: &[u8]) -> String {
+    let mut text = String::new();
+    for c in String::from_utf8_lossy(plaintext).chars() {
+        if c.is_control() && c != '\t' {
+            text.push_str(&format!("\\x{:02x}", u32::from(c)));
+        } else {
+            text.push(c);
+        }
+    }
+    let at = crate::ops::table::utc(i64::try_from(env.created_at).unwrap_or(i64::MAX));
+    format!("{at} {}: {text}", env.sender_device_id)
+}
+
 /// `read`: verifies and decrypts every envelope this device may read, printing each plaintext
-/// on its own line. Fails on any signature, order, epoch or pinning problem.
+/// on its own line (or, following, each as [`follow_line`] as it arrives). Fails on any
+/// signature, order, epoch or pinning problem.
 pub fn read(
     dir: &Path,
     url: &str,
     session_id: &str,
     with: &[(String, Option<Fingerprint>)],
+    mode: ReadMode,
     out: &mut dyn Write,
     warn: &mut dyn Write,
 ) -> Result<u64> {
@@ -559,13 +591,21 @@ pub fn read(
                 continue;
             };
             let plaintext = open(&key, env, &sender.keys)?;
-            out.write_all(&plaintext)
-                .and_then(|()| out.write_all(b"\n"))
-                .map_err(|e| ClientError::Usage(e.to_string()))?;
+            let written = if mode.follow {
+                writeln!(out, "{}", follow_line(env, &plaintext)).and_then(|()| out.flush())
+            } else {
+                out.write_all(&plaintext)
+                    .and_then(|()| out.write_all(b"\n"))
+            };
+            written.map_err(|e| ClientError::Usage(e.to_string()))?;
             shown += 1;
         }
         if page.envelopes.is_empty() || page.next_after <= after {
-            break;
+            if !mode.follow {
+                break;
+            }
+            std::thread::sleep(mode.poll);
+            continue;
         }
         after = page.next_after;
     }

@@ -227,7 +227,15 @@ pub async fn by_api(
         let read = tokio::task::spawn_blocking(move || -> Result<Vec<u8>> {
             let mut out = Vec::new();
             let mut warn = std::io::sink();
-            happyx::devices::client::read(&d.dir, &url, &d.session, &[], &mut out, &mut warn)?;
+            happyx::devices::client::read(
+                &d.dir,
+                &url,
+                &d.session,
+                &[],
+                happyx::devices::client::ReadMode::default(),
+                &mut out,
+                &mut warn,
+            )?;
             Ok(out)
         })
         .await??;

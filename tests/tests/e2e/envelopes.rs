@@ -927,3 +927,87 @@ fn batches_are_judged_in_order_and_refused_whole_at_their_limits() {
     let (ok, _, err) = session_cli("send", &server, &a, &session, &["--batch", "257"], "x\n");
     assert!(!ok && err.contains("257"), "{err}");
 }
+
+/// `device send --quiet` posts without printing; `device read --follow` keeps reading and shows
+/// each message with its sender and time as it arrives, with a peer's escape sequences made
+/// visible instead of reaching the reader's terminal.
+#[test]
+fn read_follow_shows_sender_and_time_as_messages_arrive_and_send_quiet_prints_nothing() {
+    use std::io::{BufRead, BufReader};
+    let (tmp, data) = temp_data_dir();
+    let server = start(&data);
+    let op = server.token("operator");
+    let a = enroll(&server, &op, tmp.path().join("dev-a"));
+    let b = enroll(&server, &op, tmp.path().join("dev-b"));
+    let session = open_session(&server, &a, &[&b]);
+    assert!(send(&server, &a, &session, "before the reader\n").len() == 1);
+
+    let mut reader = Command::new(binary())
+        .args(["device", "read", "--dir", s(&b.dir), "--url", &server.url])
+        .args(["--session", &session, "--follow", "--poll-ms", "100"])
+        .args(["--with", &format!("{}={}", a.id, a.fp)])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn device read --follow");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = reader.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let next = || {
+        rx.recv_timeout(Duration::from_secs(20))
+            .expect("a followed line")
+    };
+    let first = next();
+    assert!(
+        first.ends_with(&format!(" {}: before the reader", a.id)),
+        "{first}"
+    );
+    // `2026-12-01T19:10:03Z`: the sender's signed time, in UTC.
+    let at = first.split(' ').next().expect("time");
+    assert_eq!(
+        (at.len(), &at[4..5], &at[10..11]),
+        (20, "-", "T"),
+        "{first}"
+    );
+
+    // Sent after the reader started, quietly: nothing printed, and the reader shows it.
+    let printed = send_with(
+        &server,
+        &a,
+        &session,
+        "while following\n\u{1b}]0;pwned\u{7}title\n",
+        &["--quiet"],
+    );
+    assert!(printed.is_empty(), "--quiet printed {printed:?}");
+    assert!(next().ends_with(&format!(" {}: while following", a.id)));
+    let hostile = next();
+    assert!(
+        hostile.ends_with("\\x1b]0;pwned\\x07title") && !hostile.contains('\u{1b}'),
+        "{hostile:?}"
+    );
+    assert_eq!(
+        reader.try_wait().expect("poll"),
+        None,
+        "--follow keeps reading"
+    );
+    reader.kill().expect("stop the reader");
+    let _ = reader.wait();
+
+    // Without --follow, the output is the plaintext lines as before (scripts read it).
+    let (ok, out, err) = read(&server, &b, &session, &[&a]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            "before the reader",
+            "while following",
+            "\u{1b}]0;pwned\u{7}title"
+        ]
+    );
+}
