@@ -16,9 +16,12 @@
 //! reach the data dir (0700, the host's). With `"shared"` every child runs as `runs.run_as` in
 //! `<root>/shared`: the data dir stays closed, identities are not kept apart.
 //!
-//! A host that is not root cannot switch users: every child runs as the host's own uid in
-//! `<root>/shared`, and [`Guarantees`] says which promises are off (logged at start, served
-//! in `GET /v1/status`).
+//! A host that is not root cannot switch users: every child runs as the host's own uid. Where
+//! the kernel has Landlock, each child is confined to its identity's own workspace
+//! (`<root>/token-<id>`), the system directories and a few device files, and (ABI ≥ 6) cannot
+//! signal outside itself — see [`crate::sandbox`]. Without Landlock every child shares
+//! `<root>/shared`. [`Guarantees`] says which promises are off (logged at start, served in
+//! `GET /v1/status`).
 //!
 //! # Environment
 //!
@@ -37,6 +40,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::config::{Isolation, RunsConfig};
+use crate::sandbox::{self, Confinement, SandboxError};
 use crate::store::{Store, StoreError};
 
 /// Why children cannot be set up or started.
@@ -68,6 +72,8 @@ pub enum ChildError {
     #[error("no uid left in runs.uid_range for a new identity")]
     RangeExhausted,
     #[error(transparent)]
+    Sandbox(#[from] SandboxError),
+    #[error(transparent)]
     Store(StoreError),
 }
 
@@ -81,6 +87,7 @@ impl ChildError {
             ChildError::Workspace { .. } => "workspace_unavailable",
             ChildError::Unreachable { .. } => "workspace_unreachable",
             ChildError::RangeExhausted => "uid_range_exhausted",
+            ChildError::Sandbox(e) => e.code(),
             ChildError::Store(e) => e.code(),
         }
     }
@@ -106,6 +113,8 @@ pub struct Guarantees {
     /// One identity's children cannot read, write or signal another identity's processes,
     /// terminals or workspace files.
     pub identities_apart: bool,
+    /// The Landlock ABI children are confined with when the host is not root (0: none).
+    pub landlock: u32,
     /// What is off, in words, for the start-up log and the status route.
     pub off: Vec<&'static str>,
 }
@@ -125,18 +134,28 @@ struct Inner {
 
 #[derive(Clone, Copy)]
 enum Mode {
-    PerIdentity { lo: u32, hi: u32 },
-    Shared { uid: u32, gid: u32 },
-    HostUser,
+    PerIdentity {
+        lo: u32,
+        hi: u32,
+    },
+    Shared {
+        uid: u32,
+        gid: u32,
+    },
+    /// Not root: the host's uid; confined by Landlock when `landlock` (its ABI) is not 0.
+    HostUser {
+        landlock: u32,
+    },
 }
 
-/// Everything one child needs: its uid/gid (none when the host cannot switch), its workspace
-/// and its home.
+/// Everything one child needs: its uid/gid (none when the host cannot switch), its workspace,
+/// its home, and its Landlock confinement (a host that is not root).
 #[derive(Debug, Clone)]
 pub struct ChildContext {
     pub ids: Option<(u32, u32)>,
     pub workspace: PathBuf,
     pub home: PathBuf,
+    pub confinement: Option<Confinement>,
 }
 
 impl Children {
@@ -152,7 +171,9 @@ impl Children {
         let root = root.canonicalize().map_err(ws_err(&root))?;
         let is_root = nix::unistd::geteuid().is_root();
         let mode = match (is_root, cfg.isolation) {
-            (false, _) => Mode::HostUser,
+            (false, _) => Mode::HostUser {
+                landlock: sandbox::abi(),
+            },
             (true, Isolation::PerIdentity) => {
                 let [lo, hi] = cfg.uid_range;
                 if lo == 0 || lo > hi {
@@ -203,7 +224,7 @@ impl Children {
         let probe = match mode {
             Mode::PerIdentity { lo, .. } => Some((lo, lo)),
             Mode::Shared { uid, gid } => Some((uid, gid)),
-            Mode::HostUser => None,
+            Mode::HostUser { .. } => None,
         };
         if let Some((uid, gid)) = probe {
             check_reachable(&root, uid, gid)?;
@@ -239,26 +260,54 @@ impl Children {
                 isolation: "per-identity",
                 host_closed: true,
                 identities_apart: true,
+                landlock: 0,
                 off: vec![],
             },
             Mode::Shared { .. } => Guarantees {
                 isolation: "shared",
                 host_closed: true,
                 identities_apart: false,
+                landlock: 0,
                 off: vec![
                     "runs.isolation = \"shared\": every identity's children run as runs.run_as \
                      and can read, write and signal each other's processes, terminals and files",
                 ],
             },
-            Mode::HostUser => Guarantees {
+            Mode::HostUser { landlock: 0 } => Guarantees {
                 isolation: "host-user",
                 host_closed: false,
                 identities_apart: false,
+                landlock: 0,
                 off: vec![
-                    "the host is not root: children run as the host's own user, so they can \
-                     reach its data dir, plugin files and holder sockets",
-                    "the host is not root: identities' children share one uid and can read, \
-                     write and signal each other's processes, terminals and files",
+                    "the host is not root and the kernel has no Landlock: children run as the \
+                     host's own user, so they can reach its data dir, plugin files and holder \
+                     sockets",
+                    "the host is not root and the kernel has no Landlock: identities' children \
+                     share one uid and can read, write and signal each other's processes, \
+                     terminals and files",
+                ],
+            },
+            Mode::HostUser { landlock } if landlock < 6 => Guarantees {
+                isolation: "host-user",
+                host_closed: false,
+                identities_apart: false,
+                landlock,
+                off: vec![
+                    "the host is not root: children share its uid; Landlock keeps them out of \
+                     the data dir, other identities' workspaces and terminals, but this kernel's \
+                     Landlock (ABI < 6) cannot stop them signalling the host or each other",
+                ],
+            },
+            Mode::HostUser { landlock } => Guarantees {
+                isolation: "host-user",
+                host_closed: true,
+                identities_apart: true,
+                landlock,
+                off: vec![
+                    "the host is not root: children share its uid; Landlock keeps them out of \
+                     the data dir and of other identities' workspaces, terminals and processes, \
+                     but they share the host's resource limits, may see each other's command \
+                     lines in /proc, and have no /tmp (TMPDIR is inside their workspace)",
                 ],
             },
         }
@@ -274,7 +323,8 @@ impl Children {
                 (Some((uid, uid)), workspace_name(actor, uid))
             }
             Mode::Shared { uid, gid } => (Some((uid, gid)), "shared".to_string()),
-            Mode::HostUser => (None, "shared".to_string()),
+            Mode::HostUser { landlock: 0 } => (None, "shared".to_string()),
+            Mode::HostUser { .. } => (None, host_user_workspace(actor)),
         };
         let workspace = inner.root.join(dir);
         let ws_err = |source| ChildError::Workspace {
@@ -300,10 +350,26 @@ impl Children {
             std::fs::set_permissions(&workspace, std::fs::Permissions::from_mode(0o700))
                 .map_err(ws_err)?;
         }
+        let confinement = match inner.mode {
+            Mode::HostUser { landlock } if landlock > 0 => {
+                let tmp = Confinement::tmp_dir(&workspace);
+                match std::fs::create_dir(&tmp) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(ws_err(e)),
+                }
+                Some(Confinement {
+                    workspace: workspace.clone(),
+                    home: inner.home.clone(),
+                })
+            }
+            _ => None,
+        };
         Ok(ChildContext {
             ids,
             workspace,
             home: inner.home.clone(),
+            confinement,
         })
     }
 }
@@ -320,6 +386,18 @@ fn workspace_name(actor: &str, uid: u32) -> String {
     } else {
         format!("uid-{uid}")
     }
+}
+
+/// A confined identity's workspace when the host is not root: `token-<id>` for a plain actor,
+/// else a name derived from a hash of it (never the actor's own characters).
+fn host_user_workspace(actor: &str) -> String {
+    let name = workspace_name(actor, 0);
+    if name != "uid-0" {
+        return name;
+    }
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(actor.as_bytes());
+    format!("id-{}", hex::encode(&digest[..8]))
 }
 
 /// Walks from `/` to `root`: every directory must be searchable by `uid`/`gid` (by the
@@ -371,13 +449,22 @@ impl ChildContext {
             .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
             .collect();
         env.push(("HOME".into(), self.home.to_string_lossy().into_owned()));
+        if self.confinement.is_some() {
+            // A confined child has no /tmp: its temporary files stay in its own workspace.
+            let tmp = Confinement::tmp_dir(&self.workspace);
+            env.push(("TMPDIR".into(), tmp.to_string_lossy().into_owned()));
+        }
         env
     }
 
     /// A command for `program args` as this child: its uid/gid, its workspace as cwd, the
-    /// scrubbed environment, its own process group, no stdin, and no descriptor of the host's
-    /// above 2.
-    pub fn command(&self, program: &str, args: &[String]) -> tokio::process::Command {
+    /// scrubbed environment, its own process group, no stdin, no descriptor of the host's
+    /// above 2, and its Landlock confinement if it has one.
+    pub fn command(
+        &self,
+        program: &str,
+        args: &[String],
+    ) -> Result<tokio::process::Command, ChildError> {
         let mut cmd = tokio::process::Command::new(program);
         cmd.args(args)
             .current_dir(&self.workspace)
@@ -390,15 +477,24 @@ impl ChildContext {
             // std drops supplementary groups (setgroups) when uid is set as root.
             cmd.uid(uid).gid(gid);
         }
-        // SAFETY: close_range is a plain system call, async-signal-safe; it runs after the
-        // standard descriptors were set up and before exec.
+        // Built here, entered in the child; the closure owns the descriptor, so it lives as
+        // long as the command (close-on-exec: no other child inherits it).
+        let ruleset = match &self.confinement {
+            Some(c) => c.ruleset()?,
+            None => None,
+        };
+        // SAFETY: only system calls between fork and exec (prctl, landlock_restrict_self,
+        // close_range), all async-signal-safe; no allocation.
         unsafe {
-            cmd.pre_exec(|| {
+            cmd.pre_exec(move || {
+                if let Some(fd) = sandbox::raw(&ruleset) {
+                    sandbox::enter(fd)?;
+                }
                 close_from(3);
                 Ok(())
             });
         }
-        cmd
+        Ok(cmd)
     }
 }
 

@@ -25,6 +25,7 @@ pub mod public;
 pub mod reload;
 pub mod retention;
 pub mod runs;
+pub mod sandbox;
 pub mod server;
 pub mod store;
 pub mod transfer;

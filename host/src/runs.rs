@@ -102,12 +102,14 @@ async fn execute(
     };
     let spawned = ctx
         .command(&cmd.program, &cmd.args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn();
+        .map(|mut c| c.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn());
     let mut child = match spawned {
-        Ok(c) => c,
+        Ok(Ok(c)) => c,
         Err(e) => {
+            tracing::warn!(run = %run_id, code = e.code(), error = %e, "cannot confine the run's child");
+            return inner.store.fail_run_spawn(run_id, &e.to_string()).await;
+        }
+        Ok(Err(e)) => {
             // Recorded in the run itself (status, message, event), not only in the log.
             let message = format!("cannot start {}: {e}", cmd.program);
             tracing::warn!(run = %run_id, error = %message, "cannot spawn run");

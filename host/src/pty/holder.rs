@@ -58,6 +58,10 @@ pub struct HolderSpec {
     pub cwd: String,
     /// `(uid, gid)` to run the child as; `None` keeps the holder's.
     pub ids: Option<(u32, u32)>,
+    /// The Landlock confinement of the child (a host that is not root); the holder builds
+    /// the ruleset itself and the child enters it before exec.
+    #[serde(default)]
+    pub confinement: Option<crate::sandbox::Confinement>,
     pub env: Vec<(String, String)>,
     pub rows: u16,
     pub cols: u16,
@@ -220,20 +224,30 @@ fn start() -> Result<Arc<Shared>, &'static str> {
     if let Some((uid, gid)) = spec.ids {
         cmd.uid(uid).gid(gid);
     }
-    // SAFETY: only async-signal-safe calls (setsid, ioctl) between fork and exec.
+    let ruleset = match &spec.confinement {
+        Some(c) => c.ruleset().map_err(|_| "sandbox_unavailable")?,
+        None => None,
+    };
+    let landlock = crate::sandbox::raw(&ruleset);
+    // SAFETY: only async-signal-safe calls (setsid, ioctl, prctl, landlock_restrict_self)
+    // between fork and exec.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             if libc::setsid() < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             if libc::ioctl(0, libc::TIOCSCTTY as _, 0) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
+            if let Some(fd) = landlock {
+                crate::sandbox::enter(fd)?;
+            }
             Ok(())
         });
     }
     let mut child = cmd.spawn().map_err(|_| "spawn_failed")?;
     drop(cmd);
+    drop(ruleset);
     drop(slave);
     let pid = child.id() as i32;
 

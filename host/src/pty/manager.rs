@@ -245,6 +245,7 @@ impl PtyManager {
             args: cmd.args.clone(),
             cwd: ctx.workspace.to_string_lossy().into_owned(),
             ids: ctx.ids,
+            confinement: ctx.confinement.clone(),
             env,
             rows: s.rows.clamp(1, 1000) as u16,
             cols: s.cols.clamp(1, 1000) as u16,
