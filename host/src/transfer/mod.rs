@@ -13,7 +13,9 @@
 //! …
 //! },
 //! "meta":{"format":"happyx-export","exported_at":…,"host_version":"…","schema_version":1,
-//!         "checksum":"sha256:<64 hex>","counts":{"agent_runs":3,…}}}
+//!         "checksum":"sha256:<64 hex>","counts":{"agent_runs":3,…},
+//!         "signature":{"algorithm":"ed25519","public_key":"<base64, 32 bytes>",
+//!                      "value":"<base64, 64 bytes>"}}}
 //! ```
 //!
 //! - `tables` holds every table of the database (SQLite's own and the
@@ -44,6 +46,33 @@
 //! exact bytes `export` writes for that row. `import` recomputes it from the
 //! values it parsed, so whitespace and escaping choices of another writer do
 //! not matter, but every value does.
+//!
+//! # Signature
+//!
+//! `meta.signature.value` is the Ed25519 signature, by the exporting host's key
+//! (`DATA/host-signing.key`, see [`signing`]), of
+//! `"happyx-export-signature\n1\n" <meta.checksum>`; `public_key` is that
+//! key's public half. The checksum covers every value, so the signature does
+//! too; the rest of `meta` (time, version, counts) is informational (counts are
+//! checked against the rows).
+//!
+//! `import` trusts the importing data dir's own host key (if it has one) and
+//! every `--trusted-key`. After the rows and the checksum are checked, it
+//! refuses a file without `meta.signature` (`export_unsigned`), one whose
+//! signature does not verify (`bad_signature`, always), and one signed by a key
+//! it does not trust (`untrusted_signer`, or `no_trusted_key` when it trusts
+//! none). `--allow-unsigned` accepts the unsigned and untrusted cases (the CLI
+//! prints a warning and the summary's `signature` says which). A legacy state
+//! directory is unsigned by nature: it is imported only with
+//! `--allow-unsigned`, and its rows get the same validation.
+//!
+//! # Validation
+//!
+//! Every row is checked as the API would have written it before it is
+//! inserted ([`validate`]); the database checks types, vocabularies,
+//! uniqueness and, after the last row, references, chunk positions and the
+//! event sequence. A refusal names the table, row position and column, never
+//! the value.
 //!
 //! # Import
 //!
