@@ -198,11 +198,8 @@ fn create<D: AsFd + Copy>(dir: D, name: &str, path: &Path) -> Result<Option<Key>
         ".{name}.{}.tmp",
         hex::encode(crate::util::random_bytes::<8>())
     );
-    let flags = OFlag::O_WRONLY
-        | OFlag::O_CREAT
-        | OFlag::O_EXCL
-        | OFlag::O_NOFOLLOW
-        | OFlag::O_CLOEXEC;
+    let flags =
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     let fd = openat(dir, tmp.as_str(), flags, Mode::from_bits_truncate(0o600))
         .map_err(|e| io_err(path, e))?;
     let mut f = File::from(fd);
@@ -218,11 +215,13 @@ fn create<D: AsFd + Copy>(dir: D, name: &str, path: &Path) -> Result<Option<Key>
             path: path.to_path_buf(),
             error,
         })
-        .and_then(|()| match linkat(dir, tmp.as_str(), dir, name, AtFlags::empty()) {
-            Ok(()) => Ok(true),
-            Err(Errno::EEXIST) => Ok(false),
-            Err(e) => Err(io_err(path, e)),
-        });
+        .and_then(
+            |()| match linkat(dir, tmp.as_str(), dir, name, AtFlags::empty()) {
+                Ok(()) => Ok(true),
+                Err(Errno::EEXIST) => Ok(false),
+                Err(e) => Err(io_err(path, e)),
+            },
+        );
     let _ = unlinkat(dir, tmp.as_str(), UnlinkatFlags::NoRemoveDir);
     if !linked? {
         return Ok(None);
@@ -344,7 +343,10 @@ mod tests {
             .expect("symlink");
         let e = load_or_create(tmp.path(), NAME).expect_err("dangling symlink refused");
         assert_eq!(e.code(), "key_file_not_regular", "{e}");
-        assert!(!tmp.path().join("dangling").exists(), "not created through it");
+        assert!(
+            !tmp.path().join("dangling").exists(),
+            "not created through it"
+        );
 
         let tmp = tempfile::tempdir().expect("tmp");
         std::fs::create_dir(tmp.path().join(NAME)).expect("mkdir");

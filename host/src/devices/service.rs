@@ -132,7 +132,10 @@ fn invalid(msg: impl Into<String>) -> DeviceError {
 /// Reads the enrollment secret, creating it (0600, 32 random bytes) the first time; a damaged
 /// one is refused (see [`crate::keyfile`]).
 pub fn load_or_create_secret(data_dir: &Path) -> Result<Zeroizing<[u8; 32]>, DeviceError> {
-    Ok(crate::keyfile::load_or_create(data_dir, ENROLL_SECRET_FILE)?)
+    Ok(crate::keyfile::load_or_create(
+        data_dir,
+        ENROLL_SECRET_FILE,
+    )?)
 }
 
 fn peer_keys(row: &DeviceKeyRow) -> Result<PeerKeys, DeviceError> {

@@ -209,7 +209,10 @@ mod key_tests {
         assert_eq!(DiskCache::open(dir(tmp.path())).expect("loaded").key, a);
         let path = tmp.path().join(KEY_FILE);
         std::fs::write(&path, [4u8; 40]).expect("write");
-        assert!(DiskCache::open(dir(tmp.path())).is_err(), "long key refused");
+        assert!(
+            DiskCache::open(dir(tmp.path())).is_err(),
+            "long key refused"
+        );
         assert_eq!(std::fs::read(&path).expect("read"), [4u8; 40], "kept");
     }
 }

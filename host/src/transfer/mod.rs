@@ -108,9 +108,9 @@ use tokio::sync::mpsc;
 
 use crate::datadir::{self, DataDirError};
 use crate::keyfile::KeyFileError;
-use signing::{HostKey, PublicKey};
 use crate::store::transfer::{Cell, ImportTarget, InsertError, Snapshot, TableInfo};
 use crate::store::{SCHEMA_VERSION, StoreError};
+use signing::{HostKey, PublicKey};
 
 /// Value of the top-level `format` field.
 pub const FORMAT: &str = "happyx-export";
@@ -175,7 +175,9 @@ pub enum TransferError {
         "{dir}: a legacy state directory carries no signature; import it with --allow-unsigned once you have checked where it came from"
     )]
     LegacyUnsigned { dir: PathBuf },
-    #[error("--trusted-key: {what} is not an Ed25519 public key in base64 (as `happyx host-key` prints it)")]
+    #[error(
+        "--trusted-key: {what} is not an Ed25519 public key in base64 (as `happyx host-key` prints it)"
+    )]
     TrustedKey { what: String },
     #[error(transparent)]
     KeyFile(#[from] KeyFileError),
@@ -1171,10 +1173,7 @@ fn check_signature(
     match sig.get("algorithm").and_then(Value::as_str) {
         Some(signing::ALGORITHM) => {}
         _ => {
-            return Err(invalid(
-                "meta.signature.algorithm",
-                "must be \"ed25519\"",
-            ));
+            return Err(invalid("meta.signature.algorithm", "must be \"ed25519\""));
         }
     }
     let Some(signer) = sig

@@ -95,7 +95,10 @@ impl PublicKey {
             return false;
         };
         self.0
-            .verify_strict(&message(checksum), &ed25519_dalek::Signature::from_bytes(&sig))
+            .verify_strict(
+                &message(checksum),
+                &ed25519_dalek::Signature::from_bytes(&sig),
+            )
             .is_ok()
     }
 }

@@ -64,13 +64,13 @@ pub fn row(t: &TableInfo, cells: &[Cell]) -> Result<(), (String, String)> {
     for (col, cell) in t.columns.iter().zip(cells) {
         let name = col.name.as_str();
         match cell {
-            Cell::Integer(v) if name == "at" || name.ends_with("_at") => {
-                if !(0..=MAX_TIME_MS).contains(v) {
-                    return fail(
-                        name,
-                        &format!("a time must be Unix milliseconds between 0 and {MAX_TIME_MS}"),
-                    );
-                }
+            Cell::Integer(v)
+                if (name == "at" || name.ends_with("_at")) && !(0..=MAX_TIME_MS).contains(v) =>
+            {
+                return fail(
+                    name,
+                    &format!("a time must be Unix milliseconds between 0 and {MAX_TIME_MS}"),
+                );
             }
             Cell::Integer(v) if NON_NEGATIVE.contains(&name) && *v < 0 => {
                 return fail(name, "must not be negative");
@@ -140,10 +140,20 @@ mod tests {
 
     #[test]
     fn recipe_names() {
-        for ok in ["echo", "git-status", "list-files", "agent-cli", "shell", "a.b:c_d"] {
+        for ok in [
+            "echo",
+            "git-status",
+            "list-files",
+            "agent-cli",
+            "shell",
+            "a.b:c_d",
+        ] {
             assert!(recipe(ok).is_ok(), "{ok}");
         }
-        let token = format!("hpx_abcdefghij12_{}", "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8S9t0uV-");
+        let token = format!(
+            "hpx_abcdefghij12_{}",
+            "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8S9t0uV-"
+        );
         for bad in [
             "",
             "has space",

@@ -794,7 +794,11 @@ fn foreign_keys_are_refused_and_the_own_key_is_trusted() {
     assert!(!e.contains("WARNING"), "{e}");
     let summary: Value = serde_json::from_str(&o).expect("summary");
     assert_eq!(summary["signature"], "verified");
-    assert_eq!(host_key(&restored), signer, "the restored host keeps its key");
+    assert_eq!(
+        host_key(&restored),
+        signer,
+        "the restored host keeps its key"
+    );
 }
 
 /// A finished echo run with `recipe`, created at `created_at`.
@@ -950,7 +954,10 @@ fn racing_processes_create_one_host_key_and_a_damaged_one_is_refused() {
                 "{}",
                 String::from_utf8_lossy(&out.stderr)
             );
-            String::from_utf8(out.stdout).expect("utf-8").trim().to_string()
+            String::from_utf8(out.stdout)
+                .expect("utf-8")
+                .trim()
+                .to_string()
         })
         .collect();
     assert!(keys.windows(2).all(|w| w[0] == w[1]), "{keys:?}");
