@@ -226,7 +226,16 @@ fn create<D: AsFd + Copy>(dir: D, name: &str, path: &Path) -> Result<Option<Key>
     if !linked? {
         return Ok(None);
     }
-    nix::unistd::fsync(dir).map_err(|e| io_err(path, e))?;
+    // The directory entry is durable once the directory is synced. `dir` may be
+    // an `O_PATH` handle (cap-std's), which cannot be synced itself.
+    let d = openat(
+        dir,
+        ".",
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| io_err(path, e))?;
+    nix::unistd::fsync(&d).map_err(|e| io_err(path, e))?;
     tracing::info!(path = %path.display(), "created key file");
     Ok(Some(key))
 }
