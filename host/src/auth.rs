@@ -102,6 +102,11 @@ pub fn mint() -> (String, Secret) {
     (id, Secret(token))
 }
 
+/// Whether `id` has the shape of a token id (12 characters of `[a-z0-9]`).
+pub fn is_token_id(id: &str) -> bool {
+    id.len() == ID_LEN && id.bytes().all(|b| ID_ALPHABET.contains(&b))
+}
+
 /// Splits a presented token into (id, secret part) if it has the right shape.
 pub fn split(token: &str) -> Option<(&str, &str)> {
     let rest = token.strip_prefix(TOKEN_PREFIX)?;

@@ -45,7 +45,8 @@ pub enum Command {
     #[command(hide = true)]
     PtyHolder,
     /// Write the whole state as versioned JSON (a private file: it holds raw
-    /// outputs and ciphertext). Prints a one-line JSON summary.
+    /// outputs and ciphertext), signed with the host's key (`happyx host-key`).
+    /// Prints a one-line JSON summary.
     Export {
         #[command(flatten)]
         dir: DataDirArg,
@@ -60,6 +61,22 @@ pub enum Command {
         dir: DataDirArg,
         /// An export file, or a legacy state directory (see examples/legacy-state).
         file: PathBuf,
+        /// Trust exports signed by this public key: a file holding it, or the
+        /// base64 itself (`happyx host-key` on the exporting data dir prints it).
+        /// Repeatable. The importing data dir's own host key is always trusted.
+        #[arg(long = "trusted-key", value_name = "FILE|BASE64")]
+        trusted_keys: Vec<String>,
+        /// Also accept an unsigned file, a legacy state directory, or a file
+        /// signed by an untrusted key (never one whose signature does not
+        /// verify). Prints a warning.
+        #[arg(long)]
+        allow_unsigned: bool,
+    },
+    /// Print the host's export signing public key (base64), creating the key
+    /// (DATA/host-signing.key, 0600) if the data dir has none yet.
+    HostKey {
+        #[command(flatten)]
+        dir: DataDirArg,
     },
     /// Fetch every public surface of a running host and fail, naming the
     /// surface and the kind of material, if any secret material is found.
@@ -338,12 +355,51 @@ pub async fn run(cli: Cli) -> Result<()> {
             println!("{}", serde_json::to_string(&summary)?);
             Ok(())
         }
-        Command::Import { dir, file } => {
+        Command::Import {
+            dir,
+            file,
+            trusted_keys,
+            allow_unsigned,
+        } => {
             // The one data-dir command that may create its data dir (a new or empty one).
             let cfg = dir.config()?;
             init_logging("warn", LogFormat::Text);
-            let summary = crate::transfer::import(&cfg.data_dir, &file).await?;
+            let opts = crate::transfer::ImportOptions {
+                trusted_keys: trusted_keys
+                    .iter()
+                    .map(|k| crate::transfer::parse_trusted_key(k))
+                    .collect::<Result<_, _>>()?,
+                allow_unsigned,
+            };
+            let summary = crate::transfer::import(&cfg.data_dir, &file, &opts).await?;
+            if summary.signature != "verified" {
+                let why = match summary.signature {
+                    "unsigned_accepted" => "the file is NOT SIGNED".to_string(),
+                    "legacy_unsigned_accepted" => {
+                        "a legacy state directory is NOT SIGNED".to_string()
+                    }
+                    _ => format!(
+                        "the file is signed by {}, a key this data dir does NOT TRUST",
+                        summary.signed_by.as_deref().unwrap_or("an unknown key")
+                    ),
+                };
+                eprintln!(
+                    "happyx: WARNING: --allow-unsigned: imported {} although {why}; \
+                     its tokens, approvals and records are now live in {}. \
+                     Revoke anything you do not recognise (`happyx token list`).",
+                    file.display(),
+                    summary.data_dir.display()
+                );
+            }
             println!("{}", serde_json::to_string(&summary)?);
+            Ok(())
+        }
+        Command::HostKey { dir } => {
+            let cfg = dir.config()?;
+            init_logging("warn", LogFormat::Text);
+            let data_dir = crate::datadir::existing(&cfg.data_dir)?;
+            let key = crate::transfer::signing::HostKey::load_or_create(&data_dir)?;
+            println!("{}", key.public());
             Ok(())
         }
         Command::VerifyPublic(args) => {

@@ -16,6 +16,7 @@ pub mod console;
 pub mod datadir;
 pub mod devices;
 pub mod envelope;
+pub mod keyfile;
 pub mod metrics;
 pub mod ops;
 pub mod plugins;

@@ -2,10 +2,7 @@
 //! possession, device request authentication, session opening and rotation with wrapped keys,
 //! reads for members, and the envelope ingest path. HTTP lives in `api`; SQL in `store`.
 
-use std::fs::OpenOptions;
-use std::io::{Read as _, Write as _};
 use std::net::IpAddr;
-use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -62,7 +59,7 @@ pub enum DeviceError {
     #[error("conflict: {0}")]
     Conflict(&'static str),
     #[error("the enrollment secret file cannot be used: {0}")]
-    Secret(String),
+    Secret(#[from] crate::keyfile::KeyFileError),
     #[error("cannot start the envelope verification threads: {0}")]
     Threads(String),
     #[error(transparent)]
@@ -132,47 +129,13 @@ fn invalid(msg: impl Into<String>) -> DeviceError {
     DeviceError::InvalidField(msg.into())
 }
 
-/// Reads the enrollment secret, creating it (0600, 32 random bytes) the first time.
+/// Reads the enrollment secret, creating it (0600, 32 random bytes) the first time; a damaged
+/// one is refused (see [`crate::keyfile`]).
 pub fn load_or_create_secret(data_dir: &Path) -> Result<Zeroizing<[u8; 32]>, DeviceError> {
-    let path = data_dir.join(ENROLL_SECRET_FILE);
-    let err = |e: std::io::Error| DeviceError::Secret(format!("{}: {e}", path.display()));
-    match OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&path)
-    {
-        Ok(mut f) => {
-            let secret = Zeroizing::new(crate::util::random_bytes::<32>());
-            f.write_all(secret.as_ref()).map_err(err)?;
-            f.sync_all().map_err(err)?;
-            Ok(secret)
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            let mut f = OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(&path)
-                .map_err(err)?;
-            let mode = f.metadata().map_err(err)?.permissions().mode();
-            if mode & 0o077 != 0 {
-                return Err(DeviceError::Secret(format!(
-                    "{} has mode {:04o}; it must be 0600",
-                    path.display(),
-                    mode & 0o7777
-                )));
-            }
-            let mut buf = Zeroizing::new(Vec::new());
-            f.read_to_end(&mut buf).map_err(err)?;
-            let bytes: [u8; 32] = buf
-                .as_slice()
-                .try_into()
-                .map_err(|_| DeviceError::Secret(format!("{} is not 32 bytes", path.display())))?;
-            Ok(Zeroizing::new(bytes))
-        }
-        Err(e) => Err(err(e)),
-    }
+    Ok(crate::keyfile::load_or_create(
+        data_dir,
+        ENROLL_SECRET_FILE,
+    )?)
 }
 
 fn peer_keys(row: &DeviceKeyRow) -> Result<PeerKeys, DeviceError> {
@@ -705,5 +668,26 @@ impl DeviceService {
                 .collect::<Result<_, _>>()?,
             devices,
         })
+    }
+}
+
+#[cfg(test)]
+mod keyfile_tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn an_open_or_short_enroll_secret_is_refused() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let a = load_or_create_secret(tmp.path()).expect("created");
+        assert_eq!(*load_or_create_secret(tmp.path()).expect("loaded"), *a);
+        let path = tmp.path().join(ENROLL_SECRET_FILE);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let e = load_or_create_secret(tmp.path()).expect_err("open file refused");
+        assert!(e.to_string().contains("chmod 600"), "{e}");
+        std::fs::write(&path, [1u8; 31]).expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        let e = load_or_create_secret(tmp.path()).expect_err("short file refused");
+        assert!(e.to_string().contains("holds 31 bytes"), "{e}");
     }
 }

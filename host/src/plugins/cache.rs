@@ -16,7 +16,7 @@ use std::hash::Hasher;
 use std::io::{self, Read, Write};
 use std::sync::{Mutex, OnceLock};
 
-use cap_std::fs::{Dir, OpenOptions};
+use cap_std::fs::Dir;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use wasmtime::Engine;
@@ -66,42 +66,12 @@ pub struct DiskCache {
 }
 
 impl DiskCache {
-    /// Opens the cache in `dir`, creating its key on first use.
+    /// Opens the cache in `dir`, creating its key on first use (see
+    /// [`crate::keyfile`]: a damaged key file is refused, not replaced).
     pub fn open(dir: Dir) -> io::Result<DiskCache> {
-        let key = match dir.open(KEY_FILE) {
-            Ok(mut f) => {
-                let mut key = [0u8; 32];
-                f.read_exact(&mut key)?;
-                key
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                let mut key = [0u8; 32];
-                getrandom::fill(&mut key).map_err(|e| io::Error::other(e.to_string()))?;
-                let mut opts = OpenOptions::new();
-                opts.write(true).create_new(true);
-                #[cfg(unix)]
-                {
-                    use cap_std::fs::OpenOptionsExt;
-                    opts.mode(0o600);
-                }
-                match dir.open_with(KEY_FILE, &opts) {
-                    Ok(mut f) => {
-                        f.write_all(&key)?;
-                        f.sync_all()?;
-                        key
-                    }
-                    // Another process created it first: use theirs.
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                        let mut f = dir.open(KEY_FILE)?;
-                        f.read_exact(&mut key)?;
-                        key
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-            Err(e) => return Err(e),
-        };
-        Ok(DiskCache { dir, key })
+        let key = crate::keyfile::load_or_create_at(&dir, std::path::Path::new(KEY_FILE), KEY_FILE)
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        Ok(DiskCache { dir, key: *key })
     }
 
     fn mac(&self, name: &str, payload: &[u8]) -> HmacSha256 {
@@ -221,5 +191,28 @@ fn release_compiler_memory() {
     // SAFETY: malloc_trim only walks and trims glibc's own arenas; it has no preconditions.
     unsafe {
         libc::malloc_trim(0);
+    }
+}
+
+#[cfg(test)]
+mod key_tests {
+    use super::*;
+
+    fn dir(p: &std::path::Path) -> Dir {
+        Dir::open_ambient_dir(p, cap_std::ambient_authority()).expect("dir")
+    }
+
+    #[test]
+    fn a_short_cache_key_is_refused_not_replaced() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let a = DiskCache::open(dir(tmp.path())).expect("created").key;
+        assert_eq!(DiskCache::open(dir(tmp.path())).expect("loaded").key, a);
+        let path = tmp.path().join(KEY_FILE);
+        std::fs::write(&path, [4u8; 40]).expect("write");
+        assert!(
+            DiskCache::open(dir(tmp.path())).is_err(),
+            "long key refused"
+        );
+        assert_eq!(std::fs::read(&path).expect("read"), [4u8; 40], "kept");
     }
 }

@@ -18,7 +18,7 @@ mod runtime;
 pub mod scaffold;
 mod store;
 mod types;
-mod validate;
+pub(crate) mod validate;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

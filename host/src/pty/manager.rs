@@ -3,8 +3,7 @@
 //! live holders after a host restart and marks unreachable ones `lost`.
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -96,25 +95,10 @@ fn hmac(key: &[u8; 32], msg: &[u8]) -> [u8; 32] {
         .into()
 }
 
+/// The holder key (`DATA/pty/holder.key`); a damaged one is refused, never
+/// replaced: every live holder proves itself with secrets derived from it.
 fn load_key(pty_dir: &Path) -> Result<[u8; 32], PtyError> {
-    let path = pty_dir.join("holder.key");
-    if let Ok(bytes) = std::fs::read(&path)
-        && let Ok(k) = <[u8; 32]>::try_from(bytes.as_slice())
-    {
-        return Ok(k);
-    }
-    let k = random_bytes::<32>();
-    let tmp = pty_dir.join("holder.key.tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(&k)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, &path)?;
-    Ok(k)
+    Ok(*crate::keyfile::load_or_create(pty_dir, "holder.key")?)
 }
 
 impl PtyManager {
@@ -637,5 +621,29 @@ async fn drive_inner(
             (_, Some(at)) => Some(at),
             (_, None) => Some(Instant::now() + FLUSH_AFTER),
         };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_short_holder_key_is_refused_not_regenerated() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let path = tmp.path().join("holder.key");
+        std::fs::write(&path, [9u8; 16]).expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        let e = load_key(tmp.path()).expect_err("refused");
+        assert_eq!(e.code(), "key_file_wrong_size", "{e}");
+        assert_eq!(std::fs::read(&path).expect("read"), [9u8; 16], "kept");
+        let first = {
+            let tmp = tempfile::tempdir().expect("tmp");
+            let a = load_key(tmp.path()).expect("created");
+            assert_eq!(load_key(tmp.path()).expect("loaded"), a);
+            a
+        };
+        assert_ne!(first, [0u8; 32]);
     }
 }

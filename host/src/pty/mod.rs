@@ -29,6 +29,8 @@ pub enum PtyError {
     Store(#[from] crate::store::StoreError),
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    KeyFile(#[from] crate::keyfile::KeyFileError),
 }
 
 impl PtyError {
@@ -41,6 +43,7 @@ impl PtyError {
             Self::Protocol(e) => e.code(),
             Self::Store(e) => e.code(),
             Self::Io(_) => "holder_io",
+            Self::KeyFile(e) => e.code(),
         }
     }
 }

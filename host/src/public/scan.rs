@@ -394,6 +394,14 @@ pub fn entropy(s: &str) -> f64 {
         .sum()
 }
 
+/// Whether a short identifier-like string (a recipe name, say) would be a finding on a public
+/// surface: a bearer token, key material or a high-entropy blob (UUIDs and declared hashes are not).
+pub fn is_secret_shaped(s: &str) -> bool {
+    !token_offsets(s.as_bytes()).is_empty()
+        || s.contains("-----BEGIN")
+        || classify_string(s, false).is_some()
+}
+
 /// Classifies one string value; `None` when it is ordinary metadata.
 fn classify_string(s: &str, in_hash_field: bool) -> Option<(Kind, &'static str)> {
     let t = s.trim();

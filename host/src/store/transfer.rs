@@ -87,6 +87,17 @@ pub struct TableInfo {
     order_by: String,
 }
 
+impl TableInfo {
+    /// A table description (rows ordered by rowid), for checks on rows built elsewhere.
+    pub fn new(name: impl Into<String>, columns: Vec<ColumnInfo>) -> Self {
+        TableInfo {
+            name: name.into(),
+            columns,
+            order_by: "rowid".into(),
+        }
+    }
+}
+
 /// A typed SQLite value.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Cell {
@@ -319,6 +330,16 @@ pub struct DanglingReference {
     pub parent: String,
 }
 
+/// A chunk whose position disagrees with its neighbours (see `chunk_overlap`).
+#[derive(Debug)]
+pub struct ChunkProblem {
+    pub table: String,
+    /// Position of the row in the imported table (0-based).
+    pub index: u64,
+    pub column: String,
+    pub message: &'static str,
+}
+
 /// A gap (or a bad start) in the restored event log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SeqGap {
@@ -489,6 +510,47 @@ impl ImportTarget {
             column: column.map(|c| c.0).unwrap_or_default(),
             parent,
         }))
+    }
+
+    /// The first output or transcript chunk that overlaps the one before it in its
+    /// stream (or a terminal output chunk past its session's `persisted_offset`).
+    pub async fn chunk_overlap(&mut self) -> Result<Option<ChunkProblem>> {
+        let conn = self.conn.as_mut().ok_or(StoreError::NotFound)?;
+        let checks: [(&str, &str, &str, &str); 3] = [
+            (
+                "agent_run_outputs",
+                "byte_offset",
+                "overlaps or precedes the previous chunk of its run's stream (in chunk_index order)",
+                "SELECT rowid FROM (SELECT rowid, byte_offset, LAG(byte_offset + length) OVER                  (PARTITION BY run_id, stream ORDER BY chunk_index) AS prev_end FROM agent_run_outputs)                  WHERE byte_offset < prev_end ORDER BY rowid LIMIT 1",
+            ),
+            (
+                "transcript_chunks",
+                "byte_offset",
+                "overlaps the previous chunk of its terminal's stream",
+                "SELECT rowid FROM (SELECT rowid, byte_offset, LAG(byte_offset + length) OVER                  (PARTITION BY pty_id, stream ORDER BY byte_offset) AS prev_end FROM transcript_chunks)                  WHERE byte_offset < prev_end ORDER BY rowid LIMIT 1",
+            ),
+            (
+                "transcript_chunks",
+                "length",
+                "ends past its terminal's persisted_offset",
+                "SELECT c.rowid FROM transcript_chunks c JOIN pty_sessions p ON p.id = c.pty_id                  WHERE c.stream = 'output' AND c.byte_offset + c.length > p.persisted_offset                  ORDER BY c.rowid LIMIT 1",
+            ),
+        ];
+        for (table, column, message, q) in checks {
+            if !self.tables.contains_key(table) {
+                continue;
+            }
+            let row: Option<(i64,)> = sqlx::query_as(q).fetch_optional(&mut *conn).await?;
+            if let Some((rowid,)) = row {
+                return Ok(Some(ChunkProblem {
+                    table: table.into(),
+                    index: rowid.saturating_sub(1) as u64,
+                    column: column.into(),
+                    message,
+                }));
+            }
+        }
+        Ok(None)
     }
 
     /// The first break in the events table's `seq` (which must be 1, 2, … n).

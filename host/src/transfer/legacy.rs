@@ -178,6 +178,9 @@ async fn put(
     if let Some(name) = by_name.keys().next() {
         return Err(at.err(i, "", format!("{table} has no column {name}")));
     }
+    if let Err((column, m)) = super::validate::row(t, &cells) {
+        return Err(at.err(i, &column, format!("{table}: {m}")));
+    }
     if let Err(e) = target.insert(table, cells).await? {
         let (p, m) = insert_error_message(e);
         return Err(at.err(i, p.trim_start_matches('.'), format!("{table}: {m}")));

@@ -13,7 +13,9 @@
 //! …
 //! },
 //! "meta":{"format":"happyx-export","exported_at":…,"host_version":"…","schema_version":1,
-//!         "checksum":"sha256:<64 hex>","counts":{"agent_runs":3,…}}}
+//!         "checksum":"sha256:<64 hex>","counts":{"agent_runs":3,…},
+//!         "signature":{"algorithm":"ed25519","public_key":"<base64, 32 bytes>",
+//!                      "value":"<base64, 64 bytes>"}}}
 //! ```
 //!
 //! - `tables` holds every table of the database (SQLite's own and the
@@ -45,6 +47,33 @@
 //! values it parsed, so whitespace and escaping choices of another writer do
 //! not matter, but every value does.
 //!
+//! # Signature
+//!
+//! `meta.signature.value` is the Ed25519 signature, by the exporting host's key
+//! (`DATA/host-signing.key`, see [`signing`]), of
+//! `"happyx-export-signature\n1\n" <meta.checksum>`; `public_key` is that
+//! key's public half. The checksum covers every value, so the signature does
+//! too; the rest of `meta` (time, version, counts) is informational (counts are
+//! checked against the rows).
+//!
+//! `import` trusts the importing data dir's own host key (if it has one) and
+//! every `--trusted-key`. After the rows and the checksum are checked, it
+//! refuses a file without `meta.signature` (`export_unsigned`), one whose
+//! signature does not verify (`bad_signature`, always), and one signed by a key
+//! it does not trust (`untrusted_signer`, or `no_trusted_key` when it trusts
+//! none). `--allow-unsigned` accepts the unsigned and untrusted cases (the CLI
+//! prints a warning and the summary's `signature` says which). A legacy state
+//! directory is unsigned by nature: it is imported only with
+//! `--allow-unsigned`, and its rows get the same validation.
+//!
+//! # Validation
+//!
+//! Every row is checked as the API would have written it before it is
+//! inserted ([`validate`]); the database checks types, vocabularies,
+//! uniqueness and, after the last row, references, chunk positions and the
+//! event sequence. A refusal names the table, row position and column, never
+//! the value.
+//!
 //! # Import
 //!
 //! All-or-nothing into a new or empty data dir: the rows go into a fresh
@@ -55,6 +84,8 @@
 //! the inserter. Nothing is appended to the restored event log.
 
 pub mod legacy;
+pub mod signing;
+pub mod validate;
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -76,8 +107,10 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use crate::datadir::{self, DataDirError};
+use crate::keyfile::KeyFileError;
 use crate::store::transfer::{Cell, ImportTarget, InsertError, Snapshot, TableInfo};
 use crate::store::{SCHEMA_VERSION, StoreError};
+use signing::{HostKey, PublicKey};
 
 /// Value of the top-level `format` field.
 pub const FORMAT: &str = "happyx-export";
@@ -117,6 +150,37 @@ pub enum TransferError {
         table: String,
         rows: i64,
     },
+    #[error(
+        "{source_name}: meta.signature: missing; this file is not signed by a HappyX host. \
+         Import it only if you know where it came from, with --allow-unsigned"
+    )]
+    Unsigned { source_name: String },
+    #[error(
+        "{source_name}: meta.signature: does not verify (the file was altered after it was signed, or the signature is damaged)"
+    )]
+    BadSignature { source_name: String },
+    #[error(
+        "{source_name}: meta.signature: signed by the key {signer}, which is not trusted here; \
+         pass the exporting host's public key (`happyx host-key` on that data dir) with --trusted-key, \
+         or --allow-unsigned to accept it anyway"
+    )]
+    UntrustedSigner { source_name: String, signer: String },
+    #[error(
+        "{source_name}: meta.signature: signed by the key {signer}, but no key is trusted here (the data dir has no \
+         host-signing.key); pass the exporting host's public key (`happyx host-key` on that data dir) with --trusted-key, \
+         or copy its host-signing.key into the data dir before the import"
+    )]
+    NoTrustedKey { source_name: String, signer: String },
+    #[error(
+        "{dir}: a legacy state directory carries no signature; import it with --allow-unsigned once you have checked where it came from"
+    )]
+    LegacyUnsigned { dir: PathBuf },
+    #[error(
+        "--trusted-key: {what} is not an Ed25519 public key in base64 (as `happyx host-key` prints it)"
+    )]
+    TrustedKey { what: String },
+    #[error(transparent)]
+    KeyFile(#[from] KeyFileError),
     #[error("data dir {0} holds no database to export")]
     NoDatabase(PathBuf),
     #[error("cannot read {path}: {error}")]
@@ -143,6 +207,13 @@ impl TransferError {
             Self::Checksum { .. } => "checksum_mismatch",
             Self::NotEmpty { .. } => "data_dir_not_empty",
             Self::NoDatabase(_) => "no_database",
+            Self::Unsigned { .. } => "export_unsigned",
+            Self::BadSignature { .. } => "bad_signature",
+            Self::UntrustedSigner { .. } => "untrusted_signer",
+            Self::NoTrustedKey { .. } => "no_trusted_key",
+            Self::LegacyUnsigned { .. } => "legacy_unsigned",
+            Self::TrustedKey { .. } => "invalid_trusted_key",
+            Self::KeyFile(e) => e.code(),
             Self::Read { .. } => "read_failed",
             Self::Write { .. } => "write_failed",
             Self::DataDir(e) => e.code(),
@@ -298,6 +369,8 @@ pub struct ExportSummary {
     pub bytes: u64,
     pub schema_version: i64,
     pub checksum: String,
+    /// The host's public key the export is signed with (base64).
+    pub public_key: String,
     pub rows: BTreeMap<String, u64>,
 }
 
@@ -332,7 +405,14 @@ pub async fn export(data_dir: &Path, out: &Path) -> Result<ExportSummary> {
         .mode(0o600)
         .open(&tmp)
         .map_err(werr)?;
-    let result = write_export(&mut snap, file, out).await;
+    let key = match HostKey::load_or_create(data_dir) {
+        Ok(k) => k,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e.into());
+        }
+    };
+    let result = write_export(&mut snap, file, out, &key).await;
     let summary = match result {
         Ok(s) => s,
         Err(e) => {
@@ -358,7 +438,12 @@ pub async fn export(data_dir: &Path, out: &Path) -> Result<ExportSummary> {
     })
 }
 
-async fn write_export(snap: &mut Snapshot, file: File, out: &Path) -> Result<ExportSummary> {
+async fn write_export(
+    snap: &mut Snapshot,
+    file: File,
+    out: &Path,
+    key: &HostKey,
+) -> Result<ExportSummary> {
     let schema_version = snap.schema_version();
     let tables: Vec<TableInfo> = snap.tables().to_vec();
     let io = |error| TransferError::Write {
@@ -402,6 +487,7 @@ async fn write_export(snap: &mut Snapshot, file: File, out: &Path) -> Result<Exp
     }
     progress.done();
     let checksum = sum.finish();
+    let public_key = key.public().to_string();
     let meta = serde_json::json!({
         "format": FORMAT,
         "exported_at": crate::util::now_ms(),
@@ -409,6 +495,11 @@ async fn write_export(snap: &mut Snapshot, file: File, out: &Path) -> Result<Exp
         "schema_version": schema_version,
         "checksum": checksum,
         "counts": rows,
+        "signature": {
+            "algorithm": signing::ALGORITHM,
+            "public_key": public_key,
+            "value": key.sign(&checksum),
+        },
     });
     write!(w, "\n}},\n\"meta\":{meta}}}\n").map_err(io)?;
     let file = w.into_inner().map_err(|e| io(e.into_error()))?;
@@ -418,6 +509,7 @@ async fn write_export(snap: &mut Snapshot, file: File, out: &Path) -> Result<Exp
         bytes: 0,
         schema_version,
         checksum,
+        public_key,
         rows,
     })
 }
@@ -430,16 +522,53 @@ pub struct ImportSummary {
     pub source_format: &'static str,
     pub schema_version: i64,
     pub rows: BTreeMap<String, u64>,
+    /// `verified` (signed by a trusted key), or, with `--allow-unsigned`,
+    /// `unsigned_accepted`, `untrusted_accepted` or `legacy_unsigned_accepted`.
+    pub signature: &'static str,
+    /// The public key that signed the file (base64), if it was signed.
+    pub signed_by: Option<String>,
+}
+
+/// Whom an import trusts.
+#[derive(Debug, Clone, Default)]
+pub struct ImportOptions {
+    /// Keys trusted besides the importing data dir's own host key.
+    pub trusted_keys: Vec<PublicKey>,
+    /// Accept an unsigned file, a legacy state directory, or a file signed by an
+    /// untrusted key (never one whose signature does not verify).
+    pub allow_unsigned: bool,
+}
+
+/// Parses a `--trusted-key` argument: a file holding the base64 public key, or
+/// the base64 itself. Never echoes the content (it might be a private key).
+pub fn parse_trusted_key(arg: &str) -> Result<PublicKey> {
+    let path = Path::new(arg);
+    if path.is_file() {
+        let what = || format!("the file {}", path.display());
+        let meta = std::fs::metadata(path).map_err(|error| TransferError::Read {
+            path: path.into(),
+            error,
+        })?;
+        if meta.len() > 1024 {
+            return Err(TransferError::TrustedKey { what: what() });
+        }
+        let text = std::fs::read_to_string(path)
+            .map_err(|_| TransferError::TrustedKey { what: what() })?;
+        return PublicKey::parse(&text).ok_or_else(|| TransferError::TrustedKey { what: what() });
+    }
+    PublicKey::parse(arg).ok_or_else(|| TransferError::TrustedKey {
+        what: "the value (neither an existing file nor base64 of 32 key bytes)".into(),
+    })
 }
 
 /// Loads an export file, or a legacy state directory, into `data_dir`
 /// (created 0700 if missing; refused unless it is new or empty and unserved).
 /// All or nothing: on any error the data dir is as it was.
-pub async fn import(data_dir: &Path, src: &Path) -> Result<ImportSummary> {
+pub async fn import(data_dir: &Path, src: &Path, opts: &ImportOptions) -> Result<ImportSummary> {
     let existed = data_dir.exists();
     let dir = datadir::ensure(data_dir)?;
     let lock_existed = dir.join(datadir::LOCK_FILE).exists();
-    let result = import_locked(&dir, src).await;
+    let result = import_locked(&dir, src, opts).await;
     if result.is_err() {
         if !lock_existed {
             let _ = std::fs::remove_file(dir.join(datadir::LOCK_FILE));
@@ -451,7 +580,7 @@ pub async fn import(data_dir: &Path, src: &Path) -> Result<ImportSummary> {
     result
 }
 
-async fn import_locked(dir: &Path, src: &Path) -> Result<ImportSummary> {
+async fn import_locked(dir: &Path, src: &Path, opts: &ImportOptions) -> Result<ImportSummary> {
     let _lock = datadir::lock_quiet(dir)?;
     if let Some((table, rows)) = crate::store::transfer::first_nonempty_table(dir).await? {
         return Err(TransferError::NotEmpty {
@@ -460,11 +589,20 @@ async fn import_locked(dir: &Path, src: &Path) -> Result<ImportSummary> {
             rows,
         });
     }
+    let mut trusted = opts.trusted_keys.clone();
+    if let Some(own) = HostKey::load_existing(dir)? {
+        trusted.push(own.public());
+    }
+    if src.is_dir() && !opts.allow_unsigned {
+        return Err(TransferError::LegacyUnsigned { dir: src.into() });
+    }
     let mut target = ImportTarget::create(dir).await?;
-    let (source_format, rows) = if src.is_dir() {
-        ("legacy-state", legacy::load(src, &mut target).await?)
+    let (source_format, rows, signature, signed_by) = if src.is_dir() {
+        let rows = legacy::load(src, &mut target).await?;
+        ("legacy-state", rows, "legacy_unsigned_accepted", None)
     } else {
-        (FORMAT, load_export(src, &mut target).await?)
+        let (rows, trust) = load_export(src, &mut target, &trusted, opts.allow_unsigned).await?;
+        (FORMAT, rows, trust.0, trust.1)
     };
     target.install().await?;
     Ok(ImportSummary {
@@ -472,6 +610,8 @@ async fn import_locked(dir: &Path, src: &Path) -> Result<ImportSummary> {
         source_format,
         schema_version: SCHEMA_VERSION,
         rows,
+        signature,
+        signed_by,
     })
 }
 
@@ -817,6 +957,13 @@ pub(crate) async fn final_checks(target: &mut ImportTarget, source_name: &str) -
             format!("references a {} row that does not exist", d.parent),
         ));
     }
+    if let Some(c) = target.chunk_overlap().await? {
+        return Err(TransferError::invalid(
+            source_name,
+            format!("tables.{}[{}].{}", c.table, c.index, c.column),
+            c.message,
+        ));
+    }
     if let Some(g) = target.event_seq_gap().await? {
         return Err(TransferError::invalid(
             source_name,
@@ -830,7 +977,15 @@ pub(crate) async fn final_checks(target: &mut ImportTarget, source_name: &str) -
     Ok(())
 }
 
-async fn load_export(src: &Path, target: &mut ImportTarget) -> Result<BTreeMap<String, u64>> {
+/// How an export's origin was established: (`ImportSummary::signature`, signer).
+type Trust = (&'static str, Option<String>);
+
+async fn load_export(
+    src: &Path,
+    target: &mut ImportTarget,
+    trusted: &[PublicKey],
+    allow_unsigned: bool,
+) -> Result<(BTreeMap<String, u64>, Trust)> {
     let source_name = src.display().to_string();
     let file = File::open(src).map_err(|error| TransferError::Read {
         path: src.into(),
@@ -839,7 +994,7 @@ async fn load_export(src: &Path, target: &mut ImportTarget) -> Result<BTreeMap<S
     let (tx, mut rx) = mpsc::channel::<Item>(256);
     let name = source_name.clone();
     let parser = tokio::task::spawn_blocking(move || parse(file, name, tx));
-    let result = consume(&mut rx, target, &source_name).await;
+    let result = consume(&mut rx, target, &source_name, trusted, allow_unsigned).await;
     drop(rx);
     let _ = parser.await;
     result
@@ -849,7 +1004,9 @@ async fn consume(
     rx: &mut mpsc::Receiver<Item>,
     target: &mut ImportTarget,
     source_name: &str,
-) -> Result<BTreeMap<String, u64>> {
+    trusted: &[PublicKey],
+    allow_unsigned: bool,
+) -> Result<(BTreeMap<String, u64>, Trust)> {
     let invalid = |path: String, msg: String| TransferError::invalid(source_name, path, msg);
     let mut schema_version = None;
     let mut sum: Option<Checksum> = None;
@@ -946,6 +1103,7 @@ async fn consume(
                 };
                 let at = |suffix: &str| format!("tables.{}[{i}]{suffix}", t.name);
                 let cells = row_from_object(t, v).map_err(|(p, m)| invalid(at(&p), m))?;
+                validate::row(t, &cells).map_err(|(c, m)| invalid(at(&format!(".{c}")), m))?;
                 Layout::of(t)
                     .canonical(&cells, &mut buf)
                     .map_err(|e| invalid(at(""), e.to_string()))?;
@@ -991,7 +1149,68 @@ async fn consume(
             }
         }
     }
-    Ok(rows)
+    let trust = check_signature(&meta, &computed, source_name, trusted, allow_unsigned)?;
+    Ok((rows, trust))
+}
+
+/// Checks `meta.signature` against the checksum and the trusted keys (see the module docs).
+fn check_signature(
+    meta: &Value,
+    checksum: &str,
+    source_name: &str,
+    trusted: &[PublicKey],
+    allow_unsigned: bool,
+) -> Result<Trust> {
+    let invalid = |path: &str, msg: &str| TransferError::invalid(source_name, path, msg);
+    let Some(sig) = meta.get("signature") else {
+        if allow_unsigned {
+            return Ok(("unsigned_accepted", None));
+        }
+        return Err(TransferError::Unsigned {
+            source_name: source_name.into(),
+        });
+    };
+    match sig.get("algorithm").and_then(Value::as_str) {
+        Some(signing::ALGORITHM) => {}
+        _ => {
+            return Err(invalid("meta.signature.algorithm", "must be \"ed25519\""));
+        }
+    }
+    let Some(signer) = sig
+        .get("public_key")
+        .and_then(Value::as_str)
+        .and_then(PublicKey::parse)
+    else {
+        return Err(invalid(
+            "meta.signature.public_key",
+            "must be an Ed25519 public key in standard base64",
+        ));
+    };
+    let Some(value) = sig.get("value").and_then(Value::as_str) else {
+        return Err(invalid("meta.signature.value", "missing or not a string"));
+    };
+    if !signer.verifies(checksum, value) {
+        return Err(TransferError::BadSignature {
+            source_name: source_name.into(),
+        });
+    }
+    let signer_b64 = signer.to_string();
+    if trusted.contains(&signer) {
+        return Ok(("verified", Some(signer_b64)));
+    }
+    if allow_unsigned {
+        return Ok(("untrusted_accepted", Some(signer_b64)));
+    }
+    if trusted.is_empty() {
+        return Err(TransferError::NoTrustedKey {
+            source_name: source_name.into(),
+            signer: signer_b64,
+        });
+    }
+    Err(TransferError::UntrustedSigner {
+        source_name: source_name.into(),
+        signer: signer_b64,
+    })
 }
 
 #[cfg(test)]

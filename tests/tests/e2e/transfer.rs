@@ -25,8 +25,23 @@ fn export(data: &Path, out: &Path) -> Value {
     serde_json::from_str(&o).expect("summary is JSON")
 }
 
+/// The exporting data dir's public key, as `happyx host-key` prints it.
+fn host_key(data: &Path) -> String {
+    let (st, o, e) = cli(&["host-key", "--data-dir", s(data)]);
+    assert!(st.success(), "host-key failed: {e}");
+    assert_eq!(o.lines().count(), 1, "one key: {o}");
+    o.trim().to_string()
+}
+
 fn import(data: &Path, file: &Path) -> (bool, String, String) {
-    let (st, o, e) = cli(&["import", "--data-dir", s(data), s(file)]);
+    import_with(data, file, &[])
+}
+
+fn import_with(data: &Path, file: &Path, flags: &[&str]) -> (bool, String, String) {
+    let mut args = vec!["import", "--data-dir", s(data)];
+    args.extend_from_slice(flags);
+    args.push(s(file));
+    let (st, o, e) = cli(&args);
     assert!(
         !o.contains(CANARY) && !e.contains(CANARY),
         "canary leaked: {e}"
@@ -207,11 +222,16 @@ fn round_trip_covers_every_table_and_appends_nothing() {
         "every event exported"
     );
 
+    let key = host_key(&data);
+    assert_eq!(sum1["public_key"], key.as_str(), "signed with the host key");
+    assert_eq!(d["meta"]["signature"]["public_key"], key.as_str());
     let (_tmp2, data2) = temp_data_dir();
-    let (ok, o, e) = import(&data2, &e1);
+    let (ok, o, e) = import_with(&data2, &e1, &["--trusted-key", &key]);
     assert!(ok, "import failed: {e}");
     let imported: Value = serde_json::from_str(&o).expect("summary");
     assert_eq!(imported["rows"], sum1["rows"]);
+    assert_eq!(imported["signature"], "verified");
+    assert!(!e.contains("WARNING"), "{e}");
     let mode = std::fs::metadata(&data2)
         .expect("meta")
         .permissions()
@@ -241,8 +261,11 @@ fn rollback_rehearsal_restores_the_old_state_and_serves_it() {
     let late = server.token("operator");
     server.kill9();
 
+    // A key file as an operator keeps it: the base64 public key in a file.
+    let key_file = tmp.path().join("old-host.pub");
+    std::fs::write(&key_file, format!("{}\n", host_key(&data))).expect("write key");
     let (tmp2, restored) = temp_data_dir();
-    let (ok, _, e) = import(&restored, &old);
+    let (ok, _, e) = import_with(&restored, &old, &["--trusted-key", s(&key_file)]);
     assert!(ok, "{e}");
     let again = tmp2.path().join("again.json");
     export(&restored, &again);
@@ -282,13 +305,17 @@ fn small_export(dir: &Path) -> PathBuf {
 }
 
 fn expect_refusal(file_text: &str, dir: &Path, needles: &[&str]) {
+    expect_refusal_with(file_text, dir, needles, &[]);
+}
+
+fn expect_refusal_with(file_text: &str, dir: &Path, needles: &[&str], flags: &[&str]) {
     let file = dir.join("bad.json");
     std::fs::write(&file, file_text).expect("write");
     // Into an existing empty data dir: unchanged afterwards.
     let empty = dir.join("empty");
     std::fs::create_dir_all(&empty).expect("mkdir");
     let before = snapshot(&empty);
-    let (ok, o, e) = import(&empty, &file);
+    let (ok, o, e) = import_with(&empty, &file, flags);
     assert!(!ok, "must refuse ({needles:?}); stdout {o}");
     for n in needles {
         assert!(e.contains(n), "error should contain {n:?}: {e}");
@@ -297,7 +324,7 @@ fn expect_refusal(file_text: &str, dir: &Path, needles: &[&str]) {
     assert_eq!(snapshot(&empty), before, "data dir unchanged: {e}");
     // Into a data dir that does not exist: still does not exist.
     let fresh = dir.join("fresh");
-    let (ok, _, _) = import(&fresh, &file);
+    let (ok, _, _) = import_with(&fresh, &file, flags);
     assert!(!ok);
     assert!(
         !fresh.exists(),
@@ -435,8 +462,9 @@ fn bad_imports_name_the_record_and_change_nothing() {
     assert!(e.contains("already served"), "{e}");
     drop(server);
 
-    // And the good file still imports.
-    let (ok, _, e) = import(&tmp.path().join("ok"), &good);
+    // And the good file still imports (trusting its host's key).
+    let key = host_key(&tmp.path().join("src"));
+    let (ok, _, e) = import_with(&tmp.path().join("ok"), &good, &["--trusted-key", &key]);
     assert!(ok, "{e}");
 }
 
@@ -445,10 +473,20 @@ fn legacy_state_imports_and_unmappable_records_are_refused() {
     let legacy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/legacy-state");
     let tmp = tempfile::tempdir().expect("tmp");
     let data = tmp.path().join("data");
+    // A legacy state carries no signature: refused unless the operator says so.
     let (ok, o, e) = import(&data, &legacy);
+    assert!(!ok && o.is_empty(), "{o}");
+    assert!(
+        e.contains("legacy state directory carries no signature") && e.contains("--allow-unsigned"),
+        "{e}"
+    );
+    assert!(!data.exists());
+    let (ok, o, e) = import_with(&data, &legacy, &["--allow-unsigned"]);
     assert!(ok, "{e}");
+    assert!(e.contains("WARNING") && e.contains("NOT SIGNED"), "{e}");
     let summary: Value = serde_json::from_str(&o).expect("summary");
     assert_eq!(summary["source_format"], "legacy-state");
+    assert_eq!(summary["signature"], "legacy_unsigned_accepted");
     let out = tmp.path().join("legacy.json");
     export(&data, &out);
     let d = doc(&out);
@@ -482,7 +520,7 @@ fn legacy_state_imports_and_unmappable_records_are_refused() {
     v[1]["status"] = json!("paused");
     std::fs::write(bad.join("runs.json"), v.to_string()).expect("write");
     let target = tmp.path().join("target");
-    let (ok, _, e) = import(&target, &bad);
+    let (ok, _, e) = import_with(&target, &bad, &["--allow-unsigned"]);
     assert!(!ok);
     assert!(e.contains("runs.json") && e.contains("[1].status"), "{e}");
     assert!(!target.exists());
@@ -595,4 +633,363 @@ fn verify_public_against_fake_hosts() {
     let (ok, _, e) = run(&fake_public("canary"));
     assert!(!ok);
     assert!(e.contains("GET /public/runs?after=run-1: canary"), "{e}");
+}
+
+/// Writes `d` back in the export's field order (header, tables, meta) after
+/// recomputing `meta.checksum` and `meta.counts` as the format documents them:
+/// what anyone who edits a file can do.
+fn recompute(d: &mut Value) -> String {
+    use sha2::{Digest, Sha256};
+    let sv = d["schema_version"].as_i64().expect("schema_version");
+    let mut h = Sha256::new();
+    h.update(format!("happyx-export\n1\n{sv}\n"));
+    let mut counts = serde_json::Map::new();
+    for (name, rows) in d["tables"].as_object().expect("tables") {
+        h.update(format!("table {name}\n"));
+        let rows = rows.as_array().expect("rows");
+        for r in rows {
+            h.update(serde_json::to_string(r).expect("row"));
+            h.update(b"\n");
+        }
+        counts.insert(name.clone(), json!(rows.len()));
+    }
+    d["meta"]["checksum"] = json!(format!("sha256:{}", hex::encode(h.finalize())));
+    d["meta"]["counts"] = Value::Object(counts);
+    format!(
+        "{{\"format\":{},\"version\":{},\"schema_version\":{},\"tables\":{},\"meta\":{}}}\n",
+        d["format"], d["version"], d["schema_version"], d["tables"], d["meta"]
+    )
+}
+
+fn unsigned(d: &mut Value) {
+    d["meta"]
+        .as_object_mut()
+        .expect("meta")
+        .remove("signature")
+        .expect("signed");
+}
+
+#[test]
+fn a_tampered_export_with_a_recomputed_checksum_is_refused() {
+    use base64::Engine as _;
+    use sha2::{Digest, Sha256};
+    let tmp = tempfile::tempdir().expect("tmp");
+    let good = small_export(tmp.path());
+    let key = host_key(&tmp.path().join("src"));
+    // The attack: a well-formed extra operator token whose secret the editor knows.
+    let token = format!(
+        "hpx_attacker0001_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([7u8; 32])
+    );
+    let mut d = doc(&good);
+    d["tables"]["tokens"]
+        .as_array_mut()
+        .expect("tokens")
+        .push(json!({
+            "created_at": 1,
+            "id": "attacker0001",
+            "name": "backdoor",
+            "revoked_at": null,
+            "role": "operator",
+            "secret_hash": hex::encode(Sha256::digest(token.as_bytes())),
+        }));
+    let tampered = recompute(&mut d);
+    for flags in [
+        &["--trusted-key", key.as_str()][..],
+        &[],
+        &["--allow-unsigned"],
+    ] {
+        expect_refusal_with(
+            &tampered,
+            tmp.path(),
+            &["meta.signature", "does not verify", "altered"],
+            flags,
+        );
+    }
+    // Dropping the signature instead: refused by default.
+    unsigned(&mut d);
+    expect_refusal_with(
+        &recompute(&mut d),
+        tmp.path(),
+        &["meta.signature", "not signed", "--allow-unsigned"],
+        &["--trusted-key", &key],
+    );
+}
+
+#[test]
+fn unsigned_exports_need_the_flag_and_say_so_loudly() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let good = small_export(tmp.path());
+    let mut d = doc(&good);
+    unsigned(&mut d);
+    let text = recompute(&mut d);
+    expect_refusal(&text, tmp.path(), &["meta.signature", "not signed"]);
+    let file = tmp.path().join("unsigned.json");
+    std::fs::write(&file, &text).expect("write");
+    let data = tmp.path().join("restored");
+    let (ok, o, e) = import_with(&data, &file, &["--allow-unsigned"]);
+    assert!(ok, "{e}");
+    assert!(e.contains("WARNING") && e.contains("NOT SIGNED"), "{e}");
+    let summary: Value = serde_json::from_str(&o).expect("summary");
+    assert_eq!(summary["signature"], "unsigned_accepted");
+    assert_eq!(summary["signed_by"], Value::Null);
+    // The state is exactly what was in the file.
+    let again = tmp.path().join("again.json");
+    export(&data, &again);
+    assert_eq!(state_part(&good), state_part(&again));
+}
+
+#[test]
+fn foreign_keys_are_refused_and_the_own_key_is_trusted() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let good = small_export(tmp.path());
+    let text = std::fs::read_to_string(&good).expect("read");
+    let signer = host_key(&tmp.path().join("src"));
+    // No key trusted at all (a fresh data dir, no --trusted-key).
+    expect_refusal(
+        &text,
+        tmp.path(),
+        &["no key is trusted here", &signer, "--trusted-key"],
+    );
+    // Another host's key trusted: still foreign.
+    let other = tmp.path().join("other");
+    happyx_tests::init_data_dir(&other);
+    let other_key = host_key(&other);
+    assert_ne!(other_key, signer);
+    expect_refusal_with(
+        &text,
+        tmp.path(),
+        &["not trusted here", &signer],
+        &["--trusted-key", &other_key],
+    );
+    // A --trusted-key that is not a key is a clear error (and does not echo it).
+    let (ok, o, e) = import_with(
+        &tmp.path().join("x"),
+        &good,
+        &["--trusted-key", "c2VjcmV0LXNoYXBlZA=="],
+    );
+    assert!(!ok && o.is_empty());
+    assert!(e.contains("not an Ed25519 public key"), "{e}");
+    assert!(!e.contains("c2VjcmV0LXNoYXBlZA"), "{e}");
+    assert!(!tmp.path().join("x").exists());
+    // Accepted with the flag, naming the untrusted key.
+    let (ok, o, e) = import_with(&tmp.path().join("y"), &good, &["--allow-unsigned"]);
+    assert!(ok, "{e}");
+    assert!(
+        e.contains("WARNING") && e.contains("NOT TRUST") && e.contains(&signer),
+        "{e}"
+    );
+    let summary: Value = serde_json::from_str(&o).expect("summary");
+    assert_eq!(summary["signature"], "untrusted_accepted");
+    assert_eq!(summary["signed_by"], signer.as_str());
+    // Restoring on the same host: its key file, copied into the new data dir, is trusted.
+    let restored = tmp.path().join("restored");
+    std::fs::create_dir(&restored).expect("mkdir");
+    let copied = restored.join("host-signing.key");
+    std::fs::copy(tmp.path().join("src/host-signing.key"), &copied).expect("copy key");
+    std::fs::set_permissions(&copied, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let (ok, o, e) = import(&restored, &good);
+    assert!(ok, "{e}");
+    assert!(!e.contains("WARNING"), "{e}");
+    let summary: Value = serde_json::from_str(&o).expect("summary");
+    assert_eq!(summary["signature"], "verified");
+    assert_eq!(
+        host_key(&restored),
+        signer,
+        "the restored host keeps its key"
+    );
+}
+
+/// A finished echo run with `recipe`, created at `created_at`.
+fn run_row(recipe: &str, created_at: i64) -> Value {
+    json!({
+        "action_hash": HEX64, "approval_id": null, "created_at": created_at, "error": null,
+        "exit_code": 0, "finished_at": 3, "findings": 0, "id": "run-1", "idempotency_key": null,
+        "recipe": recipe, "requested_by": "token:abc", "risk": "low", "session_id": null,
+        "started_at": 2, "status": "succeeded", "stderr_bytes": 0, "stdout_bytes": 4,
+        "truncated": 0, "unredacted_chunks": 0, "updated_at": 3
+    })
+}
+
+fn output_row(id: &str, chunk_index: i64, byte_offset: i64, length: i64) -> Value {
+    json!({
+        "byte_offset": byte_offset, "chunk_index": chunk_index, "created_at": 2,
+        "data": {"$base64": "aGk="}, "findings": 0, "id": id, "length": length,
+        "policy_hash": null, "redacted": null, "run_id": "run-1", "stream": "stdout"
+    })
+}
+
+/// The small export with one run and its output chunks, unsigned, checksum recomputed.
+fn with_run(good: &Path, run: Value, outputs: Vec<Value>) -> String {
+    let mut d = doc(good);
+    d["tables"]["agent_runs"] = json!([run]);
+    d["tables"]["agent_run_outputs"] = Value::Array(outputs);
+    unsigned(&mut d);
+    recompute(&mut d)
+}
+
+#[test]
+fn negative_or_inconsistent_lengths_and_offsets_are_refused() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let good = small_export(tmp.path());
+    let flags = &["--allow-unsigned"][..];
+    // The well-formed variant imports (a time at the last accepted millisecond included).
+    let max_time = 253_402_300_799_999i64;
+    let ok_text = with_run(
+        &good,
+        run_row("echo", max_time),
+        vec![output_row("o1", 0, 0, 2), output_row("o2", 1, 2, 2)],
+    );
+    let file = tmp.path().join("ok-run.json");
+    std::fs::write(&file, &ok_text).expect("write");
+    let (ok, _, e) = import_with(&tmp.path().join("ok"), &file, flags);
+    assert!(ok, "{e}");
+
+    let out = "tables.agent_run_outputs";
+    let cases: Vec<(Vec<Value>, Value, String, &str)> = vec![
+        (
+            vec![output_row("o1", 0, 0, -1)],
+            run_row("echo", 1),
+            format!("{out}[0].length"),
+            "must not be negative",
+        ),
+        (
+            vec![output_row("o1", 0, -2, 2)],
+            run_row("echo", 1),
+            format!("{out}[0].byte_offset"),
+            "must not be negative",
+        ),
+        (
+            vec![output_row("o1", -1, 0, 2)],
+            run_row("echo", 1),
+            format!("{out}[0].chunk_index"),
+            "must not be negative",
+        ),
+        (
+            vec![output_row("o1", 0, 0, 3)],
+            run_row("echo", 1),
+            format!("{out}[0].length"),
+            "must equal the number of bytes in data",
+        ),
+        (
+            vec![output_row("o1", 0, 0, 2), output_row("o2", 1, 1, 2)],
+            run_row("echo", 1),
+            format!("{out}[1].byte_offset"),
+            "overlaps",
+        ),
+        (
+            vec![output_row("o1", 1, 0, 2), output_row("o2", 0, 2, 2)],
+            run_row("echo", 1),
+            format!("{out}[0].byte_offset"),
+            "precedes",
+        ),
+        (
+            vec![],
+            run_row("echo", -1),
+            "tables.agent_runs[0].created_at".into(),
+            "Unix milliseconds",
+        ),
+        (
+            vec![],
+            run_row("echo", max_time + 1),
+            "tables.agent_runs[0].created_at".into(),
+            "Unix milliseconds",
+        ),
+    ];
+    for (outputs, run, path, message) in cases {
+        let text = with_run(&good, run, outputs);
+        expect_refusal_with(&text, tmp.path(), &[&path, message], flags);
+    }
+}
+
+#[test]
+fn secret_shaped_recipe_names_are_refused() {
+    use base64::Engine as _;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let good = small_export(tmp.path());
+    let token = format!(
+        "hpx_abcdefghij12_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([9u8; 32])
+    );
+    for recipe in [
+        token.as_str(),
+        "AKIAIOSFODNN7EXAMPLEwJalrXUtnFEMIK7MDENGbPxRfiCY",
+        "two words",
+        "",
+    ] {
+        let text = with_run(&good, run_row(recipe, 1), vec![]);
+        expect_refusal_with(
+            &text,
+            tmp.path(),
+            &["tables.agent_runs[0].recipe"],
+            &["--allow-unsigned"],
+        );
+    }
+}
+
+#[test]
+fn racing_processes_create_one_host_key_and_a_damaged_one_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::process::{Command, Stdio};
+    let tmp = tempfile::tempdir().expect("tmp");
+    let data = tmp.path().join("data");
+    happyx_tests::init_data_dir(&data);
+    let children: Vec<_> = (0..12)
+        .map(|_| {
+            Command::new(happyx_tests::binary())
+                .args(["host-key", "--data-dir", s(&data)])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn")
+        })
+        .collect();
+    let keys: Vec<String> = children
+        .into_iter()
+        .map(|c| {
+            let out = c.wait_with_output().expect("wait");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8(out.stdout)
+                .expect("utf-8")
+                .trim()
+                .to_string()
+        })
+        .collect();
+    assert!(keys.windows(2).all(|w| w[0] == w[1]), "{keys:?}");
+    let path = data.join("host-signing.key");
+    let meta = std::fs::metadata(&path).expect("key file");
+    assert_eq!(meta.len(), 32);
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let leftovers: Vec<_> = std::fs::read_dir(&data)
+        .expect("ls")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    // Short: refused, never regenerated; export refuses too.
+    std::fs::write(&path, [1u8; 16]).expect("truncate");
+    let (st, o, e) = cli(&["host-key", "--data-dir", s(&data)]);
+    assert!(!st.success() && o.is_empty());
+    assert!(e.contains("holds 16 bytes") && e.contains(s(&path)), "{e}");
+    let (st, _, e) = cli(&[
+        "export",
+        "--data-dir",
+        s(&data),
+        "--out",
+        s(&tmp.path().join("x.json")),
+    ]);
+    assert!(!st.success() && e.contains("holds 16 bytes"), "{e}");
+    assert!(!tmp.path().join("x.json").exists());
+    assert_eq!(std::fs::read(&path).expect("read"), [1u8; 16]);
+    // Readable by others: refused with the fix.
+    std::fs::write(&path, [1u8; 32]).expect("write");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let (st, _, e) = cli(&["host-key", "--data-dir", s(&data)]);
+    assert!(!st.success() && e.contains("chmod 600"), "{e}");
 }

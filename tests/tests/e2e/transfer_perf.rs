@@ -110,10 +110,16 @@ fn run(events: u64) -> (Duration, u64, Duration, u64, u64) {
     ]);
     let size = std::fs::metadata(&file).expect("meta").len();
     let restored = tmp.path().join("restored");
+    // Restoring a backup: the exporting host's key is the one trusted.
+    let (st, key, e) =
+        happyx_tests::cli(&["host-key", "--data-dir", data.to_str().expect("utf-8")]);
+    assert!(st.success(), "host-key: {e}");
     let (it, irss) = measure(&[
         "import",
         "--data-dir",
         restored.to_str().expect("utf-8"),
+        "--trusted-key",
+        key.trim(),
         file.to_str().expect("utf-8"),
     ]);
     (et, erss, it, irss, size)
