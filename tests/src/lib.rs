@@ -127,6 +127,8 @@ pub struct ServerOptions {
     pub cwd: Option<PathBuf>,
     /// The open-file limit (soft and hard) the host runs with.
     pub nofile: Option<u64>,
+    /// Run the host as this uid and gid (a test running as root starts a host that is not).
+    pub uid: Option<u32>,
 }
 
 impl Server {
@@ -188,6 +190,10 @@ impl Server {
                         .map_err(std::io::Error::from)
                 });
             }
+        }
+        if let Some(uid) = opts.uid {
+            use std::os::unix::process::CommandExt;
+            cmd.uid(uid).gid(uid);
         }
         let mut child = cmd.spawn().context("spawn happyx serve")?;
         let stdout = child.stdout.take().context("stdout")?;

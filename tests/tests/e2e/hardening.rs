@@ -561,3 +561,118 @@ fn raise_own_nofile() {
         let _ = setrlimit(Resource::RLIMIT_NOFILE, hard.min(65_536), hard);
     }
 }
+
+/// A host that is not root cannot give identities their own uids; Landlock still keeps each
+/// child to its own workspace: not the data dir, not another identity's workspace, terminal
+/// or processes, not the host, not /tmp (its TMPDIR is in its workspace).
+#[test]
+fn a_host_that_is_not_root_confines_children_with_landlock() {
+    if !is_root() {
+        eprintln!("skipped: starting a host as another user needs root");
+        return;
+    }
+    if happyx::sandbox::abi() < 6 {
+        eprintln!("skipped: this kernel's Landlock is older than ABI 6");
+        return;
+    }
+    const NOBODY: u32 = 65534;
+    let (tmp, data) = temp_data_dir();
+    let cache = tmp.path().join("plugin-cache");
+    std::fs::create_dir(&cache).expect("cache dir");
+    for dir in [tmp.path(), cache.as_path()] {
+        nix::unistd::chown(dir, Some(NOBODY.into()), Some(NOBODY.into())).expect("chown");
+    }
+    let server = Server::start_with(
+        &data,
+        ServerOptions {
+            config: Some(CONFIG.into()),
+            env: vec![(
+                "HAPPYX_PLUGINS__CACHE_DIR".into(),
+                cache.to_string_lossy().into_owned(),
+            )],
+            uid: Some(NOBODY),
+            ..Default::default()
+        },
+    )
+    .expect("a host running as nobody starts");
+    let op = server.token("operator");
+    let a = server.token("agent");
+    let b = server.token("agent");
+    let st = json(server.get("/v1/status", &op).send());
+    assert_eq!(st["isolation"]["isolation"], "host-user", "{st}");
+    assert!(st["isolation"]["landlock"].as_u64() >= Some(6), "{st}");
+    assert_eq!(st["isolation"]["identities_apart"], true, "{st}");
+    assert_eq!(st["isolation"]["host_closed"], true, "{st}");
+
+    let (done, out) = shell(
+        &server,
+        &a,
+        &op,
+        "echo secret-of-a > mine.txt; pwd; echo t > \"$TMPDIR/t\" && echo TMP-OK",
+    );
+    assert_eq!(done["status"], "succeeded", "{done} {out}");
+    let a_dir = out.lines().next().expect("pwd").to_string();
+    assert!(out.contains("TMP-OK"), "TMPDIR is writable: {out}");
+    let t = terminal(
+        &server,
+        &a,
+        &op,
+        "echo ready-a; echo via-tty > /dev/tty; sleep 1000",
+    );
+    let tid = t["id"].as_str().expect("id").to_string();
+    let a_pid = t["pid"].as_i64().expect("pid");
+    eventually(Duration::from_secs(20), || {
+        transcript(&server, &op, &tid)
+            .contains("via-tty")
+            .then_some(())
+    })
+    .expect("A's terminal started");
+
+    let host_pid = server.pid();
+    let data = data.display();
+    let script = format!(
+        "echo UID:$(id -u); echo PWD:$(pwd); for p in /dev/pts/[0-9]*; do (printf 'FROM-B\\n' > $p) 2>/dev/null && echo WROTE:$p; done; \
+         kill -0 {a_pid} 2>/dev/null && echo SIGNALLED-A; kill -0 {host_pid} 2>/dev/null && echo SIGNALLED-HOST; \
+         head -c 16 {data}/happyx.db 2>/dev/null && echo READ-DB; ls {data} 2>/dev/null && echo LISTED-DATA; \
+         cat {a_dir}/mine.txt 2>/dev/null; ls {a_dir} 2>/dev/null && echo LISTED-A; \
+         touch {a_dir}/planted 2>/dev/null && echo PLANTED; \
+         cat /proc/{host_pid}/environ 2>/dev/null && echo HOST-ENV; \
+         (echo x > /tmp/happyx-landlock-probe) 2>/dev/null && echo WROTE-TMP; \
+         cat /etc/hostname >/dev/null && echo SYSTEM-READ; echo b-done"
+    );
+    let (done, out) = shell(&server, &b, &op, &script);
+    assert_eq!(done["status"], "succeeded", "{done} {out}");
+    assert!(
+        out.contains(&format!("UID:{NOBODY}\n")),
+        "children run as the host's uid: {out}"
+    );
+    assert!(
+        !out.contains(&format!("PWD:{a_dir}\n")),
+        "A and B share a workspace: {out}"
+    );
+    for bad in [
+        "WROTE:",
+        "SIGNALLED",
+        "READ-DB",
+        "LISTED",
+        "secret-of-a",
+        "PLANTED",
+        "HOST-ENV",
+        "WROTE-TMP",
+    ] {
+        assert!(!out.contains(bad), "B's child could {bad}: {out}");
+    }
+    assert!(
+        out.contains("SYSTEM-READ") && out.contains("b-done"),
+        "{out}"
+    );
+    assert!(
+        !transcript(&server, &op, &tid).contains("FROM-B"),
+        "B's bytes reached A's terminal"
+    );
+    // A's own terminal still works under its confinement: reopened through /dev/tty.
+    assert!(
+        transcript(&server, &op, &tid).contains("via-tty"),
+        "a confined terminal program cannot reach its own terminal"
+    );
+}
