@@ -157,6 +157,7 @@ async fn ingest_fixture(
         status: "open".into(),
         task_id: None,
         epoch: 0,
+        rotation_required_since: None,
         created_by: "bench".into(),
         created_at: now,
         updated_at: now,

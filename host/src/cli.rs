@@ -155,7 +155,9 @@ pub enum DeviceCommand {
         #[arg(long = "with")]
         with: Vec<String>,
     },
-    /// Send each stdin line as one message; print each envelope (wire form) per line.
+    /// Send each stdin line as one message; print each envelope (wire form) per line. Rotates
+    /// first when a member was revoked, and on `rotation_required`/`stale_epoch` moves to the
+    /// new epoch and sends the refused lines again, once.
     Send {
         #[command(flatten)]
         host: HostArgs,
@@ -190,7 +192,8 @@ pub enum DeviceCommand {
               value_parser = clap::value_parser!(u64).range(50..=60_000))]
         poll_ms: u64,
     },
-    /// Move the session to a new epoch wrapped to the remaining devices; print the epoch.
+    /// Move the session to a new epoch wrapped to the remaining devices; print the epoch (if
+    /// another member rotates at the same moment and wins, adopt and print its epoch).
     Rotate {
         #[command(flatten)]
         host: HostArgs,

@@ -300,11 +300,18 @@ impl Default for RetentionConfig {
 pub struct EnvelopesConfig {
     /// Accepted distance between an envelope's `createdAt` and the host clock.
     pub window_ms: u64,
+    /// How long after a member device's revocation envelopes under a session's current epoch
+    /// are still accepted; from then on they are refused `rotation_required` until a surviving
+    /// member rotates. 0 to `MAX_ROTATION_GRACE_MS`.
+    pub rotation_grace_ms: u64,
 }
 
 impl Default for EnvelopesConfig {
     fn default() -> Self {
-        Self { window_ms: 300_000 }
+        Self {
+            window_ms: 300_000,
+            rotation_grace_ms: crate::devices::ingest::DEFAULT_ROTATION_GRACE_MS,
+        }
     }
 }
 
@@ -399,6 +406,12 @@ impl Config {
         }
         if self.storage.read_connections == 0 {
             return bad("storage.read_connections must be at least 1".into());
+        }
+        let max_grace = crate::devices::ingest::MAX_ROTATION_GRACE_MS;
+        if self.envelopes.rotation_grace_ms > max_grace {
+            return bad(format!(
+                "envelopes.rotation_grace_ms must be between 0 and {max_grace}"
+            ));
         }
         if self.retention.batch == 0 || self.retention.batch > 10_000 {
             return bad("retention.batch must be between 1 and 10000".into());
@@ -529,6 +542,21 @@ mod tests {
         );
         let ok = load_str("[devices]\nenroll_burst = 1\n").expect("1 is allowed");
         assert_eq!(ok.devices.enroll_burst, 1);
+    }
+
+    #[test]
+    fn rotation_grace_is_bounded_at_five_minutes() {
+        assert_eq!(Config::default().envelopes.rotation_grace_ms, 10_000);
+        let ok = load_str("[envelopes]\nrotation_grace_ms = 300000\n").expect("the maximum");
+        assert_eq!(ok.envelopes.rotation_grace_ms, 300_000);
+        let zero = load_str("[envelopes]\nrotation_grace_ms = 0\n").expect("no grace");
+        assert_eq!(zero.envelopes.rotation_grace_ms, 0);
+        let err = load_str("[envelopes]\nrotation_grace_ms = 300001\n").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("envelopes.rotation_grace_ms must be between 0 and 300000"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -169,7 +169,10 @@ pub async fn get_device(
 }
 
 /// Revoke a device and all its key versions (operator). From then on its envelopes are
-/// refused with `revoked_key` and its signed requests with `device_unauthorized`.
+/// refused with `revoked_key` and its signed requests with `device_unauthorized`. Every
+/// encrypted session it is a member of in the current epoch owes a rotation from then on
+/// (`rotation_required_since` on the session): after `envelopes.rotation_grace_ms`, envelopes
+/// under that epoch are refused `rotation_required` until a surviving member rotates.
 #[utoipa::path(post, path = "/v1/devices/{id}/revoke", tag = "devices", params(("id" = String, Path)),
     request_body = RevokeDevice, security(("bearer" = [])),
     responses((status = 200, body = DeviceRow), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),

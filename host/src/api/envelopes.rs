@@ -26,9 +26,9 @@ fn refusal_status(e: &IngestError) -> StatusCode {
             EnvelopeError::Invalid(_) | EnvelopeError::Undecryptable => StatusCode::BAD_REQUEST,
             EnvelopeError::BadSignature => StatusCode::UNAUTHORIZED,
             EnvelopeError::UnknownDevice | EnvelopeError::RevokedKey => StatusCode::FORBIDDEN,
-            EnvelopeError::Replayed { .. } | EnvelopeError::StaleEpoch { .. } => {
-                StatusCode::CONFLICT
-            }
+            EnvelopeError::Replayed { .. }
+            | EnvelopeError::StaleEpoch { .. }
+            | EnvelopeError::RotationRequired { .. } => StatusCode::CONFLICT,
             EnvelopeError::Expired { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         },
         IngestError::UnknownSession => StatusCode::NOT_FOUND,
@@ -64,8 +64,10 @@ pub async fn open_session(
 }
 
 /// Rotate to the next epoch with a new content key wrapped to the remaining devices
-/// (device-signed; the caller must be a member of the current epoch). Envelopes under older
-/// epochs are refused from then on (`stale_epoch`).
+/// (device-signed; the caller must be a member of the current epoch; revoked devices can be
+/// neither caller nor recipient). Envelopes under older epochs are refused from then on
+/// (`stale_epoch`), and a rotation owed since a member's revocation is cleared. Two members
+/// rotating at once: one wins, the other gets `409 conflict` and adopts the new epoch.
 #[utoipa::path(post, path = "/v1/sessions/{id}/epochs", tag = "encrypted sessions", params(("id" = String, Path)),
     request_body = RotateSession,
     responses((status = 201, body = SessionEpoch), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
@@ -103,7 +105,8 @@ pub async fn session_keys(
 
 /// Submit one envelope in wire form. No bearer token; its signature authenticates it.
 /// Refusals: `invalid_envelope`, `unknown_device`, `bad_signature`, `revoked_key`,
-/// `stale_epoch`, `replayed`, `expired`.
+/// `stale_epoch`, `rotation_required` (a member of the current epoch was revoked longer than
+/// `envelopes.rotation_grace_ms` ago and nobody has rotated since), `replayed`, `expired`.
 #[utoipa::path(post, path = "/v1/sessions/{id}/envelopes", tag = "encrypted sessions", params(("id" = String, Path)),
     request_body(content = Object, description = "An envelope in wire form"),
     responses((status = 201, body = EnvelopeAccepted), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),

@@ -91,6 +91,7 @@ pub async fn create_session(
         status: "open".into(),
         task_id: body.task_id,
         epoch: 0,
+        rotation_required_since: None,
         created_by: caller.actor(),
         created_at: now,
         updated_at: now,

@@ -26,6 +26,7 @@ use crate::envelope::{
     wrap_content_key,
 };
 use crate::util::{new_id, now_ms};
+use zeroize::Zeroizing;
 
 /// Why a device command failed. Messages name files, devices and codes, never key material.
 #[derive(Debug, thiserror::Error)]
@@ -395,27 +396,24 @@ pub fn send(
     let dir = DeviceDir::open(dir)?;
     let me = device_id(&dir)?;
     let host = Host::new(url)?;
-    let epoch = if mode.dry_run {
+    let mut epoch = if mode.dry_run {
         newest_local_epoch(&dir, session_id)?
             .ok_or_else(|| ClientError::Usage(format!("no content key for session {session_id}")))?
     } else {
-        let keys: SessionKeys = host.send(
-            reqwest::Method::GET,
-            &format!("/v1/sessions/{session_id}/keys"),
-            None,
-            Some(&dir),
-        )?;
-        take_keys(&dir, session_id, &keys.wrapped_keys, &keys.wrappers, warn)?;
-        keys.epoch
+        let keys = fetch_keys(&host, &dir, session_id, warn)?;
+        if keys.rotation_required_since.is_some() {
+            // A member was revoked: nothing new goes out under a key it holds.
+            rotate_away_from(&host, &dir, &me, session_id, keys.epoch, warn)?
+        } else {
+            keys.epoch
+        }
     };
-    let key = dir.content_key(session_id, epoch)?.ok_or_else(|| {
-        ClientError::Untrusted(format!(
-            "no content key of epoch {epoch} was wrapped to this device"
-        ))
-    })?;
+    let mut key = epoch_key(&dir, session_id, epoch)?;
     let batch = mode.batch.clamp(1, MAX_BATCH_ENVELOPES);
     let mut sent = 0u64;
     let mut pending: Vec<String> = Vec::with_capacity(batch);
+    // The plaintexts of `pending`, to seal again under a new epoch if the host asks for one.
+    let mut lines: Vec<Zeroizing<Vec<u8>>> = Vec::with_capacity(batch);
     let mut line = Vec::new();
     loop {
         line.clear();
@@ -429,30 +427,36 @@ pub fn send(
                     line.pop();
                 }
             }
-            let sequence = dir.next_sequence(session_id)?;
-            let header = EnvelopeHeader {
-                v: ENVELOPE_VERSION,
-                session_id: session_id.to_owned(),
-                sender_device_id: me.clone(),
-                key_version: dir.keys().key_version(),
-                epoch,
-                sequence,
-                created_at: now_ms().unsigned_abs(),
-            };
-            pending.push(seal(&key, dir.keys(), &header, &line)?.to_json());
+            pending.push(seal_line(&dir, &me, session_id, epoch, &key, &line)?);
+            lines.push(Zeroizing::new(std::mem::take(&mut line)));
         }
         if pending.len() >= batch || (n == 0 && !pending.is_empty()) {
             if !mode.quiet {
-                for wire in &pending {
-                    writeln!(out, "{wire}").map_err(|e| ClientError::Usage(e.to_string()))?;
-                }
-                out.flush().map_err(|e| ClientError::Usage(e.to_string()))?;
+                print_wires(out, &pending)?;
             }
             if !mode.dry_run {
-                post_envelopes(&host, session_id, &pending)?;
+                let refused = post_envelopes(&host, session_id, &pending)?;
+                if !refused.is_empty() {
+                    // The epoch was rotated away (or must be): move to the new one and send
+                    // the refused lines again, once, as new envelopes (printed as well).
+                    epoch = rotate_away_from(&host, &dir, &me, session_id, epoch, warn)?;
+                    key = epoch_key(&dir, session_id, epoch)?;
+                    let again = refused
+                        .iter()
+                        .map(|&i| seal_line(&dir, &me, session_id, epoch, &key, &lines[i]))
+                        .collect::<Result<Vec<_>>>()?;
+                    if !mode.quiet {
+                        print_wires(out, &again)?;
+                    }
+                    let still = post_envelopes(&host, session_id, &again)?;
+                    if let Some(&i) = still.first() {
+                        return Err(still_refused(&again[i], session_id));
+                    }
+                }
             }
             sent += pending.len() as u64;
             pending.clear();
+            lines.clear();
         }
         if n == 0 {
             return Ok(sent);
@@ -460,17 +464,78 @@ pub fn send(
     }
 }
 
-/// Posts envelopes in wire form: one alone to `/envelopes`, several to `/envelopes/batch`
-/// (every one must be accepted).
-fn post_envelopes(host: &Host, session_id: &str, wires: &[String]) -> Result<()> {
+/// Refusal codes after which `send` moves to the session's new epoch and sends again: the
+/// epoch must be rotated (a member was revoked), or another member already rotated it.
+const EPOCH_REFUSALS: [&str; 2] = ["rotation_required", "stale_epoch"];
+
+fn is_epoch_refusal(code: Option<&str>) -> bool {
+    code.is_some_and(|c| EPOCH_REFUSALS.contains(&c))
+}
+
+/// The error for an envelope the host refused again after the rotation.
+fn still_refused(wire: &str, session_id: &str) -> ClientError {
+    let sequence = serde_json::from_str::<serde_json::Value>(wire)
+        .ok()
+        .and_then(|v| v["sequence"].as_u64())
+        .unwrap_or_default();
+    ClientError::Usage(format!(
+        "session {session_id}: envelope {sequence} was refused again under the new epoch; \
+         run `happyx device rotate` and send it again"
+    ))
+}
+
+fn print_wires(out: &mut dyn Write, wires: &[String]) -> Result<()> {
+    for wire in wires {
+        writeln!(out, "{wire}").map_err(|e| ClientError::Usage(e.to_string()))?;
+    }
+    out.flush().map_err(|e| ClientError::Usage(e.to_string()))
+}
+
+/// Seals one line under `epoch` with the session's next sequence (persisted first).
+fn seal_line(
+    dir: &DeviceDir,
+    me: &str,
+    session_id: &str,
+    epoch: u64,
+    key: &ContentKey,
+    plaintext: &[u8],
+) -> Result<String> {
+    let sequence = dir.next_sequence(session_id)?;
+    let header = EnvelopeHeader {
+        v: ENVELOPE_VERSION,
+        session_id: session_id.to_owned(),
+        sender_device_id: me.to_owned(),
+        key_version: dir.keys().key_version(),
+        epoch,
+        sequence,
+        created_at: now_ms().unsigned_abs(),
+    };
+    Ok(seal(key, dir.keys(), &header, plaintext)?.to_json())
+}
+
+fn epoch_key(dir: &DeviceDir, session_id: &str, epoch: u64) -> Result<ContentKey> {
+    dir.content_key(session_id, epoch)?.ok_or_else(|| {
+        ClientError::Untrusted(format!(
+            "no content key of epoch {epoch} was wrapped to this device"
+        ))
+    })
+}
+
+/// Posts envelopes in wire form: one alone to `/envelopes`, several to `/envelopes/batch`.
+/// Returns the positions the host refused for their epoch (`rotation_required`,
+/// `stale_epoch`), to send again under the new one; any other refusal is an error.
+fn post_envelopes(host: &Host, session_id: &str, wires: &[String]) -> Result<Vec<usize>> {
     if let [wire] = wires {
-        let _: EnvelopeAccepted = host.send(
+        return match host.send::<EnvelopeAccepted>(
             reqwest::Method::POST,
             &format!("/v1/sessions/{session_id}/envelopes"),
             Some(wire.clone().into_bytes()),
             None,
-        )?;
-        return Ok(());
+        ) {
+            Ok(_) => Ok(Vec::new()),
+            Err(ClientError::Refused { code, .. }) if is_epoch_refusal(Some(&code)) => Ok(vec![0]),
+            Err(e) => Err(e),
+        };
     }
     let result: EnvelopeBatchResult = host.send(
         reqwest::Method::POST,
@@ -478,19 +543,28 @@ fn post_envelopes(host: &Host, session_id: &str, wires: &[String]) -> Result<()>
         Some(envelope_batch_body(wires)),
         None,
     )?;
-    match result.results.iter().find(|r| r.status != 201) {
-        Some(refused) => Err(ClientError::Refused {
-            status: refused.status,
-            code: refused.code.clone().unwrap_or_default(),
-            message: refused.message.clone().unwrap_or_default(),
-        }),
-        None if result.results.len() == wires.len() => Ok(()),
-        None => Err(ClientError::Untrusted(format!(
+    if result.results.len() != wires.len() {
+        return Err(ClientError::Untrusted(format!(
             "the host answered {} outcomes for {} envelopes",
             result.results.len(),
             wires.len()
-        ))),
+        )));
     }
+    let mut again = Vec::new();
+    for (i, r) in result.results.iter().enumerate() {
+        if r.status == 201 {
+            continue;
+        }
+        if !is_epoch_refusal(r.code.as_deref()) {
+            return Err(ClientError::Refused {
+                status: r.status,
+                code: r.code.clone().unwrap_or_default(),
+                message: r.message.clone().unwrap_or_default(),
+            });
+        }
+        again.push(i);
+    }
+    Ok(again)
 }
 
 /// How `read` shows what it reads.
@@ -612,31 +686,97 @@ pub fn read(
     Ok(shown)
 }
 
-/// `rotate`: a new epoch whose key is wrapped to this device and the remaining live members
-/// (each checked against the pins); returns the new epoch.
-pub fn rotate(dir: &Path, url: &str, session_id: &str, warn: &mut dyn Write) -> Result<u64> {
-    let dir = DeviceDir::open(dir)?;
-    let me = device_id(&dir)?;
-    let host = Host::new(url)?;
+/// The session's current keys as the host presents them, with every content key wrapped to
+/// this device unwrapped and kept.
+fn fetch_keys(
+    host: &Host,
+    dir: &DeviceDir,
+    session_id: &str,
+    warn: &mut dyn Write,
+) -> Result<SessionKeys> {
     let keys: SessionKeys = host.send(
         reqwest::Method::GET,
         &format!("/v1/sessions/{session_id}/keys"),
         None,
-        Some(&dir),
+        Some(dir),
     )?;
-    take_keys(&dir, session_id, &keys.wrapped_keys, &keys.wrappers, warn)?;
+    if keys.session_id != session_id {
+        return Err(ClientError::Untrusted("answer for another session".into()));
+    }
+    take_keys(dir, session_id, &keys.wrapped_keys, &keys.wrappers, warn)?;
+    Ok(keys)
+}
+
+/// Tries of [`rotate_away_from`]: each lost race (`409 conflict`) reads the session again.
+const ROTATE_ATTEMPTS: usize = 3;
+
+/// Moves the session past epoch `from` and returns the epoch to send under: adopts a newer
+/// epoch another member already rotated to (if it owes no rotation itself), else rotates to
+/// a new one. Two members doing this at once is safe: the host accepts one rotation, the
+/// other gets `409 conflict` and adopts the winner's epoch on its next read. Only a rotation
+/// the host accepted is kept in the keystore, so a loser never seals under its own key.
+fn rotate_away_from(
+    host: &Host,
+    dir: &DeviceDir,
+    me: &str,
+    session_id: &str,
+    from: u64,
+    warn: &mut dyn Write,
+) -> Result<u64> {
+    let mut last = None;
+    for _ in 0..ROTATE_ATTEMPTS {
+        let keys = fetch_keys(host, dir, session_id, warn)?;
+        if keys.epoch > from && keys.rotation_required_since.is_none() {
+            let _ = writeln!(
+                warn,
+                "note: session {session_id} is at epoch {} (rotated by another member); using it",
+                keys.epoch
+            );
+            return Ok(keys.epoch);
+        }
+        if keys.rotation_required_since.is_some() {
+            let _ = writeln!(
+                warn,
+                "note: a member of session {session_id} was revoked; rotating away from epoch {}",
+                keys.epoch
+            );
+        }
+        match post_rotation(host, dir, me, session_id, keys, warn) {
+            Ok(epoch) => return Ok(epoch),
+            Err(ClientError::Refused { code, .. }) if code == "conflict" => {
+                last = Some(code);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(ClientError::Usage(format!(
+        "session {session_id}: could not rotate after {ROTATE_ATTEMPTS} attempts ({})",
+        last.unwrap_or_default()
+    )))
+}
+
+/// Posts a rotation to `keys.epoch + 1`, the new key wrapped to this device and the live
+/// members the host lists (each checked against the pins); keeps the key only once the host
+/// accepted it. Returns the new epoch.
+fn post_rotation(
+    host: &Host,
+    dir: &DeviceDir,
+    me: &str,
+    session_id: &str,
+    keys: SessionKeys,
+    warn: &mut dyn Write,
+) -> Result<u64> {
     let peers: Vec<PeerKeys> = keys
         .members
         .into_iter()
         .filter(|p| p.device_id != me)
         .collect();
     for p in &peers {
-        trust_peer(&dir, session_id, p, warn)?;
+        trust_peer(dir, session_id, p, warn)?;
     }
     let next = keys.epoch + 1;
     let key = ContentKey::generate()?;
-    let wrapped = wrap_all(&dir, &me, session_id, next, &key, &peers)?;
-    dir.store_content_key(session_id, next, &key)?;
+    let wrapped = wrap_all(dir, me, session_id, next, &key, &peers)?;
     let rotated: SessionEpoch = host.send(
         reqwest::Method::POST,
         &format!("/v1/sessions/{session_id}/epochs"),
@@ -644,14 +784,29 @@ pub fn rotate(dir: &Path, url: &str, session_id: &str, warn: &mut dyn Write) -> 
             epoch: next,
             wrapped_keys: wrapped,
         })?),
-        Some(&dir),
+        Some(dir),
     )?;
     if rotated.epoch != next {
         return Err(ClientError::Untrusted(
             "unexpected epoch in the answer".into(),
         ));
     }
+    // After the host's answer: a rotation that lost a race must not leave its key behind
+    // (`take_keys` keeps the first key it holds per epoch). A crash in between loses
+    // nothing: the key is wrapped to this device at the host.
+    dir.store_content_key(session_id, next, &key)?;
     Ok(next)
+}
+
+/// `rotate`: a new epoch whose key is wrapped to this device and the remaining live members
+/// (each checked against the pins); returns the new epoch. If another member rotates at the
+/// same moment and wins, this device adopts that epoch and returns it.
+pub fn rotate(dir: &Path, url: &str, session_id: &str, warn: &mut dyn Write) -> Result<u64> {
+    let dir = DeviceDir::open(dir)?;
+    let me = device_id(&dir)?;
+    let host = Host::new(url)?;
+    let keys = fetch_keys(&host, &dir, session_id, warn)?;
+    rotate_away_from(&host, &dir, &me, session_id, keys.epoch, warn)
 }
 
 /// `status`: the device's id, key version and fingerprint; with a host, whether the host

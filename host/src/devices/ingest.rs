@@ -18,13 +18,18 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use super::check::{KeyCache, Stage, check_batch, parse, verify, verify_pool};
 use crate::envelope::{EnvelopeError, SigningPublicKey};
 use crate::metrics::Metrics;
-use crate::store::{IngestItem, IngestVerdict, Store};
+use crate::store::{IngestItem, IngestLimits, IngestVerdict, Store};
 
 /// The writer stops gathering requests into a transaction once it holds this many envelopes
 /// (a transaction holds at most this many plus one batch request's).
 pub const MAX_BATCH: usize = 512;
 /// Envelopes that may wait for the writer before callers are held back.
 const QUEUE_DEPTH: usize = 8192;
+/// Default of `envelopes.rotation_grace_ms`: how long after a member's revocation a session's
+/// current epoch is still accepted.
+pub const DEFAULT_ROTATION_GRACE_MS: u64 = 10_000;
+/// Largest `envelopes.rotation_grace_ms` the configuration accepts (5 minutes).
+pub const MAX_ROTATION_GRACE_MS: u64 = 300_000;
 
 /// Why an envelope was not accepted.
 #[derive(Debug, thiserror::Error)]
@@ -88,12 +93,25 @@ impl Ingestor {
     }
 
     /// Starts the batch verification threads and the writer task (on the current tokio
-    /// runtime).
+    /// runtime), with the default rotation grace.
     pub fn start(store: Store, metrics: Arc<Metrics>, window_ms: u64) -> std::io::Result<Self> {
+        Self::start_with(store, metrics, window_ms, DEFAULT_ROTATION_GRACE_MS)
+    }
+
+    /// [`Self::start`] with an explicit rotation grace (`envelopes.rotation_grace_ms`).
+    pub fn start_with(
+        store: Store,
+        metrics: Arc<Metrics>,
+        window_ms: u64,
+        rotation_grace_ms: u64,
+    ) -> std::io::Result<Self> {
         let verifiers = verify_pool()?;
         let (queue, rx) = mpsc::channel(QUEUE_DEPTH);
-        let window = i64::try_from(window_ms).unwrap_or(i64::MAX);
-        tokio::spawn(writer(store.clone(), rx, window));
+        let limits = IngestLimits {
+            window_ms: i64::try_from(window_ms).unwrap_or(i64::MAX),
+            rotation_grace_ms: i64::try_from(rotation_grace_ms).unwrap_or(i64::MAX),
+        };
+        tokio::spawn(writer(store.clone(), rx, limits));
         Ok(Self {
             store,
             metrics,
@@ -322,6 +340,10 @@ fn verdict_result(verdict: IngestVerdict, meta: Meta) -> Result<Accepted, Ingest
             current: current.unsigned_abs(),
         }
         .into()),
+        IngestVerdict::RotationRequired { current } => Err(EnvelopeError::RotationRequired {
+            epoch: current.unsigned_abs(),
+        }
+        .into()),
         IngestVerdict::Replayed { cursor } => Err(EnvelopeError::Replayed {
             sequence,
             cursor: cursor.unsigned_abs(),
@@ -334,7 +356,7 @@ fn verdict_result(verdict: IngestVerdict, meta: Meta) -> Result<Accepted, Ingest
 /// The single writer: takes what is queued (whole jobs, until the batch holds at least
 /// [`MAX_BATCH`] envelopes), decides and commits it in one transaction, then answers every job
 /// of the batch.
-async fn writer(store: Store, mut rx: mpsc::Receiver<Job>, window_ms: i64) {
+async fn writer(store: Store, mut rx: mpsc::Receiver<Job>, limits: IngestLimits) {
     let mut jobs: Vec<Job> = Vec::new();
     loop {
         let Some(first) = rx.recv().await else {
@@ -349,7 +371,7 @@ async fn writer(store: Store, mut rx: mpsc::Receiver<Job>, window_ms: i64) {
         }
         let lens: Vec<usize> = jobs.iter().map(|j| j.items.len()).collect();
         let items: Vec<IngestItem> = jobs.iter_mut().flat_map(|j| j.items.drain(..)).collect();
-        match store.ingest_batch(&items, window_ms).await {
+        match store.ingest_batch(&items, limits).await {
             Ok(verdicts) => {
                 let mut verdicts = verdicts.into_iter();
                 for (job, len) in jobs.drain(..).zip(lens) {

@@ -1,6 +1,7 @@
 //! Property test of the ingest path against a reference model: random sequences of send,
 //! replay, reorder, burst, revoke, rotate and restart, in-process against the real store and the
-//! group-commit writer, each op's envelopes posted one by one or as one batch request. Every
+//! group-commit writer (with no rotation grace, so a member's revocation makes the epoch owe a
+//! rotation at once), each op's envelopes posted one by one or as one batch request. Every
 //! verdict must match the model (a batch is judged as its envelopes posted in order), and the
 //! stored count must equal what the model accepted (at most once, across restarts).
 
@@ -50,6 +51,11 @@ struct Model {
     cursor: [u64; DEVICES],
     next: [u64; DEVICES],
     revoked: [bool; DEVICES],
+    /// Members of the current epoch.
+    members: [bool; DEVICES],
+    /// A member of the current epoch was revoked since the last rotation (the ingestor runs
+    /// with no grace, so the epoch is refused at once).
+    owes_rotation: bool,
     epoch: u64,
     accepted: i64,
     /// (wire, sender, epoch, sequence) of everything crafted.
@@ -62,6 +68,8 @@ impl Model {
             "revoked_key"
         } else if epoch != self.epoch {
             "stale_epoch"
+        } else if self.owes_rotation {
+            "rotation_required"
         } else if seq <= self.cursor[sender] {
             "replayed"
         } else {
@@ -77,7 +85,7 @@ impl Model {
     }
 }
 
-async fn enroll(store: &Store, i: usize) -> (String, DeviceKeys) {
+pub(super) async fn enroll(store: &Store, i: usize) -> (String, DeviceKeys) {
     let keys = DeviceKeys::generate(1).expect("keys");
     let code = format!("prop-code-{i}-{}", new_id());
     let hash = hex::encode(enrollment_code_hash(&code));
@@ -115,7 +123,7 @@ async fn enroll(store: &Store, i: usize) -> (String, DeviceKeys) {
     (device_id, keys)
 }
 
-fn rows(session: &str, epoch: i64, members: &[&String]) -> Vec<WrappedKeyRow> {
+pub(super) fn rows(session: &str, epoch: i64, members: &[&String]) -> Vec<WrappedKeyRow> {
     members
         .iter()
         .map(|d| WrappedKeyRow {
@@ -182,6 +190,7 @@ async fn run(ops: Vec<(Op, bool)>) {
                 status: "open".into(),
                 task_id: None,
                 epoch: 0,
+                rotation_required_since: None,
                 created_by: "test".into(),
                 created_at: now,
                 updated_at: now,
@@ -192,11 +201,14 @@ async fn run(ops: Vec<(Op, bool)>) {
         .expect("session");
     let key = ContentKey::generate().expect("key");
     let metrics = Arc::new(Metrics::default());
-    let mut ingestor = Ingestor::start(store.clone(), metrics.clone(), 300_000).expect("ingestor");
+    let mut ingestor =
+        Ingestor::start_with(store.clone(), metrics.clone(), 300_000, 0).expect("ingestor");
     let mut m = Model {
         cursor: [0; DEVICES],
         next: [0; DEVICES],
         revoked: [false; DEVICES],
+        members: [true; DEVICES],
+        owes_rotation: false,
         epoch: 0,
         accepted: 0,
         sent: Vec::new(),
@@ -256,6 +268,9 @@ async fn run(ops: Vec<(Op, bool)>) {
                     .revoke_device(&devices[s].0, "test", None)
                     .await
                     .expect("revoke");
+                if !m.revoked[s] && m.members[s] {
+                    m.owes_rotation = true;
+                }
                 m.revoked[s] = true;
             }
             Op::Rotate => {
@@ -270,14 +285,16 @@ async fn run(ops: Vec<(Op, bool)>) {
                         .await
                         .expect("rotate");
                     m.epoch += 1;
+                    m.owes_rotation = false;
+                    m.members = std::array::from_fn(|i| !m.revoked[i]);
                 }
             }
             Op::Restart => {
                 drop(ingestor);
                 store.close().await;
                 store = Store::open(tmp.path(), &cfg).await.expect("reopen");
-                ingestor =
-                    Ingestor::start(store.clone(), metrics.clone(), 300_000).expect("ingestor");
+                ingestor = Ingestor::start_with(store.clone(), metrics.clone(), 300_000, 0)
+                    .expect("ingestor");
             }
         }
         if posts.is_empty() {

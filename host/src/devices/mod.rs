@@ -13,6 +13,8 @@ pub mod service;
 
 #[cfg(test)]
 mod ingest_tests;
+#[cfg(test)]
+mod rotation_tests;
 
 pub use keystore::{DeviceDir, KeystoreError};
 pub use service::{DeviceCaller, DeviceError, DeviceService, SignedHeaders};

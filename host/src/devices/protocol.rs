@@ -142,6 +142,12 @@ pub struct SessionEpoch {
 pub struct SessionKeys {
     pub session_id: String,
     pub epoch: u64,
+    /// When a member of the current epoch was revoked (Unix ms), if no one has rotated since:
+    /// the current epoch's key is no longer private to the members. A member should rotate
+    /// before sending (after `envelopes.rotation_grace_ms` the host refuses the epoch with
+    /// `rotation_required`).
+    #[serde(default)]
+    pub rotation_required_since: Option<i64>,
     /// Live members of the current epoch with their current keys.
     pub members: Vec<PeerKeys>,
     /// Every content key of the session wrapped to the caller.

@@ -203,8 +203,13 @@ impl DeviceService {
         let secret = load_or_create_secret(data_dir)?;
         let per_sec = |per_minute: u32| f64::from(per_minute) / 60.0;
         Ok(Self {
-            ingestor: Ingestor::start(store.clone(), metrics, envelopes.window_ms)
-                .map_err(|e| DeviceError::Threads(e.to_string()))?,
+            ingestor: Ingestor::start_with(
+                store.clone(),
+                metrics,
+                envelopes.window_ms,
+                envelopes.rotation_grace_ms,
+            )
+            .map_err(|e| DeviceError::Threads(e.to_string()))?,
             store,
             secret,
             limiter: RateLimiter::new(
@@ -502,6 +507,7 @@ impl DeviceService {
             status: "open".into(),
             task_id: None,
             epoch: 0,
+            rotation_required_since: None,
             created_by: caller.actor(),
             created_at: now,
             updated_at: now,
@@ -616,6 +622,7 @@ impl DeviceService {
         Ok(SessionKeys {
             session_id: session_id.to_owned(),
             epoch: to_u64(session.epoch, "sessions")?,
+            rotation_required_since: session.rotation_required_since,
             members,
             wrapped_keys: wrapped
                 .iter()

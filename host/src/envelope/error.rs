@@ -41,6 +41,17 @@ pub enum EnvelopeError {
         /// The session's current epoch.
         current: u64,
     },
+    /// A member of the session's current epoch was revoked longer than the rotation grace ago
+    /// and no surviving member has rotated since: the epoch's key is no longer private to the
+    /// members (decided by the server). Rotate to a new epoch and send again. Distinct from
+    /// [`Self::StaleEpoch`], which is for an epoch already superseded.
+    #[error(
+        "session epoch {epoch} must be rotated: a member device was revoked; rotate to a new epoch and send again"
+    )]
+    RotationRequired {
+        /// The envelope's (and the session's current) epoch.
+        epoch: u64,
+    },
     /// The sender device (or that key version of it) is not known (decided by the server).
     #[error("unknown sender device or key version")]
     UnknownDevice,
@@ -56,6 +67,7 @@ impl EnvelopeError {
             Self::Expired { .. } => "expired",
             Self::RevokedKey => "revoked_key",
             Self::StaleEpoch { .. } => "stale_epoch",
+            Self::RotationRequired { .. } => "rotation_required",
             Self::UnknownDevice => "unknown_device",
         }
     }

@@ -8,6 +8,7 @@ use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 use utoipa::ToSchema;
 
+use super::envelopes::require_rotation;
 use super::{NewEvent, Result, Store, append_event};
 use crate::util::now_ms;
 
@@ -187,6 +188,8 @@ impl Store {
                 .bind(&device_id)
                 .execute(&mut *tx)
                 .await?;
+                // Its earlier key versions hold the current epochs' keys of its sessions.
+                require_rotation(&mut tx, &device_id, &device_id, "key_revoked", now).await?;
                 sqlx::query(
                     "UPDATE devices SET status = 'active', updated_at = ?, revoked_at = NULL, \
                      revoked_by = NULL, revoke_reason = NULL WHERE id = ?",
@@ -329,7 +332,9 @@ impl Store {
     }
 
     /// Revokes a device and all its key versions (who, when, why) with a `device.revoked`
-    /// event. Revoking a revoked device changes nothing. `None` if there is no such device.
+    /// event, and marks every encrypted session it is a member of in the current epoch as
+    /// owing a rotation (`session.rotation_required` events), all in one transaction.
+    /// Revoking a revoked device changes nothing. `None` if there is no such device.
     pub async fn revoke_device(
         &self,
         id: &str,
@@ -366,6 +371,7 @@ impl Store {
                 json!({ "keys_revoked": keys, "reason": reason }),
             );
             append_event(&mut tx, &ev).await?;
+            require_rotation(&mut tx, id, actor, "device_revoked", now).await?;
         }
         tx.commit().await?;
         self.device(id).await

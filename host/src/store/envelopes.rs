@@ -60,8 +60,8 @@ crate::util::debug_fields!(IngestItem {
 });
 
 /// The verdict of the stateful checks on one [`IngestItem`], decided inside the batch's
-/// transaction (checks in this order: session, key, revocation, epoch, membership, cursor,
-/// window).
+/// transaction (checks in this order: session, key, revocation, epoch, membership, owed
+/// rotation, cursor, window).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IngestVerdict {
     /// Stored; the cursor moved to its sequence.
@@ -76,6 +76,9 @@ pub enum IngestVerdict {
     StaleEpoch { current: i64 },
     /// The sender is not authorized in the session's current epoch.
     NotMember,
+    /// A member of the current epoch was revoked at least the rotation grace ago and no
+    /// survivor has rotated yet: the current epoch's key is no longer private to the members.
+    RotationRequired { current: i64 },
     /// At or below the sender's cursor.
     Replayed { cursor: i64 },
     /// `createdAt` outside the window.
@@ -90,10 +93,63 @@ impl IngestVerdict {
             Self::UnknownKey | Self::NotMember => "unknown_device",
             Self::Revoked => "revoked_key",
             Self::StaleEpoch { .. } => "stale_epoch",
+            Self::RotationRequired { .. } => "rotation_required",
             Self::Replayed { .. } => "replayed",
             Self::Expired => "expired",
         }
     }
+}
+
+/// The explicit limits an ingest batch is judged by (`[envelopes]` of the configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IngestLimits {
+    /// Largest accepted `|createdAt - now|`, ms.
+    pub window_ms: i64,
+    /// How long after a member's revocation envelopes under the session's current epoch are
+    /// still accepted, ms; from then on they are refused `rotation_required` until a rotation.
+    pub rotation_grace_ms: i64,
+}
+
+/// Marks every encrypted session in which `device_id` is a member of the current epoch as
+/// owing a rotation (an earlier mark is kept, so the grace never restarts), with one
+/// `session.rotation_required` event each, inside the caller's transaction (the revocation's).
+/// Returns the sessions marked, sorted.
+pub(super) async fn require_rotation(
+    conn: &mut SqliteConnection,
+    device_id: &str,
+    actor: &str,
+    reason: &str,
+    now: i64,
+) -> Result<Vec<String>> {
+    let rows = sqlx::query(
+        "UPDATE sessions SET rotation_required_since = COALESCE(rotation_required_since, ?), \
+         updated_at = ? WHERE kind = 'encrypted' AND id IN (SELECT sd.session_id FROM \
+         session_devices sd JOIN sessions s ON s.id = sd.session_id AND s.epoch = sd.epoch \
+         WHERE sd.device_id = ?) RETURNING id, epoch, rotation_required_since",
+    )
+    .bind(now)
+    .bind(now)
+    .bind(device_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut marked = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let id: String = r.try_get("id")?;
+        let epoch: i64 = r.try_get("epoch")?;
+        let since: Option<i64> = r.try_get("rotation_required_since")?;
+        marked.push((id, epoch, since));
+    }
+    marked.sort();
+    for (id, epoch, since) in &marked {
+        let ev = NewEvent::new(
+            "session.rotation_required",
+            actor,
+            id,
+            json!({ "epoch": epoch, "device_id": device_id, "reason": reason, "since": since }),
+        );
+        append_event(&mut *conn, &ev).await?;
+    }
+    Ok(marked.into_iter().map(|(id, ..)| id).collect())
 }
 
 /// An accepted envelope as stored.
@@ -237,7 +293,8 @@ impl Store {
     }
 
     /// Moves an encrypted session from epoch `from` to `from + 1` with new members and wrapped
-    /// keys. `Conflict` if the session is no longer at `from`.
+    /// keys, and clears an owed rotation. `Conflict` if the session is no longer at `from` (a
+    /// concurrent rotation won) or a recipient's device or key version is revoked by now.
     pub async fn rotate_session(
         &self,
         session_id: &str,
@@ -247,8 +304,28 @@ impl Store {
     ) -> Result<()> {
         let now = now_ms();
         let mut tx = self.begin().await?;
+        // Checked again inside the transaction: a revocation that committed after the caller's
+        // checks must not get the new epoch's key (nor clear the owed rotation).
+        if !keys.is_empty() {
+            let q = format!(
+                "SELECT COUNT(*) FROM device_keys k JOIN devices d ON d.id = k.device_id \
+                 WHERE k.revoked_at IS NULL AND d.status = 'active' \
+                 AND (k.device_id, k.key_version) IN (VALUES {})",
+                pairs(keys.len())
+            );
+            let mut query = sqlx::query_as::<_, (i64,)>(sqlx::AssertSqlSafe(q));
+            for k in keys {
+                query = query.bind(&k.device_id).bind(k.key_version);
+            }
+            let (live,) = query.fetch_one(&mut *tx).await?;
+            if usize::try_from(live).ok() != Some(keys.len()) {
+                return Err(StoreError::Conflict(
+                    "a recipient device or key version is revoked",
+                ));
+            }
+        }
         let changed = sqlx::query(
-            "UPDATE sessions SET epoch = epoch + 1, updated_at = ? \
+            "UPDATE sessions SET epoch = epoch + 1, rotation_required_since = NULL, updated_at = ? \
              WHERE id = ? AND kind = 'encrypted' AND epoch = ?",
         )
         .bind(now)
@@ -399,20 +476,32 @@ impl Store {
     /// against the state as left by the items before it (so two envelopes of one sender in one
     /// batch are ordered), accepted ones are inserted and the cursors moved, refusals are
     /// recorded as events without payload. Nothing is visible (or acknowledged) before commit.
-    /// `window_ms` bounds `|createdAt - now|`.
+    /// `limits.window_ms` bounds `|createdAt - now|`; `limits.rotation_grace_ms` is how long
+    /// a session that owes a rotation still accepts its current epoch.
     pub async fn ingest_batch(
         &self,
         items: &[IngestItem],
-        window_ms: i64,
+        limits: IngestLimits,
+    ) -> Result<Vec<IngestVerdict>> {
+        self.ingest_batch_at(items, limits, now_ms()).await
+    }
+
+    /// [`Self::ingest_batch`] as of host time `now` (tests pin the clock to reach an edge).
+    pub(crate) async fn ingest_batch_at(
+        &self,
+        items: &[IngestItem],
+        limits: IngestLimits,
+        now: i64,
     ) -> Result<Vec<IngestVerdict>> {
         if items.is_empty() {
             return Ok(Vec::new());
         }
-        let now = now_ms();
+        let window_ms = limits.window_ms;
         let mut tx = self.begin().await?;
         let state = BatchState::load(&mut tx, items).await?;
         let BatchState {
             sessions,
+            rotations,
             keys,
             members,
             mut cursors,
@@ -429,6 +518,13 @@ impl Store {
                     Some(false) => IngestVerdict::Revoked,
                     Some(true) if it.epoch != current => IngestVerdict::StaleEpoch { current },
                     Some(true) if !members.contains(&sk) => IngestVerdict::NotMember,
+                    Some(true)
+                        if rotations.get(&it.session_id).is_some_and(|since| {
+                            now.saturating_sub(*since) >= limits.rotation_grace_ms
+                        }) =>
+                    {
+                        IngestVerdict::RotationRequired { current }
+                    }
                     Some(true) => {
                         let cursor = cursors.get(&sk).copied().unwrap_or(0);
                         if it.sequence <= cursor {
@@ -542,6 +638,8 @@ impl Store {
 struct BatchState {
     /// Encrypted session id → current epoch.
     sessions: HashMap<String, i64>,
+    /// Encrypted session id → since when it owes a rotation (only sessions that do).
+    rotations: HashMap<String, i64>,
     /// (device, key version) → live?
     keys: HashMap<(String, i64), bool>,
     /// (session, device) authorized in the session's current epoch.
@@ -578,6 +676,9 @@ impl BatchState {
             "SELECT 's' AS k, id AS a, NULL AS b, epoch AS n FROM sessions \
              WHERE kind = 'encrypted' AND id IN ({sessions}) \
              UNION ALL \
+             SELECT 'r', id, NULL, rotation_required_since FROM sessions \
+             WHERE kind = 'encrypted' AND rotation_required_since IS NOT NULL AND id IN ({sessions}) \
+             UNION ALL \
              SELECT CASE WHEN k.revoked_at IS NULL AND d.status = 'active' THEN 'live' ELSE 'dead' END, \
              k.device_id, NULL, k.key_version \
              FROM device_keys k JOIN devices d ON d.id = k.device_id \
@@ -596,8 +697,10 @@ impl BatchState {
             senders = pairs(sender_ids.len()),
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(q));
-        for s in &session_ids {
-            query = query.bind(*s);
+        for _ in 0..2 {
+            for s in &session_ids {
+                query = query.bind(*s);
+            }
         }
         for (d, v) in &key_ids {
             query = query.bind(*d).bind(*v);
@@ -607,7 +710,8 @@ impl BatchState {
                 query = query.bind(*s).bind(*d);
             }
         }
-        let (mut sessions, mut keys, mut members, mut cursors) = (
+        let (mut sessions, mut rotations, mut keys, mut members, mut cursors) = (
+            HashMap::new(),
             HashMap::new(),
             HashMap::new(),
             HashSet::new(),
@@ -623,6 +727,9 @@ impl BatchState {
             match tag.as_str() {
                 "s" => {
                     sessions.insert(a.ok_or_else(corrupt)?, n.ok_or_else(corrupt)?);
+                }
+                "r" => {
+                    rotations.insert(a.ok_or_else(corrupt)?, n.ok_or_else(corrupt)?);
                 }
                 "live" | "dead" => {
                     keys.insert(
@@ -644,6 +751,7 @@ impl BatchState {
         }
         Ok(Self {
             sessions,
+            rotations,
             keys,
             members,
             cursors,

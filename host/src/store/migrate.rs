@@ -45,6 +45,12 @@ const SOURCES: &[(i64, &str, &str, bool)] = &[
         include_str!("../../../migrations/sqlite/0005_console.sql"),
         false,
     ),
+    (
+        6,
+        "rotation",
+        include_str!("../../../migrations/sqlite/0006_rotation.sql"),
+        false,
+    ),
 ];
 
 /// The newest schema version this binary knows.

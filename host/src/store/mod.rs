@@ -35,7 +35,8 @@ pub use approvals::{ApprovalUse, Granted, NewApproval, UseEffect, UseOutcome};
 pub use console::{ConsoleSessionRow, EventFilter, RunFilter};
 pub use devices::{DeviceKeyRow, DeviceRow, EnrollOutcome, KeyState, NewDeviceKey, NewEnrollment};
 pub use envelopes::{
-    EnvelopeStats, IngestItem, IngestVerdict, SenderStats, StoredEnvelope, WrappedKeyRow,
+    EnvelopeStats, IngestItem, IngestLimits, IngestVerdict, SenderStats, StoredEnvelope,
+    WrappedKeyRow,
 };
 pub use events::NewEvent;
 pub use migrate::{MIGRATIONS_DIR_NAME, SCHEMA_VERSION, migration_checksums};

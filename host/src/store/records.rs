@@ -27,6 +27,7 @@ fn session_from_row(r: &SqliteRow) -> Result<Session> {
         status: r.try_get("status")?,
         task_id: r.try_get("task_id")?,
         epoch: r.try_get("epoch")?,
+        rotation_required_since: r.try_get("rotation_required_since")?,
         created_by: r.try_get("created_by")?,
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,

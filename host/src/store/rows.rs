@@ -64,6 +64,10 @@ pub struct Session {
     pub task_id: Option<String>,
     /// Current key epoch (encrypted sessions).
     pub epoch: i64,
+    /// Encrypted sessions: when a member of the current epoch was revoked (Unix ms); the
+    /// session owes a rotation to a new epoch, and envelopes under the current one are refused
+    /// `rotation_required` once `envelopes.rotation_grace_ms` has passed. `null` otherwise.
+    pub rotation_required_since: Option<i64>,
     pub created_by: String,
     pub created_at: i64,
     pub updated_at: i64,

@@ -33,19 +33,19 @@ fn start_wide_window(data: &Path) -> Server {
     )
 }
 
-fn now_ms() -> i64 {
+pub(super) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
 
-fn s(p: &Path) -> &str {
+pub(super) fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
 
 /// Runs `happyx device …` with `stdin`; returns (success, stdout, stderr).
-fn device_cli(args: &[&str], stdin: &str) -> (bool, String, String) {
+pub(super) fn device_cli(args: &[&str], stdin: &str) -> (bool, String, String) {
     let mut child = Command::new(binary())
         .arg("device")
         .args(args)
@@ -68,10 +68,10 @@ fn device_cli(args: &[&str], stdin: &str) -> (bool, String, String) {
     )
 }
 
-struct Dev {
-    dir: PathBuf,
-    id: String,
-    fp: String,
+pub(super) struct Dev {
+    pub(super) dir: PathBuf,
+    pub(super) id: String,
+    pub(super) fp: String,
 }
 
 fn issue_code(server: &Server, op: &str, body: &Value) -> (u16, Value) {
@@ -79,7 +79,7 @@ fn issue_code(server: &Server, op: &str, body: &Value) -> (u16, Value) {
 }
 
 /// keygen + operator code + enroll, all through the CLI.
-fn enroll(server: &Server, op: &str, dir: PathBuf) -> Dev {
+pub(super) fn enroll(server: &Server, op: &str, dir: PathBuf) -> Dev {
     let (ok, fp, err) = device_cli(&["keygen", "--dir", s(&dir)], "");
     assert!(ok, "keygen: {err}");
     let (st, code) = issue_code(server, op, &json!({}));
@@ -105,7 +105,7 @@ fn enroll(server: &Server, op: &str, dir: PathBuf) -> Dev {
     }
 }
 
-fn open_session(server: &Server, a: &Dev, peers: &[&Dev]) -> String {
+pub(super) fn open_session(server: &Server, a: &Dev, peers: &[&Dev]) -> String {
     let mut args = vec![
         "open-session".to_string(),
         "--dir".into(),
@@ -124,7 +124,7 @@ fn open_session(server: &Server, a: &Dev, peers: &[&Dev]) -> String {
     out.trim().to_string()
 }
 
-fn send(server: &Server, d: &Dev, session: &str, lines: &str) -> Vec<String> {
+pub(super) fn send(server: &Server, d: &Dev, session: &str, lines: &str) -> Vec<String> {
     send_with(server, d, session, lines, &[])
 }
 
@@ -136,7 +136,7 @@ fn send_with(server: &Server, d: &Dev, session: &str, lines: &str, extra: &[&str
 }
 
 /// `happyx device CMD --dir … --url … --session SESSION EXTRA…` with `stdin`.
-fn session_cli(
+pub(super) fn session_cli(
     cmd: &str,
     server: &Server,
     d: &Dev,
@@ -157,13 +157,18 @@ fn session_cli(
     device_cli(&args, stdin)
 }
 
-fn read(server: &Server, d: &Dev, session: &str, with: &[&Dev]) -> (bool, String, String) {
+pub(super) fn read(
+    server: &Server,
+    d: &Dev,
+    session: &str,
+    with: &[&Dev],
+) -> (bool, String, String) {
     let pins: Vec<String> = with.iter().map(|p| format!("{}={}", p.id, p.fp)).collect();
     let extra: Vec<&str> = pins.iter().flat_map(|p| ["--with", p.as_str()]).collect();
     session_cli("read", server, d, session, &extra, "")
 }
 
-fn post_raw(server: &Server, session: &str, body: &str) -> (u16, Value) {
+pub(super) fn post_raw(server: &Server, session: &str, body: &str) -> (u16, Value) {
     call(
         client()
             .post(format!("{}/v1/sessions/{session}/envelopes", server.url))
@@ -172,14 +177,14 @@ fn post_raw(server: &Server, session: &str, body: &str) -> (u16, Value) {
     )
 }
 
-fn envelope_count(server: &Server, op: &str, session: &str) -> i64 {
+pub(super) fn envelope_count(server: &Server, op: &str, session: &str) -> i64 {
     let (st, v) = call(server.get(&format!("/v1/sessions/{session}/envelopes/meta"), op));
     assert_eq!(st, 200, "{v}");
     v["envelopes"].as_i64().expect("count")
 }
 
 /// Seals `text` as device `d` with full control over the header.
-fn craft(
+pub(super) fn craft(
     d: &Dev,
     session: &str,
     epoch: u64,
@@ -779,7 +784,7 @@ fn a_host_that_swaps_a_peer_key_is_caught() {
     let _ = cli(&["--version"]);
 }
 
-fn post_batch(server: &Server, session: &str, body: String) -> (u16, Value) {
+pub(super) fn post_batch(server: &Server, session: &str, body: String) -> (u16, Value) {
     call(
         client()
             .post(format!(
@@ -791,7 +796,7 @@ fn post_batch(server: &Server, session: &str, body: String) -> (u16, Value) {
     )
 }
 
-fn batch_of(wires: &[&str]) -> String {
+pub(super) fn batch_of(wires: &[&str]) -> String {
     String::from_utf8(envelope_batch_body(wires)).expect("utf-8")
 }
 

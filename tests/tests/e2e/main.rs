@@ -13,5 +13,6 @@ mod hardening;
 mod ops;
 mod plugins;
 mod pty;
+mod rotation;
 mod transfer;
 mod transfer_perf;
