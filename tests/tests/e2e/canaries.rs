@@ -548,7 +548,6 @@ fn planted_key_material_codes_and_tickets_never_reach_a_sink() {
             .to_string()
     };
     let (ida, idb) = (dev_id(&da), dev_id(&db));
-    let with = format!("{idb}");
     let (ok, out, err) = cli_in(
         &[
             "device",
@@ -558,7 +557,7 @@ fn planted_key_material_codes_and_tickets_never_reach_a_sink() {
             "--url",
             &url,
             "--with",
-            &with,
+            &idb,
         ],
         &[],
         "",
