@@ -544,7 +544,11 @@ async fn close(sink: &mut Sink, code: u16, reason: String) {
 }
 
 /// Sends persisted chunks from `next` until the store has no more; returns the new offset.
+/// While the session is live it stops where live viewers have been released to
+/// ([`crate::pty::PtyManager::released`]): the newest chunk's overlap window may still be
+/// re-masked, and arrives on the live channel once it is final.
 async fn catch_up(state: &AppState, sink: &mut Sink, id: &str, mut next: u64) -> Option<u64> {
+    let bound = state.pty.released(id);
     loop {
         let chunks = state
             .store
@@ -555,13 +559,23 @@ async fn catch_up(state: &AppState, sink: &mut Sink, id: &str, mut next: u64) ->
             return Some(next);
         }
         for c in &chunks {
-            let bytes = chunk_bytes(c, next);
             let start = next.max(c.byte_offset as u64);
             let end = c.byte_offset as u64 + c.data.len() as u64;
-            if !send(sink, output_frame(start, end - start, &bytes)).await {
+            let stop = bound.map_or(end, |b| b.min(end));
+            if stop <= start {
+                return Some(next);
+            }
+            let mut bytes = chunk_bytes(c, next);
+            if stop < end && c.redacted.is_some() {
+                bytes.truncate((stop - start) as usize);
+            }
+            if !send(sink, output_frame(start, stop - start, &bytes)).await {
                 return None;
             }
-            next = end;
+            next = stop;
+            if stop < end {
+                return Some(next);
+            }
         }
     }
 }

@@ -1,6 +1,11 @@
 //! `/public/*`: unauthenticated views built from an allowlist of fields —
 //! counts, counters, versions and hashes — never by filtering a full record.
 //! Each view is its own struct, filled field by field.
+//!
+//! With `public.sessions` on, sessions and terminals are also listed
+//! (`/public/sessions`, `/public/terminals`, paged by id) with the same views
+//! as `/public/sessions/{id}` and `/public/terminals/{id}`, so that a client
+//! such as `happyx verify-public` can reach every one of them without a token.
 
 use std::collections::BTreeMap;
 
@@ -13,7 +18,7 @@ use utoipa::ToSchema;
 
 use super::extract::ApiQuery;
 use super::{ApiError, ApiResult, AppState, ErrorBody, PageQuery, path_id};
-use crate::store::{Run, SCHEMA_VERSION, migration_checksums};
+use crate::store::{Owner, PtySession, Run, SCHEMA_VERSION, Session, migration_checksums};
 
 const CACHE: &str = "public, max-age=5";
 
@@ -175,6 +180,82 @@ pub struct PublicTranscript {
     redaction: &'static str,
 }
 
+/// A page of `/public/sessions` or `/public/terminals`.
+#[derive(Serialize, ToSchema)]
+pub struct PublicSessionList {
+    items: Vec<PublicSession>,
+    /// The `after` of the next page; `null` on the last one.
+    next: Option<String>,
+}
+
+/// The public view of a session (with its envelope counts when it is encrypted).
+async fn session_view(state: &AppState, s: Session) -> ApiResult<PublicSession> {
+    let envelopes = if s.kind == "encrypted" {
+        state
+            .store
+            .envelope_stats(&s.id)
+            .await?
+            .map(|e| PublicEnvelopes {
+                count: e.envelopes,
+                bytes: e.bytes,
+                senders: e
+                    .senders
+                    .into_iter()
+                    .map(|x| PublicSender {
+                        sender_device_id: x.sender_device_id,
+                        count: x.envelopes,
+                        first_sequence: x.first_sequence,
+                        last_sequence: x.last_sequence,
+                        bytes: x.bytes,
+                    })
+                    .collect(),
+            })
+    } else {
+        None
+    };
+    Ok(PublicSession {
+        id: s.id,
+        kind: s.kind,
+        status: s.status,
+        epoch: s.epoch,
+        created_at: s.created_at,
+        updated_at: s.updated_at,
+        envelopes,
+        transcript: None,
+    })
+}
+
+/// The public view of a terminal (with its transcript's counters).
+fn terminal_view(p: PtySession) -> PublicSession {
+    PublicSession {
+        id: p.id,
+        kind: "pty".into(),
+        status: p.state,
+        epoch: 0,
+        created_at: p.created_at,
+        updated_at: p.updated_at,
+        envelopes: None,
+        transcript: Some(PublicTranscript {
+            bytes: p.output_bytes,
+            findings: p.findings,
+            withheld_chunks: p.withheld_chunks,
+            redaction: if p.withheld_chunks > 0 {
+                "partial"
+            } else {
+                "ok"
+            },
+        }),
+    }
+}
+
+fn sessions_enabled(state: &AppState) -> ApiResult<()> {
+    if state.config.public.sessions {
+        Ok(())
+    } else {
+        Err(ApiError::not_found("public view (public.sessions is off)"))
+    }
+}
+
 fn plugins(state: &AppState) -> Vec<PublicPlugin> {
     state
         .runner
@@ -264,73 +345,77 @@ pub async fn public_runs(
     Ok(([(CACHE_CONTROL, CACHE)], Json(body)))
 }
 
-/// Session metadata (only when `public.sessions` is enabled).
+/// Session metadata, or a terminal's (only when `public.sessions` is enabled).
 #[utoipa::path(get, path = "/public/sessions/{id}", tag = "public", params(("id" = String, Path)),
     responses((status = 200, body = PublicSession), (status = 404, body = ErrorBody)))]
 pub async fn public_session(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
-    if !state.config.public.sessions {
-        return Err(ApiError::not_found("public view (public.sessions is off)"));
-    }
+    sessions_enabled(&state)?;
     let id = path_id(&id, "session")?;
     let body = if let Some(s) = state.store.session(id).await? {
-        let envelopes = if s.kind == "encrypted" {
-            state
-                .store
-                .envelope_stats(id)
-                .await?
-                .map(|e| PublicEnvelopes {
-                    count: e.envelopes,
-                    bytes: e.bytes,
-                    senders: e
-                        .senders
-                        .into_iter()
-                        .map(|x| PublicSender {
-                            sender_device_id: x.sender_device_id,
-                            count: x.envelopes,
-                            first_sequence: x.first_sequence,
-                            last_sequence: x.last_sequence,
-                            bytes: x.bytes,
-                        })
-                        .collect(),
-                })
-        } else {
-            None
-        };
-        PublicSession {
-            id: s.id,
-            kind: s.kind,
-            status: s.status,
-            epoch: s.epoch,
-            created_at: s.created_at,
-            updated_at: s.updated_at,
-            envelopes,
-            transcript: None,
-        }
+        session_view(&state, s).await?
     } else if let Some(p) = state.store.pty(id).await? {
-        PublicSession {
-            id: p.id,
-            kind: "pty".into(),
-            status: p.state,
-            epoch: 0,
-            created_at: p.created_at,
-            updated_at: p.updated_at,
-            envelopes: None,
-            transcript: Some(PublicTranscript {
-                bytes: p.output_bytes,
-                findings: p.findings,
-                withheld_chunks: p.withheld_chunks,
-                redaction: if p.withheld_chunks > 0 {
-                    "partial"
-                } else {
-                    "ok"
-                },
-            }),
-        }
+        terminal_view(p)
     } else {
         return Err(ApiError::not_found("session"));
     };
     Ok(([(CACHE_CONTROL, CACHE)], Json(body)))
+}
+
+/// Sessions by id order, each as `/public/sessions/{id}` shows it (only when
+/// `public.sessions` is enabled).
+#[utoipa::path(get, path = "/public/sessions", tag = "public", params(PageQuery),
+    responses((status = 200, body = PublicSessionList), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn public_sessions(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> ApiResult<impl IntoResponse> {
+    sessions_enabled(&state)?;
+    let page = state
+        .store
+        .sessions(Owner(None), q.after()?, q.limit()?)
+        .await?;
+    let mut items = Vec::with_capacity(page.items.len());
+    for s in page.items {
+        items.push(session_view(&state, s).await?);
+    }
+    let body = PublicSessionList {
+        items,
+        next: page.next,
+    };
+    Ok(([(CACHE_CONTROL, CACHE)], Json(body)))
+}
+
+/// Terminals by id order, each as `/public/terminals/{id}` shows it (only when
+/// `public.sessions` is enabled).
+#[utoipa::path(get, path = "/public/terminals", tag = "public", params(PageQuery),
+    responses((status = 200, body = PublicSessionList), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn public_terminals(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> ApiResult<impl IntoResponse> {
+    sessions_enabled(&state)?;
+    let page = state.store.pty_page(q.after()?, q.limit()?).await?;
+    let body = PublicSessionList {
+        items: page.items.into_iter().map(terminal_view).collect(),
+        next: page.next,
+    };
+    Ok(([(CACHE_CONTROL, CACHE)], Json(body)))
+}
+
+/// A terminal's metadata and transcript counters (only when `public.sessions` is enabled).
+#[utoipa::path(get, path = "/public/terminals/{id}", tag = "public", params(("id" = String, Path)),
+    responses((status = 200, body = PublicSession), (status = 404, body = ErrorBody)))]
+pub async fn public_terminal(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    sessions_enabled(&state)?;
+    let id = path_id(&id, "terminal")?;
+    let Some(p) = state.store.pty(id).await? else {
+        return Err(ApiError::not_found("terminal"));
+    };
+    Ok(([(CACHE_CONTROL, CACHE)], Json(terminal_view(p))))
 }

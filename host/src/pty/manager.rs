@@ -50,6 +50,8 @@ pub enum Cmd {
 struct Handle {
     cmd: mpsc::Sender<Cmd>,
     live: broadcast::Sender<Live>,
+    /// Raw offset up to which live viewers have been sent output (see [`Transcript::released`]).
+    released: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Starts, adopts and drives PTY sessions. Cheap to clone.
@@ -171,6 +173,14 @@ impl PtyManager {
     /// A receiver of the session's redacted live stream, if it is live.
     pub fn subscribe(&self, id: &str) -> Option<broadcast::Receiver<Live>> {
         self.handle(id).map(|h| h.live.subscribe())
+    }
+
+    /// How far a viewer of the live session `id` may read the stored transcript: the newest
+    /// chunk's overlap window is held back until it can no longer be re-masked. `None` when
+    /// the session is not live (everything stored is final).
+    pub fn released(&self, id: &str) -> Option<u64> {
+        self.handle(id)
+            .map(|h| h.released.load(std::sync::atomic::Ordering::SeqCst))
     }
 
     /// Sends a command to a live session.
@@ -310,18 +320,20 @@ impl PtyManager {
     fn supervise(&self, id: String, conn: (UnixStream, HelloOk), persisted: u64) {
         let (cmd_tx, cmd_rx) = mpsc::channel(64);
         let (live, _) = broadcast::channel(LIVE_CAPACITY);
+        let released = Arc::new(std::sync::atomic::AtomicU64::new(persisted));
         if let Ok(mut m) = self.inner.sessions.lock() {
             m.insert(
                 id.clone(),
                 Handle {
                     cmd: cmd_tx,
                     live: live.clone(),
+                    released: released.clone(),
                 },
             );
         }
         let this = self.clone();
         tokio::spawn(async move {
-            if let Err(e) = this.run(&id, conn, persisted, cmd_rx, live).await {
+            if let Err(e) = this.run(&id, conn, persisted, cmd_rx, live, released).await {
                 tracing::error!(pty = %id, code = e.code(), error = %e, "terminal supervision failed");
             }
             if let Ok(mut m) = this.inner.sessions.lock() {
@@ -337,6 +349,7 @@ impl PtyManager {
         persisted: u64,
         mut cmd_rx: mpsc::Receiver<Cmd>,
         live: broadcast::Sender<Live>,
+        released: Arc<std::sync::atomic::AtomicU64>,
     ) -> Result<(), PtyError> {
         let i = &self.inner;
         let mut t = Transcript::resume(
@@ -346,6 +359,7 @@ impl PtyManager {
             i.metrics.clone(),
             persisted,
             live.clone(),
+            released,
         )
         .await?;
         let secret = hmac(&i.key, id.as_bytes());
@@ -391,6 +405,7 @@ impl PtyManager {
                         }
                         None => {
                             t.flush(true).await?;
+                            t.release_held();
                             i.store
                                 .finish_pty(id, Some("holder_unreachable"), None, None)
                                 .await?;
@@ -558,7 +573,10 @@ async fn drive_inner(
     let mut flush_at: Option<Instant> = None;
     let mut cmds_open = true;
     loop {
-        let wake = [flush_at, t.dropped_due()].into_iter().flatten().min();
+        let wake = [flush_at, t.dropped_due(), t.hold_due()]
+            .into_iter()
+            .flatten()
+            .min();
         let sleep_until = wake.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
         tokio::select! {
             f = frx.recv() => {
@@ -596,6 +614,9 @@ async fn drive_inner(
                 if t.dropped_due().is_some_and(|at| at <= Instant::now()) {
                     t.report_dropped().await?;
                 }
+                if t.hold_due().is_some_and(|at| at <= Instant::now()) {
+                    t.release_held();
+                }
                 if flush_at.is_some_and(|at| at <= Instant::now()) {
                     t.flush(true).await?;
                     ack(wr, t).await?;
@@ -610,6 +631,7 @@ async fn drive_inner(
             && t.end() >= x.end_offset
         {
             t.flush(true).await?;
+            t.release_held();
             t.report_dropped().await?;
             // Every byte is persisted: the caller records the exit, then
             // releases the holder.

@@ -2,10 +2,20 @@
 //! offset, cut into chunks of at most 64 KiB, redacted with the cross-chunk
 //! overlap of [`crate::runs::redact_with_overlap`], persisted, and only then
 //! acknowledged and published to live viewers (redacted copies only).
+//!
+//! The last [`OVERLAP`] bytes of the newest chunk may still be re-masked when
+//! the next chunk arrives (a secret split across the boundary). They are held
+//! back from live viewers until the next chunk is persisted (then released with
+//! the corrected mask) or [`LIVE_HOLD`] passes (then released as stored), so a
+//! live viewer and the stored transcript mask the same bytes. [`Transcript::released`]
+//! is how far viewers may read; catch-up from the store stops there too.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use tokio::sync::broadcast;
+use tokio::time::Instant;
 
 use crate::metrics::Metrics;
 use crate::plugins::PluginHost;
@@ -32,6 +42,22 @@ pub enum Live {
     },
 }
 
+/// How long the newest chunk's overlap window is held back from live viewers when no more
+/// output follows: an interactive program's echo or prompt reaches a viewer this much later
+/// than it is persisted (the chunk itself waits up to 15 ms of quiet before it is persisted).
+pub const LIVE_HOLD: Duration = Duration::from_millis(60);
+
+/// The newest chunk's tail, not yet sent to live viewers.
+struct Held {
+    /// Raw offset of the chunk the tail belongs to.
+    chunk_offset: i64,
+    /// Raw offset of the tail's first byte.
+    offset: u64,
+    /// The tail's masked copy (same length as the raw tail).
+    masked: Vec<u8>,
+    until: Instant,
+}
+
 struct Prev {
     offset: i64,
     raw_tail: Vec<u8>,
@@ -50,6 +76,9 @@ pub struct Transcript {
     prev: Option<Prev>,
     live: broadcast::Sender<Live>,
     dropped: DropTally,
+    held: Option<Held>,
+    /// Raw offset up to which live viewers have been sent output (shared with the viewers).
+    released: Arc<AtomicU64>,
 }
 
 /// Input the holder dropped and not yet reported: a flood of drops becomes one event (and one
@@ -127,6 +156,7 @@ impl Transcript {
         metrics: Arc<Metrics>,
         persisted: u64,
         live: broadcast::Sender<Live>,
+        released: Arc<AtomicU64>,
     ) -> Result<Self, StoreError> {
         let prev = store.last_transcript_chunk(pty_id).await?.map(|c| {
             let keep = c.data.len().saturating_sub(OVERLAP);
@@ -146,7 +176,39 @@ impl Transcript {
             prev,
             live,
             dropped: DropTally::default(),
+            held: None,
+            released: {
+                released.store(persisted, Ordering::SeqCst);
+                released
+            },
         })
+    }
+
+    /// When the held-back tail must be released if no more output comes, if one is held.
+    pub fn hold_due(&self) -> Option<Instant> {
+        self.held.as_ref().map(|h| h.until)
+    }
+
+    /// Sends the held-back tail (if any) to live viewers as it is now stored.
+    pub fn release_held(&mut self) {
+        if let Some(h) = self.held.take() {
+            self.publish(h.offset, h.masked.len() as u64, Some(h.masked));
+        }
+    }
+
+    /// Raises the released offset, then sends the range (in that order: a viewer that read
+    /// the old offset is subscribed already and receives it; one that read the new one finds
+    /// it in the store).
+    fn publish(&self, offset: u64, raw_len: u64, redacted: Option<Vec<u8>>) {
+        if raw_len == 0 {
+            return;
+        }
+        self.released.store(offset + raw_len, Ordering::SeqCst);
+        let _ = self.live.send(Live::Chunk {
+            offset,
+            raw_len,
+            redacted: redacted.map(Arc::new),
+        });
     }
 
     /// Next raw offset expected from the holder.
@@ -248,12 +310,34 @@ impl Transcript {
             .await?;
         self.pending.drain(..take);
         self.persisted = new_end as u64;
-        for c in chunks {
-            let _ = self.live.send(Live::Chunk {
-                offset: c.byte_offset as u64,
-                raw_len: c.data.len() as u64,
-                redacted: c.redacted.map(Arc::new),
-            });
+        // The held tail now has its final mask (the fix just stored, if any).
+        if let Some(h) = self.held.as_mut()
+            && let Some((off, m)) = &prev_fix
+            && *off == h.chunk_offset
+            && m.len() >= h.masked.len()
+        {
+            h.masked = m[m.len() - h.masked.len()..].to_vec();
+        }
+        self.release_held();
+        let last = chunks.len().saturating_sub(1);
+        for (i, c) in chunks.into_iter().enumerate() {
+            let offset = c.byte_offset as u64;
+            let raw_len = c.data.len() as u64;
+            match c.redacted {
+                // The newest chunk: its overlap window may still be re-masked.
+                Some(m) if i == last && m.len() as u64 == raw_len => {
+                    let keep = m.len().min(OVERLAP);
+                    let cut = m.len() - keep;
+                    self.publish(offset, cut as u64, Some(m[..cut].to_vec()));
+                    self.held = Some(Held {
+                        chunk_offset: c.byte_offset,
+                        offset: offset + cut as u64,
+                        masked: m[cut..].to_vec(),
+                        until: Instant::now() + LIVE_HOLD,
+                    });
+                }
+                r => self.publish(offset, raw_len, r),
+            }
         }
         Ok(true)
     }

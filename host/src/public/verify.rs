@@ -14,10 +14,15 @@
 //!    (`/public/sessions`), then `<singular>_id` fields — or, when none of
 //!    these exist, any other id; up to `--max-values` per path. A templated path with no candidate is
 //!    skipped with a note on stderr.
+//!    The host lists its session and terminal views (`/public/sessions`,
+//!    `/public/terminals`, when `public.sessions` is on), so their ids come
+//!    from those listings and every such view is reached.
 //! 4. Each response body is scanned with [`scan`](super::scan::scan), its
-//!    header values with the byte-level rules.
+//!    header values with the byte-level rules. The report counts, per
+//!    OpenAPI path, the successful responses scanned (`views`), so that an
+//!    operator sees which views were actually reached.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -75,6 +80,8 @@ pub struct Report {
     pub surfaces: usize,
     /// Templated paths skipped for lack of a value.
     pub skipped: Vec<String>,
+    /// Per OpenAPI path (`/public/sessions/{id}`…): successful responses scanned.
+    pub views: BTreeMap<String, usize>,
     pub findings: Vec<Finding>,
 }
 
@@ -91,6 +98,7 @@ impl Report {
             "clean": self.findings.is_empty(),
             "surfaces": self.surfaces,
             "skipped": self.skipped,
+            "views": self.views,
             "findings": findings,
         })
         .to_string()
@@ -357,6 +365,9 @@ pub async fn verify(
             };
             let f = fetch(&client, &format!("{base}{rel}")).await?;
             scan_one(&format!("GET {rel}"), &f, &mut report);
+            if (200..300).contains(&f.status) {
+                *report.views.entry(path.clone()).or_default() += 1;
+            }
             let v: Option<Value> = serde_json::from_slice(&f.body).ok();
             let Some(v) = v.filter(|_| (200..300).contains(&f.status)) else {
                 break;
@@ -394,6 +405,9 @@ pub async fn verify(
             }
             let f = fetch(&client, &format!("{base}{rel}")).await?;
             scan_one(&format!("GET {rel}"), &f, &mut report);
+            if (200..300).contains(&f.status) {
+                *report.views.entry(path.clone()).or_default() += 1;
+            }
             if let Ok(v) = serde_json::from_slice::<Value>(&f.body) {
                 collect_ids(&v, path, &mut ids, 0);
             }
@@ -422,5 +436,108 @@ mod tests {
         let c = candidates("/public/x/{session_id}", "session_id", &ids, 2);
         assert_eq!(c, ["s2"]);
         assert_eq!(params("/public/a/{x}/b/{y}"), ["x", "y"]);
+    }
+
+    /// A host with session and terminal listings (the shape `happyx serve` offers with
+    /// `public.sessions` on); `leak` plants `secret` in one terminal view's transcript field.
+    async fn fake_host(leak: Option<&'static str>) -> String {
+        use axum::extract::Path as UrlPath;
+        use axum::routing::get;
+        let doc = json!({
+            "openapi": "3.1.0",
+            "info": {"title": "fake", "version": "1"},
+            "paths": {
+                "/public/state": {"get": {}},
+                "/public/sessions": {"get": {"parameters": [{"name": "after", "in": "query"}]}},
+                "/public/sessions/{id}": {"get": {}},
+                "/public/terminals": {"get": {"parameters": [{"name": "after", "in": "query"}]}},
+                "/public/terminals/{id}": {"get": {}},
+            }
+        });
+        let view = move |id: String| {
+            let transcript = match leak {
+                Some(secret) if id == "term-2" => json!({"bytes": 10, "note": secret}),
+                _ => json!({"bytes": 10, "findings": 0}),
+            };
+            json!({"id": id, "kind": "pty", "status": "running", "transcript": transcript})
+        };
+        let app = axum::Router::new()
+            .route(
+                "/v1/openapi.json",
+                get(move || async move { axum::Json(doc) }),
+            )
+            .route(
+                "/public/state",
+                get(|| async { axum::Json(json!({"version": "1"})) }),
+            )
+            .route(
+                "/public/sessions",
+                get(|| async {
+                    axum::Json(json!({"items": [{"id": "sess-1", "kind": "agent"}], "next": null}))
+                }),
+            )
+            .route(
+                "/public/sessions/{id}",
+                get(|UrlPath(id): UrlPath<String>| async move {
+                    axum::Json(json!({"id": id, "kind": "agent", "status": "open"}))
+                }),
+            )
+            .route(
+                "/public/terminals",
+                get(|| async {
+                    // Ids only: the views themselves are reached through `/public/terminals/{id}`.
+                    axum::Json(json!({"items": [{"id": "term-1"}, {"id": "term-2"}], "next": null}))
+                }),
+            )
+            .route(
+                "/public/terminals/{id}",
+                get(move |UrlPath(id): UrlPath<String>| async move { axum::Json(view(id)) }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{addr}")
+    }
+
+    fn args(url: String) -> VerifyArgs {
+        VerifyArgs {
+            url,
+            canaries: None,
+            max_pages: 10,
+            max_values: 10,
+        }
+    }
+
+    #[tokio::test]
+    async fn session_and_terminal_views_are_discovered_and_scanned() {
+        let url = fake_host(None).await;
+        let report = verify(&args(url), &[], None).await.expect("verify");
+        assert!(report.findings.is_empty(), "{:?}", report.findings);
+        assert!(report.skipped.is_empty(), "{:?}", report.skipped);
+        assert_eq!(report.views.get("/public/sessions/{id}"), Some(&1));
+        assert_eq!(report.views.get("/public/terminals/{id}"), Some(&2));
+        assert_eq!(report.views.get("/public/terminals"), Some(&1));
+        let line: Value = serde_json::from_str(&report.summary_line()).expect("json");
+        assert_eq!(line["views"]["/public/terminals/{id}"], 2);
+    }
+
+    #[tokio::test]
+    async fn a_secret_in_a_terminal_view_is_found() {
+        const SECRET: &str = "CANARYterminalview42";
+        let url = fake_host(Some(SECRET)).await;
+        let report = verify(&args(url), &[SECRET.to_string()], None)
+            .await
+            .expect("verify");
+        let found: Vec<String> = report.findings.iter().map(Finding::to_string).collect();
+        assert!(
+            found
+                .iter()
+                .any(|f| f.starts_with("GET /public/terminals/term-2: canary")),
+            "{found:?}"
+        );
+        assert!(found.iter().all(|f| !f.contains(SECRET)), "{found:?}");
+        assert!(!report.summary_line().contains(SECRET));
     }
 }

@@ -4,7 +4,9 @@ use serde_json::json;
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
-use super::{NewEvent, Page, Permission, Result, Session, Store, StoreError, Task, append_event};
+use super::{
+    NewEvent, Page, Permission, PtySession, Result, Session, Store, StoreError, Task, append_event,
+};
 use crate::util::now_ms;
 
 fn task_from_row(r: &SqliteRow) -> Result<Task> {
@@ -191,6 +193,19 @@ impl Store {
         .await
     }
 
+    /// Terminals by id order, one page (for the public terminal listing).
+    pub async fn pty_page(&self, after: Option<&str>, limit: i64) -> Result<Page<PtySession>> {
+        self.page(
+            "pty_sessions",
+            "requested_by",
+            Owner(None),
+            after,
+            limit,
+            super::pty::pty_from_row,
+        )
+        .await
+    }
+
     pub async fn set_session_status(&self, id: &str, status: &str, actor: &str) -> Result<Session> {
         self.set_status("sessions", "session.status_changed", id, status, actor)
             .await?;
@@ -309,6 +324,11 @@ impl HasId for Task {
     }
 }
 impl HasId for Session {
+    fn id(&self) -> &str {
+        &self.id
+    }
+}
+impl HasId for PtySession {
     fn id(&self) -> &str {
         &self.id
     }

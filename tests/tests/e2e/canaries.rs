@@ -338,3 +338,517 @@ fn planted_canaries_never_reach_a_public_or_log_sink() {
         "canaries or tokens reached a sink:\n{leaks:#?}"
     );
 }
+
+/// Every form a binary secret travels in: base64 std/url with and without padding, hex, and
+/// a `Debug` byte list (what a careless `{:?}` of a key or buffer prints).
+fn forms(raw: &[u8]) -> Vec<String> {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+    vec![
+        STANDARD.encode(raw),
+        STANDARD_NO_PAD.encode(raw),
+        URL_SAFE.encode(raw),
+        URL_SAFE_NO_PAD.encode(raw),
+        hex::encode(raw),
+        format!("{raw:?}"),
+    ]
+}
+
+/// `forms` of a canonical standard-base64 value from the wire or a keystore file.
+fn forms_b64(text: &str) -> Vec<String> {
+    use base64::Engine as _;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .expect("standard base64");
+    forms(&raw)
+}
+
+/// `happyx ARGS…` with `stdin`, logging at trace level; (success, stdout, stderr).
+fn cli_in(args: &[&str], env: &[(&str, &str)], stdin: &str) -> (bool, String, String) {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(happyx_tests::binary())
+        .current_dir(std::env::temp_dir())
+        .args(args)
+        .env("HAPPYX_LOG", "trace")
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn happyx");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("stdin");
+    let out = child.wait_with_output().expect("wait");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The body of a refused WebSocket upgrade (the host answers a bad ticket with an error body).
+fn ws_refusal(url: &str) -> String {
+    let rt = tokio::runtime::Runtime::new().expect("rt");
+    match rt.block_on(tokio_tungstenite::connect_async(url)) {
+        Ok(_) => panic!("the upgrade was accepted"),
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            String::from_utf8_lossy(resp.body().as_deref().unwrap_or_default()).into_owned()
+        }
+        Err(e) => panic!("unexpected ws error: {e}"),
+    }
+}
+
+/// The public views of a host, scanned (body and headers); each must answer 2xx.
+fn scan_public(canaries: &Canaries, url: &str, paths: &[String], found: &mut Vec<String>) {
+    for path in paths {
+        let r = client().get(format!("{url}{path}")).send().expect("send");
+        assert!(r.status().is_success(), "{path}: {}", r.status());
+        let headers = format!("{:?}", r.headers());
+        let body = r.bytes().expect("body");
+        found.extend(hits(canaries, path, &body));
+        found.extend(hits(
+            canaries,
+            &format!("{path} headers"),
+            headers.as_bytes(),
+        ));
+    }
+}
+
+/// Key material, envelopes and one-time credentials — device private keys, envelope
+/// ciphertext, nonces and signatures, request signatures, HPKE-wrapped content keys,
+/// enrollment codes, PTY attach tickets, approval tokens, message plaintext — planted through
+/// the real device CLI and API, then looked for in every sink: the public views (including the
+/// session and terminal listings), every error body the test provokes, the host's log at
+/// TRACE, `/metrics`, the stdout/stderr of every CLI command used (except the one value a
+/// command exists to print), `verify-public`, and the public views of an imported export.
+#[test]
+fn planted_key_material_codes_and_tickets_never_reach_a_sink() {
+    use happyx::devices::DeviceDir;
+    use happyx::devices::auth::sign_request;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+
+    let (tmp, data) = temp_data_dir();
+    let cfg = "[approvals]\nallow_self_approval = true\n[public]\nruns = true\nsessions = true\n[envelopes]\nwindow_ms = 600000\n";
+    let server = Server::start_with(
+        &data,
+        ServerOptions {
+            config: Some(cfg.into()),
+            env: vec![("HAPPYX_LOG".into(), "trace".into())],
+            ..Default::default()
+        },
+    )
+    .expect("start");
+    let op = server.token("operator");
+    let url = server.url.clone();
+    let op_env = [("HAPPYX_TOKEN", op.as_str()), ("HAPPYX_URL", url.as_str())];
+    // (what, text) of every sink but the public views and the log.
+    let mut sinks: Vec<(String, String)> = Vec::new();
+    let mut secrets: Vec<String> = vec![op.clone()];
+    let p = |d: &std::path::Path| d.to_str().expect("utf-8 path").to_string();
+
+    // Two devices: keygen and enrollment through the CLI, one with an operator's code from the
+    // API, one with a code from `happyx enroll create`.
+    let (da, db) = (tmp.path().join("dev-a"), tmp.path().join("dev-b"));
+    let mut codes = Vec::new();
+    for (n, dir) in [&da, &db].into_iter().enumerate() {
+        let (ok, out, err) = cli_in(&["device", "keygen", "--dir", &p(dir)], &[], "");
+        assert!(ok, "keygen: {err}");
+        sinks.push((format!("device keygen {n}"), out + &err));
+        let code = if n == 0 {
+            let (st, c) = call(server.post("/v1/enrollments", &op, &json!({})));
+            assert_eq!(st, 201, "{c}");
+            c["code"].as_str().expect("code").to_string()
+        } else {
+            let (ok, out, err) = cli_in(&["enroll", "create"], &op_env, "");
+            assert!(ok, "enroll create: {err}");
+            sinks.push(("enroll create (stderr)".into(), err));
+            out.trim().to_string()
+        };
+        let (ok, out, err) = cli_in(
+            &[
+                "device",
+                "enroll",
+                "--dir",
+                &p(dir),
+                "--url",
+                &url,
+                "--code",
+                &code,
+            ],
+            &[],
+            "",
+        );
+        assert!(ok, "enroll: {err}");
+        sinks.push((format!("device enroll {n}"), out + &err));
+        // A spent code presented again: refused, without echoing it.
+        let again = tmp.path().join(format!("dev-again-{n}"));
+        cli_in(&["device", "keygen", "--dir", &p(&again)], &[], "");
+        let (ok, out, err) = cli_in(
+            &[
+                "device",
+                "enroll",
+                "--dir",
+                &p(&again),
+                "--url",
+                &url,
+                "--code",
+                &code,
+            ],
+            &[],
+            "",
+        );
+        assert!(!ok, "a spent code enrolls nothing");
+        sinks.push((format!("device enroll with a spent code {n}"), out + &err));
+        codes.push(code);
+    }
+    // An unspent code, and a wrong one sent to the enrollment routes.
+    let (st, c) = call(server.post("/v1/enrollments", &op, &json!({})));
+    assert_eq!(st, 201, "{c}");
+    codes.push(c["code"].as_str().expect("code").to_string());
+    secrets.extend(codes.iter().cloned());
+    for (route, body) in [
+        ("/v1/enrollments/challenge", json!({"code": codes[0]})),
+        (
+            "/v1/enrollments/complete",
+            json!({"code": codes[2], "junk": codes[1]}),
+        ),
+    ] {
+        // (A challenge is answered whatever the code, so as not to tell codes apart.)
+        let r = client()
+            .post(format!("{url}{route}"))
+            .json(&body)
+            .send()
+            .expect("send");
+        sinks.push((format!("answer to {route}"), r.text().expect("body")));
+    }
+    // The devices' private keys, from their keystore files.
+    for dir in [&da, &db] {
+        let keys: Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.join("device.json")).expect("device.json"),
+        )
+        .expect("json");
+        for field in ["signingSeed", "hpkeSecret"] {
+            let v = keys[field].as_str().expect("key field");
+            secrets.push(v.to_string());
+            secrets.extend(forms_b64(v));
+        }
+    }
+
+    // An encrypted session from a to b, two messages, read back by b.
+    let dev_id = |dir: &std::path::Path| {
+        DeviceDir::open(dir)
+            .expect("device dir")
+            .device_id()
+            .expect("enrolled")
+            .to_string()
+    };
+    let (ida, idb) = (dev_id(&da), dev_id(&db));
+    let (ok, out, err) = cli_in(
+        &[
+            "device",
+            "open-session",
+            "--dir",
+            &p(&da),
+            "--url",
+            &url,
+            "--with",
+            &idb,
+        ],
+        &[],
+        "",
+    );
+    assert!(ok, "open-session: {err}");
+    sinks.push(("device open-session".into(), out.clone() + &err));
+    let sid = out.trim().to_string();
+    let plain = [canary(100), canary(101)];
+    let (ok, wires, err) = cli_in(
+        &[
+            "device",
+            "send",
+            "--dir",
+            &p(&da),
+            "--url",
+            &url,
+            "--session",
+            &sid,
+        ],
+        &[],
+        &format!("{}\n{}\n", plain[0], plain[1]),
+    );
+    assert!(ok, "send: {err}");
+    sinks.push(("device send (stderr)".into(), err));
+    let wires: Vec<Value> = wires
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("wire json"))
+        .collect();
+    assert_eq!(wires.len(), 2);
+    for w in &wires {
+        for field in ["nonce", "ciphertext", "signature"] {
+            let v = w[field].as_str().expect("wire field");
+            secrets.push(v.to_string());
+            secrets.extend(forms_b64(v));
+        }
+    }
+    let (ok, out, err) = cli_in(
+        &[
+            "device",
+            "read",
+            "--dir",
+            &p(&db),
+            "--url",
+            &url,
+            "--session",
+            &sid,
+        ],
+        &[],
+        "",
+    );
+    assert!(ok, "read: {err}");
+    assert!(out.contains(&plain[1]), "b reads the plaintext: {out}");
+    sinks.push(("device read (stderr)".into(), err));
+    secrets.extend(plain.iter().cloned());
+    // The content key wrapped to b, from the session key route (signed as b); the request's
+    // own signature is planted too.
+    let bdir = DeviceDir::open(&db).expect("device dir");
+    let path = format!("/v1/sessions/{sid}/keys");
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let mut req = client().get(format!("{url}{path}"));
+    for (k, v) in sign_request(bdir.keys(), &idb, ts, "GET", &path, b"") {
+        if k.to_ascii_lowercase().contains("signature") {
+            secrets.push(v.clone());
+            secrets.extend(forms_b64(&v));
+        }
+        req = req.header(k, v);
+    }
+    let (st, keys) = call(req);
+    assert_eq!(st, 200, "{keys}");
+    let wrapped = keys["wrapped_keys"].as_array().expect("wrapped keys");
+    assert!(!wrapped.is_empty(), "{keys}");
+    for w in wrapped {
+        for field in ["enc", "ciphertext"] {
+            let v = w[field].as_str().expect("wrapped field");
+            secrets.push(v.to_string());
+            secrets.extend(forms_b64(v));
+        }
+    }
+    // Envelope refusals carrying the planted material: a replay, a signature from another
+    // envelope, another session, a batch, a bad key-route signature.
+    let post_env = |session: &str, body: String| {
+        client()
+            .post(format!("{url}/v1/sessions/{session}/envelopes"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .expect("send")
+    };
+    let mut swapped = wires[0].clone();
+    swapped["signature"] = wires[1]["signature"].clone();
+    let mut other = wires[1].clone();
+    other["sessionId"] = json!(idb);
+    for (what, session, body) in [
+        ("replayed envelope", sid.as_str(), wires[0].to_string()),
+        ("swapped signature", sid.as_str(), swapped.to_string()),
+        ("other session", idb.as_str(), other.to_string()),
+        (
+            "envelope with junk",
+            sid.as_str(),
+            format!("{{\"x\":{}}}", wires[1]),
+        ),
+    ] {
+        let r = post_env(session, body);
+        assert!(r.status().is_client_error(), "{what}: {}", r.status());
+        sinks.push((format!("error body of {what}"), r.text().expect("body")));
+    }
+    let r = client()
+        .post(format!("{url}/v1/sessions/{sid}/envelopes/batch"))
+        .header("content-type", "application/json")
+        .body(json!({"envelopes": [wires[0], swapped]}).to_string())
+        .send()
+        .expect("send");
+    sinks.push(("batch outcomes".into(), r.text().expect("body")));
+    let mut req = client().get(format!("{url}/v1/sessions/{sid}/keys?x=1"));
+    for (k, v) in sign_request(bdir.keys(), &ida, ts, "GET", &path, b"") {
+        req = req.header(k, v);
+    }
+    let r = req.send().expect("send");
+    assert!(r.status().is_client_error(), "{}", r.status());
+    sinks.push((
+        "error body of a mis-signed key read".into(),
+        r.text().expect("body"),
+    ));
+
+    // A terminal through the approval flow (its approval token planted), an attach ticket
+    // spent over a real WebSocket, the same ticket again, and an unspent one.
+    let body = json!({"recipe": "shell", "args": {"command": "sleep 60"}});
+    let (st, b) = call(server.post("/v1/pty", &op, &body));
+    assert_eq!(st, 403, "{b}");
+    let aid = b["approval_id"].as_str().expect("aid").to_string();
+    let atok = b["approval_token"]
+        .as_str()
+        .expect("approval token")
+        .to_string();
+    secrets.push(atok.clone());
+    let (st, a) = call(server.post(&format!("/v1/approvals/{aid}/approve"), &op, &json!({})));
+    assert_eq!(st, 200, "{a}");
+    let mut used = body.clone();
+    used["approval_token"] = json!(atok);
+    let (st, pty) = call(server.post("/v1/pty", &op, &used));
+    assert_eq!(st, 201, "{pty}");
+    let pid = pty["id"].as_str().expect("pty id").to_string();
+    let r = server.post("/v1/pty", &op, &used).send().expect("send");
+    assert_eq!(r.status().as_u16(), 403);
+    sinks.push((
+        "error body of a spent approval token".into(),
+        r.text().expect("body"),
+    ));
+    let mut tickets = Vec::new();
+    for _ in 0..2 {
+        let (st, t) = call(server.post(
+            &format!("/v1/pty/{pid}/attach"),
+            &op,
+            &json!({"mode": "observe"}),
+        ));
+        assert_eq!(st, 201, "{t}");
+        tickets.push(t["ticket"].as_str().expect("ticket").to_string());
+    }
+    secrets.extend(tickets.iter().cloned());
+    let ws_url = format!(
+        "{}/v1/pty/{pid}/ws?ticket={}",
+        url.replace("http://", "ws://"),
+        tickets[0]
+    );
+    {
+        let rt = tokio::runtime::Runtime::new().expect("rt");
+        let req = ws_url.as_str().into_client_request().expect("request");
+        let (mut ws, _) = rt
+            .block_on(tokio_tungstenite::connect_async(req))
+            .expect("attach");
+        rt.block_on(ws.close(None)).ok();
+    }
+    sinks.push(("error body of a spent ticket".into(), ws_refusal(&ws_url)));
+    let wrong = format!(
+        "{}/v1/pty/{}/ws?ticket={}",
+        url.replace("http://", "ws://"),
+        sid,
+        tickets[1]
+    );
+    sinks.push((
+        "error body of a ticket for another terminal".into(),
+        ws_refusal(&wrong),
+    ));
+
+    // Operator commands, as an operator uses them.
+    for args in [
+        vec!["status"],
+        vec!["approvals", "ls"],
+        vec!["approvals", "show", aid.as_str()],
+        vec!["devices", "ls"],
+        vec!["pty", "ls", "--json"],
+        vec!["runs", "ls"],
+        vec!["events", "tail"],
+        vec!["events", "tail", "--json"],
+    ] {
+        let (ok, out, err) = cli_in(&args, &op_env, "");
+        assert!(ok, "{args:?}: {err}");
+        sinks.push((format!("happyx {}", args.join(" ")), out + &err));
+    }
+    let canaries = Canaries::new(&secrets);
+    let cfile = tmp.path().join("canaries.txt");
+    std::fs::write(&cfile, secrets.join("\n")).expect("write");
+    let (ok, out, err) = cli_in(
+        &["verify-public", "--url", &url, "--canaries", &p(&cfile)],
+        &[],
+        "",
+    );
+    assert!(ok, "verify-public found something:\n{out}\n{err}");
+    let report: Value = serde_json::from_str(out.trim()).expect("summary");
+    for view in ["/public/sessions/{id}", "/public/terminals/{id}"] {
+        assert!(
+            report["views"][view].as_u64() >= Some(1),
+            "{view} not reached: {report}"
+        );
+    }
+    sinks.push(("verify-public".into(), out + &err));
+
+    let mut found = Vec::new();
+    let public = |extra: &[&str]| {
+        let mut v: Vec<String> = [
+            "/public/state",
+            "/public/evidence",
+            "/public/runs",
+            "/public/sessions",
+            "/public/terminals",
+            "/metrics",
+            "/healthz",
+            "/v1/openapi.json",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let views = public(&[
+        &format!("/public/sessions/{sid}"),
+        &format!("/public/sessions/{pid}"),
+        &format!("/public/terminals/{pid}"),
+    ]);
+    scan_public(&canaries, &url, &views, &mut found);
+    let (st, _) = call(server.post(&format!("/v1/pty/{pid}/kill"), &op, &json!({})));
+    assert!(st < 300, "kill: {st}");
+
+    // The export is a private file (it must hold the material, so the scan can find it); its
+    // command output and the public views of an imported copy must not.
+    let export = tmp.path().join("export.json");
+    let (ok, out, err) = cli_in(
+        &["export", "--data-dir", &p(&data), "--out", &p(&export)],
+        &[],
+        "",
+    );
+    assert!(ok, "export: {err}");
+    sinks.push(("export command".into(), out + &err));
+    let bytes = std::fs::read(&export).expect("export");
+    assert!(
+        !hits(&canaries, "export", &bytes).is_empty(),
+        "the export holds ciphertext: the scan can find it"
+    );
+    let copy = tmp.path().join("copy");
+    let (ok, out, err) = cli_in(&["import", "--data-dir", &p(&copy), &p(&export)], &[], "");
+    assert!(ok, "import: {err}");
+    sinks.push(("import command".into(), out + &err));
+    let imported = Server::start_with(
+        &copy,
+        ServerOptions {
+            config: Some(cfg.into()),
+            env: vec![("HAPPYX_LOG".into(), "trace".into())],
+            ..Default::default()
+        },
+    )
+    .expect("start the imported copy");
+    scan_public(&canaries, &imported.url, &views, &mut found);
+    found.extend(hits(
+        &canaries,
+        "imported host log",
+        imported.stderr().as_bytes(),
+    ));
+
+    for (what, text) in &sinks {
+        found.extend(hits(&canaries, what, text.as_bytes()));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let log = server.stderr();
+    assert!(log.contains("TRACE"), "the log ran at trace level");
+    found.extend(hits(&canaries, "server log", log.as_bytes()));
+    assert!(
+        found.is_empty(),
+        "planted material reached a sink:\n{found:#?}"
+    );
+}

@@ -854,3 +854,67 @@ fn capture_throughput_against_a_raw_pty_read() {
         "host RSS {rss_max} KiB while streaming"
     );
 }
+
+/// A secret split across two writes with a pause between them (so across two transcript
+/// chunks): the newest chunk's overlap window is held back from live viewers until the next
+/// chunk re-masks it, so a live viewer's stream equals the stored transcript and shows no
+/// fragment of the secret. A single keystroke's echo (nothing follows it) is still released
+/// once the hold passes.
+#[test]
+fn live_viewers_and_the_stored_transcript_mask_a_split_secret_the_same() {
+    let (_tmp, data) = temp_data_dir();
+    let server = start(&data);
+    let op = server.token("operator");
+    let p = open(
+        &server,
+        &op,
+        &op,
+        "read x; printf 'key=AKIAIOSF'; sleep 0.025; printf 'ODNN7EXAMPLE\\n'; echo done-$((1+1)); read y; echo bye-$((2+1))",
+    );
+    let id = p["id"].as_str().expect("id").to_string();
+    let rt = tokio::runtime::Runtime::new().expect("rt");
+    let tk = ticket(&server, &op, &id, "drive");
+    let mut ws = rt.block_on(ws_open(&server.url, &id, &tk, 0));
+    // A keystroke: the terminal echoes it, and nothing follows it.
+    let sent = Instant::now();
+    rt.block_on(input(&mut ws, "z"));
+    let echo = rt.block_on(collect(&mut ws, 0, Duration::from_secs(5), |b| {
+        contains(b, "z")
+    }));
+    assert!(
+        contains(&echo.bytes, "z"),
+        "the echo of a keystroke is held back for good"
+    );
+    eprintln!("keystroke echo after {:?}", sent.elapsed());
+    rt.block_on(input(&mut ws, "\n"));
+    let mut rest = rt.block_on(collect(&mut ws, echo.next, Duration::from_secs(20), |b| {
+        contains(b, "done-2")
+    }));
+    assert!(
+        contains(&rest.bytes, "done-2"),
+        "{:?}",
+        String::from_utf8_lossy(&rest.bytes)
+    );
+    rt.block_on(input(&mut ws, "q\n"));
+    let end = rt.block_on(collect(&mut ws, rest.next, Duration::from_secs(20), |b| {
+        contains(b, "bye-3")
+    }));
+    rest.bytes.extend_from_slice(&end.bytes);
+    let mut live = echo.bytes;
+    live.extend_from_slice(&rest.bytes);
+    wait_state(&server, &op, &id, &["exited"]);
+    let stored = transcript(&server, &op, &id, 0);
+    let text = String::from_utf8_lossy(&live).into_owned();
+    for fragment in ["AKIA", "IOSF", "ODNN", "EXAMPLE"] {
+        assert!(
+            !text.contains(fragment),
+            "live view shows {fragment}: {text:?}"
+        );
+    }
+    assert!(contains(&stored, "bye-3"));
+    assert_eq!(
+        text,
+        String::from_utf8_lossy(&stored),
+        "the live stream and the stored transcript differ"
+    );
+}
