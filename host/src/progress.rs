@@ -24,6 +24,8 @@ fn wanted() -> bool {
 #[derive(Debug)]
 pub struct Progress {
     bar: ProgressBar,
+    /// What [`Progress::doing`] last showed (set again only when it changes).
+    doing: std::sync::Mutex<String>,
 }
 
 impl Progress {
@@ -31,6 +33,7 @@ impl Progress {
     pub fn hidden() -> Self {
         Progress {
             bar: ProgressBar::hidden(),
+            doing: Default::default(),
         }
     }
 
@@ -48,7 +51,10 @@ impl Progress {
         bar.enable_steady_tick(Duration::from_millis(120));
         // Drawn at once: short work shows its line too.
         bar.tick();
-        Progress { bar }
+        Progress {
+            bar,
+            doing: Default::default(),
+        }
     }
 
     /// A bar over `total` steps: `verify-public [=====>    ] 12/40  /public/runs`.
@@ -62,7 +68,10 @@ impl Progress {
             bar.set_style(style.progress_chars("=> "));
         }
         bar.tick();
-        Progress { bar }
+        Progress {
+            bar,
+            doing: Default::default(),
+        }
     }
 
     /// `n` more done.
@@ -78,7 +87,20 @@ impl Progress {
     /// What is being worked on now (a table, a kind, a path) — never a value: the line may be
     /// on a shared screen.
     pub fn doing(&self, what: &str) {
-        self.bar.set_message(what.to_string());
+        if let Ok(mut last) = self.doing.lock()
+            && *last != what
+        {
+            what.clone_into(&mut last);
+            self.bar.set_message(what.to_string());
+        }
+    }
+
+    /// One more done, in `what` (cheap when `what` is unchanged: once per row is fine).
+    pub fn tick_in(&self, what: &str) {
+        if self.is_drawn() {
+            self.doing(what);
+            self.bar.inc(1);
+        }
     }
 
     /// Whether anything is drawn.

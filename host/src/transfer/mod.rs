@@ -91,10 +91,9 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::File;
-use std::io::{BufReader, BufWriter, IsTerminal, Write};
+use std::io::{BufReader, BufWriter, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -108,6 +107,7 @@ use tokio::sync::mpsc;
 
 use crate::datadir::{self, DataDirError};
 use crate::keyfile::KeyFileError;
+use crate::progress::Progress;
 use crate::store::transfer::{Cell, ImportTarget, InsertError, Snapshot, TableInfo};
 use crate::store::{SCHEMA_VERSION, StoreError};
 use signing::{HostKey, PublicKey};
@@ -320,48 +320,6 @@ impl Checksum {
     }
 }
 
-/// Rows per second on stderr, at most once a second, only on a terminal.
-struct Progress {
-    on: bool,
-    start: Instant,
-    last: Instant,
-    rows: u64,
-}
-
-impl Progress {
-    fn new() -> Self {
-        let now = Instant::now();
-        Progress {
-            on: std::io::stderr().is_terminal(),
-            start: now,
-            last: now,
-            rows: 0,
-        }
-    }
-
-    fn tick(&mut self, table: &str) {
-        self.rows += 1;
-        if self.on
-            && self.rows.is_multiple_of(1024)
-            && self.last.elapsed() >= Duration::from_secs(1)
-        {
-            self.last = Instant::now();
-            let secs = self.start.elapsed().as_secs_f64().max(0.001);
-            eprint!(
-                "\r\x1b[K{} rows ({:.0} rows/s), now in {table}",
-                self.rows,
-                self.rows as f64 / secs
-            );
-        }
-    }
-
-    fn done(&self) {
-        if self.on && self.start.elapsed() >= Duration::from_secs(1) {
-            eprintln!("\r\x1b[K{} rows in {:.1?}", self.rows, self.start.elapsed());
-        }
-    }
-}
-
 /// What an export wrote.
 #[derive(Debug, Clone, Serialize)]
 pub struct ExportSummary {
@@ -453,7 +411,7 @@ async fn write_export(
     let mut w = BufWriter::with_capacity(1 << 16, file);
     let mut sum = Checksum::new(schema_version);
     let mut rows = BTreeMap::new();
-    let mut progress = Progress::new();
+    let progress = Progress::counter("export", "rows");
     write!(
         w,
         "{{\"format\":\"{FORMAT}\",\"version\":{VERSION},\"schema_version\":{schema_version},\"tables\":{{"
@@ -477,7 +435,7 @@ async fn write_export(
             w.write_all(&buf).map_err(io)?;
             sum.row(&buf);
             n += 1;
-            progress.tick(&t.name);
+            progress.tick_in(&t.name);
         }
         if n > 0 {
             w.write_all(b"\n").map_err(io)?;
@@ -485,7 +443,7 @@ async fn write_export(
         w.write_all(b"]").map_err(io)?;
         rows.insert(t.name.clone(), n);
     }
-    progress.done();
+    drop(progress);
     let checksum = sum.finish();
     let public_key = key.public().to_string();
     let meta = serde_json::json!({
@@ -1014,7 +972,7 @@ async fn consume(
     let mut rows: BTreeMap<String, u64> = BTreeMap::new();
     let mut meta: Option<Value> = None;
     let mut buf = Vec::with_capacity(4096);
-    let mut progress = Progress::new();
+    let progress = Progress::counter("import", "rows");
     loop {
         let Some(item) = rx.recv().await else {
             return Err(invalid(
@@ -1113,13 +1071,13 @@ async fn consume(
                     return Err(invalid(at(&p), m));
                 }
                 *rows.entry(t.name.clone()).or_default() += 1;
-                progress.tick(&t.name);
+                progress.tick_in(&t.name);
             }
             Item::Meta(v) => meta = Some(v),
             Item::End => break,
         }
     }
-    progress.done();
+    drop(progress);
     let (Some(_), Some(sum)) = (schema_version, sum) else {
         return Err(invalid("tables".into(), "missing".into()));
     };

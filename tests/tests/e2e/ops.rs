@@ -747,33 +747,9 @@ fn pty_attach_restores_the_terminal_on_sigterm() {
     assert_eq!(p["state"], "running", "{p}");
 }
 
-/// Long data-dir work (`prune`, `export`, `import`) draws its progress on stderr only when
-/// stderr is a terminal: piped, stderr stays clean and stdout holds just the result.
-#[test]
-fn long_commands_draw_progress_only_on_a_terminal() {
+/// Runs the binary with `args` under a real terminal; returns everything it drew.
+fn on_a_terminal(args: &[&str]) -> String {
     use portable_pty::{CommandBuilder, PtySize, native_pty_system};
-    let (_tmp, data) = temp_data_dir();
-    let mut server = Server::start(&data);
-    server.token("operator");
-    server.sigterm(Duration::from_secs(10)).expect("stop");
-    let dir = data.to_str().expect("utf-8 path");
-
-    // Piped: the result on stdout, nothing drawn on stderr.
-    let out = Command::new(binary())
-        .args(["prune", "--data-dir", dir])
-        .env_remove("HAPPYX_PROGRESS")
-        .output()
-        .expect("run prune");
-    assert!(out.status.success(), "{out:?}");
-    let report: Value = serde_json::from_slice(&out.stdout).expect("one JSON line on stdout");
-    assert!(report["examined"].is_object(), "{report}");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !stderr.contains("examined") && !stderr.contains('\u{1b}'),
-        "progress drawn into a pipe: {stderr:?}"
-    );
-
-    // On a terminal: the progress line is drawn (and cleared), then the result.
     let pair = native_pty_system()
         .openpty(PtySize {
             rows: 30,
@@ -783,20 +759,87 @@ fn long_commands_draw_progress_only_on_a_terminal() {
         })
         .expect("openpty");
     let mut c = CommandBuilder::new(binary());
-    c.args(["prune", "--data-dir", dir]);
+    c.args(args);
     c.env_remove("HAPPYX_PROGRESS");
     let mut child = pair.slave.spawn_command(c).expect("spawn under a pty");
     drop(pair.slave);
     let screen = pty_reader(pair.master.try_clone_reader().expect("reader"));
-    let status = child.wait().expect("prune exits");
-    assert!(status.success());
-    let shown = eventually(Duration::from_secs(10), || {
-        let s = String::from_utf8_lossy(&screen.lock().expect("lock")).into_owned();
-        s.contains("\"pruned\"").then_some(s)
-    })
-    .expect("the result reaches the terminal");
-    assert!(
-        shown.contains("prune: examined"),
-        "no progress on a terminal: {shown:?}"
-    );
+    let status = child.wait().expect("exits");
+    assert!(status.success(), "{args:?} failed");
+    // The reader drains what is left once the child is gone.
+    std::thread::sleep(Duration::from_millis(300));
+    let drawn = String::from_utf8_lossy(&screen.lock().expect("lock")).into_owned();
+    drawn
+}
+
+/// Runs the binary with `args`, stdout and stderr piped; returns (stdout, stderr).
+fn piped(args: &[&str]) -> (String, String) {
+    let out = Command::new(binary())
+        .args(args)
+        .env_remove("HAPPYX_PROGRESS")
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{args:?}: {out:?}");
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Long data-dir work (`prune`, `export`, `import`) draws its progress on stderr only when
+/// stderr is a terminal: piped, stderr stays clean and stdout holds just the result.
+#[test]
+fn long_commands_draw_progress_only_on_a_terminal() {
+    let (tmp, data) = temp_data_dir();
+    let mut server = Server::start(&data);
+    server.token("operator");
+    server.sigterm(Duration::from_secs(10)).expect("stop");
+    let dir = data.to_str().expect("utf-8 path");
+    let backup = tmp.path().join("backup.json");
+    let backup = backup.to_str().expect("utf-8 path");
+    let key = tmp.path().join("host.pub");
+    let (public, _) = piped(&["host-key", "--data-dir", dir]);
+    std::fs::write(&key, public).expect("write key");
+    let key = key.to_str().expect("utf-8 path");
+    let restored = |n: u32| tmp.path().join(format!("restored-{n}"));
+    let (r1, r2) = (restored(1), restored(2));
+
+    let commands: [(&str, Vec<&str>); 3] = [
+        ("prune: examined", vec!["prune", "--data-dir", dir]),
+        ("export", vec!["export", "--data-dir", dir, "--out", backup]),
+        (
+            "import",
+            vec![
+                "import",
+                "--data-dir",
+                r1.to_str().expect("p"),
+                "--trusted-key",
+                key,
+                backup,
+            ],
+        ),
+    ];
+    for (drawn, args) in &commands {
+        // Piped: the result on stdout, nothing drawn on stderr.
+        let (stdout, stderr) = piped(args);
+        let result: Value = serde_json::from_str(stdout.trim()).expect("one JSON line on stdout");
+        assert!(result.is_object(), "{result}");
+        assert!(
+            !stderr.contains(drawn) && !stderr.contains('\u{1b}'),
+            "{args:?}: progress drawn into a pipe: {stderr:?}"
+        );
+    }
+    // On a terminal: the progress line is drawn (and cleared), then the result.
+    let _ = std::fs::remove_file(backup);
+    let mut on_tty = commands;
+    on_tty[2].1[2] = r2.to_str().expect("p");
+    for (drawn, args) in &on_tty {
+        let screen = on_a_terminal(args);
+        assert!(
+            screen.contains(drawn)
+                && (screen.contains(" rows") || screen.contains(" items"))
+                && screen.contains('{'),
+            "{args:?}: no progress on a terminal: {screen:?}"
+        );
+    }
 }
