@@ -18,6 +18,7 @@ use crate::auth::Role;
 use crate::store::{Approval, StoreError};
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ApprovalsQuery {
     /// `pending` (unexpired), `approved`, `denied` or `used`; all when absent.

@@ -210,6 +210,7 @@ pub async fn overview(State(state): State<AppState>, caller: Caller) -> ApiResul
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct PtyListQuery {
     /// `starting`, `running`, `exited`, `lost` or `killed`.

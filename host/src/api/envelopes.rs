@@ -173,6 +173,7 @@ pub async fn post_envelope_batch(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AfterQuery {
     /// Return envelopes accepted after this position (`next_after` of the previous page).

@@ -14,6 +14,7 @@ use crate::store::EventRow;
 pub const MAX_EVENTS: i64 = 1000;
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct EventsQuery {
     /// Return events with `seq` greater than this (default 0).

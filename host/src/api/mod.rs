@@ -198,6 +198,7 @@ async fn method_not_allowed() -> ApiError {
 
 /// Paging parameters shared by listings.
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct PageQuery {
     /// Return items after this id (the `next` of the previous page).

@@ -93,6 +93,7 @@ pub struct AttachTicket {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct TranscriptQuery {
     /// Raw output byte offset to start from (default 0).
@@ -100,6 +101,7 @@ pub struct TranscriptQuery {
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct WsQuery {
     /// The attach ticket from `POST /v1/pty/{id}/attach`.

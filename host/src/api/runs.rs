@@ -178,6 +178,7 @@ fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
 /// List runs (agents: their own).
 /// Filters and order of `GET /v1/runs`; without any, the original ascending cursor listing.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct RunsQuery {
     /// Ascending: return runs after this id (the `next` of the previous page).

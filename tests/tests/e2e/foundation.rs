@@ -600,6 +600,30 @@ fn openapi_lists_every_route() {
             "{p} missing from the OpenAPI document"
         );
     }
+    // Path parameters are the template's own; query strings are declared as query.
+    for (p, item) in paths {
+        for (method, operation) in item.as_object().expect("path item") {
+            for param in operation["parameters"].as_array().into_iter().flatten() {
+                let name = param["name"].as_str().expect("name");
+                let templated = p.contains(&format!("{{{name}}}"));
+                assert_eq!(
+                    param["in"] == "path",
+                    templated,
+                    "{method} {p}: parameter {name} is declared in {}",
+                    param["in"]
+                );
+            }
+        }
+    }
+    let transcript = &paths["/v1/pty/{id}/transcript"]["get"]["parameters"];
+    assert!(
+        transcript
+            .as_array()
+            .expect("params")
+            .iter()
+            .any(|p| p["name"] == "from" && p["in"] == "query" && p["required"] != true),
+        "{transcript}"
+    );
     // Every documented GET route without parameters answers (no 404/405).
     let op = server.token("operator");
     for (p, item) in paths {
