@@ -44,15 +44,7 @@ fn planted_canaries_never_reach_a_public_or_log_sink() {
         "[approvals]\nallow_self_approval = true\n[public]\nruns = true\nsessions = true\n[runs.risk_floor]\n{} = \"high\"\n",
         values[0]
     );
-    let server = Server::start_with(
-        &data,
-        ServerOptions {
-            config: Some(cfg),
-            env: vec![("HAPPYX_LOG".into(), "trace".into())],
-            ..Default::default()
-        },
-    )
-    .expect("start");
+    let server = start_traced(&data, cfg).expect("start");
     let dir = data.to_str().expect("path");
     let (st, op, _) = cli(&[
         "token",
@@ -434,15 +426,7 @@ fn planted_key_material_codes_and_tickets_never_reach_a_sink() {
 
     let (tmp, data) = temp_data_dir();
     let cfg = "[approvals]\nallow_self_approval = true\n[public]\nruns = true\nsessions = true\n[envelopes]\nwindow_ms = 600000\n";
-    let server = Server::start_with(
-        &data,
-        ServerOptions {
-            config: Some(cfg.into()),
-            env: vec![("HAPPYX_LOG".into(), "trace".into())],
-            ..Default::default()
-        },
-    )
-    .expect("start");
+    let server = start_traced(&data, cfg).expect("start");
     let op = server.token("operator");
     let url = server.url.clone();
     let op_env = [("HAPPYX_TOKEN", op.as_str()), ("HAPPYX_URL", url.as_str())];
@@ -824,15 +808,7 @@ fn planted_key_material_codes_and_tickets_never_reach_a_sink() {
     let (ok, out, err) = cli_in(&["import", "--data-dir", &p(&copy), &p(&export)], &[], "");
     assert!(ok, "import: {err}");
     sinks.push(("import command".into(), out + &err));
-    let imported = Server::start_with(
-        &copy,
-        ServerOptions {
-            config: Some(cfg.into()),
-            env: vec![("HAPPYX_LOG".into(), "trace".into())],
-            ..Default::default()
-        },
-    )
-    .expect("start the imported copy");
+    let imported = start_traced(&copy, cfg).expect("start the imported copy");
     scan_public(&canaries, &imported.url, &views, &mut found);
     found.extend(hits(
         &canaries,
@@ -851,4 +827,16 @@ fn planted_key_material_codes_and_tickets_never_reach_a_sink() {
         found.is_empty(),
         "planted material reached a sink:\n{found:#?}"
     );
+}
+
+/// A host on `data` with config `cfg` logging at trace level (every log line is a sink).
+fn start_traced(data: &std::path::Path, cfg: impl Into<String>) -> anyhow::Result<Server> {
+    Server::start_with(
+        data,
+        ServerOptions {
+            config: Some(cfg.into()),
+            env: vec![("HAPPYX_LOG".into(), "trace".into())],
+            ..Default::default()
+        },
+    )
 }

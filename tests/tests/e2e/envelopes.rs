@@ -105,6 +105,15 @@ pub(super) fn enroll(server: &Server, op: &str, dir: PathBuf) -> Dev {
     }
 }
 
+/// An operator token, two enrolled devices A and B, and a session A opened with B.
+fn two_in_a_session(server: &Server, dir: &Path) -> (String, Dev, Dev, String) {
+    let op = server.token("operator");
+    let a = enroll(server, &op, dir.join("dev-a"));
+    let b = enroll(server, &op, dir.join("dev-b"));
+    let session = open_session(server, &a, &[&b]);
+    (op, a, b, session)
+}
+
 pub(super) fn open_session(server: &Server, a: &Dev, peers: &[&Dev]) -> String {
     let mut args = vec![
         "open-session".to_string(),
@@ -228,10 +237,7 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 fn two_devices_exchange_and_every_refusal_stores_nothing() {
     let (tmp, data) = temp_data_dir();
     let server = start(&data);
-    let op = server.token("operator");
-    let a = enroll(&server, &op, tmp.path().join("dev-a"));
-    let b = enroll(&server, &op, tmp.path().join("dev-b"));
-    let session = open_session(&server, &a, &[&b]);
+    let (op, a, b, session) = two_in_a_session(&server, tmp.path());
 
     let secret_a = "plaintext-canary-from-A-7f3a9c";
     let secret_b = "plaintext-canary-from-B-2d8e41";
@@ -941,10 +947,7 @@ fn read_follow_shows_sender_and_time_as_messages_arrive_and_send_quiet_prints_no
     use std::io::{BufRead, BufReader};
     let (tmp, data) = temp_data_dir();
     let server = start(&data);
-    let op = server.token("operator");
-    let a = enroll(&server, &op, tmp.path().join("dev-a"));
-    let b = enroll(&server, &op, tmp.path().join("dev-b"));
-    let session = open_session(&server, &a, &[&b]);
+    let (_op, a, b, session) = two_in_a_session(&server, tmp.path());
     assert!(send(&server, &a, &session, "before the reader\n").len() == 1);
 
     let mut reader = Command::new(binary())

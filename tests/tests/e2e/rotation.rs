@@ -30,6 +30,14 @@ fn start(data: &std::path::Path, grace_ms: i64) -> Server {
     )
 }
 
+/// An operator token, three enrolled devices A, B and C, and a session A opened with B and C.
+fn three_in_a_session(server: &Server, dir: &std::path::Path) -> (String, [Dev; 3], String) {
+    let op = server.token("operator");
+    let [a, b, c] = ["a", "b", "c"].map(|n| enroll(server, &op, dir.join(n)));
+    let session = open_session(server, &a, &[&b, &c]);
+    (op, [a, b, c], session)
+}
+
 fn session_view(server: &Server, op: &str, id: &str) -> Value {
     let (st, v) = call(server.get(&format!("/v1/sessions/{id}"), op));
     assert_eq!(st, 200, "{v}");
@@ -66,11 +74,7 @@ fn epochs(wires: &[String]) -> Vec<u64> {
 fn nothing_sent_after_a_revocation_opens_with_the_revoked_keys() {
     let (tmp, data) = temp_data_dir();
     let server = start(&data, 10_000);
-    let op = server.token("operator");
-    let a = enroll(&server, &op, tmp.path().join("a"));
-    let b = enroll(&server, &op, tmp.path().join("b"));
-    let c = enroll(&server, &op, tmp.path().join("c"));
-    let session = open_session(&server, &a, &[&b, &c]);
+    let (op, [a, b, c], session) = three_in_a_session(&server, tmp.path());
     send(&server, &c, &session, "C before\n");
     send(&server, &a, &session, "A before\n");
     let v = session_view(&server, &op, &session);
@@ -140,11 +144,7 @@ fn nothing_sent_after_a_revocation_opens_with_the_revoked_keys() {
 fn the_old_epoch_is_refused_after_the_grace_and_a_running_send_rotates_by_itself() {
     let (tmp, data) = temp_data_dir();
     let server = start(&data, GRACE_MS);
-    let op = server.token("operator");
-    let a = enroll(&server, &op, tmp.path().join("a"));
-    let b = enroll(&server, &op, tmp.path().join("b"));
-    let c = enroll(&server, &op, tmp.path().join("c"));
-    let session = open_session(&server, &a, &[&b, &c]);
+    let (op, [a, b, c], session) = three_in_a_session(&server, tmp.path());
 
     // B's `send` is already running (stdin open) and has sent one line under epoch 0.
     let mut b_send = Command::new(binary())
@@ -304,11 +304,7 @@ fn holding_proxy(upstream: &str, pattern: &'static [u8]) -> HoldingProxy {
 fn two_survivors_rotating_at_once_one_wins_and_the_other_adopts_its_epoch() {
     let (tmp, data) = temp_data_dir();
     let server = start(&data, 10_000);
-    let op = server.token("operator");
-    let a = enroll(&server, &op, tmp.path().join("a"));
-    let b = enroll(&server, &op, tmp.path().join("b"));
-    let c = enroll(&server, &op, tmp.path().join("c"));
-    let session = open_session(&server, &a, &[&b, &c]);
+    let (op, [a, b, c], session) = three_in_a_session(&server, tmp.path());
     revoke(&server, &op, &c);
 
     // A starts sending through a proxy that holds its rotation request on the wire…
