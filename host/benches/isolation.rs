@@ -104,14 +104,17 @@ fn bench(c: &mut Criterion) {
     group.sample_size(60);
     group.measurement_time(Duration::from_secs(8));
     group.bench_function("plain", |b| {
-        b.to_async(&rt).iter_custom(|iters| async move {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let took = first_byte(plain(&confined_ws)).await;
-                record("plain", took);
-                total += took;
+        b.to_async(&rt).iter_custom(|iters| {
+            let workspace = confined_ws.clone();
+            async move {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let took = first_byte(plain(&workspace)).await;
+                    record("plain", took);
+                    total += took;
+                }
+                total
             }
-            total
         })
     });
     if is_root {
