@@ -229,7 +229,11 @@ mod tests {
             h.served_at("r", edge - Duration::from_millis(1)),
             up_to(0, 6)
         );
-        assert_eq!(h.served_at("r", edge), up_to(1, 0), "released at the deadline");
+        assert_eq!(
+            h.served_at("r", edge),
+            up_to(1, 0),
+            "released at the deadline"
+        );
     }
 
     #[test]
@@ -286,7 +290,13 @@ mod tests {
         assert_eq!(cut(Served::Everything), "abcdefgh");
         assert_eq!(cut(Served::NOTHING), "");
         assert_eq!(cut(Served::UpTo(Frontier { chunk: 1, bytes: 2 })), "abcde");
-        assert_eq!(cut(Served::UpTo(Frontier { chunk: 3, bytes: 0 })), "abcdefgh");
-        assert_eq!(cut(Served::UpTo(Frontier { chunk: 2, bytes: 9 })), "abcdefgh");
+        assert_eq!(
+            cut(Served::UpTo(Frontier { chunk: 3, bytes: 0 })),
+            "abcdefgh"
+        );
+        assert_eq!(
+            cut(Served::UpTo(Frontier { chunk: 2, bytes: 9 })),
+            "abcdefgh"
+        );
     }
 }

@@ -3,7 +3,8 @@
 //! and its own process group — whose stdout/stderr are cut into bounded chunks,
 //! redacted, and stored. Backpressure is end to end: the readers wait for the
 //! store, and the child blocks on a full pipe; no byte is silently dropped below
-//! the configured output cap.
+//! the configured output cap. While a run is live, the newest chunk's overlap window is held
+//! back from viewers ([`crate::run_hold`]).
 
 use std::process::Stdio;
 use std::sync::Arc;
@@ -327,10 +328,11 @@ async fn write_chunks(
         tail.offset += chunk.data.len() as i64;
         let keep_from = chunk.data.len().saturating_sub(OVERLAP);
         // Its overlap window may still be re-masked by the next chunk of the stream.
-        let hold_from = chunk.redacted.as_ref().map(|m| m.len().saturating_sub(OVERLAP));
-        inner
-            .holds
-            .stored(run_id, piece.stream, index, hold_from);
+        let hold_from = chunk
+            .redacted
+            .as_ref()
+            .map(|m| m.len().saturating_sub(OVERLAP));
+        inner.holds.stored(run_id, piece.stream, index, hold_from);
         tail.prev = Some(PrevChunk {
             index,
             raw_tail: chunk.data[keep_from..].to_vec(),
