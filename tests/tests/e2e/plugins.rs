@@ -127,7 +127,9 @@ fn live_followers_of_run_output_never_see_half_of_a_split_secret() {
         // The status first: once it is final, the output read after it is complete.
         let status: Value = get(&format!("/v1/runs/{id}")).json().expect("run");
         let finished = !matches!(status["status"].as_str(), Some("queued" | "running"));
-        let out = get(&format!("/v1/runs/{id}/output")).bytes().expect("output");
+        let out = get(&format!("/v1/runs/{id}/output"))
+            .bytes()
+            .expect("output");
         polls += 1;
         let text = String::from_utf8_lossy(&out).into_owned();
         for f in fragments {
@@ -153,7 +155,9 @@ fn live_followers_of_run_output_never_see_half_of_a_split_secret() {
     );
     eprintln!("{polls} polls, {live_polls} of them live after the first half");
 
-    let stored = get(&format!("/v1/runs/{id}/output")).bytes().expect("output");
+    let stored = get(&format!("/v1/runs/{id}/output"))
+        .bytes()
+        .expect("output");
     let stored = String::from_utf8_lossy(&stored).into_owned();
     assert!(
         stored.starts_with("key=********************\ndone-2"),
