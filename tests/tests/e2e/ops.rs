@@ -768,8 +768,7 @@ fn on_a_terminal(args: &[&str]) -> String {
     assert!(status.success(), "{args:?} failed");
     // The reader drains what is left once the child is gone.
     std::thread::sleep(Duration::from_millis(300));
-    let drawn = String::from_utf8_lossy(&screen.lock().expect("lock")).into_owned();
-    drawn
+    String::from_utf8_lossy(&screen.lock().expect("lock")).into_owned()
 }
 
 /// Runs the binary with `args`, stdout and stderr piped; returns (stdout, stderr).
