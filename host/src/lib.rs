@@ -25,6 +25,7 @@ pub mod pty;
 pub mod public;
 pub mod reload;
 pub mod retention;
+pub mod run_hold;
 pub mod runs;
 pub mod sandbox;
 pub mod server;

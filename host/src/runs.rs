@@ -3,7 +3,8 @@
 //! and its own process group — whose stdout/stderr are cut into bounded chunks,
 //! redacted, and stored. Backpressure is end to end: the readers wait for the
 //! store, and the child blocks on a full pipe; no byte is silently dropped below
-//! the configured output cap.
+//! the configured output cap. While a run is live, the newest chunk's overlap window is held
+//! back from viewers ([`crate::run_hold`]).
 
 use std::process::Stdio;
 use std::sync::Arc;
@@ -16,12 +17,16 @@ use crate::children::Children;
 use crate::config::RunsConfig;
 use crate::metrics::Metrics;
 use crate::plugins::{Finding, PluginError, PluginHost, Rendered, apply_masks};
+use crate::run_hold::{Holds, OUTPUT_HOLD, Served};
 use crate::store::{OutputChunk, Store, StoreError};
 
 /// Largest output chunk stored (bytes).
 pub const CHUNK_BYTES: usize = 64 * 1024;
 /// How long a partial chunk waits for more bytes before it is stored.
 const FLUSH_AFTER: Duration = Duration::from_millis(100);
+// A secret is split across chunks only by a pause longer than FLUSH_AFTER; the hold of the
+// overlap window from live viewers must outlast it.
+const _: () = assert!(OUTPUT_HOLD.as_millis() > FLUSH_AFTER.as_millis());
 /// Bytes of the previous chunk re-scanned with the next one, so a secret split
 /// across a chunk boundary is still found.
 pub const OVERLAP: usize = 4096;
@@ -40,6 +45,7 @@ struct Inner {
     default_timeout: Duration,
     max_output: u64,
     slots: Semaphore,
+    holds: Holds,
 }
 
 struct Piece {
@@ -64,6 +70,7 @@ impl Runner {
                 default_timeout: Duration::from_millis(cfg.default_timeout_ms),
                 max_output: cfg.max_output_bytes,
                 slots: Semaphore::new(cfg.max_concurrent),
+                holds: Holds::default(),
             }),
         }
     }
@@ -72,16 +79,25 @@ impl Runner {
         &self.inner.plugins
     }
 
+    /// What of a run's redacted output viewers may be served now (see [`crate::run_hold`]);
+    /// `None` when this host is not executing the run.
+    pub fn served(&self, run_id: &str) -> Option<Served> {
+        self.inner.holds.served(run_id)
+    }
+
     /// Executes a created (queued) run of `requester` in the background, as that identity's
     /// child.
     pub fn start(&self, run_id: String, requester: String, cmd: Rendered) {
         let inner = self.inner.clone();
+        inner.holds.begin(&run_id);
         tokio::spawn(async move {
             let _slot = inner.slots.acquire().await;
             if let Err(e) = execute(&inner, &run_id, &requester, &cmd).await {
                 tracing::error!(run = %run_id, error = %e, "run failed to execute");
+                inner.holds.finish(&run_id);
                 let _ = inner.store.finish_run(&run_id, "failed", None).await;
             }
+            inner.holds.end(&run_id);
             Metrics::inc(&inner.metrics.runs_finished);
         });
     }
@@ -156,6 +172,8 @@ async fn execute(
     for r in readers {
         let _ = r.await;
     }
+    // Every chunk is stored (or never will be): release the holds before the final status.
+    inner.holds.finish(run_id);
     write_result?;
     inner.store.finish_run(run_id, status, code).await
 }
@@ -264,6 +282,7 @@ async fn write_chunks(
             truncated = true;
         }
         kept += data.len() as u64;
+        inner.holds.next_chunk(run_id, piece.stream);
         let tail = &mut tails[usize::from(piece.stream == "stderr")];
         let prev_tail = tail
             .prev
@@ -308,6 +327,12 @@ async fn write_chunks(
         inner.store.append_run_output(run_id, &chunk, cut).await?;
         tail.offset += chunk.data.len() as i64;
         let keep_from = chunk.data.len().saturating_sub(OVERLAP);
+        // Its overlap window may still be re-masked by the next chunk of the stream.
+        let hold_from = chunk
+            .redacted
+            .as_ref()
+            .map(|m| m.len().saturating_sub(OVERLAP));
+        inner.holds.stored(run_id, piece.stream, index, hold_from);
         tail.prev = Some(PrevChunk {
             index,
             raw_tail: chunk.data[keep_from..].to_vec(),

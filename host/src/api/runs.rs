@@ -17,6 +17,7 @@ use super::{ApiError, ApiResult, AppState, ErrorBody, PageQuery, path_id};
 use crate::approvals::ActionKind;
 use crate::auth::{Role, Secret};
 use crate::plugins::{Recipe, Risk};
+use crate::run_hold::{Served, served_prefix};
 use crate::store::{ApprovalUse, Granted, Run, StoreError, UseEffect};
 use crate::util::{new_id, now_ms};
 
@@ -283,10 +284,17 @@ pub async fn get_run(
     }
 }
 
-/// The redacted output as text (operator). Chunks the redactor could not
-/// process are withheld and replaced by a marker line.
+/// The redacted output as text (operator), stdout and stderr in the order they were
+/// stored. Chunks the redactor could not process are withheld and replaced by a marker line.
+///
+/// While the run is queued or running, the last 4 KiB of the newest chunk of each stream (the
+/// redaction overlap window, which the next chunk may still re-mask when a secret straddles
+/// the boundary) is held back, together with everything stored after it, until the next
+/// chunk of that stream is stored or 500 ms pass with no more output on it. So a client that
+/// polls this route while the run is live only ever sees a growing prefix of the final
+/// output, masked as it is finally stored. Once the run has finished, everything is served.
 #[utoipa::path(get, path = "/v1/runs/{id}/output", tag = "runs", params(("id" = String, Path)), security(("bearer" = [])),
-    responses((status = 200, description = "redacted output", content_type = "text/plain"), (status = 401, body = ErrorBody),
+    responses((status = 200, description = "redacted output; while the run is live, a prefix of it (the overlap window held back)", content_type = "text/plain"), (status = 401, body = ErrorBody),
                (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn get_run_output(
     State(state): State<AppState>,
@@ -295,23 +303,35 @@ pub async fn get_run_output(
 ) -> ApiResult<impl IntoResponse> {
     caller.require(&[Role::Operator])?;
     let id = path_id(&id, "run")?;
-    if state.store.run(id).await?.is_none() {
+    // Read before the status and the output: see `Holds::served`.
+    let held = state.runner.served(id);
+    let Some(run) = state.store.run(id).await? else {
         return Err(ApiError::not_found("run"));
-    }
-    let mut out = Vec::new();
-    for c in state.store.run_output(id).await? {
-        match c.redacted {
-            Some(r) => out.extend_from_slice(&r),
-            None => out.extend_from_slice(
-                format!(
+    };
+    let served = match held {
+        Some(s) => s,
+        None if matches!(run.status.as_str(), "queued" | "running") => Served::NOTHING,
+        None => Served::Everything,
+    };
+    let chunks: Vec<(i64, Vec<u8>)> = state
+        .store
+        .run_output(id)
+        .await?
+        .into_iter()
+        .map(|c| {
+            let shown = match c.redacted {
+                Some(r) => r,
+                None => format!(
                     "\n[withheld: {} bytes of {} could not be redacted]\n",
                     c.data.len(),
                     c.stream
                 )
-                .as_bytes(),
-            ),
-        }
-    }
+                .into_bytes(),
+            };
+            (c.chunk_index, shown)
+        })
+        .collect();
+    let out = served_prefix(served, chunks.iter().map(|(i, b)| (*i, b.as_slice())));
     Ok(([(CONTENT_TYPE, "text/plain; charset=utf-8")], out))
 }
 

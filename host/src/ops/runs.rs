@@ -2,7 +2,9 @@
 //!
 //! `logs --follow` re-reads `GET /v1/runs/{id}/output` and prints only the bytes beyond what
 //! it printed, until the run has finished (the status is read before the output, so the last
-//! read after a finished status holds everything).
+//! read after a finished status holds everything). While the run is live the route serves only
+//! a growing prefix of the final output (see [`crate::run_hold`]), so nothing printed is ever
+//! corrected, duplicated or skipped.
 
 use std::collections::VecDeque;
 use std::io::Write;

@@ -1,11 +1,13 @@
 //! End-to-end: the policy plugins through the real binary — export and check
 //! the built-in components, secrets masked in run output (also one split
-//! across a chunk boundary), plugin status and hot reload over HTTP, and the
-//! retention pruner (`happyx prune`), including a rerun.
+//! across a chunk boundary, also to live followers of the run), plugin status
+//! and hot reload over HTTP, and the retention pruner (`happyx prune`),
+//! including a rerun.
 
-use std::time::Duration;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
-use happyx_tests::{Server, call, cli, json, temp_data_dir};
+use happyx_tests::{Server, binary, call, cli, json, temp_data_dir};
 use serde_json::{Value, json};
 
 fn run_shell(server: &Server, op: &str, cmd: &str) -> Value {
@@ -81,6 +83,92 @@ fn planted_secrets_are_masked_in_run_output() {
     // Offsets count raw bytes: masks keep lengths.
     let raw_len = run["stdout_bytes"].as_i64().expect("bytes") as usize;
     assert_eq!(out.len(), raw_len);
+}
+
+/// A secret split across two chunks of a live run: the first chunk's overlap window is held
+/// back from `GET /v1/runs/{id}/output` until the next chunk re-masks it, so a follower
+/// polling as fast as it can, and `happyx runs logs --follow`, never see a fragment of the
+/// secret, and what they saw grows by prefixes into exactly the final stored output.
+#[test]
+fn live_followers_of_run_output_never_see_half_of_a_split_secret() {
+    let (_tmp, data) = temp_data_dir();
+    let server = Server::with_config(&data, "[approvals]\nallow_self_approval = true\n");
+    let op = server.token("operator");
+    // The pause splits the key into two chunks (it exceeds the 100 ms a partial chunk waits)
+    // and stays well inside the 500 ms hold.
+    let cmd = "sleep 0.3; printf 'key=AKIAIOSF'; sleep 0.2; printf 'ODNN7EXAMPLE\\n'; \
+               sleep 0.3; echo done-$((1+1)); sleep 1";
+    let body = json!({"recipe": "shell", "args": {"command": cmd}});
+    let (st, run) = server.post_approved("/v1/runs", &op, &op, &body);
+    assert_eq!(st, 201, "{run}");
+    let id = run["id"].as_str().expect("id").to_string();
+    let follow = Command::new(binary())
+        .args(["runs", "logs", &id, "--follow"])
+        .env("HAPPYX_URL", &server.url)
+        .env("HAPPYX_TOKEN", &op)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn happyx runs logs --follow");
+
+    let http = happyx_tests::client();
+    let get = |path: &str| {
+        http.get(format!("{}{path}", server.url))
+            .bearer_auth(&op)
+            .send()
+            .expect("send")
+    };
+    let fragments = ["AKIA", "IOSF", "ODNN", "EXAMPLE"];
+    let mut seen: Vec<u8> = Vec::new();
+    let (mut polls, mut live_polls) = (0u32, 0u32);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        // The status first: once it is final, the output read after it is complete.
+        let status: Value = get(&format!("/v1/runs/{id}")).json().expect("run");
+        let finished = !matches!(status["status"].as_str(), Some("queued" | "running"));
+        let out = get(&format!("/v1/runs/{id}/output"))
+            .bytes()
+            .expect("output");
+        polls += 1;
+        let text = String::from_utf8_lossy(&out).into_owned();
+        for f in fragments {
+            assert!(!text.contains(f), "poll {polls} shows {f}: {text:?}");
+        }
+        assert!(
+            out.starts_with(&seen),
+            "poll {polls} is not a continuation: had {:?}, now {text:?}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen = out.to_vec();
+        if finished {
+            break;
+        }
+        if text.contains("key=") {
+            live_polls += 1;
+        }
+        assert!(Instant::now() < deadline, "the run did not finish");
+    }
+    assert!(
+        live_polls > 0,
+        "the follower saw the output while the run ran ({polls} polls)"
+    );
+    eprintln!("{polls} polls, {live_polls} of them live after the first half");
+
+    let stored = get(&format!("/v1/runs/{id}/output"))
+        .bytes()
+        .expect("output");
+    let stored = String::from_utf8_lossy(&stored).into_owned();
+    assert!(
+        stored.starts_with("key=********************\ndone-2"),
+        "{stored:?}"
+    );
+    assert_eq!(String::from_utf8_lossy(&seen), stored, "follower vs stored");
+
+    let out = follow.wait_with_output().expect("wait");
+    assert!(out.status.success(), "{out:?}");
+    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(printed, stored, "runs logs --follow vs stored");
 }
 
 #[test]
