@@ -177,7 +177,10 @@ pub(super) async fn backfill_hashes(pool: &SqlitePool) -> Result<u64> {
         .await?;
     tx.commit().await?;
     if filled > 0 {
-        tracing::info!(events = filled, "hashed the existing event log into its chain");
+        tracing::info!(
+            events = filled,
+            "hashed the existing event log into its chain"
+        );
     }
     Ok(filled)
 }

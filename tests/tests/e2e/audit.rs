@@ -172,7 +172,10 @@ fn prune_restart_export_and_import_keep_the_chain_verifying() {
     let mut server = server;
     server.sigterm(Duration::from_secs(20)).expect("stop");
     let restarted = verify_dir(&data).expect("verifies after a restart");
-    assert_eq!(evidence["chain_head_seq"], restarted["head_seq"], "{evidence}");
+    assert_eq!(
+        evidence["chain_head_seq"], restarted["head_seq"],
+        "{evidence}"
+    );
     assert_eq!(evidence["chain_head_sha256"], restarted["head_hash"]);
     assert_eq!(evidence["chain_anchor_seq"], restarted["anchor_seq"]);
     assert_eq!(evidence["chain_anchor_sha256"], restarted["anchor_hash"]);
