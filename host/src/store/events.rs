@@ -59,7 +59,17 @@ async fn chain_tip(conn: &mut SqliteConnection) -> Result<(i64, [u8; 32])> {
 /// Gap-free because the write lock is held from `BEGIN IMMEDIATE` to commit; the row's chain
 /// hash ([`crate::audit`]) is computed here, from the newest row, in the same transaction.
 pub(super) async fn append(conn: &mut SqliteConnection, ev: &NewEvent<'_>) -> Result<i64> {
-    let (prev_seq, prev) = chain_tip(conn).await?;
+    let tip = chain_tip(conn).await?;
+    Ok(append_after(conn, ev, tip).await?.0)
+}
+
+/// Appends `ev` after `tip` (the `(seq, hash)` [`chain_tip`] read in this same transaction, or
+/// what the previous call returned); returns the new tip.
+async fn append_after(
+    conn: &mut SqliteConnection,
+    ev: &NewEvent<'_>,
+    (prev_seq, prev): (i64, [u8; 32]),
+) -> Result<(i64, [u8; 32])> {
     let seq = prev_seq + 1;
     let id = new_id();
     let at = now_ms();
@@ -90,7 +100,7 @@ pub(super) async fn append(conn: &mut SqliteConnection, ev: &NewEvent<'_>) -> Re
     .bind(hex::encode(hash))
     .execute(&mut *conn)
     .await?;
-    Ok(seq)
+    Ok((seq, hash))
 }
 
 /// Rows read per batch when walking the chain.
@@ -257,9 +267,12 @@ impl Store {
     /// Appends several events in one transaction; returns the last sequence number.
     pub async fn append_events(&self, evs: &[NewEvent<'_>]) -> Result<i64> {
         let mut tx = self.begin().await?;
+        // The tip is read once; each event chains to the one appended before it.
+        let mut tip = chain_tip(&mut tx).await?;
         let mut last = 0;
         for ev in evs {
-            last = append(&mut tx, ev).await?;
+            tip = append_after(&mut tx, ev, tip).await?;
+            last = tip.0;
         }
         tx.commit().await?;
         Ok(last)
