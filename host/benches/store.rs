@@ -2,7 +2,8 @@
 //! on an identically configured database (WAL, synchronous=FULL):
 //!
 //! - `event_append/*`: one event per transaction and 100 per transaction,
-//!   through `Store` vs the same INSERT issued raw.
+//!   through `Store` (which computes each event's chain hash, see `happyx::audit`) vs the
+//!   unchained INSERT of the log before the chain, issued raw.
 //! - `token_use/*`: spending one-time approval tokens with 64 concurrent
 //!   contenders per token, through `Store::use_approval` vs the same statements
 //!   raw, one transaction per use. Prints uses/s and p99 latency to stderr.

@@ -7,7 +7,12 @@ fn main() -> std::process::ExitCode {
     use happyx::cli::Command as C;
     if matches!(
         cli.command,
-        C::Serve(_) | C::Token(_) | C::Prune { .. } | C::Export { .. } | C::Import { .. }
+        C::Serve(_)
+            | C::Token(_)
+            | C::Prune { .. }
+            | C::Export { .. }
+            | C::Import { .. }
+            | C::Audit(_)
     ) {
         // Everything a host creates in its data dir (database, WAL, keys, sockets, caches)
         // is private to its user: files 0600, directories 0700, whichever library creates

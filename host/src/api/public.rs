@@ -80,6 +80,18 @@ pub struct PublicEvidence {
     /// id, seq, at, code, actor, subject, data), d_0 = 32 zero bytes.
     #[schema(format = "sha256")]
     event_log_sha256: String,
+    /// `seq` of the newest event: the head of the stored event chain (see
+    /// `happyx audit verify`); the anchor's when no event remains, 0 when there is none.
+    chain_head_seq: i64,
+    /// The stored chain hash of that event: SHA-256("happyx-event-v1\n" || previous hash ||
+    /// u64be(seq) || lp(id) || i64be(at) || lp(code) || lp(actor) || lp(subject) || lp(data)).
+    #[schema(format = "sha256")]
+    chain_head_sha256: String,
+    /// `seq` of the last pruned event (0 when nothing was pruned): the chain restarts after it.
+    chain_anchor_seq: i64,
+    /// The chain hash of the last pruned event (32 zero bytes when nothing was pruned).
+    #[schema(format = "sha256")]
+    chain_anchor_sha256: String,
 }
 
 /// Run metadata for `/public/runs`.
@@ -304,6 +316,8 @@ pub async fn public_evidence(State(state): State<AppState>) -> ApiResult<impl In
         *cached = next;
         next
     };
+    let ((chain_head_seq, chain_head_sha256), (chain_anchor_seq, chain_anchor_sha256)) =
+        state.store.chain_head().await?;
     let body = PublicEvidence {
         version: env!("CARGO_PKG_VERSION"),
         schema_version: SCHEMA_VERSION,
@@ -323,6 +337,10 @@ pub async fn public_evidence(State(state): State<AppState>) -> ApiResult<impl In
         plugins: plugins(&state),
         event_count: count,
         event_log_sha256: hex::encode(digest),
+        chain_head_seq,
+        chain_head_sha256,
+        chain_anchor_seq,
+        chain_anchor_sha256,
     };
     Ok(([(CACHE_CONTROL, CACHE)], Json(body)))
 }

@@ -51,6 +51,12 @@ const SOURCES: &[(i64, &str, &str, bool)] = &[
         include_str!("../../../migrations/sqlite/0006_rotation.sql"),
         false,
     ),
+    (
+        7,
+        "audit_chain",
+        include_str!("../../../migrations/sqlite/0007_audit_chain.sql"),
+        false,
+    ),
 ];
 
 /// The newest schema version this binary knows.

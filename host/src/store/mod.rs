@@ -39,6 +39,7 @@ pub use envelopes::{
     WrappedKeyRow,
 };
 pub use events::NewEvent;
+pub(crate) use events::verify_chain_on;
 pub use migrate::{MIGRATIONS_DIR_NAME, SCHEMA_VERSION, migration_checksums};
 pub use records::Owner;
 pub use retention::{ItemMeta, retention_kinds};
@@ -123,6 +124,7 @@ impl Store {
             .connect_with(opts.clone())
             .await?;
         migrate::run(&write).await?;
+        events::backfill_hashes(&write).await?;
         let read = SqlitePoolOptions::new()
             .max_connections(cfg.read_connections)
             .acquire_timeout(Duration::from_secs(30))

@@ -2,7 +2,7 @@
 //! per-kind totals, bounded deletes, and the record of each pass.
 
 use serde_json::json;
-use sqlx::Row;
+use sqlx::{Row, SqliteConnection};
 
 use super::{NewEvent, Result, Store, append_event};
 use crate::util::{new_id, now_ms};
@@ -65,6 +65,38 @@ pub fn retention_kinds() -> Vec<&'static str> {
     KINDS.iter().map(|k| k.kind).collect()
 }
 
+/// Deletes events by id and moves the chain's anchor ([`crate::audit`]) to the newest of
+/// them, in the caller's transaction, so the events left still verify.
+async fn prune_events(conn: &mut SqliteConnection, ids: &[String]) -> Result<u64> {
+    let mut n = 0;
+    let mut newest: Option<(i64, Option<String>)> = None;
+    for id in ids {
+        let gone: Option<(i64, Option<String>)> =
+            sqlx::query_as("DELETE FROM events WHERE id = ? RETURNING seq, hash")
+                .bind(id)
+                .fetch_optional(&mut *conn)
+                .await?;
+        if let Some((seq, hash)) = gone {
+            n += 1;
+            if newest.as_ref().is_none_or(|(s, _)| seq > *s) {
+                newest = Some((seq, hash));
+            }
+        }
+    }
+    if let Some((seq, hash)) = newest {
+        sqlx::query(
+            "INSERT INTO event_anchor (id, seq, hash) VALUES (1, ?, ?) \
+             ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash \
+             WHERE excluded.seq > event_anchor.seq",
+        )
+        .bind(seq)
+        .bind(hash.unwrap_or_default())
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(n)
+}
+
 impl Store {
     /// `(count, bytes)` of all stored items of `kind`.
     pub async fn retention_totals(&self, kind: &str) -> Result<(i64, i64)> {
@@ -120,6 +152,11 @@ impl Store {
         let Some(k) = spec(kind) else { return Ok(0) };
         let table = k.key.split('.').next().unwrap_or(k.key);
         let mut tx = self.begin().await?;
+        if table == "events" {
+            let n = prune_events(&mut tx, ids).await?;
+            tx.commit().await?;
+            return Ok(n);
+        }
         let mut n = 0;
         for id in ids {
             let q = format!("DELETE FROM {table} WHERE id = ?");

@@ -560,7 +560,8 @@ impl ImportTarget {
         }
         let conn = self.conn.as_mut().ok_or(StoreError::NotFound)?;
         let row: Option<(i64, i64, i64)> = sqlx::query_as(
-            "SELECT rowid, seq, rn FROM (SELECT rowid, seq, ROW_NUMBER() OVER (ORDER BY seq) AS rn FROM events) \
+            "SELECT rowid, seq, rn FROM (SELECT rowid, seq, ROW_NUMBER() OVER (ORDER BY seq) \
+             + COALESCE((SELECT seq FROM event_anchor WHERE id = 1), 0) AS rn FROM events) \
              WHERE seq <> rn ORDER BY rn LIMIT 1",
         )
         .fetch_optional(&mut *conn)
@@ -570,6 +571,25 @@ impl ImportTarget {
             seq,
             expected: rn,
         }))
+    }
+
+    /// Checks the restored event chain ([`crate::audit`]) as imported: nothing is re-hashed
+    /// or re-based. The outer error is a storage failure; the inner one the first bad `seq`.
+    pub async fn verify_chain(
+        &mut self,
+    ) -> Result<std::result::Result<crate::audit::ChainSummary, crate::audit::ChainError>> {
+        let conn = self.conn.as_mut().ok_or(StoreError::NotFound)?;
+        super::verify_chain_on(conn, &crate::progress::Progress::hidden()).await
+    }
+
+    /// Drops the marker that asks the first open to hash events that have none: an export's
+    /// events carry their hashes (a legacy state, which has none, keeps the marker).
+    pub async fn chain_is_restored(&mut self) -> Result<()> {
+        let conn = self.conn.as_mut().ok_or(StoreError::NotFound)?;
+        sqlx::query("DELETE FROM event_hash_backfill")
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
     }
 
     /// Commits, makes the file durable and renames it over the data dir's

@@ -193,6 +193,12 @@ pub enum TransferError {
         path: PathBuf,
         error: std::io::Error,
     },
+    /// The export's event chain does not verify; `error` names the first bad `seq`.
+    #[error("{source_name}: tables.events: {error}")]
+    Chain {
+        source_name: String,
+        error: crate::audit::ChainError,
+    },
     #[error(transparent)]
     DataDir(#[from] DataDirError),
     #[error(transparent)]
@@ -216,6 +222,7 @@ impl TransferError {
             Self::KeyFile(e) => e.code(),
             Self::Read { .. } => "read_failed",
             Self::Write { .. } => "write_failed",
+            Self::Chain { error, .. } => error.code(),
             Self::DataDir(e) => e.code(),
             Self::Store(e) => e.code(),
         }
@@ -573,6 +580,27 @@ async fn import_locked(dir: &Path, src: &Path, opts: &ImportOptions) -> Result<I
     })
 }
 
+/// Checks the event chain of an export file offline (`happyx audit verify --export`): loads it
+/// into a scratch database in a temp dir (removed afterwards) with every import check but the
+/// signer's trust, and walks the chain as stored.
+pub async fn verify_export(src: &Path) -> Result<crate::audit::ChainSummary> {
+    let scratch = tempfile::Builder::new()
+        .prefix("happyx-audit-")
+        .tempdir()
+        .map_err(|error| TransferError::Write {
+            path: std::env::temp_dir(),
+            error,
+        })?;
+    let mut target = ImportTarget::create(scratch.path()).await?;
+    load_export(src, &mut target, &[], true).await?;
+    let summary = target.verify_chain().await?;
+    drop(target);
+    summary.map_err(|error| TransferError::Chain {
+        source_name: src.display().to_string(),
+        error,
+    })
+}
+
 /// What the parser thread hands to the inserter.
 enum Item {
     /// Sent when `tables` starts (the header fields must come before it).
@@ -927,7 +955,7 @@ pub(crate) async fn final_checks(target: &mut ImportTarget, source_name: &str) -
             source_name,
             format!("tables.events[{}].seq", g.index),
             format!(
-                "the event log must be gap-free from 1: found seq {} where {} was expected",
+                "the event log must be gap-free from 1 (or from the prune anchor's seq + 1): found seq {} where {} was expected",
                 g.seq, g.expected
             ),
         ));
@@ -1083,6 +1111,13 @@ async fn consume(
     };
     // Record-level checks first, so an error names the record.
     final_checks(target, source_name).await?;
+    if let Err(error) = target.verify_chain().await? {
+        return Err(TransferError::Chain {
+            source_name: source_name.into(),
+            error,
+        });
+    }
+    target.chain_is_restored().await?;
     let computed = sum.finish();
     let Some(meta) = meta else {
         return Err(invalid("meta".into(), "missing".into()));

@@ -4,6 +4,7 @@
 //! parallel safely. Run one suite with `cargo test -p happyx-tests --test e2e pty::`.
 
 mod approvals;
+mod audit;
 mod canaries;
 mod console;
 mod envelopes;
