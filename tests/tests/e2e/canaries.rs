@@ -805,7 +805,22 @@ fn planted_key_material_codes_and_tickets_never_reach_a_sink() {
         "the export holds ciphertext: the scan can find it"
     );
     let copy = tmp.path().join("copy");
-    let (ok, out, err) = cli_in(&["import", "--data-dir", &p(&copy), &p(&export)], &[], "");
+    // Trusting the exporting host's public key, as a restore does.
+    let (ok, key, err) = cli_in(&["host-key", "--data-dir", &p(&data)], &[], "");
+    assert!(ok, "host-key: {err}");
+    sinks.push(("host-key command".into(), key.clone() + &err));
+    let (ok, out, err) = cli_in(
+        &[
+            "import",
+            "--data-dir",
+            &p(&copy),
+            "--trusted-key",
+            key.trim(),
+            &p(&export),
+        ],
+        &[],
+        "",
+    );
     assert!(ok, "import: {err}");
     sinks.push(("import command".into(), out + &err));
     let imported = start_traced(&copy, cfg).expect("start the imported copy");
