@@ -64,11 +64,10 @@ fn plain(workspace: &std::path::Path) -> tokio::process::Command {
 fn bench(c: &mut Criterion) {
     let rt = Runtime::new().expect("runtime");
     let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    std::fs::create_dir(&data).expect("data dir");
     let store = rt
-        .block_on(Store::open(
-            &tmp.path().join("data"),
-            &StorageConfig::default(),
-        ))
+        .block_on(Store::open(&data, &StorageConfig::default()))
         .expect("store");
     let root_ws = tmp.path().join("ws");
     let is_root = nix::unistd::geteuid().is_root();
