@@ -317,7 +317,9 @@ pub async fn verify(
         })?;
     let hash_fields = HashFields::from_openapi(&doc);
     let mut findings: BTreeSet<Finding> = BTreeSet::new();
+    let progress = crate::progress::Progress::counter("verify-public: scanned", "responses");
     let mut scan_one = |surface: &str, f: &Fetched, report: &mut Report| {
+        progress.inc(1);
         report.surfaces += 1;
         let body_ctx = ScanContext {
             surface,

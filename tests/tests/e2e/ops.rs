@@ -841,4 +841,19 @@ fn long_commands_draw_progress_only_on_a_terminal() {
             "{args:?}: no progress on a terminal: {screen:?}"
         );
     }
+
+    // verify-public against the running host: the same, counting the responses it scans.
+    let server = Server::start(&data);
+    let verify = ["verify-public", "--url", server.url.as_str()];
+    let (stdout, stderr) = piped(&verify);
+    assert!(!stdout.trim().is_empty(), "a summary on stdout");
+    assert!(
+        !stderr.contains("scanned") && !stderr.contains('\u{1b}'),
+        "progress drawn into a pipe: {stderr:?}"
+    );
+    let screen = on_a_terminal(&verify);
+    assert!(
+        screen.contains("verify-public: scanned") && screen.contains(" responses"),
+        "no progress on a terminal: {screen:?}"
+    );
 }
