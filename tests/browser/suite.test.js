@@ -86,6 +86,8 @@ describe('console flows', () => {
     const { ctx, page } = await newPage();
     await signIn(page, s.url, operator);
     await page.goto(s.url + '/#/approvals');
+    await page.getByRole('heading', { name: /^Pending/ }).waitFor();
+    await sleep(300); // the event stream is open
     const body = { recipe: 'shell', args: { command: 'rm -rf ./build' } };
     const a = await s.requestApproval(agent, '/v1/runs', body);
     const card = page.locator(`article[data-id="${a.approval_id}"]`);
