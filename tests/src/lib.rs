@@ -56,13 +56,11 @@ pub fn cli(args: &[&str]) -> (ExitStatus, String, String) {
 pub fn cli_env(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String, String) {
     // Run from the system temp dir so defaults such as ./happyx-workspace never
     // land in the source tree.
-    let out = Command::new(binary())
-        .current_dir(std::env::temp_dir())
+    let mut cmd = Command::new(binary());
+    cmd.current_dir(std::env::temp_dir())
         .args(args)
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .output()
-        .expect("run happyx");
+        .envs(env.iter().copied());
+    let out = run_bounded(&mut cmd, None, CLI_LIMIT);
     (
         out.status,
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -150,6 +148,7 @@ impl Server {
     }
 
     pub fn start_with(data_dir: &Path, opts: ServerOptions) -> Result<Server> {
+        watch_this_test();
         let base = data_dir.parent().unwrap_or(data_dir).to_path_buf();
         let stderr_path = base.join(format!(
             "serve-{}.stderr",
@@ -405,8 +404,176 @@ pub fn call(req: RequestBuilder) -> (u16, Value) {
     (status, body)
 }
 
+/// The longest a CLI command of a test may take before it is killed and the test fails.
+pub const CLI_LIMIT: Duration = Duration::from_secs(300);
+
+/// Runs `cmd` to its end with `stdin` (or no stdin) and piped output, killing it and failing
+/// the test, with what it printed so far, if it is still running after `limit`: a command that
+/// hangs is a defect to name, not a suite that never ends.
+pub fn run_bounded(
+    cmd: &mut Command,
+    stdin: Option<&[u8]>,
+    limit: Duration,
+) -> std::process::Output {
+    use std::io::{Read, Write};
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let what = format!("{:?}", cmd);
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        let input = input.to_vec();
+        // A writer thread: a child that does not read its stdin cannot block the test.
+        std::thread::spawn(move || {
+            let _ = pipe.write_all(&input);
+        });
+    }
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = r.read_to_end(&mut buf);
+            buf
+        })
+    };
+    let out_reader = child.stdout.take().map(|r| drain(Box::new(r)));
+    let err_reader = child.stderr.take().map(|r| drain(Box::new(r)));
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let err = err_reader.and_then(|h| h.join().ok()).unwrap_or_default();
+                panic!(
+                    "{what} still ran after {limit:?} and was killed; its stderr:\n{}",
+                    String::from_utf8_lossy(&err)
+                );
+            }
+        }
+    };
+    // The pipes close when the command exits, unless it left a process holding them: then
+    // what it printed is all that is waited for.
+    let join = |h: Option<std::thread::JoinHandle<Vec<u8>>>| {
+        h.map(|h| {
+            let until = Instant::now() + Duration::from_secs(10);
+            while !h.is_finished() && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if h.is_finished() {
+                h.join().unwrap_or_default()
+            } else {
+                panic!("{what} exited but left a process holding its output open")
+            }
+        })
+        .unwrap_or_default()
+    };
+    std::process::Output {
+        status,
+        stdout: join(out_reader),
+        stderr: join(err_reader),
+    }
+}
+
+/// Fails the suite, with every thread's backtrace, when one test runs longer than
+/// `HAPPYX_TEST_LIMIT_S` seconds (default 900): a hung test then names where it hangs, and
+/// the run ends instead of waiting for its outer time limit. Started by the first test
+/// that asks for a data dir or a server; each test thread is watched from its first call.
+pub fn watch_this_test() {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    static STARTED: Mutex<Option<HashMap<String, Instant>>> = Mutex::new(None);
+    thread_local! {
+        static WATCHED: std::cell::RefCell<Option<Unwatch>> = const { std::cell::RefCell::new(None) };
+    }
+    /// Removes the thread's entry when the test's thread ends.
+    struct Unwatch(String);
+    impl Drop for Unwatch {
+        fn drop(&mut self) {
+            if let Ok(mut m) = STARTED.lock()
+                && let Some(m) = m.as_mut()
+            {
+                m.remove(&self.0);
+            }
+        }
+    }
+    let name = std::thread::current()
+        .name()
+        .unwrap_or("unnamed")
+        .to_string();
+    if name == "main" {
+        return;
+    }
+    let first = WATCHED.with(|w| {
+        let mut w = w.borrow_mut();
+        if w.is_some() {
+            return false;
+        }
+        *w = Some(Unwatch(name.clone()));
+        true
+    });
+    if !first {
+        return;
+    }
+    let Ok(mut started) = STARTED.lock() else {
+        return;
+    };
+    let spawn = started.is_none();
+    started
+        .get_or_insert_with(HashMap::new)
+        .insert(name, Instant::now());
+    drop(started);
+    if spawn {
+        let limit = std::env::var("HAPPYX_TEST_LIMIT_S")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map(Duration::from_secs)
+            .unwrap_or(Duration::from_secs(900));
+        std::thread::spawn(move || {
+            loop {
+                std::thread::sleep(Duration::from_secs(5));
+                let late: Vec<String> = STARTED
+                    .lock()
+                    .ok()
+                    .and_then(|m| {
+                        m.as_ref().map(|m| {
+                            m.iter()
+                                .filter(|(_, t)| t.elapsed() > limit)
+                                .map(|(n, _)| n.clone())
+                                .collect()
+                        })
+                    })
+                    .unwrap_or_default();
+                if late.is_empty() {
+                    continue;
+                }
+                eprintln!(
+                    "\nwatchdog: {late:?} still running after {limit:?}; backtraces of every thread follow"
+                );
+                let _ = Command::new("gdb")
+                    .args(["-batch", "-nx", "-p", &std::process::id().to_string()])
+                    .args(["-ex", "thread apply all bt 30"])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::inherit())
+                    .stderr(Stdio::inherit())
+                    .status();
+                eprintln!("watchdog: {late:?} hung; the suite fails");
+                std::process::exit(101);
+            }
+        });
+    }
+}
+
 /// A fresh temp dir holding a `data` subdir path (not created).
 pub fn temp_data_dir() -> (tempfile::TempDir, PathBuf) {
+    watch_this_test();
     let tmp = tempfile::tempdir().expect("tempdir");
     // Children run as an unprivileged user in ./happyx-workspace beside the
     // data dir: they must be able to traverse the parent (the data dir stays 0700).

@@ -357,25 +357,12 @@ fn forms_b64(text: &str) -> Vec<String> {
 
 /// `happyx ARGS…` with `stdin`, logging at trace level; (success, stdout, stderr).
 fn cli_in(args: &[&str], env: &[(&str, &str)], stdin: &str) -> (bool, String, String) {
-    use std::io::Write as _;
-    use std::process::{Command, Stdio};
-    let mut child = Command::new(happyx_tests::binary())
-        .current_dir(std::env::temp_dir())
+    let mut cmd = std::process::Command::new(happyx_tests::binary());
+    cmd.current_dir(std::env::temp_dir())
         .args(args)
         .env("HAPPYX_LOG", "trace")
-        .envs(env.iter().copied())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn happyx");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin.as_bytes())
-        .expect("stdin");
-    let out = child.wait_with_output().expect("wait");
+        .envs(env.iter().copied());
+    let out = happyx_tests::run_bounded(&mut cmd, Some(stdin.as_bytes()), happyx_tests::CLI_LIMIT);
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -386,7 +373,16 @@ fn cli_in(args: &[&str], env: &[(&str, &str)], stdin: &str) -> (bool, String, St
 /// The body of a refused WebSocket upgrade (the host answers a bad ticket with an error body).
 fn ws_refusal(url: &str) -> String {
     let rt = tokio::runtime::Runtime::new().expect("rt");
-    match rt.block_on(tokio_tungstenite::connect_async(url)) {
+    let answer = rt
+        .block_on(async {
+            tokio::time::timeout(
+                Duration::from_secs(60),
+                tokio_tungstenite::connect_async(url),
+            )
+            .await
+        })
+        .expect("the host answers the upgrade within 60 s");
+    match answer {
         Ok(_) => panic!("the upgrade was accepted"),
         Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
             String::from_utf8_lossy(resp.body().as_deref().unwrap_or_default()).into_owned()
@@ -671,7 +667,8 @@ fn planted_key_material_codes_and_tickets_never_reach_a_sink() {
 
     // A terminal through the approval flow (its approval token planted), an attach ticket
     // spent over a real WebSocket, the same ticket again, and an unspent one.
-    let body = json!({"recipe": "shell", "args": {"command": "sleep 60"}});
+    // It outlives the test however loaded the machine is; the test kills it.
+    let body = json!({"recipe": "shell", "args": {"command": "sleep 3600"}});
     let (st, b) = call(server.post("/v1/pty", &op, &body));
     assert_eq!(st, 403, "{b}");
     let aid = b["approval_id"].as_str().expect("aid").to_string();
@@ -713,9 +710,17 @@ fn planted_key_material_codes_and_tickets_never_reach_a_sink() {
         let rt = tokio::runtime::Runtime::new().expect("rt");
         let req = ws_url.as_str().into_client_request().expect("request");
         let (mut ws, _) = rt
-            .block_on(tokio_tungstenite::connect_async(req))
+            .block_on(async {
+                tokio::time::timeout(
+                    Duration::from_secs(60),
+                    tokio_tungstenite::connect_async(req),
+                )
+                .await
+            })
+            .expect("the host answers the upgrade within 60 s")
             .expect("attach");
-        rt.block_on(ws.close(None)).ok();
+        rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), ws.close(None)).await })
+            .ok();
     }
     sinks.push(("error body of a spent ticket".into(), ws_refusal(&ws_url)));
     let wrong = format!(
