@@ -175,7 +175,13 @@
     const live = $('#live');
     const es = new EventSource('/v1/events/stream');
     stream = es;
-    es.onopen = () => { live.textContent = 'live'; live.className = 'live on'; };
+    es.onopen = () => {
+      live.textContent = 'live'; live.className = 'live on';
+      // The stream starts at the log's end as it opens: what changed between a page's listing
+      // and this moment is in neither, so list again now (the stream carries what follows).
+      refreshPendingSoon();
+      if (page && page.refresh) page.refresh();
+    };
     es.onerror = async () => {
       live.textContent = 'reconnecting'; live.className = 'live off';
       if (es.readyState === EventSource.CLOSED) {
@@ -219,7 +225,7 @@
     for (const a of document.querySelectorAll('#nav a')) {
       if (a.dataset.page === name) a.setAttribute('aria-current', 'page'); else a.removeAttribute('aria-current');
     }
-    const p = { name, stop: null, onEvent: null };
+    const p = { name, stop: null, onEvent: null, refresh: null };
     page = p;
     main.replaceChildren(h('p', { class: 'muted' }, 'Loading…'));
     try {
@@ -267,6 +273,7 @@
     await draw();
     const again = debounce(() => draw().catch(() => {}), 500);
     p.onEvent = () => again();
+    p.refresh = again;
   };
 
   function pluginTable(plugins, full) {
@@ -387,6 +394,7 @@
     }, 1000);
     stopTick = () => clearInterval(tick);
     const again = debounce(() => draw().catch(() => {}), 100);
+    p.refresh = again;
     p.onEvent = (ev) => {
       if (ev.code.startsWith('approval.') || ev.code === 'run.created' || ev.code === 'pty.created') again();
     };
@@ -435,6 +443,7 @@
     mount(p, h('h1', {}, 'Runs'), form, t, h('div', { class: 'row' }, more));
     const again = debounce(() => load(false).catch(() => {}), 300);
     p.onEvent = (ev) => { if (ev.code.startsWith('run.')) again(); };
+    p.refresh = again;
   };
 
   async function runPage(p, runId) {
@@ -525,6 +534,7 @@
     await draw();
     const again = debounce(() => draw().catch(() => {}), 300);
     p.onEvent = (ev) => { if (ev.code.startsWith('pty.')) again(); };
+    p.refresh = again;
   };
 
   // ---------- Audit log ----------
@@ -576,6 +586,7 @@
     const t = table(['Seq', 'Time', 'Kind', 'Actor', 'Subject', 'Data'], [], ['8%', '12%', '17%', '17%', '17%', '29%']);
     t.querySelector('tbody').replaceWith(body);
     mount(p, h('h1', {}, 'Audit log'), form, t, h('div', { class: 'row' }, more));
+    p.refresh = () => { if (tail.checked) load(false).catch(() => {}); };
     p.onEvent = (ev) => {
       if (!tail.checked || !matches(ev)) return;
       const first = body.firstElementChild;
@@ -627,6 +638,7 @@
     await draw();
     const again = debounce(() => draw().catch(() => {}), 300);
     p.onEvent = (ev) => { if (ev.code.startsWith('device.')) again(); };
+    p.refresh = again;
   };
 
   // ---------- Plugins ----------
@@ -646,6 +658,7 @@
     };
     await draw();
     p.onEvent = (ev) => { if (ev.code.startsWith('plugins.')) draw().catch(() => {}); };
+    p.refresh = () => draw().catch(() => {});
   };
 
   // ---------- boot ----------

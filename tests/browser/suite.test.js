@@ -87,7 +87,6 @@ describe('console flows', () => {
     await signIn(page, s.url, operator);
     await page.goto(s.url + '/#/approvals');
     await page.getByRole('heading', { name: /^Pending/ }).waitFor();
-    await sleep(300); // the event stream is open
     const body = { recipe: 'shell', args: { command: 'rm -rf ./build' } };
     const a = await s.requestApproval(agent, '/v1/runs', body);
     const card = page.locator(`article[data-id="${a.approval_id}"]`);
@@ -99,6 +98,24 @@ describe('console flows', () => {
     assert.equal(retry.body.code, 'approval_invalid');
     const evs = await s.call('GET', '/v1/events?order=desc&code=approval.reason', operator);
     assert.equal(evs.body.events[0].data.reason, 'not during the freeze');
+    await ctx.close();
+  });
+
+  test('an approval asked for before the event stream opens is not missed', async () => {
+    const { ctx, page } = await newPage();
+    // Hold the page's event stream back until the queue has been listed and a new approval
+    // has been asked for: it then exists in neither the listing nor (the stream starting at
+    // the log's end) the stream, unless the page lists again once the stream is open.
+    let release;
+    const gate = new Promise((r) => { release = r; });
+    await page.route('**/v1/events/stream*', async (route) => { await gate; await route.continue(); });
+    await signIn(page, s.url, operator);
+    await page.goto(s.url + '/#/approvals');
+    await page.getByRole('heading', { name: /^Pending/ }).waitFor();
+    const a = await s.requestApproval(agent, '/v1/runs', { recipe: 'shell', args: { command: 'echo between' } });
+    release();
+    await page.locator(`article[data-id="${a.approval_id}"]`).waitFor({ timeout: 5000 });
+    await page.locator('#pending-count', { hasText: /^[1-9]/ }).waitFor({ timeout: 5000 });
     await ctx.close();
   });
 
