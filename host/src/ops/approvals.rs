@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use super::Conn;
 use super::client::{Client, ClientError, check_id};
-use super::table::{Table, cut, json_line, opt_relative, relative, safe};
+use super::table::{cut, json_line, opt_relative, print_listing, relative, safe};
 
 #[derive(Debug, Args)]
 pub struct ApprovalsArgs {
@@ -67,40 +67,35 @@ pub async fn run(a: ApprovalsArgs) -> Result<()> {
             }
             let list: Value = client.get("/v1/approvals", &q).await?;
             let items = list["items"].as_array().cloned().unwrap_or_default();
-            if json_out {
-                for i in &items {
-                    json_line(&mut out, i)?;
-                }
-                return Ok(());
-            }
-            let mut t = Table::new(&[
-                "ID",
-                "KIND",
-                "STATUS",
-                "RISK",
-                "REQUESTER",
-                "CREATED",
-                "EXPIRES",
-                "ACTION",
-            ]);
-            for i in &items {
-                let masked = masked_action(i);
-                t.row(vec![
-                    str_of(&i["id"]),
-                    str_of(&i["kind"]),
-                    str_of(&i["status"]),
-                    str_of(&masked["action"]["risk"]),
-                    str_of(&i["requester"]),
-                    opt_relative(i["created_at"].as_i64()),
-                    opt_relative(i["expires_at"].as_i64()),
-                    cut(&describe(&masked), 80),
-                ]);
-            }
-            if t.is_empty() {
-                eprintln!("no approvals");
-            } else {
-                t.print(&mut out)?;
-            }
+            print_listing(
+                &mut out,
+                json_out,
+                &items,
+                &[
+                    "ID",
+                    "KIND",
+                    "STATUS",
+                    "RISK",
+                    "REQUESTER",
+                    "CREATED",
+                    "EXPIRES",
+                    "ACTION",
+                ],
+                "no approvals",
+                |i| {
+                    let masked = masked_action(i);
+                    vec![
+                        str_of(&i["id"]),
+                        str_of(&i["kind"]),
+                        str_of(&i["status"]),
+                        str_of(&masked["action"]["risk"]),
+                        str_of(&i["requester"]),
+                        opt_relative(i["created_at"].as_i64()),
+                        opt_relative(i["expires_at"].as_i64()),
+                        cut(&describe(&masked), 80),
+                    ]
+                },
+            )?;
         }
         ApprovalsCmd::Show { id } => {
             let id = check_id("approval", &id)?;

@@ -24,7 +24,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use super::client::{Client, ClientError, check_id};
-use super::table::{Table, bytes, json_line, opt, opt_relative, safe};
+use super::table::{bytes, opt, opt_relative, print_listing, safe};
 use super::{Conn, Exit};
 
 #[derive(Debug, Args)]
@@ -101,47 +101,42 @@ pub async fn run(a: PtyArgs) -> Result<()> {
             // `GET /v1/pty` answers the newest terminals (up to 500) in one page.
             let items = super::runs::newest(&client, "/v1/pty", limit, None).await?;
             let mut out = std::io::stdout().lock();
-            if a.conn.json {
-                for i in &items {
-                    json_line(&mut out, i)?;
-                }
-                return Ok(());
-            }
-            let mut t = Table::new(&[
-                "ID",
-                "RECIPE",
-                "RISK",
-                "STATE",
-                "PID",
-                "EXIT",
-                "SIZE",
-                "OUTPUT",
-                "REQUESTER",
-                "CREATED",
-            ]);
-            for p in &items {
-                let exit = match (p["exit_code"].as_i64(), p["exit_signal"].as_i64()) {
-                    (_, Some(sig)) => format!("signal {sig}"),
-                    (c, None) => opt(c),
-                };
-                t.row(vec![
-                    s(&p["id"]),
-                    s(&p["recipe"]),
-                    s(&p["risk"]),
-                    s(&p["state"]),
-                    opt(p["pid"].as_i64()),
-                    exit,
-                    format!("{}x{}", s(&p["rows"]), s(&p["cols"])),
-                    bytes(p["output_bytes"].as_i64().unwrap_or(0)),
-                    s(&p["requested_by"]),
-                    opt_relative(p["created_at"].as_i64()),
-                ]);
-            }
-            if t.is_empty() {
-                eprintln!("no terminals");
-            } else {
-                t.print(&mut out)?;
-            }
+            print_listing(
+                &mut out,
+                a.conn.json,
+                &items,
+                &[
+                    "ID",
+                    "RECIPE",
+                    "RISK",
+                    "STATE",
+                    "PID",
+                    "EXIT",
+                    "SIZE",
+                    "OUTPUT",
+                    "REQUESTER",
+                    "CREATED",
+                ],
+                "no terminals",
+                |p| {
+                    let exit = match (p["exit_code"].as_i64(), p["exit_signal"].as_i64()) {
+                        (_, Some(sig)) => format!("signal {sig}"),
+                        (c, None) => opt(c),
+                    };
+                    vec![
+                        s(&p["id"]),
+                        s(&p["recipe"]),
+                        s(&p["risk"]),
+                        s(&p["state"]),
+                        opt(p["pid"].as_i64()),
+                        exit,
+                        format!("{}x{}", s(&p["rows"]), s(&p["cols"])),
+                        bytes(p["output_bytes"].as_i64().unwrap_or(0)),
+                        s(&p["requested_by"]),
+                        opt_relative(p["created_at"].as_i64()),
+                    ]
+                },
+            )?;
             Ok(())
         }
         PtyCmd::Attach {

@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use super::Conn;
 use super::client::{Client, check_id};
-use super::table::{Table, bytes, json_line, opt, opt_relative, safe};
+use super::table::{bytes, json_line, opt, opt_relative, print_listing, safe};
 
 #[derive(Debug, Args)]
 pub struct RunsArgs {
@@ -59,42 +59,37 @@ pub async fn run(a: RunsArgs) -> Result<()> {
     match a.cmd {
         RunsCmd::Ls { limit, after } => {
             let items = newest(&client, "/v1/runs", limit, after.as_deref()).await?;
-            if json_out {
-                for i in &items {
-                    json_line(&mut out, i)?;
-                }
-                return Ok(());
-            }
-            let mut t = Table::new(&[
-                "ID",
-                "RECIPE",
-                "RISK",
-                "STATUS",
-                "EXIT",
-                "OUTPUT",
-                "REQUESTER",
-                "CREATED",
-            ]);
-            for r in &items {
-                t.row(vec![
-                    s(&r["id"]),
-                    s(&r["recipe"]),
-                    s(&r["risk"]),
-                    s(&r["status"]),
-                    opt(r["exit_code"].as_i64()),
-                    bytes(
-                        r["stdout_bytes"].as_i64().unwrap_or(0)
-                            + r["stderr_bytes"].as_i64().unwrap_or(0),
-                    ),
-                    s(&r["requested_by"]),
-                    opt_relative(r["created_at"].as_i64()),
-                ]);
-            }
-            if t.is_empty() {
-                eprintln!("no runs");
-            } else {
-                t.print(&mut out)?;
-            }
+            print_listing(
+                &mut out,
+                json_out,
+                &items,
+                &[
+                    "ID",
+                    "RECIPE",
+                    "RISK",
+                    "STATUS",
+                    "EXIT",
+                    "OUTPUT",
+                    "REQUESTER",
+                    "CREATED",
+                ],
+                "no runs",
+                |r| {
+                    vec![
+                        s(&r["id"]),
+                        s(&r["recipe"]),
+                        s(&r["risk"]),
+                        s(&r["status"]),
+                        opt(r["exit_code"].as_i64()),
+                        bytes(
+                            r["stdout_bytes"].as_i64().unwrap_or(0)
+                                + r["stderr_bytes"].as_i64().unwrap_or(0),
+                        ),
+                        s(&r["requested_by"]),
+                        opt_relative(r["created_at"].as_i64()),
+                    ]
+                },
+            )?;
         }
         RunsCmd::Show { id } => {
             let id = check_id("run", &id)?;

@@ -87,6 +87,35 @@ pub fn cut(s: &str, max: usize) -> String {
     }
 }
 
+/// Prints a listing the way every `ls` does: one JSON line per item with `--json`; otherwise a
+/// table of `headers` with `row(item)` per item, or `none` on stderr when there is no item
+/// (stdout then stays empty, so a script sees no rows rather than a message).
+pub fn print_listing(
+    out: &mut impl Write,
+    json: bool,
+    items: &[serde_json::Value],
+    headers: &[&'static str],
+    none: &str,
+    row: impl Fn(&serde_json::Value) -> Vec<String>,
+) -> anyhow::Result<()> {
+    if json {
+        for i in items {
+            json_line(out, i)?;
+        }
+        return Ok(());
+    }
+    let mut t = Table::new(headers);
+    for i in items {
+        t.row(row(i));
+    }
+    if t.is_empty() {
+        eprintln!("{none}");
+    } else {
+        t.print(out)?;
+    }
+    Ok(())
+}
+
 /// Prints `v` as one JSON line.
 pub fn json_line(out: &mut impl Write, v: &impl Serialize) -> anyhow::Result<()> {
     writeln!(out, "{}", serde_json::to_string(v)?)?;
