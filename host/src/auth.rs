@@ -182,7 +182,7 @@ pub async fn authenticate(store: &Store, presented: &str) -> Result<Identity, Au
         return Err(AuthError::Unauthenticated);
     };
     let hash = sha256_hex(presented.as_bytes());
-    let row = store.token(id).await?;
+    let row = store.token_for_auth(id).await?;
     // Compare against a dummy when the id is unknown so timing does not tell.
     let stored = row
         .as_ref()

@@ -21,6 +21,7 @@ mod retention;
 mod rows;
 mod runs;
 mod stats;
+mod token_cache;
 mod tokens;
 pub mod transfer;
 
@@ -97,6 +98,8 @@ pub struct Store {
     write: SqlitePool,
     read: SqlitePool,
     path: PathBuf,
+    /// Token rows for authentication; see [`token_cache`].
+    token_cache: std::sync::Arc<token_cache::TokenCache>,
 }
 
 impl Store {
@@ -131,7 +134,13 @@ impl Store {
             .connect_with(opts.read_only(true))
             .await?;
         private_files(&path);
-        Ok(Self { write, read, path })
+        let token_cache = std::sync::Arc::new(token_cache::TokenCache::open(data_dir));
+        Ok(Self {
+            write,
+            read,
+            path,
+            token_cache,
+        })
     }
 
     /// Path of the database file.

@@ -1,4 +1,5 @@
-//! Bearer-token rows: create, look up by id, list, revoke.
+//! Bearer-token rows: create, look up by id (through the verified-token cache for
+//! authentication), list, revoke.
 
 use serde_json::json;
 use sqlx::Row;
@@ -45,6 +46,22 @@ impl Store {
         Ok(())
     }
 
+    /// The token row for authenticating a request: from the verified-token cache when no
+    /// revocation happened since it was read ([`super::token_cache`]), else from the database.
+    pub async fn token_for_auth(&self, id: &str) -> Result<Option<TokenRow>> {
+        let epoch = self.token_cache.epoch();
+        if let Some(e) = epoch
+            && let Some(row) = self.token_cache.get(id, e)
+        {
+            return Ok(Some(row));
+        }
+        let row = self.token(id).await?;
+        if let (Some(e), Some(r)) = (epoch, &row) {
+            self.token_cache.put(r, e);
+        }
+        Ok(row)
+    }
+
     pub async fn token(&self, id: &str) -> Result<Option<TokenRow>> {
         let q = format!("SELECT {COLS} FROM tokens WHERE id = ?");
         let row = sqlx::query(sqlx::AssertSqlSafe(q))
@@ -89,6 +106,8 @@ impl Store {
         )
         .await?;
         tx.commit().await?;
+        // After the commit, before returning: no process trusts a row read before it.
+        self.token_cache.revoked();
         Ok(true)
     }
 }

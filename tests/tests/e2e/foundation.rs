@@ -2,7 +2,7 @@
 //! sessions and permissions, the gap-free event log, bad input, concurrency,
 //! kill -9 durability, migrations, the serve lock and graceful shutdown.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use happyx_tests::{Server, ServerOptions, call, cli, client, json, temp_data_dir};
 use serde_json::{Value, json};
@@ -376,6 +376,71 @@ fn concurrent_writers_make_a_gap_free_log() {
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), events.len(), "duplicate event ids");
+}
+
+/// Tokens are checked through a cache, yet a revocation takes effect at once: 16 clients read
+/// with a token while `happyx token revoke` (another process) revokes it, and every request
+/// that starts after the command returned is refused.
+#[test]
+fn a_revocation_by_another_process_refuses_every_request_that_starts_after_it() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    let (_tmp, data) = temp_data_dir();
+    let server = Server::start(&data);
+    let viewer = server.token("viewer");
+    let id = viewer[4..16].to_string();
+    let stop = Arc::new(AtomicBool::new(false));
+    // (start, status) of every request, by every client.
+    let seen: Arc<Mutex<Vec<(Instant, u16)>>> = Arc::default();
+    let clients: Vec<_> = (0..16)
+        .map(|_| {
+            let (url, token, stop, seen) = (
+                server.url.clone(),
+                viewer.clone(),
+                stop.clone(),
+                seen.clone(),
+            );
+            std::thread::spawn(move || {
+                let c = client();
+                while !stop.load(Ordering::Relaxed) {
+                    let start = Instant::now();
+                    let r = c.get(format!("{url}/v1/tasks")).bearer_auth(&token).send();
+                    if let Ok(r) = r {
+                        seen.lock().expect("lock").push((start, r.status().as_u16()));
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    let dir = data.to_str().expect("path");
+    let (st, _, err) = cli(&["token", "revoke", "--data-dir", dir, &id]);
+    assert!(st.success(), "{err}");
+    let returned = Instant::now();
+    std::thread::sleep(Duration::from_millis(1500));
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.join().expect("client");
+    }
+    let seen = seen.lock().expect("lock");
+    let before = seen.iter().filter(|(t, _)| *t < returned).count();
+    let ok_before = seen
+        .iter()
+        .filter(|(t, st)| *t < returned && *st == 200)
+        .count();
+    let after: Vec<u16> = seen
+        .iter()
+        .filter(|(t, _)| *t > returned)
+        .map(|(_, st)| *st)
+        .collect();
+    assert!(ok_before > 100, "the token worked before: {ok_before} of {before}");
+    assert!(after.len() > 100, "requests after the revocation: {}", after.len());
+    assert!(
+        after.iter().all(|st| *st == 401),
+        "{} of {} requests after the revocation were not refused",
+        after.iter().filter(|st| **st != 401).count(),
+        after.len()
+    );
 }
 
 #[test]
