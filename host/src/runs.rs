@@ -312,7 +312,8 @@ async fn write_chunks(
                     code = e.code(),
                     "redaction failed; chunk withheld from derived views"
                 );
-                (None, 0, None)
+                // The redactor that failed is recorded: the decision to withhold was its.
+                (None, 0, withheld_by(&e))
             }
         };
         let chunk = OutputChunk {
@@ -380,6 +381,12 @@ impl Overlapped {
 }
 
 /// Redacts `data` with `prev` (the previous chunk's raw tail) in front of it.
+/// The SHA-256 of the redactor whose failure withheld a chunk (stored as the chunk's
+/// `policy_hash`), when the error names it.
+pub fn withheld_by(e: &PluginError) -> Option<String> {
+    Some(e.plugin().sha256.clone()).filter(|s| !s.is_empty())
+}
+
 pub async fn redact_with_overlap(
     plugins: &PluginHost,
     source: &str,
