@@ -421,3 +421,23 @@ pub async fn redact_with_overlap(
         policy_hash: r.policy_hash,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugins::PluginRef;
+
+    #[test]
+    fn a_withheld_chunk_names_the_redactor_that_failed() {
+        let failed = |sha256: &str| PluginError::Trap {
+            plugin: Box::new(PluginRef {
+                kind: "redactor".into(),
+                sha256: sha256.into(),
+                ..PluginRef::default()
+            }),
+        };
+        let sha = "ab".repeat(32);
+        assert_eq!(withheld_by(&failed(&sha)), Some(sha));
+        assert_eq!(withheld_by(&failed("")), None);
+    }
+}

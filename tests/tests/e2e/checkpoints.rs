@@ -304,6 +304,16 @@ fn runs_and_terminals_name_their_recipe_plugin_and_terminal_redactions_are_count
     let id = run["id"].as_str().expect("id");
     let done = server.wait_run(&op, id);
     assert_eq!(done["recipe_plugin_sha256"], recipes, "{done}");
+    let (st, shown, err) = happyx_tests::cli_env(
+        &["runs", "show", id],
+        &[("HAPPYX_URL", &server.url), ("HAPPYX_TOKEN", &op)],
+    );
+    assert!(st.success(), "runs show: {err}");
+    let line = shown
+        .lines()
+        .find(|l| l.starts_with("recipe plugin"))
+        .unwrap_or_else(|| panic!("no recipe plugin line: {shown}"));
+    assert!(line.ends_with(recipes.as_str().expect("hex")), "{line}");
 
     let state = |server: &Server| {
         json(
