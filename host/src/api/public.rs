@@ -113,6 +113,7 @@ pub struct PublicEvidence {
 
 /// Query of `/public/checkpoints`.
 #[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct CheckpointQuery {
     /// Oldest `seq` to list (default 0).
@@ -147,6 +148,10 @@ pub struct PublicRun {
     created_at: i64,
     started_at: Option<i64>,
     finished_at: Option<i64>,
+    /// SHA-256 (hex) of the recipe plugin that rendered the run (its risk and command);
+    /// `null` for runs recorded before hosts kept it.
+    #[schema(format = "sha256")]
+    recipe_plugin_sha256: Option<String>,
 }
 
 impl From<Run> for PublicRun {
@@ -165,6 +170,7 @@ impl From<Run> for PublicRun {
             created_at: r.created_at,
             started_at: r.started_at,
             finished_at: r.finished_at,
+            recipe_plugin_sha256: r.recipe_plugin_sha256,
         }
     }
 }

@@ -282,7 +282,10 @@ fn checkpoints_are_signed_published_and_hold_data_dirs_exports_and_hosts() {
 #[test]
 fn runs_and_terminals_name_their_recipe_plugin_and_terminal_redactions_are_counted() {
     let (_tmp, data) = temp_data_dir();
-    let server = Server::with_config(&data, "[approvals]\nallow_self_approval = true\n");
+    let server = Server::with_config(
+        &data,
+        "[approvals]\nallow_self_approval = true\n[public]\nruns = true\n",
+    );
     let op = server.token("operator");
     let plugins = json(server.get("/v1/plugins", &op).send());
     let recipes = plugins
@@ -314,6 +317,16 @@ fn runs_and_terminals_name_their_recipe_plugin_and_terminal_redactions_are_count
         .find(|l| l.starts_with("recipe plugin"))
         .unwrap_or_else(|| panic!("no recipe plugin line: {shown}"));
     assert!(line.ends_with(recipes.as_str().expect("hex")), "{line}");
+    let public = json(
+        happyx_tests::client()
+            .get(format!("{}/public/runs", server.url))
+            .send(),
+    );
+    let listed = public["items"]
+        .as_array()
+        .and_then(|a| a.iter().find(|r| r["id"] == id))
+        .unwrap_or_else(|| panic!("run not listed: {public}"));
+    assert_eq!(listed["recipe_plugin_sha256"], recipes, "{listed}");
 
     let state = |server: &Server| {
         json(
