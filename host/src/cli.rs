@@ -125,6 +125,27 @@ pub enum AuditCommand {
         /// Check this export file instead of a data dir.
         #[arg(long, value_name = "FILE", conflicts_with = "data_dir")]
         export: Option<PathBuf>,
+        /// Also hold the log to a signed checkpoint (the JSON `/public/evidence` publishes
+        /// under `checkpoint`): its signature must verify under a trusted key, and the chain
+        /// must still hold its (seq, hash), or have been pruned past it (said so). Prints a
+        /// checkpoint report instead of the chain summary.
+        #[arg(long, value_name = "FILE")]
+        checkpoint: Option<PathBuf>,
+        /// Trust checkpoints signed by this public key: a file holding it, or the base64
+        /// itself (`happyx host-key`). Repeatable. Default: the data dir's own host key (an
+        /// export needs one; with --url, the key the checkpoint names is pinned).
+        #[arg(
+            long = "trusted-key",
+            value_name = "FILE|BASE64",
+            requires = "checkpoint"
+        )]
+        trusted_keys: Vec<String>,
+        /// Check a running host's latest checkpoint against the one in --checkpoint instead
+        /// of a log: the same key, a seq not older, and the same hash where the host still
+        /// publishes that seq.
+        #[arg(long, value_name = "URL", requires = "checkpoint",
+              conflicts_with_all = ["data_dir", "export"])]
+        url: Option<String>,
     },
 }
 
@@ -414,7 +435,60 @@ pub async fn run(cli: Cli) -> Result<()> {
             println!("{}", serde_json::to_string(&summary)?);
             Ok(())
         }
-        Command::Audit(AuditCommand::Verify { dir, export }) => {
+        Command::Audit(AuditCommand::Verify {
+            dir,
+            export,
+            checkpoint: Some(checkpoint),
+            trusted_keys,
+            url,
+        }) => {
+            init_logging("warn", LogFormat::Text);
+            let held = read_checkpoint(&checkpoint)?;
+            let trusted = trusted_keys
+                .iter()
+                .map(|k| crate::transfer::parse_trusted_key(k))
+                .collect::<Result<Vec<_>, _>>()?;
+            let line = match (url, export) {
+                (Some(url), _) => serde_json::to_string(
+                    &crate::checkpoint::check_url(&url, &held, trusted).await?,
+                )?,
+                (None, Some(file)) => {
+                    let signer = held.verify(&trusted)?;
+                    let (summary, hash) =
+                        crate::transfer::verify_export_at(&file, Some(held.seq)).await?;
+                    let report =
+                        crate::checkpoint::check_against_chain(&held, &signer, summary, hash)?;
+                    explain_standing(&report);
+                    serde_json::to_string(&report)?
+                }
+                (None, None) => {
+                    let cfg = dir.config()?;
+                    let mut trusted = trusted;
+                    if trusted.is_empty() {
+                        let data_dir = crate::datadir::existing(&cfg.data_dir)?;
+                        if let Some(own) =
+                            crate::transfer::signing::HostKey::load_existing(&data_dir)?
+                        {
+                            trusted.push(own.public());
+                        }
+                    }
+                    let signer = held.verify(&trusted)?;
+                    let store = open_store(&cfg).await?;
+                    let progress = Progress::bar("audit verify", 0);
+                    let checked = store.verify_chain(&progress).await;
+                    drop(progress);
+                    let hash = store.event_hash_at(held.seq).await;
+                    store.close().await;
+                    let report =
+                        crate::checkpoint::check_against_chain(&held, &signer, checked??, hash?)?;
+                    explain_standing(&report);
+                    serde_json::to_string(&report)?
+                }
+            };
+            println!("{line}");
+            Ok(())
+        }
+        Command::Audit(AuditCommand::Verify { dir, export, .. }) => {
             init_logging("warn", LogFormat::Text);
             let summary = match export {
                 Some(file) => crate::transfer::verify_export(&file).await?,
@@ -462,6 +536,32 @@ pub async fn run(cli: Cli) -> Result<()> {
                 .context("device command panicked")?
         }
         Command::Ops(c) => crate::ops::run(c).await,
+    }
+}
+
+/// Reads a checkpoint file as published (at most [`crate::checkpoint::MAX_FILE_BYTES`]).
+fn read_checkpoint(path: &std::path::Path) -> Result<crate::checkpoint::Checkpoint> {
+    use std::io::Read as _;
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut text = String::new();
+    file.take(crate::checkpoint::MAX_FILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .with_context(|| format!("cannot read {} as UTF-8 text", path.display()))?;
+    if text.len() as u64 > crate::checkpoint::MAX_FILE_BYTES {
+        bail!(
+            "{} is larger than {} bytes: not a checkpoint",
+            path.display(),
+            crate::checkpoint::MAX_FILE_BYTES
+        );
+    }
+    Ok(crate::checkpoint::Checkpoint::parse(&text)?)
+}
+
+/// Says on stderr when the checkpoint could only be checked as pruned past.
+fn explain_standing(report: &crate::checkpoint::CheckpointReport) {
+    if report.standing == crate::checkpoint::Standing::Pruned {
+        eprintln!("happyx: note: {}", report.detail);
     }
 }
 

@@ -71,6 +71,7 @@ pub struct Config {
     pub approvals: ApprovalsConfig,
     pub public: PublicConfig,
     pub retention: RetentionConfig,
+    pub audit: AuditConfig,
     pub envelopes: EnvelopesConfig,
     pub devices: DevicesConfig,
     pub plugins: PluginsConfig,
@@ -92,6 +93,7 @@ impl Default for Config {
             approvals: ApprovalsConfig::default(),
             public: PublicConfig::default(),
             retention: RetentionConfig::default(),
+            audit: AuditConfig::default(),
             envelopes: EnvelopesConfig::default(),
             devices: DevicesConfig::default(),
             plugins: PluginsConfig::default(),
@@ -295,6 +297,33 @@ impl Default for RetentionConfig {
     }
 }
 
+/// Signed checkpoints of the event chain (see `happyx audit verify --checkpoint`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// How often `serve` signs a checkpoint of the chain's head when it moved (one is also
+    /// taken at start). [`MIN_CHECKPOINT_INTERVAL_MS`] ..= [`MAX_CHECKPOINT_INTERVAL_MS`].
+    pub checkpoint_interval_ms: u64,
+    /// Newest checkpoints kept in the database, 1 ..= [`MAX_CHECKPOINT_KEEP`].
+    pub checkpoint_keep: u32,
+}
+
+/// Shortest checkpoint interval: 100 ms.
+pub const MIN_CHECKPOINT_INTERVAL_MS: u64 = 100;
+/// Longest checkpoint interval: one day.
+pub const MAX_CHECKPOINT_INTERVAL_MS: u64 = 24 * 60 * 60 * 1000;
+/// Most checkpoints kept.
+pub const MAX_CHECKPOINT_KEEP: u32 = 1_000_000;
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            checkpoint_interval_ms: 60_000,
+            checkpoint_keep: 10_000,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EnvelopesConfig {
@@ -415,6 +444,19 @@ impl Config {
         }
         if self.retention.batch == 0 || self.retention.batch > 10_000 {
             return bad("retention.batch must be between 1 and 10000".into());
+        }
+        if !(MIN_CHECKPOINT_INTERVAL_MS..=MAX_CHECKPOINT_INTERVAL_MS)
+            .contains(&self.audit.checkpoint_interval_ms)
+        {
+            return bad(format!(
+                "audit.checkpoint_interval_ms must be between {MIN_CHECKPOINT_INTERVAL_MS} and \
+                 {MAX_CHECKPOINT_INTERVAL_MS}"
+            ));
+        }
+        if !(1..=MAX_CHECKPOINT_KEEP).contains(&self.audit.checkpoint_keep) {
+            return bad(format!(
+                "audit.checkpoint_keep must be between 1 and {MAX_CHECKPOINT_KEEP}"
+            ));
         }
         let d = &self.devices;
         for (key, value) in [
@@ -542,6 +584,39 @@ mod tests {
         );
         let ok = load_str("[devices]\nenroll_burst = 1\n").expect("1 is allowed");
         assert_eq!(ok.devices.enroll_burst, 1);
+    }
+
+    #[test]
+    fn checkpoint_limits_are_checked_at_their_edges() {
+        assert_eq!(Config::default().audit.checkpoint_interval_ms, 60_000);
+        assert_eq!(Config::default().audit.checkpoint_keep, 10_000);
+        for ok in [
+            "checkpoint_interval_ms = 100",
+            "checkpoint_interval_ms = 86400000",
+        ] {
+            load_str(&format!("[audit]\n{ok}\n")).expect(ok);
+        }
+        for bad in [
+            "checkpoint_interval_ms = 99",
+            "checkpoint_interval_ms = 86400001",
+        ] {
+            let err = load_str(&format!("[audit]\n{bad}\n")).expect_err(bad);
+            assert!(
+                err.to_string()
+                    .contains("audit.checkpoint_interval_ms must be between 100 and 86400000"),
+                "{err}"
+            );
+        }
+        load_str("[audit]\ncheckpoint_keep = 1\n").expect("1");
+        load_str("[audit]\ncheckpoint_keep = 1000000\n").expect("max");
+        for bad in ["checkpoint_keep = 0", "checkpoint_keep = 1000001"] {
+            let err = load_str(&format!("[audit]\n{bad}\n")).expect_err(bad);
+            assert!(
+                err.to_string()
+                    .contains("audit.checkpoint_keep must be between 1 and 1000000"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

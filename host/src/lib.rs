@@ -9,6 +9,7 @@ pub mod api;
 pub mod approvals;
 pub mod audit;
 pub mod auth;
+pub mod checkpoint;
 pub mod children;
 pub mod cli;
 pub mod config;

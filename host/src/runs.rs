@@ -312,7 +312,8 @@ async fn write_chunks(
                     code = e.code(),
                     "redaction failed; chunk withheld from derived views"
                 );
-                (None, 0, None)
+                // The redactor that failed is recorded: the decision to withhold was its.
+                (None, 0, withheld_by(&e))
             }
         };
         let chunk = OutputChunk {
@@ -380,6 +381,12 @@ impl Overlapped {
 }
 
 /// Redacts `data` with `prev` (the previous chunk's raw tail) in front of it.
+/// The SHA-256 of the redactor whose failure withheld a chunk (stored as the chunk's
+/// `policy_hash`), when the error names it.
+pub fn withheld_by(e: &PluginError) -> Option<String> {
+    Some(e.plugin().sha256.clone()).filter(|s| !s.is_empty())
+}
+
 pub async fn redact_with_overlap(
     plugins: &PluginHost,
     source: &str,
@@ -413,4 +420,24 @@ pub async fn redact_with_overlap(
         prev_masks,
         policy_hash: r.policy_hash,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugins::PluginRef;
+
+    #[test]
+    fn a_withheld_chunk_names_the_redactor_that_failed() {
+        let failed = |sha256: &str| PluginError::Trap {
+            plugin: Box::new(PluginRef {
+                kind: "redactor".into(),
+                sha256: sha256.into(),
+                ..PluginRef::default()
+            }),
+        };
+        let sha = "ab".repeat(32);
+        assert_eq!(withheld_by(&failed(&sha)), Some(sha));
+        assert_eq!(withheld_by(&failed("")), None);
+    }
 }

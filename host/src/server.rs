@@ -59,6 +59,17 @@ pub async fn serve(cfg: Config) -> Result<()> {
             boot_id: datadir::boot_id(),
         })
         .await?;
+    let host_key = Arc::new(
+        crate::transfer::signing::HostKey::load_or_create(&data_dir)
+            .context("cannot load the host signing key")?,
+    );
+    checkpoint(&store, &host_key, cfg.audit.checkpoint_keep).await;
+    spawn_checkpointer(
+        store.clone(),
+        host_key,
+        cfg.audit.checkpoint_interval_ms,
+        cfg.audit.checkpoint_keep,
+    );
     if cfg.retention.interval_ms > 0 {
         spawn_pruner(
             store.clone(),
@@ -182,6 +193,33 @@ fn http_timeouts(
         .timer(hyper_util::rt::TokioTimer::new())
         .keep_alive_interval(Some(header))
         .keep_alive_timeout(header);
+}
+
+/// Signs a checkpoint of the chain's head if it moved ([`crate::checkpoint`]).
+async fn checkpoint(store: &Store, key: &crate::transfer::signing::HostKey, keep: u32) {
+    match store.take_checkpoint(key, keep).await {
+        Ok(Some(cp)) => tracing::debug!(seq = cp.seq, "signed a checkpoint of the event chain"),
+        Ok(None) => {}
+        Err(e) => tracing::warn!(code = e.code(), error = %e, "cannot sign a checkpoint"),
+    }
+}
+
+/// Signs a checkpoint every `interval_ms` when the head moved.
+fn spawn_checkpointer(
+    store: Store,
+    key: Arc<crate::transfer::signing::HostKey>,
+    interval_ms: u64,
+    keep: u32,
+) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(interval_ms));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            checkpoint(&store, &key, keep).await;
+        }
+    });
 }
 
 /// Runs the pruner every `interval_ms` (first pass one interval after start).

@@ -94,7 +94,7 @@ async fn view(state: &AppState, caller: &Caller, mut approval: Approval) -> Appr
         joined.push(b'\n');
     }
     let plugins = state.runner.plugins();
-    let (secrets, redaction) = match plugins.redact("approval", &joined).await {
+    let (secrets, redaction) = match plugins.redact(crate::plugins::source::TEXT, &joined).await {
         Ok(r) => {
             let mut secrets = Vec::new();
             let mut masks: Vec<Vec<crate::plugins::Finding>> = vec![Vec::new(); found.len()];

@@ -128,6 +128,7 @@ pub fn router_and_doc(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(plugins::reload_plugins))
         .routes(routes!(public::public_state))
         .routes(routes!(public::public_evidence))
+        .routes(routes!(public::public_checkpoints))
         .routes(routes!(public::public_runs))
         .routes(routes!(public::public_session))
         .routes(routes!(public::public_sessions))

@@ -192,6 +192,7 @@ pub async fn create_pty(
             updated_at: now,
             exited_at: None,
             error: None,
+            recipe_plugin_sha256: Some(rendered.plugin_hash.clone()),
         },
         action_hash: hash.clone(),
         socket_path,

@@ -42,11 +42,23 @@ pub struct PublicState {
     version: &'static str,
     /// `table -> status -> count` (status `""` for tables without one).
     counts: BTreeMap<String, BTreeMap<String, i64>>,
-    /// Secrets masked in run output so far.
+    /// Secrets masked so far, in run output and terminal transcripts together.
     redacted_findings: i64,
-    /// Output chunks withheld because the redactor failed on them.
+    /// Chunks withheld because the redactor failed on them, of run output and terminal
+    /// transcripts together.
     withheld_chunks: i64,
+    /// The same two counters by kind: `runs` and `terminals`.
+    redaction: BTreeMap<String, PublicRedaction>,
     plugins: Vec<PublicPlugin>,
+}
+
+/// Redaction counters of one kind of output.
+#[derive(Serialize, ToSchema)]
+pub struct PublicRedaction {
+    /// Secrets masked.
+    findings: i64,
+    /// Chunks withheld because the redactor failed on them.
+    withheld_chunks: i64,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -74,8 +86,10 @@ pub struct PublicEvidence {
     migrations: Vec<PublicMigration>,
     last_prune: Option<PublicPrune>,
     plugins: Vec<PublicPlugin>,
-    /// Number of events covered by `event_log_sha256`.
+    /// Number of events in the log now (pruned events are not counted).
     event_count: i64,
+    /// `seq` of the newest event covered by `event_log_sha256`.
+    event_log_last_seq: i64,
     /// Hash chain over the audit log: d_n = SHA-256(d_(n-1) || length-prefixed
     /// id, seq, at, code, actor, subject, data), d_0 = 32 zero bytes.
     #[schema(format = "sha256")]
@@ -92,6 +106,30 @@ pub struct PublicEvidence {
     /// The chain hash of the last pruned event (32 zero bytes when nothing was pruned).
     #[schema(format = "sha256")]
     chain_anchor_sha256: String,
+    /// The newest checkpoint of the chain signed with the host key (`null` before the first):
+    /// keep it to hold the host to this history later (`happyx audit verify --checkpoint`).
+    checkpoint: Option<crate::checkpoint::Checkpoint>,
+}
+
+/// Query of `/public/checkpoints`.
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointQuery {
+    /// Oldest `seq` to list (default 0).
+    from_seq: Option<i64>,
+    /// At most this many, 1 ..= 1000 (default 100).
+    limit: Option<i64>,
+}
+
+/// Most checkpoints one `/public/checkpoints` page lists.
+pub const MAX_CHECKPOINT_PAGE: i64 = 1000;
+
+/// A page of `/public/checkpoints`.
+#[derive(Serialize, ToSchema)]
+pub struct PublicCheckpointList {
+    /// Oldest first.
+    items: Vec<crate::checkpoint::Checkpoint>,
 }
 
 /// Run metadata for `/public/runs`.
@@ -110,6 +148,10 @@ pub struct PublicRun {
     created_at: i64,
     started_at: Option<i64>,
     finished_at: Option<i64>,
+    /// SHA-256 (hex) of the recipe plugin that rendered the run (its risk and command);
+    /// `null` for runs recorded before hosts kept it.
+    #[schema(format = "sha256")]
+    recipe_plugin_sha256: Option<String>,
 }
 
 impl From<Run> for PublicRun {
@@ -128,6 +170,7 @@ impl From<Run> for PublicRun {
             created_at: r.created_at,
             started_at: r.started_at,
             finished_at: r.finished_at,
+            recipe_plugin_sha256: r.recipe_plugin_sha256,
         }
     }
 }
@@ -294,12 +337,26 @@ pub async fn public_state(State(state): State<AppState>) -> ApiResult<impl IntoR
     for (table, status, n) in state.store.status_counts().await? {
         counts.entry(table).or_default().insert(status, n);
     }
-    let (redacted_findings, withheld_chunks) = state.store.redaction_totals().await?;
+    let totals = state.store.redaction_totals().await?;
+    let redaction: BTreeMap<String, PublicRedaction> =
+        [("runs", totals.runs), ("terminals", totals.terminals)]
+            .into_iter()
+            .map(|(k, (findings, withheld_chunks))| {
+                (
+                    k.to_string(),
+                    PublicRedaction {
+                        findings,
+                        withheld_chunks,
+                    },
+                )
+            })
+            .collect();
     let body = PublicState {
         version: env!("CARGO_PKG_VERSION"),
         counts,
-        redacted_findings,
-        withheld_chunks,
+        redacted_findings: totals.runs.0 + totals.terminals.0,
+        withheld_chunks: totals.runs.1 + totals.terminals.1,
+        redaction,
         plugins: plugins(&state),
     };
     Ok(([(CACHE_CONTROL, CACHE)], Json(body)))
@@ -310,7 +367,7 @@ pub async fn public_state(State(state): State<AppState>) -> ApiResult<impl IntoR
     responses((status = 200, body = PublicEvidence)))]
 pub async fn public_evidence(State(state): State<AppState>) -> ApiResult<impl IntoResponse> {
     // One lock across the extension keeps the cached chain monotonic.
-    let (count, digest) = {
+    let (last_seq, digest) = {
         let mut cached = state.event_digest.lock().await;
         let next = state.store.extend_event_digest(cached.0, cached.1).await?;
         *cached = next;
@@ -335,12 +392,37 @@ pub async fn public_evidence(State(state): State<AppState>) -> ApiResult<impl In
             counts: p.counts,
         }),
         plugins: plugins(&state),
-        event_count: count,
+        event_count: state.store.event_count().await?,
+        event_log_last_seq: last_seq,
         event_log_sha256: hex::encode(digest),
         chain_head_seq,
         chain_head_sha256,
         chain_anchor_seq,
         chain_anchor_sha256,
+        checkpoint: state.store.latest_checkpoint().await?,
+    };
+    Ok(([(CACHE_CONTROL, CACHE)], Json(body)))
+}
+
+/// Stored signed checkpoints of the event chain, oldest first from `from_seq` (the host keeps
+/// the newest `audit.checkpoint_keep`).
+#[utoipa::path(get, path = "/public/checkpoints", tag = "public", params(CheckpointQuery),
+    responses((status = 200, body = PublicCheckpointList), (status = 400, body = ErrorBody)))]
+pub async fn public_checkpoints(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<CheckpointQuery>,
+) -> ApiResult<impl IntoResponse> {
+    let from_seq = q.from_seq.unwrap_or(0);
+    let limit = q.limit.unwrap_or(100);
+    if from_seq < 0 || !(1..=MAX_CHECKPOINT_PAGE).contains(&limit) {
+        return Err(ApiError::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            "invalid_query",
+            format!("`from_seq` must be 0 or more and `limit` between 1 and {MAX_CHECKPOINT_PAGE}"),
+        ));
+    }
+    let body = PublicCheckpointList {
+        items: state.store.checkpoints_from(from_seq, limit).await?,
     };
     Ok(([(CACHE_CONTROL, CACHE)], Json(body)))
 }

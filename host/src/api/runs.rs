@@ -102,14 +102,17 @@ pub async fn create_run(
         return Ok((StatusCode::CREATED, Json(run)).into_response());
     }
     let now = now_ms();
-    let run = Run::queued(
-        new_id(),
-        body.recipe.clone(),
-        risk.as_str(),
-        body.session_id.clone(),
-        requester.clone(),
-        now,
-    );
+    let run = Run {
+        recipe_plugin_sha256: Some(rendered.plugin_hash.clone()),
+        ..Run::queued(
+            new_id(),
+            body.recipe.clone(),
+            risk.as_str(),
+            body.session_id.clone(),
+            requester.clone(),
+            now,
+        )
+    };
     let run = if let Some(token) = body.approval_token.as_deref() {
         // A presented token is always checked, whatever the risk: a token for
         // another action is refused and nothing is written.

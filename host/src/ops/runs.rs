@@ -101,6 +101,7 @@ pub async fn run(a: RunsArgs) -> Result<()> {
                 ("id", s(&r["id"])),
                 ("recipe", s(&r["recipe"])),
                 ("risk", s(&r["risk"])),
+                ("recipe plugin", s(&r["recipe_plugin_sha256"])),
                 ("status", s(&r["status"])),
                 ("exit code", opt(r["exit_code"].as_i64())),
             ];

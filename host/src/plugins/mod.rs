@@ -29,6 +29,21 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 
 pub use builtin::builtin_components;
+
+/// The `source` names the host passes to `redaction.redact`, as the WIT's doc comment for
+/// `redact` lists them (run output passes its stream name, `stdout` or `stderr`).
+pub mod source {
+    /// Run output on standard output.
+    pub const STDOUT: &str = "stdout";
+    /// Run output on standard error.
+    pub const STDERR: &str = "stderr";
+    /// A terminal's output (its transcript).
+    pub const PTY_OUTPUT: &str = "pty-output";
+    /// Any other text: an approval's shown action, a public response `verify-public` scans.
+    pub const TEXT: &str = "text";
+    /// Every name above.
+    pub const ALL: [&str; 4] = [STDOUT, STDERR, PTY_OUTPUT, TEXT];
+}
 pub use cache::{Origin as CacheOrigin, sha256_hex};
 pub use config::{Kind, Limits, PluginSpec, PluginsConfig};
 pub use contract::Check;
@@ -320,7 +335,7 @@ impl PluginHost {
         let _ = self.inner.call_metrics.set(family);
     }
 
-    /// Finds secrets in `data` (from stream `source`).
+    /// Finds secrets in `data` (from stream `source`, one of [`source`]).
     pub async fn redact(&self, source: &str, data: &[u8]) -> Result<Redaction, PluginError> {
         let source = source.to_string();
         let data = data.to_vec();
@@ -653,4 +668,25 @@ pub fn bench_compile(bytes: &[u8], cache: Option<cap_std::fs::Dir>) -> Result<Ca
     cache::compile_uncached(engine, bytes, &sha, disk.as_ref())
         .map(|(_, o)| o)
         .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod source_tests {
+    /// Every `source` the host passes is one the WIT's doc comment for `redact` names.
+    #[test]
+    fn the_host_passes_only_sources_the_wit_documents() {
+        let wit = include_str!("../../../wit/happyx-policy.wit");
+        let start = wit
+            .find("interface redaction")
+            .expect("redaction interface");
+        let doc_end = start + wit[start..].find("redact: func").expect("redact");
+        let doc_start = start + wit[start..doc_end].find("`source`").expect("source doc");
+        let doc = &wit[doc_start..doc_end];
+        for name in super::source::ALL {
+            assert!(
+                doc.contains(&format!("\"{name}\"")),
+                "the WIT does not document the source {name:?}: {doc}"
+            );
+        }
+    }
 }

@@ -261,33 +261,39 @@ impl Transcript {
                 .as_ref()
                 .map(|p| p.raw_tail.as_slice())
                 .unwrap_or(&[]);
-            let (redacted, findings, policy_hash) =
-                match redact_with_overlap(&self.plugins, "pty", tail, &data).await {
-                    Ok(o) => {
-                        if let Some(p) = self.prev.as_mut()
-                            && let Some(m) = p.masked.as_mut()
-                            && o.mask_previous(m, p.raw_tail.len())
-                        {
-                            if chunks.is_empty() {
-                                prev_fix = Some((p.offset, m.clone()));
-                            } else if let Some(c) = chunks.last_mut() {
-                                let c: &mut TranscriptChunk = c;
-                                c.redacted = Some(m.clone());
-                            }
+            let (redacted, findings, policy_hash) = match redact_with_overlap(
+                &self.plugins,
+                crate::plugins::source::PTY_OUTPUT,
+                tail,
+                &data,
+            )
+            .await
+            {
+                Ok(o) => {
+                    if let Some(p) = self.prev.as_mut()
+                        && let Some(m) = p.masked.as_mut()
+                        && o.mask_previous(m, p.raw_tail.len())
+                    {
+                        if chunks.is_empty() {
+                            prev_fix = Some((p.offset, m.clone()));
+                        } else if let Some(c) = chunks.last_mut() {
+                            let c: &mut TranscriptChunk = c;
+                            c.redacted = Some(m.clone());
                         }
-                        (Some(o.masked), o.findings, Some(o.policy_hash))
                     }
-                    Err(e) => {
-                        Metrics::inc(&self.metrics.redaction_failures);
-                        tracing::warn!(
-                            pty = %self.pty_id,
-                            plugin = %e.plugin(),
-                            code = e.code(),
-                            "redaction failed; transcript chunk withheld"
-                        );
-                        (None, 0, None)
-                    }
-                };
+                    (Some(o.masked), o.findings, Some(o.policy_hash))
+                }
+                Err(e) => {
+                    Metrics::inc(&self.metrics.redaction_failures);
+                    tracing::warn!(
+                        pty = %self.pty_id,
+                        plugin = %e.plugin(),
+                        code = e.code(),
+                        "redaction failed; transcript chunk withheld"
+                    );
+                    (None, 0, crate::runs::withheld_by(&e))
+                }
+            };
             let keep = data.len().saturating_sub(OVERLAP);
             self.prev = Some(Prev {
                 offset,

@@ -21,7 +21,9 @@
 //! `sha256`, `checksum` or `digest`, or the OpenAPI document declares a
 //! property of that name with `format: "sha256"` (or `"hash"`) or a description
 //! mentioning a hash / SHA-256 ([`HashFields::from_openapi`]). UUIDs (8-4-4-4-12
-//! hex) are identifiers, never findings.
+//! hex) are identifiers, never findings. The `public_key` and `signature` of a signed
+//! checkpoint ([`crate::checkpoint`]) are not findings when its signature verifies under that
+//! key (the proof that they are a public key and a signature); unverified, they are scanned.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -355,7 +357,13 @@ fn walk(
             }
         }
         Value::Object(m) => {
+            // A signed checkpoint whose signature verifies: its public key and signature are
+            // public by proof (a private key in their place would not verify).
+            let signed = crate::checkpoint::Checkpoint::is_verified_json(m);
             for (k, c) in m {
+                if signed && matches!(k.as_str(), "public_key" | "signature") {
+                    continue;
+                }
                 let h = in_hash || hashes.is_hash_field(k);
                 walk(c, &format!("{path}.{k}"), h, hashes, push, depth + 1);
             }
@@ -480,6 +488,23 @@ mod tests {
         let c = Canaries::default();
         let f = scan(body.to_string().as_bytes(), &ctx(&h, &c));
         assert!(f.is_empty(), "{f:?}");
+    }
+
+    #[test]
+    fn a_verified_checkpoint_passes_a_forged_one_does_not() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let key = crate::transfer::signing::HostKey::load_or_create(tmp.path()).expect("key");
+        let cp = crate::checkpoint::Checkpoint::sign(&key, 3, &"ab".repeat(32), 5).expect("cp");
+        let h = HashFields::default();
+        let c = Canaries::default();
+        let body = json!({ "checkpoint": cp });
+        assert!(scan(body.to_string().as_bytes(), &ctx(&h, &c)).is_empty());
+        let forged = json!({ "checkpoint": crate::checkpoint::Checkpoint { seq: 4, ..cp } });
+        let f = scan(forged.to_string().as_bytes(), &ctx(&h, &c));
+        assert!(
+            f.iter().any(|x| x.kind == Kind::KeyMaterial),
+            "an unverified signature is scanned: {f:?}"
+        );
     }
 
     #[test]

@@ -139,7 +139,9 @@ async fn redactor_scanner() -> Option<ExtraScanner> {
     };
     let handle = tokio::runtime::Handle::current();
     Some(std::sync::Arc::new(move |body: &[u8]| {
-        let found = tokio::task::block_in_place(|| handle.block_on(host.redact("text", body)));
+        let found = tokio::task::block_in_place(|| {
+            handle.block_on(host.redact(crate::plugins::source::TEXT, body))
+        });
         match found {
             Ok(r) => r
                 .findings

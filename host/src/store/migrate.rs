@@ -57,6 +57,12 @@ const SOURCES: &[(i64, &str, &str, bool)] = &[
         include_str!("../../../migrations/sqlite/0007_audit_chain.sql"),
         false,
     ),
+    (
+        9,
+        "checkpoints",
+        include_str!("../../../migrations/sqlite/0009_checkpoints.sql"),
+        false,
+    ),
 ];
 
 /// The newest schema version this binary knows.

@@ -9,6 +9,7 @@
 //! through a separate pool. Every write transaction is `BEGIN IMMEDIATE`.
 
 mod approvals;
+mod checkpoints;
 mod console;
 mod deployments;
 mod devices;
@@ -45,7 +46,7 @@ pub use migrate::{MIGRATIONS_DIR_NAME, SCHEMA_VERSION, migration_checksums};
 pub use records::Owner;
 pub use retention::{ItemMeta, retention_kinds};
 pub use rows::*;
-pub use stats::{PruneRecord, StatusCount};
+pub use stats::{PruneRecord, RedactionTotals, StatusCount};
 
 use crate::config::{StorageConfig, Synchronous};
 

@@ -14,7 +14,7 @@ use crate::util::{new_id, now_ms};
 
 pub(super) const COLS: &str = "id, recipe, risk, state, pid, exit_code, exit_signal, rows, cols, \
     persisted_offset, findings, withheld_chunks, requested_by, approval_id, created_at, updated_at, exited_at, \
-    error";
+    error, recipe_plugin_sha256";
 
 pub(super) fn pty_from_row(r: &SqliteRow) -> Result<PtySession> {
     Ok(PtySession {
@@ -36,6 +36,7 @@ pub(super) fn pty_from_row(r: &SqliteRow) -> Result<PtySession> {
         updated_at: r.try_get("updated_at")?,
         exited_at: r.try_get("exited_at")?,
         error: r.try_get("error")?,
+        recipe_plugin_sha256: r.try_get("recipe_plugin_sha256")?,
     })
 }
 
@@ -91,8 +92,8 @@ pub(super) async fn insert_pty(conn: &mut SqliteConnection, p: &NewPty) -> Resul
     let s = &p.session;
     sqlx::query(
         "INSERT INTO pty_sessions (id, recipe, risk, action_hash, state, pid, socket_path, secret_hash, \
-         boot_id, rows, cols, requested_by, approval_id, created_at, updated_at) \
-         VALUES (?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         boot_id, rows, cols, requested_by, approval_id, created_at, updated_at, recipe_plugin_sha256) \
+         VALUES (?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(&s.id)
     .bind(&s.recipe)
@@ -108,6 +109,7 @@ pub(super) async fn insert_pty(conn: &mut SqliteConnection, p: &NewPty) -> Resul
     .bind(&s.approval_id)
     .bind(s.created_at)
     .bind(s.updated_at)
+    .bind(&s.recipe_plugin_sha256)
     .execute(&mut *conn)
     .await?;
     let ev = NewEvent::new(

@@ -118,6 +118,10 @@ pub struct Run {
     /// Why the program could not be started (`spawn_failed` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// SHA-256 (hex) of the recipe plugin that rendered this run (as `GET /v1/plugins` shows
+    /// it); `null` for runs recorded before hosts kept it.
+    #[schema(format = "sha256")]
+    pub recipe_plugin_sha256: Option<String>,
 }
 
 impl Run {
@@ -149,6 +153,7 @@ impl Run {
             finished_at: None,
             updated_at: now,
             error: None,
+            recipe_plugin_sha256: None,
         }
     }
 }
@@ -247,6 +252,10 @@ pub struct PtySession {
     /// Why the program could not be started (then `exited` with code 127).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// SHA-256 (hex) of the recipe plugin that rendered this terminal's program (as
+    /// `GET /v1/plugins` shows it); `null` for terminals recorded before hosts kept it.
+    #[schema(format = "sha256")]
+    pub recipe_plugin_sha256: Option<String>,
 }
 
 /// The private side of a PTY session the host needs to reach its holder.

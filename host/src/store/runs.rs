@@ -28,12 +28,13 @@ pub(super) fn run_from_row(r: &SqliteRow) -> Result<Run> {
         finished_at: r.try_get("finished_at")?,
         updated_at: r.try_get("updated_at")?,
         error: r.try_get("error")?,
+        recipe_plugin_sha256: r.try_get("recipe_plugin_sha256")?,
     })
 }
 
 pub(super) const COLS: &str = "id, recipe, risk, status, exit_code, session_id, requested_by, approval_id, \
     stdout_bytes, stderr_bytes, findings, unredacted_chunks, truncated, created_at, started_at, \
-    finished_at, updated_at, error";
+    finished_at, updated_at, error, recipe_plugin_sha256";
 
 /// Inserts a run row and its `run.created` event inside `conn`'s transaction.
 pub(super) async fn insert_run(
@@ -44,7 +45,8 @@ pub(super) async fn insert_run(
 ) -> Result<()> {
     sqlx::query(
         "INSERT INTO agent_runs (id, recipe, risk, status, exit_code, session_id, requested_by, approval_id, \
-         idempotency_key, action_hash, created_at, updated_at) VALUES (?, ?, ?, ?, NULL, ?, ?, ?, ?, ?, ?, ?)",
+         idempotency_key, action_hash, created_at, updated_at, recipe_plugin_sha256) \
+         VALUES (?, ?, ?, ?, NULL, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(&run.id)
     .bind(&run.recipe)
@@ -57,6 +59,7 @@ pub(super) async fn insert_run(
     .bind(action_hash)
     .bind(run.created_at)
     .bind(run.updated_at)
+    .bind(&run.recipe_plugin_sha256)
     .execute(&mut *conn)
     .await?;
     let ev = NewEvent::new(

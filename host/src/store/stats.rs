@@ -26,6 +26,15 @@ const COUNT_TABLES: &[&str] = &[
 /// `(table, status or "", count)`.
 pub type StatusCount = (String, String, i64);
 
+/// Redaction counters of runs and terminals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RedactionTotals {
+    /// `(findings, withheld chunks)` over every run.
+    pub runs: (i64, i64),
+    /// `(findings, withheld chunks)` over every terminal.
+    pub terminals: (i64, i64),
+}
+
 /// The last pruner pass.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct PruneRecord {
@@ -72,12 +81,28 @@ impl Store {
     }
 
     /// (masked findings, chunks withheld because redaction failed) over all runs.
-    pub async fn redaction_totals(&self) -> Result<(i64, i64)> {
-        let (f, u): (Option<i64>, Option<i64>) =
-            sqlx::query_as("SELECT SUM(findings), SUM(unredacted_chunks) FROM agent_runs")
-                .fetch_one(&self.read)
-                .await?;
-        Ok((f.unwrap_or(0), u.unwrap_or(0)))
+    pub async fn redaction_totals(&self) -> Result<RedactionTotals> {
+        let (rf, ru, tf, tw): (Option<i64>, Option<i64>, Option<i64>, Option<i64>) =
+            sqlx::query_as(
+                "SELECT (SELECT SUM(findings) FROM agent_runs), \
+                        (SELECT SUM(unredacted_chunks) FROM agent_runs), \
+                        (SELECT SUM(findings) FROM pty_sessions), \
+                        (SELECT SUM(withheld_chunks) FROM pty_sessions)",
+            )
+            .fetch_one(&self.read)
+            .await?;
+        Ok(RedactionTotals {
+            runs: (rf.unwrap_or(0), ru.unwrap_or(0)),
+            terminals: (tf.unwrap_or(0), tw.unwrap_or(0)),
+        })
+    }
+
+    /// Events in the log now.
+    pub async fn event_count(&self) -> Result<i64> {
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM events")
+            .fetch_one(&self.read)
+            .await?;
+        Ok(n)
     }
 
     pub async fn last_prune(&self) -> Result<Option<PruneRecord>> {

@@ -582,6 +582,17 @@ impl ImportTarget {
         super::verify_chain_on(conn, &crate::progress::Progress::hidden()).await
     }
 
+    /// The stored chain hash of the restored event at `seq`, if that event exists.
+    pub async fn event_hash_at(&mut self, seq: i64) -> Result<Option<String>> {
+        let conn = self.conn.as_mut().ok_or(StoreError::NotFound)?;
+        let row: Option<(Option<String>,)> =
+            sqlx::query_as("SELECT hash FROM events WHERE seq = ?")
+                .bind(seq)
+                .fetch_optional(&mut *conn)
+                .await?;
+        Ok(row.and_then(|(h,)| h))
+    }
+
     /// Drops the marker that asks the first open to hash events that have none: an export's
     /// events carry their hashes (a legacy state, which has none, keeps the marker).
     pub async fn chain_is_restored(&mut self) -> Result<()> {

@@ -584,6 +584,15 @@ async fn import_locked(dir: &Path, src: &Path, opts: &ImportOptions) -> Result<I
 /// into a scratch database in a temp dir (removed afterwards) with every import check but the
 /// signer's trust, and walks the chain as stored.
 pub async fn verify_export(src: &Path) -> Result<crate::audit::ChainSummary> {
+    Ok(verify_export_at(src, None).await?.0)
+}
+
+/// [`verify_export`], also reading the stored chain hash of the event at `seq` (for
+/// `--checkpoint`).
+pub async fn verify_export_at(
+    src: &Path,
+    seq: Option<i64>,
+) -> Result<(crate::audit::ChainSummary, Option<String>)> {
     let scratch = tempfile::Builder::new()
         .prefix("happyx-audit-")
         .tempdir()
@@ -594,11 +603,16 @@ pub async fn verify_export(src: &Path) -> Result<crate::audit::ChainSummary> {
     let mut target = ImportTarget::create(scratch.path()).await?;
     load_export(src, &mut target, &[], true).await?;
     let summary = target.verify_chain().await?;
+    let hash = match seq {
+        Some(seq) => target.event_hash_at(seq).await?,
+        None => None,
+    };
     drop(target);
-    summary.map_err(|error| TransferError::Chain {
+    let summary = summary.map_err(|error| TransferError::Chain {
         source_name: src.display().to_string(),
         error,
-    })
+    })?;
+    Ok((summary, hash))
 }
 
 /// What the parser thread hands to the inserter.

@@ -51,7 +51,13 @@ impl HostKey {
 
     /// The signature (standard base64) of an export with this checksum.
     pub fn sign(&self, checksum: &str) -> String {
-        STANDARD.encode(self.0.sign(&message(checksum)).to_bytes())
+        self.sign_message(&message(checksum))
+    }
+
+    /// The signature (standard base64) of `message`, which must carry its own domain
+    /// separator (e.g. [`crate::checkpoint::message`]).
+    pub fn sign_message(&self, message: &[u8]) -> String {
+        STANDARD.encode(self.0.sign(message).to_bytes())
     }
 }
 
@@ -87,6 +93,12 @@ impl PublicKey {
     /// Whether `signature` (standard base64) is this key's signature of an
     /// export with this checksum (`verify_strict`).
     pub fn verifies(&self, checksum: &str, signature: &str) -> bool {
+        self.verifies_message(&message(checksum), signature)
+    }
+
+    /// Whether `signature` (standard base64 of 64 bytes) is this key's signature of `message`
+    /// (`verify_strict`).
+    pub fn verifies_message(&self, message: &[u8], signature: &str) -> bool {
         let Some(sig) = STANDARD
             .decode(signature)
             .ok()
@@ -95,10 +107,7 @@ impl PublicKey {
             return false;
         };
         self.0
-            .verify_strict(
-                &message(checksum),
-                &ed25519_dalek::Signature::from_bytes(&sig),
-            )
+            .verify_strict(message, &ed25519_dalek::Signature::from_bytes(&sig))
             .is_ok()
     }
 }

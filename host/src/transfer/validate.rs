@@ -10,6 +10,7 @@
 //! | `tokens.id` | a token id: 12 characters of `[a-z0-9]` |
 //! | `tokens.secret_hash` | 64 lowercase hex characters (SHA-256) |
 //! | `agent_runs.recipe`, `pty_sessions.recipe` | a recipe name as the recipe catalog allows it (1..=64 of `[A-Za-z0-9._:-]`) that is not secret-shaped by the rules of `happyx verify-public` (a bearer token, key material, a high-entropy blob) |
+//! | `agent_runs.recipe_plugin_sha256`, `pty_sessions.recipe_plugin_sha256`, `checkpoints.head_hash` | `null` (runs and terminals only) or 64 lowercase hex characters (SHA-256) |
 //! | `at` and `*_at` | an integer time in Unix milliseconds, 0 ..= [`MAX_TIME_MS`] |
 //! | counters and positions ([`NON_NEGATIVE`]) | ≥ 0 |
 //! | `agent_run_outputs.length`, `transcript_chunks.length` | equal to the length of `data` |
@@ -104,6 +105,24 @@ pub fn row(t: &TableInfo, cells: &[Cell]) -> Result<(), (String, String)> {
             if let Some(Cell::Text(r)) = get("recipe") {
                 recipe(r).map_err(|m| ("recipe".to_string(), m.to_string()))?;
             }
+            if let Some(Cell::Text(h)) = get("recipe_plugin_sha256")
+                && !is_sha256_hex(h)
+            {
+                return fail(
+                    "recipe_plugin_sha256",
+                    "must be a SHA-256 in 64 lowercase hex characters",
+                );
+            }
+        }
+        "checkpoints" => {
+            if let Some(Cell::Text(h)) = get("head_hash")
+                && !is_sha256_hex(h)
+            {
+                return fail(
+                    "head_hash",
+                    "must be a SHA-256 in 64 lowercase hex characters",
+                );
+            }
         }
         "agent_run_outputs" | "transcript_chunks" => {
             if let (Some(Cell::Integer(len)), Some(Cell::Blob(data))) = (get("length"), get("data"))
@@ -164,6 +183,34 @@ mod tests {
         ] {
             assert!(recipe(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn plugin_and_checkpoint_hashes_are_sha256_hex() {
+        use crate::store::transfer::{Affinity, ColumnInfo};
+        let col = |name: &str| ColumnInfo {
+            name: name.into(),
+            decl_type: "TEXT".into(),
+            affinity: Affinity::of("TEXT"),
+        };
+        for (table, column) in [
+            ("agent_runs", "recipe_plugin_sha256"),
+            ("pty_sessions", "recipe_plugin_sha256"),
+            ("checkpoints", "head_hash"),
+        ] {
+            let t = TableInfo::new(table, vec![col(column)]);
+            assert!(row(&t, &[Cell::Text("ab".repeat(32))]).is_ok(), "{table}");
+            for bad in ["AB".repeat(32), "ab".repeat(31), "secret".into()] {
+                let err = row(&t, &[Cell::Text(bad)]).expect_err(table);
+                assert_eq!(err.0, column);
+                assert!(!err.1.contains("secret"), "the value is never echoed");
+            }
+        }
+        let t = TableInfo::new("agent_runs", vec![col("recipe_plugin_sha256")]);
+        assert!(
+            row(&t, &[Cell::Null]).is_ok(),
+            "runs from before the column"
+        );
     }
 
     #[test]

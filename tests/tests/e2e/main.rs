@@ -6,6 +6,7 @@
 mod approvals;
 mod audit;
 mod canaries;
+mod checkpoints;
 mod console;
 mod envelopes;
 mod first_hour;

@@ -807,8 +807,8 @@ fn run_row(recipe: &str, created_at: i64) -> Value {
         "action_hash": HEX64, "approval_id": null, "created_at": created_at, "error": null,
         "exit_code": 0, "finished_at": 3, "findings": 0, "id": "run-1", "idempotency_key": null,
         "recipe": recipe, "requested_by": "token:abc", "risk": "low", "session_id": null,
-        "started_at": 2, "status": "succeeded", "stderr_bytes": 0, "stdout_bytes": 4,
-        "truncated": 0, "unredacted_chunks": 0, "updated_at": 3
+        "recipe_plugin_sha256": null, "started_at": 2, "status": "succeeded", "stderr_bytes": 0,
+        "stdout_bytes": 4, "truncated": 0, "unredacted_chunks": 0, "updated_at": 3
     })
 }
 
