@@ -57,6 +57,12 @@ const SOURCES: &[(i64, &str, &str, bool)] = &[
         include_str!("../../../migrations/sqlite/0007_audit_chain.sql"),
         false,
     ),
+    (
+        8,
+        "pty_truncated",
+        include_str!("../../../migrations/sqlite/0008_pty_truncated.sql"),
+        false,
+    ),
 ];
 
 /// The newest schema version this binary knows.
