@@ -14,6 +14,7 @@ mod hardening;
 mod ops;
 mod plugins;
 mod pty;
+mod retention;
 mod rotation;
 mod transfer;
 mod transfer_perf;
