@@ -551,17 +551,17 @@ mod tests {
 
     #[test]
     fn transcript_cap_is_validated_at_its_edges() {
-        assert_eq!(
-            Config::default().pty.max_transcript_bytes,
-            64 * 1024 * 1024
-        );
+        assert_eq!(Config::default().pty.max_transcript_bytes, 64 * 1024 * 1024);
         for ok in [MIN_TRANSCRIPT_CAP, MAX_TRANSCRIPT_CAP] {
             let c = load_str(&format!("[pty]\nmax_transcript_bytes = {ok}\n")).expect("accepted");
             assert_eq!(c.pty.max_transcript_bytes, ok);
         }
         for bad in [0, MAX_TRANSCRIPT_CAP + 1] {
             let err = load_str(&format!("[pty]\nmax_transcript_bytes = {bad}\n")).unwrap_err();
-            assert!(err.to_string().contains("pty.max_transcript_bytes"), "{err}");
+            assert!(
+                err.to_string().contains("pty.max_transcript_bytes"),
+                "{err}"
+            );
         }
     }
 

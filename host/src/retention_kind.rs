@@ -11,9 +11,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 /// One kind of prunable item.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RetentionKind {
     /// A chunk of a run's output (raw and redacted copies).
@@ -66,7 +64,9 @@ impl fmt::Display for RetentionKind {
 
 /// A kind name that is not one of [`RetentionKind::ALL`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown retention kind (expected one of: run-output, transcript-chunk, envelope, event, leftover)")]
+#[error(
+    "unknown retention kind (expected one of: run-output, transcript-chunk, envelope, event, leftover)"
+)]
 pub struct UnknownKind;
 
 impl UnknownKind {

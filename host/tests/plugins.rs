@@ -245,7 +245,10 @@ async fn components_built_against_wit_0_1_0_still_load_and_serve() {
         status.iter().all(|s| s.wit_version == "0.1.0"),
         "{status:?}"
     );
-    assert!(status.iter().all(|s| s.name.starts_with("legacy-")), "{status:?}");
+    assert!(
+        status.iter().all(|s| s.name.starts_with("legacy-")),
+        "{status:?}"
+    );
 
     let r = host.redact("stdout", b"key=AKIA").await.unwrap();
     assert_eq!(r.findings.len(), 1);
@@ -254,9 +257,18 @@ async fn components_built_against_wit_0_1_0_still_load_and_serve() {
     let mut args = BTreeMap::new();
     args.insert("text".to_string(), "hi".to_string());
     let cmd = host.render("echo", &args).await.unwrap();
-    assert_eq!((cmd.program.as_str(), cmd.args.clone()), ("echo", vec!["v2".to_string(), "hi".to_string()]));
+    assert_eq!(
+        (cmd.program.as_str(), cmd.args.clone()),
+        ("echo", vec!["v2".to_string(), "hi".to_string()])
+    );
     assert_eq!(cmd.risk, Risk::Low);
-    assert_eq!(host.render("nope", &BTreeMap::new()).await.unwrap_err().code(), "unknown_recipe");
+    assert_eq!(
+        host.render("nope", &BTreeMap::new())
+            .await
+            .unwrap_err()
+            .code(),
+        "unknown_recipe"
+    );
 
     let item = |kind, id: &str| Item {
         kind,
@@ -285,7 +297,11 @@ async fn components_built_against_wit_0_1_0_still_load_and_serve() {
         .decide_retention(1_000, &totals, &items[1..2])
         .await
         .unwrap();
-    assert_eq!(d.prune, vec![false], "a leftover alone is kept without a call");
+    assert_eq!(
+        d.prune,
+        vec![false],
+        "a leftover alone is kept without a call"
+    );
 }
 
 #[tokio::test]

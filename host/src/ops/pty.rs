@@ -133,7 +133,10 @@ pub async fn run(a: PtyArgs) -> Result<()> {
                     exit,
                     format!("{}x{}", s(&p["rows"]), s(&p["cols"])),
                     if p["truncated"].as_bool() == Some(true) {
-                        format!("{} (truncated)", bytes(p["output_bytes"].as_i64().unwrap_or(0)))
+                        format!(
+                            "{} (truncated)",
+                            bytes(p["output_bytes"].as_i64().unwrap_or(0))
+                        )
                     } else {
                         bytes(p["output_bytes"].as_i64().unwrap_or(0))
                     },

@@ -390,13 +390,12 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         if dropped {
-            let marked = sqlx::query(
-                "UPDATE pty_sessions SET truncated = 1 WHERE id = ? AND truncated = 0",
-            )
-            .bind(pty_id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+            let marked =
+                sqlx::query("UPDATE pty_sessions SET truncated = 1 WHERE id = ? AND truncated = 0")
+                    .bind(pty_id)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
             if marked == 1 {
                 let ev = NewEvent::new(
                     "pty.transcript_truncated",

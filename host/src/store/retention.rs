@@ -231,7 +231,9 @@ impl Store {
                 };
                 let cond = src.eligible.replace("{now}", &now.to_string());
                 let q = match src.prune {
-                    Prune::Delete => format!("DELETE FROM {} AS o WHERE o.id = ? AND {cond}", src.table),
+                    Prune::Delete => {
+                        format!("DELETE FROM {} AS o WHERE o.id = ? AND {cond}", src.table)
+                    }
                     Prune::BlankToken => format!(
                         "UPDATE {} AS o SET token_hash = 'pruned:' || o.id WHERE o.id = ? AND {cond}",
                         src.table

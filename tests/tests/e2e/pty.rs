@@ -948,7 +948,10 @@ fn the_transcript_cap_holds_while_a_terminal_streams() {
         contains(b, "stream-done")
     }));
     assert_eq!(c.start, Some(0));
-    assert!(contains(&c.bytes, "59999\r\n60000\r\nstream-done"), "the viewer saw it all");
+    assert!(
+        contains(&c.bytes, "59999\r\n60000\r\nstream-done"),
+        "the viewer saw it all"
+    );
     assert!(c.bytes.len() > 3 * CAP, "{} bytes", c.bytes.len());
 
     let p = eventually(Duration::from_secs(10), || {
@@ -959,7 +962,10 @@ fn the_transcript_cap_holds_while_a_terminal_streams() {
     assert_eq!(p["state"], "running", "the terminal keeps running: {p}");
     let stored = transcript(&server, &op, &id, 0);
     assert_eq!(stored.len(), CAP, "exactly the cap is stored");
-    assert!(stored == c.bytes[..CAP], "the stored transcript is the exact prefix");
+    assert!(
+        stored == c.bytes[..CAP],
+        "the stored transcript is the exact prefix"
+    );
     assert!(transcript(&server, &op, &id, CAP as u64).is_empty());
 
     // More output after the cap: still live, still not stored, still one event.

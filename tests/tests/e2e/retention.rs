@@ -174,10 +174,8 @@ fn populate(server: &Server, dir: &Path) -> String {
 fn every_kind_is_pruned_exactly_as_the_policy_says_and_keep_all_keeps_all() {
     let (tmp, data) = temp_data_dir();
     let cfg = policy(tmp.path(), "serve.toml", 500, &[]);
-    let mut server = Server::with_config(
-        &data,
-        std::fs::read_to_string(&cfg).expect("read config"),
-    );
+    let mut server =
+        Server::with_config(&data, std::fs::read_to_string(&cfg).expect("read config"));
     let _op = populate(&server, tmp.path());
     server.sigterm(Duration::from_secs(20)).expect("stop");
     let before = stored(&data);
@@ -206,7 +204,10 @@ fn every_kind_is_pruned_exactly_as_the_policy_says_and_keep_all_keeps_all() {
     for kind in KINDS {
         assert_eq!(report["pruned"][kind], 0, "{kind}: {report}");
     }
-    assert!(report["examined"]["leftover"].as_i64() >= Some(5), "{report}");
+    assert!(
+        report["examined"]["leftover"].as_i64() >= Some(5),
+        "{report}"
+    );
     let mut after = stored(&data);
     assert_eq!(after.remove("event"), Some(before["event"] + 1));
     let mut want = before.clone();
@@ -229,8 +230,14 @@ fn every_kind_is_pruned_exactly_as_the_policy_says_and_keep_all_keeps_all() {
     );
     let report = prune(&data, &short);
     let after = stored(&data);
-    assert_eq!(report["pruned"]["run-output"], before["run-output"], "{report}");
-    assert_eq!(report["pruned"]["transcript-chunk"], before["transcript-chunk"], "{report}");
+    assert_eq!(
+        report["pruned"]["run-output"], before["run-output"],
+        "{report}"
+    );
+    assert_eq!(
+        report["pruned"]["transcript-chunk"], before["transcript-chunk"],
+        "{report}"
+    );
     assert_eq!(report["pruned"]["envelope"], before["envelope"], "{report}");
     assert_eq!(
         report["pruned"]["leftover"],
@@ -243,9 +250,15 @@ fn every_kind_is_pruned_exactly_as_the_policy_says_and_keep_all_keeps_all() {
     // Leftovers: the approval records stay, without their tokens; the pending approval keeps
     // its token; the live code and the unused ticket stay.
     assert_eq!(after["approvals"], before["approvals"]);
-    assert_eq!(after["approval-tokens"], before["approval-tokens"] - used_tokens);
     assert_eq!(
-        count(&data, "SELECT COUNT(*) FROM approvals WHERE status = 'pending' AND token_hash NOT LIKE 'pruned:%'"),
+        after["approval-tokens"],
+        before["approval-tokens"] - used_tokens
+    );
+    assert_eq!(
+        count(
+            &data,
+            "SELECT COUNT(*) FROM approvals WHERE status = 'pending' AND token_hash NOT LIKE 'pruned:%'"
+        ),
         1
     );
     assert_eq!(after["enrollments"], before["enrollments"] - used_codes);
@@ -311,7 +324,12 @@ fn kill_9_mid_pass_then_rerun_reaches_the_same_end_state_with_every_deletion_rec
     let max_index = count(&data, "SELECT MAX(chunk_index) FROM agent_run_outputs");
 
     // Batches of one item: slow enough to be caught mid-way.
-    let slow = policy(tmp.path(), "slow.toml", 1, &[("run-output.max_count", "20")]);
+    let slow = policy(
+        tmp.path(),
+        "slow.toml",
+        1,
+        &[("run-output.max_count", "20")],
+    );
     let mut caught = false;
     for _ in 0..3 {
         let mut child = Command::new(binary())
@@ -329,7 +347,8 @@ fn kill_9_mid_pass_then_rerun_reaches_the_same_end_state_with_every_deletion_rec
                 caught = true;
                 break;
             }
-            if child.try_wait().expect("wait").is_some() || started.elapsed() > Duration::from_secs(60)
+            if child.try_wait().expect("wait").is_some()
+                || started.elapsed() > Duration::from_secs(60)
             {
                 break;
             }
