@@ -372,10 +372,12 @@ impl PtyManager {
             persisted,
             live.clone(),
             released,
+        )
+        .await?
+        .with_cap(
             i.max_transcript_bytes
                 .load(std::sync::atomic::Ordering::Relaxed),
-        )
-        .await?;
+        );
         let secret = hmac(&i.key, id.as_bytes());
         let (socket_path, _) = self.holder_paths(id)?;
         loop {

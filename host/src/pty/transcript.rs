@@ -159,7 +159,6 @@ impl Transcript {
         persisted: u64,
         live: broadcast::Sender<Live>,
         released: Arc<AtomicU64>,
-        cap: u64,
     ) -> Result<Self, StoreError> {
         // Past the cap the last stored chunk no longer precedes `persisted`: no overlap then.
         let last = store.last_transcript_chunk(pty_id).await?;
@@ -187,8 +186,14 @@ impl Transcript {
                 released.store(persisted, Ordering::SeqCst);
                 released
             },
-            cap,
+            cap: u64::MAX,
         })
+    }
+
+    /// Stores at most `cap` raw bytes of transcript (`[pty] max_transcript_bytes`).
+    pub fn with_cap(mut self, cap: u64) -> Self {
+        self.cap = cap;
+        self
     }
 
     /// When the held-back tail must be released if no more output comes, if one is held.
