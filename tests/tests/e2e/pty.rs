@@ -642,7 +642,11 @@ fn backpressure_keeps_memory_bounded_and_bytes_exact() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(400_000_000);
     let (tmp, data) = temp_data_dir();
-    let server = start(&data);
+    // The whole stream is stored: a cap of exactly its size (at the edge: not truncated).
+    let server = Server::with_config(
+        &data,
+        format!("{CONFIG}[pty]\nmax_transcript_bytes = {total}\n"),
+    );
     let op = server.token("operator");
     let cmd = format!(
         "stty raw -echo; {{ head -c {total} /dev/urandom | tee /dev/fd/3 | sha256sum > emitted.sha256; }} 3>&1; sleep 1"
@@ -678,6 +682,7 @@ fn backpressure_keeps_memory_bounded_and_bytes_exact() {
     let host_hwm = status_kib(host, "VmHWM");
     let host_rss = status_kib(host, "VmRSS");
     assert_eq!(done["output_bytes"].as_i64(), Some(total as i64), "{done}");
+    assert_eq!(done["truncated"], false, "{done}");
     // Transcript byte for byte: sha256 of the stored stream vs what the program emitted.
     let mut resp = server
         .get(&format!("/v1/pty/{id}/transcript"), &op)
