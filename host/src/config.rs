@@ -72,6 +72,7 @@ pub struct Config {
     pub public: PublicConfig,
     pub retention: RetentionConfig,
     pub audit: AuditConfig,
+    pub pty: PtyConfig,
     pub envelopes: EnvelopesConfig,
     pub devices: DevicesConfig,
     pub plugins: PluginsConfig,
@@ -94,6 +95,7 @@ impl Default for Config {
             public: PublicConfig::default(),
             retention: RetentionConfig::default(),
             audit: AuditConfig::default(),
+            pty: PtyConfig::default(),
             envelopes: EnvelopesConfig::default(),
             devices: DevicesConfig::default(),
             plugins: PluginsConfig::default(),
@@ -324,6 +326,29 @@ impl Default for AuditConfig {
     }
 }
 
+/// Terminals.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PtyConfig {
+    /// Transcript bytes stored per terminal, [`MIN_TRANSCRIPT_CAP`] ..= [`MAX_TRANSCRIPT_CAP`].
+    /// Past it the terminal keeps running and live viewers keep seeing its output, but
+    /// nothing more is stored; the terminal is marked `truncated` (one event).
+    pub max_transcript_bytes: u64,
+}
+
+/// Smallest accepted `[pty] max_transcript_bytes`.
+pub const MIN_TRANSCRIPT_CAP: u64 = 1;
+/// Largest accepted `[pty] max_transcript_bytes` (1 TiB).
+pub const MAX_TRANSCRIPT_CAP: u64 = 1 << 40;
+
+impl Default for PtyConfig {
+    fn default() -> Self {
+        Self {
+            max_transcript_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EnvelopesConfig {
@@ -440,6 +465,11 @@ impl Config {
         if self.envelopes.rotation_grace_ms > max_grace {
             return bad(format!(
                 "envelopes.rotation_grace_ms must be between 0 and {max_grace}"
+            ));
+        }
+        if !(MIN_TRANSCRIPT_CAP..=MAX_TRANSCRIPT_CAP).contains(&self.pty.max_transcript_bytes) {
+            return bad(format!(
+                "pty.max_transcript_bytes must be between {MIN_TRANSCRIPT_CAP} and {MAX_TRANSCRIPT_CAP}"
             ));
         }
         if self.retention.batch == 0 || self.retention.batch > 10_000 {
@@ -559,6 +589,22 @@ mod tests {
         assert_eq!(c.listen.to_string(), "127.0.0.1:7878");
         assert_eq!(c.data_dir, PathBuf::from("./happyx-data"));
         assert_eq!(c.storage.synchronous, Synchronous::Full);
+    }
+
+    #[test]
+    fn transcript_cap_is_validated_at_its_edges() {
+        assert_eq!(Config::default().pty.max_transcript_bytes, 64 * 1024 * 1024);
+        for ok in [MIN_TRANSCRIPT_CAP, MAX_TRANSCRIPT_CAP] {
+            let c = load_str(&format!("[pty]\nmax_transcript_bytes = {ok}\n")).expect("accepted");
+            assert_eq!(c.pty.max_transcript_bytes, ok);
+        }
+        for bad in [0, MAX_TRANSCRIPT_CAP + 1] {
+            let err = load_str(&format!("[pty]\nmax_transcript_bytes = {bad}\n")).unwrap_err();
+            assert!(
+                err.to_string().contains("pty.max_transcript_bytes"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

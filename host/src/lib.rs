@@ -27,6 +27,7 @@ pub mod pty;
 pub mod public;
 pub mod reload;
 pub mod retention;
+pub mod retention_kind;
 pub mod run_hold;
 pub mod runs;
 pub mod sandbox;

@@ -1,8 +1,8 @@
 //! The one pruner: asks the retention plugin about batches of item metadata
 //! (never contents) with per-kind totals, deletes what it decides in bounded
-//! batches, and records what it pruned. Every batch is its own transaction,
-//! so a pass killed midway leaves a consistent store, and a rerun reaches the
-//! same end state.
+//! batches, and records what it pruned. Every batch is its own transaction, holding its
+//! deletions and their `retention.batch_pruned` audit event, so a pass killed midway leaves
+//! a consistent store with every deletion on record, and a rerun reaches the same end state.
 
 use std::collections::BTreeMap;
 
@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::plugins::{Item, PluginError, PluginHost, Totals};
 use crate::progress::Progress;
+use crate::retention_kind::RetentionKind;
 use crate::store::{Store, StoreError, retention_kinds};
 use crate::util::now_ms;
 
@@ -37,9 +38,9 @@ impl PruneError {
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct PruneReport {
     /// Items removed per kind.
-    pub pruned: BTreeMap<String, u64>,
+    pub pruned: BTreeMap<RetentionKind, u64>,
     /// Items examined per kind.
-    pub examined: BTreeMap<String, u64>,
+    pub examined: BTreeMap<RetentionKind, u64>,
     pub policy_hash: String,
 }
 
@@ -51,15 +52,17 @@ pub async fn prune_once(
     progress: &Progress,
 ) -> Result<PruneReport, PruneError> {
     let mut report = PruneReport::default();
-    let now = now_ms().max(0) as u64;
+    let now_i = now_ms().max(0);
+    let now = now_i as u64;
     for kind in retention_kinds() {
-        progress.doing(kind);
+        progress.doing(kind.as_str());
         let mut after: Option<(i64, String)> = None;
         let (mut pruned, mut examined) = (0u64, 0u64);
         loop {
             let items = store
                 .retention_items(
                     kind,
+                    now_i,
                     after.as_ref().map(|(a, i)| (*a, i.as_str())),
                     i64::from(batch),
                 )
@@ -69,9 +72,9 @@ pub async fn prune_once(
             }
             let mut totals = Vec::new();
             for k in retention_kinds() {
-                let (count, bytes) = store.retention_totals(k).await?;
+                let (count, bytes) = store.retention_totals(k, now_i).await?;
                 totals.push(Totals {
-                    kind: k.to_string(),
+                    kind: k,
                     count: count.max(0) as u64,
                     bytes: bytes.max(0) as u64,
                 });
@@ -79,7 +82,7 @@ pub async fn prune_once(
             let meta: Vec<Item> = items
                 .iter()
                 .map(|i| Item {
-                    kind: kind.to_string(),
+                    kind,
                     id: i.id.clone(),
                     created_at: i.created_at.max(0) as u64,
                     bytes: i.bytes.max(0) as u64,
@@ -97,7 +100,7 @@ pub async fn prune_once(
             examined += items.len() as u64;
             progress.inc(items.len() as u64);
             // The event log is only ever cut at its oldest end.
-            let take: Vec<String> = if kind == "event" {
+            let take: Vec<String> = if kind == RetentionKind::Event {
                 items
                     .iter()
                     .zip(&decision.prune)
@@ -113,8 +116,10 @@ pub async fn prune_once(
                     .collect()
             };
             let kept_all = take.is_empty();
-            let stop_events = kind == "event" && take.len() < items.len();
-            pruned += store.prune_items(kind, &take).await?;
+            let stop_events = kind == RetentionKind::Event && take.len() < items.len();
+            pruned += store
+                .prune_batch(kind, &take, &decision.policy_hash, now_i)
+                .await?;
             if let Some(last) = items.last() {
                 after = Some((last.created_at, last.id.clone()));
             }
@@ -123,8 +128,8 @@ pub async fn prune_once(
                 break;
             }
         }
-        report.pruned.insert(kind.to_string(), pruned);
-        report.examined.insert(kind.to_string(), examined);
+        report.pruned.insert(kind, pruned);
+        report.examined.insert(kind, examined);
     }
     let counts = serde_json::to_value(&report.pruned).unwrap_or_default();
     store.record_prune(&report.policy_hash, &counts).await?;
@@ -194,18 +199,19 @@ mod tests {
             .collect()
     }
 
-    /// Every kind the sample policy decides on is one the store can list, total and delete:
-    /// transcript chunks and envelopes too, so the store stays bounded under a short policy.
+    /// Every kind is one the store can list, total and prune.
     #[tokio::test]
-    async fn every_kind_the_policy_knows_is_prunable() {
+    async fn every_kind_is_prunable() {
         let (_t, store, _run) = fixture(1).await;
-        let kinds = retention_kinds();
-        for kind in ["run-output", "transcript-chunk", "envelope", "event"] {
-            assert!(kinds.contains(&kind), "{kind} missing from {kinds:?}");
-            store.retention_totals(kind).await.expect("totals");
-            store.retention_items(kind, None, 10).await.expect("items");
+        let now = now_ms();
+        for kind in RetentionKind::ALL {
+            store.retention_totals(kind, now).await.expect("totals");
+            store
+                .retention_items(kind, now, None, 10)
+                .await
+                .expect("items");
             let gone = store
-                .prune_items(kind, &["no-such-id".to_string()])
+                .prune_batch(kind, &["no-such-id".to_string()], "h", now)
                 .await
                 .expect("prune");
             assert_eq!(gone, 0);
@@ -222,7 +228,7 @@ mod tests {
         let r = prune_once(&clean, &plugins, 1, &Progress::hidden())
             .await
             .expect("prune");
-        assert_eq!(r.pruned.get("run-output"), Some(&10));
+        assert_eq!(r.pruned.get(&RetentionKind::RunOutput), Some(&10));
         let want = kept(&clean, &run1).await;
         assert_eq!(
             want,
@@ -251,7 +257,7 @@ mod tests {
         let again = prune_once(&store, &plugins, 1, &Progress::hidden())
             .await
             .expect("idempotent");
-        assert_eq!(again.pruned.get("run-output"), Some(&0));
+        assert_eq!(again.pruned.get(&RetentionKind::RunOutput), Some(&0));
         if !saw_partial {
             eprintln!("note: no interruption landed mid-pass on this machine");
         }

@@ -85,6 +85,7 @@ pub async fn serve(cfg: Config) -> Result<()> {
         children.clone(),
         &data_dir,
     )?;
+    pty.set_max_transcript_bytes(cfg.pty.max_transcript_bytes);
     let (adopted, lost) = pty.recover().await?;
     if adopted + lost > 0 {
         tracing::info!(adopted, lost, "terminals left by a previous host");

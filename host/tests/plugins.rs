@@ -9,8 +9,8 @@ use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use happyx::plugins::{
-    PluginError, PluginHost, PluginSpec, PluginsConfig, RenderError, Risk, apply_masks,
-    builtin_components, check_component,
+    Item, PluginError, PluginHost, PluginSpec, PluginsConfig, RenderError, RetentionKind, Risk,
+    Totals, apply_masks, builtin_components, check_component,
 };
 
 fn repo() -> PathBuf {
@@ -164,7 +164,7 @@ async fn builtin_host_serves_all_three_worlds() {
     );
 
     let item = happyx::plugins::Item {
-        kind: "event".into(),
+        kind: RetentionKind::Event,
         id: "e".into(),
         created_at: 0,
         bytes: 1,
@@ -225,6 +225,85 @@ async fn hostile_plugins_get_typed_errors_and_the_host_keeps_serving() {
     }
 }
 
+/// Components built against `happyx:policy@0.1.0`, one per world, still load and serve
+/// through the adapter; a 0.1.0 retention policy never sees a kind 0.1.0 cannot name, and
+/// items of such kinds are kept.
+#[tokio::test]
+async fn components_built_against_wit_0_1_0_still_load_and_serve() {
+    let cfg = PluginsConfig {
+        redactor: Some(spec(hostile("legacy_redactor"))),
+        retention: Some(spec(hostile("legacy_retention"))),
+        recipes: Some(spec(hostile("legacy_recipes"))),
+        ..PluginsConfig::default()
+    };
+    let host = tokio::task::spawn_blocking(move || load(&cfg))
+        .await
+        .unwrap()
+        .expect("0.1.0 components load");
+    let status = host.status();
+    assert!(
+        status.iter().all(|s| s.wit_version == "0.1.0"),
+        "{status:?}"
+    );
+    assert!(
+        status.iter().all(|s| s.name.starts_with("legacy-")),
+        "{status:?}"
+    );
+
+    let r = host.redact("stdout", b"key=AKIA").await.unwrap();
+    assert_eq!(r.findings.len(), 1);
+    assert_eq!((r.findings[0].start, r.findings[0].end), (0, 8));
+
+    let mut args = BTreeMap::new();
+    args.insert("text".to_string(), "hi".to_string());
+    let cmd = host.render("echo", &args).await.unwrap();
+    assert_eq!(
+        (cmd.program.as_str(), cmd.args.clone()),
+        ("echo", vec!["v2".to_string(), "hi".to_string()])
+    );
+    assert_eq!(cmd.risk, Risk::Low);
+    assert_eq!(
+        host.render("nope", &BTreeMap::new())
+            .await
+            .unwrap_err()
+            .code(),
+        "unknown_recipe"
+    );
+
+    let item = |kind, id: &str| Item {
+        kind,
+        id: id.into(),
+        created_at: 0,
+        bytes: 1,
+        session_id: None,
+    };
+    let items = [
+        item(RetentionKind::RunOutput, "a"),
+        item(RetentionKind::Leftover, "approval:b"),
+        item(RetentionKind::Event, "c"),
+    ];
+    let totals: Vec<Totals> = RetentionKind::ALL
+        .into_iter()
+        .map(|kind| Totals {
+            kind,
+            count: 1,
+            bytes: 1,
+        })
+        .collect();
+    // The 0.1.0 plugin prunes everything it is shown and refuses kinds it cannot name.
+    let d = host.decide_retention(1_000, &totals, &items).await.unwrap();
+    assert_eq!(d.prune, vec![true, false, true]);
+    let d = host
+        .decide_retention(1_000, &totals, &items[1..2])
+        .await
+        .unwrap();
+    assert_eq!(
+        d.prune,
+        vec![false],
+        "a leftover alone is kept without a call"
+    );
+}
+
 #[tokio::test]
 async fn components_that_cannot_be_loaded_get_typed_errors() {
     let bad = |cfg: PluginsConfig| load(&cfg).err().expect("refused");
@@ -235,7 +314,7 @@ async fn components_that_cannot_be_loaded_get_typed_errors() {
     let err = bad(redactor_cfg(hostile("newer_wit")));
     assert_eq!(err.code(), "plugin_wit_version", "{err}");
     let msg = err.to_string();
-    assert!(msg.contains("0.2.0") && msg.contains("0.1.0"), "{msg}");
+    assert!(msg.contains("0.3.0") && msg.contains("0.2.0"), "{msg}");
 
     // The retention sample configured as the redactor.
     let dir = tempfile::tempdir().unwrap();

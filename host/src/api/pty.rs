@@ -186,6 +186,7 @@ pub async fn create_pty(
             output_bytes: 0,
             findings: 0,
             withheld_chunks: 0,
+            truncated: false,
             requested_by: requester.clone(),
             approval_id: None,
             created_at: now,
@@ -631,8 +632,12 @@ async fn viewer(state: AppState, socket: WebSocket, id: String, drive: bool, off
                     }
                     if offset > next {
                         let Some(n) = catch_up(&state, &mut sink, &id, next).await else { return };
-                        next = n;
-                        continue;
+                        // Nothing stored up to this chunk (the transcript reached its cap, or
+                        // retention pruned it): go on live from here.
+                        next = n.max(offset);
+                        if offset + raw_len <= next {
+                            continue;
+                        }
                     }
                     let bytes = redacted_from(offset, raw_len, redacted.as_deref().map(Vec::as_slice), next);
                     if !send(&mut sink, output_frame(next, offset + raw_len - next, &bytes)).await {

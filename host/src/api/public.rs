@@ -233,6 +233,8 @@ pub struct PublicTranscript {
     withheld_chunks: i64,
     /// `ok`, or `partial` when chunks were withheld.
     redaction: &'static str,
+    /// The transcript reached `[pty] max_transcript_bytes`; later output was not stored.
+    truncated: bool,
 }
 
 /// A page of `/public/sessions` or `/public/terminals`.
@@ -299,6 +301,7 @@ fn terminal_view(p: PtySession) -> PublicSession {
             } else {
                 "ok"
             },
+            truncated: p.truncated,
         }),
     }
 }

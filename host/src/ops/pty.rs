@@ -131,7 +131,14 @@ pub async fn run(a: PtyArgs) -> Result<()> {
                         opt(p["pid"].as_i64()),
                         exit,
                         format!("{}x{}", s(&p["rows"]), s(&p["cols"])),
-                        bytes(p["output_bytes"].as_i64().unwrap_or(0)),
+                        if p["truncated"].as_bool() == Some(true) {
+                            format!(
+                                "{} (truncated)",
+                                bytes(p["output_bytes"].as_i64().unwrap_or(0))
+                            )
+                        } else {
+                            bytes(p["output_bytes"].as_i64().unwrap_or(0))
+                        },
                         s(&p["requested_by"]),
                         opt_relative(p["created_at"].as_i64()),
                     ]

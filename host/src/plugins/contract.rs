@@ -14,7 +14,8 @@
 //!   `clean: true` requires no findings at all; no string in
 //!   `masked_excludes` may remain in the masked output.
 //! * `retention/<case>/input.json` (`{"now", "totals": [...], "items": [...]}`,
-//!   fields as in the WIT) + `expected.json` (`{"prune": [true, false, ...]}`).
+//!   fields as in the WIT; `kind` is a WIT `kind` case name, e.g. `"leftover"`) +
+//!   `expected.json` (`{"prune": [true, false, ...]}`).
 //! * `recipes/<case>/input.json` (`{"name", "args": {...}}`) +
 //!   `expected.json`: either `{"program", "args": [...], "risk"}` (and
 //!   optionally `"timeout_ms"`) or `{"error": "unknown_recipe" |
@@ -28,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use super::config::Kind;
 use super::masks::apply_masks;
 use super::runtime::{Plugin, RawRender};
-use super::types::{Finding, Item, Risk, Totals};
+use super::types::{Finding, Item, RetentionKind, Risk, Totals};
 
 /// One check's outcome.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -154,16 +155,10 @@ fn retention_checks(p: &Plugin) -> Vec<Check> {
         p.decide(0, &[], &[]).map(|_| ()).map_err(err_str),
     ));
     let now = 1_700_000_000_000u64;
-    let kinds = [
-        "run-output",
-        "transcript-chunk",
-        "envelope",
-        "event",
-        "unknown-kind",
-    ];
+    let kinds = RetentionKind::ALL;
     let items: Vec<Item> = (0..20)
         .map(|i| Item {
-            kind: kinds[i % kinds.len()].to_string(),
+            kind: kinds[i % kinds.len()],
             id: format!("item-{i}"),
             created_at: now.saturating_sub((i as u64) * 86_400_000 * 40),
             bytes: 1000 * i as u64,
@@ -173,7 +168,7 @@ fn retention_checks(p: &Plugin) -> Vec<Check> {
     let totals: Vec<Totals> = kinds
         .iter()
         .map(|k| Totals {
-            kind: k.to_string(),
+            kind: *k,
             count: 4,
             bytes: 40_000,
         })

@@ -50,7 +50,8 @@ pub use contract::Check;
 pub use error::{PluginError, PluginRef, RenderError};
 pub use masks::{MASK_BYTE, apply_masks};
 pub use types::{
-    Decision, Finding, Item, Param, PluginStatus, Recipe, Redaction, Rendered, Risk, Totals,
+    Decision, Finding, Item, Param, PluginStatus, Recipe, Redaction, Rendered, RetentionKind, Risk,
+    Totals,
 };
 
 use cache::DiskCache;
@@ -428,6 +429,7 @@ impl PluginHost {
                 PluginStatus {
                     kind: kind.as_str().into(),
                     world: kind.world().into(),
+                    wit_version: p.wit_version.into(),
                     name: p.plugin.name.clone(),
                     version: p.plugin.version.clone(),
                     sha256: p.plugin.sha256.clone(),

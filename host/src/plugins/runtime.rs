@@ -20,22 +20,28 @@ use std::time::Instant;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, Store, Trap};
 
-use super::bindings::{WIT_PACKAGE, WIT_VERSION, recipes as rb, redactor as rd, retention as rt};
+use super::bindings::v0_1::{recipes as rb1, redactor as rd1, retention as rt1};
+use super::bindings::{
+    WIT_PACKAGE, WIT_VERSION, WIT_VERSION_V0_1, recipes as rb, redactor as rd, retention as rt,
+};
 use super::config::{Kind, Limits};
 use super::engine;
 use super::error::{PluginError, PluginRef};
 use super::store::{StoreState, new_store};
-use super::types::{Finding, Item, Param, Recipe, Risk, Totals};
+use super::types::{Finding, Item, Param, Recipe, RetentionKind, Risk, Totals};
 use super::validate;
 
 /// Idle warm instances kept per plugin.
 pub const POOL_IDLE: usize = 8;
 
-/// A prepared component for one world.
+/// A prepared component for one world, at the current WIT version or at 0.1.0.
 enum Pre {
     Redactor(rd::RedactorPre<StoreState>),
     Retention(rt::RetentionPolicyPre<StoreState>),
     Recipes(rb::RecipeBookPre<StoreState>),
+    RedactorV01(rd1::RedactorPre<StoreState>),
+    RetentionV01(rt1::RetentionPolicyPre<StoreState>),
+    RecipesV01(rb1::RecipeBookPre<StoreState>),
 }
 
 /// A live instance bound to its world's exports.
@@ -43,6 +49,87 @@ enum Bound {
     Redactor(rd::Redactor),
     Retention(rt::RetentionPolicy),
     Recipes(rb::RecipeBook),
+    RedactorV01(rd1::Redactor),
+    RetentionV01(rt1::RetentionPolicy),
+    RecipesV01(rb1::RecipeBook),
+}
+
+/// Evaluates `$body` with `$b` bound to whichever world (and version) `$bound` holds; every
+/// arm is type-checked on its own, so `$body` may use the world's own generated types.
+macro_rules! each_bound {
+    ($bound:expr, $b:ident => $body:expr) => {
+        match $bound {
+            Bound::Redactor($b) => $body,
+            Bound::Retention($b) => $body,
+            Bound::Recipes($b) => $body,
+            Bound::RedactorV01($b) => $body,
+            Bound::RetentionV01($b) => $body,
+            Bound::RecipesV01($b) => $body,
+        }
+    };
+}
+
+/// A recipe-book answer of either version, mapped to host types.
+macro_rules! host_recipe {
+    ($r:expr, $m:path) => {{
+        use $m as g;
+        let r = $r;
+        Recipe {
+            name: r.name,
+            description: r.description,
+            risk: match r.risk {
+                g::Risk::Low => Risk::Low,
+                g::Risk::Medium => Risk::Medium,
+                g::Risk::High => Risk::High,
+            },
+            params: r
+                .params
+                .into_iter()
+                .map(|p| Param {
+                    name: p.name,
+                    description: p.description,
+                    required: p.required,
+                })
+                .collect(),
+        }
+    }};
+}
+
+/// A `render` answer of either version, mapped to [`Rendering`].
+macro_rules! host_render {
+    ($a:expr, $m:path) => {{
+        use $m as g;
+        match $a {
+            Ok(cmd) => Rendering::Ok {
+                program: cmd.program,
+                args: cmd.args,
+                risk: match cmd.risk {
+                    g::Risk::Low => Risk::Low,
+                    g::Risk::Medium => Risk::Medium,
+                    g::Risk::High => Risk::High,
+                },
+                timeout_ms: cmd.timeout_ms,
+            },
+            Err(g::RenderError::UnknownRecipe(_)) => Rendering::UnknownRecipe,
+            Err(g::RenderError::MissingArg(a)) => Rendering::MissingArg(a),
+            Err(g::RenderError::UnknownArg(a)) => Rendering::UnknownArg(a),
+            Err(g::RenderError::InvalidArg((a, reason))) => Rendering::InvalidArg(a, reason),
+        }
+    }};
+}
+
+/// A guest's `render` answer in host types, before validation.
+enum Rendering {
+    Ok {
+        program: String,
+        args: Vec<String>,
+        risk: Risk,
+        timeout_ms: Option<u64>,
+    },
+    UnknownRecipe,
+    MissingArg(String),
+    UnknownArg(String),
+    InvalidArg(String, String),
 }
 
 struct Instance {
@@ -85,6 +172,8 @@ pub struct Plugin {
     pool: Mutex<Vec<Instance>>,
     /// The recipe catalog, read once at load (recipe plugins only).
     catalog: Vec<Recipe>,
+    /// The `happyx:policy` version the component was built against.
+    pub wit_version: &'static str,
 }
 
 /// What the component's exports say about it.
@@ -161,15 +250,19 @@ impl Plugin {
         };
 
         let exports = inspect_exports(engine, component);
-        if let Some(found) = &exports.version
-            && found != WIT_VERSION
-        {
-            return Err(PluginError::WitVersion {
-                plugin: Box::new(plugin),
-                found: found.clone(),
-                host: WIT_VERSION.into(),
-            });
-        }
+        let wit_version = match exports.version.as_deref() {
+            None => WIT_VERSION,
+            Some(v) if v == WIT_VERSION => WIT_VERSION,
+            Some(v) if v == WIT_VERSION_V0_1 => WIT_VERSION_V0_1,
+            Some(found) => {
+                return Err(PluginError::WitVersion {
+                    plugin: Box::new(plugin),
+                    found: found.to_string(),
+                    host: WIT_VERSION.into(),
+                });
+            }
+        };
+        let legacy = wit_version == WIT_VERSION_V0_1;
         match exports.kind {
             Some(k) if k == kind => {}
             other => {
@@ -205,16 +298,25 @@ impl Plugin {
             plugin: Box::new(plugin.clone()),
             reason: err_text(&e),
         };
-        let pre = match kind {
-            Kind::Redactor => {
+        let pre = match (kind, legacy) {
+            (Kind::Redactor, false) => {
                 Pre::Redactor(rd::RedactorPre::new(instance_pre).map_err(|e| invalid(e, &plugin))?)
             }
-            Kind::Retention => Pre::Retention(
+            (Kind::Retention, false) => Pre::Retention(
                 rt::RetentionPolicyPre::new(instance_pre).map_err(|e| invalid(e, &plugin))?,
             ),
-            Kind::Recipes => {
+            (Kind::Recipes, false) => {
                 Pre::Recipes(rb::RecipeBookPre::new(instance_pre).map_err(|e| invalid(e, &plugin))?)
             }
+            (Kind::Redactor, true) => Pre::RedactorV01(
+                rd1::RedactorPre::new(instance_pre).map_err(|e| invalid(e, &plugin))?,
+            ),
+            (Kind::Retention, true) => Pre::RetentionV01(
+                rt1::RetentionPolicyPre::new(instance_pre).map_err(|e| invalid(e, &plugin))?,
+            ),
+            (Kind::Recipes, true) => Pre::RecipesV01(
+                rb1::RecipeBookPre::new(instance_pre).map_err(|e| invalid(e, &plugin))?,
+            ),
         };
 
         let mut this = Plugin {
@@ -228,25 +330,16 @@ impl Plugin {
             pre,
             pool: Mutex::new(Vec::new()),
             catalog: Vec::new(),
+            wit_version,
         };
 
         // The first instance tells us who the plugin is, before its settings are applied, so
         // that a plugin refusing its settings is named in the error.
         let (mut store, bound) = this.instantiate()?;
-        let info = match &bound {
-            Bound::Redactor(b) => b
-                .happyx_policy_config()
-                .call_info(&mut store)
-                .map(|i| (i.name, i.version, i.description)),
-            Bound::Retention(b) => b
-                .happyx_policy_config()
-                .call_info(&mut store)
-                .map(|i| (i.name, i.version, i.description)),
-            Bound::Recipes(b) => b
-                .happyx_policy_config()
-                .call_info(&mut store)
-                .map(|i| (i.name, i.version, i.description)),
-        }
+        let info = each_bound!(&bound, b => b
+            .happyx_policy_config()
+            .call_info(&mut store)
+            .map(|i| (i.name, i.version, i.description)))
         .map_err(|e| this.classify(&e, &store))?;
         let (name, version, description) = info;
         if !validate::is_name(&name) || version.is_empty() || version.len() > validate::MAX_NAME {
@@ -259,6 +352,13 @@ impl Plugin {
         plugin.version = validate::clean_text(&version, validate::MAX_NAME);
         this.plugin = plugin;
         this.description = validate::clean_text(&description, validate::MAX_DESCRIPTION);
+        if legacy {
+            tracing::warn!(
+                plugin = %this.plugin,
+                wit = %format!("{WIT_PACKAGE}@{WIT_VERSION_V0_1}"),
+                "plugin built against {WIT_PACKAGE}@{WIT_VERSION_V0_1}, loaded through the 0.1.0 adapter (host speaks {WIT_VERSION}; retention items of kinds 0.1.0 cannot name are kept)"
+            );
+        }
         let first = this.configure(store, bound)?;
         if let Ok(mut pool) = this.pool.lock() {
             pool.push(first);
@@ -287,6 +387,9 @@ impl Plugin {
             Pre::Redactor(p) => p.instantiate(&mut store).map(Bound::Redactor),
             Pre::Retention(p) => p.instantiate(&mut store).map(Bound::Retention),
             Pre::Recipes(p) => p.instantiate(&mut store).map(Bound::Recipes),
+            Pre::RedactorV01(p) => p.instantiate(&mut store).map(Bound::RedactorV01),
+            Pre::RetentionV01(p) => p.instantiate(&mut store).map(Bound::RetentionV01),
+            Pre::RecipesV01(p) => p.instantiate(&mut store).map(Bound::RecipesV01),
         };
         match bound {
             Ok(b) => Ok((store, b)),
@@ -300,17 +403,9 @@ impl Plugin {
         mut store: Store<StoreState>,
         bound: Bound,
     ) -> Result<Instance, PluginError> {
-        let configured = match &bound {
-            Bound::Redactor(b) => b
-                .happyx_policy_config()
-                .call_configure(&mut store, &self.settings),
-            Bound::Retention(b) => b
-                .happyx_policy_config()
-                .call_configure(&mut store, &self.settings),
-            Bound::Recipes(b) => b
-                .happyx_policy_config()
-                .call_configure(&mut store, &self.settings),
-        };
+        let configured = each_bound!(&bound, b => b
+            .happyx_policy_config()
+            .call_configure(&mut store, &self.settings));
         match configured {
             Ok(Ok(())) => Ok(Instance { store, bound }),
             Ok(Err(reason)) => Err(PluginError::Config {
@@ -437,54 +532,113 @@ impl Plugin {
     /// `redaction.redact`, validated.
     pub fn redact(&self, source: &str, data: &[u8]) -> Result<Vec<Finding>, PluginError> {
         let answer = self.call(|store, bound| match bound {
-            Bound::Redactor(b) => b.happyx_policy_redaction().call_redact(store, source, data),
+            Bound::Redactor(b) => b
+                .happyx_policy_redaction()
+                .call_redact(store, source, data)
+                .map(|r| r.map(|v| v.into_iter().map(|f| (f.rule, f.start, f.end)).collect())),
+            Bound::RedactorV01(b) => b
+                .happyx_policy_redaction()
+                .call_redact(store, source, data)
+                .map(|r| r.map(|v| v.into_iter().map(|f| (f.rule, f.start, f.end)).collect())),
             _ => Err(self.wrong_world()),
         })?;
-        let raw = answer.map_err(|_| PluginError::Failed {
+        let raw: Vec<(String, u64, u64)> = answer.map_err(|_| PluginError::Failed {
             plugin: Box::new(self.plugin.clone()),
         })?;
-        let raw = raw.into_iter().map(|f| (f.rule, f.start, f.end)).collect();
         validate::findings(raw, data.len()).map_err(|r| self.bad(r))
     }
 
     /// `retention.decide`, validated (one answer per item).
+    ///
+    /// A 0.1.0 component sees kinds as strings, and only the items and totals of kinds it
+    /// can name ([`RetentionKind::known_to_v0_1`]); every other item is kept (`false`).
     pub fn decide(
         &self,
         now: u64,
         totals: &[Totals],
         items: &[Item],
     ) -> Result<Vec<bool>, PluginError> {
-        let totals: Vec<rt::exports::happyx::policy::retention::Totals> = totals
-            .iter()
-            .map(|t| rt::exports::happyx::policy::retention::Totals {
-                kind: t.kind.clone(),
-                count: t.count,
-                bytes: t.bytes,
-            })
-            .collect();
-        let items: Vec<rt::exports::happyx::policy::retention::Item> = items
-            .iter()
-            .map(|i| rt::exports::happyx::policy::retention::Item {
-                kind: i.kind.clone(),
-                id: i.id.clone(),
-                created_at: i.created_at,
-                bytes: i.bytes,
-                session_id: i.session_id.clone(),
-            })
-            .collect();
-        let answer = self.call(|store, bound| match bound {
-            Bound::Retention(b) => b
-                .happyx_policy_retention()
-                .call_decide(store, now, &totals, &items),
-            _ => Err(self.wrong_world()),
-        })?;
-        let prune = answer.map_err(|_| PluginError::Failed {
+        let (sent, prune) = if matches!(self.pre, Pre::RetentionV01(_)) {
+            use rt1::exports::happyx::policy::retention as g;
+            let totals: Vec<g::Totals> = totals
+                .iter()
+                .filter(|t| t.kind.known_to_v0_1())
+                .map(|t| g::Totals {
+                    kind: t.kind.as_str().to_string(),
+                    count: t.count,
+                    bytes: t.bytes,
+                })
+                .collect();
+            let sent: Vec<bool> = items.iter().map(|i| i.kind.known_to_v0_1()).collect();
+            let items: Vec<g::Item> = items
+                .iter()
+                .filter(|i| i.kind.known_to_v0_1())
+                .map(|i| g::Item {
+                    kind: i.kind.as_str().to_string(),
+                    id: i.id.clone(),
+                    created_at: i.created_at,
+                    bytes: i.bytes,
+                    session_id: i.session_id.clone(),
+                })
+                .collect();
+            let answer = if items.is_empty() && !sent.is_empty() {
+                Ok(Vec::new())
+            } else {
+                self.call(|store, bound| match bound {
+                    Bound::RetentionV01(b) => b
+                        .happyx_policy_retention()
+                        .call_decide(store, now, &totals, &items),
+                    _ => Err(self.wrong_world()),
+                })?
+            };
+            (sent, answer)
+        } else {
+            use rt::exports::happyx::policy::retention as g;
+            let kind = |k: RetentionKind| match k {
+                RetentionKind::RunOutput => g::Kind::RunOutput,
+                RetentionKind::TranscriptChunk => g::Kind::TranscriptChunk,
+                RetentionKind::Envelope => g::Kind::Envelope,
+                RetentionKind::Event => g::Kind::Event,
+                RetentionKind::Leftover => g::Kind::Leftover,
+            };
+            let totals: Vec<g::Totals> = totals
+                .iter()
+                .map(|t| g::Totals {
+                    kind: kind(t.kind),
+                    count: t.count,
+                    bytes: t.bytes,
+                })
+                .collect();
+            let items: Vec<g::Item> = items
+                .iter()
+                .map(|i| g::Item {
+                    kind: kind(i.kind),
+                    id: i.id.clone(),
+                    created_at: i.created_at,
+                    bytes: i.bytes,
+                    session_id: i.session_id.clone(),
+                })
+                .collect();
+            let answer = self.call(|store, bound| match bound {
+                Bound::Retention(b) => b
+                    .happyx_policy_retention()
+                    .call_decide(store, now, &totals, &items),
+                _ => Err(self.wrong_world()),
+            })?;
+            (vec![true; items.len()], answer)
+        };
+        let prune = prune.map_err(|_| PluginError::Failed {
             plugin: Box::new(self.plugin.clone()),
         })?;
-        if prune.len() != items.len() {
-            return Err(self.bad(format!("{} answers for {} items", prune.len(), items.len())));
+        let want = sent.iter().filter(|s| **s).count();
+        if prune.len() != want {
+            return Err(self.bad(format!("{} answers for {want} items", prune.len())));
         }
-        Ok(prune)
+        let mut answers = prune.into_iter();
+        Ok(sent
+            .into_iter()
+            .map(|s| s && answers.next().unwrap_or(false))
+            .collect())
     }
 
     /// The catalog read at load.
@@ -493,27 +647,19 @@ impl Plugin {
     }
 
     fn catalog_raw(&self) -> Result<Vec<Recipe>, PluginError> {
-        let raw = self.call(|store, bound| match bound {
-            Bound::Recipes(b) => b.happyx_policy_recipes().call_catalog(store),
+        let recipes: Vec<Recipe> = self.call(|store, bound| match bound {
+            Bound::Recipes(b) => b.happyx_policy_recipes().call_catalog(store).map(|v| {
+                v.into_iter()
+                    .map(|r| host_recipe!(r, rb::exports::happyx::policy::recipes))
+                    .collect()
+            }),
+            Bound::RecipesV01(b) => b.happyx_policy_recipes().call_catalog(store).map(|v| {
+                v.into_iter()
+                    .map(|r| host_recipe!(r, rb1::exports::happyx::policy::recipes))
+                    .collect()
+            }),
             _ => Err(self.wrong_world()),
         })?;
-        let recipes: Vec<Recipe> = raw
-            .into_iter()
-            .map(|r| Recipe {
-                name: r.name,
-                description: r.description,
-                risk: map_risk(r.risk),
-                params: r
-                    .params
-                    .into_iter()
-                    .map(|p| Param {
-                        name: p.name,
-                        description: p.description,
-                        required: p.required,
-                    })
-                    .collect(),
-            })
-            .collect();
         validate::catalog(&recipes).map_err(|r| self.bad(r))?;
         Ok(recipes)
     }
@@ -525,36 +671,37 @@ impl Plugin {
         name: &str,
         args: &[(String, String)],
     ) -> Result<RawRender, PluginError> {
-        use rb::exports::happyx::policy::recipes::RenderError as G;
         let answer = self.call(|store, bound| match bound {
-            Bound::Recipes(b) => b.happyx_policy_recipes().call_render(store, name, args),
+            Bound::Recipes(b) => b
+                .happyx_policy_recipes()
+                .call_render(store, name, args)
+                .map(|a| host_render!(a, rb::exports::happyx::policy::recipes)),
+            Bound::RecipesV01(b) => b
+                .happyx_policy_recipes()
+                .call_render(store, name, args)
+                .map(|a| host_render!(a, rb1::exports::happyx::policy::recipes)),
             _ => Err(self.wrong_world()),
         })?;
         let text = |s: &str| validate::clean_text(s, 200);
         Ok(match answer {
-            Ok(cmd) => {
-                validate::command(&cmd.program, &cmd.args, cmd.timeout_ms)
-                    .map_err(|r| self.bad(r))?;
+            Rendering::Ok {
+                program,
+                args,
+                risk,
+                timeout_ms,
+            } => {
+                validate::command(&program, &args, timeout_ms).map_err(|r| self.bad(r))?;
                 RawRender::Ok {
-                    program: cmd.program,
-                    args: cmd.args,
-                    risk: map_risk(cmd.risk),
-                    timeout_ms: cmd.timeout_ms,
+                    program,
+                    args,
+                    risk,
+                    timeout_ms,
                 }
             }
-            Err(G::UnknownRecipe(_)) => RawRender::UnknownRecipe,
-            Err(G::MissingArg(a)) => RawRender::MissingArg(text(&a)),
-            Err(G::UnknownArg(a)) => RawRender::UnknownArg(text(&a)),
-            Err(G::InvalidArg((a, reason))) => RawRender::InvalidArg(text(&a), text(&reason)),
+            Rendering::UnknownRecipe => RawRender::UnknownRecipe,
+            Rendering::MissingArg(a) => RawRender::MissingArg(text(&a)),
+            Rendering::UnknownArg(a) => RawRender::UnknownArg(text(&a)),
+            Rendering::InvalidArg(a, reason) => RawRender::InvalidArg(text(&a), text(&reason)),
         })
-    }
-}
-
-fn map_risk(r: rb::exports::happyx::policy::recipes::Risk) -> Risk {
-    use rb::exports::happyx::policy::recipes::Risk as G;
-    match r {
-        G::Low => Risk::Low,
-        G::Medium => Risk::Medium,
-        G::High => Risk::High,
     }
 }

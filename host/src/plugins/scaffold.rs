@@ -67,11 +67,11 @@ impl World {
             World::RetentionPolicy => &[
                 (
                     "retention/keeps-without-settings/input.json",
-                    "{\"now\": 1000000, \"totals\": [], \"items\": [{\"kind\": \"run-output\", \"id\": \"a\", \"created_at\": 0, \"bytes\": 10}, {\"kind\": \"event\", \"id\": \"b\", \"created_at\": 0, \"bytes\": 1}]}\n",
+                    "{\"now\": 1000000, \"totals\": [], \"items\": [{\"kind\": \"run-output\", \"id\": \"a\", \"created_at\": 0, \"bytes\": 10}, {\"kind\": \"event\", \"id\": \"b\", \"created_at\": 0, \"bytes\": 1}, {\"kind\": \"leftover\", \"id\": \"approval:c\", \"created_at\": 0, \"bytes\": 64}]}\n",
                 ),
                 (
                     "retention/keeps-without-settings/expected.json",
-                    "{\"prune\": [false, false]}\n",
+                    "{\"prune\": [false, false, false]}\n",
                 ),
             ],
             World::RecipeBook => &[

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::retention_kind::RetentionKind;
+
 /// A secret in scanned data: `data[start..end]`, found by `rule`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Finding {
@@ -77,7 +79,7 @@ pub struct Rendered {
 /// Per-kind totals over everything stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Totals {
-    pub kind: String,
+    pub kind: RetentionKind,
     pub count: u64,
     pub bytes: u64,
 }
@@ -85,7 +87,7 @@ pub struct Totals {
 /// Metadata of one stored item (never its contents).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Item {
-    pub kind: String,
+    pub kind: RetentionKind,
     pub id: String,
     /// Unix milliseconds.
     pub created_at: u64,
@@ -109,6 +111,9 @@ pub struct PluginStatus {
     pub kind: String,
     /// The WIT world, e.g. `recipe-book`.
     pub world: String,
+    /// The `happyx:policy` version the component was built against: `0.2.0`, or `0.1.0`
+    /// for an older component served through the adapter.
+    pub wit_version: String,
     /// The plugin's self-declared name and version.
     pub name: String,
     pub version: String,

@@ -70,6 +70,8 @@ struct Inner {
     key: [u8; 32],
     boot_id: String,
     sessions: Mutex<HashMap<String, Handle>>,
+    /// `[pty] max_transcript_bytes` for every terminal's stored transcript.
+    max_transcript_bytes: std::sync::atomic::AtomicU64,
 }
 
 /// `DATA/pty/<16 hex>.sock` for a session id.
@@ -129,8 +131,18 @@ impl PtyManager {
                 key,
                 boot_id: crate::datadir::boot_id(),
                 sessions: Mutex::new(HashMap::new()),
+                max_transcript_bytes: std::sync::atomic::AtomicU64::new(
+                    crate::config::PtyConfig::default().max_transcript_bytes,
+                ),
             }),
         })
+    }
+
+    /// Sets `[pty] max_transcript_bytes` for terminals opened or adopted from now on.
+    pub fn set_max_transcript_bytes(&self, cap: u64) {
+        self.inner
+            .max_transcript_bytes
+            .store(cap, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn plugins(&self) -> &PluginHost {
@@ -361,7 +373,11 @@ impl PtyManager {
             live.clone(),
             released,
         )
-        .await?;
+        .await?
+        .with_cap(
+            i.max_transcript_bytes
+                .load(std::sync::atomic::Ordering::Relaxed),
+        );
         let secret = hmac(&i.key, id.as_bytes());
         let (socket_path, _) = self.holder_paths(id)?;
         loop {

@@ -79,6 +79,8 @@ pub struct Transcript {
     held: Option<Held>,
     /// Raw offset up to which live viewers have been sent output (shared with the viewers).
     released: Arc<AtomicU64>,
+    /// `[pty] max_transcript_bytes`: output past this raw offset is published, not stored.
+    cap: u64,
 }
 
 /// Input the holder dropped and not yet reported: a flood of drops becomes one event (and one
@@ -158,7 +160,10 @@ impl Transcript {
         live: broadcast::Sender<Live>,
         released: Arc<AtomicU64>,
     ) -> Result<Self, StoreError> {
-        let prev = store.last_transcript_chunk(pty_id).await?.map(|c| {
+        // Past the cap the last stored chunk no longer precedes `persisted`: no overlap then.
+        let last = store.last_transcript_chunk(pty_id).await?;
+        let last = last.filter(|c| (c.byte_offset + c.data.len() as i64) as u64 == persisted);
+        let prev = last.map(|c| {
             let keep = c.data.len().saturating_sub(OVERLAP);
             Prev {
                 offset: c.byte_offset,
@@ -181,7 +186,14 @@ impl Transcript {
                 released.store(persisted, Ordering::SeqCst);
                 released
             },
+            cap: u64::MAX,
         })
+    }
+
+    /// Stores at most `cap` raw bytes of transcript (`[pty] max_transcript_bytes`).
+    pub fn with_cap(mut self, cap: u64) -> Self {
+        self.cap = cap;
+        self
     }
 
     /// When the held-back tail must be released if no more output comes, if one is held.
@@ -253,9 +265,14 @@ impl Transcript {
         let mut prev_fix: Option<(i64, Vec<u8>)> = None;
         let mut at = 0usize;
         while at < take {
-            let n = (take - at).min(CHUNK_BYTES);
+            let start = self.persisted + at as u64;
+            let mut n = (take - at).min(CHUNK_BYTES);
+            // A chunk ends exactly at the cap, so the stored transcript is its byte-exact prefix.
+            if start < self.cap {
+                n = n.min((self.cap - start).min(usize::MAX as u64) as usize);
+            }
             let data = self.pending[at..at + n].to_vec();
-            let offset = (self.persisted + at as u64) as i64;
+            let offset = start as i64;
             let tail = self
                 .prev
                 .as_ref()
@@ -312,7 +329,7 @@ impl Transcript {
         let fix = prev_fix.as_ref().map(|(o, m)| (*o, m.as_slice()));
         let new_end = self
             .store
-            .append_transcript(&self.pty_id, &chunks, fix)
+            .append_transcript(&self.pty_id, &chunks, fix, self.cap)
             .await?;
         self.pending.drain(..take);
         self.persisted = new_end as u64;

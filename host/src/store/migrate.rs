@@ -58,6 +58,12 @@ const SOURCES: &[(i64, &str, &str, bool)] = &[
         false,
     ),
     (
+        8,
+        "pty_truncated",
+        include_str!("../../../migrations/sqlite/0008_pty_truncated.sql"),
+        false,
+    ),
+    (
         9,
         "checkpoints",
         include_str!("../../../migrations/sqlite/0009_checkpoints.sql"),

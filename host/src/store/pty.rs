@@ -13,8 +13,8 @@ use super::{
 use crate::util::{new_id, now_ms};
 
 pub(super) const COLS: &str = "id, recipe, risk, state, pid, exit_code, exit_signal, rows, cols, \
-    persisted_offset, findings, withheld_chunks, requested_by, approval_id, created_at, updated_at, exited_at, \
-    error, recipe_plugin_sha256";
+    persisted_offset, findings, withheld_chunks, truncated, requested_by, approval_id, created_at, \
+    updated_at, exited_at, error, recipe_plugin_sha256";
 
 pub(super) fn pty_from_row(r: &SqliteRow) -> Result<PtySession> {
     Ok(PtySession {
@@ -30,6 +30,7 @@ pub(super) fn pty_from_row(r: &SqliteRow) -> Result<PtySession> {
         output_bytes: r.try_get("persisted_offset")?,
         findings: r.try_get("findings")?,
         withheld_chunks: r.try_get("withheld_chunks")?,
+        truncated: r.try_get::<i64, _>("truncated")? != 0,
         requested_by: r.try_get("requested_by")?,
         approval_id: r.try_get("approval_id")?,
         created_at: r.try_get("created_at")?,
@@ -316,12 +317,19 @@ impl Store {
     /// offset) and advances `persisted_offset`, in one transaction. `prev_fix`
     /// replaces the masked copy of an earlier chunk (a secret split across the
     /// boundary). Returns the new persisted offset.
+    ///
+    /// Chunks starting at or past `cap` (the caller cuts a chunk at the cap) are accounted
+    /// for (`persisted_offset` still advances, so the holder's output is acknowledged) but
+    /// not stored; the first time that happens the session is marked `truncated` and one
+    /// `pty.transcript_truncated` event `{cap}` is written, in the same transaction.
     pub async fn append_transcript(
         &self,
         pty_id: &str,
         chunks: &[TranscriptChunk],
         prev_fix: Option<(i64, &[u8])>,
+        cap: u64,
     ) -> Result<i64> {
+        let cap = i64::try_from(cap).unwrap_or(i64::MAX);
         let mut tx = self.begin().await?;
         let (mut offset,): (i64,) =
             sqlx::query_as("SELECT persisted_offset FROM pty_sessions WHERE id = ?")
@@ -341,9 +349,16 @@ impl Store {
         }
         let now = now_ms();
         let (mut findings, mut withheld) = (0i64, 0i64);
+        let mut dropped = false;
         for c in chunks {
             if c.byte_offset != offset {
                 return Err(StoreError::Conflict("transcript_gap"));
+            }
+            if c.byte_offset + c.data.len() as i64 > cap {
+                // Callers cut at the cap; a chunk straddling it is not stored at all.
+                offset += c.data.len() as i64;
+                dropped = true;
+                continue;
             }
             sqlx::query(
                 "INSERT INTO transcript_chunks (id, pty_id, stream, byte_offset, length, data, redacted, \
@@ -376,6 +391,23 @@ impl Store {
         .bind(pty_id)
         .execute(&mut *tx)
         .await?;
+        if dropped {
+            let marked =
+                sqlx::query("UPDATE pty_sessions SET truncated = 1 WHERE id = ? AND truncated = 0")
+                    .bind(pty_id)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+            if marked == 1 {
+                let ev = NewEvent::new(
+                    "pty.transcript_truncated",
+                    "host",
+                    pty_id,
+                    json!({ "cap": cap }),
+                );
+                append_event(&mut tx, &ev).await?;
+            }
+        }
         tx.commit().await?;
         Ok(offset)
     }

@@ -1,10 +1,14 @@
-//! What the pruner reads and deletes: item metadata per kind (never contents),
-//! per-kind totals, bounded deletes, and the record of each pass.
+//! What the pruner reads and deletes: item metadata per [`RetentionKind`] (never contents),
+//! per-kind totals, bounded batches that commit with their own audit event, and the record
+//! of each pass. Leftovers come from three tables (approvals, enrollments, attach tickets);
+//! their item ids carry the table as a prefix (`approval:…`, `enrollment:…`,
+//! `attach-ticket:…`).
 
 use serde_json::json;
 use sqlx::{Row, SqliteConnection};
 
 use super::{NewEvent, Result, Store, append_event};
+use crate::retention_kind::RetentionKind;
 use crate::util::{new_id, now_ms};
 
 /// Metadata of one prunable item.
@@ -16,53 +20,112 @@ pub struct ItemMeta {
     pub session_id: Option<String>,
 }
 
-/// How a kind of item is stored. Only a prefix of the event log (oldest first)
-/// may ever be pruned, so its sequence stays gap-free from its first row.
-struct KindSpec {
-    kind: &'static str,
+/// What pruning one row of a source does.
+#[derive(Clone, Copy, PartialEq)]
+enum Prune {
+    /// The row goes.
+    Delete,
+    /// The row stays (it is part of the audit trail) but its token hash is replaced by
+    /// `pruned:<id>`, so no token material is left and the UNIQUE column stays unique.
+    BlankToken,
+}
+
+/// One table holding items of a kind. Only a prefix of the event log (oldest first) may
+/// ever be pruned, so its sequence stays gap-free from its first row.
+struct Source {
     table: &'static str,
     /// SELECT list yielding id, created_at, bytes, session_id.
     select: &'static str,
-    /// Key column for deletes.
-    key: &'static str,
+    /// Which rows are items at all (`{now}` is replaced by the pass's clock); `1` for all.
+    eligible: &'static str,
+    /// Prefix of the item ids of this source (`""` when the kind has one source), so that a
+    /// kind with several tables can tell its ids apart.
+    prefix: &'static str,
+    prune: Prune,
 }
 
-const KINDS: &[KindSpec] = &[
-    KindSpec {
-        kind: "run-output",
-        table: "agent_run_outputs o",
-        select: "o.id AS id, o.created_at AS created_at, o.length AS bytes, \
-                 (SELECT session_id FROM agent_runs r WHERE r.id = o.run_id) AS session_id",
-        key: "agent_run_outputs.id",
-    },
-    KindSpec {
-        kind: "transcript-chunk",
-        table: "transcript_chunks o",
-        select: "o.id AS id, o.created_at AS created_at, o.length AS bytes, NULL AS session_id",
-        key: "transcript_chunks.id",
-    },
-    KindSpec {
-        kind: "envelope",
-        table: "envelopes o",
-        select: "o.id AS id, o.received_at AS created_at, LENGTH(o.ciphertext) AS bytes, \
-                 o.session_id AS session_id",
-        key: "envelopes.id",
-    },
-    KindSpec {
-        kind: "event",
-        table: "events o",
-        select: "o.id AS id, o.at AS created_at, LENGTH(o.data) AS bytes, NULL AS session_id",
-        key: "events.id",
-    },
-];
+/// The tables of each kind.
+fn sources(kind: RetentionKind) -> &'static [Source] {
+    match kind {
+        RetentionKind::RunOutput => &[Source {
+            table: "agent_run_outputs",
+            select: "o.id AS id, o.created_at AS created_at, o.length AS bytes, \
+                     (SELECT session_id FROM agent_runs r WHERE r.id = o.run_id) AS session_id",
+            eligible: "1",
+            prefix: "",
+            prune: Prune::Delete,
+        }],
+        RetentionKind::TranscriptChunk => &[Source {
+            table: "transcript_chunks",
+            select: "o.id AS id, o.created_at AS created_at, o.length AS bytes, NULL AS session_id",
+            eligible: "1",
+            prefix: "",
+            prune: Prune::Delete,
+        }],
+        RetentionKind::Envelope => &[Source {
+            table: "envelopes",
+            select: "o.id AS id, o.received_at AS created_at, LENGTH(o.ciphertext) AS bytes, \
+                     o.session_id AS session_id",
+            eligible: "1",
+            prefix: "",
+            prune: Prune::Delete,
+        }],
+        RetentionKind::Event => &[Source {
+            table: "events",
+            select: "o.id AS id, o.at AS created_at, LENGTH(o.data) AS bytes, NULL AS session_id",
+            eligible: "1",
+            prefix: "",
+            prune: Prune::Delete,
+        }],
+        RetentionKind::Leftover => &[
+            Source {
+                table: "approvals",
+                select: "'approval:' || o.id AS id, o.created_at AS created_at, \
+                         LENGTH(o.token_hash) AS bytes, NULL AS session_id",
+                eligible: "o.token_hash NOT LIKE 'pruned:%' \
+                           AND (o.status IN ('used', 'denied') OR o.expires_at <= {now})",
+                prefix: "approval:",
+                prune: Prune::BlankToken,
+            },
+            Source {
+                table: "enrollments",
+                select: "'enrollment:' || o.id AS id, o.created_at AS created_at, \
+                         LENGTH(o.code_hash) AS bytes, NULL AS session_id",
+                eligible: "(o.used_at IS NOT NULL OR o.expires_at <= {now})",
+                prefix: "enrollment:",
+                prune: Prune::Delete,
+            },
+            Source {
+                table: "pty_attach_tickets",
+                select: "'attach-ticket:' || o.id AS id, o.created_at AS created_at, \
+                         LENGTH(o.ticket_hash) AS bytes, NULL AS session_id",
+                eligible: "(o.used_at IS NOT NULL OR o.expires_at <= {now})",
+                prefix: "attach-ticket:",
+                prune: Prune::Delete,
+            },
+        ],
+    }
+}
 
-fn spec(kind: &str) -> Option<&'static KindSpec> {
-    KINDS.iter().find(|k| k.kind == kind)
+/// `SELECT id, created_at, bytes, session_id` over every item of `kind` at `now`.
+fn items_query(kind: RetentionKind, now: i64) -> String {
+    sources(kind)
+        .iter()
+        .map(|s| {
+            format!(
+                "SELECT {} FROM {} o WHERE {}",
+                s.select,
+                s.table,
+                s.eligible.replace("{now}", &now.to_string())
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ")
 }
 
 /// The kinds the pruner knows, in the order it visits them.
-pub fn retention_kinds() -> Vec<&'static str> {
-    KINDS.iter().map(|k| k.kind).collect()
+pub fn retention_kinds() -> [RetentionKind; 5] {
+    RetentionKind::ALL
 }
 
 /// Deletes events by id and moves the chain's anchor ([`crate::audit`]) to the newest of
@@ -98,14 +161,11 @@ async fn prune_events(conn: &mut SqliteConnection, ids: &[String]) -> Result<u64
 }
 
 impl Store {
-    /// `(count, bytes)` of all stored items of `kind`.
-    pub async fn retention_totals(&self, kind: &str) -> Result<(i64, i64)> {
-        let Some(k) = spec(kind) else {
-            return Ok((0, 0));
-        };
+    /// `(count, bytes)` of all stored items of `kind` at `now` (Unix ms).
+    pub async fn retention_totals(&self, kind: RetentionKind, now: i64) -> Result<(i64, i64)> {
         let q = format!(
-            "SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM (SELECT {} FROM {})",
-            k.select, k.table
+            "SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM ({})",
+            items_query(kind, now)
         );
         let row = sqlx::query(sqlx::AssertSqlSafe(q))
             .fetch_one(&self.read)
@@ -113,20 +173,18 @@ impl Store {
         Ok((row.try_get(0)?, row.try_get(1)?))
     }
 
-    /// Items of `kind`, oldest first, after the `(created_at, id)` cursor.
+    /// Items of `kind` at `now`, oldest first, after the `(created_at, id)` cursor.
     pub async fn retention_items(
         &self,
-        kind: &str,
+        kind: RetentionKind,
+        now: i64,
         after: Option<(i64, &str)>,
         limit: i64,
     ) -> Result<Vec<ItemMeta>> {
-        let Some(k) = spec(kind) else {
-            return Ok(Vec::new());
-        };
         let (at, id) = after.unwrap_or((i64::MIN, ""));
         let q = format!(
-            "SELECT * FROM (SELECT {} FROM {}) WHERE (created_at, id) > (?, ?) ORDER BY created_at, id LIMIT ?",
-            k.select, k.table
+            "SELECT * FROM ({}) WHERE (created_at, id) > (?, ?) ORDER BY created_at, id LIMIT ?",
+            items_query(kind, now)
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(q))
             .bind(at)
@@ -146,25 +204,57 @@ impl Store {
             .collect()
     }
 
-    /// Deletes items of `kind` by id in one transaction; returns how many went.
-    /// Deleting an id that is already gone is a no-op (a rerun is idempotent).
-    pub async fn prune_items(&self, kind: &str, ids: &[String]) -> Result<u64> {
-        let Some(k) = spec(kind) else { return Ok(0) };
-        let table = k.key.split('.').next().unwrap_or(k.key);
+    /// Prunes one batch of items of `kind` by id and, if any went, appends its
+    /// `retention.batch_pruned` event (kind, count, policy hash; no ids, no content), all in
+    /// one transaction: a pass killed midway leaves no deletion without its record.
+    /// Returns how many went. An id that is already gone, or no longer an item at `now`
+    /// (a pending approval, an unused ticket), is skipped, so a rerun is idempotent.
+    pub async fn prune_batch(
+        &self,
+        kind: RetentionKind,
+        ids: &[String],
+        policy_hash: &str,
+        now: i64,
+    ) -> Result<u64> {
         let mut tx = self.begin().await?;
-        if table == "events" {
-            let n = prune_events(&mut tx, ids).await?;
-            tx.commit().await?;
-            return Ok(n);
-        }
-        let mut n = 0;
-        for id in ids {
-            let q = format!("DELETE FROM {table} WHERE id = ?");
-            n += sqlx::query(sqlx::AssertSqlSafe(q))
-                .bind(id)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+        let n = if kind == RetentionKind::Event {
+            prune_events(&mut tx, ids).await?
+        } else {
+            let mut n = 0;
+            for id in ids {
+                let Some((src, key)) = sources(kind).iter().find_map(|s| {
+                    id.strip_prefix(s.prefix)
+                        .filter(|k| !k.is_empty())
+                        .map(|k| (s, k))
+                }) else {
+                    continue;
+                };
+                let cond = src.eligible.replace("{now}", &now.to_string());
+                let q = match src.prune {
+                    Prune::Delete => {
+                        format!("DELETE FROM {} AS o WHERE o.id = ? AND {cond}", src.table)
+                    }
+                    Prune::BlankToken => format!(
+                        "UPDATE {} AS o SET token_hash = 'pruned:' || o.id WHERE o.id = ? AND {cond}",
+                        src.table
+                    ),
+                };
+                n += sqlx::query(sqlx::AssertSqlSafe(q))
+                    .bind(key)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+            }
+            n
+        };
+        if n > 0 {
+            let ev = NewEvent::new(
+                "retention.batch_pruned",
+                "host",
+                kind.as_str(),
+                json!({ "kind": kind, "count": n, "policy_hash": policy_hash }),
+            );
+            append_event(&mut tx, &ev).await?;
         }
         tx.commit().await?;
         Ok(n)

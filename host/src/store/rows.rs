@@ -244,6 +244,9 @@ pub struct PtySession {
     pub findings: i64,
     /// Transcript chunks withheld because the redactor failed on them.
     pub withheld_chunks: i64,
+    /// The transcript reached `[pty] max_transcript_bytes`: output past it was shown to live
+    /// viewers but not stored.
+    pub truncated: bool,
     pub requested_by: String,
     pub approval_id: Option<String>,
     pub created_at: i64,

@@ -183,7 +183,10 @@ mod tests {
         cli.revoked();
         let now = host.epoch().expect("epoch");
         assert_ne!(now, e);
-        assert!(host.get("tok_a", now).is_none(), "stale after the revocation");
+        assert!(
+            host.get("tok_a", now).is_none(),
+            "stale after the revocation"
+        );
     }
 
     /// The naive cache (one that trusts its entries without comparing the epoch) is what the
@@ -195,7 +198,10 @@ mod tests {
         let e = host.epoch().expect("epoch");
         host.put(&row("tok_a"), e);
         TokenCache::open(dir.path()).revoked();
-        assert!(host.get("tok_a", e).is_some(), "a naive reader still finds it");
+        assert!(
+            host.get("tok_a", e).is_some(),
+            "a naive reader still finds it"
+        );
     }
 
     #[test]

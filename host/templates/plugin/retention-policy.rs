@@ -7,18 +7,24 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 use exports::happyx::policy::config::{Guest as ConfigGuest, PluginInfo};
-use exports::happyx::policy::retention::{Guest as RetentionGuest, Item, Totals};
+use exports::happyx::policy::retention::{Guest as RetentionGuest, Item, Kind, Totals};
 
 wit_bindgen::generate!({
     world: "retention-policy",
     path: "wit",
 });
 
-/// The item kinds the host asks about.
-const KINDS: [&str; 4] = ["run-output", "transcript-chunk", "envelope", "event"];
+/// The item kinds the host asks about (the WIT `kind` enum), with their setting names.
+const KINDS: [(Kind, &str); 5] = [
+    (Kind::RunOutput, "run-output"),
+    (Kind::TranscriptChunk, "transcript-chunk"),
+    (Kind::Envelope, "envelope"),
+    (Kind::Event, "event"),
+    (Kind::Leftover, "leftover"),
+];
 
 thread_local! {
-    static MAX_AGE_MS: RefCell<BTreeMap<String, u64>> = RefCell::new(BTreeMap::new());
+    static MAX_AGE_MS: RefCell<BTreeMap<u8, u64>> = RefCell::new(BTreeMap::new());
 }
 
 struct Component;
@@ -38,14 +44,15 @@ impl ConfigGuest for Component {
             let Some(kind) = key.strip_prefix("max_age_ms.") else {
                 return Err(format!("unknown setting {key}"));
             };
-            if !KINDS.contains(&kind) {
-                return Err(format!("{key}: unknown item kind (one of {})", KINDS.join(", ")));
-            }
+            let Some((kind, _)) = KINDS.iter().find(|(_, name)| *name == kind) else {
+                let names: Vec<&str> = KINDS.iter().map(|(_, n)| *n).collect();
+                return Err(format!("{key}: unknown item kind (one of {})", names.join(", ")));
+            };
             let ms = value
                 .trim()
                 .parse::<u64>()
                 .map_err(|_| format!("{key}: expected milliseconds"))?;
-            ages.insert(kind.to_string(), ms);
+            ages.insert(*kind as u8, ms);
         }
         MAX_AGE_MS.with(|m| *m.borrow_mut() = ages);
         Ok(())
@@ -58,7 +65,7 @@ impl RetentionGuest for Component {
             let ages = m.borrow();
             Ok(items
                 .iter()
-                .map(|item| match ages.get(&item.kind) {
+                .map(|item| match ages.get(&(item.kind as u8)) {
                     Some(max) => now.saturating_sub(item.created_at) > *max,
                     None => false,
                 })

@@ -10,16 +10,19 @@
 //! | `transcript-chunk` | 30 days           | 1 GiB     | off       |
 //! | `envelope`         | 90 days           | off       | off       |
 //! | `event`            | 365 days          | off       | 1 000 000 |
+//! | `leftover`         | 1 day             | off       | off       |
 //!
 //! An item older than its kind's age limit is pruned. Size and count limits
 //! prune the oldest items first (items arrive oldest first per kind) until the
-//! kind's totals, which cover everything stored, fit. Unknown kinds are kept.
+//! kind's totals, which cover everything stored, fit. `leftover` items are the
+//! tokens of used, denied or expired approvals, used or expired enrollment codes
+//! and spent or expired attach tickets (their age counts from their creation).
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 use exports::happyx::policy::config::{Guest as ConfigGuest, PluginInfo as Info};
-use exports::happyx::policy::retention::{Guest as RetentionGuest, Item, Totals};
+use exports::happyx::policy::retention::{Guest as RetentionGuest, Item, Kind, Totals};
 
 wit_bindgen::generate!({
     world: "retention-policy",
@@ -28,7 +31,19 @@ wit_bindgen::generate!({
 
 const DAY_MS: u64 = 24 * 60 * 60 * 1000;
 const GIB: u64 = 1 << 30;
-const KINDS: [&str; 4] = ["run-output", "transcript-chunk", "envelope", "event"];
+/// Every kind with its setting prefix (the WIT case name).
+const KINDS: [(Kind, &str); 5] = [
+    (Kind::RunOutput, "run-output"),
+    (Kind::TranscriptChunk, "transcript-chunk"),
+    (Kind::Envelope, "envelope"),
+    (Kind::Event, "event"),
+    (Kind::Leftover, "leftover"),
+];
+
+/// A kind as a map key.
+fn key(kind: Kind) -> u8 {
+    kind as u8
+}
 
 #[derive(Clone, Copy, Default)]
 struct Limits {
@@ -37,26 +52,33 @@ struct Limits {
     max_count: Option<u64>,
 }
 
-fn defaults() -> BTreeMap<&'static str, Limits> {
+fn defaults() -> BTreeMap<u8, Limits> {
     let mut m = BTreeMap::new();
     m.insert(
-        "run-output",
+        key(Kind::RunOutput),
         Limits { max_age_ms: Some(30 * DAY_MS), max_bytes: Some(GIB), max_count: None },
     );
     m.insert(
-        "transcript-chunk",
+        key(Kind::TranscriptChunk),
         Limits { max_age_ms: Some(30 * DAY_MS), max_bytes: Some(GIB), max_count: None },
     );
-    m.insert("envelope", Limits { max_age_ms: Some(90 * DAY_MS), max_bytes: None, max_count: None });
     m.insert(
-        "event",
+        key(Kind::Envelope),
+        Limits { max_age_ms: Some(90 * DAY_MS), max_bytes: None, max_count: None },
+    );
+    m.insert(
+        key(Kind::Event),
         Limits { max_age_ms: Some(365 * DAY_MS), max_bytes: None, max_count: Some(1_000_000) },
+    );
+    m.insert(
+        key(Kind::Leftover),
+        Limits { max_age_ms: Some(DAY_MS), max_bytes: None, max_count: None },
     );
     m
 }
 
 thread_local! {
-    static LIMITS: RefCell<BTreeMap<&'static str, Limits>> = RefCell::new(defaults());
+    static LIMITS: RefCell<BTreeMap<u8, Limits>> = RefCell::new(defaults());
 }
 
 fn parse_limit(key: &str, value: &str) -> Result<Option<u64>, String> {
@@ -86,10 +108,10 @@ impl ConfigGuest for Component {
             let Some((kind, field)) = key.split_once('.') else {
                 return Err(format!("unknown setting `{key}`"));
             };
-            let Some(kind) = KINDS.iter().copied().find(|k| *k == kind) else {
+            let Some((kind, _)) = KINDS.iter().copied().find(|(_, name)| *name == kind) else {
                 return Err(format!("unknown setting `{key}` (unknown kind)"));
             };
-            let entry = limits.entry(kind).or_default();
+            let entry = limits.entry(self::key(kind)).or_default();
             let parsed = parse_limit(key, value)?;
             match field {
                 "max_age_ms" => entry.max_age_ms = parsed,
@@ -107,25 +129,25 @@ impl RetentionGuest for Component {
     fn decide(now: u64, totals: Vec<Totals>, items: Vec<Item>) -> Result<Vec<bool>, String> {
         let limits = LIMITS.with(|l| l.borrow().clone());
         // Remaining (bytes, count) per kind after what this batch prunes.
-        let mut remaining: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        let mut remaining: BTreeMap<u8, (u64, u64)> = BTreeMap::new();
         for t in &totals {
-            let e = remaining.entry(t.kind.clone()).or_insert((0, 0));
+            let e = remaining.entry(key(t.kind)).or_insert((0, 0));
             e.0 = e.0.saturating_add(t.bytes);
             e.1 = e.1.saturating_add(t.count);
         }
         let mut out = Vec::with_capacity(items.len());
         for item in &items {
-            let Some(limit) = limits.get(item.kind.as_str()) else {
+            let Some(limit) = limits.get(&key(item.kind)) else {
                 out.push(false);
                 continue;
             };
             let age = now.saturating_sub(item.created_at);
             let too_old = limit.max_age_ms.is_some_and(|max| age > max);
-            let (bytes, count) = remaining.get(&item.kind).copied().unwrap_or((0, 0));
+            let (bytes, count) = remaining.get(&key(item.kind)).copied().unwrap_or((0, 0));
             let too_big = limit.max_bytes.is_some_and(|max| bytes > max);
             let too_many = limit.max_count.is_some_and(|max| count > max);
             let prune = too_old || too_big || too_many;
-            if prune && let Some(e) = remaining.get_mut(&item.kind) {
+            if prune && let Some(e) = remaining.get_mut(&key(item.kind)) {
                 e.0 = e.0.saturating_sub(item.bytes);
                 e.1 = e.1.saturating_sub(1);
             }

@@ -406,7 +406,9 @@ fn a_revocation_by_another_process_refuses_every_request_that_starts_after_it() 
                     let start = Instant::now();
                     let r = c.get(format!("{url}/v1/tasks")).bearer_auth(&token).send();
                     if let Ok(r) = r {
-                        seen.lock().expect("lock").push((start, r.status().as_u16()));
+                        seen.lock()
+                            .expect("lock")
+                            .push((start, r.status().as_u16()));
                     }
                 }
             })
@@ -433,8 +435,15 @@ fn a_revocation_by_another_process_refuses_every_request_that_starts_after_it() 
         .filter(|(t, _)| *t > returned)
         .map(|(_, st)| *st)
         .collect();
-    assert!(ok_before > 100, "the token worked before: {ok_before} of {before}");
-    assert!(after.len() > 100, "requests after the revocation: {}", after.len());
+    assert!(
+        ok_before > 100,
+        "the token worked before: {ok_before} of {before}"
+    );
+    assert!(
+        after.len() > 100,
+        "requests after the revocation: {}",
+        after.len()
+    );
     assert!(
         after.iter().all(|st| *st == 401),
         "{} of {} requests after the revocation were not refused",

@@ -15,6 +15,7 @@ mod hardening;
 mod ops;
 mod plugins;
 mod pty;
+mod retention;
 mod rotation;
 mod transfer;
 mod transfer_perf;

@@ -642,7 +642,11 @@ fn backpressure_keeps_memory_bounded_and_bytes_exact() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(400_000_000);
     let (tmp, data) = temp_data_dir();
-    let server = start(&data);
+    // The whole stream is stored: a cap of exactly its size (at the edge: not truncated).
+    let server = Server::with_config(
+        &data,
+        format!("{CONFIG}[pty]\nmax_transcript_bytes = {total}\n"),
+    );
     let op = server.token("operator");
     let cmd = format!(
         "stty raw -echo; {{ head -c {total} /dev/urandom | tee /dev/fd/3 | sha256sum > emitted.sha256; }} 3>&1; sleep 1"
@@ -678,6 +682,7 @@ fn backpressure_keeps_memory_bounded_and_bytes_exact() {
     let host_hwm = status_kib(host, "VmHWM");
     let host_rss = status_kib(host, "VmRSS");
     assert_eq!(done["output_bytes"].as_i64(), Some(total as i64), "{done}");
+    assert_eq!(done["truncated"], false, "{done}");
     // Transcript byte for byte: sha256 of the stored stream vs what the program emitted.
     let mut resp = server
         .get(&format!("/v1/pty/{id}/transcript"), &op)
@@ -917,4 +922,81 @@ fn live_viewers_and_the_stored_transcript_mask_a_split_secret_the_same() {
         String::from_utf8_lossy(&stored),
         "the live stream and the stored transcript differ"
     );
+}
+
+/// `[pty] max_transcript_bytes`: a terminal streaming past it keeps running and its live
+/// viewer sees every byte, but exactly the first `CAP` bytes are stored (byte for byte what
+/// the viewer saw), the terminal is marked `truncated` everywhere it is shown, and one event
+/// says so.
+#[test]
+fn the_transcript_cap_holds_while_a_terminal_streams() {
+    const CAP: usize = 100_000;
+    let (_tmp, data) = temp_data_dir();
+    let server = Server::with_config(
+        &data,
+        format!("{CONFIG}[pty]\nmax_transcript_bytes = {CAP}\n"),
+    );
+    let op = server.token("operator");
+    // Waits for a line, so the viewer is attached before the output starts.
+    let p = open(
+        &server,
+        &op,
+        &op,
+        "read go; seq 1 60000; echo stream-done; sleep 120",
+    );
+    let id = p["id"].as_str().expect("id").to_string();
+    let rt = tokio::runtime::Runtime::new().expect("rt");
+    let t = ticket(&server, &op, &id, "drive");
+    let mut ws = rt.block_on(ws_open(&server.url, &id, &t, 0));
+    rt.block_on(input(&mut ws, "go\r"));
+    let c = rt.block_on(collect(&mut ws, 0, Duration::from_secs(30), |b| {
+        contains(b, "stream-done")
+    }));
+    assert_eq!(c.start, Some(0));
+    assert!(
+        contains(&c.bytes, "59999\r\n60000\r\nstream-done"),
+        "the viewer saw it all"
+    );
+    assert!(c.bytes.len() > 3 * CAP, "{} bytes", c.bytes.len());
+
+    let p = eventually(Duration::from_secs(10), || {
+        let p = get(&server, &op, &id);
+        (p["truncated"] == true).then_some(p)
+    })
+    .unwrap_or_else(|| panic!("never marked truncated: {}", get(&server, &op, &id)));
+    assert_eq!(p["state"], "running", "the terminal keeps running: {p}");
+    let stored = transcript(&server, &op, &id, 0);
+    assert_eq!(stored.len(), CAP, "exactly the cap is stored");
+    assert!(
+        stored == c.bytes[..CAP],
+        "the stored transcript is the exact prefix"
+    );
+    assert!(transcript(&server, &op, &id, CAP as u64).is_empty());
+
+    // More output after the cap: still live, still not stored, still one event.
+    rt.block_on(input(&mut ws, "more\r"));
+    let more = rt.block_on(collect(&mut ws, c.next, Duration::from_secs(10), |b| {
+        contains(b, "more")
+    }));
+    assert!(contains(&more.bytes, "more"), "the echo reaches the viewer");
+    assert_eq!(transcript(&server, &op, &id, 0).len(), CAP);
+    let truncs = events(&server, &op, &id)
+        .into_iter()
+        .filter(|c| c == "pty.transcript_truncated")
+        .count();
+    assert_eq!(truncs, 1, "one event");
+
+    // The public view and `happyx pty ls` say so too.
+    let (st, v) = call(happyx_tests::client().get(format!("{}/public/sessions/{id}", server.url)));
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["transcript"]["truncated"], true, "{v}");
+    let (st, out, err) = happyx_tests::cli_env(
+        &["pty", "ls"],
+        &[("HAPPYX_URL", server.url.as_str()), ("HAPPYX_TOKEN", &op)],
+    );
+    assert!(st.success(), "{err}");
+    let line = out.lines().find(|l| l.contains(&id)).expect("listed");
+    assert!(line.contains("(truncated)"), "{out}");
+    let (st, _) = call(server.post(&format!("/v1/pty/{id}/kill"), &op, &json!({})));
+    assert!(st < 300, "kill");
 }

@@ -4,8 +4,8 @@ wit_bindgen::generate!({
         package happyx:evil;
         world evil {
             import steal: func(data: list<u8>) -> u32;
-            export happyx:policy/config@0.1.0;
-            export happyx:policy/redaction@0.1.0;
+            export happyx:policy/config@0.2.0;
+            export happyx:policy/redaction@0.2.0;
         }
     "#,
     path: "../../../wit",
