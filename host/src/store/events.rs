@@ -4,7 +4,7 @@ use std::sync::{Mutex, PoisonError};
 
 use serde_json::Value;
 use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection, SqlitePool};
+use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
 
 use super::{EventRow, Result, Store, StoreError};
 use crate::audit::{self, ChainError, ChainSummary, EventFields, Verifier};
@@ -110,18 +110,18 @@ async fn append_after(
     Ok(next)
 }
 
-/// Inserts `ev` chained to `(prev_seq, prev)`. With `checked`, only while the newest stored
-/// event is `(prev_seq, prev)` (`None` when it is not, and nothing was written).
-async fn insert_after(
-    conn: &mut SqliteConnection,
-    ev: &NewEvent<'_>,
-    (prev_seq, prev): (i64, [u8; 32]),
-    checked: bool,
-) -> Result<Option<(i64, [u8; 32])>> {
-    let seq = prev_seq + 1;
-    let id = new_id();
-    let at = now_ms();
-    let data = ev.data.to_string();
+/// One event ready to insert: its generated fields and its chain hash.
+struct Chained {
+    id: String,
+    seq: i64,
+    at: i64,
+    data: String,
+    hash: [u8; 32],
+}
+
+/// Gives `ev` its id, time and `seq`, and hashes it chained to `(prev_seq, prev)`.
+fn chain(ev: &NewEvent<'_>, (prev_seq, prev): (i64, [u8; 32])) -> Chained {
+    let (id, at, data, seq) = (new_id(), now_ms(), ev.data.to_string(), prev_seq + 1);
     let hash = audit::event_hash(
         &prev,
         &EventFields {
@@ -134,6 +134,24 @@ async fn insert_after(
             data: &data,
         },
     );
+    Chained {
+        id,
+        seq,
+        at,
+        data,
+        hash,
+    }
+}
+
+/// Inserts `ev` chained to `tip`. With `checked`, only while the newest stored event is `tip`
+/// (`None` when it is not, and nothing was written).
+async fn insert_after(
+    conn: &mut SqliteConnection,
+    ev: &NewEvent<'_>,
+    tip: (i64, [u8; 32]),
+    checked: bool,
+) -> Result<Option<(i64, [u8; 32])>> {
+    let c = chain(ev, tip);
     let sql = if checked {
         "INSERT INTO events (id, seq, at, code, actor, subject, data, hash) \
          SELECT ?, ?, ?, ?, ?, ?, ?, ? \
@@ -143,19 +161,57 @@ async fn insert_after(
          VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
     };
     let mut q = sqlx::query(sql)
-        .bind(id)
-        .bind(seq)
-        .bind(at)
+        .bind(c.id)
+        .bind(c.seq)
+        .bind(c.at)
         .bind(ev.code)
         .bind(ev.actor)
         .bind(ev.subject)
-        .bind(data)
-        .bind(hex::encode(hash));
+        .bind(c.data)
+        .bind(hex::encode(c.hash));
     if checked {
-        q = q.bind(prev_seq).bind(hex::encode(prev));
+        q = q.bind(tip.0).bind(hex::encode(tip.1));
     }
     let written = q.execute(&mut *conn).await?.rows_affected();
-    Ok((written == 1).then_some((seq, hash)))
+    Ok((written == 1).then_some((c.seq, c.hash)))
+}
+
+/// Events per multi-row INSERT of [`Store::append_events`] (8 parameters each; SQLite allows
+/// 32,766 per statement).
+const INSERT_ROWS: usize = 100;
+
+/// Inserts `evs` chained one to the next from `tip`, [`INSERT_ROWS`] per statement; returns
+/// the new tip.
+async fn insert_chained(
+    conn: &mut SqliteConnection,
+    evs: &[NewEvent<'_>],
+    mut tip: (i64, [u8; 32]),
+) -> Result<(i64, [u8; 32])> {
+    for part in evs.chunks(INSERT_ROWS) {
+        let rows: Vec<(Chained, &NewEvent<'_>)> = part
+            .iter()
+            .map(|ev| {
+                let c = chain(ev, tip);
+                tip = (c.seq, c.hash);
+                (c, ev)
+            })
+            .collect();
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "INSERT INTO events (id, seq, at, code, actor, subject, data, hash) ",
+        );
+        qb.push_values(rows, |mut b, (c, ev)| {
+            b.push_bind(c.id)
+                .push_bind(c.seq)
+                .push_bind(c.at)
+                .push_bind(ev.code.to_owned())
+                .push_bind(ev.actor.to_owned())
+                .push_bind(ev.subject.to_owned())
+                .push_bind(c.data)
+                .push_bind(hex::encode(c.hash));
+        });
+        qb.build().execute(&mut *conn).await?;
+    }
+    Ok(tip)
 }
 
 /// Rows read per batch when walking the chain: what bounds the memory of a walk.
@@ -329,19 +385,17 @@ impl Store {
     /// Appends several events in one transaction; returns the last sequence number.
     pub async fn append_events(&self, evs: &[NewEvent<'_>]) -> Result<i64> {
         let mut tx = self.begin().await?;
-        // The tip is found once; each event chains to the one appended before it.
-        let mut last = 0;
-        let mut tip = None;
-        for ev in evs {
-            let next = match tip {
-                None => append_first(&mut tx, ev).await?,
-                Some(tip) => append_after(&mut tx, ev, tip).await?,
-            };
-            tip = Some(next);
-            last = next.0;
-        }
+        let Some((first, rest)) = evs.split_first() else {
+            tx.commit().await?;
+            return Ok(0);
+        };
+        // The tip is found once; each event chains to the one before it, in memory, and the
+        // rest go in multi-row INSERTs.
+        let tip = append_first(&mut tx, first).await?;
+        let tip = insert_chained(&mut tx, rest, tip).await?;
         tx.commit().await?;
-        Ok(last)
+        set_tip_hint(tip);
+        Ok(tip.0)
     }
 
     /// Events with `seq > after`, oldest first, at most `limit`.
@@ -493,6 +547,28 @@ mod tests {
             !rollback_then_append(true).await,
             "the naive head was never caught; the rollback test is too weak"
         );
+    }
+
+    #[tokio::test]
+    async fn batches_around_the_insert_size_chain_whole() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(tmp.path(), &cfg()).await.expect("open");
+        let mut want = 0;
+        for n in [
+            1,
+            INSERT_ROWS,
+            INSERT_ROWS + 1,
+            INSERT_ROWS + 2,
+            2 * INSERT_ROWS + 7,
+        ] {
+            let evs: Vec<NewEvent> = (0..n).map(ev).collect();
+            want += n;
+            assert_eq!(s.append_events(&evs).await.expect("append"), want as i64);
+            s.append_event(&ev(0)).await.expect("append");
+            want += 1;
+        }
+        assert_eq!(s.append_events(&[]).await.expect("empty"), 0);
+        assert!(whole(&s, want).await);
     }
 
     /// Not a test of its own: the body of each appending child process.
