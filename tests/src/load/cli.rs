@@ -1,5 +1,6 @@
-//! Command-line interface of `happyx-load`: the `soak` subcommand, its rates and bounds, and
-//! the duration syntax (`300ms`, `90s`, `5m`, `7h`, or combinations such as `1h30m`).
+//! Command-line interface of `happyx-load`: the `soak` and `datadir` subcommands, the soak's
+//! rates and bounds, and the duration syntax (`300ms`, `90s`, `5m`, `7h`, or combinations
+//! such as `1h30m`).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -22,6 +23,9 @@ pub enum Command {
     /// Drive a mixed workload for a while, then check every acknowledged write and the
     /// resource series; exits non-zero unless the verdict is `pass`.
     Soak(SoakArgs),
+    /// Write a large data dir through the store API (a million events, transcript chunks,
+    /// envelopes) and a `prune.toml` beside it, for the `audit verify` and `prune` figures.
+    Datadir(crate::datadir::DataDirArgs),
 }
 
 #[derive(Debug, Clone, Args)]
