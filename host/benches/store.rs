@@ -1,9 +1,7 @@
 //! Store benchmarks, each against a raw-sqlx baseline measured in the same run
-//! on an identically configured database (WAL, synchronous=FULL):
+//! on an identically configured database (WAL, synchronous=FULL). Event append with
+//! and without the hash chain is measured by the `events` bench.
 //!
-//! - `event_append/*`: one event per transaction and 100 per transaction,
-//!   through `Store` (which computes each event's chain hash, see `happyx::audit`) vs the
-//!   unchained INSERT of the log before the chain, issued raw.
 //! - `token_use/*`: spending one-time approval tokens with 64 concurrent
 //!   contenders per token, through `Store::use_approval` vs the same statements
 //!   raw, one transaction per use. Prints uses/s and p99 latency to stderr.
@@ -15,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use happyx::config::StorageConfig;
-use happyx::store::{ApprovalUse, NewApproval, NewEvent, Run, Store, UseEffect, UseOutcome};
+use happyx::store::{ApprovalUse, NewApproval, Run, Store, UseEffect, UseOutcome};
 use happyx::util::{new_id, now_ms, random_bytes};
 use serde_json::json;
 use sqlx::SqlitePool;
@@ -46,53 +44,6 @@ fn env(rt: &Runtime) -> Env {
 
 const RAW_EVENT: &str = "INSERT INTO events (id, seq, at, code, actor, subject, data) \
      VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM events), ?, ?, ?, ?, ?)";
-
-async fn raw_append(pool: &SqlitePool, n: usize) {
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.expect("begin");
-    for _ in 0..n {
-        sqlx::query(RAW_EVENT)
-            .bind(new_id())
-            .bind(now_ms())
-            .bind("bench.event")
-            .bind("bench")
-            .bind("subject")
-            .bind(json!({"k": 1}).to_string())
-            .execute(&mut *tx)
-            .await
-            .expect("insert");
-    }
-    tx.commit().await.expect("commit");
-}
-
-fn event_append(c: &mut Criterion) {
-    let rt = Runtime::new().expect("rt");
-    let e = env(&rt);
-    let mut g = c.benchmark_group("event_append");
-    g.sample_size(30).measurement_time(Duration::from_secs(4));
-    g.throughput(Throughput::Elements(1));
-    g.bench_function("store_single", |b| {
-        b.to_async(&rt).iter(|| async {
-            let ev = NewEvent::new("bench.event", "bench", "subject", json!({"k": 1}));
-            e.store.append_event(&ev).await.expect("append");
-        })
-    });
-    g.bench_function("raw_single", |b| {
-        b.to_async(&rt).iter(|| raw_append(&e.raw, 1))
-    });
-    g.throughput(Throughput::Elements(100));
-    g.bench_function("store_batch100", |b| {
-        b.to_async(&rt).iter(|| async {
-            let evs: Vec<NewEvent> = (0..100)
-                .map(|_| NewEvent::new("bench.event", "bench", "subject", json!({"k": 1})))
-                .collect();
-            e.store.append_events(&evs).await.expect("append");
-        })
-    });
-    g.bench_function("raw_batch100", |b| {
-        b.to_async(&rt).iter(|| raw_append(&e.raw, 100))
-    });
-    g.finish();
-}
 
 fn run_row() -> Run {
     let now = now_ms();
@@ -293,5 +244,5 @@ fn token_use(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, event_append, token_use);
+criterion_group!(benches, token_use);
 criterion_main!(benches);

@@ -1,5 +1,6 @@
-//! Command-line interface of `happyx-load`: the `soak` subcommand, its rates and bounds, and
-//! the duration syntax (`300ms`, `90s`, `5m`, `7h`, or combinations such as `1h30m`).
+//! Command-line interface of `happyx-load`: the `soak` and `datadir` subcommands, the soak's
+//! rates and bounds, and the duration syntax (`300ms`, `90s`, `5m`, `7h`, or combinations
+//! such as `1h30m`).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -18,10 +19,17 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "parsed once at startup; boxing the soak's arguments buys nothing"
+)]
 pub enum Command {
     /// Drive a mixed workload for a while, then check every acknowledged write and the
     /// resource series; exits non-zero unless the verdict is `pass`.
     Soak(SoakArgs),
+    /// Write a large data dir through the store API (a million events, transcript chunks,
+    /// envelopes) and a `prune.toml` beside it, for the `audit verify` and `prune` figures.
+    Datadir(crate::datadir::DataDirArgs),
 }
 
 #[derive(Debug, Clone, Args)]

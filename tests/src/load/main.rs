@@ -7,8 +7,12 @@
 //! writes `DIR/summary.json`, `DIR/samples.json` and one picture per series. The summary goes to
 //! stdout, progress to stderr; the exit status is 0 only when the verdict is `pass`.
 //! `docs/soak.md` describes the workload, the series and the verdict.
+//!
+//! `happyx-load datadir --data-dir DIR` writes a large data dir for the `audit verify` and
+//! `prune` figures (`docs/storage.md`).
 
 mod cli;
+mod datadir;
 mod host;
 mod ledger;
 mod plot;
@@ -37,6 +41,13 @@ fn main() -> std::process::ExitCode {
         cli::Command::Soak(soak_args) => match runtime.block_on(soak::run(soak_args)) {
             Ok(true) => std::process::ExitCode::SUCCESS,
             Ok(false) => std::process::ExitCode::from(1),
+            Err(e) => {
+                eprintln!("happyx-load: {e:#}");
+                std::process::ExitCode::from(2)
+            }
+        },
+        cli::Command::Datadir(args) => match runtime.block_on(datadir::run(args)) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("happyx-load: {e:#}");
                 std::process::ExitCode::from(2)
