@@ -137,12 +137,14 @@ async fn chunks(store: &Store, n: usize) -> Result<()> {
                 output_bytes: 0,
                 findings: 0,
                 withheld_chunks: 0,
+                truncated: false,
                 requested_by: "load:datadir".into(),
                 approval_id: None,
                 created_at: now,
                 updated_at: now,
                 exited_at: Some(now),
                 error: None,
+                recipe_plugin_sha256: None,
             },
             action_hash: "0".repeat(64),
             socket_path: "/nonexistent".into(),
@@ -162,7 +164,9 @@ async fn chunks(store: &Store, n: usize) -> Result<()> {
                 policy_hash: None,
             })
             .collect();
-        store.append_transcript(&pty_id, &batch, None).await?;
+        store
+            .append_transcript(&pty_id, &batch, None, u64::MAX)
+            .await?;
         done += take;
         eprint!("\rhappyx-load datadir: transcript chunks {done}/{n}");
     }
