@@ -54,6 +54,17 @@ pub async fn prune_once(
     let mut report = PruneReport::default();
     let now_i = now_ms().max(0);
     let now = now_i as u64;
+    // Totals over everything stored, read once per pass and kept current as it prunes:
+    // reading them again for every batch would make a pass quadratic in the store's size.
+    let mut totals = Vec::new();
+    for k in retention_kinds() {
+        let (count, bytes) = store.retention_totals(k, now_i).await?;
+        totals.push(Totals {
+            kind: k,
+            count: count.max(0) as u64,
+            bytes: bytes.max(0) as u64,
+        });
+    }
     for kind in retention_kinds() {
         progress.doing(kind.as_str());
         let mut after: Option<(i64, String)> = None;
@@ -69,15 +80,6 @@ pub async fn prune_once(
                 .await?;
             if items.is_empty() {
                 break;
-            }
-            let mut totals = Vec::new();
-            for k in retention_kinds() {
-                let (count, bytes) = store.retention_totals(k, now_i).await?;
-                totals.push(Totals {
-                    kind: k,
-                    count: count.max(0) as u64,
-                    bytes: bytes.max(0) as u64,
-                });
             }
             let meta: Vec<Item> = items
                 .iter()
@@ -117,9 +119,28 @@ pub async fn prune_once(
             };
             let kept_all = take.is_empty();
             let stop_events = kind == RetentionKind::Event && take.len() < items.len();
-            pruned += store
+            let (gone, event_bytes) = store
                 .prune_batch(kind, &take, &decision.policy_hash, now_i)
                 .await?;
+            pruned += gone;
+            let gone_bytes: u64 = items
+                .iter()
+                .zip(&decision.prune)
+                .filter(|(_, p)| **p)
+                .take(take.len())
+                .map(|(i, _)| i.bytes.max(0) as u64)
+                .sum();
+            if let Some(t) = totals.iter_mut().find(|t| t.kind == kind) {
+                t.count = t.count.saturating_sub(gone);
+                t.bytes = t.bytes.saturating_sub(gone_bytes);
+            }
+            // The batch's own audit event is an event like any other.
+            if gone > 0
+                && let Some(t) = totals.iter_mut().find(|t| t.kind == RetentionKind::Event)
+            {
+                t.count += 1;
+                t.bytes += event_bytes;
+            }
             if let Some(last) = items.last() {
                 after = Some((last.created_at, last.id.clone()));
             }
@@ -210,7 +231,7 @@ mod tests {
                 .retention_items(kind, now, None, 10)
                 .await
                 .expect("items");
-            let gone = store
+            let (gone, _) = store
                 .prune_batch(kind, &["no-such-id".to_string()], "h", now)
                 .await
                 .expect("prune");

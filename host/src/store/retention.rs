@@ -207,15 +207,17 @@ impl Store {
     /// Prunes one batch of items of `kind` by id and, if any went, appends its
     /// `retention.batch_pruned` event (kind, count, policy hash; no ids, no content), all in
     /// one transaction: a pass killed midway leaves no deletion without its record.
-    /// Returns how many went. An id that is already gone, or no longer an item at `now`
-    /// (a pending approval, an unused ticket), is skipped, so a rerun is idempotent.
+    /// Returns how many went and the size of the event it appended (0 when none went), so
+    /// that a pass can keep its totals current without counting again. An id that is
+    /// already gone, or no longer an item at `now` (a pending approval, an unused ticket), is
+    /// skipped, so a rerun is idempotent.
     pub async fn prune_batch(
         &self,
         kind: RetentionKind,
         ids: &[String],
         policy_hash: &str,
         now: i64,
-    ) -> Result<u64> {
+    ) -> Result<(u64, u64)> {
         let mut tx = self.begin().await?;
         let n = if kind == RetentionKind::Event {
             prune_events(&mut tx, ids).await?
@@ -247,17 +249,15 @@ impl Store {
             }
             n
         };
+        let mut event_bytes = 0;
         if n > 0 {
-            let ev = NewEvent::new(
-                "retention.batch_pruned",
-                "host",
-                kind.as_str(),
-                json!({ "kind": kind, "count": n, "policy_hash": policy_hash }),
-            );
+            let data = json!({ "kind": kind, "count": n, "policy_hash": policy_hash });
+            event_bytes = data.to_string().len() as u64;
+            let ev = NewEvent::new("retention.batch_pruned", "host", kind.as_str(), data);
             append_event(&mut tx, &ev).await?;
         }
         tx.commit().await?;
-        Ok(n)
+        Ok((n, event_bytes))
     }
 
     /// Records a finished pass and its `retention.pruned` event.
