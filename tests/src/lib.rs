@@ -571,6 +571,20 @@ pub fn watch_this_test() {
     }
 }
 
+/// Runs `sqlite3 DB SQL` on a data dir's database (the real command-line shell, as someone
+/// reading or tampering beside the host would) and returns what it printed.
+pub fn sqlite3(data_dir: &Path, statements: &str) -> String {
+    let mut cmd = Command::new("sqlite3");
+    cmd.arg(data_dir.join("happyx.db")).arg(statements);
+    let out = run_bounded(&mut cmd, None, CLI_LIMIT);
+    assert!(
+        out.status.success(),
+        "sqlite3 failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// A fresh temp dir holding a `data` subdir path (not created).
 pub fn temp_data_dir() -> (tempfile::TempDir, PathBuf) {
     watch_this_test();

@@ -5,28 +5,13 @@
 //! import refuses an export whose chain is broken.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
-use happyx_tests::{Server, cli, json, temp_data_dir, token};
+use happyx_tests::{Server, cli, json, sqlite3, temp_data_dir, token};
 use serde_json::Value;
 
 fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
-}
-
-/// Runs `sqlite3 DB SQL` (the real command-line shell), as someone tampering would.
-fn sqlite3(data: &Path, statements: &str) {
-    let out = Command::new("sqlite3")
-        .arg(data.join("happyx.db"))
-        .arg(statements)
-        .output()
-        .expect("run sqlite3 (is it installed?)");
-    assert!(
-        out.status.success(),
-        "sqlite3 failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// `happyx audit verify ARGS`: the summary on success, else (exit code, stderr).

@@ -6,27 +6,13 @@
 //! rendered them, and `/public/state` counts terminal redactions.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
-use happyx_tests::{Server, call, cli, eventually, json, temp_data_dir};
+use happyx_tests::{Server, call, cli, eventually, json, sqlite3, temp_data_dir};
 use serde_json::{Value, json};
 
 fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
-}
-
-fn sqlite3(data: &Path, statements: &str) {
-    let out = Command::new("sqlite3")
-        .arg(data.join("happyx.db"))
-        .arg(statements)
-        .output()
-        .expect("run sqlite3 (is it installed?)");
-    assert!(
-        out.status.success(),
-        "sqlite3 failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// `happyx audit verify ARGS`: the one JSON line on success, else (exit code, stderr).

@@ -29,17 +29,7 @@ fn s(p: &Path) -> &str {
 
 /// One integer from `sqlite3 DB SQL` (the real command-line shell, reading beside the host).
 fn count(data: &Path, sql: &str) -> i64 {
-    let out = Command::new("sqlite3")
-        .arg(data.join("happyx.db"))
-        .arg(sql)
-        .output()
-        .expect("run sqlite3 (is it installed?)");
-    assert!(
-        out.status.success(),
-        "sqlite3: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = happyx_tests::sqlite3(data, sql);
     let text = text.trim();
     if text.is_empty() {
         return 0;
