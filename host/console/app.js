@@ -368,6 +368,10 @@
       for (const r of runs.items) if (r.approval_id) byApproval.set(r.approval_id, ['#/runs/' + r.id, 'run ' + r.id.slice(-8)]);
       for (const t of ptys.items) if (t.approval_id) byApproval.set(t.approval_id, ['#/terminals/' + t.id, 'terminal ' + t.id.slice(-8)]);
       const decided = all.items.filter((a) => a.status !== 'pending');
+      // A redraw (a new approval, the stream reopening) must not lose a reason being typed.
+      const typed = new Map();
+      for (const el of main.querySelectorAll('article.approval input[name="reason"]')) if (el.value) typed.set(el.id, el.value);
+      const focused = document.activeElement && document.activeElement.id;
       const cards = pending.items.map((a) => approvalCard(a, draw));
       mount(p,
         h('h1', {}, 'Approvals'),
@@ -387,6 +391,8 @@
                 h('td', {}, link ? h('a', { href: link[0], class: 'id' }, link[1]) : h('span', { class: 'muted' }, a.status === 'approved' ? 'not used yet' : '—')));
             }) : [empty(7, 'No decisions yet.')],
             ['9%', '7%', '30%', '14%', '14%', '11%', '15%'])));
+      for (const [eid, v] of typed) { const el = document.getElementById(eid); if (el) el.value = v; }
+      if (focused && focused.startsWith('reason-')) { const el = document.getElementById(focused); if (el) el.focus(); }
     };
     await draw();
     const tick = setInterval(() => {

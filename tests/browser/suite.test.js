@@ -91,6 +91,9 @@ describe('console flows', () => {
     const a = await s.requestApproval(agent, '/v1/runs', body);
     const card = page.locator(`article[data-id="${a.approval_id}"]`);
     await card.getByLabel('Reason (optional)').fill('not during the freeze');
+    // Another approval redraws the queue while the reason is typed: the reason stays.
+    const other = await s.requestApproval(agent, '/v1/runs', { recipe: 'shell', args: { command: 'echo redraw' } });
+    await page.locator(`article[data-id="${other.approval_id}"]`).waitFor();
     await card.getByRole('button', { name: 'Deny' }).click();
     await card.waitFor({ state: 'detached' });
     const retry = await s.call('POST', '/v1/runs', agent, { ...body, approval_token: a.approval_token });
@@ -98,6 +101,7 @@ describe('console flows', () => {
     assert.equal(retry.body.code, 'approval_invalid');
     const evs = await s.call('GET', '/v1/events?order=desc&code=approval.reason', operator);
     assert.equal(evs.body.events[0].data.reason, 'not during the freeze');
+    await s.call('POST', `/v1/approvals/${other.approval_id}/deny`, operator, {});
     await ctx.close();
   });
 
