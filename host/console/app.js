@@ -392,7 +392,10 @@
             }) : [empty(7, 'No decisions yet.')],
             ['9%', '7%', '30%', '14%', '14%', '11%', '15%'])));
       for (const [eid, v] of typed) { const el = document.getElementById(eid); if (el) el.value = v; }
-      if (focused && focused.startsWith('reason-')) { const el = document.getElementById(focused); if (el) el.focus(); }
+      if (focused && focused.startsWith('reason-')) {
+        const el = document.getElementById(focused);
+        if (el) { el.focus(); el.setSelectionRange(el.value.length, el.value.length); }
+      }
     };
     await draw();
     const tick = setInterval(() => {
