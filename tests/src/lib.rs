@@ -585,6 +585,33 @@ pub fn sqlite3(data_dir: &Path, statements: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `happyx audit verify ARGS`: (its one JSON line, stderr) on success, else (exit code,
+/// stderr) with nothing on stdout.
+pub fn audit_verify(args: &[&str]) -> Result<(Value, String), (Option<i32>, String)> {
+    let mut all = vec!["audit", "verify"];
+    all.extend_from_slice(args);
+    let (st, out, err) = cli(&all);
+    if st.success() {
+        assert_eq!(out.lines().count(), 1, "one JSON line: {out:?}");
+        Ok((serde_json::from_str(&out).expect("summary is JSON"), err))
+    } else {
+        assert!(out.is_empty(), "nothing on stdout on failure: {out:?}");
+        Err((st.code(), err))
+    }
+}
+
+/// Copies the files (not subdirectories) of a data dir — the database with its WAL and
+/// keys — to `to`, e.g. to tamper with a copy.
+pub fn copy_data_files(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read dir") {
+        let p = e.expect("entry").path();
+        if p.is_file() {
+            std::fs::copy(&p, to.join(p.file_name().expect("name"))).expect("copy");
+        }
+    }
+}
+
 /// A fresh temp dir holding a `data` subdir path (not created).
 pub fn temp_data_dir() -> (tempfile::TempDir, PathBuf) {
     watch_this_test();

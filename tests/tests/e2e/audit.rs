@@ -7,7 +7,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use happyx_tests::{Server, cli, json, sqlite3, temp_data_dir, token};
+use happyx_tests::{
+    Server, audit_verify, cli, copy_data_files, json, sqlite3, temp_data_dir, token,
+};
 use serde_json::Value;
 
 fn s(p: &Path) -> &str {
@@ -16,31 +18,11 @@ fn s(p: &Path) -> &str {
 
 /// `happyx audit verify ARGS`: the summary on success, else (exit code, stderr).
 fn verify(args: &[&str]) -> Result<Value, (Option<i32>, String)> {
-    let mut all = vec!["audit", "verify"];
-    all.extend_from_slice(args);
-    let (st, out, err) = cli(&all);
-    if st.success() {
-        assert_eq!(out.lines().count(), 1, "one JSON line: {out:?}");
-        Ok(serde_json::from_str(&out).expect("summary is JSON"))
-    } else {
-        assert!(out.is_empty(), "nothing on stdout on failure: {out:?}");
-        Err((st.code(), err))
-    }
+    audit_verify(args).map(|(summary, _)| summary)
 }
 
 fn verify_dir(data: &Path) -> Result<Value, (Option<i32>, String)> {
     verify(&["--data-dir", s(data)])
-}
-
-/// A copy of the data dir's files (the database with its WAL), to tamper with.
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for e in std::fs::read_dir(from).expect("read dir") {
-        let p = e.expect("entry").path();
-        if p.is_file() {
-            std::fs::copy(&p, to.join(p.file_name().expect("name"))).expect("copy");
-        }
-    }
 }
 
 /// A stopped data dir whose log holds at least `n` events, and its head `seq`.
@@ -96,7 +78,7 @@ fn tampering_with_sqlite3_names_the_first_bad_seq() {
     ];
     for (i, (what, statements, bad)) in cases.iter().enumerate() {
         let copy = tmp.path().join(format!("tampered-{i}"));
-        copy_dir(&data, &copy);
+        copy_data_files(&data, &copy);
         sqlite3(&copy, statements);
         let (code, err) = verify_dir(&copy).expect_err(what);
         assert_eq!(code, Some(1), "{what}: exit status 1: {err}");

@@ -8,25 +8,13 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use happyx_tests::{Server, call, cli, eventually, json, sqlite3, temp_data_dir};
+use happyx_tests::{
+    Server, audit_verify, call, cli, copy_data_files, eventually, json, sqlite3, temp_data_dir,
+};
 use serde_json::{Value, json};
 
 fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
-}
-
-/// `happyx audit verify ARGS`: the one JSON line on success, else (exit code, stderr).
-fn verify(args: &[&str]) -> Result<(Value, String), (Option<i32>, String)> {
-    let mut all = vec!["audit", "verify"];
-    all.extend_from_slice(args);
-    let (st, out, err) = cli(&all);
-    if st.success() {
-        assert_eq!(out.lines().count(), 1, "one JSON line: {out:?}");
-        Ok((serde_json::from_str(&out).expect("JSON"), err))
-    } else {
-        assert!(out.is_empty(), "nothing on stdout on failure: {out:?}");
-        Err((st.code(), err))
-    }
 }
 
 fn evidence(server: &Server) -> Value {
@@ -50,16 +38,6 @@ fn write(dir: &Path, name: &str, v: &Value) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, v.to_string()).expect("write");
     p
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for e in std::fs::read_dir(from).expect("read dir") {
-        let p = e.expect("entry").path();
-        if p.is_file() {
-            std::fs::copy(&p, to.join(p.file_name().expect("name"))).expect("copy");
-        }
-    }
 }
 
 const FAST: &str = "[audit]\ncheckpoint_interval_ms = 200\n";
@@ -117,7 +95,7 @@ fn checkpoints_are_signed_published_and_hold_data_dirs_exports_and_hosts() {
         server.token("viewer");
     }
     checkpoint_at_least(&server, held["seq"].as_i64().expect("seq") + 1);
-    let (live, _) = verify(&["--url", &server.url, "--checkpoint", s(&held_file)])
+    let (live, _) = audit_verify(&["--url", &server.url, "--checkpoint", s(&held_file)])
         .expect("the live host keeps the held checkpoint");
     assert_eq!(live["standing"], "contained", "{live}");
     assert!(
@@ -126,7 +104,7 @@ fn checkpoints_are_signed_published_and_hold_data_dirs_exports_and_hosts() {
     );
     let mut other_history = held.clone();
     other_history["head_sha256"] = json!("00".repeat(32));
-    let (code, err) = verify(&[
+    let (code, err) = audit_verify(&[
         "--url",
         &server.url,
         "--checkpoint",
@@ -141,14 +119,14 @@ fn checkpoints_are_signed_published_and_hold_data_dirs_exports_and_hosts() {
 
     // Offline, against the data dir (its own key is trusted) and an export (--trusted-key).
     let (dir_report, _) =
-        verify(&["--data-dir", s(&data), "--checkpoint", s(&held_file)]).expect("data dir");
+        audit_verify(&["--data-dir", s(&data), "--checkpoint", s(&held_file)]).expect("data dir");
     assert_eq!(dir_report["standing"], "contained", "{dir_report}");
     assert_eq!(dir_report["checkpoint_seq"], held["seq"]);
     assert_eq!(dir_report["signed_by"], key.as_str());
     let export = tmp.path().join("export.json");
     let (st, _, err) = cli(&["export", "--data-dir", s(&data), "--out", s(&export)]);
     assert!(st.success(), "export: {err}");
-    let (exp_report, _) = verify(&[
+    let (exp_report, _) = audit_verify(&[
         "--export",
         s(&export),
         "--checkpoint",
@@ -158,7 +136,7 @@ fn checkpoints_are_signed_published_and_hold_data_dirs_exports_and_hosts() {
     ])
     .expect("export");
     assert_eq!(exp_report["standing"], "contained", "{exp_report}");
-    let (_, err) = verify(&["--export", s(&export), "--checkpoint", s(&held_file)])
+    let (_, err) = audit_verify(&["--export", s(&export), "--checkpoint", s(&held_file)])
         .expect_err("an export needs a trusted key");
     assert!(err.contains("--trusted-key"), "{err}");
 
@@ -171,7 +149,7 @@ fn checkpoints_are_signed_published_and_hold_data_dirs_exports_and_hosts() {
         ("forged.json", &forged, "signature does not verify"),
         ("unsigned.json", &unsigned, "malformed"),
     ] {
-        let (code, err) = verify(&[
+        let (code, err) = audit_verify(&[
             "--data-dir",
             s(&data),
             "--checkpoint",
@@ -185,7 +163,7 @@ fn checkpoints_are_signed_published_and_hold_data_dirs_exports_and_hosts() {
     let mut other = Server::with_config(&other_data, FAST);
     let foreign = checkpoint_at_least(&other, 1);
     other.sigterm(Duration::from_secs(20)).expect("stop");
-    let (_, err) = verify(&[
+    let (_, err) = audit_verify(&[
         "--data-dir",
         s(&data),
         "--checkpoint",
@@ -198,14 +176,15 @@ fn checkpoints_are_signed_published_and_hold_data_dirs_exports_and_hosts() {
     // checkpoint names the first missing seq.
     let cut = held["seq"].as_i64().expect("seq") - 2;
     let truncated = tmp.path().join("truncated");
-    copy_dir(&data, &truncated);
+    copy_data_files(&data, &truncated);
     sqlite3(
         &truncated,
         &format!("DELETE FROM events WHERE seq > {cut};"),
     );
-    let (plain, _) = verify(&["--data-dir", s(&truncated)]).expect("the chain alone verifies");
+    let (plain, _) =
+        audit_verify(&["--data-dir", s(&truncated)]).expect("the chain alone verifies");
     assert_eq!(plain["head_seq"], cut, "{plain}");
-    let (code, err) = verify(&["--data-dir", s(&truncated), "--checkpoint", s(&held_file)])
+    let (code, err) = audit_verify(&["--data-dir", s(&truncated), "--checkpoint", s(&held_file)])
         .expect_err("truncated behind the checkpoint");
     assert_eq!(code, Some(1));
     assert!(
@@ -214,7 +193,7 @@ fn checkpoints_are_signed_published_and_hold_data_dirs_exports_and_hosts() {
     );
     // An event before the checkpoint changed: the first bad seq is named.
     let changed = tmp.path().join("changed");
-    copy_dir(&data, &changed);
+    copy_data_files(&data, &changed);
     sqlite3(
         &changed,
         &format!(
@@ -222,25 +201,25 @@ fn checkpoints_are_signed_published_and_hold_data_dirs_exports_and_hosts() {
             cut
         ),
     );
-    let (_, err) =
-        verify(&["--data-dir", s(&changed), "--checkpoint", s(&held_file)]).expect_err("changed");
+    let (_, err) = audit_verify(&["--data-dir", s(&changed), "--checkpoint", s(&held_file)])
+        .expect_err("changed");
     assert!(err.contains(&format!("broken at seq {cut}:")), "{err}");
 
     // Pruned past the checkpoint: reported as such, on stdout and stderr.
     let cfg_path = data.parent().expect("parent").join("happyx.toml");
     let (st, _, err) = cli(&["prune", "--data-dir", s(&data), "--config", s(&cfg_path)]);
     assert!(st.success(), "prune: {err}");
-    let (plain, _) = verify(&["--data-dir", s(&data)]).expect("verifies after the prune");
+    let (plain, _) = audit_verify(&["--data-dir", s(&data)]).expect("verifies after the prune");
     assert!(
         plain["anchor_seq"].as_i64() > held["seq"].as_i64(),
         "{plain}"
     );
-    let (pruned, note) = verify(&["--data-dir", s(&data), "--checkpoint", s(&held_file)])
+    let (pruned, note) = audit_verify(&["--data-dir", s(&data), "--checkpoint", s(&held_file)])
         .expect("pruned past is not a failure");
     assert_eq!(pruned["standing"], "pruned", "{pruned}");
     assert!(note.contains("was pruned"), "{note}");
     // The first checkpoint's seq is older still: the same.
-    let (first_report, _) = verify(&[
+    let (first_report, _) = audit_verify(&[
         "--data-dir",
         s(&data),
         "--checkpoint",
