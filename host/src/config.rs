@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::plugins::PluginsConfig;
+pub use happyx_store::config::{StorageConfig, Synchronous};
 
 /// Environment variables with the `HAPPYX_` prefix that are not configuration keys: the log
 /// filter, the config file, and the client side's URL and token (operator commands and API
@@ -43,17 +44,6 @@ impl ConfigError {
             Self::Invalid(_) => "config_invalid",
         }
     }
-}
-
-/// `synchronous` pragma for the SQLite database.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Synchronous {
-    /// Every commit is fsynced: an acknowledged write survives power loss.
-    Full,
-    /// WAL commits are fsynced at checkpoints: an acknowledged write survives a
-    /// process crash (kill -9) but the last commits may be lost on power loss.
-    Normal,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -167,27 +157,6 @@ impl Default for ApiConfig {
             max_connections: 4096,
             max_connections_per_address: 256,
             public_requests_per_second: 50,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct StorageConfig {
-    /// `full` (default) or `normal`; see `examples/happyx.toml`.
-    pub synchronous: Synchronous,
-    /// How long a writer waits for another process's write lock.
-    pub busy_timeout_ms: u64,
-    /// Read connections in the pool (writes go through one connection).
-    pub read_connections: u32,
-}
-
-impl Default for StorageConfig {
-    fn default() -> Self {
-        Self {
-            synchronous: Synchronous::Full,
-            busy_timeout_ms: 10_000,
-            read_connections: 8,
         }
     }
 }

@@ -25,16 +25,7 @@ pub struct CodeLabels {
     pub code: String,
 }
 
-/// Labels of a guest call: plugin kind, guest function, `ok` or the failure's code.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct PluginCallLabels {
-    pub plugin: String,
-    pub call: String,
-    pub outcome: String,
-}
-
-/// Guest call latency by [`PluginCallLabels`] (shared with the plugin host).
-pub type PluginCalls = Family<PluginCallLabels, Histogram, fn() -> Histogram>;
+pub use happyx_policy::metrics::{PluginCallLabels, PluginCalls};
 
 fn latency_histogram() -> Histogram {
     // 0.5 ms … ~16 s.

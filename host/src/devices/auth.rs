@@ -22,75 +22,15 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
 
-use sha2::{Digest as _, Sha256};
+pub use happyx_envelope::request::{
+    DEVICE_HEADER, KEY_VERSION_HEADER, REQUEST_DOMAIN, SIGNATURE_HEADER, TIMESTAMP_HEADER,
+    request_message, sign_request,
+};
 
-use crate::envelope::DeviceKeys;
-
-/// Domain separation of device request signatures.
-pub const REQUEST_DOMAIN: &[u8] = b"happyx-device-request-v1\0";
-/// Header naming the device.
-pub const DEVICE_HEADER: &str = "x-happyx-device";
-/// Header naming the signing key version.
-pub const KEY_VERSION_HEADER: &str = "x-happyx-key-version";
-/// Header with the signing time (Unix ms).
-pub const TIMESTAMP_HEADER: &str = "x-happyx-timestamp";
-/// Header with the base64 signature.
-pub const SIGNATURE_HEADER: &str = "x-happyx-signature";
 /// Accepted distance between a request's timestamp and the host clock.
 pub const REQUEST_WINDOW_MS: i64 = 60_000;
 /// Most signatures the replay cache holds; beyond it, new device requests are refused.
 const REPLAY_CACHE_MAX: usize = 200_000;
-
-fn put_lp(out: &mut Vec<u8>, bytes: &[u8]) {
-    out.extend_from_slice(&u32::try_from(bytes.len()).unwrap_or(u32::MAX).to_be_bytes());
-    out.extend_from_slice(bytes);
-}
-
-/// The bytes a device signs for one request.
-pub fn request_message(
-    device_id: &str,
-    key_version: u64,
-    timestamp: u64,
-    method: &str,
-    path_and_query: &str,
-    body: &[u8],
-) -> Vec<u8> {
-    let mut out = Vec::with_capacity(REQUEST_DOMAIN.len() + 128 + path_and_query.len());
-    out.extend_from_slice(REQUEST_DOMAIN);
-    put_lp(&mut out, device_id.as_bytes());
-    put_lp(&mut out, &key_version.to_be_bytes());
-    put_lp(&mut out, &timestamp.to_be_bytes());
-    put_lp(&mut out, method.as_bytes());
-    put_lp(&mut out, path_and_query.as_bytes());
-    put_lp(&mut out, &Sha256::digest(body));
-    out
-}
-
-/// The four headers for a request signed by `keys` as `device_id`.
-pub fn sign_request(
-    keys: &DeviceKeys,
-    device_id: &str,
-    timestamp: u64,
-    method: &str,
-    path_and_query: &str,
-    body: &[u8],
-) -> [(&'static str, String); 4] {
-    let message = request_message(
-        device_id,
-        keys.key_version(),
-        timestamp,
-        method,
-        path_and_query,
-        body,
-    );
-    let signature = keys.sign(&message);
-    [
-        (DEVICE_HEADER, device_id.to_owned()),
-        (KEY_VERSION_HEADER, keys.key_version().to_string()),
-        (TIMESTAMP_HEADER, timestamp.to_string()),
-        (SIGNATURE_HEADER, crate::envelope::b64_encode(&signature)),
-    ]
-}
 
 /// Signatures seen inside the window, since the host started.
 #[derive(Debug)]

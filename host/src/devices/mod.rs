@@ -1,14 +1,12 @@
-//! Devices: a device's local state on disk ([`keystore`]), the device CLI ([`client`]), and
-//! the server side of enrollment, device-signed requests, encrypted sessions and envelope
-//! ingest ([`service`], [`ingest`], [`auth`]). The crypto lives in [`crate::envelope`]; the
-//! wire bodies both sides share in [`protocol`].
+//! Devices, the server side: enrollment, device-signed requests, encrypted sessions and
+//! envelope ingest ([`service`], [`ingest`], [`auth`]). The crypto lives in the envelope crate
+//! ([`crate::envelope`]); the device's side (its keystore and CLI) and the wire bodies both
+//! sides share live in the client crate, re-exported here as [`keystore`], [`client`] and
+//! [`protocol`].
 
 pub mod auth;
 mod check;
-pub mod client;
 pub mod ingest;
-pub mod keystore;
-pub mod protocol;
 pub mod service;
 
 #[cfg(test)]
@@ -16,5 +14,7 @@ mod ingest_tests;
 #[cfg(test)]
 mod rotation_tests;
 
+pub use happyx_client::device as client;
+pub use happyx_client::{keystore, protocol};
 pub use keystore::{DeviceDir, KeystoreError};
 pub use service::{DeviceCaller, DeviceError, DeviceService, SignedHeaders};

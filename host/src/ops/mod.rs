@@ -7,7 +7,7 @@
 //! stdout; errors to stderr as `happyx: code: message` with a non-zero exit.
 
 pub mod approvals;
-pub mod client;
+pub use happyx_client::http as client;
 pub mod completions;
 pub mod devices;
 pub mod enroll;

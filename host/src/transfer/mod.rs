@@ -84,7 +84,7 @@
 //! the inserter. Nothing is appended to the restored event log.
 
 pub mod legacy;
-pub mod signing;
+pub use happyx_store::signing;
 pub mod validate;
 
 use std::cell::RefCell;

@@ -1,0 +1,759 @@
+//! Approvals: request, decide, and the one-transaction use of a one-time token.
+
+use serde_json::{Value, json};
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+
+use super::{
+    Approval, NewEvent, NewPty, NewTicket, PtySession, Result, Run, Store, StoreError,
+    append_event, pty, runs,
+};
+use happyx_core::util::{new_id, now_ms, random_bytes};
+
+/// A pending approval to persist.
+#[derive(Debug, Clone)]
+pub struct NewApproval {
+    pub id: String,
+    pub kind: String,
+    pub action_hash: String,
+    pub action: Value,
+    /// SHA-256 of the requester's one-time token; the token itself is never stored.
+    pub token_hash: String,
+    pub requester: String,
+    pub expires_at: i64,
+    pub max_pending: i64,
+}
+
+/// What presenting a one-time token came to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum UseOutcome {
+    /// The use committed: what it created exists and the token is spent.
+    Used(Granted),
+    /// The approval has not been decided yet (nothing was written).
+    Pending,
+    /// Unknown, used, denied, expired or for another action (nothing was written).
+    Invalid,
+}
+
+/// What a successful use creates, in the use's own transaction.
+#[derive(Debug, Clone)]
+pub enum UseEffect<'a> {
+    /// An agent run (kind `run`), with the client's idempotency key.
+    CreateRun {
+        run: &'a Run,
+        idempotency_key: Option<&'a str>,
+    },
+    /// A PTY session (kind `pty`), in state `starting`.
+    CreatePty { pty: &'a NewPty },
+    /// A WebSocket attach ticket (kind `attach`), bound to one PTY and mode.
+    IssueAttachTicket { ticket: &'a NewTicket },
+}
+
+/// What a committed use created.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Granted {
+    Run(Box<Run>),
+    Pty(Box<PtySession>),
+    /// The id of the issued attach ticket.
+    AttachTicket(String),
+}
+
+/// A presented one-time token, the exact action it must match, and its effect.
+#[derive(Debug, Clone)]
+pub struct ApprovalUse<'a> {
+    pub token_hash: &'a str,
+    /// The identity presenting the token: only the one that asked may spend it.
+    pub requester: &'a str,
+    pub kind: &'a str,
+    pub action_hash: &'a str,
+    pub effect: UseEffect<'a>,
+}
+
+fn approval_from_row(r: &SqliteRow) -> Result<Approval> {
+    let action: String = r.try_get("action")?;
+    Ok(Approval {
+        id: r.try_get("id")?,
+        kind: r.try_get("kind")?,
+        action_hash: r.try_get("action_hash")?,
+        action: serde_json::from_str(&action)
+            .map_err(|_| StoreError::Corrupt("approvals.action"))?,
+        requester: r.try_get("requester")?,
+        status: r.try_get("status")?,
+        decider: r.try_get("decider")?,
+        decided_at: r.try_get("decided_at")?,
+        scope: r.try_get("scope")?,
+        expires_at: r.try_get("expires_at")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+const COLS: &str = "id, kind, action_hash, action, requester, status, decider, decided_at, scope, \
+                    expires_at, created_at, updated_at";
+
+fn fresh_nonce() -> String {
+    hex::encode(random_bytes::<16>())
+}
+
+impl Store {
+    /// Persists a pending approval, its scope nonce and its event. Refuses with
+    /// `Conflict("too_many_pending")` past the requester's cap.
+    pub async fn create_approval(&self, a: &NewApproval) -> Result<Approval> {
+        let mut tx = self.begin().await?;
+        let now = now_ms();
+        let (pending,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM approvals WHERE requester = ? AND status = 'pending' AND expires_at > ?",
+        )
+        .bind(&a.requester)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        if pending >= a.max_pending {
+            return Err(StoreError::Conflict("too_many_pending"));
+        }
+        // A one-off approval is its own scope; its nonce rotates when it is used.
+        let scope = format!("approval:{}", a.id);
+        let nonce = fresh_nonce();
+        sqlx::query("INSERT INTO nonces (scope, value, updated_at) VALUES (?, ?, ?)")
+            .bind(&scope)
+            .bind(&nonce)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO approvals (id, kind, action_hash, action, token_hash, requester, status, \
+             decider, decided_at, scope, nonce, expires_at, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, 'pending', NULL, NULL, ?, ?, ?, ?, ?)",
+        )
+        .bind(&a.id)
+        .bind(&a.kind)
+        .bind(&a.action_hash)
+        .bind(a.action.to_string())
+        .bind(&a.token_hash)
+        .bind(&a.requester)
+        .bind(&scope)
+        .bind(&nonce)
+        .bind(a.expires_at)
+        .bind(now)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let ev = NewEvent::new(
+            "approval.requested",
+            &a.requester,
+            &a.id,
+            json!({ "kind": a.kind, "action_hash": a.action_hash, "expires_at": a.expires_at }),
+        );
+        append_event(&mut tx, &ev).await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLS} FROM approvals WHERE id = ?"
+        )))
+        .bind(&a.id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let out = approval_from_row(&row)?;
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    pub async fn approval(&self, id: &str) -> Result<Option<Approval>> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLS} FROM approvals WHERE id = ?"
+        )))
+        .bind(id)
+        .fetch_optional(&self.read)
+        .await?;
+        row.as_ref().map(approval_from_row).transpose()
+    }
+
+    /// Approvals, newest first, optionally of one status (`pending` also hides expired ones).
+    pub async fn approvals(&self, status: Option<&str>, limit: i64) -> Result<Vec<Approval>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLS} FROM approvals WHERE (? IS NULL OR status = ?) \
+             AND (? IS NOT 'pending' OR expires_at > ?) ORDER BY id DESC LIMIT ?"
+        )))
+        .bind(status)
+        .bind(status)
+        .bind(status)
+        .bind(now_ms())
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter().map(approval_from_row).collect()
+    }
+
+    /// Approves or denies a pending approval. Errors: `NotFound`,
+    /// `Conflict("not_pending")`, `Conflict("expired")`, `Conflict("self_approval")`.
+    pub async fn decide_approval(
+        &self,
+        id: &str,
+        decider: &str,
+        approve: bool,
+        allow_self: bool,
+    ) -> Result<Approval> {
+        let mut tx = self.begin().await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLS} FROM approvals WHERE id = ?"
+        )))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(a) = row.as_ref().map(approval_from_row).transpose()? else {
+            return Err(StoreError::NotFound);
+        };
+        let now = now_ms();
+        if a.status != "pending" {
+            return Err(StoreError::Conflict("not_pending"));
+        }
+        if a.expires_at <= now {
+            return Err(StoreError::Conflict("expired"));
+        }
+        if a.requester == decider && !allow_self {
+            return Err(StoreError::Conflict("self_approval"));
+        }
+        let status = if approve { "approved" } else { "denied" };
+        sqlx::query(
+            "UPDATE approvals SET status = ?, decider = ?, decided_at = ?, updated_at = ? \
+             WHERE id = ? AND status = 'pending'",
+        )
+        .bind(status)
+        .bind(decider)
+        .bind(now)
+        .bind(now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        let code = if approve {
+            "approval.approved"
+        } else {
+            "approval.denied"
+        };
+        let ev = NewEvent::new(
+            code,
+            decider,
+            id,
+            json!({ "requester": a.requester, "kind": a.kind }),
+        );
+        append_event(&mut tx, &ev).await?;
+        tx.commit().await?;
+        Ok(Approval {
+            status: status.into(),
+            decider: Some(decider.into()),
+            decided_at: Some(now),
+            updated_at: now,
+            ..a
+        })
+    }
+
+    /// The requester takes back its own pending approval: it ends `denied` with the requester
+    /// as decider (its token can never be spent), with an `approval.withdrawn` event.
+    /// `NotFound` also for another identity's approval (no oracle).
+    pub async fn withdraw_approval(&self, id: &str, requester: &str) -> Result<Approval> {
+        let mut tx = self.begin().await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLS} FROM approvals WHERE id = ?"
+        )))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(a) = row.as_ref().map(approval_from_row).transpose()? else {
+            return Err(StoreError::NotFound);
+        };
+        if a.requester != requester {
+            return Err(StoreError::NotFound);
+        }
+        if a.status != "pending" {
+            return Err(StoreError::Conflict("not_pending"));
+        }
+        let now = now_ms();
+        sqlx::query(
+            "UPDATE approvals SET status = 'denied', decider = ?, decided_at = ?, updated_at = ? \
+             WHERE id = ? AND status = 'pending'",
+        )
+        .bind(requester)
+        .bind(now)
+        .bind(now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        let ev = NewEvent::new(
+            "approval.withdrawn",
+            requester,
+            id,
+            json!({ "kind": a.kind }),
+        );
+        append_event(&mut tx, &ev).await?;
+        tx.commit().await?;
+        Ok(Approval {
+            status: "denied".into(),
+            decider: Some(requester.into()),
+            decided_at: Some(now),
+            updated_at: now,
+            ..a
+        })
+    }
+
+    /// Spends a one-time token, in ONE write transaction: look the approval up
+    /// by the token's hash, check kind, action hash, decision, expiry and the
+    /// scope nonce; insert `approval_uses` (UNIQUE on the use hash); create the
+    /// run; mark the approval used; rotate the scope's nonce; append events.
+    /// Any failed check rolls back, so a refused use writes nothing.
+    pub async fn use_approval(&self, u: &ApprovalUse<'_>) -> Result<UseOutcome> {
+        let mut tx = self.begin().await?;
+        let row = sqlx::query(
+            "SELECT a.id, a.kind, a.action_hash, a.requester, a.status, a.expires_at, a.scope, a.nonce, n.value AS current_nonce \
+             FROM approvals a LEFT JOIN nonces n ON n.scope = a.scope WHERE a.token_hash = ?",
+        )
+        .bind(u.token_hash)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Ok(UseOutcome::Invalid);
+        };
+        let approval_id: String = row.try_get("id")?;
+        let kind: String = row.try_get("kind")?;
+        let action_hash: String = row.try_get("action_hash")?;
+        let requester: String = row.try_get("requester")?;
+        let status: String = row.try_get("status")?;
+        let expires_at: i64 = row.try_get("expires_at")?;
+        let scope: String = row.try_get("scope")?;
+        let nonce: String = row.try_get("nonce")?;
+        let current: Option<String> = row.try_get("current_nonce")?;
+        let now = now_ms();
+        // The binding is checked before the decision: a token presented for another action
+        // or by another identity is invalid even while its approval is still pending, so
+        // `approval_pending` tells nobody but the requester that the token exists.
+        if expires_at <= now
+            || kind != u.kind
+            || action_hash != u.action_hash
+            || requester != u.requester
+        {
+            return Ok(UseOutcome::Invalid);
+        }
+        if status == "pending" {
+            return Ok(UseOutcome::Pending);
+        }
+        if status != "approved" || current.as_deref() != Some(nonce.as_str()) {
+            return Ok(UseOutcome::Invalid);
+        }
+        let inserted = sqlx::query(
+            "INSERT INTO approval_uses (id, use_hash, approval_id, run_id, used_at) VALUES (?, ?, ?, NULL, ?) \
+             ON CONFLICT (use_hash) DO NOTHING",
+        )
+        .bind(new_id())
+        .bind(u.token_hash)
+        .bind(&approval_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted != 1 {
+            return Ok(UseOutcome::Invalid);
+        }
+        let (granted, target) = match &u.effect {
+            UseEffect::CreateRun {
+                run,
+                idempotency_key,
+            } => {
+                let run = Run {
+                    approval_id: Some(approval_id.clone()),
+                    ..(*run).clone()
+                };
+                runs::insert_run(&mut tx, &run, *idempotency_key, u.action_hash).await?;
+                sqlx::query("UPDATE approval_uses SET run_id = ? WHERE use_hash = ?")
+                    .bind(&run.id)
+                    .bind(u.token_hash)
+                    .execute(&mut *tx)
+                    .await?;
+                let id = run.id.clone();
+                (Granted::Run(Box::new(run)), id)
+            }
+            UseEffect::CreatePty { pty: p } => {
+                let mut p = (*p).clone();
+                p.session.approval_id = Some(approval_id.clone());
+                pty::insert_pty(&mut tx, &p).await?;
+                sqlx::query("UPDATE approval_uses SET pty_id = ? WHERE use_hash = ?")
+                    .bind(&p.session.id)
+                    .bind(u.token_hash)
+                    .execute(&mut *tx)
+                    .await?;
+                let id = p.session.id.clone();
+                (Granted::Pty(Box::new(p.session)), id)
+            }
+            UseEffect::IssueAttachTicket { ticket } => {
+                pty::insert_ticket(&mut tx, ticket, Some(&approval_id)).await?;
+                sqlx::query("UPDATE approval_uses SET pty_id = ? WHERE use_hash = ?")
+                    .bind(&ticket.pty_id)
+                    .bind(u.token_hash)
+                    .execute(&mut *tx)
+                    .await?;
+                (
+                    Granted::AttachTicket(ticket.id.clone()),
+                    ticket.pty_id.clone(),
+                )
+            }
+        };
+        sqlx::query("UPDATE approvals SET status = 'used', updated_at = ? WHERE id = ? AND status = 'approved'")
+            .bind(now)
+            .bind(&approval_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE nonces SET value = ?, updated_at = ? WHERE scope = ?")
+            .bind(fresh_nonce())
+            .bind(now)
+            .bind(&scope)
+            .execute(&mut *tx)
+            .await?;
+        let ev = NewEvent::new(
+            "approval.used",
+            "host",
+            &approval_id,
+            json!({ "target": target, "kind": kind }),
+        );
+        append_event(&mut tx, &ev).await?;
+        tx.commit().await?;
+        Ok(UseOutcome::Used(granted))
+    }
+
+    /// Number of `approval_uses` rows for an approval (tests and evidence).
+    pub async fn approval_use_count(&self, approval_id: &str) -> Result<i64> {
+        let (n,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM approval_uses WHERE approval_id = ?")
+                .bind(approval_id)
+                .fetch_one(&self.read)
+                .await?;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The race test for one-time tokens, run against the real use and against
+    //! a deliberately naive read-then-write version kept here, to show that the
+    //! test can fail.
+
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::config::StorageConfig;
+
+    async fn store() -> (tempfile::TempDir, Store) {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(tmp.path(), &StorageConfig::default())
+            .await
+            .expect("open");
+        (tmp, s)
+    }
+
+    fn run_row(id: &str) -> Run {
+        Run::queued(
+            id.into(),
+            "shell".into(),
+            "high",
+            None,
+            "token:agent".into(),
+            now_ms(),
+        )
+    }
+
+    /// Creates and approves an approval for `action_hash`; returns its token hash.
+    async fn approved(s: &Store, kind: &str, action_hash: &str) -> (String, String) {
+        let id = new_id();
+        let token_hash = hex::encode(random_bytes::<32>());
+        s.create_approval(&NewApproval {
+            id: id.clone(),
+            kind: kind.into(),
+            action_hash: action_hash.into(),
+            action: json!({}),
+            token_hash: token_hash.clone(),
+            requester: "token:agent".into(),
+            expires_at: now_ms() + 60_000,
+            max_pending: 1000,
+        })
+        .await
+        .expect("create");
+        s.decide_approval(&id, "token:operator", true, false)
+            .await
+            .expect("approve");
+        (id, token_hash)
+    }
+
+    async fn runs_for(s: &Store, approval_id: &str) -> i64 {
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM agent_runs WHERE approval_id = ?")
+            .bind(approval_id)
+            .fetch_one(&s.read)
+            .await
+            .expect("count");
+        n
+    }
+
+    /// The naive version: checks the approval outside any lock, then writes.
+    async fn naive_use(s: Store, token_hash: String, run: Run) -> UseOutcome {
+        let row: Option<(String, String)> =
+            sqlx::query_as("SELECT id, status FROM approvals WHERE token_hash = ?")
+                .bind(&token_hash)
+                .fetch_optional(&s.read)
+                .await
+                .ok()
+                .flatten();
+        let Some((approval_id, status)) = row else {
+            return UseOutcome::Invalid;
+        };
+        if status != "approved" {
+            return UseOutcome::Invalid;
+        }
+        tokio::task::yield_now().await;
+        let Ok(mut tx) = s.write.begin().await else {
+            return UseOutcome::Invalid;
+        };
+        let run = Run {
+            approval_id: Some(approval_id.clone()),
+            ..run
+        };
+        if runs::insert_run(&mut tx, &run, None, "h").await.is_err() {
+            return UseOutcome::Invalid;
+        }
+        let _ = sqlx::query("UPDATE approvals SET status = 'used' WHERE id = ?")
+            .bind(&approval_id)
+            .execute(&mut *tx)
+            .await;
+        match tx.commit().await {
+            Ok(()) => UseOutcome::Used(Granted::Run(Box::new(run))),
+            Err(_) => UseOutcome::Invalid,
+        }
+    }
+
+    /// 64 concurrent presentations of one approved token; returns (uses that
+    /// succeeded, runs created).
+    async fn race(s: &Store, naive: bool) -> (usize, i64) {
+        let (approval_id, token_hash) = approved(s, "run", "h").await;
+        let token_hash = Arc::new(token_hash);
+        let mut handles = Vec::new();
+        for _ in 0..64 {
+            let (s, th) = (s.clone(), token_hash.clone());
+            handles.push(tokio::spawn(async move {
+                let run = run_row(&new_id());
+                if naive {
+                    naive_use(s, (*th).clone(), run).await
+                } else {
+                    let u = ApprovalUse {
+                        token_hash: &th,
+                        requester: "token:agent",
+                        kind: "run",
+                        action_hash: "h",
+                        effect: UseEffect::CreateRun {
+                            run: &run,
+                            idempotency_key: None,
+                        },
+                    };
+                    s.use_approval(&u).await.unwrap_or(UseOutcome::Invalid)
+                }
+            }));
+        }
+        let mut ok = 0;
+        for h in handles {
+            if matches!(h.await.expect("join"), UseOutcome::Used(_)) {
+                ok += 1;
+            }
+        }
+        (ok, runs_for(s, &approval_id).await)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn one_token_is_used_exactly_once_under_64_contenders() {
+        let (_t, s) = store().await;
+        for _ in 0..10 {
+            let (ok, runs) = race(&s, false).await;
+            assert_eq!((ok, runs), (1, 1));
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn the_race_test_catches_a_naive_read_then_write() {
+        let (_t, s) = store().await;
+        let mut worst = 0;
+        for _ in 0..10 {
+            let (ok, runs) = race(&s, true).await;
+            worst = worst.max(ok).max(runs as usize);
+        }
+        assert!(
+            worst > 1,
+            "the naive version was never caught double-spending; the race test is too weak"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_token_for_one_action_does_not_authorise_another() {
+        let (_t, s) = store().await;
+        let (approval_id, th) = approved(&s, "run", "hash-a").await;
+        let before = s.last_event_seq().await.expect("seq");
+        for (kind, hash) in [("run", "hash-b"), ("pty", "hash-a"), ("attach", "hash-a")] {
+            let run = run_row(&new_id());
+            let u = ApprovalUse {
+                token_hash: &th,
+                requester: "token:agent",
+                kind,
+                action_hash: hash,
+                effect: UseEffect::CreateRun {
+                    run: &run,
+                    idempotency_key: None,
+                },
+            };
+            assert_eq!(s.use_approval(&u).await.expect("use"), UseOutcome::Invalid);
+        }
+        assert_eq!(
+            s.last_event_seq().await.expect("seq"),
+            before,
+            "a refused use wrote an event"
+        );
+        assert_eq!(s.approval_use_count(&approval_id).await.expect("count"), 0);
+        assert_eq!(runs_for(&s, &approval_id).await, 0);
+        // The right action still works once.
+        let run = run_row(&new_id());
+        let u = ApprovalUse {
+            token_hash: &th,
+            requester: "token:agent",
+            kind: "run",
+            action_hash: "hash-a",
+            effect: UseEffect::CreateRun {
+                run: &run,
+                idempotency_key: None,
+            },
+        };
+        assert!(matches!(
+            s.use_approval(&u).await.expect("use"),
+            UseOutcome::Used(_)
+        ));
+        assert_eq!(s.use_approval(&u).await.expect("use"), UseOutcome::Invalid);
+    }
+
+    #[tokio::test]
+    async fn pending_denied_expired_and_rotated_nonce() {
+        let (_t, s) = store().await;
+        let id = new_id();
+        let th = "t".repeat(64);
+        s.create_approval(&NewApproval {
+            id: id.clone(),
+            kind: "run".into(),
+            action_hash: "h".into(),
+            action: json!({}),
+            token_hash: th.clone(),
+            requester: "token:agent".into(),
+            expires_at: now_ms() + 60_000,
+            max_pending: 10,
+        })
+        .await
+        .expect("create");
+        let run = run_row(&new_id());
+        let u = ApprovalUse {
+            token_hash: &th,
+            requester: "token:agent",
+            kind: "run",
+            action_hash: "h",
+            effect: UseEffect::CreateRun {
+                run: &run,
+                idempotency_key: None,
+            },
+        };
+        assert_eq!(s.use_approval(&u).await.expect("use"), UseOutcome::Pending);
+        // While pending, the binding is checked first: another action or another identity
+        // gets `Invalid`, never `Pending`.
+        let other_action = ApprovalUse {
+            action_hash: "other",
+            ..u.clone()
+        };
+        let other_identity = ApprovalUse {
+            requester: "token:someone-else",
+            ..u.clone()
+        };
+        for wrong in [&other_action, &other_identity] {
+            assert_eq!(
+                s.use_approval(wrong).await.expect("use"),
+                UseOutcome::Invalid
+            );
+        }
+        assert!(matches!(
+            s.decide_approval(&id, "token:agent", true, false).await,
+            Err(StoreError::Conflict("self_approval"))
+        ));
+        s.decide_approval(&id, "token:op", false, false)
+            .await
+            .expect("deny");
+        assert_eq!(s.use_approval(&u).await.expect("use"), UseOutcome::Invalid);
+        assert!(matches!(
+            s.decide_approval(&id, "token:op", true, false).await,
+            Err(StoreError::Conflict("not_pending"))
+        ));
+
+        // An approved approval whose scope nonce was rotated is refused.
+        let (aid, th2) = approved(&s, "run", "h").await;
+        sqlx::query("UPDATE nonces SET value = 'rotated' WHERE scope = ?")
+            .bind(format!("approval:{aid}"))
+            .execute(&s.write)
+            .await
+            .expect("rotate");
+        let u2 = ApprovalUse {
+            token_hash: &th2,
+            ..u.clone()
+        };
+        assert_eq!(s.use_approval(&u2).await.expect("use"), UseOutcome::Invalid);
+
+        // Expired.
+        let (aid3, th3) = approved(&s, "run", "h").await;
+        sqlx::query("UPDATE approvals SET expires_at = 1 WHERE id = ?")
+            .bind(&aid3)
+            .execute(&s.write)
+            .await
+            .expect("expire");
+        let u3 = ApprovalUse {
+            token_hash: &th3,
+            ..u.clone()
+        };
+        assert_eq!(s.use_approval(&u3).await.expect("use"), UseOutcome::Invalid);
+
+        // Approved, right action, presented by another identity (the approver included).
+        let (aid4, th4) = approved(&s, "run", "h").await;
+        for who in ["token:operator", "token:other-agent"] {
+            let stolen = ApprovalUse {
+                token_hash: &th4,
+                requester: who,
+                ..u.clone()
+            };
+            assert_eq!(
+                s.use_approval(&stolen).await.expect("use"),
+                UseOutcome::Invalid
+            );
+        }
+        assert_eq!(s.approval_use_count(&aid4).await.expect("count"), 0);
+        let own = ApprovalUse {
+            token_hash: &th4,
+            ..u
+        };
+        assert!(matches!(
+            s.use_approval(&own).await.expect("use"),
+            UseOutcome::Used(_)
+        ));
+    }
+
+    #[tokio::test]
+    async fn pending_cap_per_requester() {
+        let (_t, s) = store().await;
+        let mk = |i: usize| NewApproval {
+            id: new_id(),
+            kind: "run".into(),
+            action_hash: format!("h{i}"),
+            action: json!({}),
+            token_hash: format!("{i:064}"),
+            requester: "token:agent".into(),
+            expires_at: now_ms() + 60_000,
+            max_pending: 3,
+        };
+        for i in 0..3 {
+            s.create_approval(&mk(i)).await.expect("under the cap");
+        }
+        assert!(matches!(
+            s.create_approval(&mk(3)).await,
+            Err(StoreError::Conflict("too_many_pending"))
+        ));
+    }
+}

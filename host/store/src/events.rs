@@ -1,0 +1,639 @@
+//! The append-only, gap-free audit log.
+
+use std::sync::{Mutex, PoisonError};
+
+use serde_json::Value;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
+
+use super::{EventRow, Result, Store, StoreError};
+use crate::audit::{self, ChainError, ChainSummary, EventFields, Verifier};
+use happyx_core::progress::Progress;
+use happyx_core::util::{new_id, now_ms};
+
+/// An event to append in the same transaction as the change it records.
+/// `data` must be public-safe: identifiers, counters, hashes; never secrets.
+#[derive(Debug, Clone)]
+pub struct NewEvent<'a> {
+    pub code: &'a str,
+    pub actor: &'a str,
+    pub subject: &'a str,
+    pub data: Value,
+}
+
+impl<'a> NewEvent<'a> {
+    pub fn new(code: &'a str, actor: &'a str, subject: &'a str, data: Value) -> Self {
+        Self {
+            code,
+            actor,
+            subject,
+            data,
+        }
+    }
+}
+
+/// The newest event's `(seq, hash)`, else the prune anchor's, else `(0, genesis)`: what the
+/// next event chains to. A malformed stored hash (only a tampered database has one) chains
+/// from the genesis value; the break stays visible to `happyx audit verify`.
+async fn chain_tip(conn: &mut SqliteConnection) -> Result<(i64, [u8; 32])> {
+    let row: Option<(i64, Option<String>)> =
+        sqlx::query_as("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&mut *conn)
+            .await?;
+    let row = match row {
+        Some(r) => Some(r),
+        None => sqlx::query_as("SELECT seq, hash FROM event_anchor WHERE id = 1")
+            .fetch_optional(&mut *conn)
+            .await?
+            .map(|(seq, hash): (i64, String)| (seq, Some(hash))),
+    };
+    Ok(match row {
+        None => (0, audit::GENESIS),
+        Some((seq, hash)) => (
+            seq,
+            hash.as_deref()
+                .and_then(audit::parse_hash)
+                .unwrap_or(audit::GENESIS),
+        ),
+    })
+}
+
+/// `(seq, hash)` of the newest event as this process's last append left it: a hint that spares
+/// the next append its read of the chain tip. Never trusted: the INSERT that uses it only
+/// writes while the newest stored event is still exactly this one (checked in the same
+/// statement, under the write lock), and on a miss the append reads the tip and chains from
+/// that. A miss (another process such as the CLI appended meanwhile, a transaction rolled
+/// back, a second store in this process) costs one statement and never changes what is
+/// written. A process-wide slot, because appends run on any write connection the store hands
+/// out (one per store, and a process normally has one store).
+static TIP_HINT: Mutex<Option<(i64, [u8; 32])>> = Mutex::new(None);
+
+fn tip_hint() -> Option<(i64, [u8; 32])> {
+    *TIP_HINT.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn set_tip_hint(tip: (i64, [u8; 32])) {
+    *TIP_HINT.lock().unwrap_or_else(PoisonError::into_inner) = Some(tip);
+}
+
+/// Appends inside an open write transaction; returns the new sequence number.
+/// Gap-free because the write lock is held from `BEGIN IMMEDIATE` to commit; the row's chain
+/// hash ([`crate::audit`]) is computed here, chained to the newest row, in the same transaction.
+pub(super) async fn append(conn: &mut SqliteConnection, ev: &NewEvent<'_>) -> Result<i64> {
+    Ok(append_first(conn, ev).await?.0)
+}
+
+/// Appends the first event of a transaction: after the hinted tip when the hint still holds,
+/// else after the tip read from the database. Returns the new tip.
+async fn append_first(conn: &mut SqliteConnection, ev: &NewEvent<'_>) -> Result<(i64, [u8; 32])> {
+    if let Some(tip) = tip_hint()
+        && let Some(next) = insert_after(conn, ev, tip, true).await?
+    {
+        set_tip_hint(next);
+        return Ok(next);
+    }
+    let tip = chain_tip(conn).await?;
+    append_after(conn, ev, tip).await
+}
+
+/// Appends `ev` after `tip` (the `(seq, hash)` read or checked in this same transaction, or
+/// what the previous call returned); returns the new tip.
+async fn append_after(
+    conn: &mut SqliteConnection,
+    ev: &NewEvent<'_>,
+    tip: (i64, [u8; 32]),
+) -> Result<(i64, [u8; 32])> {
+    let next = insert_after(conn, ev, tip, false)
+        .await?
+        .ok_or(StoreError::Conflict("the event was not appended"))?;
+    set_tip_hint(next);
+    Ok(next)
+}
+
+/// One event ready to insert: its generated fields and its chain hash.
+struct Chained {
+    id: String,
+    seq: i64,
+    at: i64,
+    data: String,
+    hash: [u8; 32],
+}
+
+/// Gives `ev` its id, time and `seq`, and hashes it chained to `(prev_seq, prev)`.
+fn chain(ev: &NewEvent<'_>, (prev_seq, prev): (i64, [u8; 32])) -> Chained {
+    let (id, at, data, seq) = (new_id(), now_ms(), ev.data.to_string(), prev_seq + 1);
+    let hash = audit::event_hash(
+        &prev,
+        &EventFields {
+            seq,
+            id: &id,
+            at,
+            code: ev.code,
+            actor: ev.actor,
+            subject: ev.subject,
+            data: &data,
+        },
+    );
+    Chained {
+        id,
+        seq,
+        at,
+        data,
+        hash,
+    }
+}
+
+/// Inserts `ev` chained to `tip`. With `checked`, only while the newest stored event is `tip`
+/// (`None` when it is not, and nothing was written).
+async fn insert_after(
+    conn: &mut SqliteConnection,
+    ev: &NewEvent<'_>,
+    tip: (i64, [u8; 32]),
+    checked: bool,
+) -> Result<Option<(i64, [u8; 32])>> {
+    let c = chain(ev, tip);
+    let sql = if checked {
+        "INSERT INTO events (id, seq, at, code, actor, subject, data, hash) \
+         SELECT ?, ?, ?, ?, ?, ?, ?, ? \
+         WHERE (SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1) = (?, ?)"
+    } else {
+        "INSERT INTO events (id, seq, at, code, actor, subject, data, hash) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    };
+    let mut q = sqlx::query(sql)
+        .bind(c.id)
+        .bind(c.seq)
+        .bind(c.at)
+        .bind(ev.code)
+        .bind(ev.actor)
+        .bind(ev.subject)
+        .bind(c.data)
+        .bind(hex::encode(c.hash));
+    if checked {
+        q = q.bind(tip.0).bind(hex::encode(tip.1));
+    }
+    let written = q.execute(&mut *conn).await?.rows_affected();
+    Ok((written == 1).then_some((c.seq, c.hash)))
+}
+
+/// Events per multi-row INSERT of [`Store::append_events`] (8 parameters each; SQLite allows
+/// 32,766 per statement).
+const INSERT_ROWS: usize = 100;
+
+/// Inserts `evs` chained one to the next from `tip`, [`INSERT_ROWS`] per statement; returns
+/// the new tip.
+async fn insert_chained(
+    conn: &mut SqliteConnection,
+    evs: &[NewEvent<'_>],
+    mut tip: (i64, [u8; 32]),
+) -> Result<(i64, [u8; 32])> {
+    for part in evs.chunks(INSERT_ROWS) {
+        let rows: Vec<(Chained, &NewEvent<'_>)> = part
+            .iter()
+            .map(|ev| {
+                let c = chain(ev, tip);
+                tip = (c.seq, c.hash);
+                (c, ev)
+            })
+            .collect();
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "INSERT INTO events (id, seq, at, code, actor, subject, data, hash) ",
+        );
+        qb.push_values(rows, |mut b, (c, ev)| {
+            b.push_bind(c.id)
+                .push_bind(c.seq)
+                .push_bind(c.at)
+                .push_bind(ev.code.to_owned())
+                .push_bind(ev.actor.to_owned())
+                .push_bind(ev.subject.to_owned())
+                .push_bind(c.data)
+                .push_bind(hex::encode(c.hash));
+        });
+        qb.build().execute(&mut *conn).await?;
+    }
+    Ok(tip)
+}
+
+/// Rows read per batch when walking the chain: what bounds the memory of a walk.
+const CHAIN_BATCH: i64 = 10_000;
+
+/// Walks the events oldest first, [`CHAIN_BATCH`] rows at a time, with the columns the chain
+/// covers: the one row pager of the backfill and the chain check.
+#[derive(Debug)]
+struct EventPager {
+    after: i64,
+}
+
+impl Default for EventPager {
+    fn default() -> Self {
+        Self { after: i64::MIN }
+    }
+}
+
+impl EventPager {
+    /// The next batch; empty once the walk is done.
+    async fn next(&mut self, conn: &mut SqliteConnection) -> Result<Vec<SqliteRow>> {
+        let rows = sqlx::query(
+            "SELECT id, seq, at, code, actor, subject, data, hash FROM events \
+             WHERE seq > ? ORDER BY seq LIMIT ?",
+        )
+        .bind(self.after)
+        .bind(CHAIN_BATCH)
+        .fetch_all(&mut *conn)
+        .await?;
+        if let Some(last) = rows.last() {
+            self.after = last.try_get("seq")?;
+        }
+        Ok(rows)
+    }
+}
+
+/// A paged row's chained fields, borrowed from the row, and its stored hash.
+fn chained_fields(r: &SqliteRow) -> Result<(EventFields<'_>, Option<&str>)> {
+    Ok((
+        EventFields {
+            seq: r.try_get("seq")?,
+            id: r.try_get("id")?,
+            at: r.try_get("at")?,
+            code: r.try_get("code")?,
+            actor: r.try_get("actor")?,
+            subject: r.try_get("subject")?,
+            data: r.try_get("data")?,
+        },
+        r.try_get("hash")?,
+    ))
+}
+
+/// Hashes the events a database had before the chain existed, once: while
+/// `event_hash_backfill` holds its row (put there by migration 0007), rows without a hash
+/// get one, in `seq` order, chained from the first event (a log whose oldest events were
+/// already pruned gets an anchor at the seq before its first one, with the genesis value).
+/// One transaction; the marker row goes with it, so a hash removed later is never refilled.
+pub(super) async fn backfill_hashes(pool: &SqlitePool) -> Result<u64> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let (owed,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM event_hash_backfill")
+        .fetch_one(&mut *tx)
+        .await?;
+    if owed == 0 {
+        return Ok(0);
+    }
+    let anchor: Option<(i64,)> = sqlx::query_as("SELECT seq FROM event_anchor WHERE id = 1")
+        .fetch_optional(&mut *tx)
+        .await?;
+    if anchor.is_none() {
+        let (first,): (Option<i64>,) = sqlx::query_as("SELECT MIN(seq) FROM events")
+            .fetch_one(&mut *tx)
+            .await?;
+        if let Some(first) = first.filter(|f| *f > 1) {
+            sqlx::query("INSERT INTO event_anchor (id, seq, hash) VALUES (1, ?, ?)")
+                .bind(first - 1)
+                .bind(hex::encode(audit::GENESIS))
+                .execute(&mut *tx)
+                .await?;
+        }
+    }
+    let mut prev = audit::GENESIS;
+    let mut filled = 0u64;
+    let mut pager = EventPager::default();
+    loop {
+        let rows = pager.next(&mut tx).await?;
+        if rows.is_empty() {
+            break;
+        }
+        for r in &rows {
+            let (ev, stored) = chained_fields(r)?;
+            if let Some(h) = stored.and_then(audit::parse_hash) {
+                prev = h;
+                continue;
+            }
+            prev = audit::event_hash(&prev, &ev);
+            sqlx::query("UPDATE events SET hash = ? WHERE seq = ?")
+                .bind(hex::encode(prev))
+                .bind(ev.seq)
+                .execute(&mut *tx)
+                .await?;
+            filled += 1;
+        }
+    }
+    sqlx::query("DELETE FROM event_hash_backfill")
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    if filled > 0 {
+        tracing::info!(
+            events = filled,
+            "hashed the existing event log into its chain"
+        );
+    }
+    Ok(filled)
+}
+
+/// Walks the whole chain on `conn` (inside the caller's transaction, for a consistent
+/// view), oldest first. The outer error is a storage failure; the inner one the first
+/// bad `seq`.
+pub(crate) async fn verify_chain_on(
+    conn: &mut SqliteConnection,
+    progress: &Progress,
+) -> Result<std::result::Result<ChainSummary, ChainError>> {
+    let anchor: Option<(i64, String)> =
+        sqlx::query_as("SELECT seq, hash FROM event_anchor WHERE id = 1")
+            .fetch_optional(&mut *conn)
+            .await?;
+    let mut v = match Verifier::new(anchor.as_ref().map(|(s, h)| (*s, h.as_str()))) {
+        Ok(v) => v,
+        Err(e) => return Ok(Err(e)),
+    };
+    let mut pager = EventPager::default();
+    loop {
+        let rows = pager.next(conn).await?;
+        if rows.is_empty() {
+            break;
+        }
+        for r in &rows {
+            let (ev, hash) = chained_fields(r)?;
+            if let Err(e) = v.push(&ev, hash) {
+                return Ok(Err(e));
+            }
+        }
+        progress.inc(rows.len() as u64);
+    }
+    Ok(Ok(v.finish()))
+}
+
+fn event_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<EventRow> {
+    let data: String = r.try_get("data")?;
+    Ok(EventRow {
+        id: r.try_get("id")?,
+        seq: r.try_get("seq")?,
+        at: r.try_get("at")?,
+        code: r.try_get("code")?,
+        actor: r.try_get("actor")?,
+        subject: r.try_get("subject")?,
+        data: serde_json::from_str(&data).map_err(|_| StoreError::Corrupt("events.data"))?,
+    })
+}
+
+impl Store {
+    /// Appends one event in its own transaction (for changes that are only events).
+    pub async fn append_event(&self, ev: &NewEvent<'_>) -> Result<i64> {
+        let mut tx = self.begin().await?;
+        let seq = append(&mut tx, ev).await?;
+        tx.commit().await?;
+        Ok(seq)
+    }
+
+    /// Appends several events in one transaction; returns the last sequence number.
+    pub async fn append_events(&self, evs: &[NewEvent<'_>]) -> Result<i64> {
+        let mut tx = self.begin().await?;
+        let Some((first, rest)) = evs.split_first() else {
+            tx.commit().await?;
+            return Ok(0);
+        };
+        // The tip is found once; each event chains to the one before it, in memory, and the
+        // rest go in multi-row INSERTs.
+        let tip = append_first(&mut tx, first).await?;
+        let tip = insert_chained(&mut tx, rest, tip).await?;
+        tx.commit().await?;
+        set_tip_hint(tip);
+        Ok(tip.0)
+    }
+
+    /// Events with `seq > after`, oldest first, at most `limit`.
+    pub async fn events_after(&self, after: i64, limit: i64) -> Result<Vec<EventRow>> {
+        let rows = sqlx::query(
+            "SELECT id, seq, at, code, actor, subject, data FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+        )
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    /// Checks the whole event chain from the prune anchor to the newest event, in one read
+    /// transaction. The outer error is a storage failure; the inner one the first bad `seq`.
+    pub async fn verify_chain(
+        &self,
+        progress: &Progress,
+    ) -> Result<std::result::Result<ChainSummary, ChainError>> {
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM events")
+            .fetch_one(&self.read)
+            .await?;
+        progress.add_total(n.max(0) as u64);
+        let mut tx = self.read.begin().await?;
+        let out = verify_chain_on(&mut tx, progress).await?;
+        tx.rollback().await?;
+        Ok(out)
+    }
+
+    /// The chain's head `(seq, hex hash)` and anchor `(seq, hex hash)`, as stored (not
+    /// checked): what `/public/evidence` publishes. `(0, genesis)` stands for none.
+    pub async fn chain_head(&self) -> Result<((i64, String), (i64, String))> {
+        let mut conn = self.read.acquire().await?;
+        let anchor: (i64, String) =
+            sqlx::query_as("SELECT seq, hash FROM event_anchor WHERE id = 1")
+                .fetch_optional(&mut *conn)
+                .await?
+                .unwrap_or_else(|| (0, hex::encode(audit::GENESIS)));
+        let head: Option<(i64, Option<String>)> =
+            sqlx::query_as("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1")
+                .fetch_optional(&mut *conn)
+                .await?;
+        let head = match head {
+            Some((seq, hash)) => (seq, hash.unwrap_or_default()),
+            None => anchor.clone(),
+        };
+        Ok((head, anchor))
+    }
+
+    /// Highest sequence number, 0 when the log is empty.
+    pub async fn last_event_seq(&self) -> Result<i64> {
+        let (seq,): (Option<i64>,) = sqlx::query_as("SELECT MAX(seq) FROM events")
+            .fetch_one(&self.read)
+            .await?;
+        Ok(seq.unwrap_or(0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The chain tip hint under writers it cannot see: a rolled-back transaction, and a second
+    //! process appending to the same data dir (the CLI while the server runs). Each test also
+    //! runs against a deliberately naive append kept here, which trusts its in-memory head, to
+    //! show that the test can fail.
+
+    use std::process::Command;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::config::{StorageConfig, Synchronous};
+    use happyx_core::progress::Progress;
+
+    /// Events each child process appends.
+    const PER_CHILD: usize = 400;
+    /// Set in a child process: `naive|checked:<data dir>`.
+    const CHILD_ENV: &str = "HAPPYX_TEST_APPEND_CHILD";
+
+    fn cfg() -> StorageConfig {
+        StorageConfig {
+            synchronous: Synchronous::Normal,
+            ..StorageConfig::default()
+        }
+    }
+
+    fn ev(i: usize) -> NewEvent<'static> {
+        NewEvent::new("test.appended", "test", "chain", json!({ "i": i }))
+    }
+
+    /// The naive version: chains from the head this process remembers, without checking it.
+    async fn naive_append(s: &Store, ev: &NewEvent<'_>) -> Result<i64> {
+        let mut tx = s.begin().await?;
+        let tip = match tip_hint() {
+            Some(tip) => tip,
+            None => chain_tip(&mut tx).await?,
+        };
+        let next = append_after(&mut tx, ev, tip).await?;
+        tx.commit().await?;
+        Ok(next.0)
+    }
+
+    async fn append(s: &Store, i: usize, naive: bool) -> Result<i64> {
+        if naive {
+            naive_append(s, &ev(i)).await
+        } else if i % 10 == 9 {
+            s.append_events(&[ev(i), ev(i)]).await
+        } else {
+            s.append_event(&ev(i)).await
+        }
+    }
+
+    /// Whether the log is whole: it verifies and holds exactly `want` events numbered 1..=want.
+    async fn whole(s: &Store, want: usize) -> bool {
+        let verified = s.verify_chain(&Progress::hidden()).await.expect("read");
+        let seqs: Vec<i64> = s
+            .events_after(0, i64::MAX)
+            .await
+            .expect("events")
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        verified.is_ok() && seqs == (1..=want as i64).collect::<Vec<_>>()
+    }
+
+    /// Appends, rolls one transaction back after its append, appends again; whole?
+    async fn rollback_then_append(naive: bool) -> bool {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(tmp.path(), &cfg()).await.expect("open");
+        let mut ok = true;
+        for i in 0..20 {
+            ok &= append(&s, i, naive).await.is_ok();
+            let mut tx = s.begin().await.expect("begin");
+            super::append(&mut tx, &ev(1000 + i)).await.expect("append");
+            tx.rollback().await.expect("rollback");
+        }
+        // i = 9 and 19 append a pair.
+        ok && whole(&s, 22).await
+    }
+
+    #[tokio::test]
+    async fn a_rolled_back_append_leaves_the_chain_whole() {
+        assert!(rollback_then_append(false).await);
+    }
+
+    #[tokio::test]
+    async fn the_rollback_test_catches_a_naive_head() {
+        assert!(
+            !rollback_then_append(true).await,
+            "the naive head was never caught; the rollback test is too weak"
+        );
+    }
+
+    #[tokio::test]
+    async fn batches_around_the_insert_size_chain_whole() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(tmp.path(), &cfg()).await.expect("open");
+        let mut want = 0;
+        for n in [
+            1,
+            INSERT_ROWS,
+            INSERT_ROWS + 1,
+            INSERT_ROWS + 2,
+            2 * INSERT_ROWS + 7,
+        ] {
+            let evs: Vec<NewEvent> = (0..n).map(ev).collect();
+            want += n;
+            assert_eq!(s.append_events(&evs).await.expect("append"), want as i64);
+            s.append_event(&ev(0)).await.expect("append");
+            want += 1;
+        }
+        assert_eq!(s.append_events(&[]).await.expect("empty"), 0);
+        assert!(whole(&s, want).await);
+    }
+
+    /// Not a test of its own: the body of each appending child process.
+    #[tokio::test]
+    #[ignore = "run as a child process by the two-process tests"]
+    async fn append_child() {
+        let Ok(spec) = std::env::var(CHILD_ENV) else {
+            return;
+        };
+        let (mode, dir) = spec.split_once(':').expect("spec");
+        let s = Store::open(std::path::Path::new(dir), &cfg())
+            .await
+            .expect("open");
+        for i in 0..PER_CHILD {
+            append(&s, i, mode == "naive").await.expect("append");
+        }
+        s.close().await;
+    }
+
+    /// Two processes append `PER_CHILD` events each to one fresh data dir at the same time;
+    /// true when both succeed and the log is whole.
+    async fn two_processes(naive: bool) -> bool {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(tmp.path(), &cfg()).await.expect("open");
+        let spec = format!(
+            "{}:{}",
+            if naive { "naive" } else { "checked" },
+            tmp.path().display()
+        );
+        let exe = std::env::current_exe().expect("test binary");
+        // The child's test name, derived rather than spelled: a name that matches no test
+        // would run nothing and succeed.
+        let child = format!(
+            "{}::append_child",
+            module_path!().split_once("::").expect("crate::module").1
+        );
+        let children: Vec<_> = (0..2)
+            .map(|_| {
+                Command::new(&exe)
+                    .args(["--exact", &child, "--ignored", "--test-threads=1"])
+                    .env(CHILD_ENV, &spec)
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .expect("spawn")
+            })
+            .collect();
+        let mut ok = true;
+        for mut c in children {
+            ok &= c.wait().expect("wait").success();
+        }
+        // Every tenth append of a child is a pair.
+        ok && whole(&s, 2 * (PER_CHILD + PER_CHILD / 10)).await
+    }
+
+    #[tokio::test]
+    async fn two_processes_appending_at_once_make_one_whole_chain() {
+        assert!(two_processes(false).await);
+    }
+
+    #[tokio::test]
+    async fn the_two_process_test_catches_a_naive_head() {
+        assert!(
+            !two_processes(true).await,
+            "the naive head was never caught; the two-process test is too weak"
+        );
+    }
+}

@@ -1,0 +1,199 @@
+//! The store: every SQL statement HappyX runs lives in this crate, and it is
+//! the only code that knows the database engine (SQLite today). It also owns
+//! what the stored history is made of: the event chain ([`audit`]), signed
+//! checkpoints ([`checkpoint`]), the host signing key ([`signing`]) and the
+//! `[storage]` configuration ([`config`]). It depends on no HTTP framework and
+//! no plugin runtime (`cargo tree -p happyx-store` shows neither axum nor
+//! wasmtime).
+//!
+//! Domain modules call whole units of work (`create_task`, `use_approval`, …);
+//! each is one transaction that also appends its audit event, so a Postgres
+//! implementation can be added later behind the same methods without touching
+//! any caller. Writes go through a single-connection pool (SQLite allows one
+//! writer; queueing in-process is fairer than spinning on `SQLITE_BUSY`), reads
+//! through a separate pool. Every write transaction is `BEGIN IMMEDIATE`.
+
+mod approvals;
+pub mod audit;
+pub mod checkpoint;
+mod checkpoints;
+pub mod config;
+mod console;
+mod deployments;
+mod devices;
+mod envelopes;
+mod events;
+mod migrate;
+mod pty;
+mod records;
+mod retention;
+mod rows;
+mod runs;
+pub mod signing;
+mod stats;
+mod token_cache;
+mod tokens;
+pub mod transfer;
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{SqliteConnection, SqlitePool};
+
+pub use approvals::{ApprovalUse, Granted, NewApproval, UseEffect, UseOutcome};
+pub use console::{ConsoleSessionRow, EventFilter, RunFilter};
+pub use devices::{DeviceKeyRow, DeviceRow, EnrollOutcome, KeyState, NewDeviceKey, NewEnrollment};
+pub use envelopes::{
+    EnvelopeStats, IngestItem, IngestLimits, IngestVerdict, SenderStats, StoredEnvelope,
+    WrappedKeyRow,
+};
+pub use events::NewEvent;
+pub(crate) use events::verify_chain_on;
+pub use migrate::{MIGRATIONS_DIR_NAME, SCHEMA_VERSION, migration_checksums};
+pub use records::Owner;
+pub use retention::{ItemMeta, retention_kinds};
+pub use rows::*;
+pub use stats::{PruneRecord, RedactionTotals, StatusCount};
+
+use crate::config::{StorageConfig, Synchronous};
+
+/// Name of the database file inside the data dir.
+pub const DB_FILE: &str = "happyx.db";
+
+/// A storage failure. `Display` never contains stored values.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error(
+        "the database schema (version {found}) is newer than this happyx supports (version {supported}); \
+         run a newer happyx or restore an export made by this version"
+    )]
+    SchemaTooNew { found: i64, supported: i64 },
+    #[error("not found")]
+    NotFound,
+    #[error("conflict: {0}")]
+    Conflict(&'static str),
+    #[error("corrupt stored value in {0}")]
+    Corrupt(&'static str),
+}
+
+impl StoreError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Db(_) => "storage_error",
+            Self::Migrate(_) => "migration_failed",
+            Self::SchemaTooNew { .. } => "schema_too_new",
+            Self::NotFound => "not_found",
+            Self::Conflict(_) => "conflict",
+            Self::Corrupt(_) => "storage_corrupt",
+        }
+    }
+
+    /// True when the error is a violated UNIQUE constraint.
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(self, Self::Db(sqlx::Error::Database(e)) if e.is_unique_violation())
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Handle to the database. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    write: SqlitePool,
+    read: SqlitePool,
+    path: PathBuf,
+    /// Token rows for authentication; see [`token_cache`].
+    token_cache: std::sync::Arc<token_cache::TokenCache>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database in `data_dir` and applies the
+    /// embedded migrations. Refuses a database whose schema is newer than ours.
+    pub async fn open(data_dir: &Path, cfg: &StorageConfig) -> Result<Self> {
+        let path = data_dir.join(DB_FILE);
+        let sync = match cfg.synchronous {
+            Synchronous::Full => SqliteSynchronous::Full,
+            Synchronous::Normal => SqliteSynchronous::Normal,
+        };
+        let opts = SqliteConnectOptions::from_str("sqlite://")?
+            .filename(&path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(sync)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_millis(cfg.busy_timeout_ms))
+            .pragma("temp_store", "memory")
+            .pragma("wal_autocheckpoint", "1000");
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(60))
+            .connect_with(opts.clone())
+            .await?;
+        migrate::run(&write).await?;
+        events::backfill_hashes(&write).await?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(cfg.read_connections)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(opts.read_only(true))
+            .await?;
+        private_files(&path);
+        let token_cache = std::sync::Arc::new(token_cache::TokenCache::open(data_dir));
+        Ok(Self {
+            write,
+            read,
+            path,
+            token_cache,
+        })
+    }
+
+    /// Path of the database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Closes both pools, waiting for connections in use to be returned.
+    pub async fn close(&self) {
+        self.read.close().await;
+        self.write.close().await;
+    }
+
+    /// Starts a write transaction holding SQLite's write lock from its first statement.
+    async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        Ok(self.write.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    /// The write pool, for benchmarks that compare against raw statements.
+    #[doc(hidden)]
+    pub fn raw_write_pool(&self) -> &SqlitePool {
+        &self.write
+    }
+}
+
+/// Appends one event inside `conn`'s transaction; see [`events`].
+async fn append_event(conn: &mut SqliteConnection, ev: &NewEvent<'_>) -> Result<i64> {
+    events::append(conn, ev).await
+}
+
+/// Makes the database, its WAL and shared-memory file 0600, also where an older host left
+/// them 0644 (the data dir is 0700, but nothing in it is meant for other users).
+fn private_files(db: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut name = db.as_os_str().to_owned();
+        name.push(suffix);
+        let p = std::path::PathBuf::from(name);
+        if let Ok(meta) = std::fs::metadata(&p)
+            && meta.permissions().mode() & 0o077 != 0
+            && let Err(e) = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))
+        {
+            tracing::warn!(file = %p.display(), error = %e, "cannot make a database file private");
+        }
+    }
+}

@@ -1,0 +1,498 @@
+//! PTY sessions: the session row, its lifecycle events (`pty_events`, each
+//! with its audit event in the same transaction), transcript chunks (raw data
+//! private, redacted copy for every other view) and single-use attach tickets.
+
+use serde_json::{Value, json};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, SqliteConnection};
+
+use super::{
+    NewEvent, NewPty, NewTicket, PtyHolderRow, PtySession, Result, SpentTicket, Store, StoreError,
+    TranscriptChunk, append_event,
+};
+use happyx_core::util::{new_id, now_ms};
+
+pub(super) const COLS: &str = "id, recipe, risk, state, pid, exit_code, exit_signal, rows, cols, \
+    persisted_offset, findings, withheld_chunks, truncated, requested_by, approval_id, created_at, \
+    updated_at, exited_at, error, recipe_plugin_sha256";
+
+pub(super) fn pty_from_row(r: &SqliteRow) -> Result<PtySession> {
+    Ok(PtySession {
+        id: r.try_get("id")?,
+        recipe: r.try_get("recipe")?,
+        risk: r.try_get("risk")?,
+        state: r.try_get("state")?,
+        pid: r.try_get("pid")?,
+        exit_code: r.try_get("exit_code")?,
+        exit_signal: r.try_get("exit_signal")?,
+        rows: r.try_get("rows")?,
+        cols: r.try_get("cols")?,
+        output_bytes: r.try_get("persisted_offset")?,
+        findings: r.try_get("findings")?,
+        withheld_chunks: r.try_get("withheld_chunks")?,
+        truncated: r.try_get::<i64, _>("truncated")? != 0,
+        requested_by: r.try_get("requested_by")?,
+        approval_id: r.try_get("approval_id")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+        exited_at: r.try_get("exited_at")?,
+        error: r.try_get("error")?,
+        recipe_plugin_sha256: r.try_get("recipe_plugin_sha256")?,
+    })
+}
+
+fn holder_from_row(r: &SqliteRow) -> Result<PtyHolderRow> {
+    Ok(PtyHolderRow {
+        id: r.try_get("id")?,
+        state: r.try_get("state")?,
+        pid: r.try_get("pid")?,
+        socket_path: r.try_get("socket_path")?,
+        secret_hash: r.try_get("secret_hash")?,
+        boot_id: r.try_get("boot_id")?,
+        persisted_offset: r.try_get("persisted_offset")?,
+    })
+}
+
+fn chunk_from_row(r: &SqliteRow) -> Result<TranscriptChunk> {
+    Ok(TranscriptChunk {
+        byte_offset: r.try_get("byte_offset")?,
+        data: r.try_get("data")?,
+        redacted: r.try_get("redacted")?,
+        findings: r.try_get("findings")?,
+        policy_hash: r.try_get("policy_hash")?,
+    })
+}
+
+/// Writes one `pty_events` row and its audit event (`pty.<kind>`).
+async fn pty_event(
+    conn: &mut SqliteConnection,
+    pty_id: &str,
+    kind: &str,
+    actor: &str,
+    data: Value,
+) -> Result<()> {
+    let now = now_ms();
+    sqlx::query(
+        "INSERT INTO pty_events (id, pty_id, kind, actor, data, at) VALUES (?, ?, ?, ?, ?, ?)",
+    )
+    .bind(new_id())
+    .bind(pty_id)
+    .bind(kind)
+    .bind(actor)
+    .bind(data.to_string())
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    let code = format!("pty.{kind}");
+    append_event(conn, &NewEvent::new(&code, actor, pty_id, data)).await?;
+    Ok(())
+}
+
+/// Inserts a session row (state `starting`) and its `pty.created` event.
+pub(super) async fn insert_pty(conn: &mut SqliteConnection, p: &NewPty) -> Result<()> {
+    let s = &p.session;
+    sqlx::query(
+        "INSERT INTO pty_sessions (id, recipe, risk, action_hash, state, pid, socket_path, secret_hash, \
+         boot_id, rows, cols, requested_by, approval_id, created_at, updated_at, recipe_plugin_sha256) \
+         VALUES (?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&s.id)
+    .bind(&s.recipe)
+    .bind(&s.risk)
+    .bind(&p.action_hash)
+    .bind(&s.state)
+    .bind(&p.socket_path)
+    .bind(&p.secret_hash)
+    .bind(&p.boot_id)
+    .bind(s.rows)
+    .bind(s.cols)
+    .bind(&s.requested_by)
+    .bind(&s.approval_id)
+    .bind(s.created_at)
+    .bind(s.updated_at)
+    .bind(&s.recipe_plugin_sha256)
+    .execute(&mut *conn)
+    .await?;
+    let ev = NewEvent::new(
+        "pty.created",
+        &s.requested_by,
+        &s.id,
+        json!({ "recipe": s.recipe, "risk": s.risk, "approval_id": s.approval_id }),
+    );
+    append_event(conn, &ev).await?;
+    Ok(())
+}
+
+/// Inserts an attach ticket and its `pty.ticket_issued` event.
+pub(super) async fn insert_ticket(
+    conn: &mut SqliteConnection,
+    t: &NewTicket,
+    approval_id: Option<&str>,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO pty_attach_tickets (id, pty_id, mode, ticket_hash, requested_by, approval_id, \
+         expires_at, used_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?)",
+    )
+    .bind(&t.id)
+    .bind(&t.pty_id)
+    .bind(&t.mode)
+    .bind(&t.ticket_hash)
+    .bind(&t.requested_by)
+    .bind(approval_id)
+    .bind(t.expires_at)
+    .bind(now_ms())
+    .execute(&mut *conn)
+    .await?;
+    let ev = NewEvent::new(
+        "pty.ticket_issued",
+        &t.requested_by,
+        &t.pty_id,
+        json!({ "ticket_id": t.id, "mode": t.mode, "approval_id": approval_id }),
+    );
+    append_event(conn, &ev).await?;
+    Ok(())
+}
+
+impl Store {
+    /// Creates a PTY session that needs no approval.
+    pub async fn create_pty(&self, p: &NewPty) -> Result<()> {
+        let mut tx = self.begin().await?;
+        insert_pty(&mut tx, p).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn pty(&self, id: &str) -> Result<Option<PtySession>> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLS} FROM pty_sessions WHERE id = ?"
+        )))
+        .bind(id)
+        .fetch_optional(&self.read)
+        .await?;
+        row.as_ref().map(pty_from_row).transpose()
+    }
+
+    /// Sessions not finished (`starting` or `running`), with what reaching their holder needs.
+    pub async fn unfinished_ptys(&self) -> Result<Vec<PtyHolderRow>> {
+        let rows = sqlx::query(
+            "SELECT id, state, pid, socket_path, secret_hash, boot_id, persisted_offset \
+             FROM pty_sessions WHERE state IN ('starting', 'running') ORDER BY id",
+        )
+        .fetch_all(&self.write)
+        .await?;
+        rows.iter().map(holder_from_row).collect()
+    }
+
+    pub async fn pty_holder(&self, id: &str) -> Result<Option<PtyHolderRow>> {
+        let row = sqlx::query(
+            "SELECT id, state, pid, socket_path, secret_hash, boot_id, persisted_offset \
+             FROM pty_sessions WHERE id = ?",
+        )
+        .bind(id)
+        .fetch_optional(&self.write)
+        .await?;
+        row.as_ref().map(holder_from_row).transpose()
+    }
+
+    /// `starting` → `running` with the child's pid; writes the `spawn` event.
+    pub async fn mark_pty_running(&self, id: &str, pid: i64) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let n = sqlx::query(
+            "UPDATE pty_sessions SET state = 'running', pid = ?, updated_at = ? WHERE id = ? AND state = 'starting'",
+        )
+        .bind(pid)
+        .bind(now_ms())
+        .bind(id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if n != 1 {
+            return Err(StoreError::Conflict("not_starting"));
+        }
+        pty_event(&mut tx, id, "spawn", "host", json!({ "pid": pid })).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records a lifecycle event (`resize` also stores the new size).
+    pub async fn record_pty_event(
+        &self,
+        id: &str,
+        kind: &str,
+        actor: &str,
+        data: Value,
+    ) -> Result<()> {
+        let mut tx = self.begin().await?;
+        if kind == "resize" {
+            let rows = data["rows"].as_i64().unwrap_or(0);
+            let cols = data["cols"].as_i64().unwrap_or(0);
+            sqlx::query("UPDATE pty_sessions SET rows = ?, cols = ?, updated_at = ? WHERE id = ?")
+                .bind(rows)
+                .bind(cols)
+                .bind(now_ms())
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        pty_event(&mut tx, id, kind, actor, data).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Ends a session: `exited` (or `killed` when a kill was requested) with
+    /// its status, or `lost`. Only a `starting`/`running` session changes.
+    pub async fn finish_pty(
+        &self,
+        id: &str,
+        lost_reason: Option<&str>,
+        exit_code: Option<i64>,
+        exit_signal: Option<i64>,
+    ) -> Result<Option<String>> {
+        let mut tx = self.begin().await?;
+        let now = now_ms();
+        let state = if lost_reason.is_some() {
+            "lost".to_string()
+        } else {
+            let (killed,): (i64,) = sqlx::query_as(
+                "SELECT COUNT(*) FROM pty_events WHERE pty_id = ? AND kind = 'kill'",
+            )
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+            if killed > 0 { "killed" } else { "exited" }.to_string()
+        };
+        let n = sqlx::query(
+            "UPDATE pty_sessions SET state = ?, exit_code = ?, exit_signal = ?, exited_at = ?, updated_at = ? \
+             WHERE id = ? AND state IN ('starting', 'running')",
+        )
+        .bind(&state)
+        .bind(exit_code)
+        .bind(exit_signal)
+        .bind(now)
+        .bind(now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if n != 1 {
+            return Ok(None);
+        }
+        let (kind, data) = match lost_reason {
+            Some(r) => ("lost", json!({ "reason": r })),
+            None => (
+                "exit",
+                json!({ "state": state, "exit_code": exit_code, "signal": exit_signal }),
+            ),
+        };
+        pty_event(&mut tx, id, kind, "host", data).await?;
+        tx.commit().await?;
+        Ok(Some(state))
+    }
+
+    /// `starting` → `exited` with code 127 and `error`: the program could not be started.
+    /// Recorded in the session and its `exit` event, not only in the log.
+    pub async fn fail_pty_spawn(&self, id: &str, error: &str) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let now = now_ms();
+        let n = sqlx::query(
+            "UPDATE pty_sessions SET state = 'exited', exit_code = 127, error = ?, exited_at = ?, \
+             updated_at = ? WHERE id = ? AND state = 'starting'",
+        )
+        .bind(error)
+        .bind(now)
+        .bind(now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if n == 1 {
+            let data = json!({ "state": "exited", "exit_code": 127, "error": error });
+            pty_event(&mut tx, id, "exit", "host", data).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Persists transcript chunks (in offset order, contiguous from the stored
+    /// offset) and advances `persisted_offset`, in one transaction. `prev_fix`
+    /// replaces the masked copy of an earlier chunk (a secret split across the
+    /// boundary). Returns the new persisted offset.
+    ///
+    /// Chunks starting at or past `cap` (the caller cuts a chunk at the cap) are accounted
+    /// for (`persisted_offset` still advances, so the holder's output is acknowledged) but
+    /// not stored; the first time that happens the session is marked `truncated` and one
+    /// `pty.transcript_truncated` event `{cap}` is written, in the same transaction.
+    pub async fn append_transcript(
+        &self,
+        pty_id: &str,
+        chunks: &[TranscriptChunk],
+        prev_fix: Option<(i64, &[u8])>,
+        cap: u64,
+    ) -> Result<i64> {
+        let cap = i64::try_from(cap).unwrap_or(i64::MAX);
+        let mut tx = self.begin().await?;
+        let (mut offset,): (i64,) =
+            sqlx::query_as("SELECT persisted_offset FROM pty_sessions WHERE id = ?")
+                .bind(pty_id)
+                .fetch_one(&mut *tx)
+                .await?;
+        if let Some((at, masked)) = prev_fix {
+            sqlx::query(
+                "UPDATE transcript_chunks SET redacted = ? WHERE pty_id = ? AND stream = 'output' \
+                 AND byte_offset = ? AND redacted IS NOT NULL",
+            )
+            .bind(masked)
+            .bind(pty_id)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let now = now_ms();
+        let (mut findings, mut withheld) = (0i64, 0i64);
+        let mut dropped = false;
+        for c in chunks {
+            if c.byte_offset != offset {
+                return Err(StoreError::Conflict("transcript_gap"));
+            }
+            if c.byte_offset + c.data.len() as i64 > cap {
+                // Callers cut at the cap; a chunk straddling it is not stored at all.
+                offset += c.data.len() as i64;
+                dropped = true;
+                continue;
+            }
+            sqlx::query(
+                "INSERT INTO transcript_chunks (id, pty_id, stream, byte_offset, length, data, redacted, \
+                 redaction, findings, policy_hash, created_at) VALUES (?, ?, 'output', ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(new_id())
+            .bind(pty_id)
+            .bind(c.byte_offset)
+            .bind(c.data.len() as i64)
+            .bind(&c.data)
+            .bind(&c.redacted)
+            .bind(if c.redacted.is_some() { "ok" } else { "withheld" })
+            .bind(c.findings)
+            .bind(&c.policy_hash)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            offset += c.data.len() as i64;
+            findings += c.findings;
+            withheld += i64::from(c.redacted.is_none());
+        }
+        sqlx::query(
+            "UPDATE pty_sessions SET persisted_offset = ?, findings = findings + ?, \
+             withheld_chunks = withheld_chunks + ?, updated_at = ? WHERE id = ?",
+        )
+        .bind(offset)
+        .bind(findings)
+        .bind(withheld)
+        .bind(now)
+        .bind(pty_id)
+        .execute(&mut *tx)
+        .await?;
+        if dropped {
+            let marked =
+                sqlx::query("UPDATE pty_sessions SET truncated = 1 WHERE id = ? AND truncated = 0")
+                    .bind(pty_id)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+            if marked == 1 {
+                let ev = NewEvent::new(
+                    "pty.transcript_truncated",
+                    "host",
+                    pty_id,
+                    json!({ "cap": cap }),
+                );
+                append_event(&mut tx, &ev).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(offset)
+    }
+
+    /// Output chunks that end after raw offset `from`, oldest first, at most `limit`.
+    pub async fn transcript_from(
+        &self,
+        pty_id: &str,
+        from: i64,
+        limit: i64,
+    ) -> Result<Vec<TranscriptChunk>> {
+        let rows = sqlx::query(
+            "SELECT byte_offset, data, redacted, findings, policy_hash FROM transcript_chunks \
+             WHERE pty_id = ? AND stream = 'output' AND byte_offset + length > ? \
+             ORDER BY byte_offset LIMIT ?",
+        )
+        .bind(pty_id)
+        .bind(from)
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter().map(chunk_from_row).collect()
+    }
+
+    /// The last output chunk (to restore the redaction overlap after a restart).
+    pub async fn last_transcript_chunk(&self, pty_id: &str) -> Result<Option<TranscriptChunk>> {
+        let row = sqlx::query(
+            "SELECT byte_offset, data, redacted, findings, policy_hash FROM transcript_chunks \
+             WHERE pty_id = ? AND stream = 'output' ORDER BY byte_offset DESC LIMIT 1",
+        )
+        .bind(pty_id)
+        .fetch_optional(&self.write)
+        .await?;
+        row.as_ref().map(chunk_from_row).transpose()
+    }
+
+    /// Issues an attach ticket that needs no approval.
+    pub async fn create_attach_ticket(&self, t: &NewTicket) -> Result<()> {
+        let mut tx = self.begin().await?;
+        insert_ticket(&mut tx, t, None).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Spends a ticket: unknown, used or expired → `None` (nothing written).
+    pub async fn spend_attach_ticket(&self, ticket_hash: &str) -> Result<Option<SpentTicket>> {
+        let mut tx = self.begin().await?;
+        let now = now_ms();
+        let row = sqlx::query(
+            "UPDATE pty_attach_tickets SET used_at = ? WHERE ticket_hash = ? AND used_at IS NULL \
+             AND expires_at > ? RETURNING id, pty_id, mode, requested_by",
+        )
+        .bind(now)
+        .bind(ticket_hash)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let t = SpentTicket {
+            id: row.try_get("id")?,
+            pty_id: row.try_get("pty_id")?,
+            mode: row.try_get("mode")?,
+            requested_by: row.try_get("requested_by")?,
+        };
+        pty_event(
+            &mut tx,
+            &t.pty_id,
+            "attach",
+            &t.requested_by,
+            json!({ "ticket_id": t.id, "mode": t.mode }),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Some(t))
+    }
+
+    /// `pty_events` kinds of a session, oldest first (tests and evidence).
+    pub async fn pty_event_kinds(&self, pty_id: &str) -> Result<Vec<String>> {
+        let rows: Vec<(String,)> =
+            sqlx::query_as("SELECT kind FROM pty_events WHERE pty_id = ? ORDER BY at, id")
+                .bind(pty_id)
+                .fetch_all(&self.read)
+                .await?;
+        Ok(rows.into_iter().map(|(k,)| k).collect())
+    }
+}

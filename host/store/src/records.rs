@@ -1,0 +1,340 @@
+//! Tasks, sessions and permissions: create, get, list with paging, status updates.
+
+use serde_json::json;
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+
+use super::{
+    NewEvent, Page, Permission, PtySession, Result, Session, Store, StoreError, Task, append_event,
+};
+use happyx_core::util::now_ms;
+
+fn task_from_row(r: &SqliteRow) -> Result<Task> {
+    Ok(Task {
+        id: r.try_get("id")?,
+        title: r.try_get("title")?,
+        description: r.try_get("description")?,
+        status: r.try_get("status")?,
+        created_by: r.try_get("created_by")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+fn session_from_row(r: &SqliteRow) -> Result<Session> {
+    Ok(Session {
+        id: r.try_get("id")?,
+        name: r.try_get("name")?,
+        kind: r.try_get("kind")?,
+        status: r.try_get("status")?,
+        task_id: r.try_get("task_id")?,
+        epoch: r.try_get("epoch")?,
+        rotation_required_since: r.try_get("rotation_required_since")?,
+        created_by: r.try_get("created_by")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+fn permission_from_row(r: &SqliteRow) -> Result<Permission> {
+    Ok(Permission {
+        id: r.try_get("id")?,
+        subject: r.try_get("subject")?,
+        action: r.try_get("action")?,
+        scope: r.try_get("scope")?,
+        status: r.try_get("status")?,
+        granted_by: r.try_get("granted_by")?,
+        expires_at: r.try_get("expires_at")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+/// A listing filter: rows created by `owner` only, when set.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Owner<'a>(pub Option<&'a str>);
+
+impl Store {
+    async fn page<T>(
+        &self,
+        table: &'static str,
+        owner_col: &'static str,
+        owner: Owner<'_>,
+        after: Option<&str>,
+        limit: i64,
+        map: fn(&SqliteRow) -> Result<T>,
+    ) -> Result<Page<T>>
+    where
+        T: HasId,
+    {
+        let q = format!(
+            "SELECT * FROM {table} WHERE (? IS NULL OR id > ?) AND (? IS NULL OR {owner_col} = ?) \
+             ORDER BY id LIMIT ?"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(q))
+            .bind(after)
+            .bind(after)
+            .bind(owner.0)
+            .bind(owner.0)
+            .bind(limit + 1)
+            .fetch_all(&self.read)
+            .await?;
+        let mut items = rows.iter().map(map).collect::<Result<Vec<T>>>()?;
+        let next = if items.len() as i64 > limit {
+            items.truncate(limit as usize);
+            items.last().map(|t| t.id().to_string())
+        } else {
+            None
+        };
+        Ok(Page { items, next })
+    }
+
+    pub async fn create_task(&self, t: &Task) -> Result<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO tasks (id, title, description, status, created_by, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&t.id)
+        .bind(&t.title)
+        .bind(&t.description)
+        .bind(&t.status)
+        .bind(&t.created_by)
+        .bind(t.created_at)
+        .bind(t.updated_at)
+        .execute(&mut *tx)
+        .await?;
+        let ev = NewEvent::new(
+            "task.created",
+            &t.created_by,
+            &t.id,
+            json!({ "status": t.status }),
+        );
+        append_event(&mut tx, &ev).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn task(&self, id: &str) -> Result<Option<Task>> {
+        let row = sqlx::query("SELECT * FROM tasks WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await?;
+        row.as_ref().map(task_from_row).transpose()
+    }
+
+    pub async fn tasks(
+        &self,
+        owner: Owner<'_>,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Page<Task>> {
+        self.page("tasks", "created_by", owner, after, limit, task_from_row)
+            .await
+    }
+
+    /// Sets a task's status; returns the updated task.
+    pub async fn set_task_status(&self, id: &str, status: &str, actor: &str) -> Result<Task> {
+        self.set_status("tasks", "task.status_changed", id, status, actor)
+            .await?;
+        self.task(id).await?.ok_or(StoreError::NotFound)
+    }
+
+    pub async fn create_session(&self, s: &Session) -> Result<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO sessions (id, name, kind, status, task_id, epoch, created_by, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&s.id)
+        .bind(&s.name)
+        .bind(&s.kind)
+        .bind(&s.status)
+        .bind(&s.task_id)
+        .bind(s.epoch)
+        .bind(&s.created_by)
+        .bind(s.created_at)
+        .bind(s.updated_at)
+        .execute(&mut *tx)
+        .await?;
+        let ev = NewEvent::new(
+            "session.created",
+            &s.created_by,
+            &s.id,
+            json!({ "kind": s.kind, "task_id": s.task_id }),
+        );
+        append_event(&mut tx, &ev).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn session(&self, id: &str) -> Result<Option<Session>> {
+        let row = sqlx::query("SELECT * FROM sessions WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await?;
+        row.as_ref().map(session_from_row).transpose()
+    }
+
+    pub async fn sessions(
+        &self,
+        owner: Owner<'_>,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Page<Session>> {
+        self.page(
+            "sessions",
+            "created_by",
+            owner,
+            after,
+            limit,
+            session_from_row,
+        )
+        .await
+    }
+
+    /// Terminals by id order, one page (for the public terminal listing).
+    pub async fn pty_page(&self, after: Option<&str>, limit: i64) -> Result<Page<PtySession>> {
+        self.page(
+            "pty_sessions",
+            "requested_by",
+            Owner(None),
+            after,
+            limit,
+            super::pty::pty_from_row,
+        )
+        .await
+    }
+
+    pub async fn set_session_status(&self, id: &str, status: &str, actor: &str) -> Result<Session> {
+        self.set_status("sessions", "session.status_changed", id, status, actor)
+            .await?;
+        self.session(id).await?.ok_or(StoreError::NotFound)
+    }
+
+    pub async fn create_permission(&self, p: &Permission) -> Result<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO permissions (id, subject, action, scope, status, granted_by, expires_at, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&p.id)
+        .bind(&p.subject)
+        .bind(&p.action)
+        .bind(&p.scope)
+        .bind(&p.status)
+        .bind(&p.granted_by)
+        .bind(p.expires_at)
+        .bind(p.created_at)
+        .bind(p.updated_at)
+        .execute(&mut *tx)
+        .await?;
+        let ev = NewEvent::new(
+            "permission.granted",
+            &p.granted_by,
+            &p.id,
+            json!({ "subject": p.subject, "action": p.action, "scope": p.scope, "expires_at": p.expires_at }),
+        );
+        append_event(&mut tx, &ev).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn permission(&self, id: &str) -> Result<Option<Permission>> {
+        let row = sqlx::query("SELECT * FROM permissions WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await?;
+        row.as_ref().map(permission_from_row).transpose()
+    }
+
+    pub async fn permissions(&self, after: Option<&str>, limit: i64) -> Result<Page<Permission>> {
+        self.page(
+            "permissions",
+            "granted_by",
+            Owner(None),
+            after,
+            limit,
+            permission_from_row,
+        )
+        .await
+    }
+
+    pub async fn set_permission_status(
+        &self,
+        id: &str,
+        status: &str,
+        actor: &str,
+    ) -> Result<Permission> {
+        self.set_status(
+            "permissions",
+            "permission.status_changed",
+            id,
+            status,
+            actor,
+        )
+        .await?;
+        self.permission(id).await?.ok_or(StoreError::NotFound)
+    }
+
+    /// Updates `status` of one row and appends `code`, in one transaction.
+    /// Setting the status it already has changes nothing and writes no event.
+    async fn set_status(
+        &self,
+        table: &'static str,
+        code: &'static str,
+        id: &str,
+        status: &str,
+        actor: &str,
+    ) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let q = format!("SELECT status FROM {table} WHERE id = ?");
+        let old: Option<(String,)> = sqlx::query_as(sqlx::AssertSqlSafe(q))
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some((old,)) = old else {
+            return Err(StoreError::NotFound);
+        };
+        if old == status {
+            return Ok(());
+        }
+        let q = format!("UPDATE {table} SET status = ?, updated_at = ? WHERE id = ?");
+        sqlx::query(sqlx::AssertSqlSafe(q))
+            .bind(status)
+            .bind(now_ms())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        let ev = NewEvent::new(code, actor, id, json!({ "from": old, "to": status }));
+        append_event(&mut tx, &ev).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// Rows that page by id.
+pub trait HasId {
+    fn id(&self) -> &str;
+}
+
+impl HasId for Task {
+    fn id(&self) -> &str {
+        &self.id
+    }
+}
+impl HasId for Session {
+    fn id(&self) -> &str {
+        &self.id
+    }
+}
+impl HasId for PtySession {
+    fn id(&self) -> &str {
+        &self.id
+    }
+}
+impl HasId for Permission {
+    fn id(&self) -> &str {
+        &self.id
+    }
+}

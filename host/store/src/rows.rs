@@ -1,0 +1,335 @@
+//! Plain row types the store returns. No behaviour, no secrets beyond what the
+//! row itself holds (token rows carry only the secret's hash).
+
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+
+#[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
+pub struct EventRow {
+    pub id: String,
+    /// Gap-free position in the log, starting at 1.
+    pub seq: i64,
+    pub at: i64,
+    pub code: String,
+    pub actor: String,
+    pub subject: String,
+    #[schema(value_type = Object)]
+    pub data: Value,
+}
+
+#[derive(Clone, PartialEq)]
+pub struct TokenRow {
+    pub id: String,
+    pub name: Option<String>,
+    pub role: String,
+    pub secret_hash: String,
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+impl std::fmt::Debug for TokenRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenRow")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("role", &self.role)
+            .field("secret_hash", &"[redacted]")
+            .field("created_at", &self.created_at)
+            .field("revoked_at", &self.revoked_at)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
+pub struct Task {
+    pub id: String,
+    pub title: String,
+    pub description: String,
+    /// `open`, `in_progress`, `done` or `cancelled`.
+    pub status: String,
+    pub created_by: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
+pub struct Session {
+    pub id: String,
+    pub name: String,
+    /// `agent`, `terminal` or `encrypted`.
+    pub kind: String,
+    /// `open` or `closed`.
+    pub status: String,
+    pub task_id: Option<String>,
+    /// Current key epoch (encrypted sessions).
+    pub epoch: i64,
+    /// Encrypted sessions: when a member of the current epoch was revoked (Unix ms); the
+    /// session owes a rotation to a new epoch, and envelopes under the current one are refused
+    /// `rotation_required` once `envelopes.rotation_grace_ms` has passed. `null` otherwise.
+    pub rotation_required_since: Option<i64>,
+    pub created_by: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
+pub struct Permission {
+    pub id: String,
+    /// Token or device id the grant is for.
+    pub subject: String,
+    /// Class of action, e.g. `pty.drive`.
+    pub action: String,
+    /// Where it applies, e.g. `session:<id>` or `*`.
+    pub scope: String,
+    /// `active` or `revoked`.
+    pub status: String,
+    pub granted_by: String,
+    pub expires_at: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// Public-safe run metadata.
+#[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
+pub struct Run {
+    pub id: String,
+    pub recipe: String,
+    pub risk: String,
+    /// `queued`, `running`, `succeeded`, `failed`, `timed_out`, `lost`, or `spawn_failed` (the
+    /// program could not be started; `error` says why).
+    pub status: String,
+    pub exit_code: Option<i64>,
+    pub session_id: Option<String>,
+    pub requested_by: String,
+    pub approval_id: Option<String>,
+    pub stdout_bytes: i64,
+    pub stderr_bytes: i64,
+    /// Secrets the redactor masked in this run's output.
+    pub findings: i64,
+    /// Output chunks withheld because the redactor failed on them.
+    pub unredacted_chunks: i64,
+    /// Output beyond `runs.max_output_bytes` was not kept.
+    pub truncated: bool,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub updated_at: i64,
+    /// Why the program could not be started (`spawn_failed` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// SHA-256 (hex) of the recipe plugin that rendered this run (as `GET /v1/plugins` shows
+    /// it); `null` for runs recorded before hosts kept it.
+    #[schema(format = "sha256")]
+    pub recipe_plugin_sha256: Option<String>,
+}
+
+impl Run {
+    /// A run that has not started yet: no output, no exit, no approval, created at `now`.
+    pub fn queued(
+        id: String,
+        recipe: String,
+        risk: &str,
+        session_id: Option<String>,
+        requested_by: String,
+        now: i64,
+    ) -> Self {
+        Run {
+            id,
+            recipe,
+            risk: risk.into(),
+            status: "queued".into(),
+            exit_code: None,
+            session_id,
+            requested_by,
+            approval_id: None,
+            stdout_bytes: 0,
+            stderr_bytes: 0,
+            findings: 0,
+            unredacted_chunks: 0,
+            truncated: false,
+            created_at: now,
+            started_at: None,
+            finished_at: None,
+            updated_at: now,
+            error: None,
+            recipe_plugin_sha256: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
+pub struct Approval {
+    pub id: String,
+    /// `run`, `pty` or `attach`.
+    pub kind: String,
+    /// SHA-256 over the canonical encoding of the exact action.
+    pub action_hash: String,
+    /// The action as the operator sees it: recipe, args, rendered command.
+    #[schema(value_type = Object)]
+    pub action: Value,
+    pub requester: String,
+    /// `pending`, `approved`, `denied` or `used`.
+    pub status: String,
+    pub decider: Option<String>,
+    pub decided_at: Option<i64>,
+    pub scope: String,
+    pub expires_at: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// One stored output chunk of a run, private.
+#[derive(Clone, PartialEq)]
+pub struct OutputChunk {
+    pub stream: String,
+    pub chunk_index: i64,
+    pub byte_offset: i64,
+    pub data: Vec<u8>,
+    /// Masked copy; `None` when redaction failed and the chunk is withheld.
+    pub redacted: Option<Vec<u8>>,
+    pub findings: i64,
+    pub policy_hash: Option<String>,
+}
+
+impl std::fmt::Debug for OutputChunk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutputChunk")
+            .field("stream", &self.stream)
+            .field("chunk_index", &self.chunk_index)
+            .field("byte_offset", &self.byte_offset)
+            .field("len", &self.data.len())
+            .field("redacted", &self.redacted.as_ref().map(|r| r.len()))
+            .field("findings", &self.findings)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
+pub struct Deployment {
+    pub id: String,
+    pub started_at: i64,
+    pub version: String,
+    pub schema_version: i64,
+    pub config_hash: String,
+    #[schema(value_type = Object)]
+    pub plugin_hashes: Value,
+    pub boot_id: String,
+}
+
+/// A page of a listing plus the cursor for the next one.
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next: Option<String>,
+}
+
+/// Public-safe PTY session metadata (no socket path, no secret hash).
+#[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
+pub struct PtySession {
+    pub id: String,
+    pub recipe: String,
+    pub risk: String,
+    /// `starting`, `running`, `exited`, `lost` or `killed`.
+    pub state: String,
+    pub pid: Option<i64>,
+    pub exit_code: Option<i64>,
+    /// Signal number that ended the program, if any.
+    pub exit_signal: Option<i64>,
+    pub rows: i64,
+    pub cols: i64,
+    /// Raw output bytes persisted in the transcript so far.
+    pub output_bytes: i64,
+    /// Secrets the redactor masked in the transcript.
+    pub findings: i64,
+    /// Transcript chunks withheld because the redactor failed on them.
+    pub withheld_chunks: i64,
+    /// The transcript reached `[pty] max_transcript_bytes`: output past it was shown to live
+    /// viewers but not stored.
+    pub truncated: bool,
+    pub requested_by: String,
+    pub approval_id: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub exited_at: Option<i64>,
+    /// Why the program could not be started (then `exited` with code 127).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// SHA-256 (hex) of the recipe plugin that rendered this terminal's program (as
+    /// `GET /v1/plugins` shows it); `null` for terminals recorded before hosts kept it.
+    #[schema(format = "sha256")]
+    pub recipe_plugin_sha256: Option<String>,
+}
+
+/// The private side of a PTY session the host needs to reach its holder.
+#[derive(Clone, PartialEq)]
+pub struct PtyHolderRow {
+    pub id: String,
+    pub state: String,
+    pub pid: Option<i64>,
+    pub socket_path: String,
+    pub secret_hash: String,
+    pub boot_id: String,
+    pub persisted_offset: i64,
+}
+
+happyx_core::debug_fields!(PtyHolderRow {
+    id,
+    state,
+    pid,
+    persisted_offset
+});
+
+/// A new PTY session row (state `starting`).
+#[derive(Clone)]
+pub struct NewPty {
+    pub session: PtySession,
+    pub action_hash: String,
+    pub socket_path: String,
+    pub secret_hash: String,
+    pub boot_id: String,
+}
+
+/// One transcript chunk (≤ 64 KiB of raw output), private.
+#[derive(Clone, PartialEq)]
+pub struct TranscriptChunk {
+    pub byte_offset: i64,
+    pub data: Vec<u8>,
+    /// Masked copy; `None` when redaction failed and the chunk is withheld.
+    pub redacted: Option<Vec<u8>>,
+    pub findings: i64,
+    pub policy_hash: Option<String>,
+}
+
+impl std::fmt::Debug for TranscriptChunk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TranscriptChunk")
+            .field("byte_offset", &self.byte_offset)
+            .field("len", &self.data.len())
+            .field("redacted", &self.redacted.as_ref().map(|r| r.len()))
+            .field("findings", &self.findings)
+            .finish()
+    }
+}
+
+/// A single-use WebSocket attach ticket to persist (hash only).
+#[derive(Debug, Clone)]
+pub struct NewTicket {
+    pub id: String,
+    pub pty_id: String,
+    pub mode: String,
+    pub ticket_hash: String,
+    pub requested_by: String,
+    pub expires_at: i64,
+}
+
+/// A ticket that was just spent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpentTicket {
+    pub id: String,
+    pub pty_id: String,
+    pub mode: String,
+    pub requested_by: String,
+}
+
+happyx_core::debug_fields!(NewPty { session });

@@ -1,0 +1,397 @@
+//! Agent runs: public metadata in `agent_runs`, raw output chunks in the private
+//! `agent_run_outputs`.
+
+use serde_json::json;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, SqliteConnection};
+
+use super::{NewEvent, OutputChunk, Page, Result, Run, Store, StoreError, append_event};
+use happyx_core::util::{new_id, now_ms};
+
+pub(super) fn run_from_row(r: &SqliteRow) -> Result<Run> {
+    Ok(Run {
+        id: r.try_get("id")?,
+        recipe: r.try_get("recipe")?,
+        risk: r.try_get("risk")?,
+        status: r.try_get("status")?,
+        exit_code: r.try_get("exit_code")?,
+        session_id: r.try_get("session_id")?,
+        requested_by: r.try_get("requested_by")?,
+        approval_id: r.try_get("approval_id")?,
+        stdout_bytes: r.try_get("stdout_bytes")?,
+        stderr_bytes: r.try_get("stderr_bytes")?,
+        findings: r.try_get("findings")?,
+        unredacted_chunks: r.try_get("unredacted_chunks")?,
+        truncated: r.try_get::<i64, _>("truncated")? != 0,
+        created_at: r.try_get("created_at")?,
+        started_at: r.try_get("started_at")?,
+        finished_at: r.try_get("finished_at")?,
+        updated_at: r.try_get("updated_at")?,
+        error: r.try_get("error")?,
+        recipe_plugin_sha256: r.try_get("recipe_plugin_sha256")?,
+    })
+}
+
+pub(super) const COLS: &str = "id, recipe, risk, status, exit_code, session_id, requested_by, approval_id, \
+    stdout_bytes, stderr_bytes, findings, unredacted_chunks, truncated, created_at, started_at, \
+    finished_at, updated_at, error, recipe_plugin_sha256";
+
+/// Inserts a run row and its `run.created` event inside `conn`'s transaction.
+pub(super) async fn insert_run(
+    conn: &mut SqliteConnection,
+    run: &Run,
+    idempotency_key: Option<&str>,
+    action_hash: &str,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO agent_runs (id, recipe, risk, status, exit_code, session_id, requested_by, approval_id, \
+         idempotency_key, action_hash, created_at, updated_at, recipe_plugin_sha256) \
+         VALUES (?, ?, ?, ?, NULL, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&run.id)
+    .bind(&run.recipe)
+    .bind(&run.risk)
+    .bind(&run.status)
+    .bind(&run.session_id)
+    .bind(&run.requested_by)
+    .bind(&run.approval_id)
+    .bind(idempotency_key)
+    .bind(action_hash)
+    .bind(run.created_at)
+    .bind(run.updated_at)
+    .bind(&run.recipe_plugin_sha256)
+    .execute(&mut *conn)
+    .await?;
+    let ev = NewEvent::new(
+        "run.created",
+        &run.requested_by,
+        &run.id,
+        json!({ "recipe": run.recipe, "risk": run.risk, "approval_id": run.approval_id }),
+    );
+    append_event(conn, &ev).await?;
+    Ok(())
+}
+
+impl Store {
+    /// Creates a run that needs no approval. With an idempotency key already
+    /// used by the same requester, returns `Conflict("idempotency_key")`.
+    pub async fn create_run(
+        &self,
+        run: &Run,
+        idempotency_key: Option<&str>,
+        action_hash: &str,
+    ) -> Result<()> {
+        let mut tx = self.begin().await?;
+        match insert_run(&mut tx, run, idempotency_key, action_hash).await {
+            Err(e) if e.is_unique_violation() => {
+                return Err(StoreError::Conflict("idempotency_key"));
+            }
+            other => other?,
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn run(&self, id: &str) -> Result<Option<Run>> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLS} FROM agent_runs WHERE id = ?"
+        )))
+        .bind(id)
+        .fetch_optional(&self.read)
+        .await?;
+        row.as_ref().map(run_from_row).transpose()
+    }
+
+    /// The run a requester created under an idempotency key, with its action hash.
+    pub async fn run_by_idempotency_key(
+        &self,
+        requester: &str,
+        key: &str,
+    ) -> Result<Option<(Run, String)>> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLS}, action_hash FROM agent_runs WHERE requested_by = ? AND idempotency_key = ?"
+        )))
+        .bind(requester)
+        .bind(key)
+        .fetch_optional(&self.write)
+        .await?;
+        match row {
+            Some(r) => Ok(Some((run_from_row(&r)?, r.try_get("action_hash")?))),
+            None => Ok(None),
+        }
+    }
+
+    pub async fn runs(
+        &self,
+        owner: Option<&str>,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Page<Run>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLS} FROM agent_runs WHERE (? IS NULL OR id > ?) AND (? IS NULL OR requested_by = ?) \
+             ORDER BY id LIMIT ?"
+        )))
+        .bind(after)
+        .bind(after)
+        .bind(owner)
+        .bind(owner)
+        .bind(limit + 1)
+        .fetch_all(&self.read)
+        .await?;
+        let mut items = rows.iter().map(run_from_row).collect::<Result<Vec<_>>>()?;
+        let next = if items.len() as i64 > limit {
+            items.truncate(limit as usize);
+            items.last().map(|r| r.id.clone())
+        } else {
+            None
+        };
+        Ok(Page { items, next })
+    }
+
+    /// `queued` → `running`.
+    pub async fn mark_run_started(&self, id: &str, pid: Option<u32>) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let now = now_ms();
+        sqlx::query("UPDATE agent_runs SET status = 'running', started_at = ?, updated_at = ? WHERE id = ? AND status = 'queued'")
+            .bind(now)
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        let ev = NewEvent::new("run.started", "host", id, json!({ "pid": pid }));
+        append_event(&mut tx, &ev).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Appends one output chunk and moves the run's public counters with it.
+    pub async fn append_run_output(
+        &self,
+        run_id: &str,
+        c: &OutputChunk,
+        truncated: bool,
+    ) -> Result<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO agent_run_outputs (id, run_id, stream, chunk_index, byte_offset, length, data, redacted, \
+             findings, policy_hash, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(new_id())
+        .bind(run_id)
+        .bind(&c.stream)
+        .bind(c.chunk_index)
+        .bind(c.byte_offset)
+        .bind(c.data.len() as i64)
+        .bind(&c.data)
+        .bind(&c.redacted)
+        .bind(c.findings)
+        .bind(&c.policy_hash)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        let (out, err) = if c.stream == "stdout" {
+            (c.data.len() as i64, 0)
+        } else {
+            (0, c.data.len() as i64)
+        };
+        sqlx::query(
+            "UPDATE agent_runs SET stdout_bytes = stdout_bytes + ?, stderr_bytes = stderr_bytes + ?, \
+             findings = findings + ?, unredacted_chunks = unredacted_chunks + ?, \
+             truncated = MAX(truncated, ?), updated_at = ? WHERE id = ?",
+        )
+        .bind(out)
+        .bind(err)
+        .bind(c.findings)
+        .bind(i64::from(c.redacted.is_none()))
+        .bind(i64::from(truncated))
+        .bind(now_ms())
+        .bind(run_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Marks output truncated without a chunk (the cap was reached exactly).
+    pub async fn mark_run_truncated(&self, run_id: &str) -> Result<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query("UPDATE agent_runs SET truncated = 1, updated_at = ? WHERE id = ?")
+            .bind(now_ms())
+            .bind(run_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// `running`/`queued` → a final status, with its event.
+    pub async fn finish_run(&self, id: &str, status: &str, exit_code: Option<i64>) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let now = now_ms();
+        sqlx::query(
+            "UPDATE agent_runs SET status = ?, exit_code = ?, finished_at = ?, updated_at = ? \
+             WHERE id = ? AND status IN ('queued', 'running')",
+        )
+        .bind(status)
+        .bind(exit_code)
+        .bind(now)
+        .bind(now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        let ev = NewEvent::new(
+            "run.finished",
+            "host",
+            id,
+            json!({ "status": status, "exit_code": exit_code }),
+        );
+        append_event(&mut tx, &ev).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// `queued` → `spawn_failed`: the program could not be started (`error` says why, in the
+    /// words of the operating system). Recorded in the run, its event and the API, so the
+    /// requester sees the reason without the server log.
+    pub async fn fail_run_spawn(&self, id: &str, error: &str) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let now = now_ms();
+        sqlx::query(
+            "UPDATE agent_runs SET status = 'spawn_failed', error = ?, started_at = ?, finished_at = ?, \
+             updated_at = ? WHERE id = ? AND status IN ('queued', 'running')",
+        )
+        .bind(error)
+        .bind(now)
+        .bind(now)
+        .bind(now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        let ev = NewEvent::new(
+            "run.finished",
+            "host",
+            id,
+            json!({ "status": "spawn_failed", "exit_code": null, "error": error }),
+        );
+        append_event(&mut tx, &ev).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The uid (and gid) the children of `actor` run as: allocated once, in one transaction
+    /// with its event, as the next unused value of `lo..=hi`, and never reused.
+    pub async fn child_uid(&self, actor: &str, lo: u32, hi: u32) -> Result<u32> {
+        if let Some((uid,)) =
+            sqlx::query_as::<_, (i64,)>("SELECT uid FROM child_identities WHERE actor = ?")
+                .bind(actor)
+                .fetch_optional(&self.read)
+                .await?
+        {
+            return u32::try_from(uid).map_err(|_| StoreError::Corrupt("child_identities.uid"));
+        }
+        let mut tx = self.begin().await?;
+        // Another writer may have allocated it between the read and this transaction.
+        if let Some((uid,)) =
+            sqlx::query_as::<_, (i64,)>("SELECT uid FROM child_identities WHERE actor = ?")
+                .bind(actor)
+                .fetch_optional(&mut *tx)
+                .await?
+        {
+            return u32::try_from(uid).map_err(|_| StoreError::Corrupt("child_identities.uid"));
+        }
+        let (next,): (Option<i64>,) =
+            sqlx::query_as("SELECT MAX(uid) + 1 FROM child_identities WHERE uid BETWEEN ? AND ?")
+                .bind(i64::from(lo))
+                .bind(i64::from(hi))
+                .fetch_one(&mut *tx)
+                .await?;
+        let uid = next.unwrap_or(i64::from(lo));
+        if uid > i64::from(hi) {
+            return Err(StoreError::Conflict("uid_range_exhausted"));
+        }
+        sqlx::query("INSERT INTO child_identities (actor, uid, created_at) VALUES (?, ?, ?)")
+            .bind(actor)
+            .bind(uid)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?;
+        let ev = NewEvent::new(
+            "identity.uid_allocated",
+            "host",
+            actor,
+            json!({ "uid": uid }),
+        );
+        append_event(&mut tx, &ev).await?;
+        tx.commit().await?;
+        u32::try_from(uid).map_err(|_| StoreError::Corrupt("child_identities.uid"))
+    }
+
+    /// At start: runs a previous host left queued or running are `lost`.
+    pub async fn mark_unfinished_runs_lost(&self) -> Result<u64> {
+        let mut tx = self.begin().await?;
+        let ids: Vec<(String,)> =
+            sqlx::query_as("SELECT id FROM agent_runs WHERE status IN ('queued', 'running')")
+                .fetch_all(&mut *tx)
+                .await?;
+        let now = now_ms();
+        for (id,) in &ids {
+            sqlx::query("UPDATE agent_runs SET status = 'lost', finished_at = ?, updated_at = ? WHERE id = ?")
+                .bind(now)
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            let ev = NewEvent::new("run.lost", "host", id, json!({}));
+            append_event(&mut tx, &ev).await?;
+        }
+        tx.commit().await?;
+        Ok(ids.len() as u64)
+    }
+
+    /// A run's output chunks in order (private).
+    pub async fn run_output(&self, run_id: &str) -> Result<Vec<OutputChunk>> {
+        let rows = sqlx::query(
+            "SELECT stream, chunk_index, byte_offset, data, redacted, findings, policy_hash \
+             FROM agent_run_outputs WHERE run_id = ? ORDER BY chunk_index",
+        )
+        .bind(run_id)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(OutputChunk {
+                    stream: r.try_get("stream")?,
+                    chunk_index: r.try_get("chunk_index")?,
+                    byte_offset: r.try_get("byte_offset")?,
+                    data: r.try_get("data")?,
+                    redacted: r.try_get("redacted")?,
+                    findings: r.try_get("findings")?,
+                    policy_hash: r.try_get("policy_hash")?,
+                })
+            })
+            .collect()
+    }
+}
+
+impl Store {
+    /// Replaces the masked copy of one stored chunk (a secret that began in it
+    /// was completed by the next chunk).
+    pub async fn update_run_output_redaction(
+        &self,
+        run_id: &str,
+        chunk_index: i64,
+        redacted: &[u8],
+    ) -> Result<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "UPDATE agent_run_outputs SET redacted = ? WHERE run_id = ? AND chunk_index = ?",
+        )
+        .bind(redacted)
+        .bind(run_id)
+        .bind(chunk_index)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,113 @@
+//! Bearer-token rows: create, look up by id (through the verified-token cache for
+//! authentication), list, revoke.
+
+use serde_json::json;
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+
+use super::{NewEvent, Result, Store, StoreError, TokenRow, append_event};
+use happyx_core::util::now_ms;
+
+fn token_from_row(r: &SqliteRow) -> Result<TokenRow> {
+    Ok(TokenRow {
+        id: r.try_get("id")?,
+        name: r.try_get("name")?,
+        role: r.try_get("role")?,
+        secret_hash: r.try_get("secret_hash")?,
+        created_at: r.try_get("created_at")?,
+        revoked_at: r.try_get("revoked_at")?,
+    })
+}
+
+const COLS: &str = "id, name, role, secret_hash, created_at, revoked_at";
+
+impl Store {
+    /// Stores a new token (its secret's hash only) and its `token.created` event.
+    pub async fn create_token(&self, row: &TokenRow, actor: &str) -> Result<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO tokens (id, name, role, secret_hash, created_at, revoked_at) VALUES (?, ?, ?, ?, ?, NULL)",
+        )
+        .bind(&row.id)
+        .bind(&row.name)
+        .bind(&row.role)
+        .bind(&row.secret_hash)
+        .bind(row.created_at)
+        .execute(&mut *tx)
+        .await?;
+        let ev = NewEvent::new(
+            "token.created",
+            actor,
+            &row.id,
+            json!({ "role": row.role, "name": row.name }),
+        );
+        append_event(&mut tx, &ev).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The token row for authenticating a request: from the verified-token cache when no
+    /// revocation happened since it was read ([`super::token_cache`]), else from the database.
+    pub async fn token_for_auth(&self, id: &str) -> Result<Option<TokenRow>> {
+        let epoch = self.token_cache.epoch();
+        if let Some(e) = epoch
+            && let Some(row) = self.token_cache.get(id, e)
+        {
+            return Ok(Some(row));
+        }
+        let row = self.token(id).await?;
+        if let (Some(e), Some(r)) = (epoch, &row) {
+            self.token_cache.put(r, e);
+        }
+        Ok(row)
+    }
+
+    pub async fn token(&self, id: &str) -> Result<Option<TokenRow>> {
+        let q = format!("SELECT {COLS} FROM tokens WHERE id = ?");
+        let row = sqlx::query(sqlx::AssertSqlSafe(q))
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await?;
+        row.as_ref().map(token_from_row).transpose()
+    }
+
+    pub async fn tokens(&self) -> Result<Vec<TokenRow>> {
+        let q = format!("SELECT {COLS} FROM tokens ORDER BY created_at, id");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(q))
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter().map(token_from_row).collect()
+    }
+
+    /// Revokes a token; revoking twice is a no-op that reports `false`.
+    pub async fn revoke_token(&self, id: &str, actor: &str) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        let now = now_ms();
+        let done =
+            sqlx::query("UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        if done == 0 {
+            let exists: Option<(String,)> = sqlx::query_as("SELECT id FROM tokens WHERE id = ?")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            return match exists {
+                Some(_) => Ok(false),
+                None => Err(StoreError::NotFound),
+            };
+        }
+        append_event(
+            &mut tx,
+            &NewEvent::new("token.revoked", actor, id, json!({})),
+        )
+        .await?;
+        tx.commit().await?;
+        // After the commit, before returning: no process trusts a row read before it.
+        self.token_cache.revoked();
+        Ok(true)
+    }
+}
