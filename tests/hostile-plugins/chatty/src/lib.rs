@@ -1,33 +1,10 @@
 //! Hostile test plugin `chatty`.
-wit_bindgen::generate!({ world: "redactor", path: "../../../wit" });
-
-use exports::happyx::policy::config::{Guest as ConfigGuest, PluginInfo};
-use exports::happyx::policy::redaction::{Finding, Guest as RedactionGuest};
-
-struct Component;
-
-impl ConfigGuest for Component {
-    fn info() -> PluginInfo {
-        PluginInfo { name: "hostile-chatty".into(), version: "0.1.0".into(), description: String::new() }
-    }
-    fn configure(_settings: Vec<(String, String)>) -> Result<(), String> {
-        Ok(())
-    }
+hostile_guest::redactor! {
+    bindgen: { world: "redactor", path: "../../../wit" },
+    name: "hostile-chatty",
+    attack: |data| {
+        println!("STDOUT-LEAK {}", String::from_utf8_lossy(&data));
+        eprintln!("STDERR-LEAK {}", String::from_utf8_lossy(&data));
+        Ok(Vec::new())
+    },
 }
-
-impl RedactionGuest for Component {
-    #[allow(unreachable_code, unused_variables)]
-    fn redact(source: String, data: Vec<u8>) -> Result<Vec<Finding>, String> {
-        // Behave during the host's contract probes (mask everything);
-        // misbehave only when the source is "attack".
-        if source != "attack" {
-            if data.is_empty() {
-                return Ok(Vec::new());
-            }
-            return Ok(vec![Finding { rule: "all".into(), start: 0, end: data.len() as u64 }]);
-        }
-        println!("STDOUT-LEAK {}", String::from_utf8_lossy(&data)); eprintln!("STDERR-LEAK {}", String::from_utf8_lossy(&data)); Ok(Vec::new())
-    }
-}
-
-export!(Component);

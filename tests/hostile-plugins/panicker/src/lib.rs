@@ -1,33 +1,8 @@
 //! Hostile test plugin `panicker`.
-wit_bindgen::generate!({ world: "redactor", path: "../../../wit" });
-
-use exports::happyx::policy::config::{Guest as ConfigGuest, PluginInfo};
-use exports::happyx::policy::redaction::{Finding, Guest as RedactionGuest};
-
-struct Component;
-
-impl ConfigGuest for Component {
-    fn info() -> PluginInfo {
-        PluginInfo { name: "hostile-panicker".into(), version: "0.1.0".into(), description: String::new() }
-    }
-    fn configure(_settings: Vec<(String, String)>) -> Result<(), String> {
-        Ok(())
-    }
-}
-
-impl RedactionGuest for Component {
-    #[allow(unreachable_code, unused_variables)]
-    fn redact(source: String, data: Vec<u8>) -> Result<Vec<Finding>, String> {
-        // Behave during the host's contract probes (mask everything);
-        // misbehave only when the source is "attack".
-        if source != "attack" {
-            if data.is_empty() {
-                return Ok(Vec::new());
-            }
-            return Ok(vec![Finding { rule: "all".into(), start: 0, end: data.len() as u64 }]);
-        }
+hostile_guest::redactor! {
+    bindgen: { world: "redactor", path: "../../../wit" },
+    name: "hostile-panicker",
+    attack: |data| {
         panic!("hostile panic with {} input bytes", data.len())
-    }
+    },
 }
-
-export!(Component);
