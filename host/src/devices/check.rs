@@ -140,6 +140,7 @@ pub(super) fn verify(
     // parse() checked every integer fits an i64
     let int = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
     Ok(IngestItem {
+        v: int(env.v),
         key_version: int(env.key_version),
         epoch: int(env.epoch),
         sequence: int(env.sequence),

@@ -53,6 +53,7 @@ async fn session(store: &Store, members: &[&String]) -> String {
 
 fn item(session: &str, sender: &str, epoch: i64, sequence: i64) -> IngestItem {
     IngestItem {
+        v: 1,
         session_id: session.into(),
         sender_device_id: sender.into(),
         key_version: 1,
@@ -303,4 +304,27 @@ async fn re_enrollment_revokes_old_key_versions_and_marks_the_sessions() {
     let marks = events(&store, "session.rotation_required").await;
     assert_eq!(marks.len(), 1);
     assert_eq!(marks[0].data["reason"], "key_revoked");
+}
+
+#[tokio::test]
+async fn each_envelope_keeps_the_wire_version_it_arrived_in() {
+    let (_tmp, store) = open_store().await;
+    let (a, _) = enroll(&store, 0).await;
+    let s = session(&store, &[&a]).await;
+    // The store keeps what it is given: a later wire version is served back as it came,
+    // and the first one stays 1.
+    let mut later = item(&s, &a, 0, 2);
+    later.v = 2;
+    let v = store
+        .ingest_batch(&[item(&s, &a, 0, 1), later], LIMITS)
+        .await
+        .expect("ingest");
+    assert!(
+        v.iter()
+            .all(|v| matches!(v, IngestVerdict::Accepted { .. })),
+        "{v:?}"
+    );
+    let stored = store.envelopes_after(&s, 0, 10).await.expect("read");
+    let versions: Vec<i64> = stored.iter().map(|e| e.v).collect();
+    assert_eq!(versions, [1, 2]);
 }

@@ -178,7 +178,7 @@ fn wrapped_from_row(r: &WrappedKeyRow) -> Result<WrappedKey, DeviceError> {
 fn envelope_from_row(r: &StoredEnvelope) -> Result<Envelope, DeviceError> {
     let corrupt = || DeviceError::Store(StoreError::Corrupt("envelopes"));
     Ok(Envelope {
-        v: crate::envelope::ENVELOPE_VERSION,
+        v: to_u64(r.v, "envelopes")?,
         session_id: r.session_id.clone(),
         sender_device_id: r.sender_device_id.clone(),
         key_version: to_u64(r.key_version, "envelopes")?,

@@ -39,6 +39,8 @@ happyx_core::debug_fields!(WrappedKeyRow {
 /// One envelope to accept or refuse, already parsed and signature-checked by the caller.
 #[derive(Clone)]
 pub struct IngestItem {
+    /// The envelope's wire format version, stored with it.
+    pub v: i64,
     pub session_id: String,
     pub sender_device_id: String,
     pub key_version: i64,
@@ -155,6 +157,8 @@ pub(super) async fn require_rotation(
 /// An accepted envelope as stored.
 #[derive(Clone, PartialEq, Eq)]
 pub struct StoredEnvelope {
+    /// The wire format version it arrived in.
+    pub v: i64,
     pub ordinal: i64,
     pub session_id: String,
     pub sender_device_id: String,
@@ -403,7 +407,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<StoredEnvelope>> {
         let rows = sqlx::query(
-            "SELECT ordinal, session_id, sender_device_id, key_version, epoch, sequence, created_at, \
+            "SELECT v, ordinal, session_id, sender_device_id, key_version, epoch, sequence, created_at, \
              nonce, ciphertext, signature FROM envelopes WHERE session_id = ? AND ordinal > ? \
              ORDER BY ordinal LIMIT ?",
         )
@@ -415,6 +419,7 @@ impl Store {
         rows.iter()
             .map(|r| {
                 Ok(StoredEnvelope {
+                    v: r.try_get("v")?,
                     ordinal: r.try_get("ordinal")?,
                     session_id: r.try_get("session_id")?,
                     sender_device_id: r.try_get("sender_device_id")?,
@@ -543,11 +548,11 @@ impl Store {
             };
             verdicts.push(verdict);
         }
-        // Inserts, many rows per statement (13 parameters per row, well under SQLite's limit).
+        // Inserts, many rows per statement (14 parameters per row, well under SQLite's limit).
         for chunk in accepted.chunks(500) {
             let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
                 "INSERT INTO envelopes (id, ordinal, session_id, sender_device_id, key_version, epoch, \
-                 sequence, created_at, received_at, nonce, ciphertext, signature, size) ",
+                 sequence, created_at, received_at, nonce, ciphertext, signature, size, v) ",
             );
             qb.push_values(chunk, |mut b, (i, id, ord)| {
                 let it = &items[*i];
@@ -563,7 +568,8 @@ impl Store {
                     .push_bind(it.nonce.clone())
                     .push_bind(it.ciphertext.clone())
                     .push_bind(it.signature.clone())
-                    .push_bind(it.size);
+                    .push_bind(it.size)
+                    .push_bind(it.v);
             });
             qb.build().execute(&mut *tx).await?;
         }

@@ -69,6 +69,12 @@ const SOURCES: &[(i64, &str, &str, bool)] = &[
         include_str!("../../../migrations/sqlite/0009_checkpoints.sql"),
         false,
     ),
+    (
+        10,
+        "envelope_version",
+        include_str!("../../../migrations/sqlite/0010_envelope_version.sql"),
+        false,
+    ),
 ];
 
 /// The newest schema version this binary knows.

@@ -216,6 +216,7 @@ async fn envelopes(store: &Store, n: usize) -> Result<()> {
         let take = ENVELOPE_TX.min(n - done);
         let batch: Vec<IngestItem> = (done..done + take)
             .map(|i| IngestItem {
+                v: 1,
                 session_id: session_id.clone(),
                 sender_device_id: device.clone(),
                 key_version: 1,
