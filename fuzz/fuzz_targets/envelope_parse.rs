@@ -5,7 +5,7 @@
 
 use std::sync::OnceLock;
 
-use happyx::envelope::{
+use happyx_envelope::{
     ContentKey, DeviceKeys, ENVELOPE_VERSION, Envelope, EnvelopeHeader, SigningPublicKey, seal,
 };
 use libfuzzer_sys::fuzz_target;
