@@ -815,7 +815,7 @@ fn padded(body: &str, len: usize) -> String {
 #[test]
 fn batches_are_judged_in_order_and_refused_whole_at_their_limits() {
     let (tmp, data) = temp_data_dir();
-    let server = start(&data);
+    let server = start_wide_window(&data);
     let op = server.token("operator");
     let a = enroll(&server, &op, tmp.path().join("a"));
     let b = enroll(&server, &op, tmp.path().join("b"));
