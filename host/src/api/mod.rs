@@ -3,6 +3,7 @@
 //! `/v1/openapi.json` is generated from the same list that builds the router.
 
 mod approvals;
+mod codes;
 mod console;
 mod devices;
 mod envelopes;
@@ -88,9 +89,9 @@ impl Modify for BearerAuth {
     }
 }
 
-/// Builds the router and the OpenAPI document from one list of routes.
-pub fn router_and_doc(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
-    let (router, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+/// The one list of routes: it builds both the router and the OpenAPI document.
+fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health::healthz))
         .routes(routes!(health::openapi_json))
         .routes(routes!(status::status))
@@ -160,7 +161,19 @@ pub fn router_and_doc(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
                 crate::envelope::limits::MAX_BATCH_JSON_LEN,
             )),
         )
-        .split_for_parts();
+}
+
+/// The OpenAPI document of [`routes`], with each route's error codes (see `api/codes.rs`).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let (_, mut doc) = routes().split_for_parts();
+    codes::document(&mut doc);
+    doc
+}
+
+/// Builds the router and the OpenAPI document from one list of routes.
+pub fn router_and_doc(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
+    let (router, mut doc) = routes().split_for_parts();
+    codes::document(&mut doc);
     let doc_json = Arc::new(doc.clone());
     let max_body = state.config.api.max_body_bytes;
     let metrics = state.metrics.clone();
