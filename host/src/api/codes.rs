@@ -859,9 +859,22 @@ pub fn route_errors(operation_id: &str) -> Option<RouteErrors> {
 /// Writes [`ROUTES`] into `doc`: for every operation, each error status gets a response (one
 /// referring to `ErrorBody` when the route's annotation did not declare it) whose description
 /// lists the codes and whose `x-error-codes` extension holds them; the operation itself gets
-/// `x-error-codes` with all of them. An operation missing from the table is left as declared
+/// `x-error-codes` with all of them; the document's own `x-error-codes` is [`CATALOGUE`] and
+/// `x-error-codes-no-route` is [`NO_ROUTE`]. An operation missing from the table is left as declared
 /// (the unit tests make sure there is none).
 pub fn document(doc: &mut OpenApi) {
+    let no_route: serde_json::Map<String, serde_json::Value> = NO_ROUTE
+        .iter()
+        .map(|(status, codes)| (status.to_string(), serde_json::json!(codes)))
+        .collect();
+    let top = utoipa::openapi::extensions::ExtensionsBuilder::new()
+        .add("x-error-codes", serde_json::json!(CATALOGUE))
+        .add(
+            "x-error-codes-no-route",
+            serde_json::Value::Object(no_route),
+        )
+        .build();
+    doc.extensions.get_or_insert_default().merge(top);
     for item in doc.paths.paths.values_mut() {
         for op in [
             &mut item.get,

@@ -13,6 +13,7 @@ mod extract;
 mod gate;
 mod health;
 mod metrics;
+mod page;
 mod permissions;
 mod plugins;
 mod pty;
@@ -37,6 +38,7 @@ use utoipa_axum::routes;
 pub use error::{ApiError, ApiResult, ErrorBody};
 pub use extract::parse_json;
 pub use metrics::Metrics;
+pub use page::{PageQuery, Paged};
 
 use crate::config::Config;
 use crate::devices::DeviceService;
@@ -208,42 +210,6 @@ async fn method_not_allowed() -> ApiError {
         "method_not_allowed",
         "this route does not take that method",
     )
-}
-
-/// Paging parameters shared by listings.
-#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-#[serde(deny_unknown_fields)]
-pub struct PageQuery {
-    /// Return items after this id (the `next` of the previous page).
-    pub after: Option<String>,
-    /// Page size, 1 to 500 (default 50).
-    pub limit: Option<i64>,
-}
-
-pub const MAX_PAGE: i64 = 500;
-
-impl PageQuery {
-    pub fn limit(&self) -> Result<i64, ApiError> {
-        match self.limit {
-            None => Ok(50),
-            Some(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
-            Some(_) => Err(ApiError::bad_request(
-                "invalid_query",
-                format!("limit must be between 1 and {MAX_PAGE}"),
-            )),
-        }
-    }
-
-    pub fn after(&self) -> Result<Option<&str>, ApiError> {
-        match self.after.as_deref() {
-            Some(a) if !crate::util::is_valid_id(a) => Err(ApiError::bad_request(
-                "invalid_query",
-                "after is not a valid id",
-            )),
-            other => Ok(other),
-        }
-    }
 }
 
 /// Validates a path id; ids outside our shape cannot exist.

@@ -73,6 +73,31 @@ fn route_error_codes_match_the_snapshot() {
 }
 
 #[test]
+fn the_document_carries_the_catalogue() {
+    let doc = serde_json::to_value(crate::api::openapi()).expect("document serializes");
+    assert_eq!(doc["x-error-codes"], serde_json::json!(CATALOGUE));
+    assert_eq!(
+        doc["x-error-codes-no-route"],
+        serde_json::json!({"404": ["not_found"], "405": ["method_not_allowed"]})
+    );
+    let op = &doc["paths"]["/v1/runs"]["post"];
+    assert_eq!(op["operationId"], "create_run");
+    let codes = op["x-error-codes"].as_array().expect("operation codes");
+    assert!(codes.contains(&serde_json::json!("approval_required")));
+    let resp = &op["responses"]["409"];
+    assert_eq!(
+        resp["x-error-codes"],
+        serde_json::json!(["idempotency_conflict"])
+    );
+    assert!(
+        resp["description"]
+            .as_str()
+            .is_some_and(|d| d.contains("`idempotency_conflict`")),
+        "{resp}"
+    );
+}
+
+#[test]
 fn every_operation_has_exactly_one_table_entry() {
     let doc = serde_json::to_value(crate::api::openapi()).expect("document serializes");
     let mut ids = BTreeSet::new();
