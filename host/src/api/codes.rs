@@ -726,7 +726,6 @@ pub const ROUTES: &[(&str, RouteErrors)] = &[
         &[
             (400, &["invalid_body", "invalid_json"]),
             (403, &["bad_proof", "enrollment_invalid"]),
-            (409, &["conflict"]),
             (413, &["body_too_large"]),
             (415, &["unsupported_media_type"]),
             (422, &["invalid_field", "invalid_key_version", "weak_key"]),
