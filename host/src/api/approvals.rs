@@ -12,8 +12,9 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::extract::{ApiQuery, Caller, RawBody};
-use super::{ApiError, ApiResult, AppState, ErrorBody, path_id};
+use super::extract::{Caller, RawBody};
+use super::page::{NoCursor, PageParams, RecentItems};
+use super::{ApiError, ApiResult, AppState, ErrorBody, Paged, path_id};
 use crate::auth::Role;
 use crate::store::{Approval, StoreError};
 
@@ -25,6 +26,17 @@ pub struct ApprovalsQuery {
     status: Option<String>,
     /// 1 to 500 (default 100).
     limit: Option<i64>,
+}
+
+impl PageParams for ApprovalsQuery {
+    type Limits = RecentItems;
+    type Cursor = NoCursor;
+    fn take_cursor(&mut self) -> Option<std::convert::Infallible> {
+        None
+    }
+    fn limit(&self) -> Option<i64> {
+        self.limit
+    }
 }
 
 #[derive(Serialize, ToSchema)]
@@ -157,22 +169,16 @@ pub struct Decision {
 pub async fn list_approvals(
     State(state): State<AppState>,
     caller: Caller,
-    ApiQuery(q): ApiQuery<ApprovalsQuery>,
+    page: Paged<ApprovalsQuery>,
 ) -> ApiResult<Json<ApprovalList>> {
     caller.require(&[Role::Operator, Role::Viewer])?;
+    let (q, limit) = (&page.query, page.limit);
     if let Some(s) = q.status.as_deref()
         && !matches!(s, "pending" | "approved" | "denied" | "used")
     {
         return Err(ApiError::bad_request(
             "invalid_query",
             "status must be pending, approved, denied or used",
-        ));
-    }
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=500).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "invalid_query",
-            "limit must be between 1 and 500",
         ));
     }
     let mut items = Vec::new();

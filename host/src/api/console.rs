@@ -11,8 +11,9 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::extract::{ApiJson, ApiQuery, Caller};
-use super::{ApiError, ApiResult, AppState, ErrorBody};
+use super::extract::{ApiJson, Caller};
+use super::page::{NoCursor, PageParams, RecentItems};
+use super::{ApiError, ApiResult, AppState, ErrorBody, Paged};
 use crate::auth::{self, AuthError, Identity, Role};
 use crate::console::session;
 use crate::plugins::PluginStatus;
@@ -219,6 +220,17 @@ pub struct PtyListQuery {
     limit: Option<i64>,
 }
 
+impl PageParams for PtyListQuery {
+    type Limits = RecentItems;
+    type Cursor = NoCursor;
+    fn take_cursor(&mut self) -> Option<std::convert::Infallible> {
+        None
+    }
+    fn limit(&self) -> Option<i64> {
+        self.limit
+    }
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct PtyList {
     items: Vec<PtySession>,
@@ -230,21 +242,15 @@ pub struct PtyList {
 pub async fn list_ptys(
     State(state): State<AppState>,
     caller: Caller,
-    ApiQuery(q): ApiQuery<PtyListQuery>,
+    page: Paged<PtyListQuery>,
 ) -> ApiResult<Json<PtyList>> {
+    let (q, limit) = (&page.query, page.limit);
     if let Some(s) = q.state.as_deref()
         && !matches!(s, "starting" | "running" | "exited" | "lost" | "killed")
     {
         return Err(ApiError::bad_request(
             "invalid_query",
             "state must be starting, running, exited, lost or killed",
-        ));
-    }
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=500).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "invalid_query",
-            "limit must be between 1 and 500",
         ));
     }
     let actor = caller.actor();

@@ -5,13 +5,11 @@ use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::extract::{ApiQuery, Caller};
+use super::extract::Caller;
+use super::page::{EventPages, PageParams, Paged, SeqCursor};
 use super::{ApiError, ApiResult, AppState};
 use crate::auth::Role;
 use crate::store::EventRow;
-
-/// Largest page of events one request returns.
-pub const MAX_EVENTS: i64 = 1000;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -37,6 +35,17 @@ pub struct EventsQuery {
     until: Option<i64>,
 }
 
+impl PageParams for EventsQuery {
+    type Limits = EventPages;
+    type Cursor = SeqCursor;
+    fn take_cursor(&mut self) -> Option<i64> {
+        self.after.take()
+    }
+    fn limit(&self) -> Option<i64> {
+        self.limit
+    }
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct EventPage {
     events: Vec<EventRow>,
@@ -51,23 +60,10 @@ pub struct EventPage {
 pub async fn list_events(
     State(state): State<AppState>,
     caller: Caller,
-    ApiQuery(q): ApiQuery<EventsQuery>,
+    page: Paged<EventsQuery>,
 ) -> ApiResult<Json<EventPage>> {
     caller.require(&[Role::Operator, Role::Viewer])?;
-    let after = q.after.unwrap_or(0);
-    if after < 0 {
-        return Err(ApiError::bad_request("invalid_query", "after must be >= 0"));
-    }
-    let limit = match q.limit {
-        None => 100,
-        Some(n) if (1..=MAX_EVENTS).contains(&n) => n,
-        Some(_) => {
-            return Err(ApiError::bad_request(
-                "invalid_query",
-                format!("limit must be between 1 and {MAX_EVENTS}"),
-            ));
-        }
-    };
+    let (after, limit, q) = (page.after_seq(), page.limit, &page.query);
     let desc = match q.order.as_deref() {
         None | Some("asc") => false,
         Some("desc") => true,

@@ -3,6 +3,7 @@
 //! `/v1/openapi.json` is generated from the same list that builds the router.
 
 mod approvals;
+mod codes;
 mod console;
 mod devices;
 mod envelopes;
@@ -12,6 +13,7 @@ mod extract;
 mod gate;
 mod health;
 mod metrics;
+mod page;
 mod permissions;
 mod plugins;
 mod pty;
@@ -36,6 +38,7 @@ use utoipa_axum::routes;
 pub use error::{ApiError, ApiResult, ErrorBody};
 pub use extract::parse_json;
 pub use metrics::Metrics;
+pub use page::{PageQuery, Paged};
 
 use crate::config::Config;
 use crate::devices::DeviceService;
@@ -88,9 +91,9 @@ impl Modify for BearerAuth {
     }
 }
 
-/// Builds the router and the OpenAPI document from one list of routes.
-pub fn router_and_doc(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
-    let (router, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+/// The one list of routes: it builds both the router and the OpenAPI document.
+fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health::healthz))
         .routes(routes!(health::openapi_json))
         .routes(routes!(status::status))
@@ -160,7 +163,19 @@ pub fn router_and_doc(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
                 crate::envelope::limits::MAX_BATCH_JSON_LEN,
             )),
         )
-        .split_for_parts();
+}
+
+/// The OpenAPI document of [`routes`], with each route's error codes (see `api/codes.rs`).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let (_, mut doc) = routes().split_for_parts();
+    codes::document(&mut doc);
+    doc
+}
+
+/// Builds the router and the OpenAPI document from one list of routes.
+pub fn router_and_doc(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
+    let (router, mut doc) = routes().split_for_parts();
+    codes::document(&mut doc);
     let doc_json = Arc::new(doc.clone());
     let max_body = state.config.api.max_body_bytes;
     let metrics = state.metrics.clone();
@@ -195,42 +210,6 @@ async fn method_not_allowed() -> ApiError {
         "method_not_allowed",
         "this route does not take that method",
     )
-}
-
-/// Paging parameters shared by listings.
-#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-#[serde(deny_unknown_fields)]
-pub struct PageQuery {
-    /// Return items after this id (the `next` of the previous page).
-    pub after: Option<String>,
-    /// Page size, 1 to 500 (default 50).
-    pub limit: Option<i64>,
-}
-
-pub const MAX_PAGE: i64 = 500;
-
-impl PageQuery {
-    pub fn limit(&self) -> Result<i64, ApiError> {
-        match self.limit {
-            None => Ok(50),
-            Some(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
-            Some(_) => Err(ApiError::bad_request(
-                "invalid_query",
-                format!("limit must be between 1 and {MAX_PAGE}"),
-            )),
-        }
-    }
-
-    pub fn after(&self) -> Result<Option<&str>, ApiError> {
-        match self.after.as_deref() {
-            Some(a) if !crate::util::is_valid_id(a) => Err(ApiError::bad_request(
-                "invalid_query",
-                "after is not a valid id",
-            )),
-            other => Ok(other),
-        }
-    }
 }
 
 /// Validates a path id; ids outside our shape cannot exist.

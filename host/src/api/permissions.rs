@@ -6,8 +6,8 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::extract::{ApiJson, ApiQuery, Caller};
-use super::{ApiError, ApiResult, AppState, ErrorBody, PageQuery, check_text, path_id};
+use super::extract::{ApiJson, Caller};
+use super::{ApiError, ApiResult, AppState, ErrorBody, PageQuery, Paged, check_text, path_id};
 use crate::auth::Role;
 use crate::store::Permission;
 use crate::util::{new_id, now_ms};
@@ -88,10 +88,10 @@ pub async fn create_permission(
 pub async fn list_permissions(
     State(state): State<AppState>,
     caller: Caller,
-    ApiQuery(q): ApiQuery<PageQuery>,
+    page: Paged<PageQuery>,
 ) -> ApiResult<Json<PermissionList>> {
     caller.require(&[Role::Operator, Role::Viewer])?;
-    let page = state.store.permissions(q.after()?, q.limit()?).await?;
+    let page = state.store.permissions(page.after_id(), page.limit).await?;
     Ok(Json(PermissionList {
         items: page.items,
         next: page.next,

@@ -16,8 +16,8 @@ use axum::response::IntoResponse;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::extract::ApiQuery;
-use super::{ApiError, ApiResult, AppState, ErrorBody, PageQuery, path_id};
+use super::page::{CheckpointPages, PageParams, SeqCursor};
+use super::{ApiError, ApiResult, AppState, ErrorBody, PageQuery, Paged, path_id};
 use crate::store::{Owner, PtySession, Run, SCHEMA_VERSION, Session, migration_checksums};
 
 const CACHE: &str = "public, max-age=5";
@@ -122,8 +122,17 @@ pub struct CheckpointQuery {
     limit: Option<i64>,
 }
 
-/// Most checkpoints one `/public/checkpoints` page lists.
-pub const MAX_CHECKPOINT_PAGE: i64 = 1000;
+impl PageParams for CheckpointQuery {
+    type Limits = CheckpointPages;
+    type Cursor = SeqCursor;
+    const CURSOR: &'static str = "from_seq";
+    fn take_cursor(&mut self) -> Option<i64> {
+        self.from_seq.take()
+    }
+    fn limit(&self) -> Option<i64> {
+        self.limit
+    }
+}
 
 /// A page of `/public/checkpoints`.
 #[derive(Serialize, ToSchema)]
@@ -413,19 +422,13 @@ pub async fn public_evidence(State(state): State<AppState>) -> ApiResult<impl In
     responses((status = 200, body = PublicCheckpointList), (status = 400, body = ErrorBody)))]
 pub async fn public_checkpoints(
     State(state): State<AppState>,
-    ApiQuery(q): ApiQuery<CheckpointQuery>,
+    page: Paged<CheckpointQuery>,
 ) -> ApiResult<impl IntoResponse> {
-    let from_seq = q.from_seq.unwrap_or(0);
-    let limit = q.limit.unwrap_or(100);
-    if from_seq < 0 || !(1..=MAX_CHECKPOINT_PAGE).contains(&limit) {
-        return Err(ApiError::new(
-            axum::http::StatusCode::BAD_REQUEST,
-            "invalid_query",
-            format!("`from_seq` must be 0 or more and `limit` between 1 and {MAX_CHECKPOINT_PAGE}"),
-        ));
-    }
     let body = PublicCheckpointList {
-        items: state.store.checkpoints_from(from_seq, limit).await?,
+        items: state
+            .store
+            .checkpoints_from(page.after_seq(), page.limit)
+            .await?,
     };
     Ok(([(CACHE_CONTROL, CACHE)], Json(body)))
 }
@@ -435,12 +438,12 @@ pub async fn public_checkpoints(
     responses((status = 200, body = PublicRunList), (status = 404, body = ErrorBody)))]
 pub async fn public_runs(
     State(state): State<AppState>,
-    ApiQuery(q): ApiQuery<PageQuery>,
+    page: Paged<PageQuery>,
 ) -> ApiResult<impl IntoResponse> {
     if !state.config.public.runs {
         return Err(ApiError::not_found("public view (public.runs is off)"));
     }
-    let page = state.store.runs(None, q.after()?, q.limit()?).await?;
+    let page = state.store.runs(None, page.after_id(), page.limit).await?;
     let body = PublicRunList {
         items: page.items.into_iter().map(PublicRun::from).collect(),
         next: page.next,
@@ -473,12 +476,12 @@ pub async fn public_session(
     responses((status = 200, body = PublicSessionList), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn public_sessions(
     State(state): State<AppState>,
-    ApiQuery(q): ApiQuery<PageQuery>,
+    page: Paged<PageQuery>,
 ) -> ApiResult<impl IntoResponse> {
     sessions_enabled(&state)?;
     let page = state
         .store
-        .sessions(Owner(None), q.after()?, q.limit()?)
+        .sessions(Owner(None), page.after_id(), page.limit)
         .await?;
     let mut items = Vec::with_capacity(page.items.len());
     for s in page.items {
@@ -497,10 +500,10 @@ pub async fn public_sessions(
     responses((status = 200, body = PublicSessionList), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn public_terminals(
     State(state): State<AppState>,
-    ApiQuery(q): ApiQuery<PageQuery>,
+    page: Paged<PageQuery>,
 ) -> ApiResult<impl IntoResponse> {
     sessions_enabled(&state)?;
-    let page = state.store.pty_page(q.after()?, q.limit()?).await?;
+    let page = state.store.pty_page(page.after_id(), page.limit).await?;
     let body = PublicSessionList {
         items: page.items.into_iter().map(terminal_view).collect(),
         next: page.next,

@@ -11,9 +11,10 @@ use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::extract::{ApiJson, ApiQuery, Caller};
+use super::extract::{ApiJson, Caller};
 use super::gate::{self, ApprovalRequired, Gated, approval_invalid};
-use super::{ApiError, ApiResult, AppState, ErrorBody, PageQuery, path_id};
+use super::page::{IdCursor, IdPages, PageParams};
+use super::{ApiError, ApiResult, AppState, ErrorBody, Paged, path_id};
 use crate::approvals::ActionKind;
 use crate::auth::{Role, Secret};
 use crate::plugins::{Recipe, Risk};
@@ -202,19 +203,27 @@ pub struct RunsQuery {
     risk: Option<String>,
 }
 
+impl PageParams for RunsQuery {
+    type Limits = IdPages;
+    type Cursor = IdCursor;
+    fn take_cursor(&mut self) -> Option<String> {
+        self.after.take()
+    }
+    fn limit(&self) -> Option<i64> {
+        self.limit
+    }
+}
+
 #[utoipa::path(get, path = "/v1/runs", tag = "runs", params(RunsQuery), security(("bearer" = [])),
     responses((status = 200, body = RunList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub async fn list_runs(
     State(state): State<AppState>,
     caller: Caller,
-    ApiQuery(q): ApiQuery<RunsQuery>,
+    page: Paged<RunsQuery>,
 ) -> ApiResult<Json<RunList>> {
     let actor = caller.actor();
     let owner = caller.is(Role::Agent).then_some(actor.as_str());
-    let page = PageQuery {
-        after: q.after.clone(),
-        limit: q.limit,
-    };
+    let q = &page.query;
     let filtered =
         q.status.is_some() || q.requester.is_some() || q.recipe.is_some() || q.risk.is_some();
     let desc = match q.order.as_deref() {
@@ -228,10 +237,7 @@ pub async fn list_runs(
         }
     };
     if !filtered && !desc {
-        let page = state
-            .store
-            .runs(owner, page.after()?, page.limit()?)
-            .await?;
+        let page = state.store.runs(owner, page.after_id(), page.limit).await?;
         return Ok(Json(RunList {
             items: page.items,
             next: page.next,
@@ -253,14 +259,14 @@ pub async fn list_runs(
             ));
         }
     }
-    let limit = page.limit()?;
+    let limit = page.limit;
     let filter = crate::store::RunFilter {
         owner,
         status: q.status.as_deref(),
         requester: q.requester.as_deref(),
         recipe: q.recipe.as_deref(),
         risk: q.risk.as_deref(),
-        before: page.after()?,
+        before: page.after_id(),
         limit: limit + 1,
     };
     let mut items = state.store.runs_filtered(&filter).await?;

@@ -6,8 +6,8 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::extract::{ApiJson, ApiQuery, Caller};
-use super::{ApiError, ApiResult, AppState, ErrorBody, PageQuery, check_text, path_id};
+use super::extract::{ApiJson, Caller};
+use super::{ApiError, ApiResult, AppState, ErrorBody, PageQuery, Paged, check_text, path_id};
 use crate::auth::Role;
 use crate::store::{Owner, Session};
 use crate::util::{new_id, now_ms};
@@ -106,11 +106,14 @@ pub async fn create_session(
 pub async fn list_sessions(
     State(state): State<AppState>,
     caller: Caller,
-    ApiQuery(q): ApiQuery<PageQuery>,
+    page: Paged<PageQuery>,
 ) -> ApiResult<Json<SessionList>> {
     let actor = caller.actor();
     let owner = Owner(caller.is(Role::Agent).then_some(actor.as_str()));
-    let page = state.store.sessions(owner, q.after()?, q.limit()?).await?;
+    let page = state
+        .store
+        .sessions(owner, page.after_id(), page.limit)
+        .await?;
     Ok(Json(SessionList {
         items: page.items,
         next: page.next,

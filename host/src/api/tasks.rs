@@ -6,8 +6,8 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::extract::{ApiJson, ApiQuery, Caller};
-use super::{ApiError, ApiResult, AppState, ErrorBody, PageQuery, check_text, path_id};
+use super::extract::{ApiJson, Caller};
+use super::{ApiError, ApiResult, AppState, ErrorBody, PageQuery, Paged, check_text, path_id};
 use crate::auth::Role;
 use crate::store::{Owner, Task};
 use crate::util::{new_id, now_ms};
@@ -92,11 +92,14 @@ pub async fn create_task(
 pub async fn list_tasks(
     State(state): State<AppState>,
     caller: Caller,
-    ApiQuery(q): ApiQuery<PageQuery>,
+    page: Paged<PageQuery>,
 ) -> ApiResult<Json<TaskList>> {
     let actor = caller.actor();
     let owner = Owner(caller.is(Role::Agent).then_some(actor.as_str()));
-    let page = state.store.tasks(owner, q.after()?, q.limit()?).await?;
+    let page = state
+        .store
+        .tasks(owner, page.after_id(), page.limit)
+        .await?;
     Ok(Json(TaskList {
         items: page.items,
         next: page.next,
