@@ -172,7 +172,7 @@ pub fn schedule(rounds: u32) -> Vec<(u32, Side)> {
 
 /// `a ÷ b` to three decimals; `None` when `b` is not a positive number.
 pub fn ratio(a: f64, b: f64) -> Option<f64> {
-    if !(b > 0.0) || !a.is_finite() || !b.is_finite() {
+    if b.is_nan() || b <= 0.0 || !a.is_finite() || !b.is_finite() {
         return None;
     }
     Some(round_to(a / b, 3))
@@ -1038,7 +1038,7 @@ mod tests {
             "--rounds",
             "2",
             "--round",
-            "1s",
+            "500ms",
             "--warmup",
             "200ms",
             "--clients",
