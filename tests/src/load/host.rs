@@ -255,3 +255,21 @@ batch = 500
         events = cfg.retention_events,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_relative_binary_path_does_not_depend_on_the_hosts_working_dir() {
+        // Tests run in the package's directory; the host runs in its own base dir.
+        let found = locate_binary(Some(Path::new("src/load/host.rs")));
+        assert!(found.is_absolute(), "{}", found.display());
+        assert!(found.ends_with("tests/src/load/host.rs"), "{}", found.display());
+        // A bare name is still looked up on PATH.
+        assert_eq!(
+            locate_binary(Some(Path::new("happyx"))),
+            PathBuf::from("happyx")
+        );
+    }
+}
