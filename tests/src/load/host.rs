@@ -265,7 +265,11 @@ mod tests {
         // Tests run in the package's directory; the host runs in its own base dir.
         let found = locate_binary(Some(Path::new("src/load/host.rs")));
         assert!(found.is_absolute(), "{}", found.display());
-        assert!(found.ends_with("tests/src/load/host.rs"), "{}", found.display());
+        assert!(
+            found.ends_with("tests/src/load/host.rs"),
+            "{}",
+            found.display()
+        );
         // A bare name is still looked up on PATH.
         assert_eq!(
             locate_binary(Some(Path::new("happyx"))),
