@@ -1,5 +1,5 @@
-//! Command-line interface of `happyx-load`: the `soak` and `datadir` subcommands, the soak's
-//! rates and bounds, and the duration syntax (`300ms`, `90s`, `5m`, `7h`, or combinations
+//! Command-line interface of `happyx-load`: the `soak`, `datadir` and `bench` subcommands,
+//! the soak's rates and bounds, and the duration syntax (`300ms`, `90s`, `5m`, `7h`, or combinations
 //! such as `1h30m`).
 
 use std::path::PathBuf;
@@ -30,6 +30,10 @@ pub enum Command {
     /// Write a large data dir through the store API (a million events, transcript chunks,
     /// envelopes) and a `prune.toml` beside it, for the `audit verify` and `prune` figures.
     Datadir(crate::datadir::DataDirArgs),
+    /// Measure a host over real HTTP against same-run baselines: authenticated reads vs
+    /// `/healthz`, and single envelopes vs the in-process ingest path; prints the figures and
+    /// their ratios on stdout (JSON, or `--format table`).
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Debug, Clone, Args)]

@@ -15,6 +15,11 @@ use tokio::process::{Child, Command};
 /// The `happyx` binary to run: `explicit`, else the one beside this executable, else PATH.
 pub fn locate_binary(explicit: Option<&Path>) -> PathBuf {
     if let Some(p) = explicit {
+        // The host runs in its own working dir: a relative path must not depend on it (a bare
+        // name is still looked up on PATH).
+        if p.components().count() > 1 {
+            return std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+        }
         return p.to_path_buf();
     }
     if let Ok(exe) = std::env::current_exe()
@@ -80,6 +85,11 @@ pub struct Spawned {
 impl Spawned {
     /// Writes the config and picks a fixed loopback port, so the URL survives restarts.
     pub fn prepare(bin: PathBuf, base: &Path, cfg: &SpawnConfig) -> Result<Self> {
+        Self::prepare_with(bin, base, &config_text(cfg))
+    }
+
+    /// [`Self::prepare`] with the configuration file's text given.
+    pub fn prepare_with(bin: PathBuf, base: &Path, config_text: &str) -> Result<Self> {
         use std::os::unix::fs::PermissionsExt;
         std::fs::create_dir_all(base)?;
         // Children run as an unprivileged user in ./happyx-workspace: let them traverse.
@@ -89,7 +99,7 @@ impl Spawned {
             .port();
         let listen = format!("127.0.0.1:{port}");
         let config = base.join("happyx.toml");
-        std::fs::write(&config, config_text(cfg))?;
+        std::fs::write(&config, config_text)?;
         Ok(Self {
             bin,
             base: base.to_path_buf(),
@@ -197,6 +207,11 @@ impl Spawned {
         }
     }
 
+    /// The configuration file the host reads.
+    pub fn config_path(&self) -> &Path {
+        &self.config
+    }
+
     pub fn bin(&self) -> &Path {
         &self.bin
     }
@@ -239,4 +254,26 @@ batch = 500
         interval = cfg.retention_interval.as_millis().max(1000),
         events = cfg.retention_events,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_relative_binary_path_does_not_depend_on_the_hosts_working_dir() {
+        // Tests run in the package's directory; the host runs in its own base dir.
+        let found = locate_binary(Some(Path::new("src/load/host.rs")));
+        assert!(found.is_absolute(), "{}", found.display());
+        assert!(
+            found.ends_with("tests/src/load/host.rs"),
+            "{}",
+            found.display()
+        );
+        // A bare name is still looked up on PATH.
+        assert_eq!(
+            locate_binary(Some(Path::new("happyx"))),
+            PathBuf::from("happyx")
+        );
+    }
 }

@@ -10,7 +10,14 @@
 //!
 //! `happyx-load datadir --data-dir DIR` writes a large data dir for the `audit verify` and
 //! `prune` figures (`docs/storage.md`).
+//!
+//! `happyx-load bench --spawn` measures a host over real HTTP against baselines of the same run
+//! (authenticated reads vs `/healthz`, single envelopes vs the in-process ingest path), the two
+//! sides alternating round by round; figures and ratios go to stdout (`docs/soak.md`, "bench").
 
+mod bench;
+mod bench_envelopes;
+mod bench_http;
 mod cli;
 mod datadir;
 mod host;
@@ -39,6 +46,14 @@ fn main() -> std::process::ExitCode {
     };
     match args.command {
         cli::Command::Soak(soak_args) => match runtime.block_on(soak::run(soak_args)) {
+            Ok(true) => std::process::ExitCode::SUCCESS,
+            Ok(false) => std::process::ExitCode::from(1),
+            Err(e) => {
+                eprintln!("happyx-load: {e:#}");
+                std::process::ExitCode::from(2)
+            }
+        },
+        cli::Command::Bench(args) => match runtime.block_on(bench::run(args)) {
             Ok(true) => std::process::ExitCode::SUCCESS,
             Ok(false) => std::process::ExitCode::from(1),
             Err(e) => {
