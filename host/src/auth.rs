@@ -14,9 +14,7 @@ use std::fmt;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
-use utoipa::ToSchema;
 
 use crate::store::{Store, StoreError, TokenRow};
 use crate::util::{now_ms, random_bytes, sha256_hex};
@@ -26,36 +24,8 @@ const ID_LEN: usize = 12;
 const SECRET_LEN: usize = 43;
 const ID_ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
 
-/// A role decides what a token may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Read only.
-    Viewer,
-    /// Create tasks, sessions, runs and PTYs; read its own.
-    Agent,
-    /// Everything, including approving and enrolling.
-    Operator,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Operator => "operator",
-            Role::Agent => "agent",
-            Role::Viewer => "viewer",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Role> {
-        match s {
-            "operator" => Some(Role::Operator),
-            "agent" => Some(Role::Agent),
-            "viewer" => Some(Role::Viewer),
-            _ => None,
-        }
-    }
-}
+/// The role of a token (defined once, in the shared vocabulary).
+pub use happyx_core::vocab::Role;
 
 /// A secret in the `hpx_` shape. `Debug` and `Display` never show it.
 #[derive(Clone, PartialEq, Eq)]
@@ -191,7 +161,10 @@ pub async fn authenticate(store: &Store, presented: &str) -> Result<Identity, Au
     let equal: bool = hash.as_bytes().ct_eq(stored.as_bytes()).into();
     match row {
         Some(r) if equal && r.revoked_at.is_none() => {
-            let role = Role::parse(&r.role).ok_or(StoreError::Corrupt("tokens.role"))?;
+            let role = r
+                .role
+                .parse::<Role>()
+                .map_err(|_| StoreError::Corrupt("tokens.role"))?;
             Ok(Identity {
                 id: r.id,
                 role,

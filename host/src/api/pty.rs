@@ -29,16 +29,16 @@ use tokio::sync::broadcast::error::RecvError;
 use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{ApiJson, ApiQuery, Caller};
-use super::gate::{self, Gated, approval_invalid};
+use super::gate::{self, Admission, Gated};
 use super::{ApiError, ApiResult, AppState, ErrorBody, path_id};
-use crate::approvals::{Action, ActionKind, action_hash};
+use crate::approvals::{self, Action, ActionKind, UseRefusal, action_hash};
 use crate::auth::{self, Role, Secret};
 use crate::plugins::Risk;
+use crate::pty::Live;
 use crate::pty::manager::Cmd;
 use crate::pty::protocol::SignalKind;
-use crate::pty::{Live, PtyError};
 use crate::store::{
-    ApprovalUse, Granted, NewPty, NewTicket, PtySession, TranscriptChunk, UseEffect,
+    Granted, NewPty, NewTicket, PtySession, StoreError, TranscriptChunk, UseEffect,
 };
 use crate::util::{new_id, now_ms};
 
@@ -122,26 +122,6 @@ fn check_size(rows: u16, cols: u16) -> ApiResult<()> {
     }
 }
 
-fn pty_error(e: PtyError) -> ApiError {
-    match e {
-        PtyError::NotRunning => {
-            ApiError::new(StatusCode::CONFLICT, "pty_not_running", e.to_string())
-        }
-        PtyError::Store(s) => s.into(),
-        PtyError::SocketPathTooLong => {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.code(), e.to_string())
-        }
-        other => {
-            tracing::error!(code = other.code(), error = %other, "terminal operation failed");
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                other.code(),
-                "the terminal's holder could not be reached",
-            )
-        }
-    }
-}
-
 /// Open a PTY from a recipe (operator, agent). High risk follows the approval
 /// flow of `POST /v1/runs` with approvals of kind `pty`. No run timeout.
 #[utoipa::path(post, path = "/v1/pty", tag = "pty", request_body = NewPtyBody, security(("bearer" = [])),
@@ -170,7 +150,7 @@ pub async fn create_pty(
     .await?;
     let requester = caller.actor();
     let id = new_id();
-    let (socket_path, secret_hash) = state.pty.holder_paths(&id).map_err(pty_error)?;
+    let (socket_path, secret_hash) = state.pty.holder_paths(&id)?;
     let now = now_ms();
     let new = NewPty {
         session: PtySession {
@@ -200,33 +180,35 @@ pub async fn create_pty(
         secret_hash,
         boot_id: state.pty.boot_id().to_string(),
     };
-    let session = if let Some(token) = body.approval_token.as_deref() {
-        let u = ApprovalUse {
-            token_hash: &Secret::presented(token).hash(),
-            requester: &requester,
-            kind: ActionKind::Pty.as_str(),
-            action_hash: &hash,
-            effect: UseEffect::CreatePty { pty: &new },
-        };
-        match gate::spend(&state, &u).await? {
-            Granted::Pty(p) => *p,
-            // A use grants exactly its own effect; anything else counts as invalid.
-            _ => return Err(approval_invalid()),
-        }
-    } else if risk == Risk::High {
+    let shown = || {
         let mut action = gate::shown_action(&body.recipe, &body.args, &rendered, risk);
         action.insert("pty".into(), true.into());
-        return gate::require_approval(&state, ActionKind::Pty, hash, action.into(), requester)
-            .await;
-    } else {
-        state.store.create_pty(&new).await?;
-        new.session
+        action.into()
     };
-    let started = state
-        .pty
-        .start(&session, &rendered)
-        .await
-        .map_err(pty_error)?;
+    let needs = approvals::needs_approval(ActionKind::Pty, risk, caller.0.role);
+    let token = body.approval_token.as_deref();
+    let effect = UseEffect::CreatePty { pty: &new };
+    let session = match gate::admit(
+        &state,
+        ActionKind::Pty,
+        &hash,
+        &requester,
+        token,
+        needs,
+        effect,
+        shown,
+    )
+    .await?
+    {
+        Admission::Required(answer) => return Ok(answer),
+        Admission::Granted(Granted::Pty(p)) => *p,
+        Admission::Granted(_) => return Err(UseRefusal::Invalid.into()),
+        Admission::Free => {
+            state.store.create_pty(&new).await?;
+            new.session
+        }
+    };
+    let started = state.pty.start(&session, &rendered).await?;
     Ok((StatusCode::CREATED, Json(started)).into_response())
 }
 
@@ -263,8 +245,7 @@ async fn control(
     state
         .pty
         .control(&p.id, &caller.actor(), kind, data, cmd)
-        .await
-        .map_err(pty_error)?;
+        .await?;
     Ok(Json(state.store.pty(&p.id).await?.unwrap_or(p)))
 }
 
@@ -432,25 +413,30 @@ pub async fn attach_pty(
         requested_by: requester.clone(),
         expires_at: now_ms() + TICKET_TTL_MS,
     };
-    let needs_approval = p.risk == "high" && !caller.is(Role::Operator);
-    if let Some(token) = b.approval_token.as_deref() {
-        let u = ApprovalUse {
-            token_hash: &Secret::presented(token).hash(),
-            requester: &requester,
-            kind: ActionKind::Attach.as_str(),
-            action_hash: &hash,
-            effect: UseEffect::IssueAttachTicket { ticket: &t },
-        };
-        match gate::spend(&state, &u).await? {
-            Granted::AttachTicket(_) => {}
-            // A use grants exactly its own effect; anything else counts as invalid.
-            _ => return Err(approval_invalid()),
-        }
-    } else if needs_approval {
-        let action = json!({ "attach": { "pty_id": p.id, "mode": mode }, "recipe": p.recipe, "risk": p.risk });
-        return gate::require_approval(&state, ActionKind::Attach, hash, action, requester).await;
-    } else {
-        state.store.create_attach_ticket(&t).await?;
+    let risk: Risk = p
+        .risk
+        .parse()
+        .map_err(|_| StoreError::Corrupt("pty_sessions.risk"))?;
+    let needs = approvals::needs_approval(ActionKind::Attach, risk, caller.0.role);
+    let shown =
+        || json!({ "attach": { "pty_id": p.id, "mode": mode }, "recipe": p.recipe, "risk": risk });
+    let token = b.approval_token.as_deref();
+    let effect = UseEffect::IssueAttachTicket { ticket: &t };
+    match gate::admit(
+        &state,
+        ActionKind::Attach,
+        &hash,
+        &requester,
+        token,
+        needs,
+        effect,
+        shown,
+    )
+    .await?
+    {
+        Admission::Required(answer) => return Ok(answer),
+        Admission::Granted(_) => {}
+        Admission::Free => state.store.create_attach_ticket(&t).await?,
     }
     let body = AttachTicket {
         ws_path: format!("/v1/pty/{}/ws", p.id),

@@ -12,13 +12,13 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::extract::{ApiJson, ApiQuery, Caller};
-use super::gate::{self, ApprovalRequired, Gated, approval_invalid};
+use super::gate::{self, Admission, ApprovalRequired, Gated};
 use super::{ApiError, ApiResult, AppState, ErrorBody, PageQuery, path_id};
-use crate::approvals::ActionKind;
-use crate::auth::{Role, Secret};
-use crate::plugins::{Recipe, Risk};
+use crate::approvals::{self, ActionKind, UseRefusal};
+use crate::auth::Role;
+use crate::plugins::Recipe;
 use crate::run_hold::{Served, served_prefix};
-use crate::store::{ApprovalUse, Granted, Run, StoreError, UseEffect};
+use crate::store::{Granted, Run, StoreError, UseEffect};
 use crate::util::{new_id, now_ms};
 
 /// Longest `Idempotency-Key` accepted.
@@ -113,33 +113,35 @@ pub async fn create_run(
             now,
         )
     };
-    let run = if let Some(token) = body.approval_token.as_deref() {
-        // A presented token is always checked, whatever the risk: a token for
-        // another action is refused and nothing is written.
-        let use_ = ApprovalUse {
-            token_hash: &Secret::presented(token).hash(),
-            requester: &requester,
-            kind: ActionKind::Run.as_str(),
-            action_hash: &hash,
-            effect: UseEffect::CreateRun {
-                run: &run,
-                idempotency_key: idem.as_deref(),
-            },
-        };
-        match gate::spend(&state, &use_).await? {
-            Granted::Run(run) => *run,
-            // A use grants exactly its own effect; anything else counts as invalid.
-            _ => return Err(approval_invalid()),
-        }
-    } else if risk == Risk::High {
+    let effect = UseEffect::CreateRun {
+        run: &run,
+        idempotency_key: idem.as_deref(),
+    };
+    let shown = || {
         let mut action = gate::shown_action(&body.recipe, &body.args, &rendered, risk);
         action.insert("session_id".into(), serde_json::json!(body.session_id));
-        return gate::require_approval(&state, ActionKind::Run, hash, action.into(), requester)
-            .await;
-    } else {
-        match state.store.create_run(&run, idem.as_deref(), &hash).await {
+        action.into()
+    };
+    let needs = approvals::needs_approval(ActionKind::Run, risk, caller.0.role);
+    let token = body.approval_token.as_deref();
+    let run = match gate::admit(
+        &state,
+        ActionKind::Run,
+        &hash,
+        &requester,
+        token,
+        needs,
+        effect,
+        shown,
+    )
+    .await?
+    {
+        Admission::Required(answer) => return Ok(answer),
+        Admission::Granted(Granted::Run(run)) => *run,
+        Admission::Granted(_) => return Err(UseRefusal::Invalid.into()),
+        Admission::Free => match state.store.create_run(&run, idem.as_deref(), &hash).await {
             Ok(()) => run,
-            Err(StoreError::Conflict("idempotency_key")) => {
+            Err(StoreError::IdempotencyKeyReuse) => {
                 // A concurrent request with the same key won the race.
                 let prior = state
                     .store
@@ -155,7 +157,7 @@ pub async fn create_run(
                 };
             }
             Err(e) => return Err(e.into()),
-        }
+        },
     };
     state
         .runner
