@@ -104,6 +104,18 @@ impl Identity {
     pub fn actor(&self) -> String {
         format!("token:{}", self.id)
     }
+
+    /// The one rule of ownership: an agent sees only what its own identity created or
+    /// requested (`owner` is that record's actor); operators and viewers see everything.
+    pub fn owns(&self, owner: &str) -> bool {
+        self.role != Role::Agent || owner == self.actor()
+    }
+
+    /// The owner a listing is narrowed to by [`Identity::owns`]: an agent's own actor, or
+    /// `None` for everything.
+    pub fn listing_owner(&self) -> Option<String> {
+        (self.role == Role::Agent).then(|| self.actor())
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -178,6 +190,23 @@ pub async fn authenticate(store: &Store, presented: &str) -> Result<Identity, Au
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn agents_own_only_their_own_records() {
+        let who = |role| Identity {
+            id: "me".into(),
+            role,
+            name: None,
+        };
+        let agent = who(Role::Agent);
+        assert!(agent.owns("token:me"));
+        assert!(!agent.owns("token:other"));
+        assert_eq!(agent.listing_owner().as_deref(), Some("token:me"));
+        for role in [Role::Operator, Role::Viewer] {
+            assert!(who(role).owns("token:other"));
+            assert_eq!(who(role).listing_owner(), None);
+        }
+    }
 
     #[test]
     fn minted_tokens_have_the_documented_shape() {

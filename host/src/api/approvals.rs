@@ -275,7 +275,7 @@ pub async fn get_approval(
         .store
         .approval(id)
         .await?
-        .filter(|a| !caller.is(Role::Agent) || a.requester == caller.actor())
+        .filter(|a| caller.owns(&a.requester))
         .ok_or_else(|| ApiError::not_found("approval"))?;
     Ok(Json(view(&state, &caller, a).await))
 }

@@ -44,7 +44,7 @@ pub struct RunList {
 }
 
 fn visible(caller: &Caller, r: &Run) -> bool {
-    !caller.is(Role::Agent) || r.requested_by == caller.actor()
+    caller.owns(&r.requested_by)
 }
 
 /// Start a run (operator, agent). Low and medium risk start at once; high risk
@@ -64,7 +64,7 @@ pub async fn create_run(
     let idem = idempotency_key(&headers)?;
     if let Some(sid) = &body.session_id {
         let ok = match state.store.session(path_id(sid, "session")?).await? {
-            Some(s) => !caller.is(Role::Agent) || s.created_by == caller.actor(),
+            Some(s) => caller.owns(&s.created_by),
             None => false,
         };
         if !ok {
