@@ -3,7 +3,7 @@
 //! and without the hash chain is measured by the `events` bench.
 //!
 //! - `token_use/*`: spending one-time approval tokens with 64 concurrent
-//!   contenders per token, through `Store::use_approval` vs the same statements
+//!   contenders per token, through `happyx::approvals::spend` vs the same statements
 //!   raw, one transaction per use. Prints uses/s and p99 latency to stderr.
 //!
 //! Run: `cargo bench -p happyx --bench store`.
@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use happyx::config::StorageConfig;
-use happyx::store::{ApprovalUse, NewApproval, Run, Store, UseEffect, UseOutcome};
+use happyx::store::{ApprovalUse, NewApproval, Run, Store, UseEffect};
 use happyx::util::{new_id, now_ms, random_bytes};
 use serde_json::json;
 use sqlx::SqlitePool;
@@ -79,8 +79,7 @@ async fn approved(store: &Store, n: usize) -> Vec<String> {
             })
             .await
             .expect("create");
-        store
-            .decide_approval(&id, "token:op", true, false)
+        happyx::approvals::decide(store, &id, "token:op", true, false)
             .await
             .expect("approve");
         out.push(th);
@@ -192,7 +191,7 @@ async fn contend(e: &Env, tokens: Vec<String>, raw: bool) -> (Duration, usize, V
                             idempotency_key: None,
                         },
                     };
-                    matches!(store.use_approval(&u).await, Ok(UseOutcome::Used(_)))
+                    happyx::approvals::spend(&store, &u).await.is_ok()
                 };
                 (ok, t0.elapsed())
             }));

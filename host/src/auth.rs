@@ -14,9 +14,7 @@ use std::fmt;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
-use utoipa::ToSchema;
 
 use crate::store::{Store, StoreError, TokenRow};
 use crate::util::{now_ms, random_bytes, sha256_hex};
@@ -26,36 +24,8 @@ const ID_LEN: usize = 12;
 const SECRET_LEN: usize = 43;
 const ID_ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
 
-/// A role decides what a token may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Read only.
-    Viewer,
-    /// Create tasks, sessions, runs and PTYs; read its own.
-    Agent,
-    /// Everything, including approving and enrolling.
-    Operator,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Operator => "operator",
-            Role::Agent => "agent",
-            Role::Viewer => "viewer",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Role> {
-        match s {
-            "operator" => Some(Role::Operator),
-            "agent" => Some(Role::Agent),
-            "viewer" => Some(Role::Viewer),
-            _ => None,
-        }
-    }
-}
+/// The role of a token (defined once, in the shared vocabulary).
+pub use happyx_core::vocab::Role;
 
 /// A secret in the `hpx_` shape. `Debug` and `Display` never show it.
 #[derive(Clone, PartialEq, Eq)]
@@ -134,6 +104,18 @@ impl Identity {
     pub fn actor(&self) -> String {
         format!("token:{}", self.id)
     }
+
+    /// The one rule of ownership: an agent sees only what its own identity created or
+    /// requested (`owner` is that record's actor); operators and viewers see everything.
+    pub fn owns(&self, owner: &str) -> bool {
+        self.role != Role::Agent || owner == self.actor()
+    }
+
+    /// The owner a listing is narrowed to by [`Identity::owns`]: an agent's own actor, or
+    /// `None` for everything.
+    pub fn listing_owner(&self) -> Option<String> {
+        (self.role == Role::Agent).then(|| self.actor())
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -191,7 +173,10 @@ pub async fn authenticate(store: &Store, presented: &str) -> Result<Identity, Au
     let equal: bool = hash.as_bytes().ct_eq(stored.as_bytes()).into();
     match row {
         Some(r) if equal && r.revoked_at.is_none() => {
-            let role = Role::parse(&r.role).ok_or(StoreError::Corrupt("tokens.role"))?;
+            let role = r
+                .role
+                .parse::<Role>()
+                .map_err(|_| StoreError::Corrupt("tokens.role"))?;
             Ok(Identity {
                 id: r.id,
                 role,
@@ -205,6 +190,23 @@ pub async fn authenticate(store: &Store, presented: &str) -> Result<Identity, Au
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn agents_own_only_their_own_records() {
+        let who = |role| Identity {
+            id: "me".into(),
+            role,
+            name: None,
+        };
+        let agent = who(Role::Agent);
+        assert!(agent.owns("token:me"));
+        assert!(!agent.owns("token:other"));
+        assert_eq!(agent.listing_owner().as_deref(), Some("token:me"));
+        for role in [Role::Operator, Role::Viewer] {
+            assert!(who(role).owns("token:other"));
+            assert_eq!(who(role).listing_owner(), None);
+        }
+    }
 
     #[test]
     fn minted_tokens_have_the_documented_shape() {

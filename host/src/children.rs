@@ -96,7 +96,7 @@ impl ChildError {
 impl From<StoreError> for ChildError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Conflict("uid_range_exhausted") => ChildError::RangeExhausted,
+            StoreError::UidRangeExhausted => ChildError::RangeExhausted,
             other => ChildError::Store(other),
         }
     }

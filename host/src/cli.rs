@@ -311,7 +311,8 @@ pub enum TokenCommand {
 }
 
 fn parse_role(s: &str) -> Result<Role, String> {
-    Role::parse(s).ok_or_else(|| format!("`{s}` is not a role (operator, agent, viewer)"))
+    s.parse::<Role>()
+        .map_err(|_| format!("`{s}` is not a role (operator, agent, viewer)"))
 }
 
 /// Sets up `tracing` to stderr. `HAPPYX_LOG` overrides the configured filter.

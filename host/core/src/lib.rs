@@ -9,5 +9,6 @@ pub mod keyfile;
 pub mod progress;
 pub mod retention_kind;
 pub mod util;
+pub mod vocab;
 
 pub use retention_kind::RetentionKind;

@@ -24,25 +24,8 @@ pub struct Redaction {
     pub policy_hash: String,
 }
 
-/// Risk level of a recipe. Ordered `Low < Medium < High`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Risk {
-    Low,
-    Medium,
-    High,
-}
-
-impl Risk {
-    /// `low`, `medium` or `high`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Risk::Low => "low",
-            Risk::Medium => "medium",
-            Risk::High => "high",
-        }
-    }
-}
+/// Risk level of a recipe (defined once, in the shared vocabulary).
+pub use happyx_core::vocab::Risk;
 
 /// A recipe parameter.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -8,15 +8,15 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{Caller, RawBody};
 use super::page::{NoCursor, PageParams, RecentItems};
 use super::{ApiError, ApiResult, AppState, ErrorBody, Paged, path_id};
+use crate::approvals;
 use crate::auth::Role;
-use crate::store::{Approval, StoreError};
+use crate::store::Approval;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -236,33 +236,11 @@ async fn decide_inner(
     approve: bool,
 ) -> ApiResult<Decision> {
     let allow_self = state.config.approvals.allow_self_approval;
-    match state
-        .store
-        .decide_approval(id, &caller.actor(), approve, allow_self)
-        .await
-    {
-        Ok(a) => Ok(Decision {
-            id: a.id,
-            status: a.status,
-        }),
-        Err(StoreError::NotFound) => Err(ApiError::not_found("approval")),
-        Err(StoreError::Conflict("not_pending")) => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "approval_not_pending",
-            "this approval was already decided or used",
-        )),
-        Err(StoreError::Conflict("expired")) => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "approval_expired",
-            "this approval has expired",
-        )),
-        Err(StoreError::Conflict("self_approval")) => Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "self_approval_forbidden",
-            "the identity that requested an approval cannot decide it (approvals.allow_self_approval)",
-        )),
-        Err(e) => Err(e.into()),
-    }
+    let a = approvals::decide(&state.store, id, &caller.actor(), approve, allow_self).await?;
+    Ok(Decision {
+        id: a.id,
+        status: a.status,
+    })
 }
 
 /// Approve a pending request (operator; not the requesting identity).
@@ -303,7 +281,7 @@ pub async fn get_approval(
         .store
         .approval(id)
         .await?
-        .filter(|a| !caller.is(Role::Agent) || a.requester == caller.actor())
+        .filter(|a| caller.owns(&a.requester))
         .ok_or_else(|| ApiError::not_found("approval"))?;
     Ok(Json(view(&state, &caller, a).await))
 }
@@ -318,17 +296,9 @@ pub async fn withdraw(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Decision>> {
     let id = path_id(&id, "approval")?;
-    match state.store.withdraw_approval(id, &caller.actor()).await {
-        Ok(a) => Ok(Json(Decision {
-            id: a.id,
-            status: a.status,
-        })),
-        Err(StoreError::NotFound) => Err(ApiError::not_found("approval")),
-        Err(StoreError::Conflict("not_pending")) => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "approval_not_pending",
-            "this approval was already decided or used",
-        )),
-        Err(e) => Err(e.into()),
-    }
+    let a = approvals::withdraw(&state.store, id, &caller.actor()).await?;
+    Ok(Json(Decision {
+        id: a.id,
+        status: a.status,
+    }))
 }

@@ -253,8 +253,10 @@ pub async fn list_ptys(
             "state must be starting, running, exited, lost or killed",
         ));
     }
-    let actor = caller.actor();
-    let owner = caller.is(Role::Agent).then_some(actor.as_str());
-    let items = state.store.ptys(owner, q.state.as_deref(), limit).await?;
+    let owner = caller.listing_owner();
+    let items = state
+        .store
+        .ptys(owner.as_deref(), q.state.as_deref(), limit)
+        .await?;
     Ok(Json(PtyList { items }))
 }

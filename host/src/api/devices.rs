@@ -18,31 +18,8 @@ use crate::devices::protocol::{
     ChallengeRequest, ChallengeResponse, CompleteEnrollment, Enrolled, EnrollmentIssued,
     IssueEnrollment, PeerKeys, RevokeDevice,
 };
-use crate::devices::{DeviceCaller, DeviceError, SignedHeaders};
+use crate::devices::{DeviceCaller, SignedHeaders};
 use crate::store::DeviceRow;
-
-impl From<DeviceError> for ApiError {
-    fn from(e: DeviceError) -> Self {
-        let status = match &e {
-            DeviceError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            DeviceError::InvalidField(_) | DeviceError::KeyVersion(_) => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
-            DeviceError::Crypto(c) if c.code() == "weak_key" => StatusCode::UNPROCESSABLE_ENTITY,
-            DeviceError::Crypto(_) | DeviceError::EnrollmentInvalid => StatusCode::FORBIDDEN,
-            DeviceError::Unauthorized(_) | DeviceError::ReplayedRequest => StatusCode::UNAUTHORIZED,
-            DeviceError::NotFound(_) => StatusCode::NOT_FOUND,
-            DeviceError::Conflict(_) => StatusCode::CONFLICT,
-            DeviceError::Store(_) | DeviceError::Secret(_) | DeviceError::Threads(_) => {
-                if let DeviceError::Store(s) = e {
-                    return s.into();
-                }
-                return ApiError::internal(&e);
-            }
-        };
-        ApiError::new(status, e.code(), e.to_string())
-    }
-}
 
 /// Authenticates a device-signed request (see `devices::auth`).
 pub(super) async fn device_caller(

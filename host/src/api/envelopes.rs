@@ -8,42 +8,16 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use serde::Deserialize;
 
 use super::devices::device_caller;
+use super::error::refusal_status;
 use super::extract::{ApiQuery, Caller, RawBody, parse_json};
 use super::{ApiError, ApiResult, AppState, ErrorBody, path_id};
 use crate::auth::Role;
-use crate::devices::ingest::{Accepted, IngestError};
+use crate::devices::ingest::Accepted;
 use crate::devices::protocol::{
     EnvelopeAccepted, EnvelopeBatchResult, EnvelopeOutcome, EnvelopePage, OpenSession,
     RotateSession, SessionEpoch, SessionKeys,
 };
-use crate::envelope::EnvelopeError;
 use crate::store::EnvelopeStats;
-
-/// The status of an ingest refusal, the same on the single and the batch route.
-fn refusal_status(e: &IngestError) -> StatusCode {
-    match e {
-        IngestError::Refused(r) => match r {
-            EnvelopeError::Invalid(_) | EnvelopeError::Undecryptable => StatusCode::BAD_REQUEST,
-            EnvelopeError::BadSignature => StatusCode::UNAUTHORIZED,
-            EnvelopeError::UnknownDevice | EnvelopeError::RevokedKey => StatusCode::FORBIDDEN,
-            EnvelopeError::Replayed { .. }
-            | EnvelopeError::StaleEpoch { .. }
-            | EnvelopeError::RotationRequired { .. } => StatusCode::CONFLICT,
-            EnvelopeError::Expired { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-        },
-        IngestError::UnknownSession => StatusCode::NOT_FOUND,
-        IngestError::Storage => StatusCode::INTERNAL_SERVER_ERROR,
-    }
-}
-
-impl From<IngestError> for ApiError {
-    fn from(e: IngestError) -> Self {
-        if matches!(e, IngestError::Storage) {
-            return ApiError::internal(&e);
-        }
-        ApiError::new(refusal_status(&e), e.code(), e.to_string())
-    }
-}
 
 /// Open an encrypted session with epoch 0's content key wrapped to each member
 /// (device-signed request).

@@ -1,5 +1,10 @@
 //! The one error body of the API: `{"code":"snake_case","message":"…"}` with a
 //! fitting status. Messages never contain secrets, stored values or SQL.
+//!
+//! Every translation of a lower layer's typed error into an HTTP answer lives here
+//! (store, auth, devices, envelope ingest, terminals, recipe rendering, approvals), so
+//! that a status code or an error code is decided in one place and never recovered
+//! from error text.
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -7,7 +12,15 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 use utoipa::ToSchema;
 
+use std::collections::BTreeMap;
+
+use crate::approvals::{ApprovalError, DecideRefusal, UseRefusal};
 use crate::auth::AuthError;
+use crate::devices::DeviceError;
+use crate::devices::ingest::IngestError;
+use crate::envelope::EnvelopeError;
+use crate::plugins::RenderError;
+use crate::pty::PtyError;
 use crate::store::StoreError;
 
 /// The error body every route returns on failure.
@@ -94,14 +107,159 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound => ApiError::not_found("record"),
-            StoreError::Conflict(what) => ApiError::new(
-                StatusCode::CONFLICT,
-                "conflict",
-                format!("conflict: {what}"),
+            StoreError::TooManyPending => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_pending_approvals",
+                "this identity has too many pending approvals; wait for decisions or let them expire",
             ),
+            e if e.is_conflict() => ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string()),
             other => ApiError::internal(&other),
         }
     }
+}
+
+impl From<DecideRefusal> for ApiError {
+    fn from(r: DecideRefusal) -> Self {
+        match r {
+            DecideRefusal::NotPending => ApiError::new(
+                StatusCode::CONFLICT,
+                "approval_not_pending",
+                "this approval was already decided or used",
+            ),
+            DecideRefusal::Expired => ApiError::new(
+                StatusCode::CONFLICT,
+                "approval_expired",
+                "this approval has expired",
+            ),
+            DecideRefusal::SelfApproval => ApiError::new(
+                StatusCode::FORBIDDEN,
+                "self_approval_forbidden",
+                "the identity that requested an approval cannot decide it (approvals.allow_self_approval)",
+            ),
+            DecideRefusal::NotRequester => ApiError::not_found("approval"),
+        }
+    }
+}
+
+impl From<ApprovalError> for ApiError {
+    fn from(e: ApprovalError) -> Self {
+        match e {
+            ApprovalError::Decide(r) => r.into(),
+            ApprovalError::Use(r) => r.into(),
+            ApprovalError::Store(StoreError::NotFound) => ApiError::not_found("approval"),
+            ApprovalError::Store(s) => s.into(),
+        }
+    }
+}
+
+impl From<UseRefusal> for ApiError {
+    fn from(r: UseRefusal) -> Self {
+        match r {
+            UseRefusal::Pending | UseRefusal::Invalid => {
+                ApiError::new(StatusCode::FORBIDDEN, r.code(), r.to_string())
+            }
+        }
+    }
+}
+
+impl From<DeviceError> for ApiError {
+    fn from(e: DeviceError) -> Self {
+        let status = match &e {
+            DeviceError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            DeviceError::InvalidField(_) | DeviceError::KeyVersion(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            DeviceError::Crypto(c) if c.code() == "weak_key" => StatusCode::UNPROCESSABLE_ENTITY,
+            DeviceError::Crypto(_) | DeviceError::EnrollmentInvalid => StatusCode::FORBIDDEN,
+            DeviceError::Unauthorized(_) | DeviceError::ReplayedRequest => StatusCode::UNAUTHORIZED,
+            DeviceError::NotFound(_) => StatusCode::NOT_FOUND,
+            DeviceError::Conflict(_) => StatusCode::CONFLICT,
+            DeviceError::Store(_) | DeviceError::Secret(_) | DeviceError::Threads(_) => {
+                if let DeviceError::Store(s) = e {
+                    return s.into();
+                }
+                return ApiError::internal(&e);
+            }
+        };
+        ApiError::new(status, e.code(), e.to_string())
+    }
+}
+
+/// The status of an envelope ingest refusal, the same on the single and the batch route.
+pub fn refusal_status(e: &IngestError) -> StatusCode {
+    match e {
+        IngestError::Refused(r) => match r {
+            EnvelopeError::Invalid(_) | EnvelopeError::Undecryptable => StatusCode::BAD_REQUEST,
+            EnvelopeError::BadSignature => StatusCode::UNAUTHORIZED,
+            EnvelopeError::UnknownDevice | EnvelopeError::RevokedKey => StatusCode::FORBIDDEN,
+            EnvelopeError::Replayed { .. }
+            | EnvelopeError::StaleEpoch { .. }
+            | EnvelopeError::RotationRequired { .. } => StatusCode::CONFLICT,
+            EnvelopeError::Expired { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        },
+        IngestError::UnknownSession => StatusCode::NOT_FOUND,
+        IngestError::Storage => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl From<IngestError> for ApiError {
+    fn from(e: IngestError) -> Self {
+        if matches!(e, IngestError::Storage) {
+            return ApiError::internal(&e);
+        }
+        ApiError::new(refusal_status(&e), e.code(), e.to_string())
+    }
+}
+
+impl From<PtyError> for ApiError {
+    fn from(e: PtyError) -> Self {
+        match e {
+            PtyError::NotRunning => {
+                ApiError::new(StatusCode::CONFLICT, "pty_not_running", e.to_string())
+            }
+            PtyError::Store(s) => s.into(),
+            PtyError::SocketPathTooLong => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.code(), e.to_string())
+            }
+            other => {
+                tracing::error!(code = other.code(), error = %other, "terminal operation failed");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    other.code(),
+                    "the terminal's holder could not be reached",
+                )
+            }
+        }
+    }
+}
+
+/// A recipe that could not be rendered. Error bodies carry no input values, and no input
+/// names either (an argument may be named like a secret): a caller's argument is named by its
+/// position in name order.
+pub fn render_error(e: RenderError, args: &BTreeMap<String, String>) -> ApiError {
+    let status = match &e {
+        RenderError::Plugin(p) => {
+            tracing::warn!(plugin = %p.plugin(), code = p.code(), "recipe plugin failed to render an action");
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        _ => StatusCode::UNPROCESSABLE_ENTITY,
+    };
+    let position = |name: &str| match args.keys().position(|k| k == name) {
+        Some(i) => format!("argument #{} (in name order)", i + 1),
+        None => "an argument".to_string(),
+    };
+    let message = match &e {
+        RenderError::UnknownRecipe(_) => "no such recipe; GET /v1/recipes lists them".to_string(),
+        RenderError::UnknownArg(name) => format!(
+            "{} is not a parameter of this recipe; GET /v1/recipes lists them",
+            position(name)
+        ),
+        RenderError::InvalidArg { name, reason } => {
+            format!("{} is invalid: {reason}", position(name))
+        }
+        other => other.to_string(),
+    };
+    ApiError::new(status, e.code(), message)
 }
 
 impl From<AuthError> for ApiError {

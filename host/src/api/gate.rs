@@ -13,10 +13,10 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::{ApiError, ApiResult, AppState};
-use crate::approvals::{Action, ActionKind, action_hash};
-use crate::auth;
-use crate::plugins::{PluginHost, RenderError, Rendered, Risk};
-use crate::store::{ApprovalUse, Granted, NewApproval, StoreError, UseOutcome};
+use crate::approvals::{self, Action, ActionKind, Step, action_hash};
+use crate::auth::{self, Secret};
+use crate::plugins::{PluginHost, Rendered, Risk};
+use crate::store::{ApprovalUse, Granted, NewApproval, UseEffect};
 use crate::util::{new_id, now_ms};
 
 /// Most arguments one recipe call takes, the longest name and the longest value.
@@ -70,8 +70,8 @@ pub async fn render(
     let rendered = plugins
         .render(recipe, args)
         .await
-        .map_err(|e| render_error(e, args))?;
-    let risk = rendered.risk.max(state.config.runs.risk_floor(recipe));
+        .map_err(|e| super::error::render_error(e, args))?;
+    let risk = approvals::effective_risk(rendered.risk, state.config.runs.risk_floor(recipe));
     let hash = action_hash(&Action {
         kind,
         recipe,
@@ -109,37 +109,9 @@ pub fn shown_action(
     action
 }
 
-fn render_error(e: RenderError, args: &BTreeMap<String, String>) -> ApiError {
-    let status = match &e {
-        RenderError::Plugin(p) => {
-            tracing::warn!(plugin = %p.plugin(), code = p.code(), "recipe plugin failed to render an action");
-            StatusCode::SERVICE_UNAVAILABLE
-        }
-        _ => StatusCode::UNPROCESSABLE_ENTITY,
-    };
-    // Error bodies carry no input values, and no input names either (an argument may be
-    // named like a secret): a caller's argument is named by its position in name order.
-    let position = |name: &str| match args.keys().position(|k| k == name) {
-        Some(i) => format!("argument #{} (in name order)", i + 1),
-        None => "an argument".to_string(),
-    };
-    let message = match &e {
-        RenderError::UnknownRecipe(_) => "no such recipe; GET /v1/recipes lists them".to_string(),
-        RenderError::UnknownArg(name) => format!(
-            "{} is not a parameter of this recipe; GET /v1/recipes lists them",
-            position(name)
-        ),
-        RenderError::InvalidArg { name, reason } => {
-            format!("{} is invalid: {reason}", position(name))
-        }
-        other => other.to_string(),
-    };
-    ApiError::new(status, e.code(), message)
-}
-
 /// Persists a pending approval for `hash` and answers `403 approval_required` with the
 /// requester's one-time token (only its hash is stored).
-pub async fn require_approval(
+async fn require_approval(
     state: &AppState,
     kind: ActionKind,
     hash: String,
@@ -171,42 +143,58 @@ pub async fn require_approval(
             };
             Ok((StatusCode::FORBIDDEN, Json(body)).into_response())
         }
-        Err(StoreError::Conflict("too_many_pending")) => Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_pending_approvals",
-            "this identity has too many pending approvals; wait for decisions or let them expire",
-        )),
         Err(e) => Err(e.into()),
     }
 }
 
-/// Spends a presented one-time token on its effect, in one transaction. What it grants, or
-/// `approval_pending`, or — for every other failure, a lost race included — `approval_invalid`.
-pub async fn spend(state: &AppState, use_: &ApprovalUse<'_>) -> ApiResult<Granted> {
-    match state.store.use_approval(use_).await {
-        Ok(UseOutcome::Used(granted)) => Ok(granted),
-        Ok(UseOutcome::Pending) => Err(approval_pending()),
-        Ok(UseOutcome::Invalid) => Err(approval_invalid()),
-        Err(e) if e.is_unique_violation() => Err(approval_invalid()),
-        Err(e) => Err(e.into()),
+/// How a request got past the approval gate.
+pub enum Admission {
+    /// A presented token was spent: its effect (the run, PTY or ticket) exists.
+    Granted(Granted),
+    /// `403 approval_required` with a one-time token: answer it as is.
+    Required(Response),
+    /// No approval needed: the handler performs the action itself.
+    Free,
+}
+
+/// The one approval flow of everything that runs a recipe or attaches to one (see
+/// [`approvals::step`]): spend a presented token on `effect`, or ask for an approval
+/// (`action` is what the operator is shown), or let the request through.
+#[allow(clippy::too_many_arguments)]
+pub async fn admit(
+    state: &AppState,
+    kind: ActionKind,
+    hash: &str,
+    requester: &str,
+    token: Option<&str>,
+    needs_approval: bool,
+    effect: UseEffect<'_>,
+    action: impl FnOnce() -> serde_json::Value,
+) -> ApiResult<Admission> {
+    match approvals::step(token, needs_approval) {
+        Step::Spend(token) => {
+            let u = ApprovalUse {
+                token_hash: &Secret::presented(token).hash(),
+                requester,
+                kind: kind.as_str(),
+                action_hash: hash,
+                effect,
+            };
+            Ok(Admission::Granted(
+                approvals::spend(&state.store, &u).await?,
+            ))
+        }
+        Step::Ask => {
+            let resp = require_approval(
+                state,
+                kind,
+                hash.to_string(),
+                action(),
+                requester.to_string(),
+            )
+            .await?;
+            Ok(Admission::Required(resp))
+        }
+        Step::Proceed => Ok(Admission::Free),
     }
-}
-
-/// `403 approval_pending`: the approval exists but nobody decided it yet.
-pub fn approval_pending() -> ApiError {
-    ApiError::new(
-        StatusCode::FORBIDDEN,
-        "approval_pending",
-        "an operator has not decided this approval yet",
-    )
-}
-
-/// `403 approval_invalid`: the one answer for used, denied, expired, unknown and other-action
-/// tokens, so that it is no oracle.
-pub fn approval_invalid() -> ApiError {
-    ApiError::new(
-        StatusCode::FORBIDDEN,
-        "approval_invalid",
-        "the approval token is not valid for this action",
-    )
 }

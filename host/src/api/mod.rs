@@ -3,6 +3,7 @@
 //! `/v1/openapi.json` is generated from the same list that builds the router.
 
 mod approvals;
+mod caller;
 mod codes;
 mod console;
 mod devices;

@@ -12,14 +12,14 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::extract::{ApiJson, Caller};
-use super::gate::{self, ApprovalRequired, Gated, approval_invalid};
+use super::gate::{self, Admission, ApprovalRequired, Gated};
 use super::page::{IdCursor, IdPages, PageParams};
 use super::{ApiError, ApiResult, AppState, ErrorBody, Paged, path_id};
-use crate::approvals::ActionKind;
-use crate::auth::{Role, Secret};
-use crate::plugins::{Recipe, Risk};
+use crate::approvals::{self, ActionKind, UseRefusal};
+use crate::auth::Role;
+use crate::plugins::Recipe;
 use crate::run_hold::{Served, served_prefix};
-use crate::store::{ApprovalUse, Granted, Run, StoreError, UseEffect};
+use crate::store::{Granted, Run, StoreError, UseEffect};
 use crate::util::{new_id, now_ms};
 
 /// Longest `Idempotency-Key` accepted.
@@ -45,7 +45,7 @@ pub struct RunList {
 }
 
 fn visible(caller: &Caller, r: &Run) -> bool {
-    !caller.is(Role::Agent) || r.requested_by == caller.actor()
+    caller.owns(&r.requested_by)
 }
 
 /// Start a run (operator, agent). Low and medium risk start at once; high risk
@@ -65,7 +65,7 @@ pub async fn create_run(
     let idem = idempotency_key(&headers)?;
     if let Some(sid) = &body.session_id {
         let ok = match state.store.session(path_id(sid, "session")?).await? {
-            Some(s) => !caller.is(Role::Agent) || s.created_by == caller.actor(),
+            Some(s) => caller.owns(&s.created_by),
             None => false,
         };
         if !ok {
@@ -114,33 +114,35 @@ pub async fn create_run(
             now,
         )
     };
-    let run = if let Some(token) = body.approval_token.as_deref() {
-        // A presented token is always checked, whatever the risk: a token for
-        // another action is refused and nothing is written.
-        let use_ = ApprovalUse {
-            token_hash: &Secret::presented(token).hash(),
-            requester: &requester,
-            kind: ActionKind::Run.as_str(),
-            action_hash: &hash,
-            effect: UseEffect::CreateRun {
-                run: &run,
-                idempotency_key: idem.as_deref(),
-            },
-        };
-        match gate::spend(&state, &use_).await? {
-            Granted::Run(run) => *run,
-            // A use grants exactly its own effect; anything else counts as invalid.
-            _ => return Err(approval_invalid()),
-        }
-    } else if risk == Risk::High {
+    let effect = UseEffect::CreateRun {
+        run: &run,
+        idempotency_key: idem.as_deref(),
+    };
+    let shown = || {
         let mut action = gate::shown_action(&body.recipe, &body.args, &rendered, risk);
         action.insert("session_id".into(), serde_json::json!(body.session_id));
-        return gate::require_approval(&state, ActionKind::Run, hash, action.into(), requester)
-            .await;
-    } else {
-        match state.store.create_run(&run, idem.as_deref(), &hash).await {
+        action.into()
+    };
+    let needs = approvals::needs_approval(ActionKind::Run, risk, caller.0.role);
+    let token = body.approval_token.as_deref();
+    let run = match gate::admit(
+        &state,
+        ActionKind::Run,
+        &hash,
+        &requester,
+        token,
+        needs,
+        effect,
+        shown,
+    )
+    .await?
+    {
+        Admission::Required(answer) => return Ok(answer),
+        Admission::Granted(Granted::Run(run)) => *run,
+        Admission::Granted(_) => return Err(UseRefusal::Invalid.into()),
+        Admission::Free => match state.store.create_run(&run, idem.as_deref(), &hash).await {
             Ok(()) => run,
-            Err(StoreError::Conflict("idempotency_key")) => {
+            Err(StoreError::IdempotencyKeyReuse) => {
                 // A concurrent request with the same key won the race.
                 let prior = state
                     .store
@@ -156,7 +158,7 @@ pub async fn create_run(
                 };
             }
             Err(e) => return Err(e.into()),
-        }
+        },
     };
     state
         .runner

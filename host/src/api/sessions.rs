@@ -52,7 +52,7 @@ pub struct SessionList {
 }
 
 fn visible(caller: &Caller, s: &Session) -> bool {
-    !caller.is(Role::Agent) || s.created_by == caller.actor()
+    caller.owns(&s.created_by)
 }
 
 /// Create a session (operator, agent).
@@ -68,7 +68,7 @@ pub async fn create_session(
     check_text("name", &body.name, 1, 200)?;
     if let Some(task_id) = &body.task_id {
         let visible_task = match state.store.task(path_id(task_id, "task")?).await? {
-            Some(t) => !caller.is(Role::Agent) || t.created_by == caller.actor(),
+            Some(t) => caller.owns(&t.created_by),
             None => false,
         };
         if !visible_task {

@@ -57,7 +57,7 @@ pub struct TaskList {
 
 /// Agents see only their own tasks.
 fn visible(caller: &Caller, t: &Task) -> bool {
-    !caller.is(Role::Agent) || t.created_by == caller.actor()
+    caller.owns(&t.created_by)
 }
 
 /// Create a task (operator, agent).

@@ -153,8 +153,10 @@ pub async fn authenticate(
             return Err(csrf_refused());
         }
     }
-    let role =
-        Role::parse(&row.role).ok_or_else(|| ApiError::internal(&"tokens.role is corrupt"))?;
+    let role = row
+        .role
+        .parse::<Role>()
+        .map_err(|_| ApiError::internal(&"tokens.role is corrupt"))?;
     Ok(Some((
         Identity {
             id: row.token_id,

@@ -223,7 +223,7 @@ async fn a_rotation_never_wraps_to_a_revoked_device_and_keeps_the_mark_if_refuse
         .rotate_session(&s, 0, &rows(&s, 1, &[&a, &b, &c]), "device:a")
         .await
         .expect_err("a revoked recipient");
-    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert!(matches!(err, StoreError::RecipientRevoked), "{err:?}");
     let after = store.session(&s).await.expect("read").expect("session");
     assert_eq!((after.epoch, after.rotation_required_since), (0, marked));
     assert!(
@@ -253,7 +253,7 @@ async fn of_two_concurrent_rotations_exactly_one_wins() {
         assert_eq!(wins.iter().filter(|w| **w).count(), 1, "{ra:?} {rb:?}");
         for r in [ra, rb] {
             if let Err(e) = r {
-                assert!(matches!(e, StoreError::Conflict(_)), "{e:?}");
+                assert!(e.is_conflict(), "{e:?}");
             }
         }
         let after = store.session(&s).await.expect("read").expect("session");

@@ -1,4 +1,10 @@
 //! Approvals: request, decide, and the one-transaction use of a one-time token.
+//!
+//! The store executes; it does not judge. Whether an approval may be decided, withdrawn or
+//! spent is a rule of the server's approvals module, passed in as a `judge` that runs on the
+//! stored facts inside the same write transaction (so a concurrent change cannot slip between
+//! the check and the write). A judge that refuses rolls the transaction back: nothing is
+//! written.
 
 use serde_json::{Value, json};
 use sqlx::Row;
@@ -26,13 +32,26 @@ pub struct NewApproval {
 
 /// What presenting a one-time token came to.
 #[derive(Debug, Clone, PartialEq)]
-pub enum UseOutcome {
+pub enum UseOutcome<R> {
     /// The use committed: what it created exists and the token is spent.
     Used(Granted),
-    /// The approval has not been decided yet (nothing was written).
-    Pending,
-    /// Unknown, used, denied, expired or for another action (nothing was written).
-    Invalid,
+    /// The judge refused the use (nothing was written).
+    Refused(R),
+    /// No approval has this token, or a concurrent use spent it first (nothing was written).
+    Unknown,
+}
+
+/// The stored facts a presented one-time token is judged on, read inside the use's
+/// transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    pub kind: String,
+    pub action_hash: String,
+    pub requester: String,
+    pub status: String,
+    pub expires_at: i64,
+    /// Whether the approval's scope nonce is still the one it was issued with.
+    pub nonce_fresh: bool,
 }
 
 /// What a successful use creates, in the use's own transaction.
@@ -97,7 +116,7 @@ fn fresh_nonce() -> String {
 
 impl Store {
     /// Persists a pending approval, its scope nonce and its event. Refuses with
-    /// `Conflict("too_many_pending")` past the requester's cap.
+    /// `TooManyPending` past the requester's cap.
     pub async fn create_approval(&self, a: &NewApproval) -> Result<Approval> {
         let mut tx = self.begin().await?;
         let now = now_ms();
@@ -109,7 +128,7 @@ impl Store {
         .fetch_one(&mut *tx)
         .await?;
         if pending >= a.max_pending {
-            return Err(StoreError::Conflict("too_many_pending"));
+            return Err(StoreError::TooManyPending);
         }
         // A one-off approval is its own scope; its nonce rotates when it is used.
         let scope = format!("approval:{}", a.id);
@@ -182,15 +201,15 @@ impl Store {
         rows.iter().map(approval_from_row).collect()
     }
 
-    /// Approves or denies a pending approval. Errors: `NotFound`,
-    /// `Conflict("not_pending")`, `Conflict("expired")`, `Conflict("self_approval")`.
-    pub async fn decide_approval(
+    /// Approves or denies an approval if `judge` (given the stored approval and the time)
+    /// allows it; `Ok(Err(refusal))` writes nothing. `NotFound` for an unknown id.
+    pub async fn decide_approval<R>(
         &self,
         id: &str,
         decider: &str,
         approve: bool,
-        allow_self: bool,
-    ) -> Result<Approval> {
+        judge: impl FnOnce(&Approval, i64) -> Result<(), R>,
+    ) -> Result<Result<Approval, R>> {
         let mut tx = self.begin().await?;
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {COLS} FROM approvals WHERE id = ?"
@@ -202,14 +221,8 @@ impl Store {
             return Err(StoreError::NotFound);
         };
         let now = now_ms();
-        if a.status != "pending" {
-            return Err(StoreError::Conflict("not_pending"));
-        }
-        if a.expires_at <= now {
-            return Err(StoreError::Conflict("expired"));
-        }
-        if a.requester == decider && !allow_self {
-            return Err(StoreError::Conflict("self_approval"));
+        if let Err(refusal) = judge(&a, now) {
+            return Ok(Err(refusal));
         }
         let status = if approve { "approved" } else { "denied" };
         sqlx::query(
@@ -236,19 +249,24 @@ impl Store {
         );
         append_event(&mut tx, &ev).await?;
         tx.commit().await?;
-        Ok(Approval {
+        Ok(Ok(Approval {
             status: status.into(),
             decider: Some(decider.into()),
             decided_at: Some(now),
             updated_at: now,
             ..a
-        })
+        }))
     }
 
-    /// The requester takes back its own pending approval: it ends `denied` with the requester
-    /// as decider (its token can never be spent), with an `approval.withdrawn` event.
-    /// `NotFound` also for another identity's approval (no oracle).
-    pub async fn withdraw_approval(&self, id: &str, requester: &str) -> Result<Approval> {
+    /// The requester takes back an approval if `judge` allows it: it ends `denied` with the
+    /// requester as decider (its token can never be spent), with an `approval.withdrawn`
+    /// event. `Ok(Err(refusal))` writes nothing. `NotFound` for an unknown id.
+    pub async fn withdraw_approval<R>(
+        &self,
+        id: &str,
+        requester: &str,
+        judge: impl FnOnce(&Approval, i64) -> Result<(), R>,
+    ) -> Result<Result<Approval, R>> {
         let mut tx = self.begin().await?;
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {COLS} FROM approvals WHERE id = ?"
@@ -259,13 +277,10 @@ impl Store {
         let Some(a) = row.as_ref().map(approval_from_row).transpose()? else {
             return Err(StoreError::NotFound);
         };
-        if a.requester != requester {
-            return Err(StoreError::NotFound);
-        }
-        if a.status != "pending" {
-            return Err(StoreError::Conflict("not_pending"));
-        }
         let now = now_ms();
+        if let Err(refusal) = judge(&a, now) {
+            return Ok(Err(refusal));
+        }
         sqlx::query(
             "UPDATE approvals SET status = 'denied', decider = ?, decided_at = ?, updated_at = ? \
              WHERE id = ? AND status = 'pending'",
@@ -284,21 +299,25 @@ impl Store {
         );
         append_event(&mut tx, &ev).await?;
         tx.commit().await?;
-        Ok(Approval {
+        Ok(Ok(Approval {
             status: "denied".into(),
             decider: Some(requester.into()),
             decided_at: Some(now),
             updated_at: now,
             ..a
-        })
+        }))
     }
 
     /// Spends a one-time token, in ONE write transaction: look the approval up
-    /// by the token's hash, check kind, action hash, decision, expiry and the
-    /// scope nonce; insert `approval_uses` (UNIQUE on the use hash); create the
-    /// run; mark the approval used; rotate the scope's nonce; append events.
-    /// Any failed check rolls back, so a refused use writes nothing.
-    pub async fn use_approval(&self, u: &ApprovalUse<'_>) -> Result<UseOutcome> {
+    /// by the token's hash and let `judge` check it against the stored facts (kind, action
+    /// hash, requester, decision, expiry, scope nonce); insert `approval_uses` (UNIQUE on the
+    /// use hash); create the run; mark the approval used; rotate the scope's nonce; append
+    /// events. A refusal rolls back, so a refused use writes nothing.
+    pub async fn use_approval<R>(
+        &self,
+        u: &ApprovalUse<'_>,
+        judge: impl FnOnce(&TokenRecord, i64) -> Result<(), R>,
+    ) -> Result<UseOutcome<R>> {
         let mut tx = self.begin().await?;
         let row = sqlx::query(
             "SELECT a.id, a.kind, a.action_hash, a.requester, a.status, a.expires_at, a.scope, a.nonce, n.value AS current_nonce \
@@ -308,33 +327,24 @@ impl Store {
         .fetch_optional(&mut *tx)
         .await?;
         let Some(row) = row else {
-            return Ok(UseOutcome::Invalid);
+            return Ok(UseOutcome::Unknown);
         };
         let approval_id: String = row.try_get("id")?;
         let kind: String = row.try_get("kind")?;
-        let action_hash: String = row.try_get("action_hash")?;
-        let requester: String = row.try_get("requester")?;
-        let status: String = row.try_get("status")?;
-        let expires_at: i64 = row.try_get("expires_at")?;
         let scope: String = row.try_get("scope")?;
         let nonce: String = row.try_get("nonce")?;
         let current: Option<String> = row.try_get("current_nonce")?;
+        let record = TokenRecord {
+            kind: kind.clone(),
+            action_hash: row.try_get("action_hash")?,
+            requester: row.try_get("requester")?,
+            status: row.try_get("status")?,
+            expires_at: row.try_get("expires_at")?,
+            nonce_fresh: current.as_deref() == Some(nonce.as_str()),
+        };
         let now = now_ms();
-        // The binding is checked before the decision: a token presented for another action
-        // or by another identity is invalid even while its approval is still pending, so
-        // `approval_pending` tells nobody but the requester that the token exists.
-        if expires_at <= now
-            || kind != u.kind
-            || action_hash != u.action_hash
-            || requester != u.requester
-        {
-            return Ok(UseOutcome::Invalid);
-        }
-        if status == "pending" {
-            return Ok(UseOutcome::Pending);
-        }
-        if status != "approved" || current.as_deref() != Some(nonce.as_str()) {
-            return Ok(UseOutcome::Invalid);
+        if let Err(refusal) = judge(&record, now) {
+            return Ok(UseOutcome::Refused(refusal));
         }
         let inserted = sqlx::query(
             "INSERT INTO approval_uses (id, use_hash, approval_id, run_id, used_at) VALUES (?, ?, ?, NULL, ?) \
@@ -348,7 +358,7 @@ impl Store {
         .await?
         .rows_affected();
         if inserted != 1 {
-            return Ok(UseOutcome::Invalid);
+            return Ok(UseOutcome::Unknown);
         }
         let (granted, target) = match &u.effect {
             UseEffect::CreateRun {
@@ -472,10 +482,29 @@ mod tests {
         })
         .await
         .expect("create");
-        s.decide_approval(&id, "token:operator", true, false)
+        s.decide_approval(&id, "token:operator", true, |_, _| Ok::<(), No>(()))
             .await
-            .expect("approve");
+            .expect("approve")
+            .expect("approved");
         (id, token_hash)
+    }
+
+    /// The refusal of the judges in these tests.
+    #[derive(Debug, Clone, PartialEq)]
+    struct No;
+
+    /// A judge for these tests: the use's binding, an approved decision, no expiry and a
+    /// fresh nonce (the server's own rules are tested in its approvals module).
+    fn bound<'a>(u: &'a ApprovalUse<'a>) -> impl FnOnce(&TokenRecord, i64) -> Result<(), No> + 'a {
+        move |r, now| {
+            let ok = r.kind == u.kind
+                && r.action_hash == u.action_hash
+                && r.requester == u.requester
+                && r.status == "approved"
+                && r.expires_at > now
+                && r.nonce_fresh;
+            if ok { Ok(()) } else { Err(No) }
+        }
     }
 
     async fn runs_for(s: &Store, approval_id: &str) -> i64 {
@@ -488,7 +517,7 @@ mod tests {
     }
 
     /// The naive version: checks the approval outside any lock, then writes.
-    async fn naive_use(s: Store, token_hash: String, run: Run) -> UseOutcome {
+    async fn naive_use(s: Store, token_hash: String, run: Run) -> UseOutcome<No> {
         let row: Option<(String, String)> =
             sqlx::query_as("SELECT id, status FROM approvals WHERE token_hash = ?")
                 .bind(&token_hash)
@@ -497,21 +526,21 @@ mod tests {
                 .ok()
                 .flatten();
         let Some((approval_id, status)) = row else {
-            return UseOutcome::Invalid;
+            return UseOutcome::Unknown;
         };
         if status != "approved" {
-            return UseOutcome::Invalid;
+            return UseOutcome::Unknown;
         }
         tokio::task::yield_now().await;
         let Ok(mut tx) = s.write.begin().await else {
-            return UseOutcome::Invalid;
+            return UseOutcome::Unknown;
         };
         let run = Run {
             approval_id: Some(approval_id.clone()),
             ..run
         };
         if runs::insert_run(&mut tx, &run, None, "h").await.is_err() {
-            return UseOutcome::Invalid;
+            return UseOutcome::Unknown;
         }
         let _ = sqlx::query("UPDATE approvals SET status = 'used' WHERE id = ?")
             .bind(&approval_id)
@@ -519,7 +548,7 @@ mod tests {
             .await;
         match tx.commit().await {
             Ok(()) => UseOutcome::Used(Granted::Run(Box::new(run))),
-            Err(_) => UseOutcome::Invalid,
+            Err(_) => UseOutcome::Unknown,
         }
     }
 
@@ -546,7 +575,9 @@ mod tests {
                             idempotency_key: None,
                         },
                     };
-                    s.use_approval(&u).await.unwrap_or(UseOutcome::Invalid)
+                    s.use_approval(&u, bound(&u))
+                        .await
+                        .unwrap_or(UseOutcome::Unknown)
                 }
             }));
         }
@@ -599,7 +630,10 @@ mod tests {
                     idempotency_key: None,
                 },
             };
-            assert_eq!(s.use_approval(&u).await.expect("use"), UseOutcome::Invalid);
+            assert_eq!(
+                s.use_approval(&u, bound(&u)).await.expect("use"),
+                UseOutcome::Refused(No)
+            );
         }
         assert_eq!(
             s.last_event_seq().await.expect("seq"),
@@ -621,29 +655,20 @@ mod tests {
             },
         };
         assert!(matches!(
-            s.use_approval(&u).await.expect("use"),
+            s.use_approval(&u, bound(&u)).await.expect("use"),
             UseOutcome::Used(_)
         ));
-        assert_eq!(s.use_approval(&u).await.expect("use"), UseOutcome::Invalid);
+        assert_eq!(
+            s.use_approval(&u, bound(&u)).await.expect("use"),
+            UseOutcome::Refused(No)
+        );
     }
 
     #[tokio::test]
-    async fn pending_denied_expired_and_rotated_nonce() {
+    async fn a_refusing_judge_writes_nothing() {
         let (_t, s) = store().await;
-        let id = new_id();
-        let th = "t".repeat(64);
-        s.create_approval(&NewApproval {
-            id: id.clone(),
-            kind: "run".into(),
-            action_hash: "h".into(),
-            action: json!({}),
-            token_hash: th.clone(),
-            requester: "token:agent".into(),
-            expires_at: now_ms() + 60_000,
-            max_pending: 10,
-        })
-        .await
-        .expect("create");
+        let (id, th) = approved(&s, "run", "h").await;
+        let before = s.last_event_seq().await.expect("seq");
         let run = run_row(&new_id());
         let u = ApprovalUse {
             token_hash: &th,
@@ -655,84 +680,43 @@ mod tests {
                 idempotency_key: None,
             },
         };
-        assert_eq!(s.use_approval(&u).await.expect("use"), UseOutcome::Pending);
-        // While pending, the binding is checked first: another action or another identity
-        // gets `Invalid`, never `Pending`.
-        let other_action = ApprovalUse {
-            action_hash: "other",
-            ..u.clone()
-        };
-        let other_identity = ApprovalUse {
-            requester: "token:someone-else",
-            ..u.clone()
-        };
-        for wrong in [&other_action, &other_identity] {
-            assert_eq!(
-                s.use_approval(wrong).await.expect("use"),
-                UseOutcome::Invalid
-            );
-        }
-        assert!(matches!(
-            s.decide_approval(&id, "token:agent", true, false).await,
-            Err(StoreError::Conflict("self_approval"))
-        ));
-        s.decide_approval(&id, "token:op", false, false)
+        let out = s.use_approval(&u, |_, _| Err(No)).await.expect("use");
+        assert_eq!(out, UseOutcome::Refused(No));
+        let out = s
+            .decide_approval(&id, "token:op", false, |_, _| Err(No))
             .await
-            .expect("deny");
-        assert_eq!(s.use_approval(&u).await.expect("use"), UseOutcome::Invalid);
-        assert!(matches!(
-            s.decide_approval(&id, "token:op", true, false).await,
-            Err(StoreError::Conflict("not_pending"))
-        ));
-
-        // An approved approval whose scope nonce was rotated is refused.
-        let (aid, th2) = approved(&s, "run", "h").await;
-        sqlx::query("UPDATE nonces SET value = 'rotated' WHERE scope = ?")
-            .bind(format!("approval:{aid}"))
-            .execute(&s.write)
+            .expect("decide");
+        assert_eq!(out, Err(No));
+        let out = s
+            .withdraw_approval(&id, "token:agent", |_, _| Err(No))
             .await
-            .expect("rotate");
-        let u2 = ApprovalUse {
-            token_hash: &th2,
-            ..u.clone()
-        };
-        assert_eq!(s.use_approval(&u2).await.expect("use"), UseOutcome::Invalid);
-
-        // Expired.
-        let (aid3, th3) = approved(&s, "run", "h").await;
-        sqlx::query("UPDATE approvals SET expires_at = 1 WHERE id = ?")
-            .bind(&aid3)
-            .execute(&s.write)
+            .expect("withdraw");
+        assert_eq!(out, Err(No));
+        assert_eq!(s.last_event_seq().await.expect("seq"), before);
+        assert_eq!(s.approval_use_count(&id).await.expect("count"), 0);
+        assert_eq!(runs_for(&s, &id).await, 0);
+        let a = s.approval(&id).await.expect("read").expect("approval");
+        assert_eq!(a.status, "approved");
+        // The judge sees the stored facts.
+        let seen = s
+            .use_approval(&u, |r, now| {
+                assert_eq!(
+                    (
+                        r.kind.as_str(),
+                        r.action_hash.as_str(),
+                        r.requester.as_str()
+                    ),
+                    ("run", "h", "token:agent")
+                );
+                assert!(r.status == "approved" && r.nonce_fresh && r.expires_at > now);
+                Ok::<(), No>(())
+            })
             .await
-            .expect("expire");
-        let u3 = ApprovalUse {
-            token_hash: &th3,
-            ..u.clone()
-        };
-        assert_eq!(s.use_approval(&u3).await.expect("use"), UseOutcome::Invalid);
-
-        // Approved, right action, presented by another identity (the approver included).
-        let (aid4, th4) = approved(&s, "run", "h").await;
-        for who in ["token:operator", "token:other-agent"] {
-            let stolen = ApprovalUse {
-                token_hash: &th4,
-                requester: who,
-                ..u.clone()
-            };
-            assert_eq!(
-                s.use_approval(&stolen).await.expect("use"),
-                UseOutcome::Invalid
-            );
-        }
-        assert_eq!(s.approval_use_count(&aid4).await.expect("count"), 0);
-        let own = ApprovalUse {
-            token_hash: &th4,
-            ..u
-        };
-        assert!(matches!(
-            s.use_approval(&own).await.expect("use"),
-            UseOutcome::Used(_)
-        ));
+            .expect("use");
+        assert!(matches!(seen, UseOutcome::Used(_)));
+        // Spent: the second use never reaches an `approved` record.
+        let again = s.use_approval(&u, bound(&u)).await.expect("use");
+        assert_eq!(again, UseOutcome::Refused(No));
     }
 
     #[tokio::test]
@@ -753,7 +737,7 @@ mod tests {
         }
         assert!(matches!(
             s.create_approval(&mk(3)).await,
-            Err(StoreError::Conflict("too_many_pending"))
+            Err(StoreError::TooManyPending)
         ));
     }
 }

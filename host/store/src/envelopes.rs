@@ -278,7 +278,7 @@ impl Store {
         if let Err(e) = res {
             let e = StoreError::from(e);
             return Err(if e.is_unique_violation() {
-                StoreError::Conflict("a session with this id exists")
+                StoreError::SessionExists
             } else {
                 e
             });
@@ -323,9 +323,7 @@ impl Store {
             }
             let (live,) = query.fetch_one(&mut *tx).await?;
             if usize::try_from(live).ok() != Some(keys.len()) {
-                return Err(StoreError::Conflict(
-                    "a recipient device or key version is revoked",
-                ));
+                return Err(StoreError::RecipientRevoked);
             }
         }
         let changed = sqlx::query(
@@ -339,7 +337,7 @@ impl Store {
         .await?
         .rows_affected();
         if changed != 1 {
-            return Err(StoreError::Conflict("the session's epoch changed"));
+            return Err(StoreError::EpochChanged);
         }
         insert_epoch(&mut tx, keys, actor, now).await?;
         let members: Vec<&str> = keys.iter().map(|k| k.device_id.as_str()).collect();

@@ -105,7 +105,7 @@ async fn append_after(
 ) -> Result<(i64, [u8; 32])> {
     let next = insert_after(conn, ev, tip, false)
         .await?
-        .ok_or(StoreError::Conflict("the event was not appended"))?;
+        .ok_or(StoreError::EventNotAppended)?;
     set_tip_hint(next);
     Ok(next)
 }

@@ -42,7 +42,7 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{SqliteConnection, SqlitePool};
 
-pub use approvals::{ApprovalUse, Granted, NewApproval, UseEffect, UseOutcome};
+pub use approvals::{ApprovalUse, Granted, NewApproval, TokenRecord, UseEffect, UseOutcome};
 pub use console::{ConsoleSessionRow, EventFilter, RunFilter};
 pub use devices::{DeviceKeyRow, DeviceRow, EnrollOutcome, KeyState, NewDeviceKey, NewEnrollment};
 pub use envelopes::{
@@ -76,8 +76,33 @@ pub enum StoreError {
     SchemaTooNew { found: i64, supported: i64 },
     #[error("not found")]
     NotFound,
-    #[error("conflict: {0}")]
-    Conflict(&'static str),
+    /// The requester is at its cap of pending approvals.
+    #[error("conflict: too_many_pending")]
+    TooManyPending,
+    /// The requester already used this idempotency key.
+    #[error("conflict: idempotency_key")]
+    IdempotencyKeyReuse,
+    /// The PTY is no longer in state `starting`.
+    #[error("conflict: not_starting")]
+    NotStarting,
+    /// A transcript chunk does not start where the stored transcript ends.
+    #[error("conflict: transcript_gap")]
+    TranscriptGap,
+    /// Every uid of the configured child range is taken.
+    #[error("conflict: uid_range_exhausted")]
+    UidRangeExhausted,
+    /// The audit chain's tip moved while an event was appended.
+    #[error("conflict: the event was not appended")]
+    EventNotAppended,
+    /// A session with this id exists.
+    #[error("conflict: a session with this id exists")]
+    SessionExists,
+    /// A recipient device or key version of a rotation was revoked meanwhile.
+    #[error("conflict: a recipient device or key version is revoked")]
+    RecipientRevoked,
+    /// A concurrent rotation moved the session's epoch.
+    #[error("conflict: the session's epoch changed")]
+    EpochChanged,
     #[error("corrupt stored value in {0}")]
     Corrupt(&'static str),
 }
@@ -89,9 +114,34 @@ impl StoreError {
             Self::Migrate(_) => "migration_failed",
             Self::SchemaTooNew { .. } => "schema_too_new",
             Self::NotFound => "not_found",
-            Self::Conflict(_) => "conflict",
+            Self::TooManyPending => "too_many_pending",
+            Self::IdempotencyKeyReuse => "idempotency_key_reuse",
+            Self::NotStarting => "pty_not_starting",
+            Self::TranscriptGap => "transcript_gap",
+            Self::UidRangeExhausted => "uid_range_exhausted",
+            Self::EventNotAppended => "event_not_appended",
+            Self::SessionExists => "session_exists",
+            Self::RecipientRevoked => "recipient_revoked",
+            Self::EpochChanged => "epoch_changed",
             Self::Corrupt(_) => "storage_corrupt",
         }
+    }
+
+    /// True for a refusal because of the state of stored records (HTTP 409 unless a caller
+    /// knows better), as opposed to a storage failure.
+    pub fn is_conflict(&self) -> bool {
+        matches!(
+            self,
+            Self::TooManyPending
+                | Self::IdempotencyKeyReuse
+                | Self::NotStarting
+                | Self::TranscriptGap
+                | Self::UidRangeExhausted
+                | Self::EventNotAppended
+                | Self::SessionExists
+                | Self::RecipientRevoked
+                | Self::EpochChanged
+        )
     }
 
     /// True when the error is a violated UNIQUE constraint.

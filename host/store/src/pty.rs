@@ -207,7 +207,7 @@ impl Store {
         .await?
         .rows_affected();
         if n != 1 {
-            return Err(StoreError::Conflict("not_starting"));
+            return Err(StoreError::NotStarting);
         }
         pty_event(&mut tx, id, "spawn", "host", json!({ "pid": pid })).await?;
         tx.commit().await?;
@@ -352,7 +352,7 @@ impl Store {
         let mut dropped = false;
         for c in chunks {
             if c.byte_offset != offset {
-                return Err(StoreError::Conflict("transcript_gap"));
+                return Err(StoreError::TranscriptGap);
             }
             if c.byte_offset + c.data.len() as i64 > cap {
                 // Callers cut at the cap; a chunk straddling it is not stored at all.

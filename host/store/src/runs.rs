@@ -74,7 +74,7 @@ pub(super) async fn insert_run(
 
 impl Store {
     /// Creates a run that needs no approval. With an idempotency key already
-    /// used by the same requester, returns `Conflict("idempotency_key")`.
+    /// used by the same requester, returns `IdempotencyKeyReuse`.
     pub async fn create_run(
         &self,
         run: &Run,
@@ -84,7 +84,7 @@ impl Store {
         let mut tx = self.begin().await?;
         match insert_run(&mut tx, run, idempotency_key, action_hash).await {
             Err(e) if e.is_unique_violation() => {
-                return Err(StoreError::Conflict("idempotency_key"));
+                return Err(StoreError::IdempotencyKeyReuse);
             }
             other => other?,
         }
@@ -307,7 +307,7 @@ impl Store {
                 .await?;
         let uid = next.unwrap_or(i64::from(lo));
         if uid > i64::from(hi) {
-            return Err(StoreError::Conflict("uid_range_exhausted"));
+            return Err(StoreError::UidRangeExhausted);
         }
         sqlx::query("INSERT INTO child_identities (actor, uid, created_at) VALUES (?, ?, ?)")
             .bind(actor)

@@ -1,8 +1,6 @@
-//! `/v1/pty`: real terminals — open one from a recipe (high risk through the
-//! one-time approval flow, kind `pty`), read its state and redacted transcript,
-//! resize / interrupt / kill it, and attach to it live over a WebSocket with a
-//! short-lived single-use ticket (high-risk PTYs: approval of kind `attach`
-//! bound to the PTY and the mode, unless the caller is an operator).
+//! Live attach to a terminal: `POST /v1/pty/{id}/attach` issues a short-lived single-use
+//! ticket (high-risk PTYs: approval of kind `attach` bound to the PTY and the mode, unless the
+//! caller is an operator), `GET /v1/pty/{id}/ws` upgrades to the WebSocket.
 //!
 //! WebSocket frames (see docs/pty.md):
 //! - server → client, binary: `u64-BE raw offset || u32-BE raw length || redacted bytes`;
@@ -12,15 +10,12 @@
 //!   Input and resize only on `drive` attaches.
 //! - close `4000` with reason `slow_consumer; resume from offset N` when a viewer falls behind.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::Json;
-use axum::body::Body;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
@@ -28,18 +23,17 @@ use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 use utoipa::{IntoParams, ToSchema};
 
-use super::extract::{ApiJson, ApiQuery, Caller};
-use super::gate::{self, Gated, approval_invalid};
-use super::{ApiError, ApiResult, AppState, ErrorBody, path_id};
-use crate::approvals::{Action, ActionKind, action_hash};
+use super::transcript::{PAGE, chunk_bytes, redacted_from};
+use super::visible;
+use crate::api::extract::{ApiJson, ApiQuery, Caller};
+use crate::api::gate::{self, Admission};
+use crate::api::{ApiError, ApiResult, AppState, ErrorBody, path_id};
+use crate::approvals::{self, Action, ActionKind, action_hash};
 use crate::auth::{self, Role, Secret};
 use crate::plugins::Risk;
+use crate::pty::Live;
 use crate::pty::manager::Cmd;
-use crate::pty::protocol::SignalKind;
-use crate::pty::{Live, PtyError};
-use crate::store::{
-    ApprovalUse, Granted, NewPty, NewTicket, PtySession, TranscriptChunk, UseEffect,
-};
+use crate::store::{NewTicket, StoreError, UseEffect};
 use crate::util::{new_id, now_ms};
 
 /// How long an attach ticket stays valid.
@@ -51,29 +45,6 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a socket opened without `?offset=` waits for a first `resume` frame before output
 /// starts at 0.
 const OPENING_WAIT: Duration = Duration::from_millis(250);
-/// Transcript chunks read per page.
-const PAGE: i64 = 16;
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewPtyBody {
-    /// Recipe name from `GET /v1/recipes`.
-    recipe: String,
-    #[serde(default)]
-    args: BTreeMap<String, String>,
-    /// The one-time token from an `approval_required` answer, once approved.
-    approval_token: Option<String>,
-    /// Initial size (default 24 x 80).
-    rows: Option<u16>,
-    cols: Option<u16>,
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ResizeBody {
-    rows: u16,
-    cols: u16,
-}
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -92,14 +63,6 @@ pub struct AttachTicket {
     ws_path: String,
 }
 
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-#[serde(deny_unknown_fields)]
-pub struct TranscriptQuery {
-    /// Raw output byte offset to start from (default 0).
-    from: Option<i64>,
-}
-
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
@@ -108,280 +71,6 @@ pub struct WsQuery {
     ticket: String,
     /// Raw output offset to resume from (or send `{"type":"resume","offset":N}` first).
     offset: Option<u64>,
-}
-
-fn check_size(rows: u16, cols: u16) -> ApiResult<()> {
-    if (1..=1000).contains(&rows) && (1..=1000).contains(&cols) {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_field",
-            "`rows` and `cols` must be between 1 and 1000",
-        ))
-    }
-}
-
-fn pty_error(e: PtyError) -> ApiError {
-    match e {
-        PtyError::NotRunning => {
-            ApiError::new(StatusCode::CONFLICT, "pty_not_running", e.to_string())
-        }
-        PtyError::Store(s) => s.into(),
-        PtyError::SocketPathTooLong => {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.code(), e.to_string())
-        }
-        other => {
-            tracing::error!(code = other.code(), error = %other, "terminal operation failed");
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                other.code(),
-                "the terminal's holder could not be reached",
-            )
-        }
-    }
-}
-
-/// Open a PTY from a recipe (operator, agent). High risk follows the approval
-/// flow of `POST /v1/runs` with approvals of kind `pty`. No run timeout.
-#[utoipa::path(post, path = "/v1/pty", tag = "pty", request_body = NewPtyBody, security(("bearer" = [])),
-    responses((status = 201, body = PtySession), (status = 403, description = "approval_required (with approval_id, approval_token), approval_pending, approval_invalid, forbidden", body = ErrorBody),
-               (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)))]
-pub async fn create_pty(
-    State(state): State<AppState>,
-    caller: Caller,
-    ApiJson(body): ApiJson<NewPtyBody>,
-) -> ApiResult<Response> {
-    caller.require(&[Role::Operator, Role::Agent])?;
-    let (rows, cols) = (body.rows.unwrap_or(24), body.cols.unwrap_or(80));
-    check_size(rows, cols)?;
-    let Gated {
-        rendered,
-        risk,
-        hash,
-    } = gate::render(
-        &state,
-        state.pty.plugins(),
-        ActionKind::Pty,
-        &body.recipe,
-        &body.args,
-        None,
-    )
-    .await?;
-    let requester = caller.actor();
-    let id = new_id();
-    let (socket_path, secret_hash) = state.pty.holder_paths(&id).map_err(pty_error)?;
-    let now = now_ms();
-    let new = NewPty {
-        session: PtySession {
-            id: id.clone(),
-            recipe: body.recipe.clone(),
-            risk: risk.as_str().into(),
-            state: "starting".into(),
-            pid: None,
-            exit_code: None,
-            exit_signal: None,
-            rows: i64::from(rows),
-            cols: i64::from(cols),
-            output_bytes: 0,
-            findings: 0,
-            withheld_chunks: 0,
-            truncated: false,
-            requested_by: requester.clone(),
-            approval_id: None,
-            created_at: now,
-            updated_at: now,
-            exited_at: None,
-            error: None,
-            recipe_plugin_sha256: Some(rendered.plugin_hash.clone()),
-        },
-        action_hash: hash.clone(),
-        socket_path,
-        secret_hash,
-        boot_id: state.pty.boot_id().to_string(),
-    };
-    let session = if let Some(token) = body.approval_token.as_deref() {
-        let u = ApprovalUse {
-            token_hash: &Secret::presented(token).hash(),
-            requester: &requester,
-            kind: ActionKind::Pty.as_str(),
-            action_hash: &hash,
-            effect: UseEffect::CreatePty { pty: &new },
-        };
-        match gate::spend(&state, &u).await? {
-            Granted::Pty(p) => *p,
-            // A use grants exactly its own effect; anything else counts as invalid.
-            _ => return Err(approval_invalid()),
-        }
-    } else if risk == Risk::High {
-        let mut action = gate::shown_action(&body.recipe, &body.args, &rendered, risk);
-        action.insert("pty".into(), true.into());
-        return gate::require_approval(&state, ActionKind::Pty, hash, action.into(), requester)
-            .await;
-    } else {
-        state.store.create_pty(&new).await?;
-        new.session
-    };
-    let started = state
-        .pty
-        .start(&session, &rendered)
-        .await
-        .map_err(pty_error)?;
-    Ok((StatusCode::CREATED, Json(started)).into_response())
-}
-
-/// Loads a PTY the caller may see (agents: their own).
-async fn visible(state: &AppState, caller: &Caller, id: &str) -> ApiResult<PtySession> {
-    let id = path_id(id, "pty")?;
-    match state.store.pty(id).await? {
-        Some(p) if !caller.is(Role::Agent) || p.requested_by == caller.actor() => Ok(p),
-        _ => Err(ApiError::not_found("pty")),
-    }
-}
-
-/// PTY state and public-safe metadata.
-#[utoipa::path(get, path = "/v1/pty/{id}", tag = "pty", params(("id" = String, Path)), security(("bearer" = [])),
-    responses((status = 200, body = PtySession), (status = 404, body = ErrorBody)))]
-pub async fn get_pty(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
-) -> ApiResult<Json<PtySession>> {
-    Ok(Json(visible(&state, &caller, &id).await?))
-}
-
-async fn control(
-    state: &AppState,
-    caller: &Caller,
-    id: &str,
-    kind: &str,
-    data: serde_json::Value,
-    cmd: Cmd,
-) -> ApiResult<Json<PtySession>> {
-    caller.require(&[Role::Operator, Role::Agent])?;
-    let p = visible(state, caller, id).await?;
-    state
-        .pty
-        .control(&p.id, &caller.actor(), kind, data, cmd)
-        .await
-        .map_err(pty_error)?;
-    Ok(Json(state.store.pty(&p.id).await?.unwrap_or(p)))
-}
-
-/// Resize the terminal (1–1000 rows and columns).
-#[utoipa::path(post, path = "/v1/pty/{id}/resize", tag = "pty", params(("id" = String, Path)), request_body = ResizeBody,
-    security(("bearer" = [])), responses((status = 200, body = PtySession), (status = 409, body = ErrorBody)))]
-pub async fn resize_pty(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
-    ApiJson(b): ApiJson<ResizeBody>,
-) -> ApiResult<Json<PtySession>> {
-    check_size(b.rows, b.cols)?;
-    let data = json!({ "rows": b.rows, "cols": b.cols });
-    control(
-        &state,
-        &caller,
-        &id,
-        "resize",
-        data,
-        Cmd::Resize(b.rows, b.cols),
-    )
-    .await
-}
-
-/// SIGINT to the terminal's foreground process group.
-#[utoipa::path(post, path = "/v1/pty/{id}/interrupt", tag = "pty", params(("id" = String, Path)),
-    security(("bearer" = [])), responses((status = 200, body = PtySession), (status = 409, body = ErrorBody)))]
-pub async fn interrupt_pty(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
-) -> ApiResult<Json<PtySession>> {
-    let cmd = Cmd::Signal(SignalKind::Interrupt);
-    control(&state, &caller, &id, "interrupt", json!({}), cmd).await
-}
-
-/// SIGHUP, then SIGKILL to the process group after a 2 s grace.
-#[utoipa::path(post, path = "/v1/pty/{id}/kill", tag = "pty", params(("id" = String, Path)),
-    security(("bearer" = [])), responses((status = 200, body = PtySession), (status = 409, body = ErrorBody)))]
-pub async fn kill_pty(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
-) -> ApiResult<Json<PtySession>> {
-    let cmd = Cmd::Signal(SignalKind::Kill);
-    control(
-        &state,
-        &caller,
-        &id,
-        "kill",
-        json!({ "grace_ms": 2000 }),
-        cmd,
-    )
-    .await
-}
-
-/// The redacted bytes of `c` from raw offset `from` (whole chunk when the
-/// masked copy's length differs from the raw one); a marker when withheld.
-fn redacted_from(offset: u64, raw_len: u64, redacted: Option<&[u8]>, from: u64) -> Vec<u8> {
-    match redacted {
-        Some(r) if from > offset && r.len() as u64 == raw_len => {
-            r[(from - offset).min(raw_len) as usize..].to_vec()
-        }
-        Some(r) => r.to_vec(),
-        None => format!("\n[withheld: {raw_len} bytes could not be redacted]\n").into_bytes(),
-    }
-}
-
-fn chunk_bytes(c: &TranscriptChunk, from: u64) -> Vec<u8> {
-    redacted_from(
-        c.byte_offset as u64,
-        c.data.len() as u64,
-        c.redacted.as_deref(),
-        from,
-    )
-}
-
-/// The redacted transcript from a raw output offset, as text (operator).
-#[utoipa::path(get, path = "/v1/pty/{id}/transcript", tag = "pty", params(("id" = String, Path), TranscriptQuery),
-    security(("bearer" = [])), responses((status = 200, description = "redacted output", content_type = "text/plain"),
-    (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn get_transcript(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
-    ApiQuery(q): ApiQuery<TranscriptQuery>,
-) -> ApiResult<Response> {
-    caller.require(&[Role::Operator])?;
-    let p = visible(&state, &caller, &id).await?;
-    let from = q.from.unwrap_or(0).max(0) as u64;
-    let store = state.store.clone();
-    let stream = futures::stream::unfold(Some(from), move |next| {
-        let store = store.clone();
-        let pid = p.id.clone();
-        async move {
-            let next = next?;
-            match store.transcript_from(&pid, next as i64, PAGE).await {
-                Ok(chunks) if chunks.is_empty() => None,
-                Ok(chunks) => {
-                    let mut out = Vec::new();
-                    let mut at = next;
-                    for c in &chunks {
-                        out.extend_from_slice(&chunk_bytes(c, at));
-                        at = c.byte_offset as u64 + c.data.len() as u64;
-                    }
-                    Some((Ok::<_, std::io::Error>(out), Some(at)))
-                }
-                Err(e) => Some((Err(std::io::Error::other(e.code())), None)),
-            }
-        }
-    });
-    Ok((
-        [(CONTENT_TYPE, "text/plain; charset=utf-8")],
-        Body::from_stream(stream),
-    )
-        .into_response())
 }
 
 /// Issue a single-use, 30 s WebSocket attach ticket. Modes: `observe`,
@@ -432,25 +121,30 @@ pub async fn attach_pty(
         requested_by: requester.clone(),
         expires_at: now_ms() + TICKET_TTL_MS,
     };
-    let needs_approval = p.risk == "high" && !caller.is(Role::Operator);
-    if let Some(token) = b.approval_token.as_deref() {
-        let u = ApprovalUse {
-            token_hash: &Secret::presented(token).hash(),
-            requester: &requester,
-            kind: ActionKind::Attach.as_str(),
-            action_hash: &hash,
-            effect: UseEffect::IssueAttachTicket { ticket: &t },
-        };
-        match gate::spend(&state, &u).await? {
-            Granted::AttachTicket(_) => {}
-            // A use grants exactly its own effect; anything else counts as invalid.
-            _ => return Err(approval_invalid()),
-        }
-    } else if needs_approval {
-        let action = json!({ "attach": { "pty_id": p.id, "mode": mode }, "recipe": p.recipe, "risk": p.risk });
-        return gate::require_approval(&state, ActionKind::Attach, hash, action, requester).await;
-    } else {
-        state.store.create_attach_ticket(&t).await?;
+    let risk: Risk = p
+        .risk
+        .parse()
+        .map_err(|_| StoreError::Corrupt("pty_sessions.risk"))?;
+    let needs = approvals::needs_approval(ActionKind::Attach, risk, caller.0.role);
+    let shown =
+        || json!({ "attach": { "pty_id": p.id, "mode": mode }, "recipe": p.recipe, "risk": risk });
+    let token = b.approval_token.as_deref();
+    let effect = UseEffect::IssueAttachTicket { ticket: &t };
+    match gate::admit(
+        &state,
+        ActionKind::Attach,
+        &hash,
+        &requester,
+        token,
+        needs,
+        effect,
+        shown,
+    )
+    .await?
+    {
+        Admission::Required(answer) => return Ok(answer),
+        Admission::Granted(_) => {}
+        Admission::Free => state.store.create_attach_ticket(&t).await?,
     }
     let body = AttachTicket {
         ws_path: format!("/v1/pty/{}/ws", p.id),

@@ -1,0 +1,155 @@
+//! The closed vocabularies every layer names things with — risk, roles, statuses, action
+//! kinds — each defined once as an enum whose serialisation names (serde, `as_str`,
+//! `FromStr`) are the strings of the HTTP API and the stored TEXT columns.
+//!
+//! The store converts at its boundary (an unknown stored value is a typed error, never a
+//! panic); the API, the policy runtime and the domain modules compare enums, never strings.
+//! [`crate::RetentionKind`] is the model these follow.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// A name that is not part of a vocabulary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {vocabulary} (expected one of: {})", expected.join(", "))]
+pub struct UnknownName {
+    /// Which vocabulary, e.g. `risk`.
+    pub vocabulary: &'static str,
+    /// The accepted names.
+    pub expected: &'static [&'static str],
+}
+
+macro_rules! vocab {
+    (
+        $(#[$meta:meta])*
+        $name:ident ($what:literal) { $( $(#[$vmeta:meta])* $variant:ident = $s:literal ),+ $(,)? }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+        #[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+        pub enum $name {
+            $( $(#[$vmeta])* #[serde(rename = $s)] $variant, )+
+        }
+
+        impl $name {
+            /// Every name, in order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The serialisation name.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $( $name::$variant => $s, )+
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = UnknownName;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $( $s => Ok($name::$variant), )+
+                    _ => Err(UnknownName {
+                        vocabulary: $what,
+                        expected: &[$($s),+],
+                    }),
+                }
+            }
+        }
+    };
+}
+
+vocab! {
+    /// Risk level of a recipe action. Ordered `Low < Medium < High`.
+    Risk ("risk") {
+        Low = "low",
+        Medium = "medium",
+        High = "high",
+    }
+}
+
+vocab! {
+    /// A role decides what a token may do.
+    Role ("role") {
+        /// Read only.
+        Viewer = "viewer",
+        /// Create tasks, sessions, runs and PTYs; read its own.
+        Agent = "agent",
+        /// Everything, including approving and enrolling.
+        Operator = "operator",
+    }
+}
+
+vocab! {
+    /// Where an approval stands.
+    ApprovalStatus ("approval status") {
+        /// Requested, not decided yet (it may have expired meanwhile).
+        Pending = "pending",
+        Approved = "approved",
+        /// Denied by an operator or withdrawn by its requester.
+        Denied = "denied",
+        /// Approved and its one-time token spent.
+        Used = "used",
+    }
+}
+
+vocab! {
+    /// What kind of action an approval authorises. A token for one kind never authorises
+    /// another.
+    ActionKind ("action kind") {
+        Run = "run",
+        Pty = "pty",
+        Attach = "attach",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip<T>(all: &[T])
+    where
+        T: Copy + fmt::Debug + PartialEq + FromStr + fmt::Display + serde::Serialize,
+        T: serde::de::DeserializeOwned,
+    {
+        for v in all {
+            let s = v.to_string();
+            assert_eq!(s.parse::<T>().ok(), Some(*v));
+            assert_eq!(serde_json::to_string(v).expect("json"), format!("\"{s}\""));
+            assert_eq!(
+                serde_json::from_str::<T>(&format!("\"{s}\"")).expect("json"),
+                *v
+            );
+        }
+    }
+
+    #[test]
+    fn names_round_trip_through_str_and_serde() {
+        round_trip(Risk::ALL);
+        round_trip(Role::ALL);
+        round_trip(ApprovalStatus::ALL);
+        round_trip(ActionKind::ALL);
+        let names: Vec<_> = Risk::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(names, ["low", "medium", "high"]);
+    }
+
+    #[test]
+    fn an_unknown_name_is_a_typed_error() {
+        let e = "HIGH".parse::<Risk>().expect_err("case matters");
+        assert_eq!(e.vocabulary, "risk");
+        assert!(e.to_string().contains("low, medium, high"), "{e}");
+        assert!("".parse::<Role>().is_err());
+        assert!("expired".parse::<ApprovalStatus>().is_err());
+    }
+
+    #[test]
+    fn risk_is_ordered() {
+        assert!(Risk::Low < Risk::Medium && Risk::Medium < Risk::High);
+    }
+}
