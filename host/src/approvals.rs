@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 use crate::auth::Role;
 use crate::plugins::Risk;
 use crate::store::{Approval, ApprovalUse, Granted, Store, StoreError, TokenRecord, UseOutcome};
+pub use happyx_core::vocab::ApprovalStatus;
 
 /// Why an approval cannot be decided or withdrawn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -116,7 +117,7 @@ pub fn may_decide(
     now: i64,
     allow_self: bool,
 ) -> Result<(), DecideRefusal> {
-    if a.status != "pending" {
+    if a.status != ApprovalStatus::Pending {
         return Err(DecideRefusal::NotPending);
     }
     if a.expires_at <= now {
@@ -134,7 +135,7 @@ pub fn may_withdraw(a: &Approval, requester: &str) -> Result<(), DecideRefusal> 
     if a.requester != requester {
         return Err(DecideRefusal::NotRequester);
     }
-    if a.status != "pending" {
+    if a.status != ApprovalStatus::Pending {
         return Err(DecideRefusal::NotPending);
     }
     Ok(())
@@ -152,10 +153,10 @@ pub fn may_use(r: &TokenRecord, u: &ApprovalUse<'_>, now: i64) -> Result<(), Use
     {
         return Err(UseRefusal::Invalid);
     }
-    if r.status == "pending" {
+    if r.status == ApprovalStatus::Pending {
         return Err(UseRefusal::Pending);
     }
-    if r.status != "approved" || !r.nonce_fresh {
+    if r.status != ApprovalStatus::Approved || !r.nonce_fresh {
         return Err(UseRefusal::Invalid);
     }
     Ok(())
@@ -271,7 +272,7 @@ mod rule_tests {
             action_hash: "h".into(),
             action: serde_json::json!({}),
             requester: requester.into(),
-            status: status.into(),
+            status: status.parse().expect("status"),
             decider: None,
             decided_at: None,
             scope: "approval:a".into(),
@@ -367,7 +368,7 @@ mod rule_tests {
             kind: "run".into(),
             action_hash: "h".into(),
             requester: "token:agent".into(),
-            status: status.into(),
+            status: status.parse().expect("status"),
             expires_at: 100,
             nonce_fresh: true,
         }

@@ -17,6 +17,7 @@ use super::{ApiError, ApiResult, AppState, ErrorBody, Paged, path_id};
 use crate::approvals;
 use crate::auth::Role;
 use crate::store::Approval;
+use happyx_core::vocab::ApprovalStatus;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -160,7 +161,7 @@ async fn view(state: &AppState, caller: &Caller, mut approval: Approval) -> Appr
 #[derive(Serialize, ToSchema)]
 pub struct Decision {
     id: String,
-    status: String,
+    status: ApprovalStatus,
 }
 
 /// Approvals, newest first (operator, viewer).
@@ -173,16 +174,19 @@ pub async fn list_approvals(
 ) -> ApiResult<Json<ApprovalList>> {
     caller.require(&[Role::Operator, Role::Viewer])?;
     let (q, limit) = (&page.query, page.limit);
-    if let Some(s) = q.status.as_deref()
-        && !matches!(s, "pending" | "approved" | "denied" | "used")
-    {
-        return Err(ApiError::bad_request(
-            "invalid_query",
-            "status must be pending, approved, denied or used",
-        ));
-    }
+    let status = q
+        .status
+        .as_deref()
+        .map(str::parse::<ApprovalStatus>)
+        .transpose()
+        .map_err(|_| {
+            ApiError::bad_request(
+                "invalid_query",
+                "status must be pending, approved, denied or used",
+            )
+        })?;
     let mut items = Vec::new();
-    for a in state.store.approvals(q.status.as_deref(), limit).await? {
+    for a in state.store.approvals(status, limit).await? {
         items.push(view(&state, &caller, a).await);
     }
     Ok(Json(ApprovalList { items }))

@@ -193,7 +193,11 @@ pub async fn overview(State(state): State<AppState>, caller: Caller) -> ApiResul
             .map(|(_, _, n)| n)
             .sum()
     };
-    let pending_approvals = state.store.approvals(Some("pending"), 500).await?.len() as i64;
+    let pending_approvals = state
+        .store
+        .approvals(Some(crate::approvals::ApprovalStatus::Pending), 500)
+        .await?
+        .len() as i64;
     let live_runs = count("agent_runs", &["queued", "running"]);
     let live_terminals = state.store.ptys(None, Some("running"), 500).await?.len() as i64;
     Ok(Json(Overview {

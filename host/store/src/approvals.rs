@@ -15,6 +15,7 @@ use super::{
     append_event, pty, runs,
 };
 use happyx_core::util::{new_id, now_ms, random_bytes};
+use happyx_core::vocab::ApprovalStatus;
 
 /// A pending approval to persist.
 #[derive(Debug, Clone)]
@@ -48,7 +49,7 @@ pub struct TokenRecord {
     pub kind: String,
     pub action_hash: String,
     pub requester: String,
-    pub status: String,
+    pub status: ApprovalStatus,
     pub expires_at: i64,
     /// Whether the approval's scope nonce is still the one it was issued with.
     pub nonce_fresh: bool,
@@ -88,6 +89,13 @@ pub struct ApprovalUse<'a> {
     pub effect: UseEffect<'a>,
 }
 
+/// The stored status, typed; an unknown value is a corrupt row, never a panic.
+fn status_of(r: &SqliteRow) -> Result<ApprovalStatus> {
+    let text: String = r.try_get("status")?;
+    text.parse()
+        .map_err(|_| StoreError::Corrupt("approvals.status"))
+}
+
 fn approval_from_row(r: &SqliteRow) -> Result<Approval> {
     let action: String = r.try_get("action")?;
     Ok(Approval {
@@ -97,7 +105,7 @@ fn approval_from_row(r: &SqliteRow) -> Result<Approval> {
         action: serde_json::from_str(&action)
             .map_err(|_| StoreError::Corrupt("approvals.action"))?,
         requester: r.try_get("requester")?,
-        status: r.try_get("status")?,
+        status: status_of(r)?,
         decider: r.try_get("decider")?,
         decided_at: r.try_get("decided_at")?,
         scope: r.try_get("scope")?,
@@ -186,7 +194,12 @@ impl Store {
     }
 
     /// Approvals, newest first, optionally of one status (`pending` also hides expired ones).
-    pub async fn approvals(&self, status: Option<&str>, limit: i64) -> Result<Vec<Approval>> {
+    pub async fn approvals(
+        &self,
+        status: Option<ApprovalStatus>,
+        limit: i64,
+    ) -> Result<Vec<Approval>> {
+        let status = status.map(ApprovalStatus::as_str);
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {COLS} FROM approvals WHERE (? IS NULL OR status = ?) \
              AND (? IS NOT 'pending' OR expires_at > ?) ORDER BY id DESC LIMIT ?"
@@ -224,12 +237,16 @@ impl Store {
         if let Err(refusal) = judge(&a, now) {
             return Ok(Err(refusal));
         }
-        let status = if approve { "approved" } else { "denied" };
+        let status = if approve {
+            ApprovalStatus::Approved
+        } else {
+            ApprovalStatus::Denied
+        };
         sqlx::query(
             "UPDATE approvals SET status = ?, decider = ?, decided_at = ?, updated_at = ? \
              WHERE id = ? AND status = 'pending'",
         )
-        .bind(status)
+        .bind(status.as_str())
         .bind(decider)
         .bind(now)
         .bind(now)
@@ -250,7 +267,7 @@ impl Store {
         append_event(&mut tx, &ev).await?;
         tx.commit().await?;
         Ok(Ok(Approval {
-            status: status.into(),
+            status,
             decider: Some(decider.into()),
             decided_at: Some(now),
             updated_at: now,
@@ -300,7 +317,7 @@ impl Store {
         append_event(&mut tx, &ev).await?;
         tx.commit().await?;
         Ok(Ok(Approval {
-            status: "denied".into(),
+            status: ApprovalStatus::Denied,
             decider: Some(requester.into()),
             decided_at: Some(now),
             updated_at: now,
@@ -338,7 +355,7 @@ impl Store {
             kind: kind.clone(),
             action_hash: row.try_get("action_hash")?,
             requester: row.try_get("requester")?,
-            status: row.try_get("status")?,
+            status: status_of(&row)?,
             expires_at: row.try_get("expires_at")?,
             nonce_fresh: current.as_deref() == Some(nonce.as_str()),
         };
@@ -500,7 +517,7 @@ mod tests {
             let ok = r.kind == u.kind
                 && r.action_hash == u.action_hash
                 && r.requester == u.requester
-                && r.status == "approved"
+                && r.status == ApprovalStatus::Approved
                 && r.expires_at > now
                 && r.nonce_fresh;
             if ok { Ok(()) } else { Err(No) }
@@ -696,7 +713,7 @@ mod tests {
         assert_eq!(s.approval_use_count(&id).await.expect("count"), 0);
         assert_eq!(runs_for(&s, &id).await, 0);
         let a = s.approval(&id).await.expect("read").expect("approval");
-        assert_eq!(a.status, "approved");
+        assert_eq!(a.status, ApprovalStatus::Approved);
         // The judge sees the stored facts.
         let seen = s
             .use_approval(&u, |r, now| {
@@ -708,7 +725,9 @@ mod tests {
                     ),
                     ("run", "h", "token:agent")
                 );
-                assert!(r.status == "approved" && r.nonce_fresh && r.expires_at > now);
+                assert!(
+                    r.status == ApprovalStatus::Approved && r.nonce_fresh && r.expires_at > now
+                );
                 Ok::<(), No>(())
             })
             .await

@@ -1,6 +1,7 @@
 //! Plain row types the store returns. No behaviour, no secrets beyond what the
 //! row itself holds (token rows carry only the secret's hash).
 
+use happyx_core::vocab::ApprovalStatus;
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -170,7 +171,7 @@ pub struct Approval {
     pub action: Value,
     pub requester: String,
     /// `pending`, `approved`, `denied` or `used`.
-    pub status: String,
+    pub status: ApprovalStatus,
     pub decider: Option<String>,
     pub decided_at: Option<i64>,
     pub scope: String,
