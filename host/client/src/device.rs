@@ -72,20 +72,36 @@ impl ClientError {
 type Result<T, E = ClientError> = std::result::Result<T, E>;
 
 /// A small blocking HTTP client for one host.
+///
+/// It drives reqwest's async client on a current-thread runtime of its own rather than using
+/// `reqwest::blocking`: that client waits for its helper thread with `thread::park`, whose
+/// single wake-up token anything else on the thread may consume first (its own `log::trace!`
+/// between the poll and the park waits on a lazily initialised static that parks too), which
+/// left about one command in five thousand waiting forever at `HAPPYX_LOG=trace`. The
+/// runtime's own parker cannot be taken that way, and no helper thread is needed.
 struct Host {
     base: String,
-    http: reqwest::blocking::Client,
+    http: reqwest::Client,
+    rt: tokio::runtime::Runtime,
 }
+
+/// How long one request may take, connection and body included.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Host {
     fn new(url: &str) -> Result<Self> {
-        let http = reqwest::blocking::Client::builder()
-            .timeout(Duration::from_secs(60))
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| ClientError::Transport(format!("cannot start the I/O runtime: {e}")))?;
+        let http = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
             .build()
             .map_err(|e| ClientError::Transport(e.to_string()))?;
         Ok(Self {
             base: url.trim_end_matches('/').to_owned(),
             http,
+            rt,
         })
     }
 
@@ -110,13 +126,13 @@ impl Host {
         if !body.is_empty() {
             req = req.header("content-type", "application/json").body(body);
         }
-        let resp = req
-            .send()
-            .map_err(|e| ClientError::Transport(e.without_url().to_string()))?;
-        let status = resp.status();
-        let bytes = resp
-            .bytes()
-            .map_err(|e| ClientError::Transport(e.without_url().to_string()))?;
+        let transport = |e: reqwest::Error| ClientError::Transport(e.without_url().to_string());
+        let (status, bytes) = self.rt.block_on(async {
+            let resp = req.send().await.map_err(transport)?;
+            let status = resp.status();
+            let bytes = resp.bytes().await.map_err(transport)?;
+            Ok::<_, ClientError>((status, bytes))
+        })?;
         if !status.is_success() {
             let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
             return Err(ClientError::Refused {
