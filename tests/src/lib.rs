@@ -449,11 +449,15 @@ pub fn run_bounded(
             Ok(Some(status)) => break status,
             Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
             _ => {
+                // Where it hangs, before the evidence is gone.
+                let stacks =
+                    backtraces(child.id()).unwrap_or_else(|| "(gdb could not be run)".into());
                 let _ = child.kill();
                 let _ = child.wait();
                 let err = err_reader.and_then(|h| h.join().ok()).unwrap_or_default();
                 panic!(
-                    "{what} still ran after {limit:?} and was killed; its stderr:\n{}",
+                    "{what} still ran after {limit:?} and was killed; its stderr:\n{}\n\
+                     its threads when it was killed:\n{stacks}",
                     String::from_utf8_lossy(&err)
                 );
             }
@@ -557,18 +561,29 @@ pub fn watch_this_test() {
                 eprintln!(
                     "\nwatchdog: {late:?} still running after {limit:?}; backtraces of every thread follow"
                 );
-                let _ = Command::new("gdb")
-                    .args(["-batch", "-nx", "-p", &std::process::id().to_string()])
-                    .args(["-ex", "thread apply all bt 30"])
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::inherit())
-                    .stderr(Stdio::inherit())
-                    .status();
+                eprintln!(
+                    "{}",
+                    backtraces(std::process::id())
+                        .unwrap_or_else(|| "(gdb could not be run)".into())
+                );
                 eprintln!("watchdog: {late:?} hung; the suite fails");
                 std::process::exit(101);
             }
         });
     }
+}
+
+/// Every thread's backtrace of process `pid`, by gdb (which CI installs); `None` when gdb
+/// cannot be run.
+fn backtraces(pid: u32) -> Option<String> {
+    Command::new("gdb")
+        .args(["-batch", "-nx", "-p", &pid.to_string()])
+        .args(["-ex", "thread apply all bt 30"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
 }
 
 /// Runs `sqlite3 DB SQL` on a data dir's database (the real command-line shell, as someone

@@ -18,7 +18,7 @@ use crate::approvals::{ApprovalError, DecideRefusal, UseRefusal};
 use crate::auth::AuthError;
 use crate::devices::DeviceError;
 use crate::devices::ingest::IngestError;
-use crate::envelope::EnvelopeError;
+use crate::envelope::{CryptoError, EnvelopeError};
 use crate::plugins::RenderError;
 use crate::pty::PtyError;
 use crate::store::StoreError;
@@ -169,11 +169,11 @@ impl From<DeviceError> for ApiError {
             DeviceError::InvalidField(_) | DeviceError::KeyVersion(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
-            DeviceError::Crypto(c) if c.code() == "weak_key" => StatusCode::UNPROCESSABLE_ENTITY,
+            DeviceError::Crypto(CryptoError::WeakKey { .. }) => StatusCode::UNPROCESSABLE_ENTITY,
             DeviceError::Crypto(_) | DeviceError::EnrollmentInvalid => StatusCode::FORBIDDEN,
             DeviceError::Unauthorized(_) | DeviceError::ReplayedRequest => StatusCode::UNAUTHORIZED,
             DeviceError::NotFound(_) => StatusCode::NOT_FOUND,
-            DeviceError::Conflict(_) => StatusCode::CONFLICT,
+            DeviceError::EpochNotNext { .. } => StatusCode::CONFLICT,
             DeviceError::Store(_) | DeviceError::Secret(_) | DeviceError::Threads(_) => {
                 if let DeviceError::Store(s) = e {
                     return s.into();
@@ -277,3 +277,25 @@ impl From<AuthError> for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_refusals_keep_their_status_and_code() {
+        let e = ApiError::from(DeviceError::EpochNotNext { expected: 7 });
+        assert_eq!((e.status, e.code), (StatusCode::CONFLICT, "conflict"));
+        assert!(e.message.contains("must be 7"), "{}", e.message);
+        let weak = ApiError::from(DeviceError::Crypto(CryptoError::WeakKey {
+            which: "hpke",
+            reason: "all zero",
+        }));
+        assert_eq!(
+            (weak.status, weak.code),
+            (StatusCode::UNPROCESSABLE_ENTITY, "weak_key")
+        );
+        let bad = ApiError::from(DeviceError::Crypto(CryptoError::BadProof("signature")));
+        assert_eq!(bad.status, StatusCode::FORBIDDEN);
+    }
+}

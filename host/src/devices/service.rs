@@ -56,8 +56,9 @@ pub enum DeviceError {
     ReplayedRequest,
     #[error("no such {0}")]
     NotFound(&'static str),
-    #[error("conflict: {0}")]
-    Conflict(&'static str),
+    /// A rotation must name the epoch after the current one.
+    #[error("conflict: the new epoch must be {expected}, the current one plus one")]
+    EpochNotNext { expected: u64 },
     #[error("the enrollment secret file cannot be used: {0}")]
     Secret(#[from] crate::keyfile::KeyFileError),
     #[error("cannot start the envelope verification threads: {0}")]
@@ -78,7 +79,7 @@ impl DeviceError {
             Self::Unauthorized(_) => "device_unauthorized",
             Self::ReplayedRequest => "replayed_request",
             Self::NotFound(_) => "not_found",
-            Self::Conflict(_) => "conflict",
+            Self::EpochNotNext { .. } => "conflict",
             Self::Secret(_) => "enroll_secret",
             Self::Threads(_) => "threads",
             Self::Store(e) => e.code(),
@@ -543,9 +544,7 @@ impl DeviceService {
         }
         let next = to_u64(session.epoch, "sessions")? + 1;
         if req.epoch != next {
-            return Err(DeviceError::Conflict(
-                "the new epoch must be the current one plus one",
-            ));
+            return Err(DeviceError::EpochNotNext { expected: next });
         }
         let rows = self
             .check_wrapped(caller, session_id, next, &req.wrapped_keys)

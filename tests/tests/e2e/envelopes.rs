@@ -1019,3 +1019,49 @@ fn read_follow_shows_sender_and_time_as_messages_arrive_and_send_quiet_prints_no
         ]
     );
 }
+
+/// A device command never waits forever on its own HTTP client. The client once used
+/// `reqwest::blocking`, which parks the calling thread for its helper thread's answer; at
+/// `HAPPYX_LOG=trace` its own trace line between the poll and the park could consume the
+/// wake-up, and about one command in five thousand hung until killed. Each process gets one
+/// chance at that race (it is the first trace event of the process), so this runs thousands of
+/// fresh processes against a port nothing listens on, eight at a time; any that outlives
+/// its limit fails the test with gdb's backtrace of every thread.
+///
+/// cargo test -p happyx-tests --test e2e envelopes::device_commands -- --ignored --nocapture
+/// (`HAPPYX_STRESS_RUNS` sets the number of processes; 16,000 by default.)
+#[test]
+#[ignore = "minutes of process churn; run by hand"]
+fn device_commands_never_wait_forever_on_their_client() {
+    let (tmp, _data) = temp_data_dir();
+    let dir = tmp.path().join("device");
+    let (st, _, err) = cli(&["device", "keygen", "--dir", dir.to_str().expect("utf-8")]);
+    assert!(st.success(), "{err}");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", closed.local_addr().expect("addr"));
+    drop(closed);
+    let runs: usize = std::env::var("HAPPYX_STRESS_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(16_000);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..8 {
+            s.spawn(|| {
+                while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < runs {
+                    let mut cmd = Command::new(binary());
+                    cmd.args(["device", "enroll", "--dir"])
+                        .arg(&dir)
+                        .args(["--url", &url, "--code", "hpx_x"])
+                        .env("HAPPYX_LOG", "trace");
+                    let out = happyx_tests::run_bounded(&mut cmd, None, Duration::from_secs(30));
+                    let err = String::from_utf8_lossy(&out.stderr);
+                    assert!(
+                        !out.status.success() && err.contains("cannot reach the host"),
+                        "{err}"
+                    );
+                }
+            });
+        }
+    });
+}
