@@ -26,9 +26,8 @@ use base64::engine::general_purpose::STANDARD as B64;
 use happyx::config::StorageConfig;
 use happyx::devices::ingest::Ingestor;
 use happyx::devices::protocol::envelope_batch_body;
-use happyx::envelope::enrollment_code_hash;
 use happyx::metrics::Metrics;
-use happyx::store::{EnrollOutcome, NewDeviceKey, NewEnrollment, Session, Store, WrappedKeyRow};
+use happyx::store::{Session, Store, WrappedKeyRow};
 
 fn fixture() -> (SigningPublicKey, Envelope, Vec<u8>) {
     let keys = DeviceKeys::generate(1).expect("keys");
@@ -105,41 +104,12 @@ async fn ingest_fixture(
     let content = ContentKey::generate().expect("key");
     let mut rows = Vec::new();
     let mut senders = Vec::new();
-    for i in 0..SENDERS {
+    for _ in 0..SENDERS {
         let keys = DeviceKeys::generate(1).expect("keys");
-        let code = format!("bench-code-{i}");
-        let hash = hex::encode(enrollment_code_hash(&code));
-        let now = happyx::util::now_ms();
-        store
-            .create_enrollment(&NewEnrollment {
-                id: happyx::util::new_id(),
-                code_hash: hash.clone(),
-                kind: "enroll",
-                device_id: None,
-                name: None,
-                issued_by: "bench".into(),
-                expires_at: now + 60_000,
-                created_at: now,
-            })
+        let device_id = happyx::devices::provision(&store, &keys.public(), None, "bench")
             .await
-            .expect("enrollment");
-        let public = keys.public();
-        let outcome = store
-            .complete_enrollment(
-                &hash,
-                &NewDeviceKey {
-                    key_version: 1,
-                    signing_public: B64.encode(public.signing_public),
-                    hpke_public: B64.encode(public.hpke_public),
-                    fingerprint: public.fingerprint().to_string(),
-                },
-                None,
-            )
-            .await
-            .expect("enroll");
-        let EnrollOutcome::Enrolled { device_id, .. } = outcome else {
-            panic!("enrollment refused");
-        };
+            .expect("enroll")
+            .device_id;
         rows.push(WrappedKeyRow {
             session_id: session_id.clone(),
             epoch: 0,

@@ -14,11 +14,9 @@ use proptest::prelude::*;
 use super::ingest::Ingestor;
 use super::protocol::envelope_batch_body;
 use crate::config::StorageConfig;
-use crate::envelope::{
-    ContentKey, DeviceKeys, ENVELOPE_VERSION, EnvelopeHeader, enrollment_code_hash, seal,
-};
+use crate::envelope::{ContentKey, DeviceKeys, ENVELOPE_VERSION, EnvelopeHeader, seal};
 use crate::metrics::Metrics;
-use crate::store::{EnrollOutcome, NewDeviceKey, NewEnrollment, Session, Store, WrappedKeyRow};
+use crate::store::{Session, Store, WrappedKeyRow};
 use crate::util::{new_id, now_ms};
 
 const DEVICES: usize = 3;
@@ -87,40 +85,11 @@ impl Model {
 
 pub(super) async fn enroll(store: &Store, i: usize) -> (String, DeviceKeys) {
     let keys = DeviceKeys::generate(1).expect("keys");
-    let code = format!("prop-code-{i}-{}", new_id());
-    let hash = hex::encode(enrollment_code_hash(&code));
-    let now = now_ms();
-    store
-        .create_enrollment(&NewEnrollment {
-            id: new_id(),
-            code_hash: hash.clone(),
-            kind: "enroll",
-            device_id: None,
-            name: None,
-            issued_by: "test".into(),
-            expires_at: now + 60_000,
-            created_at: now,
-        })
-        .await
-        .expect("enrollment");
-    let p = keys.public();
-    let out = store
-        .complete_enrollment(
-            &hash,
-            &NewDeviceKey {
-                key_version: 1,
-                signing_public: B64.encode(p.signing_public),
-                hpke_public: B64.encode(p.hpke_public),
-                fingerprint: p.fingerprint().to_string(),
-            },
-            None,
-        )
+    let name = format!("prop-{i}");
+    let enrolled = super::provision(store, &keys.public(), Some(&name), "test")
         .await
         .expect("enroll");
-    let EnrollOutcome::Enrolled { device_id, .. } = out else {
-        panic!("refused");
-    };
-    (device_id, keys)
+    (enrolled.device_id, keys)
 }
 
 pub(super) fn rows(session: &str, epoch: i64, members: &[&String]) -> Vec<WrappedKeyRow> {

@@ -17,4 +17,4 @@ mod rotation_tests;
 pub use happyx_client::device as client;
 pub use happyx_client::{keystore, protocol};
 pub use keystore::{DeviceDir, KeystoreError};
-pub use service::{DeviceCaller, DeviceError, DeviceService, SignedHeaders};
+pub use service::{DeviceCaller, DeviceError, DeviceService, SignedHeaders, provision};

@@ -160,6 +160,70 @@ fn to_i64(v: u64, field: &str) -> Result<i64, DeviceError> {
     i64::try_from(v).map_err(|_| invalid(format!("`{field}` is too large")))
 }
 
+/// The key version row a device's public keys are recorded as (versions start at 1).
+fn new_device_key(keys: &DevicePublicKeys) -> Result<NewDeviceKey, DeviceError> {
+    let key_version = to_i64(keys.key_version, "keys.keyVersion")?;
+    if key_version < 1 {
+        return Err(DeviceError::KeyVersion("key versions start at 1".into()));
+    }
+    Ok(NewDeviceKey {
+        key_version,
+        signing_public: b64_encode(&keys.signing_public),
+        hpke_public: b64_encode(&keys.hpke_public),
+        fingerprint: keys.fingerprint().to_string(),
+    })
+}
+
+/// What claiming a code means for the device: enrolled, or why not.
+fn enrolled(outcome: EnrollOutcome, fingerprint: String) -> Result<Enrolled, DeviceError> {
+    match outcome {
+        EnrollOutcome::Enrolled {
+            device_id,
+            key_version,
+        } => Ok(Enrolled {
+            device_id,
+            key_version: key_version.unsigned_abs(),
+            fingerprint,
+        }),
+        EnrollOutcome::InvalidCode => Err(DeviceError::EnrollmentInvalid),
+        EnrollOutcome::KeyVersionTooLow { minimum } => Err(DeviceError::KeyVersion(format!(
+            "re-enrollment needs a new key version of at least {minimum}"
+        ))),
+        EnrollOutcome::KeyVersionNotOne => Err(DeviceError::KeyVersion(
+            "a new device enrolls with key version 1".into(),
+        )),
+    }
+}
+
+/// Records a new device's public keys without the enrollment handshake: a code is issued and
+/// claimed at once by whoever already holds the store. This is for provisioning outside any
+/// request — benches, the load tool's generated data dirs, the suites; over HTTP a device
+/// always proves possession of its keys ([`DeviceService::complete_enrollment`]).
+pub async fn provision(
+    store: &Store,
+    keys: &DevicePublicKeys,
+    name: Option<&str>,
+    issued_by: &str,
+) -> Result<Enrolled, DeviceError> {
+    let code_hash = hex::encode(enrollment_code_hash(&new_id()));
+    let now = now_ms();
+    store
+        .create_enrollment(&NewEnrollment {
+            id: new_id(),
+            code_hash: code_hash.clone(),
+            kind: "enroll",
+            device_id: None,
+            name: None,
+            issued_by: issued_by.to_owned(),
+            expires_at: now + 60_000,
+            created_at: now,
+        })
+        .await?;
+    let key = new_device_key(keys)?;
+    let claimed = store.complete_enrollment(&code_hash, &key, name).await?;
+    enrolled(claimed, key.fingerprint)
+}
+
 fn wrapped_from_row(r: &WrappedKeyRow) -> Result<WrappedKey, DeviceError> {
     let corrupt = || DeviceError::Store(StoreError::Corrupt("session_keys"));
     let enc = b64_decode_32(&r.enc).ok_or_else(corrupt)?;
@@ -318,42 +382,16 @@ impl DeviceService {
         {
             return Err(invalid("`name`: 1 to 100 printable characters"));
         }
-        let key_version = to_i64(req.keys.key_version, "keys.keyVersion")?;
-        if key_version < 1 {
-            return Err(DeviceError::KeyVersion("key versions start at 1".into()));
-        }
+        let key = new_device_key(&req.keys)?;
         let (hash, challenge) = self.challenge_key(&req.code);
         challenge
             .verify_enrollment(&req.keys, &hash, &req.proof)
             .map_err(DeviceError::Crypto)?;
-        let fingerprint = req.keys.fingerprint().to_string();
-        let key = NewDeviceKey {
-            key_version,
-            signing_public: b64_encode(&req.keys.signing_public),
-            hpke_public: b64_encode(&req.keys.hpke_public),
-            fingerprint: fingerprint.clone(),
-        };
-        match self
+        let claimed = self
             .store
             .complete_enrollment(&hex::encode(hash), &key, req.name.as_deref())
-            .await?
-        {
-            EnrollOutcome::Enrolled {
-                device_id,
-                key_version,
-            } => Ok(Enrolled {
-                device_id,
-                key_version: key_version.unsigned_abs(),
-                fingerprint,
-            }),
-            EnrollOutcome::InvalidCode => Err(DeviceError::EnrollmentInvalid),
-            EnrollOutcome::KeyVersionTooLow { minimum } => Err(DeviceError::KeyVersion(format!(
-                "re-enrollment needs a new key version of at least {minimum}"
-            ))),
-            EnrollOutcome::KeyVersionNotOne => Err(DeviceError::KeyVersion(
-                "a new device enrolls with key version 1".into(),
-            )),
-        }
+            .await?;
+        enrolled(claimed, key.fingerprint)
     }
 
     /// Checks a device-signed request: headers present, timestamp within the window, device

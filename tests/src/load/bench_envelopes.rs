@@ -21,17 +21,15 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use happyx::config::Config;
 use happyx::devices::DeviceDir;
 use happyx::devices::ingest::Ingestor;
-use happyx::envelope::{
-    ContentKey, DeviceKeys, ENVELOPE_VERSION, EnvelopeHeader, enrollment_code_hash, seal,
-};
+use happyx::envelope::{ContentKey, DeviceKeys, ENVELOPE_VERSION, EnvelopeHeader, seal};
 use happyx::metrics::Metrics;
-use happyx::store::{EnrollOutcome, NewDeviceKey, NewEnrollment, Session, Store, WrappedKeyRow};
+use happyx::store::{Session, Store, WrappedKeyRow};
 use hyper::body::Bytes;
 
 use crate::bench_http::{Conn, Outcome, Prepared, WorkerTally};
@@ -168,37 +166,12 @@ pub async fn in_process(cfg: &Config, n: usize) -> Result<InProcess> {
     let mut sealers = Vec::with_capacity(n);
     for i in 0..n {
         let keys = DeviceKeys::generate(1)?;
-        let code = format!("bench-code-{i}-{}", happyx::util::new_id());
-        let hash = hex::encode(enrollment_code_hash(&code));
+        let name = format!("bench-device-{i}");
+        let device_id = happyx::devices::provision(&store, &keys.public(), Some(&name), "bench")
+            .await
+            .with_context(|| format!("the in-process store refused enrollment {i}"))?
+            .device_id;
         let now = happyx::util::now_ms();
-        store
-            .create_enrollment(&NewEnrollment {
-                id: happyx::util::new_id(),
-                code_hash: hash.clone(),
-                kind: "enroll",
-                device_id: None,
-                name: Some(format!("bench-device-{i}")),
-                issued_by: "bench".into(),
-                expires_at: now + 60_000,
-                created_at: now,
-            })
-            .await?;
-        let public = keys.public();
-        let outcome = store
-            .complete_enrollment(
-                &hash,
-                &NewDeviceKey {
-                    key_version: 1,
-                    signing_public: B64.encode(public.signing_public),
-                    hpke_public: B64.encode(public.hpke_public),
-                    fingerprint: public.fingerprint().to_string(),
-                },
-                None,
-            )
-            .await?;
-        let EnrollOutcome::Enrolled { device_id, .. } = outcome else {
-            bail!("the in-process store refused enrollment {i}");
-        };
         let session_id = happyx::util::new_id();
         let session = Session {
             id: session_id.clone(),

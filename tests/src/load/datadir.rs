@@ -16,10 +16,10 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use clap::Args;
 use happyx::config::StorageConfig;
-use happyx::envelope::{DeviceKeys, enrollment_code_hash};
+use happyx::envelope::DeviceKeys;
 use happyx::store::{
-    EnrollOutcome, IngestItem, IngestLimits, IngestVerdict, NewDeviceKey, NewEnrollment, NewEvent,
-    NewPty, PtySession, Session, Store, TranscriptChunk, WrappedKeyRow,
+    IngestItem, IngestLimits, IngestVerdict, NewEvent, NewPty, PtySession, Session, Store,
+    TranscriptChunk, WrappedKeyRow,
 };
 use happyx::util::{new_id, now_ms};
 use serde_json::json;
@@ -246,38 +246,9 @@ async fn envelopes(store: &Store, n: usize) -> Result<()> {
 /// Enrolls one device (key version 1); returns its id.
 async fn enroll(store: &Store) -> Result<String> {
     let keys = DeviceKeys::generate(1).context("device keys")?;
-    let code = format!("load-{}", new_id());
-    let hash = hex::encode(enrollment_code_hash(&code));
-    let now = now_ms();
-    store
-        .create_enrollment(&NewEnrollment {
-            id: new_id(),
-            code_hash: hash.clone(),
-            kind: "enroll",
-            device_id: None,
-            name: Some("load".into()),
-            issued_by: "load:datadir".into(),
-            expires_at: now + 60_000,
-            created_at: now,
-        })
-        .await?;
-    let p = keys.public();
-    let out = store
-        .complete_enrollment(
-            &hash,
-            &NewDeviceKey {
-                key_version: 1,
-                signing_public: B64.encode(p.signing_public),
-                hpke_public: B64.encode(p.hpke_public),
-                fingerprint: p.fingerprint().to_string(),
-            },
-            None,
-        )
-        .await?;
-    match out {
-        EnrollOutcome::Enrolled { device_id, .. } => Ok(device_id),
-        other => bail!("enrollment refused: {other:?}"),
-    }
+    let enrolled =
+        happyx::devices::provision(store, &keys.public(), Some("load"), "load:datadir").await?;
+    Ok(enrolled.device_id)
 }
 
 /// Writes `DIR/prune.toml`: the data dir, and a retention policy that keeps the newer half of
