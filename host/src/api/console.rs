@@ -13,11 +13,11 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{ApiJson, Caller};
 use super::page::{NoCursor, PageParams, RecentItems};
+use super::views::PtySession;
 use super::{ApiError, ApiResult, AppState, ErrorBody, Paged};
 use crate::auth::{self, AuthError, Identity, Role};
 use crate::console::session;
 use crate::plugins::PluginStatus;
-use crate::store::PtySession;
 use crate::util::now_ms;
 
 #[derive(Deserialize, ToSchema)]
@@ -261,6 +261,9 @@ pub async fn list_ptys(
     let items = state
         .store
         .ptys(owner.as_deref(), q.state.as_deref(), limit)
-        .await?;
+        .await?
+        .into_iter()
+        .map(PtySession::from)
+        .collect();
     Ok(Json(PtyList { items }))
 }

@@ -7,9 +7,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::extract::{ApiJson, Caller};
+use super::views::Task;
 use super::{ApiError, ApiResult, AppState, ErrorBody, PageQuery, Paged, check_text, path_id};
 use crate::auth::Role;
-use crate::store::{Owner, Task};
+use crate::store::{self, Owner};
 use crate::util::{new_id, now_ms};
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -56,7 +57,7 @@ pub struct TaskList {
 }
 
 /// Agents see only their own tasks.
-fn visible(caller: &Caller, t: &Task) -> bool {
+fn visible(caller: &Caller, t: &store::Task) -> bool {
     caller.owns(&t.created_by)
 }
 
@@ -73,7 +74,7 @@ pub async fn create_task(
     check_text("title", &body.title, 1, 500)?;
     check_text("description", &body.description, 0, 10_000)?;
     let now = now_ms();
-    let task = Task {
+    let task = store::Task {
         id: new_id(),
         title: body.title,
         description: body.description,
@@ -83,7 +84,7 @@ pub async fn create_task(
         updated_at: now,
     };
     state.store.create_task(&task).await?;
-    Ok((StatusCode::CREATED, Json(task)))
+    Ok((StatusCode::CREATED, Json(task.into())))
 }
 
 /// List tasks by id order (agents: their own).
@@ -94,14 +95,13 @@ pub async fn list_tasks(
     caller: Caller,
     page: Paged<PageQuery>,
 ) -> ApiResult<Json<TaskList>> {
-    let actor = caller.actor();
-    let owner = Owner(caller.is(Role::Agent).then_some(actor.as_str()));
+    let owner = caller.listing_owner();
     let page = state
         .store
-        .tasks(owner, page.after_id(), page.limit)
+        .tasks(Owner(owner.as_deref()), page.after_id(), page.limit)
         .await?;
     Ok(Json(TaskList {
-        items: page.items,
+        items: page.items.into_iter().map(Task::from).collect(),
         next: page.next,
     }))
 }
@@ -116,7 +116,7 @@ pub async fn get_task(
 ) -> ApiResult<Json<Task>> {
     let id = path_id(&id, "task")?;
     match state.store.task(id).await? {
-        Some(t) if visible(&caller, &t) => Ok(Json(t)),
+        Some(t) if visible(&caller, &t) => Ok(Json(t.into())),
         _ => Err(ApiError::not_found("task")),
     }
 }
@@ -142,5 +142,5 @@ pub async fn update_task(
         .store
         .set_task_status(id, body.status.as_str(), &caller.actor())
         .await?;
-    Ok(Json(t))
+    Ok(Json(t.into()))
 }

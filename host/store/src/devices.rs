@@ -2,18 +2,16 @@
 //!
 //! Only public keys (base64) and hashes of enrollment codes are stored here.
 
-use serde::Serialize;
 use serde_json::json;
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
-use utoipa::ToSchema;
 
 use super::envelopes::require_rotation;
 use super::{NewEvent, Result, Store, append_event};
 use happyx_core::util::now_ms;
 
 /// One key version of a device (public halves only).
-#[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DeviceKeyRow {
     pub device_id: String,
     pub key_version: i64,
@@ -27,7 +25,7 @@ pub struct DeviceKeyRow {
 }
 
 /// A device and its key versions (metadata for operators).
-#[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DeviceRow {
     pub id: String,
     pub name: Option<String>,

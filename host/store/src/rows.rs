@@ -2,11 +2,9 @@
 //! row itself holds (token rows carry only the secret's hash).
 
 use happyx_core::vocab::ApprovalStatus;
-use serde::Serialize;
 use serde_json::Value;
-use utoipa::ToSchema;
 
-#[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct EventRow {
     pub id: String,
     /// Gap-free position in the log, starting at 1.
@@ -15,7 +13,6 @@ pub struct EventRow {
     pub code: String,
     pub actor: String,
     pub subject: String,
-    #[schema(value_type = Object)]
     pub data: Value,
 }
 
@@ -42,7 +39,7 @@ impl std::fmt::Debug for TokenRow {
     }
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Task {
     pub id: String,
     pub title: String,
@@ -54,7 +51,7 @@ pub struct Task {
     pub updated_at: i64,
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Session {
     pub id: String,
     pub name: String,
@@ -74,7 +71,7 @@ pub struct Session {
     pub updated_at: i64,
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Permission {
     pub id: String,
     /// Token or device id the grant is for.
@@ -92,7 +89,7 @@ pub struct Permission {
 }
 
 /// Public-safe run metadata.
-#[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Run {
     pub id: String,
     pub recipe: String,
@@ -117,11 +114,9 @@ pub struct Run {
     pub finished_at: Option<i64>,
     pub updated_at: i64,
     /// Why the program could not be started (`spawn_failed` only).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// SHA-256 (hex) of the recipe plugin that rendered this run (as `GET /v1/plugins` shows
     /// it); `null` for runs recorded before hosts kept it.
-    #[schema(format = "sha256")]
     pub recipe_plugin_sha256: Option<String>,
 }
 
@@ -159,7 +154,7 @@ impl Run {
     }
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Approval {
     pub id: String,
     /// `run`, `pty` or `attach`.
@@ -167,7 +162,6 @@ pub struct Approval {
     /// SHA-256 over the canonical encoding of the exact action.
     pub action_hash: String,
     /// The action as the operator sees it: recipe, args, rendered command.
-    #[schema(value_type = Object)]
     pub action: Value,
     pub requester: String,
     /// `pending`, `approved`, `denied` or `used`.
@@ -206,14 +200,13 @@ impl std::fmt::Debug for OutputChunk {
     }
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Deployment {
     pub id: String,
     pub started_at: i64,
     pub version: String,
     pub schema_version: i64,
     pub config_hash: String,
-    #[schema(value_type = Object)]
     pub plugin_hashes: Value,
     pub boot_id: String,
 }
@@ -226,7 +219,7 @@ pub struct Page<T> {
 }
 
 /// Public-safe PTY session metadata (no socket path, no secret hash).
-#[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PtySession {
     pub id: String,
     pub recipe: String,
@@ -254,11 +247,9 @@ pub struct PtySession {
     pub updated_at: i64,
     pub exited_at: Option<i64>,
     /// Why the program could not be started (then `exited` with code 127).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// SHA-256 (hex) of the recipe plugin that rendered this terminal's program (as
     /// `GET /v1/plugins` shows it); `null` for terminals recorded before hosts kept it.
-    #[schema(format = "sha256")]
     pub recipe_plugin_sha256: Option<String>,
 }
 
