@@ -12,6 +12,7 @@ use super::{ApiError, ApiResult, AppState, ErrorBody, PageQuery, Paged, check_te
 use crate::auth::Role;
 use crate::store;
 use crate::util::{new_id, now_ms};
+use happyx_core::vocab;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -73,7 +74,7 @@ pub async fn create_permission(
         subject: body.subject,
         action: body.action,
         scope: body.scope,
-        status: "active".into(),
+        status: vocab::PermissionStatus::Active,
         granted_by: caller.actor(),
         expires_at: body.expires_at,
         created_at: now,
@@ -134,7 +135,7 @@ pub async fn update_permission(
     Ok(Json(
         state
             .store
-            .set_permission_status(id, "revoked", &caller.actor())
+            .set_permission_status(id, vocab::PermissionStatus::Revoked, &caller.actor())
             .await?
             .into(),
     ))

@@ -109,7 +109,7 @@ pub async fn create_run(
         ..store::Run::queued(
             new_id(),
             body.recipe.clone(),
-            risk.as_str(),
+            risk,
             body.session_id.clone(),
             requester.clone(),
             now,
@@ -325,7 +325,7 @@ pub async fn get_run_output(
     };
     let served = match held {
         Some(s) => s,
-        None if matches!(run.status.as_str(), "queued" | "running") => Served::NOTHING,
+        None if !run.status.is_final() => Served::NOTHING,
         None => Served::Everything,
     };
     let chunks: Vec<(i64, Vec<u8>)> = state

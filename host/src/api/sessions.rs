@@ -12,6 +12,7 @@ use super::{ApiError, ApiResult, AppState, ErrorBody, PageQuery, Paged, check_te
 use crate::auth::Role;
 use crate::store::{self, Owner};
 use crate::util::{new_id, now_ms};
+use happyx_core::vocab;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -85,11 +86,10 @@ pub async fn create_session(
         id: new_id(),
         name: body.name,
         kind: match body.kind {
-            SessionKind::Agent => "agent",
-            SessionKind::Terminal => "terminal",
-        }
-        .into(),
-        status: "open".into(),
+            SessionKind::Agent => vocab::SessionKind::Agent,
+            SessionKind::Terminal => vocab::SessionKind::Terminal,
+        },
+        status: vocab::SessionStatus::Open,
         task_id: body.task_id,
         epoch: 0,
         rotation_required_since: None,
@@ -153,8 +153,8 @@ pub async fn update_session(
         _ => return Err(ApiError::not_found("session")),
     }
     let status = match body.status {
-        SessionStatus::Open => "open",
-        SessionStatus::Closed => "closed",
+        SessionStatus::Open => vocab::SessionStatus::Open,
+        SessionStatus::Closed => vocab::SessionStatus::Closed,
     };
     Ok(Json(
         state

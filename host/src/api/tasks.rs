@@ -12,6 +12,7 @@ use super::{ApiError, ApiResult, AppState, ErrorBody, PageQuery, Paged, check_te
 use crate::auth::Role;
 use crate::store::{self, Owner};
 use crate::util::{new_id, now_ms};
+use happyx_core::vocab;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -38,13 +39,13 @@ pub enum TaskStatus {
     Cancelled,
 }
 
-impl TaskStatus {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Open => "open",
-            Self::InProgress => "in_progress",
-            Self::Done => "done",
-            Self::Cancelled => "cancelled",
+impl From<TaskStatus> for vocab::TaskStatus {
+    fn from(s: TaskStatus) -> Self {
+        match s {
+            TaskStatus::Open => Self::Open,
+            TaskStatus::InProgress => Self::InProgress,
+            TaskStatus::Done => Self::Done,
+            TaskStatus::Cancelled => Self::Cancelled,
         }
     }
 }
@@ -78,7 +79,7 @@ pub async fn create_task(
         id: new_id(),
         title: body.title,
         description: body.description,
-        status: "open".into(),
+        status: vocab::TaskStatus::Open,
         created_by: caller.actor(),
         created_at: now,
         updated_at: now,
@@ -140,7 +141,7 @@ pub async fn update_task(
     }
     let t = state
         .store
-        .set_task_status(id, body.status.as_str(), &caller.actor())
+        .set_task_status(id, body.status.into(), &caller.actor())
         .await?;
     Ok(Json(t.into()))
 }

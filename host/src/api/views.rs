@@ -404,3 +404,201 @@ impl From<store::EnvelopeStats> for EnvelopeStats {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Each view serialises exactly as the row did when handlers returned rows: same field
+    //! names, order and values, `error` absent when `None`.
+
+    use serde_json::json;
+
+    use super::*;
+    use happyx_core::vocab::{
+        ActionKind, DeviceStatus, PermissionStatus, PtyState, Risk, RunStatus, SessionKind,
+        SessionStatus, TaskStatus,
+    };
+
+    fn text<T: Serialize>(v: &T) -> String {
+        serde_json::to_string(v).expect("json")
+    }
+
+    #[test]
+    fn a_run_view_serialises_as_before() {
+        let mut row = store::Run::queued(
+            "r1".into(),
+            "echo".into(),
+            Risk::Medium,
+            Some("s1".into()),
+            "token:a".into(),
+            5,
+        );
+        row.status = RunStatus::TimedOut;
+        row.recipe_plugin_sha256 = Some("ab".into());
+        assert_eq!(
+            text(&Run::from(row.clone())),
+            r#"{"id":"r1","recipe":"echo","risk":"medium","status":"timed_out","exit_code":null,"session_id":"s1","requested_by":"token:a","approval_id":null,"stdout_bytes":0,"stderr_bytes":0,"findings":0,"unredacted_chunks":0,"truncated":false,"created_at":5,"started_at":null,"finished_at":null,"updated_at":5,"recipe_plugin_sha256":"ab"}"#
+        );
+        row.status = RunStatus::SpawnFailed;
+        row.error = Some("no such file".into());
+        let v = serde_json::to_value(Run::from(row)).expect("json");
+        assert_eq!(v["status"], "spawn_failed");
+        assert_eq!(v["error"], "no such file");
+    }
+
+    #[test]
+    fn a_terminal_view_serialises_as_before() {
+        let row = store::PtySession {
+            id: "p1".into(),
+            recipe: "shell".into(),
+            risk: Risk::High,
+            state: PtyState::Killed,
+            pid: Some(7),
+            exit_code: None,
+            exit_signal: Some(9),
+            rows: 24,
+            cols: 80,
+            output_bytes: 3,
+            findings: 1,
+            withheld_chunks: 0,
+            truncated: false,
+            requested_by: "token:a".into(),
+            approval_id: Some("ap".into()),
+            created_at: 1,
+            updated_at: 2,
+            exited_at: Some(2),
+            error: None,
+            recipe_plugin_sha256: None,
+        };
+        assert_eq!(
+            text(&PtySession::from(row)),
+            r#"{"id":"p1","recipe":"shell","risk":"high","state":"killed","pid":7,"exit_code":null,"exit_signal":9,"rows":24,"cols":80,"output_bytes":3,"findings":1,"withheld_chunks":0,"truncated":false,"requested_by":"token:a","approval_id":"ap","created_at":1,"updated_at":2,"exited_at":2,"recipe_plugin_sha256":null}"#
+        );
+    }
+
+    #[test]
+    fn record_views_serialise_as_before() {
+        let task = store::Task {
+            id: "t".into(),
+            title: "x".into(),
+            description: String::new(),
+            status: TaskStatus::InProgress,
+            created_by: "token:a".into(),
+            created_at: 1,
+            updated_at: 2,
+        };
+        assert_eq!(
+            text(&Task::from(task)),
+            r#"{"id":"t","title":"x","description":"","status":"in_progress","created_by":"token:a","created_at":1,"updated_at":2}"#
+        );
+        let session = store::Session {
+            id: "s".into(),
+            name: "n".into(),
+            kind: SessionKind::Encrypted,
+            status: SessionStatus::Closed,
+            task_id: None,
+            epoch: 3,
+            rotation_required_since: Some(4),
+            created_by: "device:d".into(),
+            created_at: 1,
+            updated_at: 2,
+        };
+        assert_eq!(
+            text(&Session::from(session)),
+            r#"{"id":"s","name":"n","kind":"encrypted","status":"closed","task_id":null,"epoch":3,"rotation_required_since":4,"created_by":"device:d","created_at":1,"updated_at":2}"#
+        );
+        let p = store::Permission {
+            id: "p".into(),
+            subject: "tok".into(),
+            action: "pty.drive".into(),
+            scope: "*".into(),
+            status: PermissionStatus::Revoked,
+            granted_by: "token:o".into(),
+            expires_at: None,
+            created_at: 1,
+            updated_at: 2,
+        };
+        assert_eq!(
+            text(&Permission::from(p)),
+            r#"{"id":"p","subject":"tok","action":"pty.drive","scope":"*","status":"revoked","granted_by":"token:o","expires_at":null,"created_at":1,"updated_at":2}"#
+        );
+        let ev = store::EventRow {
+            id: "e".into(),
+            seq: 1,
+            at: 2,
+            code: "run.created".into(),
+            actor: "host".into(),
+            subject: "r".into(),
+            data: json!({"a": 1}),
+        };
+        assert_eq!(
+            text(&EventRow::from(ev)),
+            r#"{"id":"e","seq":1,"at":2,"code":"run.created","actor":"host","subject":"r","data":{"a":1}}"#
+        );
+    }
+
+    #[test]
+    fn an_approval_view_serialises_as_before() {
+        let a = store::Approval {
+            id: "a".into(),
+            kind: ActionKind::Pty,
+            action_hash: "h".into(),
+            action: json!({"recipe": "shell"}),
+            requester: "token:a".into(),
+            status: ApprovalStatus::Pending,
+            decider: None,
+            decided_at: None,
+            scope: "*".into(),
+            expires_at: 9,
+            created_at: 1,
+            updated_at: 2,
+        };
+        assert_eq!(
+            text(&Approval::from(a)),
+            r#"{"id":"a","kind":"pty","action_hash":"h","action":{"recipe":"shell"},"requester":"token:a","status":"pending","decider":null,"decided_at":null,"scope":"*","expires_at":9,"created_at":1,"updated_at":2}"#
+        );
+    }
+
+    #[test]
+    fn device_and_envelope_views_serialise_as_before() {
+        let d = store::DeviceRow {
+            id: "d".into(),
+            name: Some("laptop".into()),
+            status: DeviceStatus::Active,
+            created_at: 1,
+            updated_at: 2,
+            revoked_at: None,
+            revoked_by: None,
+            revoke_reason: None,
+            keys: vec![store::DeviceKeyRow {
+                device_id: "d".into(),
+                key_version: 1,
+                signing_public: "sp".into(),
+                hpke_public: "hp".into(),
+                fingerprint: "fp".into(),
+                created_at: 1,
+                revoked_at: None,
+            }],
+        };
+        assert_eq!(
+            text(&DeviceRow::from(d)),
+            r#"{"id":"d","name":"laptop","status":"active","created_at":1,"updated_at":2,"revoked_at":null,"revoked_by":null,"revoke_reason":null,"keys":[{"device_id":"d","key_version":1,"signing_public":"sp","hpke_public":"hp","fingerprint":"fp","created_at":1,"revoked_at":null}]}"#
+        );
+        let e = store::EnvelopeStats {
+            session_id: "s".into(),
+            epoch: 1,
+            envelopes: 2,
+            bytes: 30,
+            senders: vec![store::SenderStats {
+                sender_device_id: "d".into(),
+                envelopes: 2,
+                first_sequence: 1,
+                last_sequence: 2,
+                bytes: 30,
+            }],
+        };
+        assert_eq!(
+            text(&EnvelopeStats::from(e)),
+            r#"{"session_id":"s","epoch":1,"envelopes":2,"bytes":30,"senders":[{"sender_device_id":"d","envelopes":2,"first_sequence":1,"last_sequence":2,"bytes":30}]}"#
+        );
+    }
+}

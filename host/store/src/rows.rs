@@ -1,8 +1,28 @@
 //! Plain row types the store returns. No behaviour, no secrets beyond what the
 //! row itself holds (token rows carry only the secret's hash).
 
-use happyx_core::vocab::ApprovalStatus;
+use std::str::FromStr;
+
+use happyx_core::vocab::{
+    ActionKind, ApprovalStatus, PermissionStatus, PtyState, Risk, RunStatus, SessionKind,
+    SessionStatus, TaskStatus,
+};
 use serde_json::Value;
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+
+use crate::{Result, StoreError};
+
+/// A vocabulary column of `r`, typed: an unknown stored value is a corrupt row
+/// ([`StoreError::Corrupt`] naming `column`, e.g. `agent_runs.status`), never a panic.
+pub(crate) fn vocab_column<T: FromStr>(
+    r: &SqliteRow,
+    name: &str,
+    column: &'static str,
+) -> Result<T> {
+    let text: String = r.try_get(name)?;
+    text.parse().map_err(|_| StoreError::Corrupt(column))
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct EventRow {
@@ -44,8 +64,7 @@ pub struct Task {
     pub id: String,
     pub title: String,
     pub description: String,
-    /// `open`, `in_progress`, `done` or `cancelled`.
-    pub status: String,
+    pub status: TaskStatus,
     pub created_by: String,
     pub created_at: i64,
     pub updated_at: i64,
@@ -55,10 +74,8 @@ pub struct Task {
 pub struct Session {
     pub id: String,
     pub name: String,
-    /// `agent`, `terminal` or `encrypted`.
-    pub kind: String,
-    /// `open` or `closed`.
-    pub status: String,
+    pub kind: SessionKind,
+    pub status: SessionStatus,
     pub task_id: Option<String>,
     /// Current key epoch (encrypted sessions).
     pub epoch: i64,
@@ -80,8 +97,7 @@ pub struct Permission {
     pub action: String,
     /// Where it applies, e.g. `session:<id>` or `*`.
     pub scope: String,
-    /// `active` or `revoked`.
-    pub status: String,
+    pub status: PermissionStatus,
     pub granted_by: String,
     pub expires_at: Option<i64>,
     pub created_at: i64,
@@ -93,10 +109,9 @@ pub struct Permission {
 pub struct Run {
     pub id: String,
     pub recipe: String,
-    pub risk: String,
-    /// `queued`, `running`, `succeeded`, `failed`, `timed_out`, `lost`, or `spawn_failed` (the
-    /// program could not be started; `error` says why).
-    pub status: String,
+    pub risk: Risk,
+    /// `spawn_failed`: the program could not be started; `error` says why.
+    pub status: RunStatus,
     pub exit_code: Option<i64>,
     pub session_id: Option<String>,
     pub requested_by: String,
@@ -125,7 +140,7 @@ impl Run {
     pub fn queued(
         id: String,
         recipe: String,
-        risk: &str,
+        risk: Risk,
         session_id: Option<String>,
         requested_by: String,
         now: i64,
@@ -133,8 +148,8 @@ impl Run {
         Run {
             id,
             recipe,
-            risk: risk.into(),
-            status: "queued".into(),
+            risk,
+            status: RunStatus::Queued,
             exit_code: None,
             session_id,
             requested_by,
@@ -157,8 +172,7 @@ impl Run {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Approval {
     pub id: String,
-    /// `run`, `pty` or `attach`.
-    pub kind: String,
+    pub kind: ActionKind,
     /// SHA-256 over the canonical encoding of the exact action.
     pub action_hash: String,
     /// The action as the operator sees it: recipe, args, rendered command.
@@ -223,9 +237,8 @@ pub struct Page<T> {
 pub struct PtySession {
     pub id: String,
     pub recipe: String,
-    pub risk: String,
-    /// `starting`, `running`, `exited`, `lost` or `killed`.
-    pub state: String,
+    pub risk: Risk,
+    pub state: PtyState,
     pub pid: Option<i64>,
     pub exit_code: Option<i64>,
     /// Signal number that ended the program, if any.

@@ -2,6 +2,9 @@
 //! `agent_run_outputs`.
 
 use serde_json::json;
+
+use crate::rows::vocab_column;
+use happyx_core::vocab::RunStatus;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
 
@@ -12,8 +15,8 @@ pub(super) fn run_from_row(r: &SqliteRow) -> Result<Run> {
     Ok(Run {
         id: r.try_get("id")?,
         recipe: r.try_get("recipe")?,
-        risk: r.try_get("risk")?,
-        status: r.try_get("status")?,
+        risk: vocab_column(r, "risk", "agent_runs.risk")?,
+        status: vocab_column(r, "status", "agent_runs.status")?,
         exit_code: r.try_get("exit_code")?,
         session_id: r.try_get("session_id")?,
         requested_by: r.try_get("requested_by")?,
@@ -50,8 +53,8 @@ pub(super) async fn insert_run(
     )
     .bind(&run.id)
     .bind(&run.recipe)
-    .bind(&run.risk)
-    .bind(&run.status)
+    .bind(run.risk.as_str())
+    .bind(run.status.as_str())
     .bind(&run.session_id)
     .bind(&run.requested_by)
     .bind(&run.approval_id)
@@ -225,14 +228,19 @@ impl Store {
     }
 
     /// `running`/`queued` → a final status, with its event.
-    pub async fn finish_run(&self, id: &str, status: &str, exit_code: Option<i64>) -> Result<()> {
+    pub async fn finish_run(
+        &self,
+        id: &str,
+        status: RunStatus,
+        exit_code: Option<i64>,
+    ) -> Result<()> {
         let mut tx = self.begin().await?;
         let now = now_ms();
         sqlx::query(
             "UPDATE agent_runs SET status = ?, exit_code = ?, finished_at = ?, updated_at = ? \
              WHERE id = ? AND status IN ('queued', 'running')",
         )
-        .bind(status)
+        .bind(status.as_str())
         .bind(exit_code)
         .bind(now)
         .bind(now)
@@ -393,5 +401,70 @@ impl Store {
         .await?;
         tx.commit().await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::StorageConfig;
+    use happyx_core::vocab::Risk;
+
+    /// Writes `value` into `column` of the run `id`, past the table's CHECK constraint, as a
+    /// damaged or foreign database could hold it.
+    async fn damage(s: &Store, column: &str, value: &str, id: &str) {
+        let mut c = s.write.acquire().await.expect("conn");
+        sqlx::query("PRAGMA ignore_check_constraints = ON")
+            .execute(&mut *c)
+            .await
+            .expect("pragma");
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE agent_runs SET {column} = ? WHERE id = ?"
+        )))
+        .bind(value)
+        .bind(id)
+        .execute(&mut *c)
+        .await
+        .expect("update");
+        sqlx::query("PRAGMA ignore_check_constraints = OFF")
+            .execute(&mut *c)
+            .await
+            .expect("pragma");
+    }
+
+    #[tokio::test]
+    async fn an_unknown_stored_run_status_or_risk_is_a_corrupt_row() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(tmp.path(), &StorageConfig::default())
+            .await
+            .expect("open");
+        let run = Run::queued(
+            "r1".into(),
+            "echo".into(),
+            Risk::Medium,
+            None,
+            "token:a".into(),
+            now_ms(),
+        );
+        s.create_run(&run, None, "hash").await.expect("create");
+        let back = s.run("r1").await.expect("read").expect("row");
+        assert_eq!((back.status, back.risk), (RunStatus::Queued, Risk::Medium));
+
+        damage(&s, "status", "paused", "r1").await;
+        let e = s.run("r1").await.expect_err("an unknown status is refused");
+        assert!(
+            matches!(e, StoreError::Corrupt("agent_runs.status")),
+            "{e:?}"
+        );
+        assert_eq!(e.code(), "storage_corrupt");
+        assert!(
+            s.runs(None, None, 10).await.is_err(),
+            "listings refuse it too"
+        );
+
+        damage(&s, "status", "running", "r1").await;
+        damage(&s, "risk", "HIGH", "r1").await;
+        let e = s.run("r1").await.expect_err("an unknown risk is refused");
+        assert!(matches!(e, StoreError::Corrupt("agent_runs.risk")), "{e:?}");
     }
 }

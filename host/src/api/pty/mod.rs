@@ -23,6 +23,7 @@ use crate::pty::manager::Cmd;
 use crate::pty::protocol::SignalKind;
 use crate::store::{self, Granted, NewPty, UseEffect};
 use crate::util::{new_id, now_ms};
+use happyx_core::vocab::PtyState;
 
 mod attach;
 mod transcript;
@@ -97,8 +98,8 @@ pub async fn create_pty(
         session: store::PtySession {
             id: id.clone(),
             recipe: body.recipe.clone(),
-            risk: risk.as_str().into(),
-            state: "starting".into(),
+            risk,
+            state: PtyState::Starting,
             pid: None,
             exit_code: None,
             exit_signal: None,
