@@ -11,6 +11,7 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 
 use super::{NewEvent, Result, Session, Store, StoreError, append_event};
 use happyx_core::util::{new_id, now_ms};
+use happyx_core::vocab::SessionKind;
 
 /// A content key wrapped to one device for one epoch (opaque to the host).
 #[derive(Clone, PartialEq, Eq)]
@@ -287,7 +288,7 @@ impl Store {
             "session.created",
             &session.created_by,
             &session.id,
-            json!({ "kind": "encrypted", "epoch": 0, "devices": members }),
+            json!({ "kind": SessionKind::Encrypted, "epoch": 0, "devices": members }),
         );
         append_event(&mut tx, &ev).await?;
         tx.commit().await?;

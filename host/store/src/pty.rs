@@ -313,7 +313,7 @@ impl Store {
         .await?
         .rows_affected();
         if n == 1 {
-            let data = json!({ "state": "exited", "exit_code": 127, "error": error });
+            let data = json!({ "state": PtyState::Exited, "exit_code": 127, "error": error });
             pty_event(&mut tx, id, "exit", "host", data).await?;
         }
         tx.commit().await?;

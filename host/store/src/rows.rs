@@ -1,5 +1,10 @@
 //! Plain row types the store returns. No behaviour, no secrets beyond what the
 //! row itself holds (token rows carry only the secret's hash).
+//!
+//! Rows are not the API: they derive neither `Serialize` nor `ToSchema`, so a column added
+//! here reaches no response until the server's `api::views` publishes it. Closed vocabularies
+//! (statuses, kinds, risk) are the enums of `happyx_core::vocab`, decoded with
+//! [`vocab_column`]: an unknown stored value is [`StoreError::Corrupt`], never a panic.
 
 use std::str::FromStr;
 

@@ -279,7 +279,7 @@ impl Store {
             "run.finished",
             "host",
             id,
-            json!({ "status": "spawn_failed", "exit_code": null, "error": error }),
+            json!({ "status": RunStatus::SpawnFailed, "exit_code": null, "error": error }),
         );
         append_event(&mut tx, &ev).await?;
         tx.commit().await?;
@@ -410,16 +410,16 @@ mod tests {
     use crate::config::StorageConfig;
     use happyx_core::vocab::Risk;
 
-    /// Writes `value` into `column` of the run `id`, past the table's CHECK constraint, as a
-    /// damaged or foreign database could hold it.
-    async fn damage(s: &Store, column: &str, value: &str, id: &str) {
+    /// Writes `value` into `column` of the row `id` of `table`, past the table's CHECK
+    /// constraint, as a damaged or foreign database could hold it.
+    async fn damage_in(s: &Store, table: &str, column: &str, value: &str, id: &str) {
         let mut c = s.write.acquire().await.expect("conn");
         sqlx::query("PRAGMA ignore_check_constraints = ON")
             .execute(&mut *c)
             .await
             .expect("pragma");
         sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE agent_runs SET {column} = ? WHERE id = ?"
+            "UPDATE {table} SET {column} = ? WHERE id = ?"
         )))
         .bind(value)
         .bind(id)
@@ -430,6 +430,10 @@ mod tests {
             .execute(&mut *c)
             .await
             .expect("pragma");
+    }
+
+    async fn damage(s: &Store, column: &str, value: &str, id: &str) {
+        damage_in(s, "agent_runs", column, value, id).await;
     }
 
     #[tokio::test]
@@ -466,5 +470,71 @@ mod tests {
         damage(&s, "risk", "HIGH", "r1").await;
         let e = s.run("r1").await.expect_err("an unknown risk is refused");
         assert!(matches!(e, StoreError::Corrupt("agent_runs.risk")), "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn unknown_stored_task_session_and_permission_values_are_corrupt_rows() {
+        use crate::{Permission, Session, Task};
+        use happyx_core::vocab::{PermissionStatus, SessionKind, SessionStatus, TaskStatus};
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(tmp.path(), &StorageConfig::default())
+            .await
+            .expect("open");
+        s.create_task(&Task {
+            id: "t1".into(),
+            title: "t".into(),
+            description: String::new(),
+            status: TaskStatus::Open,
+            created_by: "token:a".into(),
+            created_at: 1,
+            updated_at: 1,
+        })
+        .await
+        .expect("task");
+        s.create_session(&Session {
+            id: "s1".into(),
+            name: "s".into(),
+            kind: SessionKind::Terminal,
+            status: SessionStatus::Open,
+            task_id: None,
+            epoch: 0,
+            rotation_required_since: None,
+            created_by: "token:a".into(),
+            created_at: 1,
+            updated_at: 1,
+        })
+        .await
+        .expect("session");
+        s.create_permission(&Permission {
+            id: "p1".into(),
+            subject: "tok".into(),
+            action: "pty.drive".into(),
+            scope: "*".into(),
+            status: PermissionStatus::Active,
+            granted_by: "token:o".into(),
+            expires_at: None,
+            created_at: 1,
+            updated_at: 1,
+        })
+        .await
+        .expect("permission");
+        let t = s.task("t1").await.expect("read").expect("row");
+        assert_eq!(t.status, TaskStatus::Open);
+
+        damage_in(&s, "tasks", "status", "archived", "t1").await;
+        let e = s.task("t1").await.expect_err("unknown task status");
+        assert!(matches!(e, StoreError::Corrupt("tasks.status")), "{e:?}");
+        damage_in(&s, "sessions", "kind", "pty", "s1").await;
+        let e = s.session("s1").await.expect_err("unknown session kind");
+        assert!(matches!(e, StoreError::Corrupt("sessions.kind")), "{e:?}");
+        damage_in(&s, "permissions", "status", "expired", "p1").await;
+        let e = s
+            .permission("p1")
+            .await
+            .expect_err("unknown permission status");
+        assert!(
+            matches!(e, StoreError::Corrupt("permissions.status")),
+            "{e:?}"
+        );
     }
 }
