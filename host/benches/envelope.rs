@@ -126,8 +126,8 @@ async fn ingest_fixture(
     let session = Session {
         id: session_id.clone(),
         name: "bench".into(),
-        kind: "encrypted".into(),
-        status: "open".into(),
+        kind: happyx::vocab::SessionKind::Encrypted,
+        status: happyx::vocab::SessionStatus::Open,
         task_id: None,
         epoch: 0,
         rotation_required_since: None,

@@ -53,7 +53,7 @@ fn run_row() -> Run {
     Run::queued(
         new_id(),
         "shell".into(),
-        "high",
+        happyx::vocab::Risk::High,
         None,
         "token:bench".into(),
         now,
@@ -69,7 +69,7 @@ async fn approved(store: &Store, n: usize) -> Vec<String> {
         store
             .create_approval(&NewApproval {
                 id: id.clone(),
-                kind: "run".into(),
+                kind: happyx::vocab::ActionKind::Run,
                 action_hash: "h".into(),
                 action: json!({}),
                 token_hash: th.clone(),
@@ -119,7 +119,7 @@ async fn raw_use(pool: &SqlitePool, token_hash: &str) -> bool {
     }
     let run = run_row();
     sqlx::query("INSERT INTO agent_runs (id, recipe, risk, status, exit_code, session_id, requested_by, approval_id, idempotency_key, action_hash, created_at, updated_at) VALUES (?, ?, ?, ?, NULL, ?, ?, ?, ?, ?, ?, ?)")
-        .bind(&run.id).bind(&run.recipe).bind(&run.risk).bind(&run.status).bind(&run.session_id).bind(&run.requested_by)
+        .bind(&run.id).bind(&run.recipe).bind(run.risk.as_str()).bind(run.status.as_str()).bind(&run.session_id).bind(&run.requested_by)
         .bind(&aid).bind(None::<String>).bind("h").bind(run.created_at).bind(run.updated_at)
         .execute(&mut *tx).await.expect("run");
     for (code, subject) in [
@@ -184,7 +184,7 @@ async fn contend(e: &Env, tokens: Vec<String>, raw: bool) -> (Duration, usize, V
                     let u = ApprovalUse {
                         token_hash: &th,
                         requester: "token:bench",
-                        kind: "run",
+                        kind: happyx::vocab::ActionKind::Run,
                         action_hash: "h",
                         effect: UseEffect::CreateRun {
                             run: &run,

@@ -195,7 +195,7 @@ pub async fn withdraw(store: &Store, id: &str, requester: &str) -> Result<Approv
 pub async fn spend(store: &Store, u: &ApprovalUse<'_>) -> Result<Granted, ApprovalError> {
     let kind = u.kind;
     match store.use_approval(u, |r, now| may_use(r, u, now)).await {
-        Ok(UseOutcome::Used(g)) if kind.parse().is_ok_and(|k| grants(k, &g)) => Ok(g),
+        Ok(UseOutcome::Used(g)) if grants(kind, &g) => Ok(g),
         Ok(UseOutcome::Used(_) | UseOutcome::Unknown) => Err(UseRefusal::Invalid.into()),
         Ok(UseOutcome::Refused(r)) => Err(r.into()),
         Err(e) if e.is_unique_violation() => Err(UseRefusal::Invalid.into()),
@@ -268,7 +268,7 @@ mod rule_tests {
     fn approval(status: &str, requester: &str, expires_at: i64) -> Approval {
         Approval {
             id: "a".into(),
-            kind: "run".into(),
+            kind: ActionKind::Run,
             action_hash: "h".into(),
             action: serde_json::json!({}),
             requester: requester.into(),
@@ -365,7 +365,7 @@ mod rule_tests {
 
     fn record(status: &str) -> TokenRecord {
         TokenRecord {
-            kind: "run".into(),
+            kind: ActionKind::Run,
             action_hash: "h".into(),
             requester: "token:agent".into(),
             status: status.parse().expect("status"),
@@ -376,11 +376,11 @@ mod rule_tests {
 
     #[test]
     fn pending_only_for_the_bound_action_and_requester() {
-        let run = Run::queued("r".into(), "shell".into(), "high", None, "x".into(), 0);
+        let run = Run::queued("r".into(), "shell".into(), Risk::High, None, "x".into(), 0);
         let u = ApprovalUse {
             token_hash: "t",
             requester: "token:agent",
-            kind: "run",
+            kind: ActionKind::Run,
             action_hash: "h",
             effect: UseEffect::CreateRun {
                 run: &run,
@@ -394,7 +394,7 @@ mod rule_tests {
         );
         let others = [
             ApprovalUse {
-                kind: "pty",
+                kind: ActionKind::Pty,
                 ..u.clone()
             },
             ApprovalUse {
@@ -448,7 +448,7 @@ mod rule_tests {
         store
             .create_approval(&NewApproval {
                 id: id.clone(),
-                kind: "run".into(),
+                kind: ActionKind::Run,
                 action_hash: "h".into(),
                 action: serde_json::json!({}),
                 token_hash: th.clone(),
@@ -462,7 +462,7 @@ mod rule_tests {
         let run = Run::queued(
             new_id(),
             "shell".into(),
-            "high",
+            Risk::High,
             None,
             "token:agent".into(),
             0,
@@ -470,7 +470,7 @@ mod rule_tests {
         let u = ApprovalUse {
             token_hash: &th,
             requester: "token:agent",
-            kind: "run",
+            kind: ActionKind::Run,
             action_hash: "h",
             effect: UseEffect::CreateRun {
                 run: &run,

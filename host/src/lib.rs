@@ -42,7 +42,7 @@ pub mod server;
 pub mod transfer;
 
 pub use happyx_client as client;
-pub use happyx_core::{keyfile, progress, retention_kind, util};
+pub use happyx_core::{keyfile, progress, retention_kind, util, vocab};
 pub use happyx_envelope as envelope;
 pub use happyx_policy as plugins;
 pub use happyx_store as store;

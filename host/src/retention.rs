@@ -167,6 +167,7 @@ mod tests {
     use crate::plugins::{PluginSpec, PluginsConfig};
     use crate::store::{OutputChunk, Run};
     use crate::util::new_id;
+    use happyx_core::vocab::Risk;
 
     async fn fixture(outputs: usize) -> (tempfile::TempDir, Store, String) {
         let tmp = tempfile::tempdir().expect("tmp");
@@ -174,7 +175,14 @@ mod tests {
             .await
             .expect("open");
         let now = now_ms();
-        let run = Run::queued(new_id(), "echo".into(), "low", None, "token:t".into(), now);
+        let run = Run::queued(
+            new_id(),
+            "echo".into(),
+            Risk::Low,
+            None,
+            "token:t".into(),
+            now,
+        );
         store.create_run(&run, None, "h").await.expect("run");
         for i in 0..outputs {
             let c = OutputChunk {

@@ -19,6 +19,7 @@ use crate::metrics::Metrics;
 use crate::plugins::{Finding, PluginError, PluginHost, Rendered, apply_masks};
 use crate::run_hold::{Holds, OUTPUT_HOLD, Served};
 use crate::store::{OutputChunk, Store, StoreError};
+use happyx_core::vocab::RunStatus;
 
 /// Largest output chunk stored (bytes).
 pub const CHUNK_BYTES: usize = 64 * 1024;
@@ -95,7 +96,10 @@ impl Runner {
             if let Err(e) = execute(&inner, &run_id, &requester, &cmd).await {
                 tracing::error!(run = %run_id, error = %e, "run failed to execute");
                 inner.holds.finish(&run_id);
-                let _ = inner.store.finish_run(&run_id, "failed", None).await;
+                let _ = inner
+                    .store
+                    .finish_run(&run_id, RunStatus::Failed, None)
+                    .await;
             }
             inner.holds.end(&run_id);
             Metrics::inc(&inner.metrics.runs_finished);
@@ -153,13 +157,13 @@ async fn execute(
     let waited = async {
         match tokio::time::timeout(timeout, child.wait()).await {
             Ok(Ok(status)) => (status.code().map(i64::from), status_name(&status), false),
-            Ok(Err(_)) => (None, "failed", false),
+            Ok(Err(_)) => (None, RunStatus::Failed, false),
             Err(_) => {
                 if let Some(pid) = pid {
                     kill_group(pid);
                 }
                 let _ = child.wait().await;
-                (None, "timed_out", true)
+                (None, RunStatus::TimedOut, true)
             }
         }
     };
@@ -178,11 +182,11 @@ async fn execute(
     inner.store.finish_run(run_id, status, code).await
 }
 
-fn status_name(status: &std::process::ExitStatus) -> &'static str {
+fn status_name(status: &std::process::ExitStatus) -> RunStatus {
     if status.success() {
-        "succeeded"
+        RunStatus::Succeeded
     } else {
-        "failed"
+        RunStatus::Failed
     }
 }
 

@@ -109,6 +109,96 @@ vocab! {
     }
 }
 
+vocab! {
+    /// Where a run stands. `queued` and `running` are live; the rest are final.
+    RunStatus ("run status") {
+        Queued = "queued",
+        Running = "running",
+        /// Exited with code 0.
+        Succeeded = "succeeded",
+        /// Exited non-zero or was killed by a signal.
+        Failed = "failed",
+        /// Killed at `runs.timeout`.
+        TimedOut = "timed_out",
+        /// Its host stopped while it ran.
+        Lost = "lost",
+        /// The program could not be started.
+        SpawnFailed = "spawn_failed",
+    }
+}
+
+impl RunStatus {
+    /// Whether nothing changes after this status.
+    pub fn is_final(self) -> bool {
+        !matches!(self, RunStatus::Queued | RunStatus::Running)
+    }
+}
+
+vocab! {
+    /// Where a terminal (PTY session) stands. `starting` and `running` are live.
+    PtyState ("pty state") {
+        Starting = "starting",
+        Running = "running",
+        /// Its program exited.
+        Exited = "exited",
+        /// Its holder went away without a word.
+        Lost = "lost",
+        /// Killed through the API.
+        Killed = "killed",
+    }
+}
+
+impl PtyState {
+    /// Whether the terminal is still live.
+    pub fn is_live(self) -> bool {
+        matches!(self, PtyState::Starting | PtyState::Running)
+    }
+}
+
+vocab! {
+    /// Where a task stands.
+    TaskStatus ("task status") {
+        Open = "open",
+        InProgress = "in_progress",
+        Done = "done",
+        Cancelled = "cancelled",
+    }
+}
+
+vocab! {
+    /// What a session is for.
+    SessionKind ("session kind") {
+        Agent = "agent",
+        Terminal = "terminal",
+        /// End-to-end encrypted between devices.
+        Encrypted = "encrypted",
+    }
+}
+
+vocab! {
+    /// Whether a session is open.
+    SessionStatus ("session status") {
+        Open = "open",
+        Closed = "closed",
+    }
+}
+
+vocab! {
+    /// Whether a device may still act.
+    DeviceStatus ("device status") {
+        Active = "active",
+        Revoked = "revoked",
+    }
+}
+
+vocab! {
+    /// Whether a permission grant holds.
+    PermissionStatus ("permission status") {
+        Active = "active",
+        Revoked = "revoked",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,6 +225,13 @@ mod tests {
         round_trip(Role::ALL);
         round_trip(ApprovalStatus::ALL);
         round_trip(ActionKind::ALL);
+        round_trip(RunStatus::ALL);
+        round_trip(PtyState::ALL);
+        round_trip(TaskStatus::ALL);
+        round_trip(SessionKind::ALL);
+        round_trip(SessionStatus::ALL);
+        round_trip(DeviceStatus::ALL);
+        round_trip(PermissionStatus::ALL);
         let names: Vec<_> = Risk::ALL.iter().map(|r| r.as_str()).collect();
         assert_eq!(names, ["low", "medium", "high"]);
     }
@@ -146,6 +243,40 @@ mod tests {
         assert!(e.to_string().contains("low, medium, high"), "{e}");
         assert!("".parse::<Role>().is_err());
         assert!("expired".parse::<ApprovalStatus>().is_err());
+        for bad in ["", "Running", "done", "timed-out"] {
+            assert!(bad.parse::<RunStatus>().is_err(), "{bad}");
+        }
+        assert!("dead".parse::<PtyState>().is_err());
+        assert!("closed".parse::<TaskStatus>().is_err());
+        assert!("pty".parse::<SessionKind>().is_err());
+        assert!("active".parse::<SessionStatus>().is_err());
+        assert!("open".parse::<DeviceStatus>().is_err());
+        assert!("expired".parse::<PermissionStatus>().is_err());
+        let e = "paused".parse::<PtyState>().expect_err("not a state");
+        assert_eq!(e.vocabulary, "pty state");
+        assert!(
+            e.to_string()
+                .contains("starting, running, exited, lost, killed"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_sets_are_exactly_the_stored_names() {
+        let names = |all: &[&'static str]| all.join(",");
+        let run: Vec<_> = RunStatus::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(
+            names(&run),
+            "queued,running,succeeded,failed,timed_out,lost,spawn_failed"
+        );
+        let pty: Vec<_> = PtyState::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(names(&pty), "starting,running,exited,lost,killed");
+        let task: Vec<_> = TaskStatus::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(names(&task), "open,in_progress,done,cancelled");
+        let live: Vec<_> = RunStatus::ALL.iter().filter(|s| !s.is_final()).collect();
+        assert_eq!(live, [&RunStatus::Queued, &RunStatus::Running]);
+        let live: Vec<_> = PtyState::ALL.iter().filter(|s| s.is_live()).collect();
+        assert_eq!(live, [&PtyState::Starting, &PtyState::Running]);
     }
 
     #[test]

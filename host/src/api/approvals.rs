@@ -13,10 +13,11 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{Caller, RawBody};
 use super::page::{NoCursor, PageParams, RecentItems};
+use super::views::Approval;
 use super::{ApiError, ApiResult, AppState, ErrorBody, Paged, path_id};
 use crate::approvals;
 use crate::auth::Role;
-use crate::store::Approval;
+use crate::store;
 use happyx_core::vocab::ApprovalStatus;
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -94,7 +95,8 @@ fn strings<'a>(
 
 /// Runs the strings of `a.action` through the redactor in one call (joined by newlines) and
 /// shapes the approval for `caller`'s role.
-async fn view(state: &AppState, caller: &Caller, mut approval: Approval) -> ApprovalView {
+async fn view(state: &AppState, caller: &Caller, approval: store::Approval) -> ApprovalView {
+    let mut approval = Approval::from(approval);
     let operator = caller.is(Role::Operator);
     let mut found: Vec<(String, &mut String)> = Vec::new();
     strings(&mut approval.action, String::new(), &mut found);

@@ -13,12 +13,13 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{ApiJson, Caller};
 use super::page::{NoCursor, PageParams, RecentItems};
+use super::views::PtySession;
 use super::{ApiError, ApiResult, AppState, ErrorBody, Paged};
 use crate::auth::{self, AuthError, Identity, Role};
 use crate::console::session;
 use crate::plugins::PluginStatus;
-use crate::store::PtySession;
 use crate::util::now_ms;
+use happyx_core::vocab::{PtyState, RunStatus};
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -198,8 +199,14 @@ pub async fn overview(State(state): State<AppState>, caller: Caller) -> ApiResul
         .approvals(Some(crate::approvals::ApprovalStatus::Pending), 500)
         .await?
         .len() as i64;
-    let live_runs = count("agent_runs", &["queued", "running"]);
-    let live_terminals = state.store.ptys(None, Some("running"), 500).await?.len() as i64;
+    let live: Vec<&str> = RunStatus::ALL
+        .iter()
+        .filter(|s| !s.is_final())
+        .map(|s| s.as_str())
+        .collect();
+    let live_runs = count("agent_runs", &live);
+    let running = Some(PtyState::Running.as_str());
+    let live_terminals = state.store.ptys(None, running, 500).await?.len() as i64;
     Ok(Json(Overview {
         version: env!("CARGO_PKG_VERSION"),
         storage_bytes,
@@ -250,7 +257,7 @@ pub async fn list_ptys(
 ) -> ApiResult<Json<PtyList>> {
     let (q, limit) = (&page.query, page.limit);
     if let Some(s) = q.state.as_deref()
-        && !matches!(s, "starting" | "running" | "exited" | "lost" | "killed")
+        && s.parse::<PtyState>().is_err()
     {
         return Err(ApiError::bad_request(
             "invalid_query",
@@ -261,6 +268,9 @@ pub async fn list_ptys(
     let items = state
         .store
         .ptys(owner.as_deref(), q.state.as_deref(), limit)
-        .await?;
+        .await?
+        .into_iter()
+        .map(PtySession::from)
+        .collect();
     Ok(Json(PtyList { items }))
 }

@@ -11,6 +11,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::extract::{ApiJson, Caller, RawBody, parse_json};
+use super::views::DeviceRow;
 use super::{ApiError, ApiResult, AppState, ErrorBody, path_id};
 use crate::auth::Role;
 use crate::devices::auth::{DEVICE_HEADER, KEY_VERSION_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
@@ -19,7 +20,6 @@ use crate::devices::protocol::{
     IssueEnrollment, PeerKeys, RevokeDevice,
 };
 use crate::devices::{DeviceCaller, SignedHeaders};
-use crate::store::DeviceRow;
 
 /// Authenticates a device-signed request (see `devices::auth`).
 pub(super) async fn device_caller(
@@ -123,7 +123,13 @@ pub async fn list_devices(
 ) -> ApiResult<Json<DeviceList>> {
     caller.require(&[Role::Operator, Role::Viewer])?;
     Ok(Json(DeviceList {
-        items: state.store.devices().await?,
+        items: state
+            .store
+            .devices()
+            .await?
+            .into_iter()
+            .map(DeviceRow::from)
+            .collect(),
     }))
 }
 
@@ -141,7 +147,7 @@ pub async fn get_device(
         .store
         .device(id)
         .await?
-        .map(Json)
+        .map(|d| Json(d.into()))
         .ok_or_else(|| ApiError::not_found("device"))
 }
 
@@ -174,7 +180,7 @@ pub async fn revoke_device(
         .store
         .revoke_device(id, &caller.actor(), req.reason.as_deref())
         .await?
-        .map(Json)
+        .map(|d| Json(d.into()))
         .ok_or_else(|| ApiError::not_found("device"))
 }
 

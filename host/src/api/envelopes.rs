@@ -10,6 +10,7 @@ use serde::Deserialize;
 use super::devices::device_caller;
 use super::error::refusal_status;
 use super::extract::{ApiQuery, Caller, RawBody, parse_json};
+use super::views::EnvelopeStats;
 use super::{ApiError, ApiResult, AppState, ErrorBody, path_id};
 use crate::auth::Role;
 use crate::devices::ingest::Accepted;
@@ -17,7 +18,6 @@ use crate::devices::protocol::{
     EnvelopeAccepted, EnvelopeBatchResult, EnvelopeOutcome, EnvelopePage, OpenSession,
     RotateSession, SessionEpoch, SessionKeys,
 };
-use crate::store::EnvelopeStats;
 
 /// Open an encrypted session with epoch 0's content key wrapped to each member
 /// (device-signed request).
@@ -197,6 +197,6 @@ pub async fn envelope_meta(
         .store
         .envelope_stats(id)
         .await?
-        .map(Json)
+        .map(|e| Json(e.into()))
         .ok_or_else(|| ApiError::not_found("session"))
 }

@@ -7,9 +7,9 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::extract::Caller;
 use super::page::{EventPages, PageParams, Paged, SeqCursor};
+use super::views::EventRow;
 use super::{ApiError, ApiResult, AppState};
 use crate::auth::Role;
-use crate::store::EventRow;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -101,9 +101,11 @@ pub async fn list_events(
         };
         let events = state.store.events_filtered(&f).await?;
         let next_after = events.last().map(|e| e.seq).unwrap_or(after);
+        let events = events.into_iter().map(EventRow::from).collect();
         return Ok(Json(EventPage { events, next_after }));
     }
     let events = state.store.events_after(after, limit).await?;
     let next_after = events.last().map(|e| e.seq).unwrap_or(after);
+    let events = events.into_iter().map(EventRow::from).collect();
     Ok(Json(EventPage { events, next_after }))
 }

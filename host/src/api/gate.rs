@@ -121,7 +121,7 @@ async fn require_approval(
     let (_, token) = auth::mint();
     let approval = NewApproval {
         id: new_id(),
-        kind: kind.as_str().into(),
+        kind,
         action_hash: hash,
         action,
         token_hash: token.hash(),
@@ -176,7 +176,7 @@ pub async fn admit(
             let u = ApprovalUse {
                 token_hash: &Secret::presented(token).hash(),
                 requester,
-                kind: kind.as_str(),
+                kind,
                 action_hash: hash,
                 effect,
             };

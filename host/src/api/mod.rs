@@ -25,6 +25,7 @@ mod sessions;
 mod status;
 mod stream;
 mod tasks;
+mod views;
 
 use std::sync::Arc;
 

@@ -7,10 +7,12 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::extract::{ApiJson, Caller};
+use super::views::Permission;
 use super::{ApiError, ApiResult, AppState, ErrorBody, PageQuery, Paged, check_text, path_id};
 use crate::auth::Role;
-use crate::store::Permission;
+use crate::store;
 use crate::util::{new_id, now_ms};
+use happyx_core::vocab;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -67,19 +69,19 @@ pub async fn create_permission(
     if matches!(body.expires_at, Some(t) if t <= now) {
         return Err(invalid("`expires_at`: must be in the future"));
     }
-    let p = Permission {
+    let p = store::Permission {
         id: new_id(),
         subject: body.subject,
         action: body.action,
         scope: body.scope,
-        status: "active".into(),
+        status: vocab::PermissionStatus::Active,
         granted_by: caller.actor(),
         expires_at: body.expires_at,
         created_at: now,
         updated_at: now,
     };
     state.store.create_permission(&p).await?;
-    Ok((StatusCode::CREATED, Json(p)))
+    Ok((StatusCode::CREATED, Json(p.into())))
 }
 
 /// List permissions (operator, viewer).
@@ -93,7 +95,7 @@ pub async fn list_permissions(
     caller.require(&[Role::Operator, Role::Viewer])?;
     let page = state.store.permissions(page.after_id(), page.limit).await?;
     Ok(Json(PermissionList {
-        items: page.items,
+        items: page.items.into_iter().map(Permission::from).collect(),
         next: page.next,
     }))
 }
@@ -112,7 +114,7 @@ pub async fn get_permission(
         .store
         .permission(id)
         .await?
-        .map(Json)
+        .map(|p| Json(p.into()))
         .ok_or_else(|| ApiError::not_found("permission"))
 }
 
@@ -133,7 +135,8 @@ pub async fn update_permission(
     Ok(Json(
         state
             .store
-            .set_permission_status(id, "revoked", &caller.actor())
-            .await?,
+            .set_permission_status(id, vocab::PermissionStatus::Revoked, &caller.actor())
+            .await?
+            .into(),
     ))
 }

@@ -19,6 +19,7 @@ use utoipa::ToSchema;
 use super::page::{CheckpointPages, PageParams, SeqCursor};
 use super::{ApiError, ApiResult, AppState, ErrorBody, PageQuery, Paged, path_id};
 use crate::store::{Owner, PtySession, Run, SCHEMA_VERSION, Session, migration_checksums};
+use happyx_core::vocab::SessionKind;
 
 const CACHE: &str = "public, max-age=5";
 
@@ -168,8 +169,8 @@ impl From<Run> for PublicRun {
         Self {
             id: r.id,
             recipe: r.recipe,
-            risk: r.risk,
-            status: r.status,
+            risk: r.risk.to_string(),
+            status: r.status.to_string(),
             exit_code: r.exit_code,
             stdout_bytes: r.stdout_bytes,
             stderr_bytes: r.stderr_bytes,
@@ -256,7 +257,7 @@ pub struct PublicSessionList {
 
 /// The public view of a session (with its envelope counts when it is encrypted).
 async fn session_view(state: &AppState, s: Session) -> ApiResult<PublicSession> {
-    let envelopes = if s.kind == "encrypted" {
+    let envelopes = if s.kind == SessionKind::Encrypted {
         state
             .store
             .envelope_stats(&s.id)
@@ -281,8 +282,8 @@ async fn session_view(state: &AppState, s: Session) -> ApiResult<PublicSession> 
     };
     Ok(PublicSession {
         id: s.id,
-        kind: s.kind,
-        status: s.status,
+        kind: s.kind.to_string(),
+        status: s.status.to_string(),
         epoch: s.epoch,
         created_at: s.created_at,
         updated_at: s.updated_at,
@@ -296,7 +297,7 @@ fn terminal_view(p: PtySession) -> PublicSession {
     PublicSession {
         id: p.id,
         kind: "pty".into(),
-        status: p.state,
+        status: p.state.to_string(),
         epoch: 0,
         created_at: p.created_at,
         updated_at: p.updated_at,

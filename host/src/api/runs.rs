@@ -14,12 +14,13 @@ use utoipa::ToSchema;
 use super::extract::{ApiJson, Caller};
 use super::gate::{self, Admission, ApprovalRequired, Gated};
 use super::page::{IdCursor, IdPages, PageParams};
+use super::views::Run;
 use super::{ApiError, ApiResult, AppState, ErrorBody, Paged, path_id};
 use crate::approvals::{self, ActionKind, UseRefusal};
 use crate::auth::Role;
 use crate::plugins::Recipe;
 use crate::run_hold::{Served, served_prefix};
-use crate::store::{Granted, Run, StoreError, UseEffect};
+use crate::store::{self, Granted, StoreError, UseEffect};
 use crate::util::{new_id, now_ms};
 
 /// Longest `Idempotency-Key` accepted.
@@ -44,7 +45,7 @@ pub struct RunList {
     next: Option<String>,
 }
 
-fn visible(caller: &Caller, r: &Run) -> bool {
+fn visible(caller: &Caller, r: &store::Run) -> bool {
     caller.owns(&r.requested_by)
 }
 
@@ -100,15 +101,15 @@ pub async fn create_run(
                 "this Idempotency-Key was used for a different action",
             ));
         }
-        return Ok((StatusCode::CREATED, Json(run)).into_response());
+        return Ok((StatusCode::CREATED, Json(Run::from(run))).into_response());
     }
     let now = now_ms();
-    let run = Run {
+    let run = store::Run {
         recipe_plugin_sha256: Some(rendered.plugin_hash.clone()),
-        ..Run::queued(
+        ..store::Run::queued(
             new_id(),
             body.recipe.clone(),
-            risk.as_str(),
+            risk,
             body.session_id.clone(),
             requester.clone(),
             now,
@@ -149,7 +150,9 @@ pub async fn create_run(
                     .run_by_idempotency_key(&requester, idem.as_deref().unwrap_or(""))
                     .await?;
                 return match prior {
-                    Some((r, h)) if h == hash => Ok((StatusCode::CREATED, Json(r)).into_response()),
+                    Some((r, h)) if h == hash => {
+                        Ok((StatusCode::CREATED, Json(Run::from(r))).into_response())
+                    }
                     _ => Err(ApiError::new(
                         StatusCode::CONFLICT,
                         "idempotency_conflict",
@@ -163,7 +166,7 @@ pub async fn create_run(
     state
         .runner
         .start(run.id.clone(), run.requested_by.clone(), rendered);
-    Ok((StatusCode::CREATED, Json(run)).into_response())
+    Ok((StatusCode::CREATED, Json(Run::from(run))).into_response())
 }
 
 fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
@@ -223,8 +226,8 @@ pub async fn list_runs(
     caller: Caller,
     page: Paged<RunsQuery>,
 ) -> ApiResult<Json<RunList>> {
-    let actor = caller.actor();
-    let owner = caller.is(Role::Agent).then_some(actor.as_str());
+    let owner = caller.listing_owner();
+    let owner = owner.as_deref();
     let q = &page.query;
     let filtered =
         q.status.is_some() || q.requester.is_some() || q.recipe.is_some() || q.risk.is_some();
@@ -241,7 +244,7 @@ pub async fn list_runs(
     if !filtered && !desc {
         let page = state.store.runs(owner, page.after_id(), page.limit).await?;
         return Ok(Json(RunList {
-            items: page.items,
+            items: page.items.into_iter().map(Run::from).collect(),
             next: page.next,
         }));
     }
@@ -278,6 +281,7 @@ pub async fn list_runs(
     } else {
         None
     };
+    let items = items.into_iter().map(Run::from).collect();
     Ok(Json(RunList { items, next }))
 }
 
@@ -290,7 +294,7 @@ pub async fn get_run(
 ) -> ApiResult<Json<Run>> {
     let id = path_id(&id, "run")?;
     match state.store.run(id).await? {
-        Some(r) if visible(&caller, &r) => Ok(Json(r)),
+        Some(r) if visible(&caller, &r) => Ok(Json(r.into())),
         _ => Err(ApiError::not_found("run")),
     }
 }
@@ -321,7 +325,7 @@ pub async fn get_run_output(
     };
     let served = match held {
         Some(s) => s,
-        None if matches!(run.status.as_str(), "queued" | "running") => Served::NOTHING,
+        None if !run.status.is_final() => Served::NOTHING,
         None => Served::Everything,
     };
     let chunks: Vec<(i64, Vec<u8>)> = state

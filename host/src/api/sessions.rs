@@ -7,10 +7,12 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::extract::{ApiJson, Caller};
+use super::views::Session;
 use super::{ApiError, ApiResult, AppState, ErrorBody, PageQuery, Paged, check_text, path_id};
 use crate::auth::Role;
-use crate::store::{Owner, Session};
+use crate::store::{self, Owner};
 use crate::util::{new_id, now_ms};
+use happyx_core::vocab;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -51,7 +53,7 @@ pub struct SessionList {
     next: Option<String>,
 }
 
-fn visible(caller: &Caller, s: &Session) -> bool {
+fn visible(caller: &Caller, s: &store::Session) -> bool {
     caller.owns(&s.created_by)
 }
 
@@ -80,15 +82,14 @@ pub async fn create_session(
         }
     }
     let now = now_ms();
-    let session = Session {
+    let session = store::Session {
         id: new_id(),
         name: body.name,
         kind: match body.kind {
-            SessionKind::Agent => "agent",
-            SessionKind::Terminal => "terminal",
-        }
-        .into(),
-        status: "open".into(),
+            SessionKind::Agent => vocab::SessionKind::Agent,
+            SessionKind::Terminal => vocab::SessionKind::Terminal,
+        },
+        status: vocab::SessionStatus::Open,
         task_id: body.task_id,
         epoch: 0,
         rotation_required_since: None,
@@ -97,7 +98,7 @@ pub async fn create_session(
         updated_at: now,
     };
     state.store.create_session(&session).await?;
-    Ok((StatusCode::CREATED, Json(session)))
+    Ok((StatusCode::CREATED, Json(session.into())))
 }
 
 /// List sessions (agents: their own).
@@ -108,14 +109,13 @@ pub async fn list_sessions(
     caller: Caller,
     page: Paged<PageQuery>,
 ) -> ApiResult<Json<SessionList>> {
-    let actor = caller.actor();
-    let owner = Owner(caller.is(Role::Agent).then_some(actor.as_str()));
+    let owner = caller.listing_owner();
     let page = state
         .store
-        .sessions(owner, page.after_id(), page.limit)
+        .sessions(Owner(owner.as_deref()), page.after_id(), page.limit)
         .await?;
     Ok(Json(SessionList {
-        items: page.items,
+        items: page.items.into_iter().map(Session::from).collect(),
         next: page.next,
     }))
 }
@@ -130,7 +130,7 @@ pub async fn get_session(
 ) -> ApiResult<Json<Session>> {
     let id = path_id(&id, "session")?;
     match state.store.session(id).await? {
-        Some(s) if visible(&caller, &s) => Ok(Json(s)),
+        Some(s) if visible(&caller, &s) => Ok(Json(s.into())),
         _ => Err(ApiError::not_found("session")),
     }
 }
@@ -153,13 +153,14 @@ pub async fn update_session(
         _ => return Err(ApiError::not_found("session")),
     }
     let status = match body.status {
-        SessionStatus::Open => "open",
-        SessionStatus::Closed => "closed",
+        SessionStatus::Open => vocab::SessionStatus::Open,
+        SessionStatus::Closed => vocab::SessionStatus::Closed,
     };
     Ok(Json(
         state
             .store
             .set_session_status(id, status, &caller.actor())
-            .await?,
+            .await?
+            .into(),
     ))
 }

@@ -162,7 +162,7 @@ pub async fn event_stream(
         checked: Instant::now(),
     };
     let stream = futures::stream::unfold(cursor, |mut c| async move {
-        let ev = c.next_event().await?;
+        let ev = super::views::EventRow::from(c.next_event().await?);
         let data = serde_json::to_string(&ev).unwrap_or_else(|_| "{}".into());
         let sse = Event::default().id(ev.seq.to_string()).data(data);
         Some((Ok(sse), c))

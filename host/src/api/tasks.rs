@@ -7,10 +7,12 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::extract::{ApiJson, Caller};
+use super::views::Task;
 use super::{ApiError, ApiResult, AppState, ErrorBody, PageQuery, Paged, check_text, path_id};
 use crate::auth::Role;
-use crate::store::{Owner, Task};
+use crate::store::{self, Owner};
 use crate::util::{new_id, now_ms};
+use happyx_core::vocab;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -37,13 +39,13 @@ pub enum TaskStatus {
     Cancelled,
 }
 
-impl TaskStatus {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Open => "open",
-            Self::InProgress => "in_progress",
-            Self::Done => "done",
-            Self::Cancelled => "cancelled",
+impl From<TaskStatus> for vocab::TaskStatus {
+    fn from(s: TaskStatus) -> Self {
+        match s {
+            TaskStatus::Open => Self::Open,
+            TaskStatus::InProgress => Self::InProgress,
+            TaskStatus::Done => Self::Done,
+            TaskStatus::Cancelled => Self::Cancelled,
         }
     }
 }
@@ -56,7 +58,7 @@ pub struct TaskList {
 }
 
 /// Agents see only their own tasks.
-fn visible(caller: &Caller, t: &Task) -> bool {
+fn visible(caller: &Caller, t: &store::Task) -> bool {
     caller.owns(&t.created_by)
 }
 
@@ -73,17 +75,17 @@ pub async fn create_task(
     check_text("title", &body.title, 1, 500)?;
     check_text("description", &body.description, 0, 10_000)?;
     let now = now_ms();
-    let task = Task {
+    let task = store::Task {
         id: new_id(),
         title: body.title,
         description: body.description,
-        status: "open".into(),
+        status: vocab::TaskStatus::Open,
         created_by: caller.actor(),
         created_at: now,
         updated_at: now,
     };
     state.store.create_task(&task).await?;
-    Ok((StatusCode::CREATED, Json(task)))
+    Ok((StatusCode::CREATED, Json(task.into())))
 }
 
 /// List tasks by id order (agents: their own).
@@ -94,14 +96,13 @@ pub async fn list_tasks(
     caller: Caller,
     page: Paged<PageQuery>,
 ) -> ApiResult<Json<TaskList>> {
-    let actor = caller.actor();
-    let owner = Owner(caller.is(Role::Agent).then_some(actor.as_str()));
+    let owner = caller.listing_owner();
     let page = state
         .store
-        .tasks(owner, page.after_id(), page.limit)
+        .tasks(Owner(owner.as_deref()), page.after_id(), page.limit)
         .await?;
     Ok(Json(TaskList {
-        items: page.items,
+        items: page.items.into_iter().map(Task::from).collect(),
         next: page.next,
     }))
 }
@@ -116,7 +117,7 @@ pub async fn get_task(
 ) -> ApiResult<Json<Task>> {
     let id = path_id(&id, "task")?;
     match state.store.task(id).await? {
-        Some(t) if visible(&caller, &t) => Ok(Json(t)),
+        Some(t) if visible(&caller, &t) => Ok(Json(t.into())),
         _ => Err(ApiError::not_found("task")),
     }
 }
@@ -140,7 +141,7 @@ pub async fn update_task(
     }
     let t = state
         .store
-        .set_task_status(id, body.status.as_str(), &caller.actor())
+        .set_task_status(id, body.status.into(), &caller.actor())
         .await?;
-    Ok(Json(t))
+    Ok(Json(t.into()))
 }

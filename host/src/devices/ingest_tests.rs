@@ -155,8 +155,8 @@ async fn run(ops: Vec<(Op, bool)>) {
             &Session {
                 id: session.clone(),
                 name: "prop".into(),
-                kind: "encrypted".into(),
-                status: "open".into(),
+                kind: happyx_core::vocab::SessionKind::Encrypted,
+                status: happyx_core::vocab::SessionStatus::Open,
                 task_id: None,
                 epoch: 0,
                 rotation_required_since: None,

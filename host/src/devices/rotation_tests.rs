@@ -35,8 +35,8 @@ async fn session(store: &Store, members: &[&String]) -> String {
             &Session {
                 id: id.clone(),
                 name: "rotation".into(),
-                kind: "encrypted".into(),
-                status: "open".into(),
+                kind: happyx_core::vocab::SessionKind::Encrypted,
+                status: happyx_core::vocab::SessionStatus::Open,
                 task_id: None,
                 epoch: 0,
                 rotation_required_since: None,

@@ -27,6 +27,7 @@ use crate::store::{
     WrappedKeyRow,
 };
 use crate::util::{new_id, now_ms};
+use happyx_core::vocab::{SessionKind, SessionStatus};
 
 /// File in the data dir holding the secret enrollment challenge keys are derived from.
 pub const ENROLL_SECRET_FILE: &str = "enroll-secret.key";
@@ -542,8 +543,8 @@ impl DeviceService {
         let session = Session {
             id: req.id.clone(),
             name,
-            kind: "encrypted".into(),
-            status: "open".into(),
+            kind: SessionKind::Encrypted,
+            status: SessionStatus::Open,
             task_id: None,
             epoch: 0,
             rotation_required_since: None,
@@ -560,7 +561,7 @@ impl DeviceService {
 
     async fn encrypted_session(&self, id: &str) -> Result<Session, DeviceError> {
         match self.store.session(id).await? {
-            Some(s) if s.kind == "encrypted" => Ok(s),
+            Some(s) if s.kind == SessionKind::Encrypted => Ok(s),
             _ => Err(DeviceError::NotFound("encrypted session")),
         }
     }

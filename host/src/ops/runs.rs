@@ -17,6 +17,7 @@ use serde_json::Value;
 use super::Conn;
 use super::client::{Client, check_id};
 use super::table::{bytes, json_line, opt, opt_relative, print_listing, safe};
+use happyx_core::vocab::RunStatus;
 
 #[derive(Debug, Args)]
 pub struct RunsArgs {
@@ -48,9 +49,6 @@ pub enum RunsCmd {
         follow: bool,
     },
 }
-
-/// Run statuses after which nothing changes.
-pub const FINISHED: &[&str] = &["succeeded", "failed", "timed_out", "spawn_failed", "lost"];
 
 pub async fn run(a: RunsArgs) -> Result<()> {
     let client = a.conn.client()?;
@@ -160,7 +158,7 @@ async fn logs(client: &Client, id: &str, follow: bool) -> Result<()> {
         }
         let Some(r) = status else { return Ok(()) };
         let st = r["status"].as_str().unwrap_or("");
-        if FINISHED.contains(&st) {
+        if st.parse::<RunStatus>().is_ok_and(RunStatus::is_final) {
             let exit = r["exit_code"]
                 .as_i64()
                 .map(|c| format!(", exit code {c}"))

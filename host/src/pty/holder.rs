@@ -27,6 +27,7 @@ use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use happyx_core::vocab::PtyState;
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
@@ -426,8 +427,8 @@ fn connection(s: Arc<Shared>, stream: UnixStream) {
         st.conn += 1;
         st.sent = st.ring_start;
         let (state, code, sig) = match st.exit {
-            Some((c, g)) if st.eof => ("exited", c, g),
-            _ => ("running", None, None),
+            Some((c, g)) if st.eof => (PtyState::Exited.as_str(), c, g),
+            _ => (PtyState::Running.as_str(), None, None),
         };
         let ok = HelloOk {
             version: VERSION,

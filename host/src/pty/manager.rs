@@ -28,6 +28,7 @@ use crate::plugins::{PluginHost, Rendered};
 use crate::runs::CHUNK_BYTES;
 use crate::store::{PtyHolderRow, PtySession, Store, StoreError};
 use crate::util::{random_bytes, sha256_hex};
+use happyx_core::vocab::PtyState;
 
 /// Unacknowledged output a holder keeps (its ring).
 pub const RING_BYTES: usize = 1024 * 1024;
@@ -390,7 +391,7 @@ impl PtyManager {
                     let _ = wr.write_all(&Frame::Release.encode()).await;
                     let _ = live.send(Live::End {
                         end: t.persisted(),
-                        state: state.unwrap_or_else(|| "exited".into()),
+                        state: state.unwrap_or(PtyState::Exited),
                         exit_code: exit.exit_code,
                         signal: exit.signal,
                     });
@@ -427,7 +428,7 @@ impl PtyManager {
                                 .await?;
                             let _ = live.send(Live::End {
                                 end: t.persisted(),
-                                state: "lost".into(),
+                                state: PtyState::Lost,
                                 exit_code: None,
                                 signal: None,
                             });
@@ -478,7 +479,7 @@ impl PtyManager {
         if conn.1.ring_start > persisted {
             return Err(PtyError::Holder("transcript_gap"));
         }
-        if row.state == "starting" {
+        if row.state == PtyState::Starting.as_str() {
             i.store.mark_pty_running(&row.id, conn.1.pid).await?;
         }
         i.store

@@ -36,7 +36,7 @@ pub enum Live {
     /// The session ended; every chunk below `end` was published before.
     End {
         end: u64,
-        state: String,
+        state: happyx_core::vocab::PtyState,
         exit_code: Option<i64>,
         signal: Option<i64>,
     },

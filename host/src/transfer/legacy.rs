@@ -18,6 +18,7 @@ use crate::approvals::{Action, ActionKind, action_hash};
 use crate::runs::CHUNK_BYTES;
 use crate::store::transfer::{Cell, ImportTarget};
 use crate::util::sha256_hex;
+use happyx_core::vocab::{Risk, RunStatus};
 
 /// The plugin hash legacy actions are bound to: no recipe plugin has it, so a
 /// legacy approval can be inspected and denied but never spent on this host.
@@ -345,10 +346,10 @@ pub async fn load(dir: &Path, target: &mut ImportTarget) -> Result<BTreeMap<Stri
     for (i, r) in runs.iter().enumerate() {
         check_id(&at_r, i, "id", &r.id)?;
         let status = match r.status.as_str() {
-            "ok" => "succeeded",
-            "failed" => "failed",
-            "timeout" => "timed_out",
-            "interrupted" => "lost",
+            "ok" => RunStatus::Succeeded.as_str(),
+            "failed" => RunStatus::Failed.as_str(),
+            "timeout" => RunStatus::TimedOut.as_str(),
+            "interrupted" => RunStatus::Lost.as_str(),
             _ => {
                 return Err(at_r.err(
                     i,
@@ -357,7 +358,7 @@ pub async fn load(dir: &Path, target: &mut ImportTarget) -> Result<BTreeMap<Stri
                 ));
             }
         };
-        if !matches!(r.risk.as_str(), "low" | "medium" | "high") {
+        if r.risk.parse::<Risk>().is_err() {
             return Err(at_r.err(i, "risk", "cannot be mapped (expected low, medium or high)"));
         }
         let hash = match &r.approval_id {

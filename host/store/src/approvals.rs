@@ -14,14 +14,15 @@ use super::{
     Approval, NewEvent, NewPty, NewTicket, PtySession, Result, Run, Store, StoreError,
     append_event, pty, runs,
 };
+use crate::rows::vocab_column;
 use happyx_core::util::{new_id, now_ms, random_bytes};
-use happyx_core::vocab::ApprovalStatus;
+use happyx_core::vocab::{ActionKind, ApprovalStatus};
 
 /// A pending approval to persist.
 #[derive(Debug, Clone)]
 pub struct NewApproval {
     pub id: String,
-    pub kind: String,
+    pub kind: ActionKind,
     pub action_hash: String,
     pub action: Value,
     /// SHA-256 of the requester's one-time token; the token itself is never stored.
@@ -46,7 +47,7 @@ pub enum UseOutcome<R> {
 /// transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenRecord {
-    pub kind: String,
+    pub kind: ActionKind,
     pub action_hash: String,
     pub requester: String,
     pub status: ApprovalStatus,
@@ -84,7 +85,7 @@ pub struct ApprovalUse<'a> {
     pub token_hash: &'a str,
     /// The identity presenting the token: only the one that asked may spend it.
     pub requester: &'a str,
-    pub kind: &'a str,
+    pub kind: ActionKind,
     pub action_hash: &'a str,
     pub effect: UseEffect<'a>,
 }
@@ -100,7 +101,7 @@ fn approval_from_row(r: &SqliteRow) -> Result<Approval> {
     let action: String = r.try_get("action")?;
     Ok(Approval {
         id: r.try_get("id")?,
-        kind: r.try_get("kind")?,
+        kind: vocab_column(r, "kind", "approvals.kind")?,
         action_hash: r.try_get("action_hash")?,
         action: serde_json::from_str(&action)
             .map_err(|_| StoreError::Corrupt("approvals.action"))?,
@@ -153,7 +154,7 @@ impl Store {
              VALUES (?, ?, ?, ?, ?, ?, 'pending', NULL, NULL, ?, ?, ?, ?, ?)",
         )
         .bind(&a.id)
-        .bind(&a.kind)
+        .bind(a.kind.as_str())
         .bind(&a.action_hash)
         .bind(a.action.to_string())
         .bind(&a.token_hash)
@@ -347,12 +348,12 @@ impl Store {
             return Ok(UseOutcome::Unknown);
         };
         let approval_id: String = row.try_get("id")?;
-        let kind: String = row.try_get("kind")?;
+        let kind: ActionKind = vocab_column(&row, "kind", "approvals.kind")?;
         let scope: String = row.try_get("scope")?;
         let nonce: String = row.try_get("nonce")?;
         let current: Option<String> = row.try_get("current_nonce")?;
         let record = TokenRecord {
-            kind: kind.clone(),
+            kind,
             action_hash: row.try_get("action_hash")?,
             requester: row.try_get("requester")?,
             status: status_of(&row)?,
@@ -476,7 +477,7 @@ mod tests {
         Run::queued(
             id.into(),
             "shell".into(),
-            "high",
+            happyx_core::vocab::Risk::High,
             None,
             "token:agent".into(),
             now_ms(),
@@ -484,12 +485,12 @@ mod tests {
     }
 
     /// Creates and approves an approval for `action_hash`; returns its token hash.
-    async fn approved(s: &Store, kind: &str, action_hash: &str) -> (String, String) {
+    async fn approved(s: &Store, kind: ActionKind, action_hash: &str) -> (String, String) {
         let id = new_id();
         let token_hash = hex::encode(random_bytes::<32>());
         s.create_approval(&NewApproval {
             id: id.clone(),
-            kind: kind.into(),
+            kind,
             action_hash: action_hash.into(),
             action: json!({}),
             token_hash: token_hash.clone(),
@@ -572,7 +573,7 @@ mod tests {
     /// 64 concurrent presentations of one approved token; returns (uses that
     /// succeeded, runs created).
     async fn race(s: &Store, naive: bool) -> (usize, i64) {
-        let (approval_id, token_hash) = approved(s, "run", "h").await;
+        let (approval_id, token_hash) = approved(s, ActionKind::Run, "h").await;
         let token_hash = Arc::new(token_hash);
         let mut handles = Vec::new();
         for _ in 0..64 {
@@ -585,7 +586,7 @@ mod tests {
                     let u = ApprovalUse {
                         token_hash: &th,
                         requester: "token:agent",
-                        kind: "run",
+                        kind: ActionKind::Run,
                         action_hash: "h",
                         effect: UseEffect::CreateRun {
                             run: &run,
@@ -633,9 +634,13 @@ mod tests {
     #[tokio::test]
     async fn a_token_for_one_action_does_not_authorise_another() {
         let (_t, s) = store().await;
-        let (approval_id, th) = approved(&s, "run", "hash-a").await;
+        let (approval_id, th) = approved(&s, ActionKind::Run, "hash-a").await;
         let before = s.last_event_seq().await.expect("seq");
-        for (kind, hash) in [("run", "hash-b"), ("pty", "hash-a"), ("attach", "hash-a")] {
+        for (kind, hash) in [
+            (ActionKind::Run, "hash-b"),
+            (ActionKind::Pty, "hash-a"),
+            (ActionKind::Attach, "hash-a"),
+        ] {
             let run = run_row(&new_id());
             let u = ApprovalUse {
                 token_hash: &th,
@@ -664,7 +669,7 @@ mod tests {
         let u = ApprovalUse {
             token_hash: &th,
             requester: "token:agent",
-            kind: "run",
+            kind: ActionKind::Run,
             action_hash: "hash-a",
             effect: UseEffect::CreateRun {
                 run: &run,
@@ -684,13 +689,13 @@ mod tests {
     #[tokio::test]
     async fn a_refusing_judge_writes_nothing() {
         let (_t, s) = store().await;
-        let (id, th) = approved(&s, "run", "h").await;
+        let (id, th) = approved(&s, ActionKind::Run, "h").await;
         let before = s.last_event_seq().await.expect("seq");
         let run = run_row(&new_id());
         let u = ApprovalUse {
             token_hash: &th,
             requester: "token:agent",
-            kind: "run",
+            kind: ActionKind::Run,
             action_hash: "h",
             effect: UseEffect::CreateRun {
                 run: &run,
@@ -743,7 +748,7 @@ mod tests {
         let (_t, s) = store().await;
         let mk = |i: usize| NewApproval {
             id: new_id(),
-            kind: "run".into(),
+            kind: ActionKind::Run,
             action_hash: format!("h{i}"),
             action: json!({}),
             token_hash: format!("{i:064}"),

@@ -2,18 +2,18 @@
 //!
 //! Only public keys (base64) and hashes of enrollment codes are stored here.
 
-use serde::Serialize;
 use serde_json::json;
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
-use utoipa::ToSchema;
 
 use super::envelopes::require_rotation;
 use super::{NewEvent, Result, Store, append_event};
+use crate::rows::vocab_column;
 use happyx_core::util::now_ms;
+use happyx_core::vocab::DeviceStatus;
 
 /// One key version of a device (public halves only).
-#[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DeviceKeyRow {
     pub device_id: String,
     pub key_version: i64,
@@ -27,12 +27,11 @@ pub struct DeviceKeyRow {
 }
 
 /// A device and its key versions (metadata for operators).
-#[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DeviceRow {
     pub id: String,
     pub name: Option<String>,
-    /// `active` or `revoked`.
-    pub status: String,
+    pub status: DeviceStatus,
     pub created_at: i64,
     pub updated_at: i64,
     pub revoked_at: Option<i64>,
@@ -45,13 +44,13 @@ pub struct DeviceRow {
 #[derive(Debug, Clone, PartialEq)]
 pub struct KeyState {
     pub key: DeviceKeyRow,
-    pub device_status: String,
+    pub device_status: DeviceStatus,
 }
 
 impl KeyState {
     /// Whether both the device and this key version are live.
     pub fn is_live(&self) -> bool {
-        self.device_status == "active" && self.key.revoked_at.is_none()
+        self.device_status == DeviceStatus::Active && self.key.revoked_at.is_none()
     }
 }
 
@@ -258,7 +257,7 @@ impl Store {
         Ok(DeviceRow {
             id: r.try_get("id")?,
             name: r.try_get("name")?,
-            status: r.try_get("status")?,
+            status: vocab_column(r, "status", "devices.status")?,
             created_at: r.try_get("created_at")?,
             updated_at: r.try_get("updated_at")?,
             revoked_at: r.try_get("revoked_at")?,
@@ -311,7 +310,7 @@ impl Store {
         row.map(|r| {
             Ok(KeyState {
                 key: key_from_row(&r)?,
-                device_status: r.try_get("device_status")?,
+                device_status: vocab_column(&r, "device_status", "devices.status")?,
             })
         })
         .transpose()

@@ -5,14 +5,13 @@
 
 use std::collections::{HashMap, HashSet};
 
-use serde::Serialize;
 use serde_json::json;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
-use utoipa::ToSchema;
 
 use super::{NewEvent, Result, Session, Store, StoreError, append_event};
 use happyx_core::util::{new_id, now_ms};
+use happyx_core::vocab::SessionKind;
 
 /// A content key wrapped to one device for one epoch (opaque to the host).
 #[derive(Clone, PartialEq, Eq)]
@@ -179,7 +178,7 @@ happyx_core::debug_fields!(StoredEnvelope {
 });
 
 /// Per-sender envelope metadata of a session (no ciphertext, nonce or signature).
-#[derive(Debug, Clone, Serialize, ToSchema, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SenderStats {
     pub sender_device_id: String,
     pub envelopes: i64,
@@ -190,7 +189,7 @@ pub struct SenderStats {
 }
 
 /// Envelope metadata of a session, safe for operators and public views.
-#[derive(Debug, Clone, Serialize, ToSchema, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EnvelopeStats {
     pub session_id: String,
     pub epoch: i64,
@@ -289,7 +288,7 @@ impl Store {
             "session.created",
             &session.created_by,
             &session.id,
-            json!({ "kind": "encrypted", "epoch": 0, "devices": members }),
+            json!({ "kind": SessionKind::Encrypted, "epoch": 0, "devices": members }),
         );
         append_event(&mut tx, &ev).await?;
         tx.commit().await?;

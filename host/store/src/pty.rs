@@ -3,6 +3,9 @@
 //! private, redacted copy for every other view) and single-use attach tickets.
 
 use serde_json::{Value, json};
+
+use crate::rows::vocab_column;
+use happyx_core::vocab::PtyState;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
 
@@ -20,8 +23,8 @@ pub(super) fn pty_from_row(r: &SqliteRow) -> Result<PtySession> {
     Ok(PtySession {
         id: r.try_get("id")?,
         recipe: r.try_get("recipe")?,
-        risk: r.try_get("risk")?,
-        state: r.try_get("state")?,
+        risk: vocab_column(r, "risk", "pty_sessions.risk")?,
+        state: vocab_column(r, "state", "pty_sessions.state")?,
         pid: r.try_get("pid")?,
         exit_code: r.try_get("exit_code")?,
         exit_signal: r.try_get("exit_signal")?,
@@ -98,9 +101,9 @@ pub(super) async fn insert_pty(conn: &mut SqliteConnection, p: &NewPty) -> Resul
     )
     .bind(&s.id)
     .bind(&s.recipe)
-    .bind(&s.risk)
+    .bind(s.risk.as_str())
     .bind(&p.action_hash)
-    .bind(&s.state)
+    .bind(s.state.as_str())
     .bind(&p.socket_path)
     .bind(&p.secret_hash)
     .bind(&p.boot_id)
@@ -247,11 +250,11 @@ impl Store {
         lost_reason: Option<&str>,
         exit_code: Option<i64>,
         exit_signal: Option<i64>,
-    ) -> Result<Option<String>> {
+    ) -> Result<Option<PtyState>> {
         let mut tx = self.begin().await?;
         let now = now_ms();
         let state = if lost_reason.is_some() {
-            "lost".to_string()
+            PtyState::Lost
         } else {
             let (killed,): (i64,) = sqlx::query_as(
                 "SELECT COUNT(*) FROM pty_events WHERE pty_id = ? AND kind = 'kill'",
@@ -259,13 +262,17 @@ impl Store {
             .bind(id)
             .fetch_one(&mut *tx)
             .await?;
-            if killed > 0 { "killed" } else { "exited" }.to_string()
+            if killed > 0 {
+                PtyState::Killed
+            } else {
+                PtyState::Exited
+            }
         };
         let n = sqlx::query(
             "UPDATE pty_sessions SET state = ?, exit_code = ?, exit_signal = ?, exited_at = ?, updated_at = ? \
              WHERE id = ? AND state IN ('starting', 'running')",
         )
-        .bind(&state)
+        .bind(state.as_str())
         .bind(exit_code)
         .bind(exit_signal)
         .bind(now)
@@ -306,7 +313,7 @@ impl Store {
         .await?
         .rows_affected();
         if n == 1 {
-            let data = json!({ "state": "exited", "exit_code": 127, "error": error });
+            let data = json!({ "state": PtyState::Exited, "exit_code": 127, "error": error });
             pty_event(&mut tx, id, "exit", "host", data).await?;
         }
         tx.commit().await?;

@@ -7,14 +7,16 @@ use sqlx::sqlite::SqliteRow;
 use super::{
     NewEvent, Page, Permission, PtySession, Result, Session, Store, StoreError, Task, append_event,
 };
+use crate::rows::vocab_column;
 use happyx_core::util::now_ms;
+use happyx_core::vocab::{PermissionStatus, SessionStatus, TaskStatus};
 
 fn task_from_row(r: &SqliteRow) -> Result<Task> {
     Ok(Task {
         id: r.try_get("id")?,
         title: r.try_get("title")?,
         description: r.try_get("description")?,
-        status: r.try_get("status")?,
+        status: vocab_column(r, "status", "tasks.status")?,
         created_by: r.try_get("created_by")?,
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
@@ -25,8 +27,8 @@ fn session_from_row(r: &SqliteRow) -> Result<Session> {
     Ok(Session {
         id: r.try_get("id")?,
         name: r.try_get("name")?,
-        kind: r.try_get("kind")?,
-        status: r.try_get("status")?,
+        kind: vocab_column(r, "kind", "sessions.kind")?,
+        status: vocab_column(r, "status", "sessions.status")?,
         task_id: r.try_get("task_id")?,
         epoch: r.try_get("epoch")?,
         rotation_required_since: r.try_get("rotation_required_since")?,
@@ -42,7 +44,7 @@ fn permission_from_row(r: &SqliteRow) -> Result<Permission> {
         subject: r.try_get("subject")?,
         action: r.try_get("action")?,
         scope: r.try_get("scope")?,
-        status: r.try_get("status")?,
+        status: vocab_column(r, "status", "permissions.status")?,
         granted_by: r.try_get("granted_by")?,
         expires_at: r.try_get("expires_at")?,
         created_at: r.try_get("created_at")?,
@@ -98,7 +100,7 @@ impl Store {
         .bind(&t.id)
         .bind(&t.title)
         .bind(&t.description)
-        .bind(&t.status)
+        .bind(t.status.as_str())
         .bind(&t.created_by)
         .bind(t.created_at)
         .bind(t.updated_at)
@@ -134,8 +136,8 @@ impl Store {
     }
 
     /// Sets a task's status; returns the updated task.
-    pub async fn set_task_status(&self, id: &str, status: &str, actor: &str) -> Result<Task> {
-        self.set_status("tasks", "task.status_changed", id, status, actor)
+    pub async fn set_task_status(&self, id: &str, status: TaskStatus, actor: &str) -> Result<Task> {
+        self.set_status("tasks", "task.status_changed", id, status.as_str(), actor)
             .await?;
         self.task(id).await?.ok_or(StoreError::NotFound)
     }
@@ -148,8 +150,8 @@ impl Store {
         )
         .bind(&s.id)
         .bind(&s.name)
-        .bind(&s.kind)
-        .bind(&s.status)
+        .bind(s.kind.as_str())
+        .bind(s.status.as_str())
         .bind(&s.task_id)
         .bind(s.epoch)
         .bind(&s.created_by)
@@ -206,7 +208,13 @@ impl Store {
         .await
     }
 
-    pub async fn set_session_status(&self, id: &str, status: &str, actor: &str) -> Result<Session> {
+    pub async fn set_session_status(
+        &self,
+        id: &str,
+        status: SessionStatus,
+        actor: &str,
+    ) -> Result<Session> {
+        let status = status.as_str();
         self.set_status("sessions", "session.status_changed", id, status, actor)
             .await?;
         self.session(id).await?.ok_or(StoreError::NotFound)
@@ -222,7 +230,7 @@ impl Store {
         .bind(&p.subject)
         .bind(&p.action)
         .bind(&p.scope)
-        .bind(&p.status)
+        .bind(p.status.as_str())
         .bind(&p.granted_by)
         .bind(p.expires_at)
         .bind(p.created_at)
@@ -263,14 +271,14 @@ impl Store {
     pub async fn set_permission_status(
         &self,
         id: &str,
-        status: &str,
+        status: PermissionStatus,
         actor: &str,
     ) -> Result<Permission> {
         self.set_status(
             "permissions",
             "permission.status_changed",
             id,
-            status,
+            status.as_str(),
             actor,
         )
         .await?;

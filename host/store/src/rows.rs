@@ -1,12 +1,35 @@
 //! Plain row types the store returns. No behaviour, no secrets beyond what the
 //! row itself holds (token rows carry only the secret's hash).
+//!
+//! Rows are not the API: they derive neither `Serialize` nor `ToSchema`, so a column added
+//! here reaches no response until the server's `api::views` publishes it. Closed vocabularies
+//! (statuses, kinds, risk) are the enums of `happyx_core::vocab`, decoded with
+//! [`vocab_column`]: an unknown stored value is [`StoreError::Corrupt`], never a panic.
 
-use happyx_core::vocab::ApprovalStatus;
-use serde::Serialize;
+use std::str::FromStr;
+
+use happyx_core::vocab::{
+    ActionKind, ApprovalStatus, PermissionStatus, PtyState, Risk, RunStatus, SessionKind,
+    SessionStatus, TaskStatus,
+};
 use serde_json::Value;
-use utoipa::ToSchema;
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
 
-#[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
+use crate::{Result, StoreError};
+
+/// A vocabulary column of `r`, typed: an unknown stored value is a corrupt row
+/// ([`StoreError::Corrupt`] naming `column`, e.g. `agent_runs.status`), never a panic.
+pub(crate) fn vocab_column<T: FromStr>(
+    r: &SqliteRow,
+    name: &str,
+    column: &'static str,
+) -> Result<T> {
+    let text: String = r.try_get(name)?;
+    text.parse().map_err(|_| StoreError::Corrupt(column))
+}
+
+#[derive(Debug, Clone, PartialEq)]
 pub struct EventRow {
     pub id: String,
     /// Gap-free position in the log, starting at 1.
@@ -15,7 +38,6 @@ pub struct EventRow {
     pub code: String,
     pub actor: String,
     pub subject: String,
-    #[schema(value_type = Object)]
     pub data: Value,
 }
 
@@ -42,26 +64,23 @@ impl std::fmt::Debug for TokenRow {
     }
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Task {
     pub id: String,
     pub title: String,
     pub description: String,
-    /// `open`, `in_progress`, `done` or `cancelled`.
-    pub status: String,
+    pub status: TaskStatus,
     pub created_by: String,
     pub created_at: i64,
     pub updated_at: i64,
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Session {
     pub id: String,
     pub name: String,
-    /// `agent`, `terminal` or `encrypted`.
-    pub kind: String,
-    /// `open` or `closed`.
-    pub status: String,
+    pub kind: SessionKind,
+    pub status: SessionStatus,
     pub task_id: Option<String>,
     /// Current key epoch (encrypted sessions).
     pub epoch: i64,
@@ -74,7 +93,7 @@ pub struct Session {
     pub updated_at: i64,
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Permission {
     pub id: String,
     /// Token or device id the grant is for.
@@ -83,8 +102,7 @@ pub struct Permission {
     pub action: String,
     /// Where it applies, e.g. `session:<id>` or `*`.
     pub scope: String,
-    /// `active` or `revoked`.
-    pub status: String,
+    pub status: PermissionStatus,
     pub granted_by: String,
     pub expires_at: Option<i64>,
     pub created_at: i64,
@@ -92,14 +110,13 @@ pub struct Permission {
 }
 
 /// Public-safe run metadata.
-#[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Run {
     pub id: String,
     pub recipe: String,
-    pub risk: String,
-    /// `queued`, `running`, `succeeded`, `failed`, `timed_out`, `lost`, or `spawn_failed` (the
-    /// program could not be started; `error` says why).
-    pub status: String,
+    pub risk: Risk,
+    /// `spawn_failed`: the program could not be started; `error` says why.
+    pub status: RunStatus,
     pub exit_code: Option<i64>,
     pub session_id: Option<String>,
     pub requested_by: String,
@@ -117,11 +134,9 @@ pub struct Run {
     pub finished_at: Option<i64>,
     pub updated_at: i64,
     /// Why the program could not be started (`spawn_failed` only).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// SHA-256 (hex) of the recipe plugin that rendered this run (as `GET /v1/plugins` shows
     /// it); `null` for runs recorded before hosts kept it.
-    #[schema(format = "sha256")]
     pub recipe_plugin_sha256: Option<String>,
 }
 
@@ -130,7 +145,7 @@ impl Run {
     pub fn queued(
         id: String,
         recipe: String,
-        risk: &str,
+        risk: Risk,
         session_id: Option<String>,
         requested_by: String,
         now: i64,
@@ -138,8 +153,8 @@ impl Run {
         Run {
             id,
             recipe,
-            risk: risk.into(),
-            status: "queued".into(),
+            risk,
+            status: RunStatus::Queued,
             exit_code: None,
             session_id,
             requested_by,
@@ -159,15 +174,13 @@ impl Run {
     }
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Approval {
     pub id: String,
-    /// `run`, `pty` or `attach`.
-    pub kind: String,
+    pub kind: ActionKind,
     /// SHA-256 over the canonical encoding of the exact action.
     pub action_hash: String,
     /// The action as the operator sees it: recipe, args, rendered command.
-    #[schema(value_type = Object)]
     pub action: Value,
     pub requester: String,
     /// `pending`, `approved`, `denied` or `used`.
@@ -206,14 +219,13 @@ impl std::fmt::Debug for OutputChunk {
     }
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Deployment {
     pub id: String,
     pub started_at: i64,
     pub version: String,
     pub schema_version: i64,
     pub config_hash: String,
-    #[schema(value_type = Object)]
     pub plugin_hashes: Value,
     pub boot_id: String,
 }
@@ -226,13 +238,12 @@ pub struct Page<T> {
 }
 
 /// Public-safe PTY session metadata (no socket path, no secret hash).
-#[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PtySession {
     pub id: String,
     pub recipe: String,
-    pub risk: String,
-    /// `starting`, `running`, `exited`, `lost` or `killed`.
-    pub state: String,
+    pub risk: Risk,
+    pub state: PtyState,
     pub pid: Option<i64>,
     pub exit_code: Option<i64>,
     /// Signal number that ended the program, if any.
@@ -254,11 +265,9 @@ pub struct PtySession {
     pub updated_at: i64,
     pub exited_at: Option<i64>,
     /// Why the program could not be started (then `exited` with code 127).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// SHA-256 (hex) of the recipe plugin that rendered this terminal's program (as
     /// `GET /v1/plugins` shows it); `null` for terminals recorded before hosts kept it.
-    #[schema(format = "sha256")]
     pub recipe_plugin_sha256: Option<String>,
 }
 

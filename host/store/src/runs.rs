@@ -2,6 +2,9 @@
 //! `agent_run_outputs`.
 
 use serde_json::json;
+
+use crate::rows::vocab_column;
+use happyx_core::vocab::RunStatus;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
 
@@ -12,8 +15,8 @@ pub(super) fn run_from_row(r: &SqliteRow) -> Result<Run> {
     Ok(Run {
         id: r.try_get("id")?,
         recipe: r.try_get("recipe")?,
-        risk: r.try_get("risk")?,
-        status: r.try_get("status")?,
+        risk: vocab_column(r, "risk", "agent_runs.risk")?,
+        status: vocab_column(r, "status", "agent_runs.status")?,
         exit_code: r.try_get("exit_code")?,
         session_id: r.try_get("session_id")?,
         requested_by: r.try_get("requested_by")?,
@@ -50,8 +53,8 @@ pub(super) async fn insert_run(
     )
     .bind(&run.id)
     .bind(&run.recipe)
-    .bind(&run.risk)
-    .bind(&run.status)
+    .bind(run.risk.as_str())
+    .bind(run.status.as_str())
     .bind(&run.session_id)
     .bind(&run.requested_by)
     .bind(&run.approval_id)
@@ -225,14 +228,19 @@ impl Store {
     }
 
     /// `running`/`queued` → a final status, with its event.
-    pub async fn finish_run(&self, id: &str, status: &str, exit_code: Option<i64>) -> Result<()> {
+    pub async fn finish_run(
+        &self,
+        id: &str,
+        status: RunStatus,
+        exit_code: Option<i64>,
+    ) -> Result<()> {
         let mut tx = self.begin().await?;
         let now = now_ms();
         sqlx::query(
             "UPDATE agent_runs SET status = ?, exit_code = ?, finished_at = ?, updated_at = ? \
              WHERE id = ? AND status IN ('queued', 'running')",
         )
-        .bind(status)
+        .bind(status.as_str())
         .bind(exit_code)
         .bind(now)
         .bind(now)
@@ -271,7 +279,7 @@ impl Store {
             "run.finished",
             "host",
             id,
-            json!({ "status": "spawn_failed", "exit_code": null, "error": error }),
+            json!({ "status": RunStatus::SpawnFailed, "exit_code": null, "error": error }),
         );
         append_event(&mut tx, &ev).await?;
         tx.commit().await?;
@@ -393,5 +401,140 @@ impl Store {
         .await?;
         tx.commit().await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::StorageConfig;
+    use happyx_core::vocab::Risk;
+
+    /// Writes `value` into `column` of the row `id` of `table`, past the table's CHECK
+    /// constraint, as a damaged or foreign database could hold it.
+    async fn damage_in(s: &Store, table: &str, column: &str, value: &str, id: &str) {
+        let mut c = s.write.acquire().await.expect("conn");
+        sqlx::query("PRAGMA ignore_check_constraints = ON")
+            .execute(&mut *c)
+            .await
+            .expect("pragma");
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE {table} SET {column} = ? WHERE id = ?"
+        )))
+        .bind(value)
+        .bind(id)
+        .execute(&mut *c)
+        .await
+        .expect("update");
+        sqlx::query("PRAGMA ignore_check_constraints = OFF")
+            .execute(&mut *c)
+            .await
+            .expect("pragma");
+    }
+
+    async fn damage(s: &Store, column: &str, value: &str, id: &str) {
+        damage_in(s, "agent_runs", column, value, id).await;
+    }
+
+    #[tokio::test]
+    async fn an_unknown_stored_run_status_or_risk_is_a_corrupt_row() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(tmp.path(), &StorageConfig::default())
+            .await
+            .expect("open");
+        let run = Run::queued(
+            "r1".into(),
+            "echo".into(),
+            Risk::Medium,
+            None,
+            "token:a".into(),
+            now_ms(),
+        );
+        s.create_run(&run, None, "hash").await.expect("create");
+        let back = s.run("r1").await.expect("read").expect("row");
+        assert_eq!((back.status, back.risk), (RunStatus::Queued, Risk::Medium));
+
+        damage(&s, "status", "paused", "r1").await;
+        let e = s.run("r1").await.expect_err("an unknown status is refused");
+        assert!(
+            matches!(e, StoreError::Corrupt("agent_runs.status")),
+            "{e:?}"
+        );
+        assert_eq!(e.code(), "storage_corrupt");
+        assert!(
+            s.runs(None, None, 10).await.is_err(),
+            "listings refuse it too"
+        );
+
+        damage(&s, "status", "running", "r1").await;
+        damage(&s, "risk", "HIGH", "r1").await;
+        let e = s.run("r1").await.expect_err("an unknown risk is refused");
+        assert!(matches!(e, StoreError::Corrupt("agent_runs.risk")), "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn unknown_stored_task_session_and_permission_values_are_corrupt_rows() {
+        use crate::{Permission, Session, Task};
+        use happyx_core::vocab::{PermissionStatus, SessionKind, SessionStatus, TaskStatus};
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(tmp.path(), &StorageConfig::default())
+            .await
+            .expect("open");
+        s.create_task(&Task {
+            id: "t1".into(),
+            title: "t".into(),
+            description: String::new(),
+            status: TaskStatus::Open,
+            created_by: "token:a".into(),
+            created_at: 1,
+            updated_at: 1,
+        })
+        .await
+        .expect("task");
+        s.create_session(&Session {
+            id: "s1".into(),
+            name: "s".into(),
+            kind: SessionKind::Terminal,
+            status: SessionStatus::Open,
+            task_id: None,
+            epoch: 0,
+            rotation_required_since: None,
+            created_by: "token:a".into(),
+            created_at: 1,
+            updated_at: 1,
+        })
+        .await
+        .expect("session");
+        s.create_permission(&Permission {
+            id: "p1".into(),
+            subject: "tok".into(),
+            action: "pty.drive".into(),
+            scope: "*".into(),
+            status: PermissionStatus::Active,
+            granted_by: "token:o".into(),
+            expires_at: None,
+            created_at: 1,
+            updated_at: 1,
+        })
+        .await
+        .expect("permission");
+        let t = s.task("t1").await.expect("read").expect("row");
+        assert_eq!(t.status, TaskStatus::Open);
+
+        damage_in(&s, "tasks", "status", "archived", "t1").await;
+        let e = s.task("t1").await.expect_err("unknown task status");
+        assert!(matches!(e, StoreError::Corrupt("tasks.status")), "{e:?}");
+        damage_in(&s, "sessions", "kind", "pty", "s1").await;
+        let e = s.session("s1").await.expect_err("unknown session kind");
+        assert!(matches!(e, StoreError::Corrupt("sessions.kind")), "{e:?}");
+        damage_in(&s, "permissions", "status", "expired", "p1").await;
+        let e = s
+            .permission("p1")
+            .await
+            .expect_err("unknown permission status");
+        assert!(
+            matches!(e, StoreError::Corrupt("permissions.status")),
+            "{e:?}"
+        );
     }
 }

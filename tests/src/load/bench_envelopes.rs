@@ -176,8 +176,8 @@ pub async fn in_process(cfg: &Config, n: usize) -> Result<InProcess> {
         let session = Session {
             id: session_id.clone(),
             name: format!("bench-{i}"),
-            kind: "encrypted".into(),
-            status: "open".into(),
+            kind: happyx::vocab::SessionKind::Encrypted,
+            status: happyx::vocab::SessionStatus::Open,
             task_id: None,
             epoch: 0,
             rotation_required_since: None,

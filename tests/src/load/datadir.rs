@@ -22,6 +22,7 @@ use happyx::store::{
     TranscriptChunk, WrappedKeyRow,
 };
 use happyx::util::{new_id, now_ms};
+use happyx::vocab::{PtyState, Risk};
 use serde_json::json;
 
 /// Events per transaction.
@@ -127,8 +128,8 @@ async fn chunks(store: &Store, n: usize) -> Result<()> {
             session: PtySession {
                 id: pty_id.clone(),
                 recipe: "shell".into(),
-                risk: "low".into(),
-                state: "exited".into(),
+                risk: Risk::Low,
+                state: PtyState::Exited,
                 pid: None,
                 exit_code: Some(0),
                 exit_signal: None,
@@ -186,8 +187,8 @@ async fn envelopes(store: &Store, n: usize) -> Result<()> {
             &Session {
                 id: session_id.clone(),
                 name: "load".into(),
-                kind: "encrypted".into(),
-                status: "open".into(),
+                kind: happyx::vocab::SessionKind::Encrypted,
+                status: happyx::vocab::SessionStatus::Open,
                 task_id: None,
                 epoch: 0,
                 rotation_required_since: None,

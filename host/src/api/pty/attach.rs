@@ -33,7 +33,7 @@ use crate::auth::{self, Role, Secret};
 use crate::plugins::Risk;
 use crate::pty::Live;
 use crate::pty::manager::Cmd;
-use crate::store::{NewTicket, StoreError, UseEffect};
+use crate::store::{NewTicket, UseEffect};
 use crate::util::{new_id, now_ms};
 
 /// How long an attach ticket stays valid.
@@ -121,10 +121,7 @@ pub async fn attach_pty(
         requested_by: requester.clone(),
         expires_at: now_ms() + TICKET_TTL_MS,
     };
-    let risk: Risk = p
-        .risk
-        .parse()
-        .map_err(|_| StoreError::Corrupt("pty_sessions.risk"))?;
+    let risk: Risk = p.risk;
     let needs = approvals::needs_approval(ActionKind::Attach, risk, caller.0.role);
     let shown =
         || json!({ "attach": { "pty_id": p.id, "mode": mode }, "recipe": p.recipe, "risk": risk });

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde_json::json;
 use utoipa::ToSchema;
 
+use super::views::PtySession;
 use crate::api::extract::{ApiJson, Caller};
 use crate::api::gate::{self, Admission, Gated};
 use crate::api::{ApiError, ApiResult, AppState, ErrorBody, path_id};
@@ -20,8 +21,9 @@ use crate::approvals::{self, ActionKind, UseRefusal};
 use crate::auth::Role;
 use crate::pty::manager::Cmd;
 use crate::pty::protocol::SignalKind;
-use crate::store::{Granted, NewPty, PtySession, UseEffect};
+use crate::store::{self, Granted, NewPty, UseEffect};
 use crate::util::{new_id, now_ms};
+use happyx_core::vocab::PtyState;
 
 mod attach;
 mod transcript;
@@ -93,11 +95,11 @@ pub async fn create_pty(
     let (socket_path, secret_hash) = state.pty.holder_paths(&id)?;
     let now = now_ms();
     let new = NewPty {
-        session: PtySession {
+        session: store::PtySession {
             id: id.clone(),
             recipe: body.recipe.clone(),
-            risk: risk.as_str().into(),
-            state: "starting".into(),
+            risk,
+            state: PtyState::Starting,
             pid: None,
             exit_code: None,
             exit_signal: None,
@@ -149,11 +151,11 @@ pub async fn create_pty(
         }
     };
     let started = state.pty.start(&session, &rendered).await?;
-    Ok((StatusCode::CREATED, Json(started)).into_response())
+    Ok((StatusCode::CREATED, Json(PtySession::from(started))).into_response())
 }
 
 /// Loads a PTY the caller may see (agents: their own).
-async fn visible(state: &AppState, caller: &Caller, id: &str) -> ApiResult<PtySession> {
+async fn visible(state: &AppState, caller: &Caller, id: &str) -> ApiResult<store::PtySession> {
     let id = path_id(id, "pty")?;
     match state.store.pty(id).await? {
         Some(p) if caller.owns(&p.requested_by) => Ok(p),
@@ -169,7 +171,7 @@ pub async fn get_pty(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<PtySession>> {
-    Ok(Json(visible(&state, &caller, &id).await?))
+    Ok(Json(visible(&state, &caller, &id).await?.into()))
 }
 
 async fn control(
@@ -186,7 +188,7 @@ async fn control(
         .pty
         .control(&p.id, &caller.actor(), kind, data, cmd)
         .await?;
-    Ok(Json(state.store.pty(&p.id).await?.unwrap_or(p)))
+    Ok(Json(state.store.pty(&p.id).await?.unwrap_or(p).into()))
 }
 
 /// Resize the terminal (1–1000 rows and columns).
