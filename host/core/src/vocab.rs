@@ -27,6 +27,10 @@ macro_rules! vocab {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
         #[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+        // utoipa does not read a `rename` whose value comes from a macro fragment, and would
+        // document the variant names (`Pending`); every name is its variant's snake_case, so
+        // this gives the schema the wire names (pinned by the server's OpenAPI tests).
+        #[serde(rename_all = "snake_case")]
         pub enum $name {
             $( $(#[$vmeta])* #[serde(rename = $s)] $variant, )+
         }
@@ -217,6 +221,35 @@ mod tests {
                 *v
             );
         }
+    }
+
+    /// Each name is its variant's snake_case, which the enums' `rename_all` (all their schema
+    /// reads) assumes.
+    #[test]
+    fn every_name_is_its_variants_snake_case() {
+        fn check<T: Copy + fmt::Debug + fmt::Display>(all: &[T]) {
+            for v in all {
+                let mut snake = String::new();
+                for (i, c) in format!("{v:?}").chars().enumerate() {
+                    if c.is_uppercase() && i > 0 {
+                        snake.push('_');
+                    }
+                    snake.extend(c.to_lowercase());
+                }
+                assert_eq!(v.to_string(), snake, "{v:?}");
+            }
+        }
+        check(Risk::ALL);
+        check(Role::ALL);
+        check(ApprovalStatus::ALL);
+        check(ActionKind::ALL);
+        check(RunStatus::ALL);
+        check(PtyState::ALL);
+        check(TaskStatus::ALL);
+        check(SessionKind::ALL);
+        check(SessionStatus::ALL);
+        check(DeviceStatus::ALL);
+        check(PermissionStatus::ALL);
     }
 
     #[test]

@@ -602,6 +602,38 @@ mod tests {
         );
     }
 
+    /// A vocabulary's schema lists the names its JSON carries (`"pending"`, not `"Pending"`):
+    /// clients generated from the document must accept what the host sends.
+    #[test]
+    fn vocabulary_schemas_list_the_wire_names() {
+        let doc = serde_json::to_value(crate::api::openapi()).expect("json");
+        let schemas = &doc["components"]["schemas"];
+        let names = |all: Vec<&str>| -> Vec<serde_json::Value> {
+            all.into_iter().map(serde_json::Value::from).collect()
+        };
+        let expect = [
+            (
+                "ApprovalStatus",
+                names(ApprovalStatus::ALL.iter().map(|v| v.as_str()).collect()),
+            ),
+            (
+                "Role",
+                names(crate::vocab::Role::ALL.iter().map(|v| v.as_str()).collect()),
+            ),
+        ];
+        for (schema, wire) in expect {
+            assert_eq!(
+                schemas[schema]["enum"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default(),
+                wire,
+                "{schema}: {}",
+                schemas[schema]
+            );
+        }
+    }
+
     /// The schemas the document names: adding a row field, a vocabulary enum or a view shows
     /// here first. A view's schema lists exactly the fields its JSON has.
     #[test]

@@ -224,56 +224,14 @@ impl Store {
         approve: bool,
         judge: impl FnOnce(&Approval, i64) -> Result<(), R>,
     ) -> Result<Result<Approval, R>> {
-        let mut tx = self.begin().await?;
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLS} FROM approvals WHERE id = ?"
-        )))
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(a) = row.as_ref().map(approval_from_row).transpose()? else {
-            return Err(StoreError::NotFound);
-        };
-        let now = now_ms();
-        if let Err(refusal) = judge(&a, now) {
-            return Ok(Err(refusal));
-        }
-        let status = if approve {
-            ApprovalStatus::Approved
+        let (status, code) = if approve {
+            (ApprovalStatus::Approved, "approval.approved")
         } else {
-            ApprovalStatus::Denied
+            (ApprovalStatus::Denied, "approval.denied")
         };
-        sqlx::query(
-            "UPDATE approvals SET status = ?, decider = ?, decided_at = ?, updated_at = ? \
-             WHERE id = ? AND status = 'pending'",
-        )
-        .bind(status.as_str())
-        .bind(decider)
-        .bind(now)
-        .bind(now)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-        let code = if approve {
-            "approval.approved"
-        } else {
-            "approval.denied"
-        };
-        let ev = NewEvent::new(
-            code,
-            decider,
-            id,
-            json!({ "requester": a.requester, "kind": a.kind }),
-        );
-        append_event(&mut tx, &ev).await?;
-        tx.commit().await?;
-        Ok(Ok(Approval {
-            status,
-            decider: Some(decider.into()),
-            decided_at: Some(now),
-            updated_at: now,
-            ..a
-        }))
+        let data = |a: &Approval| json!({ "requester": a.requester, "kind": a.kind });
+        self.end_pending(id, decider, status, code, data, judge)
+            .await
     }
 
     /// The requester takes back an approval if `judge` allows it: it ends `denied` with the
@@ -283,6 +241,24 @@ impl Store {
         &self,
         id: &str,
         requester: &str,
+        judge: impl FnOnce(&Approval, i64) -> Result<(), R>,
+    ) -> Result<Result<Approval, R>> {
+        let data = |a: &Approval| json!({ "kind": a.kind });
+        let status = ApprovalStatus::Denied;
+        self.end_pending(id, requester, status, "approval.withdrawn", data, judge)
+            .await
+    }
+
+    /// Ends a pending approval as `status`, decided by `actor`, with event `code` (its data
+    /// drawn from the stored approval), in one transaction — if `judge`, given the stored
+    /// approval and the time, allows it; a refusal writes nothing.
+    async fn end_pending<R>(
+        &self,
+        id: &str,
+        actor: &str,
+        status: ApprovalStatus,
+        code: &'static str,
+        data: impl FnOnce(&Approval) -> serde_json::Value,
         judge: impl FnOnce(&Approval, i64) -> Result<(), R>,
     ) -> Result<Result<Approval, R>> {
         let mut tx = self.begin().await?;
@@ -300,26 +276,22 @@ impl Store {
             return Ok(Err(refusal));
         }
         sqlx::query(
-            "UPDATE approvals SET status = 'denied', decider = ?, decided_at = ?, updated_at = ? \
-             WHERE id = ? AND status = 'pending'",
+            "UPDATE approvals SET status = ?, decider = ?, decided_at = ?, updated_at = ? \
+             WHERE id = ? AND status = ?",
         )
-        .bind(requester)
+        .bind(status.as_str())
+        .bind(actor)
         .bind(now)
         .bind(now)
         .bind(id)
+        .bind(ApprovalStatus::Pending.as_str())
         .execute(&mut *tx)
         .await?;
-        let ev = NewEvent::new(
-            "approval.withdrawn",
-            requester,
-            id,
-            json!({ "kind": a.kind }),
-        );
-        append_event(&mut tx, &ev).await?;
+        append_event(&mut tx, &NewEvent::new(code, actor, id, data(&a))).await?;
         tx.commit().await?;
         Ok(Ok(Approval {
-            status: ApprovalStatus::Denied,
-            decider: Some(requester.into()),
+            status,
+            decider: Some(actor.into()),
             decided_at: Some(now),
             updated_at: now,
             ..a
