@@ -149,7 +149,7 @@ pub async fn create_token(
     let row = TokenRow {
         id,
         name,
-        role: role.as_str().to_string(),
+        role,
         secret_hash: secret.hash(),
         created_at: now_ms(),
         revoked_at: None,
@@ -172,17 +172,11 @@ pub async fn authenticate(store: &Store, presented: &str) -> Result<Identity, Au
         .unwrap_or("0000000000000000000000000000000000000000000000000000000000000000");
     let equal: bool = hash.as_bytes().ct_eq(stored.as_bytes()).into();
     match row {
-        Some(r) if equal && r.revoked_at.is_none() => {
-            let role = r
-                .role
-                .parse::<Role>()
-                .map_err(|_| StoreError::Corrupt("tokens.role"))?;
-            Ok(Identity {
-                id: r.id,
-                role,
-                name: r.name,
-            })
-        }
+        Some(r) if equal && r.revoked_at.is_none() => Ok(Identity {
+            id: r.id,
+            role: r.role,
+            name: r.name,
+        }),
         _ => Err(AuthError::Unauthenticated),
     }
 }

@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::api::ApiError;
-use crate::auth::{Identity, Role, Secret};
+use crate::auth::{Identity, Secret};
 use crate::store::Store;
 use crate::util::random_bytes;
 
@@ -153,14 +153,10 @@ pub async fn authenticate(
             return Err(csrf_refused());
         }
     }
-    let role = row
-        .role
-        .parse::<Role>()
-        .map_err(|_| ApiError::internal(&"tokens.role is corrupt"))?;
     Ok(Some((
         Identity {
             id: row.token_id,
-            role,
+            role: row.role,
             name: row.name,
         },
         session,

@@ -8,12 +8,13 @@ use sqlx::{QueryBuilder, Row, Sqlite};
 
 use super::{EventRow, NewEvent, PtySession, Result, Run, Store, StoreError, append_event};
 use happyx_core::util::now_ms;
+use happyx_core::vocab::Role;
 
 /// A live console session, joined with its token.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConsoleSessionRow {
     pub token_id: String,
-    pub role: String,
+    pub role: Role,
     pub name: Option<String>,
     pub created_at: i64,
     pub expires_at: i64,
@@ -128,7 +129,7 @@ impl Store {
         row.map(|r| {
             Ok(ConsoleSessionRow {
                 token_id: r.try_get("token_id")?,
-                role: r.try_get("role")?,
+                role: super::rows::vocab_column(&r, "role", "tokens.role")?,
                 name: r.try_get("name")?,
                 created_at: r.try_get("created_at")?,
                 expires_at: r.try_get("expires_at")?,

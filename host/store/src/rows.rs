@@ -9,7 +9,7 @@
 use std::str::FromStr;
 
 use happyx_core::vocab::{
-    ActionKind, ApprovalStatus, PermissionStatus, PtyState, Risk, RunStatus, SessionKind,
+    ActionKind, ApprovalStatus, PermissionStatus, PtyState, Risk, Role, RunStatus, SessionKind,
     SessionStatus, TaskStatus,
 };
 use serde_json::Value;
@@ -45,7 +45,7 @@ pub struct EventRow {
 pub struct TokenRow {
     pub id: String,
     pub name: Option<String>,
-    pub role: String,
+    pub role: Role,
     pub secret_hash: String,
     pub created_at: i64,
     pub revoked_at: Option<i64>,

@@ -537,4 +537,32 @@ mod tests {
             "{e:?}"
         );
     }
+
+    #[tokio::test]
+    async fn an_unknown_stored_role_is_a_corrupt_token_row() {
+        use crate::TokenRow;
+        use happyx_core::vocab::Role;
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(tmp.path(), &StorageConfig::default())
+            .await
+            .expect("open");
+        let row = TokenRow {
+            id: "tok1".into(),
+            name: None,
+            role: Role::Viewer,
+            secret_hash: "h".into(),
+            created_at: 1,
+            revoked_at: None,
+        };
+        s.create_token(&row, "test").await.expect("token");
+        let back = s.token("tok1").await.expect("read").expect("row");
+        assert_eq!(back.role, Role::Viewer);
+        damage_in(&s, "tokens", "role", "admin", "tok1").await;
+        for e in [
+            s.token("tok1").await.expect_err("unknown role"),
+            s.token_for_auth("tok1").await.expect_err("unknown role"),
+        ] {
+            assert!(matches!(e, StoreError::Corrupt("tokens.role")), "{e:?}");
+        }
+    }
 }

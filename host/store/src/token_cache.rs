@@ -163,7 +163,7 @@ mod tests {
         TokenRow {
             id: id.into(),
             name: None,
-            role: "agent".into(),
+            role: happyx_core::vocab::Role::Agent,
             secret_hash: "00".repeat(32),
             created_at: 0,
             revoked_at: None,

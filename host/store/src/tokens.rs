@@ -12,7 +12,7 @@ fn token_from_row(r: &SqliteRow) -> Result<TokenRow> {
     Ok(TokenRow {
         id: r.try_get("id")?,
         name: r.try_get("name")?,
-        role: r.try_get("role")?,
+        role: super::rows::vocab_column(r, "role", "tokens.role")?,
         secret_hash: r.try_get("secret_hash")?,
         created_at: r.try_get("created_at")?,
         revoked_at: r.try_get("revoked_at")?,
@@ -30,7 +30,7 @@ impl Store {
         )
         .bind(&row.id)
         .bind(&row.name)
-        .bind(&row.role)
+        .bind(row.role.as_str())
         .bind(&row.secret_hash)
         .bind(row.created_at)
         .execute(&mut *tx)
