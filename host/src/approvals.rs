@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use crate::auth::Role;
 use crate::plugins::Risk;
 use crate::store::{Approval, ApprovalUse, Granted, Store, StoreError, TokenRecord, UseOutcome};
-pub use happyx_core::vocab::ApprovalStatus;
+pub use happyx_core::vocab::{ApprovalStatus, AttachMode};
 
 /// Why an approval cannot be decided or withdrawn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -216,8 +216,8 @@ pub struct Action<'a> {
     pub argv: &'a [String],
     pub plugin_hash: &'a str,
     pub session_id: Option<&'a str>,
-    /// For attach: the PTY id and the mode (`observe` / `drive`).
-    pub target: Option<(&'a str, &'a str)>,
+    /// For attach: the PTY id and the mode.
+    pub target: Option<(&'a str, AttachMode)>,
 }
 
 /// SHA-256 (hex) over a canonical, length-prefixed, domain-separated encoding:
@@ -251,7 +251,7 @@ pub fn action_hash(a: &Action<'_>) -> String {
     }
     field(a.plugin_hash.as_bytes());
     field(a.session_id.unwrap_or("").as_bytes());
-    let (tid, mode) = a.target.unwrap_or(("", ""));
+    let (tid, mode) = a.target.map_or(("", ""), |(id, mode)| (id, mode.as_str()));
     field(tid.as_bytes());
     field(mode.as_bytes());
     hex::encode(h.finalize())
@@ -556,7 +556,7 @@ mod tests {
                 ..base(&argv)
             },
             Action {
-                target: Some(("p", "drive")),
+                target: Some(("p", AttachMode::Drive)),
                 ..base(&argv)
             },
         ];

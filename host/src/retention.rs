@@ -186,7 +186,7 @@ mod tests {
         store.create_run(&run, None, "h").await.expect("run");
         for i in 0..outputs {
             let c = OutputChunk {
-                stream: "stdout".into(),
+                stream: happyx_core::vocab::OutputStream::Stdout,
                 chunk_index: i as i64,
                 byte_offset: (i * 100) as i64,
                 data: vec![b'x'; 100],

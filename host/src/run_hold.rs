@@ -19,6 +19,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use happyx_core::vocab::OutputStream;
+
 /// How long the newest chunk's overlap window is held back from live viewers when no more
 /// output follows on its stream. It exceeds the wait of a partial chunk for more bytes
 /// (`FLUSH_AFTER` in [`crate::runs`], 100 ms): a secret is split across two chunks only
@@ -90,8 +92,8 @@ impl Live {
     }
 }
 
-fn slot(stream: &str) -> usize {
-    usize::from(stream == "stderr")
+fn slot(stream: OutputStream) -> usize {
+    usize::from(stream == OutputStream::Stderr)
 }
 
 /// The holds of every run this host is executing (shared by the runner and the API).
@@ -113,11 +115,11 @@ impl Holds {
 
     /// A chunk of `stream` is about to be redacted: a hold still in force on that stream stays
     /// until the chunk is stored; one whose deadline passed stays released.
-    pub fn next_chunk(&self, run_id: &str, stream: &str) {
+    pub fn next_chunk(&self, run_id: &str, stream: OutputStream) {
         self.next_chunk_at(run_id, stream, Instant::now());
     }
 
-    fn next_chunk_at(&self, run_id: &str, stream: &str, now: Instant) {
+    fn next_chunk_at(&self, run_id: &str, stream: OutputStream, now: Instant) {
         if let Some(live) = self.lock().get_mut(run_id) {
             let held = &mut live.held[slot(stream)];
             match held {
@@ -130,14 +132,14 @@ impl Holds {
     /// Chunk `index` of `stream` is stored (and the previous chunk of the stream corrected).
     /// `hold_from`: where its overlap window starts in its masked copy (`None`: nothing of it
     /// can change, e.g. it was withheld). Releases the stream's previous hold.
-    pub fn stored(&self, run_id: &str, stream: &str, index: i64, hold_from: Option<usize>) {
+    pub fn stored(&self, run_id: &str, stream: OutputStream, index: i64, hold_from: Option<usize>) {
         self.stored_at(run_id, stream, index, hold_from, Instant::now());
     }
 
     fn stored_at(
         &self,
         run_id: &str,
-        stream: &str,
+        stream: OutputStream,
         index: i64,
         hold_from: Option<usize>,
         now: Instant,
@@ -222,7 +224,7 @@ mod tests {
         let h = Holds::default();
         h.begin("r");
         let t = Instant::now();
-        h.stored_at("r", "stdout", 0, Some(6), t);
+        h.stored_at("r", OutputStream::Stdout, 0, Some(6), t);
         assert_eq!(h.served_at("r", t), up_to(0, 6));
         let edge = t + OUTPUT_HOLD;
         assert_eq!(
@@ -241,11 +243,11 @@ mod tests {
         let h = Holds::default();
         h.begin("r");
         let t = Instant::now();
-        h.stored_at("r", "stdout", 0, Some(6), t);
+        h.stored_at("r", OutputStream::Stdout, 0, Some(6), t);
         // The next chunk is being redacted past the deadline: the hold stays meanwhile.
-        h.next_chunk_at("r", "stdout", t + Duration::from_millis(10));
+        h.next_chunk_at("r", OutputStream::Stdout, t + Duration::from_millis(10));
         assert_eq!(h.served_at("r", t + OUTPUT_HOLD * 4), up_to(0, 6));
-        h.stored_at("r", "stdout", 1, Some(0), t + OUTPUT_HOLD * 4);
+        h.stored_at("r", OutputStream::Stdout, 1, Some(0), t + OUTPUT_HOLD * 4);
         assert_eq!(h.served_at("r", t + OUTPUT_HOLD * 4), up_to(1, 0));
     }
 
@@ -254,10 +256,10 @@ mod tests {
         let h = Holds::default();
         h.begin("r");
         let t = Instant::now();
-        h.stored_at("r", "stdout", 0, Some(6), t);
+        h.stored_at("r", OutputStream::Stdout, 0, Some(6), t);
         let late = t + OUTPUT_HOLD;
         assert_eq!(h.served_at("r", late), up_to(1, 0));
-        h.next_chunk_at("r", "stdout", late);
+        h.next_chunk_at("r", OutputStream::Stdout, late);
         assert_eq!(
             h.served_at("r", late),
             up_to(1, 0),
@@ -270,12 +272,12 @@ mod tests {
         let h = Holds::default();
         h.begin("r");
         let t = Instant::now();
-        h.stored_at("r", "stdout", 0, Some(3), t);
-        h.stored_at("r", "stderr", 1, Some(2), t);
+        h.stored_at("r", OutputStream::Stdout, 0, Some(3), t);
+        h.stored_at("r", OutputStream::Stderr, 1, Some(2), t);
         assert_eq!(h.served_at("r", t), up_to(0, 3));
         // A withheld chunk of stdout releases stdout's hold; stderr's still bounds.
-        h.next_chunk_at("r", "stdout", t);
-        h.stored_at("r", "stdout", 2, None, t);
+        h.next_chunk_at("r", OutputStream::Stdout, t);
+        h.stored_at("r", OutputStream::Stdout, 2, None, t);
         assert_eq!(h.served_at("r", t), up_to(1, 2));
         h.finish("r");
         assert_eq!(h.served_at("r", t), Some(Served::Everything));

@@ -19,7 +19,7 @@ use crate::metrics::Metrics;
 use crate::plugins::{Finding, PluginError, PluginHost, Rendered, apply_masks};
 use crate::run_hold::{Holds, OUTPUT_HOLD, Served};
 use crate::store::{OutputChunk, Store, StoreError};
-use happyx_core::vocab::RunStatus;
+use happyx_core::vocab::{OutputStream, RunStatus};
 
 /// Largest output chunk stored (bytes).
 pub const CHUNK_BYTES: usize = 64 * 1024;
@@ -50,7 +50,7 @@ struct Inner {
 }
 
 struct Piece {
-    stream: &'static str,
+    stream: OutputStream,
     data: Vec<u8>,
 }
 
@@ -145,10 +145,18 @@ async fn execute(
     let (tx, rx) = mpsc::channel::<Piece>(4);
     let mut readers = Vec::new();
     if let Some(out) = child.stdout.take() {
-        readers.push(tokio::spawn(read_stream(out, "stdout", tx.clone())));
+        readers.push(tokio::spawn(read_stream(
+            out,
+            OutputStream::Stdout,
+            tx.clone(),
+        )));
     }
     if let Some(err) = child.stderr.take() {
-        readers.push(tokio::spawn(read_stream(err, "stderr", tx.clone())));
+        readers.push(tokio::spawn(read_stream(
+            err,
+            OutputStream::Stderr,
+            tx.clone(),
+        )));
     }
     drop(tx);
     let writer = write_chunks(inner, run_id, rx);
@@ -200,7 +208,7 @@ fn kill_group(pid: u32) {
 /// piece after [`FLUSH_AFTER`] of silence.
 async fn read_stream<R: AsyncRead + Unpin>(
     mut r: R,
-    stream: &'static str,
+    stream: OutputStream,
     tx: mpsc::Sender<Piece>,
 ) {
     let mut buf = vec![0u8; CHUNK_BYTES];
@@ -287,13 +295,13 @@ async fn write_chunks(
         }
         kept += data.len() as u64;
         inner.holds.next_chunk(run_id, piece.stream);
-        let tail = &mut tails[usize::from(piece.stream == "stderr")];
+        let tail = &mut tails[usize::from(piece.stream == OutputStream::Stderr)];
         let prev_tail = tail
             .prev
             .as_ref()
             .map(|p| p.raw_tail.as_slice())
             .unwrap_or(&[]);
-        let r = redact_with_overlap(&inner.plugins, piece.stream, prev_tail, &data).await;
+        let r = redact_with_overlap(&inner.plugins, piece.stream.as_str(), prev_tail, &data).await;
         let (redacted, findings, policy_hash) = match r {
             Ok(o) => {
                 // A secret that began in the previous chunk: mask its start there too.
@@ -321,7 +329,7 @@ async fn write_chunks(
             }
         };
         let chunk = OutputChunk {
-            stream: piece.stream.to_string(),
+            stream: piece.stream,
             chunk_index: index,
             byte_offset: tail.offset,
             data,

@@ -203,6 +203,23 @@ vocab! {
     }
 }
 
+vocab! {
+    /// How a terminal viewer is attached: `observe` only reads; `drive` also types, resizes
+    /// and interrupts.
+    AttachMode ("attach mode") {
+        Observe = "observe",
+        Drive = "drive",
+    }
+}
+
+vocab! {
+    /// Which output stream of a run a chunk came from.
+    OutputStream ("output stream") {
+        Stdout = "stdout",
+        Stderr = "stderr",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -250,6 +267,8 @@ mod tests {
         check(SessionStatus::ALL);
         check(DeviceStatus::ALL);
         check(PermissionStatus::ALL);
+        check(AttachMode::ALL);
+        check(OutputStream::ALL);
     }
 
     #[test]
@@ -265,6 +284,8 @@ mod tests {
         round_trip(SessionStatus::ALL);
         round_trip(DeviceStatus::ALL);
         round_trip(PermissionStatus::ALL);
+        round_trip(AttachMode::ALL);
+        round_trip(OutputStream::ALL);
         let names: Vec<_> = Risk::ALL.iter().map(|r| r.as_str()).collect();
         assert_eq!(names, ["low", "medium", "high"]);
     }
@@ -285,6 +306,8 @@ mod tests {
         assert!("active".parse::<SessionStatus>().is_err());
         assert!("open".parse::<DeviceStatus>().is_err());
         assert!("expired".parse::<PermissionStatus>().is_err());
+        assert!("Drive".parse::<AttachMode>().is_err());
+        assert!("out".parse::<OutputStream>().is_err());
         let e = "paused".parse::<PtyState>().expect_err("not a state");
         assert_eq!(e.vocabulary, "pty state");
         assert!(

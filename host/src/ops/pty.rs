@@ -21,6 +21,8 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+
+use happyx_core::vocab::AttachMode;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use super::client::{Client, ClientError, check_id};
@@ -259,7 +261,7 @@ enum Ending {
 struct Session<'a> {
     client: &'a Client,
     id: &'a str,
-    mode: &'static str,
+    mode: AttachMode,
     raw: bool,
     detach: Option<u8>,
     /// Also detach on Ctrl-C (observe on a tty: nothing is sent anyway).
@@ -411,7 +413,7 @@ impl Session<'_> {
                 &format!("reconnected; resuming at offset {}", self.next),
             );
         }
-        if self.mode == "drive"
+        if self.mode == AttachMode::Drive
             && self.raw
             && let Some((rows, cols)) = window_size()
         {
@@ -420,7 +422,7 @@ impl Session<'_> {
                 return Ok(Ending::Lost("the connection closed".into()));
             }
         }
-        if !self.pending.is_empty() && self.mode == "drive" {
+        if !self.pending.is_empty() && self.mode == AttachMode::Drive {
             let data = std::mem::take(&mut self.pending);
             if ws.send(Message::Binary(data.into())).await.is_err() {
                 return Ok(Ending::Lost("the connection closed".into()));
@@ -460,7 +462,7 @@ impl Session<'_> {
                 }
                 input = self.next_input() => match input {
                     Input::Data(d) => {
-                        if self.mode == "drive" && !d.is_empty()
+                        if self.mode == AttachMode::Drive && !d.is_empty()
                             && ws.send(Message::Binary(d.clone().into())).await.is_err()
                         {
                             self.pending.extend_from_slice(&d);
@@ -468,7 +470,7 @@ impl Session<'_> {
                         }
                     }
                     Input::Detach(d) => {
-                        if self.mode == "drive" && !d.is_empty() {
+                        if self.mode == AttachMode::Drive && !d.is_empty() {
                             let _ = ws.send(Message::Binary(d.into())).await;
                         }
                         let _ = ws.close(Some(CloseFrame { code: CloseCode::Normal, reason: "detach".into() })).await;
@@ -477,7 +479,7 @@ impl Session<'_> {
                     Input::Eof => self.stdin = None,
                 },
                 _ = sig.winch.recv() => {
-                    if self.mode == "drive" && self.raw
+                    if self.mode == AttachMode::Drive && self.raw
                         && let Some((rows, cols)) = window_size()
                     {
                         let m = json!({ "type": "resize", "rows": rows, "cols": cols }).to_string();
@@ -568,7 +570,11 @@ async fn attach(
 ) -> Result<()> {
     let p: Value = client.get(&format!("/v1/pty/{id}"), &[]).await?;
     let tty = std::io::stdin().is_terminal();
-    let mode = if observe { "observe" } else { "drive" };
+    let mode = if observe {
+        AttachMode::Observe
+    } else {
+        AttachMode::Drive
+    };
     let mut sig = Signals::new()?;
     let raw_guard = if tty { Some(RawMode::enable()?) } else { None };
     let mut session = Session {

@@ -479,7 +479,7 @@ impl PtyManager {
         if conn.1.ring_start > persisted {
             return Err(PtyError::Holder("transcript_gap"));
         }
-        if row.state == PtyState::Starting.as_str() {
+        if row.state == PtyState::Starting {
             i.store.mark_pty_running(&row.id, conn.1.pid).await?;
         }
         i.store

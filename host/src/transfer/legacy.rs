@@ -18,6 +18,7 @@ use crate::approvals::{Action, ActionKind, action_hash};
 use crate::runs::CHUNK_BYTES;
 use crate::store::transfer::{Cell, ImportTarget};
 use crate::util::sha256_hex;
+use happyx_core::vocab::OutputStream;
 use happyx_core::vocab::{Risk, RunStatus};
 
 /// The plugin hash legacy actions are bound to: no recipe plugin has it, so a
@@ -371,8 +372,8 @@ pub async fn load(dir: &Path, target: &mut ImportTarget) -> Result<BTreeMap<Stri
         let mut chunk_index = 0i64;
         let mut chunks = Vec::new();
         for (stream, data) in [
-            ("stdout", r.stdout.as_bytes()),
-            ("stderr", r.stderr.as_bytes()),
+            (OutputStream::Stdout.as_str(), r.stdout.as_bytes()),
+            (OutputStream::Stderr.as_str(), r.stderr.as_bytes()),
         ] {
             for (k, piece) in data.chunks(CHUNK_BYTES).enumerate() {
                 chunks.push((stream, chunk_index, (k * CHUNK_BYTES) as i64, piece));

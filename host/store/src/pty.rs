@@ -47,7 +47,7 @@ pub(super) fn pty_from_row(r: &SqliteRow) -> Result<PtySession> {
 fn holder_from_row(r: &SqliteRow) -> Result<PtyHolderRow> {
     Ok(PtyHolderRow {
         id: r.try_get("id")?,
-        state: r.try_get("state")?,
+        state: vocab_column(r, "state", "pty_sessions.state")?,
         pid: r.try_get("pid")?,
         socket_path: r.try_get("socket_path")?,
         secret_hash: r.try_get("secret_hash")?,
@@ -138,7 +138,7 @@ pub(super) async fn insert_ticket(
     )
     .bind(&t.id)
     .bind(&t.pty_id)
-    .bind(&t.mode)
+    .bind(t.mode.as_str())
     .bind(&t.ticket_hash)
     .bind(&t.requested_by)
     .bind(approval_id)
@@ -478,7 +478,7 @@ impl Store {
         let t = SpentTicket {
             id: row.try_get("id")?,
             pty_id: row.try_get("pty_id")?,
-            mode: row.try_get("mode")?,
+            mode: vocab_column(&row, "mode", "pty_attach_tickets.mode")?,
             requested_by: row.try_get("requested_by")?,
         };
         pty_event(

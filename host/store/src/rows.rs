@@ -9,8 +9,8 @@
 use std::str::FromStr;
 
 use happyx_core::vocab::{
-    ActionKind, ApprovalStatus, PermissionStatus, PtyState, Risk, Role, RunStatus, SessionKind,
-    SessionStatus, TaskStatus,
+    ActionKind, ApprovalStatus, AttachMode, OutputStream, PermissionStatus, PtyState, Risk, Role,
+    RunStatus, SessionKind, SessionStatus, TaskStatus,
 };
 use serde_json::Value;
 use sqlx::Row;
@@ -196,7 +196,7 @@ pub struct Approval {
 /// One stored output chunk of a run, private.
 #[derive(Clone, PartialEq)]
 pub struct OutputChunk {
-    pub stream: String,
+    pub stream: OutputStream,
     pub chunk_index: i64,
     pub byte_offset: i64,
     pub data: Vec<u8>,
@@ -275,7 +275,7 @@ pub struct PtySession {
 #[derive(Clone, PartialEq)]
 pub struct PtyHolderRow {
     pub id: String,
-    pub state: String,
+    pub state: PtyState,
     pub pid: Option<i64>,
     pub socket_path: String,
     pub secret_hash: String,
@@ -327,7 +327,7 @@ impl std::fmt::Debug for TranscriptChunk {
 pub struct NewTicket {
     pub id: String,
     pub pty_id: String,
-    pub mode: String,
+    pub mode: AttachMode,
     pub ticket_hash: String,
     pub requested_by: String,
     pub expires_at: i64,
@@ -338,7 +338,7 @@ pub struct NewTicket {
 pub struct SpentTicket {
     pub id: String,
     pub pty_id: String,
-    pub mode: String,
+    pub mode: AttachMode,
     pub requested_by: String,
 }
 

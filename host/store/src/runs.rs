@@ -4,7 +4,7 @@
 use serde_json::json;
 
 use crate::rows::vocab_column;
-use happyx_core::vocab::RunStatus;
+use happyx_core::vocab::{OutputStream, RunStatus};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
 
@@ -181,7 +181,7 @@ impl Store {
         )
         .bind(new_id())
         .bind(run_id)
-        .bind(&c.stream)
+        .bind(c.stream.as_str())
         .bind(c.chunk_index)
         .bind(c.byte_offset)
         .bind(c.data.len() as i64)
@@ -192,7 +192,7 @@ impl Store {
         .bind(now_ms())
         .execute(&mut *tx)
         .await?;
-        let (out, err) = if c.stream == "stdout" {
+        let (out, err) = if c.stream == OutputStream::Stdout {
             (c.data.len() as i64, 0)
         } else {
             (0, c.data.len() as i64)
@@ -368,7 +368,7 @@ impl Store {
         rows.iter()
             .map(|r| {
                 Ok(OutputChunk {
-                    stream: r.try_get("stream")?,
+                    stream: vocab_column(&r, "stream", "agent_run_outputs.stream")?,
                     chunk_index: r.try_get("chunk_index")?,
                     byte_offset: r.try_get("byte_offset")?,
                     data: r.try_get("data")?,

@@ -28,7 +28,7 @@ use super::visible;
 use crate::api::extract::{ApiJson, ApiQuery, Caller};
 use crate::api::gate::{self, Admission};
 use crate::api::{ApiError, ApiResult, AppState, ErrorBody, path_id};
-use crate::approvals::{self, Action, ActionKind, action_hash};
+use crate::approvals::{self, Action, ActionKind, AttachMode, action_hash};
 use crate::auth::{self, Role, Secret};
 use crate::plugins::Risk;
 use crate::pty::Live;
@@ -87,18 +87,14 @@ pub async fn attach_pty(
     ApiJson(b): ApiJson<AttachBody>,
 ) -> ApiResult<Response> {
     let p = visible(&state, &caller, &id).await?;
-    let mode = match b.mode.as_str() {
-        "observe" => "observe",
-        "drive" => "drive",
-        _ => {
-            return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_field",
-                "`mode`: expected `observe` or `drive`",
-            ));
-        }
-    };
-    if caller.is(Role::Viewer) && mode == "drive" {
+    let mode: AttachMode = b.mode.parse().map_err(|_| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            "`mode`: expected `observe` or `drive`",
+        )
+    })?;
+    if caller.is(Role::Viewer) && mode == AttachMode::Drive {
         return Err(ApiError::forbidden());
     }
     let hash = action_hash(&Action {
@@ -116,7 +112,7 @@ pub async fn attach_pty(
     let t = NewTicket {
         id: new_id(),
         pty_id: p.id.clone(),
-        mode: mode.into(),
+        mode,
         ticket_hash: ticket.hash(),
         requested_by: requester.clone(),
         expires_at: now_ms() + TICKET_TTL_MS,
@@ -146,7 +142,7 @@ pub async fn attach_pty(
     let body = AttachTicket {
         ws_path: format!("/v1/pty/{}/ws", p.id),
         ticket: ticket.expose().to_string(),
-        mode: mode.into(),
+        mode: mode.as_str().to_owned(),
         expires_at: t.expires_at,
     };
     Ok((StatusCode::CREATED, Json(body)).into_response())
@@ -180,7 +176,7 @@ pub async fn pty_ws(
     if spent.pty_id != id {
         return Err(invalid());
     }
-    let drive = spent.mode == "drive";
+    let drive = spent.mode == AttachMode::Drive;
     let offset = q.offset;
     Ok(ws
         .max_message_size(1 << 20)
@@ -303,7 +299,12 @@ async fn viewer(state: AppState, socket: WebSocket, id: String, drive: bool, off
     // Subscribe before reading the store: every chunk is either already
     // stored or still to come on the live channel (duplicates skipped by offset).
     let mut live = state.pty.subscribe(&id);
-    let hello = json!({ "type": "hello", "pty_id": id, "mode": if drive { "drive" } else { "observe" }, "offset": next });
+    let mode = if drive {
+        AttachMode::Drive
+    } else {
+        AttachMode::Observe
+    };
+    let hello = json!({ "type": "hello", "pty_id": id, "mode": mode, "offset": next });
     if !send(&mut sink, text(hello)).await {
         return;
     }
