@@ -368,7 +368,7 @@ impl Store {
         rows.iter()
             .map(|r| {
                 Ok(OutputChunk {
-                    stream: vocab_column(&r, "stream", "agent_run_outputs.stream")?,
+                    stream: vocab_column(r, "stream", "agent_run_outputs.stream")?,
                     chunk_index: r.try_get("chunk_index")?,
                     byte_offset: r.try_get("byte_offset")?,
                     data: r.try_get("data")?,
