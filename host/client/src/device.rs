@@ -77,7 +77,7 @@ type Result<T, E = ClientError> = std::result::Result<T, E>;
 /// `reqwest::blocking`: that client waits for its helper thread with `thread::park`, whose
 /// single wake-up token anything else on the thread may consume first (its own `log::trace!`
 /// between the poll and the park waits on a lazily initialised static that parks too), which
-/// left about one command in five thousand waiting forever at `HAPPYX_LOG=trace`. The
+/// left about one command in ten thousand waiting forever at `HAPPYX_LOG=trace`. The
 /// runtime's own parker cannot be taken that way, and no helper thread is needed.
 struct Host {
     base: String,

@@ -1023,7 +1023,7 @@ fn read_follow_shows_sender_and_time_as_messages_arrive_and_send_quiet_prints_no
 /// A device command never waits forever on its own HTTP client. The client once used
 /// `reqwest::blocking`, which parks the calling thread for its helper thread's answer; at
 /// `HAPPYX_LOG=trace` its own trace line between the poll and the park could consume the
-/// wake-up, and about one command in five thousand hung until killed. Each process gets one
+/// wake-up, and about one command in ten thousand hung until killed. Each process gets one
 /// chance at that race (it is the first trace event of the process), so this runs thousands of
 /// fresh processes against a port nothing listens on, eight at a time; any that outlives
 /// its limit fails the test with gdb's backtrace of every thread.
