@@ -18,7 +18,7 @@ use crate::approvals::{Action, ActionKind, action_hash};
 use crate::runs::CHUNK_BYTES;
 use crate::store::transfer::{Cell, ImportTarget};
 use crate::util::sha256_hex;
-use happyx_core::vocab::OutputStream;
+use happyx_core::vocab::{ApprovalStatus, OutputStream};
 use happyx_core::vocab::{Risk, RunStatus};
 
 /// The plugin hash legacy actions are bound to: no recipe plugin has it, so a
@@ -235,17 +235,14 @@ pub async fn load(dir: &Path, target: &mut ImportTarget) -> Result<BTreeMap<Stri
         if a.token.len() < 16 {
             return Err(at_a.err(i, "token", "too short to be a one-time token"));
         }
-        match a.status.as_str() {
-            "pending" | "approved" | "denied" | "used" => {}
-            _ => {
-                return Err(at_a.err(
-                    i,
-                    "status",
-                    "cannot be mapped (expected pending, approved, denied or used)",
-                ));
-            }
-        }
-        if a.status != "pending" && (a.decided_by.is_none() || a.decided_at.is_none()) {
+        let Ok(status) = a.status.parse::<ApprovalStatus>() else {
+            return Err(at_a.err(
+                i,
+                "status",
+                "cannot be mapped (expected pending, approved, denied or used)",
+            ));
+        };
+        if status != ApprovalStatus::Pending && (a.decided_by.is_none() || a.decided_at.is_none()) {
             return Err(at_a.err(
                 i,
                 "decided_by",
@@ -299,7 +296,8 @@ pub async fn load(dir: &Path, target: &mut ImportTarget) -> Result<BTreeMap<Stri
         .await?;
         count("approvals", 1);
         // A used approval's nonce has rotated.
-        let current = if a.status == "used" {
+        let used = a.status.parse() == Ok(ApprovalStatus::Used);
+        let current = if used {
             sha256_hex(format!("legacy-nonce-rotated:{}", a.id).as_bytes())[..32].to_string()
         } else {
             nonce
@@ -317,7 +315,7 @@ pub async fn load(dir: &Path, target: &mut ImportTarget) -> Result<BTreeMap<Stri
         )
         .await?;
         count("nonces", 1);
-        if a.status == "used" {
+        if used {
             let (Some(used_at), Some(run_id)) = (a.used_at, a.run_id.as_deref()) else {
                 return Err(at_a.err(i, "used_at", "a used approval needs used_at and run_id"));
             };
