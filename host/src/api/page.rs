@@ -219,23 +219,8 @@ mod tests {
         }
     }
 
-    #[derive(Debug, serde::Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Seq {
-        from_seq: Option<i64>,
-        limit: Option<i64>,
-    }
-    impl PageParams for Seq {
-        type Limits = CheckpointPages;
-        type Cursor = SeqCursor;
-        const CURSOR: &'static str = "from_seq";
-        fn take_cursor(&mut self) -> Option<i64> {
-            self.from_seq.take()
-        }
-        fn limit(&self) -> Option<i64> {
-            self.limit
-        }
-    }
+    /// A listing paged by `seq`: the real `/public/checkpoints` query.
+    type Seq = crate::api::public::CheckpointQuery;
 
     async fn extract<Q: PageParams>(query: &str) -> Result<Paged<Q>, (&'static str, String)> {
         let req = Request::get(format!("/x?{query}"))
