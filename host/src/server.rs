@@ -112,7 +112,7 @@ pub async fn serve(cfg: Config) -> Result<()> {
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
     let cfg = Arc::new(cfg);
-    let state = AppState {
+    let state = AppState::new(api::Services {
         store: store.clone(),
         config: cfg.clone(),
         metrics: metrics.clone(),
@@ -124,7 +124,7 @@ pub async fn serve(cfg: Config) -> Result<()> {
         address: addr,
         reloader,
         feed: crate::console::feed::EventFeed::spawn(store.clone()),
-    };
+    });
     let (router, _doc) = api::router_and_doc(state);
 
     let scheme = if cfg.tls.cert.is_some() {

@@ -47,9 +47,27 @@ use crate::devices::DeviceService;
 use crate::runs::Runner;
 use crate::store::Store;
 
-/// Shared state of every handler.
+/// Shared state of every handler: one `Arc`, because axum clones the state for every request
+/// (and for every middleware that takes it), and cloning the services one by one was a
+/// measurable part of a cheap request.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Services>);
+
+impl AppState {
+    pub fn new(services: Services) -> AppState {
+        AppState(Arc::new(services))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Services;
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+/// What [`AppState`] holds.
+pub struct Services {
     pub store: Store,
     pub config: Arc<Config>,
     pub metrics: Arc<Metrics>,

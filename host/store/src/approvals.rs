@@ -8,13 +8,12 @@
 
 use serde_json::{Value, json};
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
 
 use super::{
     Approval, NewEvent, NewPty, NewTicket, PtySession, Result, Run, Store, StoreError,
     append_event, pty, runs,
 };
-use crate::rows::vocab_column;
+use crate::rows::{Columns, FromColumns, vocab_column};
 use happyx_core::util::{new_id, now_ms, random_bytes};
 use happyx_core::vocab::{ActionKind, ApprovalStatus};
 
@@ -91,29 +90,35 @@ pub struct ApprovalUse<'a> {
 }
 
 /// The stored status, typed; an unknown value is a corrupt row, never a panic.
-fn status_of(r: &SqliteRow) -> Result<ApprovalStatus> {
-    let text: String = r.try_get("status")?;
+fn status_of(r: &impl Columns) -> Result<ApprovalStatus> {
+    let text: String = r.col("status")?;
     text.parse()
         .map_err(|_| StoreError::Corrupt("approvals.status"))
 }
 
-fn approval_from_row(r: &SqliteRow) -> Result<Approval> {
-    let action: String = r.try_get("action")?;
+fn approval_from_row(r: &impl Columns) -> Result<Approval> {
+    let action: String = r.col("action")?;
     Ok(Approval {
-        id: r.try_get("id")?,
+        id: r.col("id")?,
         kind: vocab_column(r, "kind", "approvals.kind")?,
-        action_hash: r.try_get("action_hash")?,
+        action_hash: r.col("action_hash")?,
         action: serde_json::from_str(&action)
             .map_err(|_| StoreError::Corrupt("approvals.action"))?,
-        requester: r.try_get("requester")?,
+        requester: r.col("requester")?,
         status: status_of(r)?,
-        decider: r.try_get("decider")?,
-        decided_at: r.try_get("decided_at")?,
-        scope: r.try_get("scope")?,
-        expires_at: r.try_get("expires_at")?,
-        created_at: r.try_get("created_at")?,
-        updated_at: r.try_get("updated_at")?,
+        decider: r.col("decider")?,
+        decided_at: r.col("decided_at")?,
+        scope: r.col("scope")?,
+        expires_at: r.col("expires_at")?,
+        created_at: r.col("created_at")?,
+        updated_at: r.col("updated_at")?,
     })
+}
+
+impl FromColumns for Approval {
+    fn from_columns(r: &impl Columns) -> Result<Self> {
+        approval_from_row(r)
+    }
 }
 
 const COLS: &str = "id, kind, action_hash, action, requester, status, decider, decided_at, scope, \
@@ -185,13 +190,8 @@ impl Store {
     }
 
     pub async fn approval(&self, id: &str) -> Result<Option<Approval>> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLS} FROM approvals WHERE id = ?"
-        )))
-        .bind(id)
-        .fetch_optional(&self.read)
-        .await?;
-        row.as_ref().map(approval_from_row).transpose()
+        self.lookup(&format!("SELECT {COLS} FROM approvals WHERE id = ?"), id)
+            .await
     }
 
     /// Approvals, newest first, optionally of one status (`pending` also hides expired ones).

@@ -21,6 +21,7 @@ pub mod config;
 mod console;
 mod deployments;
 mod devices;
+mod direct;
 mod envelopes;
 mod events;
 mod migrate;
@@ -35,7 +36,7 @@ mod token_cache;
 mod tokens;
 pub mod transfer;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -67,6 +68,9 @@ pub const DB_FILE: &str = "happyx.db";
 pub enum StoreError {
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),
+    /// A direct read ([`direct`]) failed in a way the pooled path would not retry.
+    #[error("database error: {0}")]
+    Direct(#[from] rusqlite::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error(
@@ -110,7 +114,7 @@ pub enum StoreError {
 impl StoreError {
     pub fn code(&self) -> &'static str {
         match self {
-            Self::Db(_) => "storage_error",
+            Self::Db(_) | Self::Direct(_) => "storage_error",
             Self::Migrate(_) => "migration_failed",
             Self::SchemaTooNew { .. } => "schema_too_new",
             Self::NotFound => "not_found",
@@ -157,9 +161,11 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 pub struct Store {
     write: SqlitePool,
     read: SqlitePool,
-    path: PathBuf,
+    path: std::sync::Arc<Path>,
     /// Token rows for authentication; see [`token_cache`].
     token_cache: std::sync::Arc<token_cache::TokenCache>,
+    /// Lookups by key on the caller's thread; see [`direct`]. `None`: every read is pooled.
+    direct: Option<std::sync::Arc<direct::Direct>>,
 }
 
 impl Store {
@@ -195,12 +201,39 @@ impl Store {
             .await?;
         private_files(&path);
         let token_cache = std::sync::Arc::new(token_cache::TokenCache::open(data_dir));
+        let direct = Some(std::sync::Arc::new(direct::Direct::new(&path)));
         Ok(Self {
             write,
             read,
-            path,
+            path: path.into(),
             token_cache,
+            direct,
         })
+    }
+
+    /// The same store with every read on the read pool (no direct reads), for tests and
+    /// benchmarks that compare the two paths.
+    #[doc(hidden)]
+    pub fn pooled_reads_only(&self) -> Store {
+        Store {
+            direct: None,
+            ..self.clone()
+        }
+    }
+
+    /// The row `sql` (one `?` parameter, bound to `key`) selects, if any: a direct read
+    /// ([`direct`]) when one can run at once, else the read pool.
+    async fn lookup<T: rows::FromColumns>(&self, sql: &str, key: &str) -> Result<Option<T>> {
+        if let Some(direct) = &self.direct
+            && let Some(answer) = direct.one(sql, key, |r| T::from_columns(r))
+        {
+            return answer;
+        }
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(key)
+            .fetch_optional(&self.read)
+            .await?;
+        row.as_ref().map(T::from_columns).transpose()
     }
 
     /// Path of the database file.

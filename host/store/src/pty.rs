@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use crate::rows::vocab_column;
+use crate::rows::{Columns, FromColumns, vocab_column};
 use happyx_core::vocab::PtyState;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
@@ -19,29 +19,35 @@ pub(super) const COLS: &str = "id, recipe, risk, state, pid, exit_code, exit_sig
     persisted_offset, findings, withheld_chunks, truncated, requested_by, approval_id, created_at, \
     updated_at, exited_at, error, recipe_plugin_sha256";
 
-pub(super) fn pty_from_row(r: &SqliteRow) -> Result<PtySession> {
+pub(super) fn pty_from_row(r: &impl Columns) -> Result<PtySession> {
     Ok(PtySession {
-        id: r.try_get("id")?,
-        recipe: r.try_get("recipe")?,
+        id: r.col("id")?,
+        recipe: r.col("recipe")?,
         risk: vocab_column(r, "risk", "pty_sessions.risk")?,
         state: vocab_column(r, "state", "pty_sessions.state")?,
-        pid: r.try_get("pid")?,
-        exit_code: r.try_get("exit_code")?,
-        exit_signal: r.try_get("exit_signal")?,
-        rows: r.try_get("rows")?,
-        cols: r.try_get("cols")?,
-        output_bytes: r.try_get("persisted_offset")?,
-        findings: r.try_get("findings")?,
-        withheld_chunks: r.try_get("withheld_chunks")?,
-        truncated: r.try_get::<i64, _>("truncated")? != 0,
-        requested_by: r.try_get("requested_by")?,
-        approval_id: r.try_get("approval_id")?,
-        created_at: r.try_get("created_at")?,
-        updated_at: r.try_get("updated_at")?,
-        exited_at: r.try_get("exited_at")?,
-        error: r.try_get("error")?,
-        recipe_plugin_sha256: r.try_get("recipe_plugin_sha256")?,
+        pid: r.col("pid")?,
+        exit_code: r.col("exit_code")?,
+        exit_signal: r.col("exit_signal")?,
+        rows: r.col("rows")?,
+        cols: r.col("cols")?,
+        output_bytes: r.col("persisted_offset")?,
+        findings: r.col("findings")?,
+        withheld_chunks: r.col("withheld_chunks")?,
+        truncated: r.col::<i64>("truncated")? != 0,
+        requested_by: r.col("requested_by")?,
+        approval_id: r.col("approval_id")?,
+        created_at: r.col("created_at")?,
+        updated_at: r.col("updated_at")?,
+        exited_at: r.col("exited_at")?,
+        error: r.col("error")?,
+        recipe_plugin_sha256: r.col("recipe_plugin_sha256")?,
     })
+}
+
+impl FromColumns for PtySession {
+    fn from_columns(r: &impl Columns) -> Result<Self> {
+        pty_from_row(r)
+    }
 }
 
 fn holder_from_row(r: &SqliteRow) -> Result<PtyHolderRow> {
@@ -166,13 +172,8 @@ impl Store {
     }
 
     pub async fn pty(&self, id: &str) -> Result<Option<PtySession>> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLS} FROM pty_sessions WHERE id = ?"
-        )))
-        .bind(id)
-        .fetch_optional(&self.read)
-        .await?;
-        row.as_ref().map(pty_from_row).transpose()
+        self.lookup(&format!("SELECT {COLS} FROM pty_sessions WHERE id = ?"), id)
+            .await
     }
 
     /// Sessions not finished (`starting` or `running`), with what reaching their holder needs.

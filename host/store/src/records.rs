@@ -1,55 +1,72 @@
 //! Tasks, sessions and permissions: create, get, list with paging, status updates.
 
 use serde_json::json;
-use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
 use super::{
     NewEvent, Page, Permission, PtySession, Result, Session, Store, StoreError, Task, append_event,
 };
-use crate::rows::vocab_column;
+use crate::rows::{Columns, FromColumns, vocab_column};
 use happyx_core::util::now_ms;
 use happyx_core::vocab::{PermissionStatus, SessionStatus, TaskStatus};
 
-fn task_from_row(r: &SqliteRow) -> Result<Task> {
+fn task_from_row(r: &impl Columns) -> Result<Task> {
     Ok(Task {
-        id: r.try_get("id")?,
-        title: r.try_get("title")?,
-        description: r.try_get("description")?,
+        id: r.col("id")?,
+        title: r.col("title")?,
+        description: r.col("description")?,
         status: vocab_column(r, "status", "tasks.status")?,
-        created_by: r.try_get("created_by")?,
-        created_at: r.try_get("created_at")?,
-        updated_at: r.try_get("updated_at")?,
+        created_by: r.col("created_by")?,
+        created_at: r.col("created_at")?,
+        updated_at: r.col("updated_at")?,
     })
 }
 
-fn session_from_row(r: &SqliteRow) -> Result<Session> {
+impl FromColumns for Task {
+    fn from_columns(r: &impl Columns) -> Result<Self> {
+        task_from_row(r)
+    }
+}
+
+fn session_from_row(r: &impl Columns) -> Result<Session> {
     Ok(Session {
-        id: r.try_get("id")?,
-        name: r.try_get("name")?,
+        id: r.col("id")?,
+        name: r.col("name")?,
         kind: vocab_column(r, "kind", "sessions.kind")?,
         status: vocab_column(r, "status", "sessions.status")?,
-        task_id: r.try_get("task_id")?,
-        epoch: r.try_get("epoch")?,
-        rotation_required_since: r.try_get("rotation_required_since")?,
-        created_by: r.try_get("created_by")?,
-        created_at: r.try_get("created_at")?,
-        updated_at: r.try_get("updated_at")?,
+        task_id: r.col("task_id")?,
+        epoch: r.col("epoch")?,
+        rotation_required_since: r.col("rotation_required_since")?,
+        created_by: r.col("created_by")?,
+        created_at: r.col("created_at")?,
+        updated_at: r.col("updated_at")?,
     })
 }
 
-fn permission_from_row(r: &SqliteRow) -> Result<Permission> {
+impl FromColumns for Session {
+    fn from_columns(r: &impl Columns) -> Result<Self> {
+        session_from_row(r)
+    }
+}
+
+fn permission_from_row(r: &impl Columns) -> Result<Permission> {
     Ok(Permission {
-        id: r.try_get("id")?,
-        subject: r.try_get("subject")?,
-        action: r.try_get("action")?,
-        scope: r.try_get("scope")?,
+        id: r.col("id")?,
+        subject: r.col("subject")?,
+        action: r.col("action")?,
+        scope: r.col("scope")?,
         status: vocab_column(r, "status", "permissions.status")?,
-        granted_by: r.try_get("granted_by")?,
-        expires_at: r.try_get("expires_at")?,
-        created_at: r.try_get("created_at")?,
-        updated_at: r.try_get("updated_at")?,
+        granted_by: r.col("granted_by")?,
+        expires_at: r.col("expires_at")?,
+        created_at: r.col("created_at")?,
+        updated_at: r.col("updated_at")?,
     })
+}
+
+impl FromColumns for Permission {
+    fn from_columns(r: &impl Columns) -> Result<Self> {
+        permission_from_row(r)
+    }
 }
 
 /// A listing filter: rows created by `owner` only, when set.
@@ -118,11 +135,7 @@ impl Store {
     }
 
     pub async fn task(&self, id: &str) -> Result<Option<Task>> {
-        let row = sqlx::query("SELECT * FROM tasks WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.read)
-            .await?;
-        row.as_ref().map(task_from_row).transpose()
+        self.lookup("SELECT * FROM tasks WHERE id = ?", id).await
     }
 
     pub async fn tasks(
@@ -171,11 +184,7 @@ impl Store {
     }
 
     pub async fn session(&self, id: &str) -> Result<Option<Session>> {
-        let row = sqlx::query("SELECT * FROM sessions WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.read)
-            .await?;
-        row.as_ref().map(session_from_row).transpose()
+        self.lookup("SELECT * FROM sessions WHERE id = ?", id).await
     }
 
     pub async fn sessions(
@@ -249,11 +258,8 @@ impl Store {
     }
 
     pub async fn permission(&self, id: &str) -> Result<Option<Permission>> {
-        let row = sqlx::query("SELECT * FROM permissions WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.read)
-            .await?;
-        row.as_ref().map(permission_from_row).transpose()
+        self.lookup("SELECT * FROM permissions WHERE id = ?", id)
+            .await
     }
 
     pub async fn permissions(&self, after: Option<&str>, limit: i64) -> Result<Page<Permission>> {

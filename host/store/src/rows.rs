@@ -13,19 +13,57 @@ use happyx_core::vocab::{
     RunStatus, SessionKind, SessionStatus, TaskStatus,
 };
 use serde_json::Value;
-use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
 use crate::{Result, StoreError};
 
+/// A result row of either SQLite binding, read by column name: sqlx's pooled rows and the
+/// direct reads' rows ([`crate::direct`]). A row type decoded through it is decoded by one
+/// function whichever path fetched it.
+pub(crate) trait Columns {
+    /// Column `name`, converted to `T`.
+    fn col<T: ColumnValue>(&self, name: &str) -> Result<T>;
+}
+
+/// A Rust type both bindings decode from a SQLite value (integers, text, blobs and their
+/// `Option`s).
+pub(crate) trait ColumnValue:
+    for<'r> sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite> + rusqlite::types::FromSql
+{
+}
+
+impl<T> ColumnValue for T where
+    T: for<'r> sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite> + rusqlite::types::FromSql
+{
+}
+
+impl Columns for SqliteRow {
+    fn col<T: ColumnValue>(&self, name: &str) -> Result<T> {
+        Ok(sqlx::Row::try_get(self, name)?)
+    }
+}
+
+impl Columns for rusqlite::Row<'_> {
+    fn col<T: ColumnValue>(&self, name: &str) -> Result<T> {
+        Ok(self.get(name)?)
+    }
+}
+
+/// A row type decoded from either binding's row (the types [`Store::lookup`] returns).
+///
+/// [`Store::lookup`]: crate::Store
+pub(crate) trait FromColumns: Sized {
+    fn from_columns(r: &impl Columns) -> Result<Self>;
+}
+
 /// A vocabulary column of `r`, typed: an unknown stored value is a corrupt row
 /// ([`StoreError::Corrupt`] naming `column`, e.g. `agent_runs.status`), never a panic.
 pub(crate) fn vocab_column<T: FromStr>(
-    r: &SqliteRow,
+    r: &impl Columns,
     name: &str,
     column: &'static str,
 ) -> Result<T> {
-    let text: String = r.try_get(name)?;
+    let text: String = r.col(name)?;
     text.parse().map_err(|_| StoreError::Corrupt(column))
 }
 

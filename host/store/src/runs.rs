@@ -3,36 +3,41 @@
 
 use serde_json::json;
 
-use crate::rows::vocab_column;
+use crate::rows::{Columns, FromColumns, vocab_column};
 use happyx_core::vocab::{OutputStream, RunStatus};
-use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
 
 use super::{NewEvent, OutputChunk, Page, Result, Run, Store, StoreError, append_event};
 use happyx_core::util::{new_id, now_ms};
 
-pub(super) fn run_from_row(r: &SqliteRow) -> Result<Run> {
+pub(super) fn run_from_row(r: &impl Columns) -> Result<Run> {
     Ok(Run {
-        id: r.try_get("id")?,
-        recipe: r.try_get("recipe")?,
+        id: r.col("id")?,
+        recipe: r.col("recipe")?,
         risk: vocab_column(r, "risk", "agent_runs.risk")?,
         status: vocab_column(r, "status", "agent_runs.status")?,
-        exit_code: r.try_get("exit_code")?,
-        session_id: r.try_get("session_id")?,
-        requested_by: r.try_get("requested_by")?,
-        approval_id: r.try_get("approval_id")?,
-        stdout_bytes: r.try_get("stdout_bytes")?,
-        stderr_bytes: r.try_get("stderr_bytes")?,
-        findings: r.try_get("findings")?,
-        unredacted_chunks: r.try_get("unredacted_chunks")?,
-        truncated: r.try_get::<i64, _>("truncated")? != 0,
-        created_at: r.try_get("created_at")?,
-        started_at: r.try_get("started_at")?,
-        finished_at: r.try_get("finished_at")?,
-        updated_at: r.try_get("updated_at")?,
-        error: r.try_get("error")?,
-        recipe_plugin_sha256: r.try_get("recipe_plugin_sha256")?,
+        exit_code: r.col("exit_code")?,
+        session_id: r.col("session_id")?,
+        requested_by: r.col("requested_by")?,
+        approval_id: r.col("approval_id")?,
+        stdout_bytes: r.col("stdout_bytes")?,
+        stderr_bytes: r.col("stderr_bytes")?,
+        findings: r.col("findings")?,
+        unredacted_chunks: r.col("unredacted_chunks")?,
+        truncated: r.col::<i64>("truncated")? != 0,
+        created_at: r.col("created_at")?,
+        started_at: r.col("started_at")?,
+        finished_at: r.col("finished_at")?,
+        updated_at: r.col("updated_at")?,
+        error: r.col("error")?,
+        recipe_plugin_sha256: r.col("recipe_plugin_sha256")?,
     })
+}
+
+impl FromColumns for Run {
+    fn from_columns(r: &impl Columns) -> Result<Self> {
+        run_from_row(r)
+    }
 }
 
 pub(super) const COLS: &str = "id, recipe, risk, status, exit_code, session_id, requested_by, approval_id, \
@@ -96,13 +101,8 @@ impl Store {
     }
 
     pub async fn run(&self, id: &str) -> Result<Option<Run>> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLS} FROM agent_runs WHERE id = ?"
-        )))
-        .bind(id)
-        .fetch_optional(&self.read)
-        .await?;
-        row.as_ref().map(run_from_row).transpose()
+        self.lookup(&format!("SELECT {COLS} FROM agent_runs WHERE id = ?"), id)
+            .await
     }
 
     /// The run a requester created under an idempotency key, with its action hash.
@@ -455,12 +455,15 @@ mod tests {
         assert_eq!((back.status, back.risk), (RunStatus::Queued, Risk::Medium));
 
         damage(&s, "status", "paused", "r1").await;
-        let e = s.run("r1").await.expect_err("an unknown status is refused");
-        assert!(
-            matches!(e, StoreError::Corrupt("agent_runs.status")),
-            "{e:?}"
-        );
-        assert_eq!(e.code(), "storage_corrupt");
+        // Both read paths (direct and pooled) decode with the same function.
+        for s in [&s, &s.pooled_reads_only()] {
+            let e = s.run("r1").await.expect_err("an unknown status is refused");
+            assert!(
+                matches!(e, StoreError::Corrupt("agent_runs.status")),
+                "{e:?}"
+            );
+            assert_eq!(e.code(), "storage_corrupt");
+        }
         assert!(
             s.runs(None, None, 10).await.is_err(),
             "listings refuse it too"
@@ -468,8 +471,10 @@ mod tests {
 
         damage(&s, "status", "running", "r1").await;
         damage(&s, "risk", "HIGH", "r1").await;
-        let e = s.run("r1").await.expect_err("an unknown risk is refused");
-        assert!(matches!(e, StoreError::Corrupt("agent_runs.risk")), "{e:?}");
+        for s in [&s, &s.pooled_reads_only()] {
+            let e = s.run("r1").await.expect_err("an unknown risk is refused");
+            assert!(matches!(e, StoreError::Corrupt("agent_runs.risk")), "{e:?}");
+        }
     }
 
     #[tokio::test]
@@ -522,6 +527,12 @@ mod tests {
         assert_eq!(t.status, TaskStatus::Open);
 
         damage_in(&s, "tasks", "status", "archived", "t1").await;
+        let e = s
+            .pooled_reads_only()
+            .task("t1")
+            .await
+            .expect_err("unknown task status, pooled");
+        assert!(matches!(e, StoreError::Corrupt("tasks.status")), "{e:?}");
         let e = s.task("t1").await.expect_err("unknown task status");
         assert!(matches!(e, StoreError::Corrupt("tasks.status")), "{e:?}");
         damage_in(&s, "sessions", "kind", "pty", "s1").await;
@@ -560,6 +571,10 @@ mod tests {
         damage_in(&s, "tokens", "role", "admin", "tok1").await;
         for e in [
             s.token("tok1").await.expect_err("unknown role"),
+            s.pooled_reads_only()
+                .token("tok1")
+                .await
+                .expect_err("unknown role, pooled"),
             s.token_for_auth("tok1").await.expect_err("unknown role"),
         ] {
             assert!(matches!(e, StoreError::Corrupt("tokens.role")), "{e:?}");

@@ -2,21 +2,26 @@
 //! authentication), list, revoke.
 
 use serde_json::json;
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
 
 use super::{NewEvent, Result, Store, StoreError, TokenRow, append_event};
+use crate::rows::{Columns, FromColumns};
 use happyx_core::util::now_ms;
 
-fn token_from_row(r: &SqliteRow) -> Result<TokenRow> {
+fn token_from_row(r: &impl Columns) -> Result<TokenRow> {
     Ok(TokenRow {
-        id: r.try_get("id")?,
-        name: r.try_get("name")?,
+        id: r.col("id")?,
+        name: r.col("name")?,
         role: super::rows::vocab_column(r, "role", "tokens.role")?,
-        secret_hash: r.try_get("secret_hash")?,
-        created_at: r.try_get("created_at")?,
-        revoked_at: r.try_get("revoked_at")?,
+        secret_hash: r.col("secret_hash")?,
+        created_at: r.col("created_at")?,
+        revoked_at: r.col("revoked_at")?,
     })
+}
+
+impl FromColumns for TokenRow {
+    fn from_columns(r: &impl Columns) -> Result<Self> {
+        token_from_row(r)
+    }
 }
 
 const COLS: &str = "id, name, role, secret_hash, created_at, revoked_at";
@@ -63,12 +68,8 @@ impl Store {
     }
 
     pub async fn token(&self, id: &str) -> Result<Option<TokenRow>> {
-        let q = format!("SELECT {COLS} FROM tokens WHERE id = ?");
-        let row = sqlx::query(sqlx::AssertSqlSafe(q))
-            .bind(id)
-            .fetch_optional(&self.read)
-            .await?;
-        row.as_ref().map(token_from_row).transpose()
+        self.lookup(&format!("SELECT {COLS} FROM tokens WHERE id = ?"), id)
+            .await
     }
 
     pub async fn tokens(&self) -> Result<Vec<TokenRow>> {
