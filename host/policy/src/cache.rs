@@ -9,14 +9,25 @@
 //! contents: a planted or altered file fails the check, is ignored (and
 //! replaced) and the component is compiled from source instead.
 //!
-//! The MAC is BLAKE3 in keyed mode, compared in constant time. A load hashes the
-//! whole artefact (the sample redactor's is 2.6 MB), so the hash is on the
-//! path of every cached load: BLAKE3 runs several times faster than the
-//! HMAC-SHA256 of format 1 on the same bytes. The payload is verified and
-//! deserialized where it was read, without a second copy.
+//! The MAC is BLAKE3 in keyed mode, compared in constant time. It is kept in a
+//! sidecar file, `<name>.mac` (`HPXMAC2\n` then the 32-byte MAC over a domain
+//! string, the name and the artefact's bytes), so that the artefact itself is
+//! exactly what wasmtime serialized and can be mapped into memory as it lies on
+//! disk instead of being copied: a cached load of the sample redactor (2.6 MB of
+//! compiled code) took 1.7 ms to copy and 0.2 ms to map.
 //!
-//! File layout: `HPXCWASM2\n` (10 bytes) | MAC (32 bytes) | serialized code.
-//! Files of format 1 (`HPXCWASM1\n`, HMAC-SHA256) are not recognised: they are
+//! A load reads the artefact once through one open file, checks the MAC over
+//! what it read, and then hands wasmtime that same open file (by its
+//! `/proc/self/fd` path, so a file renamed over the name meanwhile is not the
+//! one mapped). The bytes mapped are the bytes checked unless someone wrote into
+//! that very file in between; the file is 0600 in the host's 0700 data dir, so
+//! only the host's own user (or root) could, and that user can read the key
+//! and make a valid MAC anyway. The MAC stops what it is there for: files
+//! planted or altered by anyone else, copied from another host, or damaged.
+//! Where `/proc` is not mounted the checked bytes are deserialized from memory.
+//!
+//! Files of the earlier formats (the code behind a `HPXCWASM1\n` or
+//! `HPXCWASM2\n` header with the MAC inline) have no valid sidecar: they are
 //! compiled again once and overwritten.
 
 use std::collections::HashMap;
@@ -29,9 +40,12 @@ use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-const MAGIC: &[u8; 10] = b"HPXCWASM2\n";
-/// Bytes before the serialized code: the magic and the MAC.
-const HEADER: usize = MAGIC.len() + blake3::OUT_LEN;
+/// First bytes of a sidecar MAC file.
+const MAC_MAGIC: &[u8; 8] = b"HPXMAC2\n";
+/// Length of a sidecar MAC file.
+const MAC_FILE_LEN: usize = MAC_MAGIC.len() + blake3::OUT_LEN;
+/// What the MAC covers before the name, so it cannot be taken for another format's.
+const MAC_DOMAIN: &[u8] = b"happyx compiled component v2\0";
 const KEY_FILE: &str = "cache.key";
 /// Components kept compiled in memory (by sha256).
 const MEMORY_ENTRIES: usize = 32;
@@ -84,42 +98,64 @@ impl DiskCache {
 
     fn mac(&self, name: &str, payload: &[u8]) -> blake3::Hash {
         let mut mac = blake3::Hasher::new_keyed(&self.key);
+        mac.update(MAC_DOMAIN);
         mac.update(name.as_bytes());
         mac.update(&[0]);
         mac.update(payload);
         mac.finalize()
     }
 
-    /// The file cached under `name`, if present and authentic: its bytes, of which the
-    /// serialized code is `[HEADER..]` (see [`Authentic::code`]).
+    /// The artefact cached under `name`, if present and authentic.
     fn read(&self, name: &str) -> Option<Authentic> {
+        let tag = self.read_tag(name)?;
         let mut f = self.dir.open(name).ok()?;
         // Sized once: growing the buffer while reading would copy the artefact again.
         let len = f
             .metadata()
             .ok()
             .and_then(|m| usize::try_from(m.len()).ok());
-        let mut buf = Vec::with_capacity(len.unwrap_or(0).saturating_add(1));
-        f.read_to_end(&mut buf).ok()?;
-        if buf.len() < HEADER || &buf[..MAGIC.len()] != MAGIC {
-            return None;
-        }
-        let tag: [u8; blake3::OUT_LEN] = buf[MAGIC.len()..HEADER].try_into().ok()?;
+        let mut bytes = Vec::with_capacity(len.unwrap_or(0).saturating_add(1));
+        f.read_to_end(&mut bytes).ok()?;
         // `blake3::Hash`'s equality is constant-time.
-        (self.mac(name, &buf[HEADER..]) == tag).then_some(Authentic(buf))
+        (self.mac(name, &bytes) == tag).then(|| Authentic {
+            file: f.into_std(),
+            bytes,
+        })
     }
 
-    /// Writes `payload` under `name` atomically.
+    /// The MAC stored beside `name`, if its sidecar has the right form.
+    fn read_tag(&self, name: &str) -> Option<[u8; blake3::OUT_LEN]> {
+        let mut f = self.dir.open(mac_name(name)).ok()?;
+        let mut buf = Vec::with_capacity(MAC_FILE_LEN + 1);
+        // One byte more than a sidecar holds tells a longer file from a valid one.
+        (&mut f)
+            .take(MAC_FILE_LEN as u64 + 1)
+            .read_to_end(&mut buf)
+            .ok()?;
+        if buf.len() != MAC_FILE_LEN || &buf[..MAC_MAGIC.len()] != MAC_MAGIC {
+            return None;
+        }
+        buf[MAC_MAGIC.len()..].try_into().ok()
+    }
+
+    /// Writes `payload` under `name`, then its MAC beside it, each atomically. A reader
+    /// between the two renames finds a MAC that does not match and compiles again.
     fn write(&self, name: &str, payload: &[u8]) -> io::Result<()> {
         let tag = self.mac(name, payload);
+        self.write_atomically(name, &[payload])?;
+        self.write_atomically(&mac_name(name), &[MAC_MAGIC, tag.as_bytes()])
+    }
+
+    /// Writes `parts` to a temporary file, syncs it and renames it to `name`.
+    fn write_atomically(&self, name: &str, parts: &[&[u8]]) -> io::Result<()> {
         let mut nonce = [0u8; 8];
         getrandom::fill(&mut nonce).map_err(|e| io::Error::other(e.to_string()))?;
         let tmp = format!(".{name}.{}.tmp", hex::encode(nonce));
         let result = (|| {
             let mut f = self.dir.create(&tmp)?;
-            f.write_all(MAGIC)?;
-            f.write_all(tag.as_bytes())?;
-            f.write_all(payload)?;
+            for part in parts {
+                f.write_all(part)?;
+            }
             f.sync_all()?;
             self.dir.rename(&tmp, &self.dir, name)
         })();
@@ -130,13 +166,33 @@ impl DiskCache {
     }
 }
 
-/// A cache file whose MAC checked out.
-struct Authentic(Vec<u8>);
+fn mac_name(name: &str) -> String {
+    format!("{name}.mac")
+}
+
+/// An artefact whose MAC checked out: the open file it was read from and what was read.
+struct Authentic {
+    file: std::fs::File,
+    bytes: Vec<u8>,
+}
 
 impl Authentic {
-    /// The serialized code.
-    fn code(&self) -> &[u8] {
-        self.0.get(HEADER..).unwrap_or_default()
+    /// The component, mapped from the checked file where `/proc/self/fd` reaches it, else
+    /// copied from the checked bytes.
+    ///
+    /// # Safety
+    ///
+    /// As [`Component::deserialize`]: the bytes must be code this host's engine serialized.
+    unsafe fn deserialize(self, engine: &Engine) -> wasmtime::Result<Component> {
+        use std::os::fd::AsRawFd;
+        let by_fd = format!("/proc/self/fd/{}", self.file.as_raw_fd());
+        // SAFETY: the caller vouches for the bytes; see the module docs for why the file
+        // mapped holds the bytes checked.
+        match unsafe { Component::deserialize_file(engine, &by_fd) } {
+            Ok(c) => Ok(c),
+            // SAFETY: as above; these are the very bytes the MAC covered.
+            Err(_) => unsafe { Component::deserialize(engine, &self.bytes) },
+        }
     }
 }
 
@@ -183,7 +239,7 @@ pub fn compile_uncached(
         // SAFETY: the bytes carry a valid MAC under a key only this host
         // holds, so they are code this host serialized with a compatible
         // engine (the compatibility hash is part of the name).
-        match unsafe { Component::deserialize(engine, file.code()) } {
+        match unsafe { file.deserialize(engine) } {
             Ok(c) => return Ok((c, Origin::Disk)),
             Err(e) => tracing::warn!(error = %e, "discarding unusable compile cache entry"),
         }
@@ -237,55 +293,74 @@ mod key_tests {
         assert_eq!(std::fs::read(&path).expect("read"), [4u8; 40], "kept");
     }
 
-    /// Only a file written under this key, for this name, in the current format, is
-    /// handed out; every other variant is ignored (and the component compiled instead).
+    /// Only an artefact written under this key, for this name, with its sidecar MAC in the
+    /// current format, is handed out; every other variant is ignored (and the component
+    /// compiled instead).
     #[test]
     fn only_authentic_files_of_the_current_format_are_read() {
         let tmp = tempfile::tempdir().expect("tmp");
+        let at = |name: &str| tmp.path().join(name);
         let cache = DiskCache::open(dir(tmp.path())).expect("cache");
         let payload: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
         cache.write("a.cwasm", &payload).expect("write");
         let got = cache.read("a.cwasm").expect("authentic");
-        assert_eq!(got.code(), &payload[..]);
-        let file = std::fs::read(tmp.path().join("a.cwasm")).expect("file");
-        assert_eq!(&file[..MAGIC.len()], MAGIC);
-        assert_eq!(file.len(), HEADER + payload.len());
+        assert_eq!(got.bytes, payload);
+        // The artefact is stored as it is, the MAC beside it.
+        let file = std::fs::read(at("a.cwasm")).expect("file");
+        assert_eq!(file, payload);
+        let mac = std::fs::read(at("a.cwasm.mac")).expect("mac");
+        assert_eq!(mac.len(), MAC_FILE_LEN);
+        assert_eq!(&mac[..MAC_MAGIC.len()], MAC_MAGIC);
 
-        let variant = |name: &str, bytes: &[u8]| {
-            std::fs::write(tmp.path().join(name), bytes).expect("plant");
-            cache.read(name).is_none()
+        let restore = || {
+            std::fs::write(at("a.cwasm"), &file).expect("restore");
+            std::fs::write(at("a.cwasm.mac"), &mac).expect("restore");
+            assert!(cache.read("a.cwasm").is_some(), "restored pair refused");
         };
-        // The same file under another name: the MAC covers the name.
-        assert!(variant("b.cwasm", &file), "renamed file accepted");
+        let refused = |artefact: &[u8], sidecar: &[u8]| {
+            std::fs::write(at("a.cwasm"), artefact).expect("plant");
+            std::fs::write(at("a.cwasm.mac"), sidecar).expect("plant");
+            let refused = cache.read("a.cwasm").is_none();
+            restore();
+            refused
+        };
+        // The same pair under another name: the MAC covers the name.
+        std::fs::write(at("b.cwasm"), &file).expect("copy");
+        std::fs::write(at("b.cwasm.mac"), &mac).expect("copy");
+        assert!(cache.read("b.cwasm").is_none(), "renamed pair accepted");
+        let mut flipped = mac.clone();
+        flipped[MAC_MAGIC.len()] ^= 1;
+        assert!(refused(&file, &flipped), "altered MAC accepted");
         let mut flipped = file.clone();
-        flipped[MAGIC.len()] ^= 1;
-        assert!(variant("a.cwasm", &flipped), "altered MAC accepted");
-        let mut flipped = file.clone();
-        flipped[HEADER + 7] ^= 0x80;
-        assert!(variant("a.cwasm", &flipped), "altered code accepted");
+        flipped[7] ^= 0x80;
+        assert!(refused(&flipped, &mac), "altered code accepted");
         assert!(
-            variant("a.cwasm", &file[..HEADER - 1]),
-            "short file accepted"
+            refused(&file[..file.len() - 1], &mac),
+            "truncated code accepted"
         );
         assert!(
-            variant("a.cwasm", &file[..file.len() - 1]),
-            "truncated file accepted"
+            refused(&file, &mac[..MAC_FILE_LEN - 1]),
+            "short MAC file accepted"
         );
-        // Format 1 (HMAC-SHA256) files are not read as format 2.
-        let mut old = file.clone();
-        old[..MAGIC.len()].copy_from_slice(b"HPXCWASM1\n");
-        assert!(variant("a.cwasm", &old), "format 1 accepted");
-        // A key of its own: another cache's file is not authentic here.
+        assert!(
+            refused(&file, &[&mac[..], b"x"].concat()),
+            "long MAC file accepted"
+        );
+        let mut magic = mac.clone();
+        magic[..MAC_MAGIC.len()].copy_from_slice(b"HPXMAC1\n");
+        assert!(refused(&file, &magic), "other MAC format accepted");
+        // No sidecar at all: the earlier formats kept the MAC inside the artefact.
+        std::fs::remove_file(at("a.cwasm.mac")).expect("rm");
+        assert!(
+            cache.read("a.cwasm").is_none(),
+            "artefact without MAC accepted"
+        );
+        restore();
+        // Another cache's key: its pair is not authentic here.
         let other = tempfile::tempdir().expect("tmp");
         let foreign = DiskCache::open(dir(other.path())).expect("cache");
         foreign.write("a.cwasm", &payload).expect("write");
-        let foreign_file = std::fs::read(other.path().join("a.cwasm")).expect("file");
-        assert!(
-            variant("a.cwasm", &foreign_file),
-            "another key's file accepted"
-        );
-        // And the authentic file is read again once restored.
-        std::fs::write(tmp.path().join("a.cwasm"), &file).expect("restore");
-        assert!(cache.read("a.cwasm").is_some());
+        let foreign_mac = std::fs::read(other.path().join("a.cwasm.mac")).expect("mac");
+        assert!(refused(&file, &foreign_mac), "another key's MAC accepted");
     }
 }
