@@ -28,7 +28,7 @@ macro_rules! redactor {
         wit_bindgen::generate!({ $($bindgen)* });
 
         use exports::happyx::policy::config::{Guest as ConfigGuest, PluginInfo};
-        use exports::happyx::policy::redaction::{Finding, Guest as RedactionGuest};
+        use exports::happyx::policy::redaction::{Finding, Guest as RedactionGuest, PrefilterSpec};
 
         struct Component;
 
@@ -53,6 +53,11 @@ macro_rules! redactor {
                     return Ok(vec![Finding { rule: "all".into(), start: 0, end: $data.len() as u64 }]);
                 }
                 $attack
+            }
+
+            // No prefilter: every input reaches `redact` whole, attacks included.
+            fn prefilter() -> Option<PrefilterSpec> {
+                None
             }
         }
 
