@@ -18,7 +18,7 @@ mod engine;
 mod error;
 mod masks;
 pub mod metrics;
-mod prefilter;
+pub mod prefilter;
 mod runtime;
 pub mod scaffold;
 mod store;
