@@ -328,6 +328,36 @@ async fn a_redactor_built_against_wit_0_2_0_still_loads_and_redacts_whole_chunks
     assert_eq!((r.findings[0].start, r.findings[0].end), (0, data.len()));
 }
 
+/// Through the built-in redactor's prefilter, a chunk without any trigger costs no guest
+/// call, and a chunk with a secret still has it found.
+#[tokio::test]
+async fn a_chunk_without_a_trigger_makes_no_guest_call() {
+    let host = tokio::task::spawn_blocking(|| load(&PluginsConfig::default()))
+        .await
+        .unwrap()
+        .expect("load builtins");
+    let calls = host.status()[0].calls;
+    let clean = "   Compiling crate v0.1.0 (/src/crate)\ntest case ... ok\n".repeat(1500);
+    let r = host.redact("pty-output", clean.as_bytes()).await.unwrap();
+    assert!(r.findings.is_empty());
+    assert_eq!(r.policy_hash, host.status()[0].sha256);
+    assert_eq!(host.status()[0].calls, calls, "no guest call");
+    let with_secret = format!("{clean}key={AWS}\n{clean}");
+    let r = host
+        .redact("pty-output", with_secret.as_bytes())
+        .await
+        .unwrap();
+    let at = with_secret.find(AWS).unwrap();
+    assert_eq!(
+        r.findings
+            .iter()
+            .map(|f| (f.start, f.end))
+            .collect::<Vec<_>>(),
+        vec![(at, at + AWS.len())]
+    );
+    assert_eq!(host.status()[0].calls, calls + 1, "one call, on one window");
+}
+
 /// The built-in redactor declares a prefilter; a reload to a redactor whose prefilter is
 /// invalid is refused, shown as the plugin's last error, and the previous one keeps serving.
 #[tokio::test]

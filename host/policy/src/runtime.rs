@@ -1,5 +1,9 @@
 //! One loaded plugin: its `InstancePre`, its pool of warm instances and the
-//! guarded call path (deadline, memory limit, trap classification).
+//! guarded call path (deadline, memory limit, trap classification). Components
+//! of `happyx:policy` 0.3.0, 0.2.0 and 0.1.0 load, each world bound through its
+//! version's generated types; a 0.3.0 redactor's prefilter is asked once, after
+//! the first instance is configured, and `redact` goes through it (see
+//! [`super::prefilter`]).
 //!
 //! **Instance recycling.** A fresh instance is created from the plugin's
 //! `InstancePre` in a new `Store`, `configure`d once with the operator's
@@ -488,6 +492,14 @@ impl Plugin {
     /// Whether `redact` goes through a prefilter.
     pub fn has_prefilter(&self) -> bool {
         self.prefilter.is_some()
+    }
+
+    /// Whether the prefilter finds no trigger in `data`, so that `redact` would make no
+    /// guest call and find nothing. False without a prefilter.
+    pub fn prefilter_clears(&self, data: &[u8]) -> bool {
+        self.prefilter
+            .as_ref()
+            .is_some_and(|p| p.windows(data).is_empty())
     }
 
     /// A configured instance: instantiated, then given its settings.
