@@ -17,7 +17,7 @@
 use std::fmt;
 use std::ops::Range;
 
-use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickKind, Input, MatchKind};
 
 use super::types::Finding;
 
@@ -27,6 +27,9 @@ pub const MAX_TRIGGERS: usize = 1024;
 pub const MAX_TRIGGER_LEN: usize = 64;
 /// Largest `before` or `after` bound of a trigger, in bytes.
 pub const MAX_BOUND: u32 = 65_536;
+/// Windows closer than this are scanned as one: a guest call costs about as much as
+/// scanning this many bytes in it.
+pub const MERGE_GAP: usize = 1024;
 
 /// One trigger as the plugin declared it (`redaction.trigger`).
 #[derive(Clone, PartialEq, Eq)]
@@ -49,12 +52,15 @@ impl fmt::Debug for TriggerSpec {
     }
 }
 
-/// A compiled trigger: its bounds, and the exact bytes to check when the automaton
-/// searched a lowercased copy for a case-sensitive trigger.
+/// A compiled trigger: the pattern the automaton searches for, its bounds, the exact bytes
+/// to check when the automaton searched a lowercased copy for a case-sensitive trigger, and
+/// the triggers that may occur at the same position (one is a prefix of the other).
 struct Trigger {
+    pattern: Vec<u8>,
     exact: Option<Vec<u8>>,
     before: usize,
     after: usize,
+    same_start: Vec<usize>,
 }
 
 /// A validated, compiled prefilter.
@@ -114,17 +120,28 @@ impl Prefilter {
                 }
             })
             .collect();
+        // Leftmost-first, for the vectorised (Teddy) prefilter a standard automaton lacks;
+        // every occurrence is still seen: the search resumes one byte after each start, and
+        // the triggers that may share that start are checked there.
         let automaton = AhoCorasick::builder()
-            .match_kind(MatchKind::Standard)
+            .match_kind(MatchKind::LeftmostFirst)
             .kind(Some(AhoCorasickKind::DFA))
             .build(&patterns)
             .map_err(|e| format!("prefilter triggers do not compile: {e}"))?;
         let triggers = specs
             .iter()
-            .map(|t| Trigger {
+            .zip(&patterns)
+            .map(|(t, pattern)| Trigger {
+                pattern: pattern.clone(),
                 exact: (fold && !t.ascii_case_insensitive).then(|| t.literal.clone()),
                 before: t.before as usize,
                 after: t.after as usize,
+                same_start: patterns
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, q)| q.starts_with(pattern) || pattern.starts_with(q))
+                    .map(|(j, _)| j)
+                    .collect(),
             })
             .collect();
         Ok(Prefilter {
@@ -145,24 +162,36 @@ impl Prefilter {
             data
         };
         let mut raw: Vec<Range<usize>> = Vec::new();
-        for m in self.automaton.find_overlapping_iter(hay) {
-            let Some(t) = self.triggers.get(m.pattern().as_usize()) else {
-                continue;
+        let mut at = 0;
+        while at < hay.len() {
+            let Some(m) = self.automaton.find(Input::new(hay).span(at..hay.len())) else {
+                break;
             };
-            if let Some(exact) = &t.exact
-                && data.get(m.range()) != Some(exact.as_slice())
-            {
-                continue;
-            }
-            let start = m.start().saturating_sub(t.before);
-            let end = m.end().saturating_add(t.after).min(data.len());
-            // Occurrences come in order of their ends: most extend the last window.
-            match raw.last_mut() {
-                Some(last) if start <= last.end && start >= last.start => {
-                    last.end = last.end.max(end)
+            let s = m.start();
+            let group = self
+                .triggers
+                .get(m.pattern().as_usize())
+                .map_or(&[][..], |t| t.same_start.as_slice());
+            for t in group.iter().filter_map(|&j| self.triggers.get(j)) {
+                let end = s + t.pattern.len();
+                if hay.get(s..end) != Some(t.pattern.as_slice()) {
+                    continue;
                 }
-                _ => raw.push(start..end),
+                if let Some(exact) = &t.exact
+                    && data.get(s..end) != Some(exact.as_slice())
+                {
+                    continue;
+                }
+                let start = s.saturating_sub(t.before);
+                let end = end.saturating_add(t.after).min(data.len());
+                match raw.last_mut() {
+                    Some(last) if start <= last.end && start >= last.start => {
+                        last.end = last.end.max(end)
+                    }
+                    _ => raw.push(start..end),
+                }
             }
+            at = s + 1;
         }
         merge(raw)
     }
@@ -227,13 +256,15 @@ impl Prefilter {
     }
 }
 
-/// Sorts `windows` and merges the overlapping and adjacent ones.
+/// Sorts `windows` and merges the overlapping ones and those less than [`MERGE_GAP`] apart.
 fn merge(mut windows: Vec<Range<usize>>) -> Vec<Range<usize>> {
     windows.sort_by_key(|w| w.start);
     let mut out: Vec<Range<usize>> = Vec::with_capacity(windows.len());
     for w in windows {
         match out.last_mut() {
-            Some(last) if w.start <= last.end => last.end = last.end.max(w.end),
+            Some(last) if w.start < last.end.saturating_add(MERGE_GAP) => {
+                last.end = last.end.max(w.end)
+            }
             _ => out.push(w),
         }
     }
@@ -291,9 +322,30 @@ mod tests {
         assert_eq!(p.windows(b"KEY"), vec![0..3]);
         assert_eq!(p.windows(b"....KEY......"), vec![2..10]);
         // overlapping and adjacent windows merge; a case-insensitive trigger in any case
-        assert_eq!(p.windows(b"KEY..ToKeN......KEY"), vec![0..11, 14..19]);
-        assert_eq!(p.windows(b"KEY...........TOKEN"), vec![0..6, 13..19]);
-        assert_eq!(p.windows(b"KEY....TOKEN"), vec![0..12]);
+        assert_eq!(p.windows(b"KEY..ToKeN......KEY"), vec![0..19]);
+        let gap = |n: usize| format!("KEY{}TOKEN", ".".repeat(n));
+        // windows 0..6 and (n + 2)..(n + 8): merged while less than MERGE_GAP apart
+        assert_eq!(
+            p.windows(gap(MERGE_GAP + 3).as_bytes()),
+            vec![0..MERGE_GAP + 11]
+        );
+        assert_eq!(
+            p.windows(gap(MERGE_GAP + 4).as_bytes()),
+            vec![0..6, MERGE_GAP + 6..MERGE_GAP + 12]
+        );
+        // overlapping occurrences of different triggers all count
+        let q = Prefilter::build(&[trigger("ab", false, 0, 0), trigger("abcd", false, 0, 2000)])
+            .unwrap();
+        assert_eq!(
+            q.windows(format!("xabcd{}", "y".repeat(3000)).as_bytes()),
+            vec![1..2005]
+        );
+        let r = Prefilter::build(&[trigger("bcd", false, 0, 2000), trigger("abc", false, 0, 0)])
+            .unwrap();
+        assert_eq!(
+            r.windows(format!("abcd{}", "y".repeat(3000)).as_bytes()),
+            vec![0..2004]
+        );
         // a case-sensitive trigger next to a case-insensitive one matches only its own case
         assert!(p.windows(b"the key to it").is_empty());
         let dbg = format!("{:?}", trigger("hunter2", false, 0, 0));
