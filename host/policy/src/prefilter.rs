@@ -30,6 +30,10 @@ pub const MAX_BOUND: u32 = 65_536;
 /// Windows closer than this are scanned as one: a guest call costs about as much as
 /// scanning this many bytes in it.
 pub const MERGE_GAP: usize = 1024;
+/// When the windows would cost more guest calls and bytes than one call on the whole data
+/// (each call counted as [`MERGE_GAP`] bytes), the data is scanned whole: same findings,
+/// fewer calls.
+const CALL_COST_BYTES: usize = MERGE_GAP;
 
 /// One trigger as the plugin declared it (`redaction.trigger`).
 #[derive(Clone, PartialEq, Eq)]
@@ -205,7 +209,12 @@ impl Prefilter {
         data: &[u8],
         mut scan: impl FnMut(&[u8]) -> Result<Vec<Finding>, E>,
     ) -> Result<Vec<Finding>, E> {
-        let mut pending = self.windows(data).into_iter().peekable();
+        let windows = self.windows(data);
+        let window_cost: usize = windows.iter().map(|w| w.len() + CALL_COST_BYTES).sum();
+        if windows.len() > 1 && window_cost >= data.len() + CALL_COST_BYTES {
+            return scan(data);
+        }
+        let mut pending = windows.into_iter().peekable();
         let mut done: Vec<(Range<usize>, Vec<Finding>)> = Vec::new();
         let mut next = pending.next();
         while let Some(mut w) = next.take() {
