@@ -307,6 +307,81 @@ async fn components_built_against_wit_0_1_0_still_load_and_serve() {
     );
 }
 
+/// A redactor built against `happyx:policy@0.2.0` (no prefilter) still loads and is given
+/// whole chunks: it masks all of an input that holds no trigger of any kind.
+#[tokio::test]
+async fn a_redactor_built_against_wit_0_2_0_still_loads_and_redacts_whole_chunks() {
+    let cfg = redactor_cfg(hostile("redactor_v2"));
+    let host = tokio::task::spawn_blocking(move || load(&cfg))
+        .await
+        .unwrap()
+        .expect("a 0.2.0 redactor loads");
+    let st = &host.status()[0];
+    assert_eq!(
+        (st.wit_version.as_str(), st.name.as_str()),
+        ("0.2.0", "redactor-v2")
+    );
+    assert!(!host.redactor_has_prefilter());
+    let data = vec![b'q'; 64 * 1024];
+    let r = host.redact("stdout", &data).await.unwrap();
+    assert_eq!(r.findings.len(), 1);
+    assert_eq!((r.findings[0].start, r.findings[0].end), (0, data.len()));
+}
+
+/// Through the built-in redactor's prefilter, a chunk without any trigger costs no guest
+/// call, and a chunk with a secret still has it found.
+#[tokio::test]
+async fn a_chunk_without_a_trigger_makes_no_guest_call() {
+    let host = tokio::task::spawn_blocking(|| load(&PluginsConfig::default()))
+        .await
+        .unwrap()
+        .expect("load builtins");
+    let calls = host.status()[0].calls;
+    let clean = "   Compiling crate v0.1.0 (/src/crate)\ntest case ... ok\n".repeat(1500);
+    let r = host.redact("pty-output", clean.as_bytes()).await.unwrap();
+    assert!(r.findings.is_empty());
+    assert_eq!(r.policy_hash, host.status()[0].sha256);
+    assert_eq!(host.status()[0].calls, calls, "no guest call");
+    let with_secret = format!("{clean}key={AWS}\n{clean}");
+    let r = host
+        .redact("pty-output", with_secret.as_bytes())
+        .await
+        .unwrap();
+    let at = with_secret.find(AWS).unwrap();
+    assert_eq!(
+        r.findings
+            .iter()
+            .map(|f| (f.start, f.end))
+            .collect::<Vec<_>>(),
+        vec![(at, at + AWS.len())]
+    );
+    assert_eq!(host.status()[0].calls, calls + 1, "one call, on one window");
+}
+
+/// The built-in redactor declares a prefilter; a reload to a redactor whose prefilter is
+/// invalid is refused, shown as the plugin's last error, and the previous one keeps serving.
+#[tokio::test]
+async fn an_invalid_prefilter_is_refused_at_reload_and_shown_as_the_last_error() {
+    let host = tokio::task::spawn_blocking(|| load(&PluginsConfig::default()))
+        .await
+        .unwrap()
+        .expect("load builtins");
+    assert!(host.redactor_has_prefilter());
+    let err = host
+        .reload_with(Some(redactor_cfg(hostile("prefilter_invalid"))))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "plugin_invalid", "{err}");
+    let st = &host.status()[0];
+    let last = st.last_error.as_deref().unwrap_or_default();
+    assert!(
+        last.starts_with("reload refused: ") && last.contains("prefilter trigger 0"),
+        "{st:?}"
+    );
+    assert_eq!(st.name, "secrets-redactor");
+    assert_serves(&host).await;
+}
+
 #[tokio::test]
 async fn components_that_cannot_be_loaded_get_typed_errors() {
     let bad = |cfg: PluginsConfig| load(&cfg).err().expect("refused");
@@ -317,7 +392,15 @@ async fn components_that_cannot_be_loaded_get_typed_errors() {
     let err = bad(redactor_cfg(hostile("newer_wit")));
     assert_eq!(err.code(), "plugin_wit_version", "{err}");
     let msg = err.to_string();
-    assert!(msg.contains("0.3.0") && msg.contains("0.2.0"), "{msg}");
+    assert!(msg.contains("0.4.0") && msg.contains("0.3.0"), "{msg}");
+
+    // A prefilter outside the limits (a 65-byte trigger) refuses the plugin at load.
+    let err = bad(redactor_cfg(hostile("prefilter_invalid")));
+    assert_eq!(err.code(), "plugin_invalid", "{err}");
+    assert!(err.to_string().contains("trigger 0 is 65 bytes"), "{err}");
+    // A prefilter that hides findings fails the contract checks.
+    let err = bad(redactor_cfg(hostile("prefilter_liar")));
+    assert_eq!(err.code(), "plugin_contract", "{err}");
 
     // The retention sample configured as the redactor.
     let dir = tempfile::tempdir().unwrap();

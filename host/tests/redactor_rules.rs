@@ -3,7 +3,8 @@
 //! pattern searched unanchored, left to right, over the whole data — also for
 //! the rules searched from `:` and `=` back to their keyword — and the keyword
 //! rule masks what its older form (`\b` and any identifier prefix before the
-//! keyword) masked.
+//! keyword) masked. Through the host's prefilter, built from the rules' own
+//! triggers, the rules find exactly what they find on the whole data.
 
 // The helpers of a test suite fail the test when they cannot do their part.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -14,6 +15,8 @@ mod rules;
 
 use std::sync::LazyLock;
 
+use happyx::plugins::Finding;
+use happyx::plugins::prefilter::{Prefilter, TriggerSpec};
 use proptest::prelude::*;
 use regex::bytes::{Regex, RegexBuilder};
 
@@ -111,8 +114,52 @@ static COMPILED: LazyLock<Compiled> = LazyLock::new(|| {
     )
 });
 
+/// The host's prefilter built from the rules' triggers.
+static PREFILTER: LazyLock<Prefilter> = LazyLock::new(|| {
+    let (rules, _, _) = &*COMPILED;
+    let specs: Vec<TriggerSpec> = rules
+        .triggers()
+        .iter()
+        .map(|t| TriggerSpec {
+            literal: t.literal.clone(),
+            ascii_case_insensitive: t.nocase,
+            before: t.before,
+            after: t.after,
+        })
+        .collect();
+    Prefilter::build(&specs).expect("the rules' triggers are a valid prefilter")
+});
+
+/// The rules' findings through the prefilter (windows only) and on the whole data.
+fn through_prefilter(rules: &rules::Rules, data: &[u8]) -> (Vec<Finding>, Vec<Finding>) {
+    let findings = |data: &[u8]| -> Vec<Finding> {
+        let mut f: Vec<Finding> = rules
+            .scan(data)
+            .into_iter()
+            .map(|h| Finding {
+                rule: h.rule.to_string(),
+                start: h.start,
+                end: h.end,
+            })
+            .collect();
+        f.sort_by_key(|f| (f.start, f.end));
+        f
+    };
+    let filtered = PREFILTER
+        .scan(data, |w| Ok::<_, ()>(findings(w)))
+        .expect("infallible");
+    (filtered, findings(data))
+}
+
 fn check(data: &[u8]) {
     let (rules, references, before_form) = &*COMPILED;
+    let (filtered, whole) = through_prefilter(rules, data);
+    assert_eq!(
+        filtered,
+        whole,
+        "through the prefilter on {:?}",
+        String::from_utf8_lossy(data)
+    );
     let hits = rules.scan(data);
     for (name, re, group) in references {
         let mine: Vec<(usize, usize)> = hits

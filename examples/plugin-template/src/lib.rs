@@ -1,12 +1,13 @@
 //! A minimal redactor: finds AWS access key ids, GitHub tokens and HappyX
 //! tokens with small hand-written scanners (no dependencies), and rejects
-//! any setting. Replace `scan` with your own rules.
+//! any setting. Replace `scan` with your own rules, and `prefilter` with the
+//! literals they contain (or return `None` to be given every chunk whole).
 //!
 //! Build with `cargo build --target wasm32-wasip2 --profile guest`, then run
 //! `happyx plugin check target/wasm32-wasip2/guest/my_redactor.wasm`.
 
 use exports::happyx::policy::config::{Guest as ConfigGuest, PluginInfo};
-use exports::happyx::policy::redaction::{Finding, Guest as RedactionGuest};
+use exports::happyx::policy::redaction::{Finding, Guest as RedactionGuest, PrefilterSpec, Trigger};
 
 wit_bindgen::generate!({
     world: "redactor",
@@ -35,6 +36,31 @@ impl ConfigGuest for Component {
 impl RedactionGuest for Component {
     fn redact(_source: String, data: Vec<u8>) -> Result<Vec<Finding>, String> {
         Ok(scan(&data))
+    }
+
+    /// Literals every finding of `scan` contains, so that the host searches chunks for
+    /// them natively and calls `redact` only on windows around them (see `prefilter` in
+    /// wit/happyx-policy.wit). `before`/`after`: how far around the literal a finding and
+    /// the bytes `scan` looks at reach, with a byte to spare; a GitHub token is an unbounded
+    /// run, found up to the window's end when cut, so `after` only has to hold its shortest
+    /// form (4 + 30 characters).
+    fn prefilter() -> Option<PrefilterSpec> {
+        let trigger = |literal: &str, after: u32| Trigger {
+            literal: literal.as_bytes().to_vec(),
+            ascii_case_insensitive: false,
+            before: 1,
+            after,
+        };
+        Some(PrefilterSpec {
+            triggers: vec![
+                trigger("AKIA", 18),
+                trigger("ASIA", 18),
+                trigger("ghp_", 64),
+                trigger("gho_", 64),
+                trigger("ghs_", 64),
+                trigger("hpx_", 64),
+            ],
+        })
     }
 }
 

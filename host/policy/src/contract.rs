@@ -1,7 +1,10 @@
 //! Contract checks (built in, per world) and operator fixtures.
 //!
 //! Built-in checks call a loaded plugin on a fixed probe set and require
-//! well-formed answers (every answer also passes the host's validation).
+//! well-formed answers (every answer also passes the host's validation). A
+//! redactor with a prefilter must miss nothing through it: on probes and on
+//! every redaction fixture, each finding of a whole-input scan must be covered
+//! by findings of the same rule through the prefilter.
 //!
 //! Fixtures live in `<dir>/<case>/` (one folder per case, run in name
 //! order); `<dir>` is the folder for the plugin's interface (`redaction`,
@@ -145,7 +148,47 @@ fn redactor_checks(p: &Plugin) -> Vec<Check> {
         "redact-random-64k",
         p.redact("pty-output", &random).map(|_| ()).map_err(err_str),
     ));
+    if p.has_prefilter() {
+        let mut planted = pseudo_random(16 * 1024, 7)
+            .into_iter()
+            .map(|b| b'a' + b % 26)
+            .collect::<Vec<u8>>();
+        for (i, secret) in [PROBE_AWS, PROBE_GITHUB, PROBE_HAPPYX].iter().enumerate() {
+            let at = 1000 + i * 5000;
+            planted[at] = b' ';
+            planted[at + 1..at + 1 + secret.len()].copy_from_slice(secret.as_bytes());
+            planted[at + 1 + secret.len()] = b' ';
+        }
+        let r = [&planted[..], &random[..]]
+            .into_iter()
+            .try_for_each(|data| prefilter_misses_nothing(p, "stdout", data));
+        out.push(Check::from("prefilter-misses-nothing", r));
+    }
     out
+}
+
+/// With a prefilter: every finding of a whole-input scan of `data` is covered by findings
+/// of the same rule through the prefilter (extra findings are allowed: they only mask more).
+fn prefilter_misses_nothing(p: &Plugin, source: &str, data: &[u8]) -> Result<(), String> {
+    if !p.has_prefilter() {
+        return Ok(());
+    }
+    let whole = p.redact_whole(source, data).map_err(err_str)?;
+    let filtered = p.redact(source, data).map_err(err_str)?;
+    for f in &whole {
+        let same_rule: Vec<Finding> = filtered
+            .iter()
+            .filter(|g| g.rule == f.rule)
+            .cloned()
+            .collect();
+        if !covered(&same_rule, f.start, f.end) {
+            return Err(format!(
+                "finding {}..{} of a whole-input scan is missed through the prefilter",
+                f.start, f.end
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn retention_checks(p: &Plugin) -> Vec<Check> {
@@ -351,6 +394,7 @@ fn redaction_case(p: &Plugin, case: &Path) -> Result<(), String> {
             ));
         }
     }
+    prefilter_misses_nothing(p, &expected.source, &input)?;
     let masked = apply_masks(&input, &found);
     for s in &expected.masked_excludes {
         if !s.is_empty() && masked.windows(s.len()).any(|w| w == s.as_bytes()) {

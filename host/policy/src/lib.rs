@@ -18,6 +18,7 @@ mod engine;
 mod error;
 mod masks;
 pub mod metrics;
+pub mod prefilter;
 mod runtime;
 pub mod scaffold;
 mod store;
@@ -323,6 +324,12 @@ impl PluginHost {
                 e.code()
             }
         };
+        self.observe(kind, call, outcome, start);
+        result
+    }
+
+    /// Records one call's latency, since `start`, in the latency histogram.
+    fn observe(&self, kind: Kind, call: &'static str, outcome: &str, start: std::time::Instant) {
         if let Some(family) = self.inner.call_metrics.get() {
             family
                 .get_or_create(&crate::metrics::PluginCallLabels {
@@ -332,7 +339,6 @@ impl PluginHost {
                 })
                 .observe(start.elapsed().as_secs_f64());
         }
-        result
     }
 
     /// Observe every guest call in `family` from now on (the server's metrics registry).
@@ -341,7 +347,20 @@ impl PluginHost {
     }
 
     /// Finds secrets in `data` (from stream `source`, one of [`source`]).
+    ///
+    /// When the redactor's prefilter finds no trigger in `data` (the common case) the answer
+    /// is empty at once: no guest call, no copy, no trip through the blocking pool (the
+    /// native search takes microseconds).
     pub async fn redact(&self, source: &str, data: &[u8]) -> Result<Redaction, PluginError> {
+        let start = std::time::Instant::now();
+        let plugin = self.current(Kind::Redactor);
+        if plugin.prefilter_clears(data) {
+            self.observe(Kind::Redactor, "redact", "ok", start);
+            return Ok(Redaction {
+                findings: Vec::new(),
+                policy_hash: plugin.plugin.sha256.clone(),
+            });
+        }
         let source = source.to_string();
         let data = data.to_vec();
         self.run(Kind::Redactor, "redact", move |p| {
@@ -352,6 +371,28 @@ impl PluginHost {
             })
         })
         .await
+    }
+
+    /// Finds secrets in `data` with one guest call on the whole of it, bypassing the
+    /// redactor's prefilter. For tests and benchmarks that compare the two paths.
+    #[doc(hidden)]
+    pub async fn redact_whole(&self, source: &str, data: &[u8]) -> Result<Redaction, PluginError> {
+        let source = source.to_string();
+        let data = data.to_vec();
+        self.run(Kind::Redactor, "redact", move |p| {
+            let findings = p.redact_whole(&source, &data)?;
+            Ok(Redaction {
+                findings,
+                policy_hash: p.plugin.sha256.clone(),
+            })
+        })
+        .await
+    }
+
+    /// Whether the serving redactor declared a prefilter (a 0.3.0 redactor that did not
+    /// return `none`).
+    pub fn redactor_has_prefilter(&self) -> bool {
+        self.current(Kind::Redactor).has_prefilter()
     }
 
     /// The recipe catalog (read at load; no guest call).
@@ -694,5 +735,198 @@ mod source_tests {
                 "the WIT does not document the source {name:?}: {doc}"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod prefilter_equivalence {
+    //! The built-in redactor (the real WASM component) finds exactly the same through its
+    //! prefilter as on whole chunks, on a corpus built to hit the prefilter's edges.
+
+    use super::*;
+
+    fn redactor(settings: &[(&str, &str)]) -> Plugin {
+        let spec = PluginSpec {
+            settings: settings
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..PluginSpec::default()
+        };
+        let p = build_plugin(
+            Kind::Redactor,
+            builtin::builtin(Kind::Redactor),
+            Some(&spec),
+            None,
+        )
+        .expect("the built-in redactor loads");
+        assert!(
+            p.has_prefilter(),
+            "the built-in redactor declares a prefilter"
+        );
+        p
+    }
+
+    /// Compares both paths on `data`; returns the findings.
+    fn same(p: &Plugin, data: &[u8]) -> Vec<Finding> {
+        let whole = p.redact_whole("stdout", data).expect("whole");
+        let filtered = p.redact("stdout", data).expect("prefiltered");
+        assert_eq!(
+            filtered,
+            whole,
+            "prefiltered and whole findings differ on {:?}",
+            String::from_utf8_lossy(&data[..data.len().min(300)])
+        );
+        whole
+    }
+
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    /// One positive sample per rule (and pieces of them), plus filler.
+    const PIECES: &[&str] = &[
+        "AKIAIOSFODNN7EXAMPLE",
+        "aws_secret_access_key = AbCdEfGh12345678/+=abcd",
+        "ghp_0123456789abcdefghijklmnopqrstuvwxyzAB",
+        "github_pat_0123456789abcdefghijklmn_0123",
+        "glpat-0123456789abcdefghij",
+        "xoxb-0123456789-abcdef",
+        "https://hooks.slack.com/services/T000/B000/XXXXXXXX",
+        "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
+        "Authorization: Basic dXNlcjpwYXNz",
+        "proxy-authorization=\"token abcdef\"",
+        "Bearer abcdefghijklmnop0123456789",
+        "DB_PASSWORD = \"hunter2\"",
+        "x-api_key: abcdef",
+        "credentials=abc&credential=def",
+        "postgres://admin:s3cr3t@db.internal:5432/app",
+        "hpx_ab12cd34ef56_0123456789abcdefghijklmnopqrstuvwxyzABCDEFG",
+        "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA\n-----END RSA PRIVATE KEY-----",
+        "canary-0123456789",
+        "token",
+        "TOKEN ",
+        ":",
+        "=",
+        "://",
+        "eyJ",
+        "AKIA",
+        "ghp_",
+        "hpx_",
+        "-----BEGIN",
+        "   ",
+        "\n",
+        "\"",
+        "abcdefghij",
+        "0123456789",
+        "[ok] compiling crate v0.1.0\n",
+    ];
+
+    #[test]
+    fn the_prefiltered_scan_finds_exactly_what_the_whole_scan_finds() {
+        let long_literal = "L".repeat(100);
+        let literals = format!("canary-0123456789,{long_literal}");
+        let p = redactor(&[("extra_literals", literals.as_str())]);
+
+        // Every conformance fixture, and each probe at the very start and end of a chunk.
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/conformance/redaction");
+        for case in std::fs::read_dir(dir).expect("fixtures") {
+            let input = std::fs::read(case.expect("case").path().join("input.bin")).expect("input");
+            same(&p, &input);
+        }
+        // The first 18 pieces are secrets, one or more per rule.
+        for (i, piece) in PIECES.iter().chain([&long_literal.as_str()]).enumerate() {
+            let found = same(&p, piece.as_bytes());
+            if i < 18 || i == PIECES.len() {
+                assert!(!found.is_empty(), "{piece:?} alone is found");
+            }
+            same(&p, format!("{piece} and more text after it").as_bytes());
+            same(&p, format!("text before it and {piece}").as_bytes());
+        }
+
+        // Random mixes of pieces and filler: secrets straddling window edges, triggers near
+        // each other, and at both ends.
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut total = 0;
+        for _ in 0..400 {
+            let mut data = Vec::new();
+            for _ in 0..rng.below(24) {
+                match rng.below(3) {
+                    0 => data.extend(std::iter::repeat_n(b'x', rng.below(700))),
+                    1 => data.extend(std::iter::repeat_n(b' ', rng.below(300))),
+                    _ => data.extend_from_slice(PIECES[rng.below(PIECES.len())].as_bytes()),
+                }
+            }
+            total += same(&p, &data).len();
+        }
+        assert!(total > 400, "the corpus holds secrets: {total}");
+    }
+
+    #[test]
+    fn a_key_block_longer_than_its_bound_is_masked_whole() {
+        let p = redactor(&[]);
+        let body: String = (0..200).map(|i| format!("{i:063}\n")).collect();
+        assert!(body.len() > 4096 * 2, "longer than the declared bound");
+        let key = format!("-----BEGIN PRIVATE KEY-----\n{body}-----END PRIVATE KEY-----");
+        let data = format!("{}\n{key}\n{}", "x".repeat(5000), "y".repeat(5000));
+        let found = same(&p, data.as_bytes());
+        let start = data.find("-----BEGIN").unwrap_or(0);
+        assert!(
+            found
+                .iter()
+                .any(|f| f.rule == "private-key" && f.start == start && f.end == start + key.len()),
+            "{found:?}"
+        );
+        // Cut off by the end of the chunk: masked to the end.
+        let cut = &data.as_bytes()[..start + 6000];
+        let found = same(&p, cut);
+        assert!(
+            found
+                .iter()
+                .any(|f| f.rule == "private-key" && f.end == cut.len()),
+            "{found:?}"
+        );
+        // A long unbounded run (a password value) longer than its bound.
+        let value = "v".repeat(3000);
+        let data = format!("{} password={value} {}", "x".repeat(900), "y".repeat(900));
+        let found = same(&p, data.as_bytes());
+        assert!(
+            found.iter().any(|f| f.end - f.start == value.len()),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn random_bytes_and_trigger_heavy_chunks_agree() {
+        let p = redactor(&[]);
+        let mut rng = Rng(42);
+        let random: Vec<u8> = (0..64 * 1024).map(|_| rng.next() as u8).collect();
+        same(&p, &random);
+        let heavy = "token=ab Bearer x://eyJ AKIA ghp_ password: secret ".repeat(1300);
+        same(&p, heavy.as_bytes());
+        let spaced: String = (0..2000)
+            .map(|i| format!("token{}= {}\n", " ".repeat(i % 300), "k".repeat(i % 7)))
+            .collect();
+        same(&p, spaced.as_bytes());
+        // No trigger at all: no guest call.
+        let calls = p.stats.calls.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            p.redact("stdout", &vec![b'q'; 64 * 1024])
+                .expect("clean")
+                .is_empty()
+        );
+        assert_eq!(
+            p.stats.calls.load(std::sync::atomic::Ordering::Relaxed),
+            calls
+        );
     }
 }

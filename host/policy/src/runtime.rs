@@ -1,5 +1,9 @@
 //! One loaded plugin: its `InstancePre`, its pool of warm instances and the
-//! guarded call path (deadline, memory limit, trap classification).
+//! guarded call path (deadline, memory limit, trap classification). Components
+//! of `happyx:policy` 0.3.0, 0.2.0 and 0.1.0 load, each world bound through its
+//! version's generated types; a 0.3.0 redactor's prefilter is asked once, after
+//! the first instance is configured, and `redact` goes through it (see
+//! [`super::prefilter`]).
 //!
 //! **Instance recycling.** A fresh instance is created from the plugin's
 //! `InstancePre` in a new `Store`, `configure`d once with the operator's
@@ -21,12 +25,15 @@ use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, Store, Trap};
 
 use super::bindings::v0_1::{recipes as rb1, redactor as rd1, retention as rt1};
+use super::bindings::v0_2::{recipes as rb2, redactor as rd2, retention as rt2};
 use super::bindings::{
-    WIT_PACKAGE, WIT_VERSION, WIT_VERSION_V0_1, recipes as rb, redactor as rd, retention as rt,
+    WIT_PACKAGE, WIT_VERSION, WIT_VERSION_V0_1, WIT_VERSION_V0_2, recipes as rb, redactor as rd,
+    retention as rt,
 };
 use super::config::{Kind, Limits};
 use super::engine;
 use super::error::{PluginError, PluginRef};
+use super::prefilter::{Prefilter, TriggerSpec};
 use super::store::{StoreState, new_store};
 use super::types::{Finding, Item, Param, Recipe, RetentionKind, Risk, Totals};
 use super::validate;
@@ -34,11 +41,14 @@ use super::validate;
 /// Idle warm instances kept per plugin.
 pub const POOL_IDLE: usize = 8;
 
-/// A prepared component for one world, at the current WIT version or at 0.1.0.
+/// A prepared component for one world, at the current WIT version, 0.2.0 or 0.1.0.
 enum Pre {
     Redactor(rd::RedactorPre<StoreState>),
     Retention(rt::RetentionPolicyPre<StoreState>),
     Recipes(rb::RecipeBookPre<StoreState>),
+    RedactorV02(rd2::RedactorPre<StoreState>),
+    RetentionV02(rt2::RetentionPolicyPre<StoreState>),
+    RecipesV02(rb2::RecipeBookPre<StoreState>),
     RedactorV01(rd1::RedactorPre<StoreState>),
     RetentionV01(rt1::RetentionPolicyPre<StoreState>),
     RecipesV01(rb1::RecipeBookPre<StoreState>),
@@ -49,6 +59,9 @@ enum Bound {
     Redactor(rd::Redactor),
     Retention(rt::RetentionPolicy),
     Recipes(rb::RecipeBook),
+    RedactorV02(rd2::Redactor),
+    RetentionV02(rt2::RetentionPolicy),
+    RecipesV02(rb2::RecipeBook),
     RedactorV01(rd1::Redactor),
     RetentionV01(rt1::RetentionPolicy),
     RecipesV01(rb1::RecipeBook),
@@ -62,11 +75,76 @@ macro_rules! each_bound {
             Bound::Redactor($b) => $body,
             Bound::Retention($b) => $body,
             Bound::Recipes($b) => $body,
+            Bound::RedactorV02($b) => $body,
+            Bound::RetentionV02($b) => $body,
+            Bound::RecipesV02($b) => $body,
             Bound::RedactorV01($b) => $body,
             Bound::RetentionV01($b) => $body,
             Bound::RecipesV01($b) => $body,
         }
     };
+}
+
+/// Instantiates whichever world (and version) `$pre` holds, as the same [`Bound`] variant.
+macro_rules! instantiate_pre {
+    ($pre:expr, $store:expr, $($variant:ident),* $(,)?) => {
+        match $pre {
+            $(Pre::$variant(p) => p.instantiate($store).map(Bound::$variant),)*
+        }
+    };
+}
+
+/// `redaction.redact` on a redactor of any version, as `(rule, start, end)` triples.
+macro_rules! call_redact {
+    ($bound:expr, $store:expr, $source:expr, $data:expr, $wrong:expr, $($variant:ident),* $(,)?) => {
+        match $bound {
+            $(Bound::$variant(b) => b
+                .happyx_policy_redaction()
+                .call_redact($store, $source, $data)
+                .map(|r| r.map(|v| v.into_iter().map(|f| (f.rule, f.start, f.end)).collect())),)*
+            _ => Err($wrong),
+        }
+    };
+}
+
+/// `retention.decide` on a retention policy whose kinds are the WIT `kind` enum (0.2.0 and
+/// later), given the generated bindings module and the [`Bound`] variant.
+macro_rules! decide_enum {
+    ($this:expr, $m:ident, $variant:ident, $now:expr, $totals:expr, $items:expr) => {{
+        use $m::exports::happyx::policy::retention as g;
+        let kind = |k: RetentionKind| match k {
+            RetentionKind::RunOutput => g::Kind::RunOutput,
+            RetentionKind::TranscriptChunk => g::Kind::TranscriptChunk,
+            RetentionKind::Envelope => g::Kind::Envelope,
+            RetentionKind::Event => g::Kind::Event,
+            RetentionKind::Leftover => g::Kind::Leftover,
+        };
+        let totals: Vec<g::Totals> = $totals
+            .iter()
+            .map(|t| g::Totals {
+                kind: kind(t.kind),
+                count: t.count,
+                bytes: t.bytes,
+            })
+            .collect();
+        let items: Vec<g::Item> = $items
+            .iter()
+            .map(|i| g::Item {
+                kind: kind(i.kind),
+                id: i.id.clone(),
+                created_at: i.created_at,
+                bytes: i.bytes,
+                session_id: i.session_id.clone(),
+            })
+            .collect();
+        let answer = $this.call(|store, bound| match bound {
+            Bound::$variant(b) => b
+                .happyx_policy_retention()
+                .call_decide(store, $now, &totals, &items),
+            _ => Err($this.wrong_world()),
+        })?;
+        (vec![true; items.len()], answer)
+    }};
 }
 
 /// A recipe-book answer of either version, mapped to host types.
@@ -174,6 +252,8 @@ pub struct Plugin {
     catalog: Vec<Recipe>,
     /// The `happyx:policy` version the component was built against.
     pub wit_version: &'static str,
+    /// The redactor's prefilter, asked once at load (0.3.0 redactors that declare one).
+    prefilter: Option<Prefilter>,
 }
 
 /// What the component's exports say about it.
@@ -253,6 +333,7 @@ impl Plugin {
         let wit_version = match exports.version.as_deref() {
             None => WIT_VERSION,
             Some(v) if v == WIT_VERSION => WIT_VERSION,
+            Some(v) if v == WIT_VERSION_V0_2 => WIT_VERSION_V0_2,
             Some(v) if v == WIT_VERSION_V0_1 => WIT_VERSION_V0_1,
             Some(found) => {
                 return Err(PluginError::WitVersion {
@@ -298,25 +379,25 @@ impl Plugin {
             plugin: Box::new(plugin.clone()),
             reason: err_text(&e),
         };
-        let pre = match (kind, legacy) {
-            (Kind::Redactor, false) => {
-                Pre::Redactor(rd::RedactorPre::new(instance_pre).map_err(|e| invalid(e, &plugin))?)
+        macro_rules! pre {
+            ($variant:ident, $ty:ty) => {
+                Pre::$variant(<$ty>::new(instance_pre).map_err(|e| invalid(e, &plugin))?)
+            };
+        }
+        let pre = match (kind, wit_version) {
+            (Kind::Redactor, WIT_VERSION_V0_1) => pre!(RedactorV01, rd1::RedactorPre<StoreState>),
+            (Kind::Retention, WIT_VERSION_V0_1) => {
+                pre!(RetentionV01, rt1::RetentionPolicyPre<StoreState>)
             }
-            (Kind::Retention, false) => Pre::Retention(
-                rt::RetentionPolicyPre::new(instance_pre).map_err(|e| invalid(e, &plugin))?,
-            ),
-            (Kind::Recipes, false) => {
-                Pre::Recipes(rb::RecipeBookPre::new(instance_pre).map_err(|e| invalid(e, &plugin))?)
+            (Kind::Recipes, WIT_VERSION_V0_1) => pre!(RecipesV01, rb1::RecipeBookPre<StoreState>),
+            (Kind::Redactor, WIT_VERSION_V0_2) => pre!(RedactorV02, rd2::RedactorPre<StoreState>),
+            (Kind::Retention, WIT_VERSION_V0_2) => {
+                pre!(RetentionV02, rt2::RetentionPolicyPre<StoreState>)
             }
-            (Kind::Redactor, true) => Pre::RedactorV01(
-                rd1::RedactorPre::new(instance_pre).map_err(|e| invalid(e, &plugin))?,
-            ),
-            (Kind::Retention, true) => Pre::RetentionV01(
-                rt1::RetentionPolicyPre::new(instance_pre).map_err(|e| invalid(e, &plugin))?,
-            ),
-            (Kind::Recipes, true) => Pre::RecipesV01(
-                rb1::RecipeBookPre::new(instance_pre).map_err(|e| invalid(e, &plugin))?,
-            ),
+            (Kind::Recipes, WIT_VERSION_V0_2) => pre!(RecipesV02, rb2::RecipeBookPre<StoreState>),
+            (Kind::Redactor, _) => pre!(Redactor, rd::RedactorPre<StoreState>),
+            (Kind::Retention, _) => pre!(Retention, rt::RetentionPolicyPre<StoreState>),
+            (Kind::Recipes, _) => pre!(Recipes, rb::RecipeBookPre<StoreState>),
         };
 
         let mut this = Plugin {
@@ -331,6 +412,7 @@ impl Plugin {
             pool: Mutex::new(Vec::new()),
             catalog: Vec::new(),
             wit_version,
+            prefilter: None,
         };
 
         // The first instance tells us who the plugin is, before its settings are applied, so
@@ -359,7 +441,14 @@ impl Plugin {
                 "plugin built against {WIT_PACKAGE}@{WIT_VERSION_V0_1}, loaded through the 0.1.0 adapter (host speaks {WIT_VERSION}; retention items of kinds 0.1.0 cannot name are kept)"
             );
         }
-        let first = this.configure(store, bound)?;
+        if wit_version == WIT_VERSION_V0_2 {
+            tracing::info!(
+                plugin = %this.plugin,
+                "plugin built against {WIT_PACKAGE}@{WIT_VERSION_V0_2}: no redaction prefilter, chunks are scanned whole"
+            );
+        }
+        let mut first = this.configure(store, bound)?;
+        this.prefilter = this.read_prefilter(&mut first)?;
         if let Ok(mut pool) = this.pool.lock() {
             pool.push(first);
         }
@@ -367,6 +456,50 @@ impl Plugin {
             this.catalog = this.catalog_raw()?;
         }
         Ok(this)
+    }
+
+    /// Asks a configured 0.3.0 redactor for its prefilter and compiles it; a prefilter outside
+    /// the limits refuses the plugin (`plugin_invalid`). Other worlds and versions have none.
+    fn read_prefilter(&self, inst: &mut Instance) -> Result<Option<Prefilter>, PluginError> {
+        let Bound::Redactor(b) = &inst.bound else {
+            return Ok(None);
+        };
+        let declared = b
+            .happyx_policy_redaction()
+            .call_prefilter(&mut inst.store)
+            .map_err(|e| self.classify(&e, &inst.store))?;
+        let Some(declared) = declared else {
+            return Ok(None);
+        };
+        let specs: Vec<TriggerSpec> = declared
+            .triggers
+            .into_iter()
+            .map(|t| TriggerSpec {
+                literal: t.literal,
+                ascii_case_insensitive: t.ascii_case_insensitive,
+                before: t.before,
+                after: t.after,
+            })
+            .collect();
+        let prefilter = Prefilter::build(&specs).map_err(|reason| PluginError::Invalid {
+            plugin: Box::new(self.plugin.clone()),
+            reason,
+        })?;
+        tracing::debug!(plugin = %self.plugin, triggers = specs.len(), "redaction prefilter loaded");
+        Ok(Some(prefilter))
+    }
+
+    /// Whether `redact` goes through a prefilter.
+    pub fn has_prefilter(&self) -> bool {
+        self.prefilter.is_some()
+    }
+
+    /// Whether the prefilter finds no trigger in `data`, so that `redact` would make no
+    /// guest call and find nothing. False without a prefilter.
+    pub fn prefilter_clears(&self, data: &[u8]) -> bool {
+        self.prefilter
+            .as_ref()
+            .is_some_and(|p| p.windows(data).is_empty())
     }
 
     /// A configured instance: instantiated, then given its settings.
@@ -383,14 +516,19 @@ impl Plugin {
         })?;
         let mut store = new_store(engine, self.limits.memory_bytes);
         store.set_epoch_deadline(engine::ticks_for(self.limits.timeout_ms));
-        let bound = match &self.pre {
-            Pre::Redactor(p) => p.instantiate(&mut store).map(Bound::Redactor),
-            Pre::Retention(p) => p.instantiate(&mut store).map(Bound::Retention),
-            Pre::Recipes(p) => p.instantiate(&mut store).map(Bound::Recipes),
-            Pre::RedactorV01(p) => p.instantiate(&mut store).map(Bound::RedactorV01),
-            Pre::RetentionV01(p) => p.instantiate(&mut store).map(Bound::RetentionV01),
-            Pre::RecipesV01(p) => p.instantiate(&mut store).map(Bound::RecipesV01),
-        };
+        let bound = instantiate_pre!(
+            &self.pre,
+            &mut store,
+            Redactor,
+            Retention,
+            Recipes,
+            RedactorV02,
+            RetentionV02,
+            RecipesV02,
+            RedactorV01,
+            RetentionV01,
+            RecipesV01,
+        );
         match bound {
             Ok(b) => Ok((store, b)),
             Err(e) => Err(self.classify(&e, &store)),
@@ -529,18 +667,29 @@ impl Plugin {
         }
     }
 
-    /// `redaction.redact`, validated.
+    /// `redaction.redact`, validated: through the prefilter when the plugin declared one
+    /// (the guest sees only windows around trigger occurrences, none when there is none),
+    /// else on the whole of `data`.
     pub fn redact(&self, source: &str, data: &[u8]) -> Result<Vec<Finding>, PluginError> {
-        let answer = self.call(|store, bound| match bound {
-            Bound::Redactor(b) => b
-                .happyx_policy_redaction()
-                .call_redact(store, source, data)
-                .map(|r| r.map(|v| v.into_iter().map(|f| (f.rule, f.start, f.end)).collect())),
-            Bound::RedactorV01(b) => b
-                .happyx_policy_redaction()
-                .call_redact(store, source, data)
-                .map(|r| r.map(|v| v.into_iter().map(|f| (f.rule, f.start, f.end)).collect())),
-            _ => Err(self.wrong_world()),
+        match &self.prefilter {
+            Some(prefilter) => prefilter.scan(data, |window| self.redact_whole(source, window)),
+            None => self.redact_whole(source, data),
+        }
+    }
+
+    /// `redaction.redact` on the whole of `data`, validated, whatever the prefilter.
+    pub fn redact_whole(&self, source: &str, data: &[u8]) -> Result<Vec<Finding>, PluginError> {
+        let answer = self.call(|store, bound| {
+            call_redact!(
+                bound,
+                store,
+                source,
+                data,
+                self.wrong_world(),
+                Redactor,
+                RedactorV02,
+                RedactorV01,
+            )
         })?;
         let raw: Vec<(String, u64, u64)> = answer.map_err(|_| PluginError::Failed {
             plugin: Box::new(self.plugin.clone()),
@@ -558,7 +707,11 @@ impl Plugin {
         totals: &[Totals],
         items: &[Item],
     ) -> Result<Vec<bool>, PluginError> {
-        let (sent, prune) = if matches!(self.pre, Pre::RetentionV01(_)) {
+        let (sent, prune) = if matches!(self.pre, Pre::Retention(_)) {
+            decide_enum!(self, rt, Retention, now, totals, items)
+        } else if matches!(self.pre, Pre::RetentionV02(_)) {
+            decide_enum!(self, rt2, RetentionV02, now, totals, items)
+        } else {
             use rt1::exports::happyx::policy::retention as g;
             let totals: Vec<g::Totals> = totals
                 .iter()
@@ -592,40 +745,6 @@ impl Plugin {
                 })?
             };
             (sent, answer)
-        } else {
-            use rt::exports::happyx::policy::retention as g;
-            let kind = |k: RetentionKind| match k {
-                RetentionKind::RunOutput => g::Kind::RunOutput,
-                RetentionKind::TranscriptChunk => g::Kind::TranscriptChunk,
-                RetentionKind::Envelope => g::Kind::Envelope,
-                RetentionKind::Event => g::Kind::Event,
-                RetentionKind::Leftover => g::Kind::Leftover,
-            };
-            let totals: Vec<g::Totals> = totals
-                .iter()
-                .map(|t| g::Totals {
-                    kind: kind(t.kind),
-                    count: t.count,
-                    bytes: t.bytes,
-                })
-                .collect();
-            let items: Vec<g::Item> = items
-                .iter()
-                .map(|i| g::Item {
-                    kind: kind(i.kind),
-                    id: i.id.clone(),
-                    created_at: i.created_at,
-                    bytes: i.bytes,
-                    session_id: i.session_id.clone(),
-                })
-                .collect();
-            let answer = self.call(|store, bound| match bound {
-                Bound::Retention(b) => b
-                    .happyx_policy_retention()
-                    .call_decide(store, now, &totals, &items),
-                _ => Err(self.wrong_world()),
-            })?;
-            (vec![true; items.len()], answer)
         };
         let prune = prune.map_err(|_| PluginError::Failed {
             plugin: Box::new(self.plugin.clone()),
@@ -653,6 +772,11 @@ impl Plugin {
                     .map(|r| host_recipe!(r, rb::exports::happyx::policy::recipes))
                     .collect()
             }),
+            Bound::RecipesV02(b) => b.happyx_policy_recipes().call_catalog(store).map(|v| {
+                v.into_iter()
+                    .map(|r| host_recipe!(r, rb2::exports::happyx::policy::recipes))
+                    .collect()
+            }),
             Bound::RecipesV01(b) => b.happyx_policy_recipes().call_catalog(store).map(|v| {
                 v.into_iter()
                     .map(|r| host_recipe!(r, rb1::exports::happyx::policy::recipes))
@@ -676,6 +800,10 @@ impl Plugin {
                 .happyx_policy_recipes()
                 .call_render(store, name, args)
                 .map(|a| host_render!(a, rb::exports::happyx::policy::recipes)),
+            Bound::RecipesV02(b) => b
+                .happyx_policy_recipes()
+                .call_render(store, name, args)
+                .map(|a| host_render!(a, rb2::exports::happyx::policy::recipes)),
             Bound::RecipesV01(b) => b
                 .happyx_policy_recipes()
                 .call_render(store, name, args)

@@ -10,7 +10,9 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use exports::happyx::policy::config::{Guest as ConfigGuest, PluginInfo as Info};
-use exports::happyx::policy::redaction::{Finding, Guest as RedactionGuest};
+use exports::happyx::policy::redaction::{
+    Finding, Guest as RedactionGuest, PrefilterSpec, Trigger,
+};
 
 wit_bindgen::generate!({
     world: "redactor",
@@ -62,6 +64,23 @@ impl RedactionGuest for Component {
                 end: h.end as u64,
             })
             .collect())
+    }
+
+    /// The rules' triggers (see `rules::Rules::triggers`); `none` if every
+    /// rule is disabled and there are no extra literals.
+    fn prefilter() -> Option<PrefilterSpec> {
+        let rules = current_rules().ok()?;
+        let triggers: Vec<Trigger> = rules
+            .triggers()
+            .iter()
+            .map(|t| Trigger {
+                literal: t.literal.clone(),
+                ascii_case_insensitive: t.nocase,
+                before: t.before,
+                after: t.after,
+            })
+            .collect();
+        (!triggers.is_empty()).then_some(PrefilterSpec { triggers })
     }
 }
 

@@ -50,7 +50,31 @@ struct RuleDef {
     /// Where matches may start, when the regex engine's own prefilter would
     /// be a multi-literal search (fast with x86 SIMD, slow in WebAssembly).
     start: Start,
+    /// What the host's prefilter searches for: every match contains one of these.
+    triggers: Triggers,
 }
+
+/// A rule's prefilter triggers (see [`Rules::triggers`]): every match of the
+/// rule contains one of `words` (in either ASCII case when `nocase`), starts at
+/// most `before` bytes before it (counting one byte of context for a leading
+/// `\b`) and ends, with its context, at most `after` bytes after it — except
+/// a match whose last part is an unbounded greedy run or `\z`, which runs to
+/// the end of a window that cuts it, so that the host widens the window.
+struct Triggers {
+    words: &'static [&'static str],
+    nocase: bool,
+    before: u32,
+    after: u32,
+}
+
+/// Longest run of whitespace the rules accept around an assignment's `:` or
+/// `=` and after an auth scheme: bounded, so that every match fits its
+/// triggers' bounds (a run longer than this is not taken for an assignment).
+pub const MAX_GAP: usize = 256;
+
+/// Longest JWT header and payload segment, in characters (bounded for the
+/// same reason).
+pub const MAX_JWT_SEGMENT: usize = 8192;
 
 /// The built-in rules. Names are stable: operators use them in `disable=`.
 const RULES: &[RuleDef] = &[
@@ -61,6 +85,12 @@ const RULES: &[RuleDef] = &[
         pattern: r"-----BEGIN[ A-Z0-9]{0,40}PRIVATE KEY( BLOCK)?-----(?s:.*?)(-----END[ A-Z0-9]{0,40}PRIVATE KEY( BLOCK)?-----|\z)",
         group: None,
         start: Start::Engine,
+        triggers: Triggers {
+            words: &["-----BEGIN"],
+            nocase: false,
+            before: 1,
+            after: 4096,
+        },
     },
     RuleDef {
         name: "aws-access-key",
@@ -72,10 +102,18 @@ const RULES: &[RuleDef] = &[
             ],
             nocase: false,
         },
+        triggers: Triggers {
+            words: &[
+                "AKIA", "ASIA", "AIDA", "AROA", "AGPA", "ANPA", "ANVA", "AIPA",
+            ],
+            nocase: false,
+            before: 1,
+            after: 18,
+        },
     },
     RuleDef {
         name: "aws-secret-key",
-        pattern: r#"(?i)aws_?secret_?access_?key["']?\s*[:=]\s*["']?([A-Za-z0-9/+=]{16,})"#,
+        pattern: r#"(?i)aws_?secret_?access_?key["']?\s{0,256}[:=]\s{0,256}["']?([A-Za-z0-9/+=]{16,})"#,
         group: Some(1),
         start: Start::Assign(&[
             "awssecretaccesskey",
@@ -87,6 +125,12 @@ const RULES: &[RuleDef] = &[
             "awssecret_access_key",
             "aws_secret_access_key",
         ]),
+        triggers: Triggers {
+            words: &["secret"],
+            nocase: true,
+            before: 5,
+            after: 600,
+        },
     },
     RuleDef {
         name: "github-token",
@@ -96,12 +140,24 @@ const RULES: &[RuleDef] = &[
             prefixes: &["ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"],
             nocase: false,
         },
+        triggers: Triggers {
+            words: &["ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"],
+            nocase: false,
+            before: 1,
+            after: 256,
+        },
     },
     RuleDef {
         name: "gitlab-token",
         pattern: r"\bglpat-[A-Za-z0-9_\-]{20,}",
         group: None,
         start: Start::Engine,
+        triggers: Triggers {
+            words: &["glpat-"],
+            nocase: false,
+            before: 1,
+            after: 24,
+        },
     },
     RuleDef {
         name: "slack-token",
@@ -111,32 +167,62 @@ const RULES: &[RuleDef] = &[
             prefixes: &["xoxa-", "xoxb-", "xoxp-", "xoxr-", "xoxs-"],
             nocase: false,
         },
+        triggers: Triggers {
+            words: &["xoxa-", "xoxb-", "xoxp-", "xoxr-", "xoxs-"],
+            nocase: false,
+            before: 1,
+            after: 16,
+        },
     },
     RuleDef {
         name: "slack-webhook",
         pattern: r"https://hooks\.slack\.com/(services|workflows)/[A-Za-z0-9/_\-]+",
         group: None,
         start: Start::Engine,
+        triggers: Triggers {
+            words: &["://"],
+            nocase: false,
+            before: 6,
+            after: 32,
+        },
     },
     RuleDef {
         name: "jwt",
-        pattern: r"\beyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}",
+        pattern: r"\beyJ[A-Za-z0-9_\-]{8,8192}\.[A-Za-z0-9_\-]{8,8192}\.[A-Za-z0-9_\-]{8,}",
         group: None,
         start: Start::Engine,
+        triggers: Triggers {
+            words: &["eyJ"],
+            nocase: false,
+            before: 1,
+            after: 16_400,
+        },
     },
     RuleDef {
         name: "auth-header",
-        pattern: r#"(?i)\b(proxy-)?authorization["']?\s*[:=]\s*["']?(bearer|basic|token|digest|negotiate)\s+([^\s"',;<>]+)"#,
+        pattern: r#"(?i)\b(proxy-)?authorization["']?\s{0,256}[:=]\s{0,256}["']?(bearer|basic|token|digest|negotiate)\s{1,256}([^\s"',;<>]+)"#,
         group: Some(3),
         start: Start::Assign(&["proxy-authorization", "authorization"]),
+        triggers: Triggers {
+            words: &["authorization"],
+            nocase: true,
+            before: 7,
+            after: 800,
+        },
     },
     RuleDef {
         name: "bearer-token",
-        pattern: r"(?i)\bbearer\s+([A-Za-z0-9._~+/=\-]{16,})",
+        pattern: r"(?i)\bbearer\s{1,256}([A-Za-z0-9._~+/=\-]{16,})",
         group: Some(1),
         start: Start::Prefix {
             prefixes: &["bearer"],
             nocase: true,
+        },
+        triggers: Triggers {
+            words: &["bearer"],
+            nocase: true,
+            before: 1,
+            after: 300,
         },
     },
     RuleDef {
@@ -144,7 +230,7 @@ const RULES: &[RuleDef] = &[
         // The name may carry any prefix (`DB_PASSWORD=`, `x-api-key:`); only
         // the value after the keyword is masked, so the match starts at the
         // keyword.
-        pattern: r#"(?i)(password|passwd|secret|token|api_?key|apikey|access_?key|private_?key|credentials?)["']?\s*[:=]\s*["']?([^\s"'&,;<>{}\[\]()]{3,})"#,
+        pattern: r#"(?i)(password|passwd|secret|token|api_?key|apikey|access_?key|private_?key|credentials?)["']?\s{0,256}[:=]\s{0,256}["']?([^\s"'&,;<>{}\[\]()]{3,})"#,
         group: Some(2),
         start: Start::Assign(&[
             "password",
@@ -160,12 +246,36 @@ const RULES: &[RuleDef] = &[
             "credential",
             "credentials",
         ]),
+        triggers: Triggers {
+            words: &[
+                "password",
+                "passwd",
+                "secret",
+                "token",
+                "apikey",
+                "api_key",
+                "accesskey",
+                "access_key",
+                "privatekey",
+                "private_key",
+                "credential",
+            ],
+            nocase: true,
+            before: 1,
+            after: 600,
+        },
     },
     RuleDef {
         name: "url-credentials",
         pattern: r#"\b[A-Za-z][A-Za-z0-9+.\-]{1,20}://([^\s:/@"'<>]{1,256}:[^\s/@"'<>]{1,256})@"#,
         group: Some(1),
         start: Start::Engine,
+        triggers: Triggers {
+            words: &["://"],
+            nocase: false,
+            before: 22,
+            after: 520,
+        },
     },
     RuleDef {
         name: "happyx-token",
@@ -174,6 +284,12 @@ const RULES: &[RuleDef] = &[
         pattern: r"hpx_[a-z0-9]{12}_[A-Za-z0-9_\-]{43}",
         group: None,
         start: Start::Engine,
+        triggers: Triggers {
+            words: &["hpx_"],
+            nocase: false,
+            before: 1,
+            after: 64,
+        },
     },
 ];
 
@@ -347,6 +463,50 @@ struct Compiled {
 /// A compiled rule set. Build it once per instance and reuse it.
 pub struct Rules {
     rules: Vec<Compiled>,
+    triggers: Vec<Trigger>,
+}
+
+/// One trigger of the host's prefilter (`redaction.trigger` of
+/// `happyx:policy@0.3.0`): a literal every match of some rule contains, and
+/// how far around it the match and its context reach.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Trigger {
+    pub literal: Vec<u8>,
+    pub nocase: bool,
+    pub before: u32,
+    pub after: u32,
+}
+
+// Extra literals are site secrets: never printed.
+impl std::fmt::Debug for Trigger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Trigger({} bytes, nocase {}, before {}, after {})",
+            self.literal.len(),
+            self.nocase,
+            self.before,
+            self.after
+        )
+    }
+}
+
+/// Longest trigger literal the host accepts: a longer extra literal is
+/// triggered by its first bytes.
+const MAX_TRIGGER: usize = 64;
+
+/// Adds a trigger, or widens the bounds of the same literal already there.
+fn add_trigger(triggers: &mut Vec<Trigger>, t: Trigger) {
+    match triggers
+        .iter_mut()
+        .find(|o| o.literal == t.literal && o.nocase == t.nocase)
+    {
+        Some(o) => {
+            o.before = o.before.max(t.before);
+            o.after = o.after.max(t.after);
+        }
+        None => triggers.push(t),
+    }
 }
 
 /// Settings the redactor understands (see [`Rules::from_settings`]).
@@ -415,9 +575,21 @@ impl Rules {
     /// Compiles the rules selected by `settings`.
     pub fn new(settings: &Settings) -> Result<Rules, String> {
         let mut rules = Vec::new();
+        let mut triggers = Vec::new();
         for def in RULES {
             if settings.disabled.iter().any(|d| d == def.name) {
                 continue;
+            }
+            for word in def.triggers.words {
+                add_trigger(
+                    &mut triggers,
+                    Trigger {
+                        literal: word.as_bytes().to_vec(),
+                        nocase: def.triggers.nocase,
+                        before: def.triggers.before,
+                        after: def.triggers.after,
+                    },
+                );
             }
             let regex = builder(def.pattern)
                 .build()
@@ -446,8 +618,29 @@ impl Rules {
                 group: None,
                 anchored: None,
             });
+            for lit in &settings.literals {
+                let head = &lit.as_bytes()[..lit.len().min(MAX_TRIGGER)];
+                add_trigger(
+                    &mut triggers,
+                    Trigger {
+                        literal: head.to_vec(),
+                        nocase: false,
+                        before: 1,
+                        // MAX_LITERAL bounds it well below the host's limit
+                        after: (lit.len() - head.len() + 1) as u32,
+                    },
+                );
+            }
         }
-        Ok(Rules { rules })
+        Ok(Rules { rules, triggers })
+    }
+
+    /// The prefilter triggers of the enabled rules and extra literals: every
+    /// match [`Rules::scan`] finds contains one of them, within its bounds
+    /// (whitespace runs and JWT segments are bounded for that: [`MAX_GAP`],
+    /// [`MAX_JWT_SEGMENT`]). Empty when no rule is enabled.
+    pub fn triggers(&self) -> &[Trigger] {
+        &self.triggers
     }
 
     /// Compiles the rules from `key=value` settings (see [`Settings::parse`]).

@@ -25,10 +25,19 @@
 #[macro_export]
 macro_rules! redactor {
     (bindgen: { $($bindgen:tt)* }, name: $name:literal, attack: |$data:ident| $attack:block $(,)?) => {
+        $crate::redactor! {
+            bindgen: { $($bindgen)* },
+            name: $name,
+            attack: |$data| $attack,
+            // No prefilter: every input reaches `redact` whole, attacks included.
+            prefilter: None,
+        }
+    };
+    (bindgen: { $($bindgen:tt)* }, name: $name:literal, attack: |$data:ident| $attack:block, prefilter: $prefilter:expr $(,)?) => {
         wit_bindgen::generate!({ $($bindgen)* });
 
         use exports::happyx::policy::config::{Guest as ConfigGuest, PluginInfo};
-        use exports::happyx::policy::redaction::{Finding, Guest as RedactionGuest};
+        use exports::happyx::policy::redaction::{Finding, Guest as RedactionGuest, PrefilterSpec, Trigger};
 
         struct Component;
 
@@ -53,6 +62,10 @@ macro_rules! redactor {
                     return Ok(vec![Finding { rule: "all".into(), start: 0, end: $data.len() as u64 }]);
                 }
                 $attack
+            }
+
+            fn prefilter() -> Option<PrefilterSpec> {
+                $prefilter
             }
         }
 
