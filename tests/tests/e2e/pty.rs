@@ -803,12 +803,15 @@ fn capture_throughput_against_a_raw_pty_read() {
     assert_eq!(raw_bytes, total, "a raw PTY passes every byte");
 
     // A host as it runs between plugin changes: its plugins come from the compile cache the
-    // first start wrote (compiling leaves ~30 MiB of allocator arenas behind).
-    let mut first = start(&data);
+    // first start wrote (compiling leaves ~30 MiB of allocator arenas behind). The whole
+    // stream is stored: a transcript cap of exactly its size (the default, 64 MiB, would
+    // truncate it).
+    let config = format!("{CONFIG}[pty]\nmax_transcript_bytes = {total}\n");
+    let mut first = Server::with_config(&data, &config);
     first
         .sigterm(Duration::from_secs(30))
         .expect("first start stops");
-    let server = start(&data);
+    let server = Server::with_config(&data, &config);
     let op = server.token("operator");
     let host = i64::from(server.pid());
     let rss_before = status_kib(host, "VmRSS");
