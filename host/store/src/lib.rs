@@ -11,7 +11,8 @@
 //! implementation can be added later behind the same methods without touching
 //! any caller. Writes go through a single-connection pool (SQLite allows one
 //! writer; queueing in-process is fairer than spinning on `SQLITE_BUSY`), reads
-//! through a separate pool. Every write transaction is `BEGIN IMMEDIATE`.
+//! through a separate pool, except lookups by id, which run on the calling thread
+//! when they can (module `direct`). Every write transaction is `BEGIN IMMEDIATE`.
 
 mod approvals;
 pub mod audit;
@@ -68,7 +69,8 @@ pub const DB_FILE: &str = "happyx.db";
 pub enum StoreError {
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),
-    /// A direct read ([`direct`]) failed in a way the pooled path would not retry.
+    /// An error of the direct-read binding. A lookup whose direct read fails this way takes
+    /// the read pool instead (the `direct` module), so callers see the pool's answer, not this.
     #[error("database error: {0}")]
     Direct(#[from] rusqlite::Error),
     #[error("migration failed: {0}")]

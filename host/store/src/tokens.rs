@@ -52,7 +52,7 @@ impl Store {
     }
 
     /// The token row for authenticating a request: from the verified-token cache when no
-    /// revocation happened since it was read ([`super::token_cache`]), else from the database.
+    /// revocation happened since it was read (module `token_cache`), else from the database.
     pub async fn token_for_auth(&self, id: &str) -> Result<Option<TokenRow>> {
         let epoch = self.token_cache.epoch();
         if let Some(e) = epoch
