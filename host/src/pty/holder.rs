@@ -14,6 +14,12 @@
 //! on write and no byte is dropped. When the child has exited, the PTY is
 //! drained and the host has acknowledged every byte after the `exited` frame,
 //! the holder removes its socket and exits.
+//!
+//! A holder that can no longer be reached ends its program: hosts find it only through its
+//! socket (`DATA/pty/<id>.sock`), so once that path is gone or names another file (the data
+//! dir was deleted or moved) no host can ever adopt it again. Checked every
+//! [`REACHABLE_CHECK`]; the program's groups get SIGHUP, then SIGKILL after [`KILL_GRACE`],
+//! and the holder exits. Without this, such a holder and its program ran forever.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -39,6 +45,8 @@ use super::protocol::{
 const MAX_SPEC: u64 = 1024 * 1024;
 /// Grace between SIGHUP and SIGKILL on a kill request.
 pub const KILL_GRACE: Duration = Duration::from_secs(2);
+/// How often a holder checks that its socket path still names its socket.
+pub const REACHABLE_CHECK: Duration = Duration::from_secs(2);
 /// How long a child's exit waits for the PTY to drain before the group is killed.
 const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
 /// Input messages (each at most 64 KiB) queued for a program that is not reading; past this,
@@ -255,6 +263,7 @@ fn start() -> Result<Arc<Shared>, &'static str> {
     let _ = std::fs::remove_file(&spec.socket_path);
     let listener = UnixListener::bind(&spec.socket_path).map_err(|_| "socket_bind_failed")?;
     let _ = std::fs::set_permissions(&spec.socket_path, std::fs::Permissions::from_mode(0o600));
+    let bound = socket_identity(&spec.socket_path).ok_or("socket_bind_failed")?;
 
     let (input_tx, input_rx) = sync_channel::<Vec<u8>>(INPUT_QUEUE);
     let shared = Arc::new(Shared {
@@ -301,6 +310,8 @@ fn start() -> Result<Arc<Shared>, &'static str> {
     });
     let _ = SHARED.set(shared.clone());
     std::thread::spawn(move || accept_loop(listener));
+    let s = shared.clone();
+    std::thread::spawn(move || watch_reachable(s, bound));
     Ok(shared)
 }
 
@@ -356,6 +367,32 @@ fn pty_reader(s: Arc<Shared>, mut master: File) {
         }
         drop(st);
         s.cv.notify_all();
+    }
+}
+
+/// (device, inode) of the file at `path`, not following a symlink.
+fn socket_identity(path: &str) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
+}
+
+/// Ends the program and the holder once the socket path no longer names the socket this
+/// holder listens on (see the module docs).
+fn watch_reachable(s: Arc<Shared>, bound: (u64, u64)) {
+    loop {
+        std::thread::sleep(REACHABLE_CHECK);
+        if socket_identity(&s.spec.socket_path) == Some(bound) {
+            continue;
+        }
+        signal(&s, SignalKind::Kill);
+        // Give the kill its grace, and the child's exit its drain, then leave.
+        let deadline = Instant::now() + KILL_GRACE + DRAIN_AFTER_EXIT + Duration::from_secs(1);
+        while Instant::now() < deadline && s.lock().exit.is_none() {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::process::exit(0);
     }
 }
 

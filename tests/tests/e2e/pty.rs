@@ -429,6 +429,41 @@ fn holder_hygiene_and_child_isolation() {
     );
 }
 
+/// Whether `pid` is a live process (not gone, not a zombie).
+fn alive(pid: i64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, a)| !a.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+/// A holder outlives its host on purpose (adoption), but once its data dir is gone no host
+/// can ever reach it again: it ends its program and exits instead of running forever.
+#[test]
+fn a_holder_whose_data_dir_is_gone_ends_its_program_and_exits() {
+    let (tmp, data) = temp_data_dir();
+    let mut server = start(&data);
+    let op = server.token("operator");
+    let p = open(&server, &op, &op, "sleep 600");
+    let pid = p["pid"].as_i64().expect("pid");
+    let holder = holder_pid(pid);
+    server.kill9();
+    // While its socket is in place, the holder waits for a host to adopt it.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(alive(holder) && alive(pid), "gave up while still reachable");
+    drop(tmp);
+    let gone = eventually(Duration::from_secs(20), || {
+        (!alive(holder) && !alive(pid)).then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "holder {holder} or program {pid} still running after its data dir was removed"
+    );
+}
+
 #[test]
 fn restart_adopts_the_same_child_and_resumes_without_gap_or_duplicate() {
     let (_tmp, data) = temp_data_dir();
