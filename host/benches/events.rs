@@ -92,7 +92,7 @@ async fn chained(store: &Store, n: usize) {
 
 async fn baseline(store: &Store, n: usize) {
     let evs: Vec<NewEvent> = (0..n).map(|_| event()).collect();
-    baseline_append_events(store.raw_write_pool(), &evs).await;
+    baseline_append_events(store.raw_write_pool().expect("a SQLite store"), &evs).await;
 }
 
 /// Mean time per transaction of everything criterion timed for one function.

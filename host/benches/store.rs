@@ -36,7 +36,7 @@ fn env(rt: &Runtime) -> Env {
             .expect("store");
         // The raw baseline uses the store's own single write connection, so
         // both sides pay the same pragmas and the same file.
-        let raw = store.raw_write_pool().clone();
+        let raw = store.raw_write_pool().expect("a SQLite store").clone();
         Env {
             _tmp: tmp,
             store,

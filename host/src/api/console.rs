@@ -178,14 +178,7 @@ pub struct Overview {
     responses((status = 200, body = Overview), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn overview(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Overview>> {
     caller.require(&[Role::Operator, Role::Viewer])?;
-    let db = state.store.path().to_path_buf();
-    let mut wal = db.clone().into_os_string();
-    wal.push("-wal");
-    let storage_bytes = [db.into_os_string(), wal]
-        .iter()
-        .filter_map(|p| std::fs::metadata(p).ok())
-        .map(|m| m.len())
-        .sum();
+    let storage_bytes = state.store.storage_bytes().await?;
     let counts = state.store.status_counts().await?;
     let count = |table: &str, statuses: &[&str]| -> i64 {
         counts

@@ -6,8 +6,8 @@
 //! the check and the write). A judge that refuses rolls the transaction back: nothing is
 //! written.
 
+use crate::engine::db;
 use serde_json::{Value, json};
-use sqlx::Row;
 
 use super::{
     Approval, NewEvent, NewPty, NewTicket, PtySession, Result, Run, Store, StoreError,
@@ -134,29 +134,29 @@ impl Store {
     pub async fn create_approval(&self, a: &NewApproval) -> Result<Approval> {
         let mut tx = self.begin().await?;
         let now = now_ms();
-        let (pending,): (i64,) = sqlx::query_as(
-            "SELECT COUNT(*) FROM approvals WHERE requester = ? AND status = 'pending' AND expires_at > ?",
+        let (pending,): (i64,) = db!(tx, dbc => sqlx::query_as(
+            "SELECT COUNT(*) FROM approvals WHERE requester = $1 AND status = 'pending' AND expires_at > $2",
         )
         .bind(&a.requester)
         .bind(now)
-        .fetch_one(&mut *tx)
-        .await?;
+        .fetch_one(dbc)
+        .await?);
         if pending >= a.max_pending {
             return Err(StoreError::TooManyPending);
         }
         // A one-off approval is its own scope; its nonce rotates when it is used.
         let scope = format!("approval:{}", a.id);
         let nonce = fresh_nonce();
-        sqlx::query("INSERT INTO nonces (scope, value, updated_at) VALUES (?, ?, ?)")
+        db!(tx, dbc => sqlx::query("INSERT INTO nonces (scope, value, updated_at) VALUES ($1, $2, $3)")
             .bind(&scope)
             .bind(&nonce)
             .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(
+            .execute(dbc)
+            .await?.rows_affected());
+        db!(tx, dbc => sqlx::query(
             "INSERT INTO approvals (id, kind, action_hash, action, token_hash, requester, status, \
              decider, decided_at, scope, nonce, expires_at, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, 'pending', NULL, NULL, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, 'pending', NULL, NULL, $7, $8, $9, $10, $11)",
         )
         .bind(&a.id)
         .bind(a.kind.as_str())
@@ -169,8 +169,8 @@ impl Store {
         .bind(a.expires_at)
         .bind(now)
         .bind(now)
-        .execute(&mut *tx)
-        .await?;
+        .execute(dbc)
+        .await?.rows_affected());
         let ev = NewEvent::new(
             "approval.requested",
             &a.requester,
@@ -178,19 +178,19 @@ impl Store {
             json!({ "kind": a.kind, "action_hash": a.action_hash, "expires_at": a.expires_at }),
         );
         append_event(&mut tx, &ev).await?;
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLS} FROM approvals WHERE id = ?"
+        let row = db!(rows tx, dbc => sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLS} FROM approvals WHERE id = $1"
         )))
         .bind(&a.id)
-        .fetch_one(&mut *tx)
-        .await?;
+        .fetch_one(dbc)
+        .await?);
         let out = approval_from_row(&row)?;
         tx.commit().await?;
         Ok(out)
     }
 
     pub async fn approval(&self, id: &str) -> Result<Option<Approval>> {
-        self.lookup(&format!("SELECT {COLS} FROM approvals WHERE id = ?"), id)
+        self.lookup(&format!("SELECT {COLS} FROM approvals WHERE id = $1"), id)
             .await
     }
 
@@ -201,17 +201,17 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<Approval>> {
         let status = status.map(ApprovalStatus::as_str);
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLS} FROM approvals WHERE (? IS NULL OR status = ?) \
-             AND (? IS NOT 'pending' OR expires_at > ?) ORDER BY id DESC LIMIT ?"
+        let rows = db!(rows read self, dbc => sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLS} FROM approvals WHERE ($1 IS NULL OR status = $2) \
+             AND ($3 IS NOT 'pending' OR expires_at > $4) ORDER BY id DESC LIMIT $5"
         )))
         .bind(status)
         .bind(status)
         .bind(status)
         .bind(now_ms())
         .bind(limit)
-        .fetch_all(&self.read)
-        .await?;
+        .fetch_all(dbc)
+        .await?);
         rows.iter().map(approval_from_row).collect()
     }
 
@@ -262,12 +262,12 @@ impl Store {
         judge: impl FnOnce(&Approval, i64) -> Result<(), R>,
     ) -> Result<Result<Approval, R>> {
         let mut tx = self.begin().await?;
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLS} FROM approvals WHERE id = ?"
+        let row = db!(rows tx, dbc => sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLS} FROM approvals WHERE id = $1"
         )))
         .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?;
+        .fetch_optional(dbc)
+        .await?);
         let Some(a) = row.as_ref().map(approval_from_row).transpose()? else {
             return Err(StoreError::NotFound);
         };
@@ -275,9 +275,9 @@ impl Store {
         if let Err(refusal) = judge(&a, now) {
             return Ok(Err(refusal));
         }
-        sqlx::query(
-            "UPDATE approvals SET status = ?, decider = ?, decided_at = ?, updated_at = ? \
-             WHERE id = ? AND status = ?",
+        db!(tx, dbc => sqlx::query(
+            "UPDATE approvals SET status = $1, decider = $2, decided_at = $3, updated_at = $4 \
+             WHERE id = $5 AND status = $6",
         )
         .bind(status.as_str())
         .bind(actor)
@@ -285,8 +285,8 @@ impl Store {
         .bind(now)
         .bind(id)
         .bind(ApprovalStatus::Pending.as_str())
-        .execute(&mut *tx)
-        .await?;
+        .execute(dbc)
+        .await?.rows_affected());
         append_event(&mut tx, &NewEvent::new(code, actor, id, data(&a))).await?;
         tx.commit().await?;
         Ok(Ok(Approval {
@@ -309,44 +309,43 @@ impl Store {
         judge: impl FnOnce(&TokenRecord, i64) -> Result<(), R>,
     ) -> Result<UseOutcome<R>> {
         let mut tx = self.begin().await?;
-        let row = sqlx::query(
+        let row = db!(rows tx, dbc => sqlx::query(
             "SELECT a.id, a.kind, a.action_hash, a.requester, a.status, a.expires_at, a.scope, a.nonce, n.value AS current_nonce \
-             FROM approvals a LEFT JOIN nonces n ON n.scope = a.scope WHERE a.token_hash = ?",
+             FROM approvals a LEFT JOIN nonces n ON n.scope = a.scope WHERE a.token_hash = $1",
         )
         .bind(u.token_hash)
-        .fetch_optional(&mut *tx)
-        .await?;
+        .fetch_optional(dbc)
+        .await?);
         let Some(row) = row else {
             return Ok(UseOutcome::Unknown);
         };
-        let approval_id: String = row.try_get("id")?;
+        let approval_id: String = row.col("id")?;
         let kind: ActionKind = vocab_column(&row, "kind", "approvals.kind")?;
-        let scope: String = row.try_get("scope")?;
-        let nonce: String = row.try_get("nonce")?;
-        let current: Option<String> = row.try_get("current_nonce")?;
+        let scope: String = row.col("scope")?;
+        let nonce: String = row.col("nonce")?;
+        let current: Option<String> = row.col("current_nonce")?;
         let record = TokenRecord {
             kind,
-            action_hash: row.try_get("action_hash")?,
-            requester: row.try_get("requester")?,
+            action_hash: row.col("action_hash")?,
+            requester: row.col("requester")?,
             status: status_of(&row)?,
-            expires_at: row.try_get("expires_at")?,
+            expires_at: row.col("expires_at")?,
             nonce_fresh: current.as_deref() == Some(nonce.as_str()),
         };
         let now = now_ms();
         if let Err(refusal) = judge(&record, now) {
             return Ok(UseOutcome::Refused(refusal));
         }
-        let inserted = sqlx::query(
-            "INSERT INTO approval_uses (id, use_hash, approval_id, run_id, used_at) VALUES (?, ?, ?, NULL, ?) \
+        let inserted = db!(tx, dbc => sqlx::query(
+            "INSERT INTO approval_uses (id, use_hash, approval_id, run_id, used_at) VALUES ($1, $2, $3, NULL, $4) \
              ON CONFLICT (use_hash) DO NOTHING",
         )
         .bind(new_id())
         .bind(u.token_hash)
         .bind(&approval_id)
         .bind(now)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        .execute(dbc)
+        .await?.rows_affected());
         if inserted != 1 {
             return Ok(UseOutcome::Unknown);
         }
@@ -360,11 +359,11 @@ impl Store {
                     ..(*run).clone()
                 };
                 runs::insert_run(&mut tx, &run, *idempotency_key, u.action_hash).await?;
-                sqlx::query("UPDATE approval_uses SET run_id = ? WHERE use_hash = ?")
+                db!(tx, dbc => sqlx::query("UPDATE approval_uses SET run_id = $1 WHERE use_hash = $2")
                     .bind(&run.id)
                     .bind(u.token_hash)
-                    .execute(&mut *tx)
-                    .await?;
+                    .execute(dbc)
+                    .await?.rows_affected());
                 let id = run.id.clone();
                 (Granted::Run(Box::new(run)), id)
             }
@@ -372,38 +371,38 @@ impl Store {
                 let mut p = (*p).clone();
                 p.session.approval_id = Some(approval_id.clone());
                 pty::insert_pty(&mut tx, &p).await?;
-                sqlx::query("UPDATE approval_uses SET pty_id = ? WHERE use_hash = ?")
+                db!(tx, dbc => sqlx::query("UPDATE approval_uses SET pty_id = $1 WHERE use_hash = $2")
                     .bind(&p.session.id)
                     .bind(u.token_hash)
-                    .execute(&mut *tx)
-                    .await?;
+                    .execute(dbc)
+                    .await?.rows_affected());
                 let id = p.session.id.clone();
                 (Granted::Pty(Box::new(p.session)), id)
             }
             UseEffect::IssueAttachTicket { ticket } => {
                 pty::insert_ticket(&mut tx, ticket, Some(&approval_id)).await?;
-                sqlx::query("UPDATE approval_uses SET pty_id = ? WHERE use_hash = ?")
+                db!(tx, dbc => sqlx::query("UPDATE approval_uses SET pty_id = $1 WHERE use_hash = $2")
                     .bind(&ticket.pty_id)
                     .bind(u.token_hash)
-                    .execute(&mut *tx)
-                    .await?;
+                    .execute(dbc)
+                    .await?.rows_affected());
                 (
                     Granted::AttachTicket(ticket.id.clone()),
                     ticket.pty_id.clone(),
                 )
             }
         };
-        sqlx::query("UPDATE approvals SET status = 'used', updated_at = ? WHERE id = ? AND status = 'approved'")
+        db!(tx, dbc => sqlx::query("UPDATE approvals SET status = 'used', updated_at = $1 WHERE id = $2 AND status = 'approved'")
             .bind(now)
             .bind(&approval_id)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("UPDATE nonces SET value = ?, updated_at = ? WHERE scope = ?")
+            .execute(dbc)
+            .await?.rows_affected());
+        db!(tx, dbc => sqlx::query("UPDATE nonces SET value = $1, updated_at = $2 WHERE scope = $3")
             .bind(fresh_nonce())
             .bind(now)
             .bind(&scope)
-            .execute(&mut *tx)
-            .await?;
+            .execute(dbc)
+            .await?.rows_affected());
         let ev = NewEvent::new(
             "approval.used",
             "host",
@@ -417,11 +416,10 @@ impl Store {
 
     /// Number of `approval_uses` rows for an approval (tests and evidence).
     pub async fn approval_use_count(&self, approval_id: &str) -> Result<i64> {
-        let (n,): (i64,) =
-            sqlx::query_as("SELECT COUNT(*) FROM approval_uses WHERE approval_id = ?")
+        let (n,): (i64,) = db!(read self, dbc => sqlx::query_as("SELECT COUNT(*) FROM approval_uses WHERE approval_id = $1")
                 .bind(approval_id)
-                .fetch_one(&self.read)
-                .await?;
+                .fetch_one(dbc)
+                .await?);
         Ok(n)
     }
 }
@@ -498,23 +496,26 @@ mod tests {
     }
 
     async fn runs_for(s: &Store, approval_id: &str) -> i64 {
-        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM agent_runs WHERE approval_id = ?")
-            .bind(approval_id)
-            .fetch_one(&s.read)
-            .await
-            .expect("count");
+        let (n,): (i64,) = db!(read s, dbc => sqlx::query_as(
+            "SELECT COUNT(*) FROM agent_runs WHERE approval_id = $1",
+        )
+        .bind(approval_id)
+        .fetch_one(dbc)
+        .await
+        .expect("count"));
         n
     }
 
     /// The naive version: checks the approval outside any lock, then writes.
     async fn naive_use(s: Store, token_hash: String, run: Run) -> UseOutcome<No> {
-        let row: Option<(String, String)> =
-            sqlx::query_as("SELECT id, status FROM approvals WHERE token_hash = ?")
-                .bind(&token_hash)
-                .fetch_optional(&s.read)
-                .await
-                .ok()
-                .flatten();
+        let row: Option<(String, String)> = db!(read s, dbc => sqlx::query_as(
+            "SELECT id, status FROM approvals WHERE token_hash = $1",
+        )
+        .bind(&token_hash)
+        .fetch_optional(dbc)
+        .await
+        .ok()
+        .flatten());
         let Some((approval_id, status)) = row else {
             return UseOutcome::Unknown;
         };
@@ -522,7 +523,7 @@ mod tests {
             return UseOutcome::Unknown;
         }
         tokio::task::yield_now().await;
-        let Ok(mut tx) = s.write.begin().await else {
+        let Ok(mut tx) = s.begin().await else {
             return UseOutcome::Unknown;
         };
         let run = Run {
@@ -532,10 +533,11 @@ mod tests {
         if runs::insert_run(&mut tx, &run, None, "h").await.is_err() {
             return UseOutcome::Unknown;
         }
-        let _ = sqlx::query("UPDATE approvals SET status = 'used' WHERE id = ?")
+        let _ = db!(tx, dbc => sqlx::query("UPDATE approvals SET status = 'used' WHERE id = $1")
             .bind(&approval_id)
-            .execute(&mut *tx)
-            .await;
+            .execute(dbc)
+            .await
+            .map(|r| r.rows_affected()));
         match tx.commit().await {
             Ok(()) => UseOutcome::Used(Granted::Run(Box::new(run))),
             Err(_) => UseOutcome::Unknown,

@@ -1,7 +1,8 @@
 //! Signed checkpoints of the event chain (`checkpoints`, see [`crate::checkpoint`]): taking
 //! one when the head moved, keeping only the newest, and the reads that check one.
 
-use sqlx::Row;
+use crate::engine::db;
+use crate::rows::Columns;
 
 use super::{Result, Store, StoreError};
 use crate::audit;
@@ -9,14 +10,14 @@ use crate::checkpoint::{Checkpoint, VERSION};
 use crate::signing::HostKey;
 use happyx_core::util::now_ms;
 
-fn from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Checkpoint> {
+fn from_row(r: &impl Columns) -> Result<Checkpoint> {
     Ok(Checkpoint {
         version: VERSION,
-        seq: r.try_get("seq")?,
-        head_sha256: r.try_get("head_hash")?,
-        at: r.try_get("at")?,
-        public_key: r.try_get("public_key")?,
-        signature: r.try_get("signature")?,
+        seq: r.col("seq")?,
+        head_sha256: r.col("head_hash")?,
+        at: r.col("at")?,
+        public_key: r.col("public_key")?,
+        signature: r.col("signature")?,
     })
 }
 
@@ -26,16 +27,15 @@ impl Store {
     /// newest `keep` checkpoints. One write transaction, so the head cannot move meanwhile.
     pub async fn take_checkpoint(&self, key: &HostKey, keep: u32) -> Result<Option<Checkpoint>> {
         let mut tx = self.begin().await?;
-        let head: Option<(i64, Option<String>)> =
-            sqlx::query_as("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1")
-                .fetch_optional(&mut *tx)
-                .await?;
+        let head: Option<(i64, Option<String>)> = db!(tx, dbc => sqlx::query_as("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1")
+                .fetch_optional(dbc)
+                .await?);
         let Some((seq, hash)) = head else {
             return Ok(None);
         };
-        let (newest,): (Option<i64>,) = sqlx::query_as("SELECT MAX(seq) FROM checkpoints")
-            .fetch_one(&mut *tx)
-            .await?;
+        let (newest,): (Option<i64>,) = db!(tx, dbc => sqlx::query_as("SELECT MAX(seq) FROM checkpoints")
+            .fetch_one(dbc)
+            .await?);
         if let Some(newest) = newest
             && seq <= newest
         {
@@ -54,59 +54,58 @@ impl Store {
         else {
             return Err(StoreError::Corrupt("events.hash"));
         };
-        sqlx::query(
+        db!(tx, dbc => sqlx::query(
             "INSERT INTO checkpoints (seq, head_hash, at, public_key, signature) \
-             VALUES (?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(cp.seq)
         .bind(&cp.head_sha256)
         .bind(cp.at)
         .bind(&cp.public_key)
         .bind(&cp.signature)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
+        .execute(dbc)
+        .await?.rows_affected());
+        db!(tx, dbc => sqlx::query(
             "DELETE FROM checkpoints WHERE seq NOT IN \
-             (SELECT seq FROM checkpoints ORDER BY seq DESC LIMIT ?)",
+             (SELECT seq FROM checkpoints ORDER BY seq DESC LIMIT $1)",
         )
         .bind(i64::from(keep))
-        .execute(&mut *tx)
-        .await?;
+        .execute(dbc)
+        .await?.rows_affected());
         tx.commit().await?;
         Ok(Some(cp))
     }
 
     /// The newest stored checkpoint.
     pub async fn latest_checkpoint(&self) -> Result<Option<Checkpoint>> {
-        let row = sqlx::query(
+        let row = db!(rows read self, dbc => sqlx::query(
             "SELECT seq, head_hash, at, public_key, signature FROM checkpoints \
              ORDER BY seq DESC LIMIT 1",
         )
-        .fetch_optional(&self.read)
-        .await?;
+        .fetch_optional(dbc)
+        .await?);
         row.as_ref().map(from_row).transpose()
     }
 
     /// Stored checkpoints with `seq >= from_seq`, oldest first, at most `limit`.
     pub async fn checkpoints_from(&self, from_seq: i64, limit: i64) -> Result<Vec<Checkpoint>> {
-        let rows = sqlx::query(
+        let rows = db!(rows read self, dbc => sqlx::query(
             "SELECT seq, head_hash, at, public_key, signature FROM checkpoints \
-             WHERE seq >= ? ORDER BY seq LIMIT ?",
+             WHERE seq >= $1 ORDER BY seq LIMIT $2",
         )
         .bind(from_seq)
         .bind(limit)
-        .fetch_all(&self.read)
-        .await?;
+        .fetch_all(dbc)
+        .await?);
         rows.iter().map(from_row).collect()
     }
 
     /// The stored chain hash of the event at `seq`, if that event exists.
     pub async fn event_hash_at(&self, seq: i64) -> Result<Option<String>> {
-        let row: Option<(Option<String>,)> =
-            sqlx::query_as("SELECT hash FROM events WHERE seq = ?")
+        let row: Option<(Option<String>,)> = db!(read self, dbc => sqlx::query_as("SELECT hash FROM events WHERE seq = $1")
                 .bind(seq)
-                .fetch_optional(&self.read)
-                .await?;
+                .fetch_optional(dbc)
+                .await?);
         Ok(row
             .and_then(|(h,)| h)
             .filter(|h| audit::parse_hash(h).is_some()))
@@ -127,10 +126,10 @@ mod tests {
         let key = HostKey::load_or_create(tmp.path()).expect("key");
         let ev = || NewEvent::new("test.event", "t", "s", serde_json::json!({}));
         // An empty log has no head to sign.
-        let n: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM events")
-            .fetch_one(&store.read)
+        let n: (i64,) = db!(read store, dbc => sqlx::query_as("SELECT COUNT(*) FROM events")
+            .fetch_one(dbc)
             .await
-            .expect("count");
+            .expect("count"));
         if n.0 == 0 {
             assert!(store.take_checkpoint(&key, 2).await.expect("cp").is_none());
         }

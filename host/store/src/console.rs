@@ -3,8 +3,10 @@
 //! signed in: a lookup joins the token, so a revoked token ends its sessions at
 //! once, whichever process revoked it.
 
+use crate::engine::db;
+use crate::rows::Columns;
 use serde_json::json;
-use sqlx::{QueryBuilder, Row, Sqlite};
+use sqlx::QueryBuilder;
 
 use super::{EventRow, NewEvent, PtySession, Result, Run, Store, StoreError, append_event};
 use happyx_core::util::now_ms;
@@ -53,15 +55,15 @@ pub struct EventFilter<'a> {
     pub limit: i64,
 }
 
-fn event_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<EventRow> {
-    let data: String = r.try_get("data")?;
+fn event_from_row(r: &impl Columns) -> Result<EventRow> {
+    let data: String = r.col("data")?;
     Ok(EventRow {
-        id: r.try_get("id")?,
-        seq: r.try_get("seq")?,
-        at: r.try_get("at")?,
-        code: r.try_get("code")?,
-        actor: r.try_get("actor")?,
-        subject: r.try_get("subject")?,
+        id: r.col("id")?,
+        seq: r.col("seq")?,
+        at: r.col("at")?,
+        code: r.col("code")?,
+        actor: r.col("actor")?,
+        subject: r.col("subject")?,
         data: serde_json::from_str(&data).map_err(|_| StoreError::Corrupt("events.data"))?,
     })
 }
@@ -90,19 +92,19 @@ impl Store {
     ) -> Result<()> {
         let now = now_ms();
         let mut tx = self.begin().await?;
-        sqlx::query("DELETE FROM console_sessions WHERE expires_at <= ?")
+        db!(tx, dbc => sqlx::query("DELETE FROM console_sessions WHERE expires_at <= $1")
             .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(
-            "INSERT INTO console_sessions (session_hash, token_id, created_at, expires_at) VALUES (?, ?, ?, ?)",
+            .execute(dbc)
+            .await?.rows_affected());
+        db!(tx, dbc => sqlx::query(
+            "INSERT INTO console_sessions (session_hash, token_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
         )
         .bind(session_hash)
         .bind(token_id)
         .bind(now)
         .bind(expires_at)
-        .execute(&mut *tx)
-        .await?;
+        .execute(dbc)
+        .await?.rows_affected());
         let actor = format!("token:{token_id}");
         let ev = NewEvent::new(
             "console.signed_in",
@@ -117,22 +119,22 @@ impl Store {
 
     /// The live session with this hash: unexpired, and its token not revoked.
     pub async fn console_session(&self, session_hash: &str) -> Result<Option<ConsoleSessionRow>> {
-        let row = sqlx::query(
+        let row = db!(rows read self, dbc => sqlx::query(
             "SELECT s.token_id, t.role, t.name, s.created_at, s.expires_at FROM console_sessions s \
              JOIN tokens t ON t.id = s.token_id \
-             WHERE s.session_hash = ? AND s.expires_at > ? AND t.revoked_at IS NULL",
+             WHERE s.session_hash = $1 AND s.expires_at > $2 AND t.revoked_at IS NULL",
         )
         .bind(session_hash)
         .bind(now_ms())
-        .fetch_optional(&self.read)
-        .await?;
+        .fetch_optional(dbc)
+        .await?);
         row.map(|r| {
             Ok(ConsoleSessionRow {
-                token_id: r.try_get("token_id")?,
+                token_id: r.col("token_id")?,
                 role: super::rows::vocab_column(&r, "role", "tokens.role")?,
-                name: r.try_get("name")?,
-                created_at: r.try_get("created_at")?,
-                expires_at: r.try_get("expires_at")?,
+                name: r.col("name")?,
+                created_at: r.col("created_at")?,
+                expires_at: r.col("expires_at")?,
             })
         })
         .transpose()
@@ -141,15 +143,14 @@ impl Store {
     /// Ends a console session; `false` when there was none.
     pub async fn delete_console_session(&self, session_hash: &str) -> Result<bool> {
         let mut tx = self.begin().await?;
-        let row =
-            sqlx::query("DELETE FROM console_sessions WHERE session_hash = ? RETURNING token_id")
+        let row = db!(rows tx, dbc => sqlx::query("DELETE FROM console_sessions WHERE session_hash = $1 RETURNING token_id")
                 .bind(session_hash)
-                .fetch_optional(&mut *tx)
-                .await?;
+                .fetch_optional(dbc)
+                .await?);
         let Some(row) = row else {
             return Ok(false);
         };
-        let token_id: String = row.try_get(0)?;
+        let token_id: String = row.col("token_id")?;
         let actor = format!("token:{token_id}");
         append_event(
             &mut tx,
@@ -162,7 +163,8 @@ impl Store {
 
     /// Runs matching `f`, newest first.
     pub async fn runs_filtered(&self, f: &RunFilter<'_>) -> Result<Vec<Run>> {
-        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
+        let rows = db!(rows read self, dbc => {
+        let mut q = QueryBuilder::new(format!(
             "SELECT {} FROM agent_runs WHERE 1 = 1",
             super::runs::COLS
         ));
@@ -181,13 +183,15 @@ impl Store {
             q.push(" AND id < ").push_bind(b.to_string());
         }
         q.push(" ORDER BY id DESC LIMIT ").push_bind(f.limit);
-        let rows = q.build().fetch_all(&self.read).await?;
+        q.build().fetch_all(dbc).await?
+        });
         rows.iter().map(super::runs::run_from_row).collect()
     }
 
     /// Events matching `f`, newest first unless `f.ascending`.
     pub async fn events_filtered(&self, f: &EventFilter<'_>) -> Result<Vec<EventRow>> {
-        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+        let rows = db!(rows read self, dbc => {
+        let mut q = QueryBuilder::new(
             "SELECT id, seq, at, code, actor, subject, data FROM events WHERE 1 = 1",
         );
         if let Some(code) = f.code {
@@ -223,7 +227,8 @@ impl Store {
             " ORDER BY seq DESC LIMIT "
         })
         .push_bind(f.limit);
-        let rows = q.build().fetch_all(&self.read).await?;
+        q.build().fetch_all(dbc).await?
+        });
         rows.iter().map(event_from_row).collect()
     }
 
@@ -234,9 +239,9 @@ impl Store {
         state: Option<&str>,
         limit: i64,
     ) -> Result<Vec<PtySession>> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {} FROM pty_sessions WHERE (? IS NULL OR requested_by = ?) \
-             AND (? IS NULL OR state = ?) ORDER BY id DESC LIMIT ?",
+        let rows = db!(rows read self, dbc => sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {} FROM pty_sessions WHERE ($1 IS NULL OR requested_by = $2) \
+             AND ($3 IS NULL OR state = $4) ORDER BY id DESC LIMIT $5",
             super::pty::COLS
         )))
         .bind(owner)
@@ -244,8 +249,8 @@ impl Store {
         .bind(state)
         .bind(state)
         .bind(limit)
-        .fetch_all(&self.read)
-        .await?;
+        .fetch_all(dbc)
+        .await?);
         rows.iter().map(super::pty::pty_from_row).collect()
     }
 }

@@ -1,5 +1,6 @@
 //! One `deployments` row per host start.
 
+use crate::engine::db;
 use serde_json::json;
 
 use super::{Deployment, NewEvent, Result, Store, append_event};
@@ -8,9 +9,9 @@ impl Store {
     /// Records a host start and its `host.started` event.
     pub async fn record_deployment(&self, d: &Deployment) -> Result<()> {
         let mut tx = self.begin().await?;
-        sqlx::query(
+        db!(tx, dbc => sqlx::query(
             "INSERT INTO deployments (id, started_at, version, schema_version, config_hash, plugin_hashes, boot_id) \
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&d.id)
         .bind(d.started_at)
@@ -19,8 +20,8 @@ impl Store {
         .bind(&d.config_hash)
         .bind(d.plugin_hashes.to_string())
         .bind(&d.boot_id)
-        .execute(&mut *tx)
-        .await?;
+        .execute(dbc)
+        .await?.rows_affected());
         let ev = NewEvent::new(
             "host.started",
             "host",
@@ -33,9 +34,9 @@ impl Store {
     }
 
     pub async fn deployment_count(&self) -> Result<i64> {
-        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM deployments")
-            .fetch_one(&self.read)
-            .await?;
+        let (n,): (i64,) = db!(read self, dbc => sqlx::query_as("SELECT COUNT(*) FROM deployments")
+            .fetch_one(dbc)
+            .await?);
         Ok(n)
     }
 }

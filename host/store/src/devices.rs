@@ -2,9 +2,9 @@
 //!
 //! Only public keys (base64) and hashes of enrollment codes are stored here.
 
+use crate::engine::db;
+use crate::rows::Columns;
 use serde_json::json;
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
 
 use super::envelopes::require_rotation;
 use super::{NewEvent, Result, Store, append_event};
@@ -98,15 +98,15 @@ pub enum EnrollOutcome {
     KeyVersionNotOne,
 }
 
-fn key_from_row(r: &SqliteRow) -> Result<DeviceKeyRow> {
+fn key_from_row(r: &impl Columns) -> Result<DeviceKeyRow> {
     Ok(DeviceKeyRow {
-        device_id: r.try_get("device_id")?,
-        key_version: r.try_get("key_version")?,
-        signing_public: r.try_get("signing_public")?,
-        hpke_public: r.try_get("hpke_public")?,
-        fingerprint: r.try_get("fingerprint")?,
-        created_at: r.try_get("created_at")?,
-        revoked_at: r.try_get("revoked_at")?,
+        device_id: r.col("device_id")?,
+        key_version: r.col("key_version")?,
+        signing_public: r.col("signing_public")?,
+        hpke_public: r.col("hpke_public")?,
+        fingerprint: r.col("fingerprint")?,
+        created_at: r.col("created_at")?,
+        revoked_at: r.col("revoked_at")?,
     })
 }
 
@@ -117,9 +117,9 @@ impl Store {
     /// Stores an enrollment code's hash and its `enrollment.created` event.
     pub async fn create_enrollment(&self, e: &NewEnrollment) -> Result<()> {
         let mut tx = self.begin().await?;
-        sqlx::query(
+        db!(tx, dbc => sqlx::query(
             "INSERT INTO enrollments (id, code_hash, kind, device_id, name, issued_by, expires_at, used_at, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8)",
         )
         .bind(&e.id)
         .bind(&e.code_hash)
@@ -129,8 +129,8 @@ impl Store {
         .bind(&e.issued_by)
         .bind(e.expires_at)
         .bind(e.created_at)
-        .execute(&mut *tx)
-        .await?;
+        .execute(dbc)
+        .await?.rows_affected());
         let ev = NewEvent::new(
             "enrollment.created",
             &e.issued_by,
@@ -152,51 +152,50 @@ impl Store {
     ) -> Result<EnrollOutcome> {
         let now = now_ms();
         let mut tx = self.begin().await?;
-        let claimed = sqlx::query(
-            "UPDATE enrollments SET used_at = ? \
-             WHERE code_hash = ? AND used_at IS NULL AND expires_at > ? \
+        let claimed = db!(rows tx, dbc => sqlx::query(
+            "UPDATE enrollments SET used_at = $1 \
+             WHERE code_hash = $2 AND used_at IS NULL AND expires_at > $3 \
              RETURNING id, kind, device_id, name",
         )
         .bind(now)
         .bind(code_hash)
         .bind(now)
-        .fetch_optional(&mut *tx)
-        .await?;
+        .fetch_optional(dbc)
+        .await?);
         let Some(row) = claimed else {
             return Ok(EnrollOutcome::InvalidCode);
         };
-        let enrollment_id: String = row.try_get("id")?;
-        let kind: String = row.try_get("kind")?;
-        let target: Option<String> = row.try_get("device_id")?;
-        let issued_name: Option<String> = row.try_get("name")?;
+        let enrollment_id: String = row.col("id")?;
+        let kind: String = row.col("kind")?;
+        let target: Option<String> = row.col("device_id")?;
+        let issued_name: Option<String> = row.col("name")?;
         let (device_id, code) = match (kind.as_str(), target) {
             ("reenroll", Some(device_id)) => {
-                let (max,): (Option<i64>,) =
-                    sqlx::query_as("SELECT MAX(key_version) FROM device_keys WHERE device_id = ?")
+                let (max,): (Option<i64>,) = db!(tx, dbc => sqlx::query_as("SELECT MAX(key_version) FROM device_keys WHERE device_id = $1")
                         .bind(&device_id)
-                        .fetch_one(&mut *tx)
-                        .await?;
+                        .fetch_one(dbc)
+                        .await?);
                 let max = max.unwrap_or(0);
                 if key.key_version <= max {
                     return Ok(EnrollOutcome::KeyVersionTooLow { minimum: max + 1 });
                 }
-                sqlx::query(
-                    "UPDATE device_keys SET revoked_at = ? WHERE device_id = ? AND revoked_at IS NULL",
+                db!(tx, dbc => sqlx::query(
+                    "UPDATE device_keys SET revoked_at = $1 WHERE device_id = $2 AND revoked_at IS NULL",
                 )
                 .bind(now)
                 .bind(&device_id)
-                .execute(&mut *tx)
-                .await?;
+                .execute(dbc)
+                .await?.rows_affected());
                 // Its earlier key versions hold the current epochs' keys of its sessions.
                 require_rotation(&mut tx, &device_id, &device_id, "key_revoked", now).await?;
-                sqlx::query(
-                    "UPDATE devices SET status = 'active', updated_at = ?, revoked_at = NULL, \
-                     revoked_by = NULL, revoke_reason = NULL WHERE id = ?",
+                db!(tx, dbc => sqlx::query(
+                    "UPDATE devices SET status = 'active', updated_at = $1, revoked_at = NULL, \
+                     revoked_by = NULL, revoke_reason = NULL WHERE id = $2",
                 )
                 .bind(now)
                 .bind(&device_id)
-                .execute(&mut *tx)
-                .await?;
+                .execute(dbc)
+                .await?.rows_affected());
                 (device_id, "device.reenrolled")
             }
             _ => {
@@ -204,21 +203,21 @@ impl Store {
                     return Ok(EnrollOutcome::KeyVersionNotOne);
                 }
                 let device_id = happyx_core::util::new_id();
-                sqlx::query(
-                    "INSERT INTO devices (id, name, status, created_at, updated_at) VALUES (?, ?, 'active', ?, ?)",
+                db!(tx, dbc => sqlx::query(
+                    "INSERT INTO devices (id, name, status, created_at, updated_at) VALUES ($1, $2, 'active', $3, $4)",
                 )
                 .bind(&device_id)
                 .bind(name.map(str::to_owned).or(issued_name))
                 .bind(now)
                 .bind(now)
-                .execute(&mut *tx)
-                .await?;
+                .execute(dbc)
+                .await?.rows_affected());
                 (device_id, "device.enrolled")
             }
         };
-        sqlx::query(
+        db!(tx, dbc => sqlx::query(
             "INSERT INTO device_keys (device_id, key_version, signing_public, hpke_public, fingerprint, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(&device_id)
         .bind(key.key_version)
@@ -226,8 +225,8 @@ impl Store {
         .bind(&key.hpke_public)
         .bind(&key.fingerprint)
         .bind(now)
-        .execute(&mut *tx)
-        .await?;
+        .execute(dbc)
+        .await?.rows_affected());
         let ev = NewEvent::new(
             code,
             &device_id,
@@ -244,35 +243,35 @@ impl Store {
 
     async fn device_keys_of(&self, device_id: &str) -> Result<Vec<DeviceKeyRow>> {
         let q = format!(
-            "SELECT {KEY_COLS} FROM device_keys k WHERE k.device_id = ? ORDER BY k.key_version"
+            "SELECT {KEY_COLS} FROM device_keys k WHERE k.device_id = $1 ORDER BY k.key_version"
         );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(q))
+        let rows = db!(rows read self, dbc => sqlx::query(sqlx::AssertSqlSafe(q))
             .bind(device_id)
-            .fetch_all(&self.read)
-            .await?;
+            .fetch_all(dbc)
+            .await?);
         rows.iter().map(key_from_row).collect()
     }
 
-    fn device_from_row(r: &SqliteRow, keys: Vec<DeviceKeyRow>) -> Result<DeviceRow> {
+    fn device_from_row(r: &impl Columns, keys: Vec<DeviceKeyRow>) -> Result<DeviceRow> {
         Ok(DeviceRow {
-            id: r.try_get("id")?,
-            name: r.try_get("name")?,
+            id: r.col("id")?,
+            name: r.col("name")?,
             status: vocab_column(r, "status", "devices.status")?,
-            created_at: r.try_get("created_at")?,
-            updated_at: r.try_get("updated_at")?,
-            revoked_at: r.try_get("revoked_at")?,
-            revoked_by: r.try_get("revoked_by")?,
-            revoke_reason: r.try_get("revoke_reason")?,
+            created_at: r.col("created_at")?,
+            updated_at: r.col("updated_at")?,
+            revoked_at: r.col("revoked_at")?,
+            revoked_by: r.col("revoked_by")?,
+            revoke_reason: r.col("revoke_reason")?,
             keys,
         })
     }
 
     /// One device with its key versions.
     pub async fn device(&self, id: &str) -> Result<Option<DeviceRow>> {
-        let row = sqlx::query("SELECT * FROM devices WHERE id = ?")
+        let row = db!(rows read self, dbc => sqlx::query("SELECT * FROM devices WHERE id = $1")
             .bind(id)
-            .fetch_optional(&self.read)
-            .await?;
+            .fetch_optional(dbc)
+            .await?);
         match row {
             None => Ok(None),
             Some(r) => {
@@ -284,12 +283,12 @@ impl Store {
 
     /// Every device, oldest first, with its key versions.
     pub async fn devices(&self) -> Result<Vec<DeviceRow>> {
-        let rows = sqlx::query("SELECT * FROM devices ORDER BY created_at, id")
-            .fetch_all(&self.read)
-            .await?;
+        let rows = db!(rows read self, dbc => sqlx::query("SELECT * FROM devices ORDER BY created_at, id")
+            .fetch_all(dbc)
+            .await?);
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
-            let id: String = r.try_get("id")?;
+            let id: String = r.col("id")?;
             let keys = self.device_keys_of(&id).await?;
             out.push(Self::device_from_row(r, keys)?);
         }
@@ -300,13 +299,13 @@ impl Store {
     pub async fn key_state(&self, device_id: &str, key_version: i64) -> Result<Option<KeyState>> {
         let q = format!(
             "SELECT {KEY_COLS}, d.status AS device_status FROM device_keys k \
-             JOIN devices d ON d.id = k.device_id WHERE k.device_id = ? AND k.key_version = ?"
+             JOIN devices d ON d.id = k.device_id WHERE k.device_id = $1 AND k.key_version = $2"
         );
-        let row = sqlx::query(sqlx::AssertSqlSafe(q))
+        let row = db!(rows read self, dbc => sqlx::query(sqlx::AssertSqlSafe(q))
             .bind(device_id)
             .bind(key_version)
-            .fetch_optional(&self.read)
-            .await?;
+            .fetch_optional(dbc)
+            .await?);
         row.map(|r| {
             Ok(KeyState {
                 key: key_from_row(&r)?,
@@ -320,13 +319,13 @@ impl Store {
     pub async fn live_key(&self, device_id: &str) -> Result<Option<DeviceKeyRow>> {
         let q = format!(
             "SELECT {KEY_COLS} FROM device_keys k JOIN devices d ON d.id = k.device_id \
-             WHERE k.device_id = ? AND k.revoked_at IS NULL AND d.status = 'active' \
+             WHERE k.device_id = $1 AND k.revoked_at IS NULL AND d.status = 'active' \
              ORDER BY k.key_version DESC LIMIT 1"
         );
-        let row = sqlx::query(sqlx::AssertSqlSafe(q))
+        let row = db!(rows read self, dbc => sqlx::query(sqlx::AssertSqlSafe(q))
             .bind(device_id)
-            .fetch_optional(&self.read)
-            .await?;
+            .fetch_optional(dbc)
+            .await?);
         row.as_ref().map(key_from_row).transpose()
     }
 
@@ -342,27 +341,25 @@ impl Store {
     ) -> Result<Option<DeviceRow>> {
         let now = now_ms();
         let mut tx = self.begin().await?;
-        let changed = sqlx::query(
-            "UPDATE devices SET status = 'revoked', updated_at = ?, revoked_at = ?, revoked_by = ?, \
-             revoke_reason = ? WHERE id = ? AND status = 'active'",
+        let changed = db!(tx, dbc => sqlx::query(
+            "UPDATE devices SET status = 'revoked', updated_at = $1, revoked_at = $2, revoked_by = $3, \
+             revoke_reason = $4 WHERE id = $5 AND status = 'active'",
         )
         .bind(now)
         .bind(now)
         .bind(actor)
         .bind(reason)
         .bind(id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        .execute(dbc)
+        .await?.rows_affected());
         if changed == 1 {
-            let keys = sqlx::query(
-                "UPDATE device_keys SET revoked_at = ? WHERE device_id = ? AND revoked_at IS NULL",
+            let keys = db!(tx, dbc => sqlx::query(
+                "UPDATE device_keys SET revoked_at = $1 WHERE device_id = $2 AND revoked_at IS NULL",
             )
             .bind(now)
             .bind(id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+            .execute(dbc)
+            .await?.rows_affected());
             let ev = NewEvent::new(
                 "device.revoked",
                 actor,

@@ -173,7 +173,7 @@ mod tests {
     fn reads_a_row_or_its_absence_and_reuses_connections() {
         let (_dir, path) = db();
         let d = Direct::new(&path);
-        let sql = "SELECT v FROM t WHERE id = ?";
+        let sql = "SELECT v FROM t WHERE id = $1";
         assert_eq!(d.one(sql, "a", v).expect("ran").expect("row"), Some(1));
         assert_eq!(d.one(sql, "b", v).expect("ran").expect("no row"), None);
         assert_eq!(d.open_connections(), 1, "one connection, reused");
@@ -183,15 +183,15 @@ mod tests {
     fn a_failing_read_falls_back_and_frees_its_connection() {
         let (_dir, path) = db();
         let d = Direct::new(&path);
-        assert!(d.one("SELECT nope FROM t WHERE id = ?", "a", v).is_none());
+        assert!(d.one("SELECT nope FROM t WHERE id = $1", "a", v).is_none());
         // A column the type cannot take is left to the pooled path too.
         let text = |r: &Row<'_>| -> Result<Vec<i64>> { Ok(vec![r.get::<_, i64>("id")?]) };
-        assert!(d.one("SELECT id FROM t WHERE id = ?", "a", text).is_none());
+        assert!(d.one("SELECT id FROM t WHERE id = $1", "a", text).is_none());
         assert_eq!(d.open_connections(), 0, "failed connections are closed");
         // A decoder's own verdict (a corrupt value) is final.
         let corrupt = |_: &Row<'_>| -> Result<i64> { Err(StoreError::Corrupt("t.v")) };
         assert!(matches!(
-            d.one("SELECT v FROM t WHERE id = ?", "a", corrupt),
+            d.one("SELECT v FROM t WHERE id = $1", "a", corrupt),
             Some(Err(StoreError::Corrupt("t.v")))
         ));
     }
@@ -201,7 +201,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let path = dir.path().join("absent.db");
         let d = Direct::new(&path);
-        assert!(d.one("SELECT 1 WHERE ? = ''", "", |_| Ok(())).is_none());
+        assert!(d.one("SELECT 1 WHERE $1 = ''", "", |_| Ok(())).is_none());
         assert!(!path.exists(), "a read-only open must not create the file");
     }
 
@@ -214,7 +214,7 @@ mod tests {
             .expect("lock");
         let d = Direct::new(&path);
         let t0 = std::time::Instant::now();
-        assert!(d.one("SELECT v FROM t WHERE id = ?", "a", v).is_none());
+        assert!(d.one("SELECT v FROM t WHERE id = $1", "a", v).is_none());
         assert!(t0.elapsed() < Duration::from_secs(1), "it waited");
     }
 
@@ -229,7 +229,7 @@ mod tests {
                 std::thread::spawn(move || {
                     let mut ran = 0;
                     for _ in 0..500 {
-                        if let Some(r) = d.one("SELECT v FROM t WHERE id = ?", "a", v) {
+                        if let Some(r) = d.one("SELECT v FROM t WHERE id = $1", "a", v) {
                             assert_eq!(r.expect("read"), Some(1));
                             ran += 1;
                         }

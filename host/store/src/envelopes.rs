@@ -3,11 +3,12 @@
 //!
 //! The host stores wrapped keys and ciphertext as opaque bytes; nothing here can decrypt them.
 
+use crate::engine::{Tx, db};
+use crate::rows::Columns;
 use std::collections::{HashMap, HashSet};
 
 use serde_json::json;
-use sqlx::sqlite::SqliteRow;
-use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
+use sqlx::QueryBuilder;
 
 use super::{NewEvent, Result, Session, Store, StoreError, append_event};
 use happyx_core::util::{new_id, now_ms};
@@ -116,28 +117,28 @@ pub struct IngestLimits {
 /// `session.rotation_required` event each, inside the caller's transaction (the revocation's).
 /// Returns the sessions marked, sorted.
 pub(super) async fn require_rotation(
-    conn: &mut SqliteConnection,
+    conn: &mut Tx,
     device_id: &str,
     actor: &str,
     reason: &str,
     now: i64,
 ) -> Result<Vec<String>> {
-    let rows = sqlx::query(
-        "UPDATE sessions SET rotation_required_since = COALESCE(rotation_required_since, ?), \
-         updated_at = ? WHERE kind = 'encrypted' AND id IN (SELECT sd.session_id FROM \
+    let rows = db!(rows conn, dbc => sqlx::query(
+        "UPDATE sessions SET rotation_required_since = COALESCE(rotation_required_since, $1), \
+         updated_at = $2 WHERE kind = 'encrypted' AND id IN (SELECT sd.session_id FROM \
          session_devices sd JOIN sessions s ON s.id = sd.session_id AND s.epoch = sd.epoch \
-         WHERE sd.device_id = ?) RETURNING id, epoch, rotation_required_since",
+         WHERE sd.device_id = $3) RETURNING id, epoch, rotation_required_since",
     )
     .bind(now)
     .bind(now)
     .bind(device_id)
-    .fetch_all(&mut *conn)
-    .await?;
+    .fetch_all(dbc)
+    .await?);
     let mut marked = Vec::with_capacity(rows.len());
     for r in &rows {
-        let id: String = r.try_get("id")?;
-        let epoch: i64 = r.try_get("epoch")?;
-        let since: Option<i64> = r.try_get("rotation_required_since")?;
+        let id: String = r.col("id")?;
+        let epoch: i64 = r.col("epoch")?;
+        let since: Option<i64> = r.col("rotation_required_since")?;
         marked.push((id, epoch, since));
     }
     marked.sort();
@@ -198,29 +199,24 @@ pub struct EnvelopeStats {
     pub senders: Vec<SenderStats>,
 }
 
-fn wrapped_from_row(r: &SqliteRow) -> Result<WrappedKeyRow> {
+fn wrapped_from_row(r: &impl Columns) -> Result<WrappedKeyRow> {
     Ok(WrappedKeyRow {
-        session_id: r.try_get("session_id")?,
-        epoch: r.try_get("epoch")?,
-        device_id: r.try_get("device_id")?,
-        key_version: r.try_get("key_version")?,
-        sender_device_id: r.try_get("sender_device_id")?,
-        sender_key_version: r.try_get("sender_key_version")?,
-        enc: r.try_get("enc")?,
-        ciphertext: r.try_get("ciphertext")?,
+        session_id: r.col("session_id")?,
+        epoch: r.col("epoch")?,
+        device_id: r.col("device_id")?,
+        key_version: r.col("key_version")?,
+        sender_device_id: r.col("sender_device_id")?,
+        sender_key_version: r.col("sender_key_version")?,
+        enc: r.col("enc")?,
+        ciphertext: r.col("ciphertext")?,
     })
 }
 
-async fn insert_epoch(
-    conn: &mut SqliteConnection,
-    keys: &[WrappedKeyRow],
-    actor: &str,
-    now: i64,
-) -> Result<()> {
+async fn insert_epoch(conn: &mut Tx, keys: &[WrappedKeyRow], actor: &str, now: i64) -> Result<()> {
     for k in keys {
-        sqlx::query(
+        db!(conn, dbc => sqlx::query(
             "INSERT INTO session_devices (session_id, epoch, device_id, key_version, added_by, added_at) \
-             VALUES (?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(&k.session_id)
         .bind(k.epoch)
@@ -228,11 +224,11 @@ async fn insert_epoch(
         .bind(k.key_version)
         .bind(actor)
         .bind(now)
-        .execute(&mut *conn)
-        .await?;
-        sqlx::query(
+        .execute(dbc)
+        .await?.rows_affected());
+        db!(conn, dbc => sqlx::query(
             "INSERT INTO session_keys (session_id, epoch, device_id, key_version, sender_device_id, \
-             sender_key_version, enc, ciphertext, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             sender_key_version, enc, ciphertext, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(&k.session_id)
         .bind(k.epoch)
@@ -243,15 +239,26 @@ async fn insert_epoch(
         .bind(&k.enc)
         .bind(&k.ciphertext)
         .bind(now)
-        .execute(&mut *conn)
-        .await?;
+        .execute(dbc)
+        .await?.rows_affected());
     }
     Ok(())
 }
 
-/// `(?, ?), (?, ?), …` for `n` pairs.
-fn pairs(n: usize) -> String {
-    vec!["(?, ?)"; n].join(", ")
+/// `$k, $k+1, …` for `n` single parameters numbered from `*next`, which moves past them.
+fn marks(next: &mut usize, n: usize) -> String {
+    let out: Vec<String> = (*next..*next + n).map(|i| format!("${i}")).collect();
+    *next += n;
+    out.join(", ")
+}
+
+/// `($k, $k+1), ($k+2, $k+3), …` for `n` pairs numbered from `*next`, which moves past them.
+fn pairs(next: &mut usize, n: usize) -> String {
+    let out: Vec<String> = (0..n)
+        .map(|i| format!("(${}, ${})", *next + 2 * i, *next + 2 * i + 1))
+        .collect();
+    *next += 2 * n;
+    out.join(", ")
 }
 
 impl Store {
@@ -263,17 +270,18 @@ impl Store {
         keys: &[WrappedKeyRow],
     ) -> Result<()> {
         let mut tx = self.begin().await?;
-        let res = sqlx::query(
+        let res = db!(tx, dbc => sqlx::query(
             "INSERT INTO sessions (id, name, kind, status, task_id, epoch, created_by, created_at, updated_at) \
-             VALUES (?, ?, 'encrypted', 'open', NULL, 0, ?, ?, ?)",
+             VALUES ($1, $2, 'encrypted', 'open', NULL, 0, $3, $4, $5)",
         )
         .bind(&session.id)
         .bind(&session.name)
         .bind(&session.created_by)
         .bind(session.created_at)
         .bind(session.updated_at)
-        .execute(&mut *tx)
-        .await;
+        .execute(dbc)
+        .await
+        .map(|r| r.rows_affected()));
         if let Err(e) = res {
             let e = StoreError::from(e);
             return Err(if e.is_unique_violation() {
@@ -314,27 +322,28 @@ impl Store {
                 "SELECT COUNT(*) FROM device_keys k JOIN devices d ON d.id = k.device_id \
                  WHERE k.revoked_at IS NULL AND d.status = 'active' \
                  AND (k.device_id, k.key_version) IN (VALUES {})",
-                pairs(keys.len())
+                pairs(&mut 1, keys.len())
             );
-            let mut query = sqlx::query_as::<_, (i64,)>(sqlx::AssertSqlSafe(q));
-            for k in keys {
-                query = query.bind(&k.device_id).bind(k.key_version);
-            }
-            let (live,) = query.fetch_one(&mut *tx).await?;
+            let (live,): (i64,) = db!(tx, dbc => {
+                let mut query = sqlx::query_as(sqlx::AssertSqlSafe(q));
+                for k in keys {
+                    query = query.bind(&k.device_id).bind(k.key_version);
+                }
+                query.fetch_one(dbc).await?
+            });
             if usize::try_from(live).ok() != Some(keys.len()) {
                 return Err(StoreError::RecipientRevoked);
             }
         }
-        let changed = sqlx::query(
-            "UPDATE sessions SET epoch = epoch + 1, rotation_required_since = NULL, updated_at = ? \
-             WHERE id = ? AND kind = 'encrypted' AND epoch = ?",
+        let changed = db!(tx, dbc => sqlx::query(
+            "UPDATE sessions SET epoch = epoch + 1, rotation_required_since = NULL, updated_at = $1 \
+             WHERE id = $2 AND kind = 'encrypted' AND epoch = $3",
         )
         .bind(now)
         .bind(session_id)
         .bind(from)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        .execute(dbc)
+        .await?.rows_affected());
         if changed != 1 {
             return Err(StoreError::EpochChanged);
         }
@@ -357,26 +366,26 @@ impl Store {
         session_id: &str,
         epoch: i64,
     ) -> Result<Vec<(String, i64)>> {
-        let rows: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT device_id, key_version FROM session_devices WHERE session_id = ? AND epoch = ? \
+        let rows: Vec<(String, i64)> = db!(read self, dbc => sqlx::query_as(
+            "SELECT device_id, key_version FROM session_devices WHERE session_id = $1 AND epoch = $2 \
              ORDER BY device_id",
         )
         .bind(session_id)
         .bind(epoch)
-        .fetch_all(&self.read)
-        .await?;
+        .fetch_all(dbc)
+        .await?);
         Ok(rows)
     }
 
     /// Whether a device was ever authorized in a session.
     pub async fn was_session_member(&self, session_id: &str, device_id: &str) -> Result<bool> {
-        let row: Option<(i64,)> = sqlx::query_as(
-            "SELECT 1 FROM session_devices WHERE session_id = ? AND device_id = ? LIMIT 1",
+        let row: Option<(i64,)> = db!(read self, dbc => sqlx::query_as(
+            "SELECT 1 FROM session_devices WHERE session_id = $1 AND device_id = $2 LIMIT 1",
         )
         .bind(session_id)
         .bind(device_id)
-        .fetch_optional(&self.read)
-        .await?;
+        .fetch_optional(dbc)
+        .await?);
         Ok(row.is_some())
     }
 
@@ -386,13 +395,13 @@ impl Store {
         session_id: &str,
         device_id: &str,
     ) -> Result<Vec<WrappedKeyRow>> {
-        let rows = sqlx::query(
-            "SELECT * FROM session_keys WHERE session_id = ? AND device_id = ? ORDER BY epoch",
+        let rows = db!(rows read self, dbc => sqlx::query(
+            "SELECT * FROM session_keys WHERE session_id = $1 AND device_id = $2 ORDER BY epoch",
         )
         .bind(session_id)
         .bind(device_id)
-        .fetch_all(&self.read)
-        .await?;
+        .fetch_all(dbc)
+        .await?);
         rows.iter().map(wrapped_from_row).collect()
     }
 
@@ -403,30 +412,30 @@ impl Store {
         after: i64,
         limit: i64,
     ) -> Result<Vec<StoredEnvelope>> {
-        let rows = sqlx::query(
+        let rows = db!(rows read self, dbc => sqlx::query(
             "SELECT v, ordinal, session_id, sender_device_id, key_version, epoch, sequence, created_at, \
-             nonce, ciphertext, signature FROM envelopes WHERE session_id = ? AND ordinal > ? \
-             ORDER BY ordinal LIMIT ?",
+             nonce, ciphertext, signature FROM envelopes WHERE session_id = $1 AND ordinal > $2 \
+             ORDER BY ordinal LIMIT $3",
         )
         .bind(session_id)
         .bind(after)
         .bind(limit)
-        .fetch_all(&self.read)
-        .await?;
+        .fetch_all(dbc)
+        .await?);
         rows.iter()
             .map(|r| {
                 Ok(StoredEnvelope {
-                    v: r.try_get("v")?,
-                    ordinal: r.try_get("ordinal")?,
-                    session_id: r.try_get("session_id")?,
-                    sender_device_id: r.try_get("sender_device_id")?,
-                    key_version: r.try_get("key_version")?,
-                    epoch: r.try_get("epoch")?,
-                    sequence: r.try_get("sequence")?,
-                    created_at: r.try_get("created_at")?,
-                    nonce: r.try_get("nonce")?,
-                    ciphertext: r.try_get("ciphertext")?,
-                    signature: r.try_get("signature")?,
+                    v: r.col("v")?,
+                    ordinal: r.col("ordinal")?,
+                    session_id: r.col("session_id")?,
+                    sender_device_id: r.col("sender_device_id")?,
+                    key_version: r.col("key_version")?,
+                    epoch: r.col("epoch")?,
+                    sequence: r.col("sequence")?,
+                    created_at: r.col("created_at")?,
+                    nonce: r.col("nonce")?,
+                    ciphertext: r.col("ciphertext")?,
+                    signature: r.col("signature")?,
                 })
             })
             .collect()
@@ -434,9 +443,9 @@ impl Store {
 
     /// Number of stored envelopes, all sessions.
     pub async fn envelope_count(&self) -> Result<i64> {
-        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM envelopes")
-            .fetch_one(&self.read)
-            .await?;
+        let (n,): (i64,) = db!(read self, dbc => sqlx::query_as("SELECT COUNT(*) FROM envelopes")
+            .fetch_one(dbc)
+            .await?);
         Ok(n)
     }
 
@@ -447,22 +456,22 @@ impl Store {
         let Some(session) = self.session(session_id).await? else {
             return Ok(None);
         };
-        let rows = sqlx::query(
+        let rows = db!(rows read self, dbc => sqlx::query(
             "SELECT sender_device_id, COUNT(*) AS n, MIN(sequence) AS lo, MAX(sequence) AS hi, \
-             SUM(size) AS bytes FROM envelopes WHERE session_id = ? \
+             CAST(SUM(size) AS BIGINT) AS bytes FROM envelopes WHERE session_id = $1 \
              GROUP BY sender_device_id ORDER BY sender_device_id",
         )
         .bind(session_id)
-        .fetch_all(&self.read)
-        .await?;
+        .fetch_all(dbc)
+        .await?);
         let mut senders = Vec::with_capacity(rows.len());
         for r in &rows {
             senders.push(SenderStats {
-                sender_device_id: r.try_get("sender_device_id")?,
-                envelopes: r.try_get("n")?,
-                first_sequence: r.try_get("lo")?,
-                last_sequence: r.try_get("hi")?,
-                bytes: r.try_get("bytes")?,
+                sender_device_id: r.col("sender_device_id")?,
+                envelopes: r.col("n")?,
+                first_sequence: r.col("lo")?,
+                last_sequence: r.col("hi")?,
+                bytes: r.col("bytes")?,
             });
         }
         Ok(Some(EnvelopeStats {
@@ -547,7 +556,8 @@ impl Store {
         }
         // Inserts, many rows per statement (14 parameters per row, well under SQLite's limit).
         for chunk in accepted.chunks(500) {
-            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+            db!(tx, dbc => {
+            let mut qb = QueryBuilder::new(
                 "INSERT INTO envelopes (id, ordinal, session_id, sender_device_id, key_version, epoch, \
                  sequence, created_at, received_at, nonce, ciphertext, signature, size, v) ",
             );
@@ -568,7 +578,8 @@ impl Store {
                     .push_bind(it.size)
                     .push_bind(it.v);
             });
-            qb.build().execute(&mut *tx).await?;
+            qb.build().execute(dbc).await?.rows_affected()
+            });
         }
         // Cursor moves: the final value per (session, sender) touched by this batch.
         let mut moved: HashMap<(String, String), i64> = HashMap::new();
@@ -581,7 +592,8 @@ impl Store {
         }
         let moved: Vec<_> = moved.into_iter().collect();
         for chunk in moved.chunks(500) {
-            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+            db!(tx, dbc => {
+            let mut qb = QueryBuilder::new(
                 "INSERT INTO envelope_cursors (session_id, sender_device_id, last_sequence, updated_at) ",
             );
             qb.push_values(chunk, |mut b, ((s, d), seq)| {
@@ -595,7 +607,8 @@ impl Store {
                  last_sequence = excluded.last_sequence, updated_at = excluded.updated_at \
                  WHERE excluded.last_sequence > envelope_cursors.last_sequence",
             );
-            qb.build().execute(&mut *tx).await?;
+            qb.build().execute(dbc).await?.rows_affected()
+            });
         }
         // Audit: one event per session for what was accepted, one per authenticated refusal.
         let mut per_session: HashMap<&str, (i64, HashSet<&str>)> = HashMap::new();
@@ -654,7 +667,7 @@ struct BatchState {
 }
 
 impl BatchState {
-    async fn load(conn: &mut SqliteConnection, items: &[IngestItem]) -> Result<Self> {
+    async fn load(conn: &mut Tx, items: &[IngestItem]) -> Result<Self> {
         let session_ids: Vec<&str> = items
             .iter()
             .map(|i| i.session_id.as_str())
@@ -674,7 +687,8 @@ impl BatchState {
             .into_iter()
             .collect();
 
-        // One statement (one round trip to SQLite's thread) reads all of it; `k` tags the part.
+        // One statement (one round trip to the database) reads all of it; `k` tags the part.
+        let mut next = 1;
         let q = format!(
             "SELECT 's' AS k, id AS a, NULL AS b, epoch AS n FROM sessions \
              WHERE kind = 'encrypted' AND id IN ({sessions}) \
@@ -695,24 +709,24 @@ impl BatchState {
              WHERE (session_id, sender_device_id) IN (VALUES {senders}) \
              UNION ALL \
              SELECT 'o', NULL, NULL, MAX(ordinal) FROM envelopes",
-            sessions = vec!["?"; session_ids.len()].join(", "),
-            keys = pairs(key_ids.len()),
-            senders = pairs(sender_ids.len()),
+            // Each list is named twice in the text and bound once: `$N` is one parameter.
+            sessions = marks(&mut next, session_ids.len()),
+            keys = pairs(&mut next, key_ids.len()),
+            senders = pairs(&mut next, sender_ids.len()),
         );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(q));
-        for _ in 0..2 {
+        let rows = db!(rows conn, dbc => {
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(q));
             for s in &session_ids {
                 query = query.bind(*s);
             }
-        }
-        for (d, v) in &key_ids {
-            query = query.bind(*d).bind(*v);
-        }
-        for _ in 0..2 {
+            for (d, v) in &key_ids {
+                query = query.bind(*d).bind(*v);
+            }
             for (s, d) in &sender_ids {
                 query = query.bind(*s).bind(*d);
             }
-        }
+            query.fetch_all(dbc).await?
+        });
         let (mut sessions, mut rotations, mut keys, mut members, mut cursors) = (
             HashMap::new(),
             HashMap::new(),
@@ -721,11 +735,11 @@ impl BatchState {
             HashMap::new(),
         );
         let mut ordinal = 0;
-        for r in query.fetch_all(&mut *conn).await? {
-            let tag: String = r.try_get("k")?;
-            let a: Option<String> = r.try_get("a")?;
-            let b: Option<String> = r.try_get("b")?;
-            let n: Option<i64> = r.try_get("n")?;
+        for r in rows {
+            let tag: String = r.col("k")?;
+            let a: Option<String> = r.col("a")?;
+            let b: Option<String> = r.col("b")?;
+            let n: Option<i64> = r.col("n")?;
             let corrupt = || StoreError::Corrupt("envelope batch state");
             match tag.as_str() {
                 "s" => {

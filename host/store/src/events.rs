@@ -3,11 +3,12 @@
 use std::sync::{Mutex, PoisonError};
 
 use serde_json::Value;
-use sqlx::sqlite::SqliteRow;
-use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
+use sqlx::QueryBuilder;
 
-use super::{EventRow, Result, Store, StoreError};
+use super::{EventRow, Result, Store, StoreError, Tx, db};
 use crate::audit::{self, ChainError, ChainSummary, EventFields, Verifier};
+use crate::engine::{Conn, Engine};
+use crate::rows::{Columns, FromColumns};
 use happyx_core::progress::Progress;
 use happyx_core::util::{new_id, now_ms};
 
@@ -35,17 +36,18 @@ impl<'a> NewEvent<'a> {
 /// The newest event's `(seq, hash)`, else the prune anchor's, else `(0, genesis)`: what the
 /// next event chains to. A malformed stored hash (only a tampered database has one) chains
 /// from the genesis value; the break stays visible to `happyx audit verify`.
-async fn chain_tip(conn: &mut SqliteConnection) -> Result<(i64, [u8; 32])> {
-    let row: Option<(i64, Option<String>)> =
-        sqlx::query_as("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1")
-            .fetch_optional(&mut *conn)
-            .await?;
+async fn chain_tip(tx: &mut Tx) -> Result<(i64, [u8; 32])> {
+    let row: Option<(i64, Option<String>)> = db!(tx, c => sqlx::query_as(
+        "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1",
+    )
+    .fetch_optional(c)
+    .await?);
     let row = match row {
         Some(r) => Some(r),
-        None => sqlx::query_as("SELECT seq, hash FROM event_anchor WHERE id = 1")
-            .fetch_optional(&mut *conn)
-            .await?
-            .map(|(seq, hash): (i64, String)| (seq, Some(hash))),
+        None => db!(tx, c => sqlx::query_as("SELECT seq, hash FROM event_anchor WHERE id = 1")
+            .fetch_optional(c)
+            .await?)
+        .map(|(seq, hash): (i64, String)| (seq, Some(hash))),
     };
     Ok(match row {
         None => (0, audit::GENESIS),
@@ -79,31 +81,31 @@ fn set_tip_hint(tip: (i64, [u8; 32])) {
 /// Appends inside an open write transaction; returns the new sequence number.
 /// Gap-free because the write lock is held from `BEGIN IMMEDIATE` to commit; the row's chain
 /// hash ([`crate::audit`]) is computed here, chained to the newest row, in the same transaction.
-pub(super) async fn append(conn: &mut SqliteConnection, ev: &NewEvent<'_>) -> Result<i64> {
-    Ok(append_first(conn, ev).await?.0)
+pub(super) async fn append(tx: &mut Tx, ev: &NewEvent<'_>) -> Result<i64> {
+    Ok(append_first(tx, ev).await?.0)
 }
 
 /// Appends the first event of a transaction: after the hinted tip when the hint still holds,
 /// else after the tip read from the database. Returns the new tip.
-async fn append_first(conn: &mut SqliteConnection, ev: &NewEvent<'_>) -> Result<(i64, [u8; 32])> {
+async fn append_first(tx: &mut Tx, ev: &NewEvent<'_>) -> Result<(i64, [u8; 32])> {
     if let Some(tip) = tip_hint()
-        && let Some(next) = insert_after(conn, ev, tip, true).await?
+        && let Some(next) = insert_after(tx, ev, tip, true).await?
     {
         set_tip_hint(next);
         return Ok(next);
     }
-    let tip = chain_tip(conn).await?;
-    append_after(conn, ev, tip).await
+    let tip = chain_tip(tx).await?;
+    append_after(tx, ev, tip).await
 }
 
 /// Appends `ev` after `tip` (the `(seq, hash)` read or checked in this same transaction, or
 /// what the previous call returned); returns the new tip.
 async fn append_after(
-    conn: &mut SqliteConnection,
+    tx: &mut Tx,
     ev: &NewEvent<'_>,
     tip: (i64, [u8; 32]),
 ) -> Result<(i64, [u8; 32])> {
-    let next = insert_after(conn, ev, tip, false)
+    let next = insert_after(tx, ev, tip, false)
         .await?
         .ok_or(StoreError::EventNotAppended)?;
     set_tip_hint(next);
@@ -146,34 +148,42 @@ fn chain(ev: &NewEvent<'_>, (prev_seq, prev): (i64, [u8; 32])) -> Chained {
 /// Inserts `ev` chained to `tip`. With `checked`, only while the newest stored event is `tip`
 /// (`None` when it is not, and nothing was written).
 async fn insert_after(
-    conn: &mut SqliteConnection,
+    tx: &mut Tx,
     ev: &NewEvent<'_>,
     tip: (i64, [u8; 32]),
     checked: bool,
 ) -> Result<Option<(i64, [u8; 32])>> {
-    let c = chain(ev, tip);
     let sql = if checked {
         "INSERT INTO events (id, seq, at, code, actor, subject, data, hash) \
-         SELECT ?, ?, ?, ?, ?, ?, ?, ? \
-         WHERE (SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1) = (?, ?)"
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8 \
+         WHERE (SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1) = ($9, $10)"
     } else {
         "INSERT INTO events (id, seq, at, code, actor, subject, data, hash) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
     };
-    let mut q = sqlx::query(sql)
-        .bind(c.id)
-        .bind(c.seq)
-        .bind(c.at)
-        .bind(ev.code)
-        .bind(ev.actor)
-        .bind(ev.subject)
-        .bind(c.data)
-        .bind(hex::encode(c.hash));
-    if checked {
-        q = q.bind(tip.0).bind(hex::encode(tip.1));
-    }
-    let written = q.execute(&mut *conn).await?.rows_affected();
-    Ok((written == 1).then_some((c.seq, c.hash)))
+    let Chained {
+        id,
+        seq,
+        at,
+        data,
+        hash,
+    } = chain(ev, tip);
+    let written = db!(tx, conn => {
+        let mut q = sqlx::query(sql)
+            .bind(&id)
+            .bind(seq)
+            .bind(at)
+            .bind(ev.code)
+            .bind(ev.actor)
+            .bind(ev.subject)
+            .bind(&data)
+            .bind(hex::encode(hash));
+        if checked {
+            q = q.bind(tip.0).bind(hex::encode(tip.1));
+        }
+        q.execute(conn).await?.rows_affected()
+    });
+    Ok((written == 1).then_some((seq, hash)))
 }
 
 /// Events per multi-row INSERT of [`Store::append_events`] (8 parameters each; SQLite allows
@@ -183,7 +193,7 @@ const INSERT_ROWS: usize = 100;
 /// Inserts `evs` chained one to the next from `tip`, [`INSERT_ROWS`] per statement; returns
 /// the new tip.
 async fn insert_chained(
-    conn: &mut SqliteConnection,
+    tx: &mut Tx,
     evs: &[NewEvent<'_>],
     mut tip: (i64, [u8; 32]),
 ) -> Result<(i64, [u8; 32])> {
@@ -196,20 +206,22 @@ async fn insert_chained(
                 (c, ev)
             })
             .collect();
-        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "INSERT INTO events (id, seq, at, code, actor, subject, data, hash) ",
-        );
-        qb.push_values(rows, |mut b, (c, ev)| {
-            b.push_bind(c.id)
-                .push_bind(c.seq)
-                .push_bind(c.at)
-                .push_bind(ev.code.to_owned())
-                .push_bind(ev.actor.to_owned())
-                .push_bind(ev.subject.to_owned())
-                .push_bind(c.data)
-                .push_bind(hex::encode(c.hash));
+        db!(tx, conn => {
+            let mut qb = QueryBuilder::new(
+                "INSERT INTO events (id, seq, at, code, actor, subject, data, hash) ",
+            );
+            qb.push_values(&rows, |mut b, (c, ev)| {
+                b.push_bind(c.id.clone())
+                    .push_bind(c.seq)
+                    .push_bind(c.at)
+                    .push_bind(ev.code.to_owned())
+                    .push_bind(ev.actor.to_owned())
+                    .push_bind(ev.subject.to_owned())
+                    .push_bind(c.data.clone())
+                    .push_bind(hex::encode(c.hash));
+            });
+            qb.build().execute(conn).await?.rows_affected()
         });
-        qb.build().execute(&mut *conn).await?;
     }
     Ok(tip)
 }
@@ -232,36 +244,68 @@ impl Default for EventPager {
 
 impl EventPager {
     /// The next batch; empty once the walk is done.
-    async fn next(&mut self, conn: &mut SqliteConnection) -> Result<Vec<SqliteRow>> {
-        let rows = sqlx::query(
+    async fn next(&mut self, tx: &mut impl Conn) -> Result<Vec<ChainRow>> {
+        let rows: Vec<ChainRow> = db!(tx, c => sqlx::query(
             "SELECT id, seq, at, code, actor, subject, data, hash FROM events \
-             WHERE seq > ? ORDER BY seq LIMIT ?",
+             WHERE seq > $1 ORDER BY seq LIMIT $2",
         )
         .bind(self.after)
         .bind(CHAIN_BATCH)
-        .fetch_all(&mut *conn)
-        .await?;
+        .fetch_all(c)
+        .await?
+        .iter()
+        .map(ChainRow::from_columns)
+        .collect::<Result<_>>()?);
         if let Some(last) = rows.last() {
-            self.after = last.try_get("seq")?;
+            self.after = last.seq;
         }
         Ok(rows)
     }
 }
 
-/// A paged row's chained fields, borrowed from the row, and its stored hash.
-fn chained_fields(r: &SqliteRow) -> Result<(EventFields<'_>, Option<&str>)> {
-    Ok((
-        EventFields {
-            seq: r.try_get("seq")?,
-            id: r.try_get("id")?,
-            at: r.try_get("at")?,
-            code: r.try_get("code")?,
-            actor: r.try_get("actor")?,
-            subject: r.try_get("subject")?,
-            data: r.try_get("data")?,
-        },
-        r.try_get("hash")?,
-    ))
+/// A paged event: the fields its chain hash covers, and its stored hash.
+struct ChainRow {
+    seq: i64,
+    id: String,
+    at: i64,
+    code: String,
+    actor: String,
+    subject: String,
+    data: String,
+    hash: Option<String>,
+}
+
+impl FromColumns for ChainRow {
+    fn from_columns(r: &impl Columns) -> Result<Self> {
+        Ok(ChainRow {
+            seq: r.col("seq")?,
+            id: r.col("id")?,
+            at: r.col("at")?,
+            code: r.col("code")?,
+            actor: r.col("actor")?,
+            subject: r.col("subject")?,
+            data: r.col("data")?,
+            hash: r.col("hash")?,
+        })
+    }
+}
+
+impl ChainRow {
+    /// The chained fields, borrowed, and the stored hash.
+    fn fields(&self) -> (EventFields<'_>, Option<&str>) {
+        (
+            EventFields {
+                seq: self.seq,
+                id: &self.id,
+                at: self.at,
+                code: &self.code,
+                actor: &self.actor,
+                subject: &self.subject,
+                data: &self.data,
+            },
+            self.hash.as_deref(),
+        )
+    }
 }
 
 /// Hashes the events a database had before the chain existed, once: while
@@ -269,27 +313,30 @@ fn chained_fields(r: &SqliteRow) -> Result<(EventFields<'_>, Option<&str>)> {
 /// get one, in `seq` order, chained from the first event (a log whose oldest events were
 /// already pruned gets an anchor at the seq before its first one, with the genesis value).
 /// One transaction; the marker row goes with it, so a hash removed later is never refilled.
-pub(super) async fn backfill_hashes(pool: &SqlitePool) -> Result<u64> {
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    let (owed,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM event_hash_backfill")
-        .fetch_one(&mut *tx)
-        .await?;
+pub(super) async fn backfill_hashes(engine: &Engine) -> Result<u64> {
+    let mut tx = engine.begin().await?;
+    let (owed,): (i64,) = db!(tx, c => sqlx::query_as("SELECT COUNT(*) FROM event_hash_backfill")
+        .fetch_one(c)
+        .await?);
     if owed == 0 {
         return Ok(0);
     }
-    let anchor: Option<(i64,)> = sqlx::query_as("SELECT seq FROM event_anchor WHERE id = 1")
-        .fetch_optional(&mut *tx)
-        .await?;
+    let anchor: Option<(i64,)> = db!(tx, c => sqlx::query_as(
+        "SELECT seq FROM event_anchor WHERE id = 1",
+    )
+    .fetch_optional(c)
+    .await?);
     if anchor.is_none() {
-        let (first,): (Option<i64>,) = sqlx::query_as("SELECT MIN(seq) FROM events")
-            .fetch_one(&mut *tx)
-            .await?;
+        let (first,): (Option<i64>,) = db!(tx, c => sqlx::query_as("SELECT MIN(seq) FROM events")
+            .fetch_one(c)
+            .await?);
         if let Some(first) = first.filter(|f| *f > 1) {
-            sqlx::query("INSERT INTO event_anchor (id, seq, hash) VALUES (1, ?, ?)")
+            db!(tx, c => sqlx::query("INSERT INTO event_anchor (id, seq, hash) VALUES (1, $1, $2)")
                 .bind(first - 1)
                 .bind(hex::encode(audit::GENESIS))
-                .execute(&mut *tx)
-                .await?;
+                .execute(c)
+                .await?
+                .rows_affected());
         }
     }
     let mut prev = audit::GENESIS;
@@ -301,23 +348,25 @@ pub(super) async fn backfill_hashes(pool: &SqlitePool) -> Result<u64> {
             break;
         }
         for r in &rows {
-            let (ev, stored) = chained_fields(r)?;
+            let (ev, stored) = r.fields();
             if let Some(h) = stored.and_then(audit::parse_hash) {
                 prev = h;
                 continue;
             }
             prev = audit::event_hash(&prev, &ev);
-            sqlx::query("UPDATE events SET hash = ? WHERE seq = ?")
+            db!(tx, c => sqlx::query("UPDATE events SET hash = $1 WHERE seq = $2")
                 .bind(hex::encode(prev))
                 .bind(ev.seq)
-                .execute(&mut *tx)
-                .await?;
+                .execute(c)
+                .await?
+                .rows_affected());
             filled += 1;
         }
     }
-    sqlx::query("DELETE FROM event_hash_backfill")
-        .execute(&mut *tx)
-        .await?;
+    db!(tx, c => sqlx::query("DELETE FROM event_hash_backfill")
+        .execute(c)
+        .await?
+        .rows_affected());
     tx.commit().await?;
     if filled > 0 {
         tracing::info!(
@@ -332,25 +381,26 @@ pub(super) async fn backfill_hashes(pool: &SqlitePool) -> Result<u64> {
 /// view), oldest first. The outer error is a storage failure; the inner one the first
 /// bad `seq`.
 pub(crate) async fn verify_chain_on(
-    conn: &mut SqliteConnection,
+    tx: &mut impl Conn,
     progress: &Progress,
 ) -> Result<std::result::Result<ChainSummary, ChainError>> {
-    let anchor: Option<(i64, String)> =
-        sqlx::query_as("SELECT seq, hash FROM event_anchor WHERE id = 1")
-            .fetch_optional(&mut *conn)
-            .await?;
+    let anchor: Option<(i64, String)> = db!(tx, c => sqlx::query_as(
+        "SELECT seq, hash FROM event_anchor WHERE id = 1",
+    )
+    .fetch_optional(c)
+    .await?);
     let mut v = match Verifier::new(anchor.as_ref().map(|(s, h)| (*s, h.as_str()))) {
         Ok(v) => v,
         Err(e) => return Ok(Err(e)),
     };
     let mut pager = EventPager::default();
     loop {
-        let rows = pager.next(conn).await?;
+        let rows = pager.next(tx).await?;
         if rows.is_empty() {
             break;
         }
         for r in &rows {
-            let (ev, hash) = chained_fields(r)?;
+            let (ev, hash) = r.fields();
             if let Err(e) = v.push(&ev, hash) {
                 return Ok(Err(e));
             }
@@ -360,15 +410,15 @@ pub(crate) async fn verify_chain_on(
     Ok(Ok(v.finish()))
 }
 
-fn event_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<EventRow> {
-    let data: String = r.try_get("data")?;
+fn event_from_row(r: &impl Columns) -> Result<EventRow> {
+    let data: String = r.col("data")?;
     Ok(EventRow {
-        id: r.try_get("id")?,
-        seq: r.try_get("seq")?,
-        at: r.try_get("at")?,
-        code: r.try_get("code")?,
-        actor: r.try_get("actor")?,
-        subject: r.try_get("subject")?,
+        id: r.col("id")?,
+        seq: r.col("seq")?,
+        at: r.col("at")?,
+        code: r.col("code")?,
+        actor: r.col("actor")?,
+        subject: r.col("subject")?,
         data: serde_json::from_str(&data).map_err(|_| StoreError::Corrupt("events.data"))?,
     })
 }
@@ -400,14 +450,16 @@ impl Store {
 
     /// Events with `seq > after`, oldest first, at most `limit`.
     pub async fn events_after(&self, after: i64, limit: i64) -> Result<Vec<EventRow>> {
-        let rows = sqlx::query(
-            "SELECT id, seq, at, code, actor, subject, data FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+        db!(read self, c => sqlx::query(
+            "SELECT id, seq, at, code, actor, subject, data FROM events WHERE seq > $1 ORDER BY seq LIMIT $2",
         )
         .bind(after)
         .bind(limit)
-        .fetch_all(&self.read)
-        .await?;
-        rows.iter().map(event_from_row).collect()
+        .fetch_all(c)
+        .await?
+        .iter()
+        .map(event_from_row)
+        .collect())
     }
 
     /// Checks the whole event chain from the prune anchor to the newest event, in one read
@@ -416,11 +468,11 @@ impl Store {
         &self,
         progress: &Progress,
     ) -> Result<std::result::Result<ChainSummary, ChainError>> {
-        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM events")
-            .fetch_one(&self.read)
-            .await?;
+        let (n,): (i64,) = db!(read self, c => sqlx::query_as("SELECT COUNT(*) FROM events")
+            .fetch_one(c)
+            .await?);
         progress.add_total(n.max(0) as u64);
-        let mut tx = self.read.begin().await?;
+        let mut tx = self.begin_read().await?;
         let out = verify_chain_on(&mut tx, progress).await?;
         tx.rollback().await?;
         Ok(out)
@@ -429,16 +481,19 @@ impl Store {
     /// The chain's head `(seq, hex hash)` and anchor `(seq, hex hash)`, as stored (not
     /// checked): what `/public/evidence` publishes. `(0, genesis)` stands for none.
     pub async fn chain_head(&self) -> Result<((i64, String), (i64, String))> {
-        let mut conn = self.read.acquire().await?;
-        let anchor: (i64, String) =
-            sqlx::query_as("SELECT seq, hash FROM event_anchor WHERE id = 1")
-                .fetch_optional(&mut *conn)
-                .await?
-                .unwrap_or_else(|| (0, hex::encode(audit::GENESIS)));
-        let head: Option<(i64, Option<String>)> =
-            sqlx::query_as("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1")
-                .fetch_optional(&mut *conn)
-                .await?;
+        let mut tx = self.begin_read().await?;
+        let anchor: (i64, String) = db!(tx, c => sqlx::query_as(
+            "SELECT seq, hash FROM event_anchor WHERE id = 1",
+        )
+        .fetch_optional(c)
+        .await?)
+        .unwrap_or_else(|| (0, hex::encode(audit::GENESIS)));
+        let head: Option<(i64, Option<String>)> = db!(tx, c => sqlx::query_as(
+            "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1",
+        )
+        .fetch_optional(c)
+        .await?);
+        tx.rollback().await?;
         let head = match head {
             Some((seq, hash)) => (seq, hash.unwrap_or_default()),
             None => anchor.clone(),
@@ -448,9 +503,9 @@ impl Store {
 
     /// Highest sequence number, 0 when the log is empty.
     pub async fn last_event_seq(&self) -> Result<i64> {
-        let (seq,): (Option<i64>,) = sqlx::query_as("SELECT MAX(seq) FROM events")
-            .fetch_one(&self.read)
-            .await?;
+        let (seq,): (Option<i64>,) = db!(read self, c => sqlx::query_as("SELECT MAX(seq) FROM events")
+            .fetch_one(c)
+            .await?);
         Ok(seq.unwrap_or(0))
     }
 }

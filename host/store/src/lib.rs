@@ -1,5 +1,6 @@
 //! The store: every SQL statement HappyX runs lives in this crate, and it is
-//! the only code that knows the database engine (SQLite today). It also owns
+//! the only code that knows the database engine: SQLite in the data dir by default, or a
+//! PostgreSQL database several hosts share ([`engine`] says how one body of code runs on both). It also owns
 //! what the stored history is made of: the event chain ([`audit`]), signed
 //! checkpoints ([`checkpoint`]), the host signing key ([`signing`]) and the
 //! `[storage]` configuration ([`config`]). It depends on no HTTP framework and
@@ -7,12 +8,13 @@
 //! wasmtime).
 //!
 //! Domain modules call whole units of work (`create_task`, `use_approval`, …);
-//! each is one transaction that also appends its audit event, so a Postgres
-//! implementation can be added later behind the same methods without touching
-//! any caller. Writes go through a single-connection pool (SQLite allows one
-//! writer; queueing in-process is fairer than spinning on `SQLITE_BUSY`), reads
-//! through a separate pool, except lookups by id, which run on the calling thread
-//! when they can (module `direct`). Every write transaction is `BEGIN IMMEDIATE`.
+//! each is one transaction that also appends its audit event, on either engine, so no
+//! caller knows which engine it runs on. On SQLite, writes go through a single-connection
+//! pool (SQLite allows one writer; queueing in-process is fairer than spinning on
+//! `SQLITE_BUSY`), reads through a separate pool, except lookups by id, which run on the
+//! calling thread when they can (module `direct`). Every write transaction holds the engine's
+//! write lock from its start: `BEGIN IMMEDIATE` on SQLite, a transaction-scoped advisory lock
+//! on PostgreSQL.
 
 mod approvals;
 pub mod audit;
@@ -23,6 +25,7 @@ mod console;
 mod deployments;
 mod devices;
 mod direct;
+pub(crate) mod engine;
 mod envelopes;
 mod events;
 mod migrate;
@@ -41,8 +44,11 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
+use sqlx::SqlitePool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{SqliteConnection, SqlitePool};
+
+pub(crate) use engine::{Engine, Tx, db};
 
 pub use approvals::{ApprovalUse, Granted, NewApproval, TokenRecord, UseEffect, UseOutcome};
 pub use console::{ConsoleSessionRow, EventFilter, RunFilter};
@@ -161,19 +167,49 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// Handle to the database. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Store {
-    write: SqlitePool,
-    read: SqlitePool,
-    path: std::sync::Arc<Path>,
-    /// Token rows for authentication; see [`token_cache`].
-    token_cache: std::sync::Arc<token_cache::TokenCache>,
-    /// Lookups by key on the caller's thread; see [`direct`]. `None`: every read is pooled.
+    engine: Engine,
+    /// The SQLite database file; `None` on PostgreSQL.
+    path: Option<std::sync::Arc<Path>>,
+    /// Token rows for authentication; see [`token_cache`]. `None` on PostgreSQL, where a
+    /// revocation may come from another host: every authentication reads the row.
+    token_cache: Option<std::sync::Arc<token_cache::TokenCache>>,
+    /// Lookups by key on the caller's thread; see [`direct`]. `None`: every read is pooled
+    /// (always on PostgreSQL).
     direct: Option<std::sync::Arc<direct::Direct>>,
 }
 
 impl Store {
-    /// Opens (creating if needed) the database in `data_dir` and applies the
-    /// embedded migrations. Refuses a database whose schema is newer than ours.
+    /// Opens the configured database (creating the SQLite one in `data_dir` if needed) and
+    /// applies the embedded migrations. Refuses a database whose schema is newer than ours.
     pub async fn open(data_dir: &Path, cfg: &StorageConfig) -> Result<Self> {
+        match &cfg.url {
+            Some(url) => Self::open_postgres(url, cfg).await,
+            None => Self::open_sqlite(data_dir, cfg).await,
+        }
+    }
+
+    /// Connects to the PostgreSQL database `url` names and brings its schema up to date
+    /// (several hosts may do so at once: the migrator holds an advisory lock).
+    async fn open_postgres(url: &config::DatabaseUrl, cfg: &StorageConfig) -> Result<Self> {
+        let opts = PgConnectOptions::from_str(url.expose())?;
+        let pool = PgPoolOptions::new()
+            // Writers hold the one write lock in turn; reads need their own connections.
+            .max_connections(cfg.read_connections.saturating_add(2))
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(opts)
+            .await?;
+        migrate::run_postgres(&pool).await?;
+        let engine = Engine::Postgres { pool };
+        events::backfill_hashes(&engine).await?;
+        Ok(Self {
+            engine,
+            path: None,
+            token_cache: None,
+            direct: None,
+        })
+    }
+
+    async fn open_sqlite(data_dir: &Path, cfg: &StorageConfig) -> Result<Self> {
         let path = data_dir.join(DB_FILE);
         let sync = match cfg.synchronous {
             Synchronous::Full => SqliteSynchronous::Full,
@@ -195,19 +231,19 @@ impl Store {
             .connect_with(opts.clone())
             .await?;
         migrate::run(&write).await?;
-        events::backfill_hashes(&write).await?;
         let read = SqlitePoolOptions::new()
             .max_connections(cfg.read_connections)
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(opts.read_only(true))
             .await?;
+        let engine = Engine::Sqlite { write, read };
+        events::backfill_hashes(&engine).await?;
         private_files(&path);
-        let token_cache = std::sync::Arc::new(token_cache::TokenCache::open(data_dir));
+        let token_cache = Some(std::sync::Arc::new(token_cache::TokenCache::open(data_dir)));
         let direct = Some(std::sync::Arc::new(direct::Direct::new(&path)));
         Ok(Self {
-            write,
-            read,
-            path: path.into(),
+            engine,
+            path: Some(path.into()),
             token_cache,
             direct,
         })
@@ -223,7 +259,7 @@ impl Store {
         }
     }
 
-    /// The row `sql` (one `?` parameter, bound to `key`) selects, if any: a direct read
+    /// The row `sql` (one `$1` parameter, bound to `key`) selects, if any: a direct read
     /// ([`direct`]) when one can run at once, else the read pool.
     async fn lookup<T: rows::FromColumns>(&self, sql: &str, key: &str) -> Result<Option<T>> {
         if let Some(direct) = &self.direct
@@ -231,39 +267,89 @@ impl Store {
         {
             return answer;
         }
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        db!(read self, c => sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(key)
-            .fetch_optional(&self.read)
-            .await?;
-        row.as_ref().map(T::from_columns).transpose()
+            .fetch_optional(c)
+            .await?
+            .as_ref()
+            .map(T::from_columns)
+            .transpose())
     }
 
-    /// Path of the database file.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Path of the SQLite database file; `None` on PostgreSQL.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
     }
 
-    /// Closes both pools, waiting for connections in use to be returned.
+    /// `"sqlite"` or `"postgres"`.
+    pub fn engine_name(&self) -> &'static str {
+        self.engine.name()
+    }
+
+    /// Bytes the database takes: the SQLite file and its WAL, or PostgreSQL's
+    /// `pg_database_size`.
+    pub async fn storage_bytes(&self) -> Result<u64> {
+        match &self.engine {
+            Engine::Sqlite { .. } => {
+                let Some(db) = self.path() else {
+                    return Ok(0);
+                };
+                let mut wal = db.as_os_str().to_owned();
+                wal.push("-wal");
+                Ok([db.as_os_str().to_owned(), wal]
+                    .iter()
+                    .filter_map(|p| std::fs::metadata(p).ok())
+                    .map(|m| m.len())
+                    .sum())
+            }
+            Engine::Postgres { pool } => {
+                let (n,): (i64,) = sqlx::query_as("SELECT pg_database_size(current_database())")
+                    .fetch_one(pool)
+                    .await?;
+                Ok(u64::try_from(n).unwrap_or(0))
+            }
+        }
+    }
+
+    /// Closes the pools, waiting for connections in use to be returned.
     pub async fn close(&self) {
-        self.read.close().await;
-        self.write.close().await;
+        self.engine.close().await;
     }
 
-    /// Starts a write transaction holding SQLite's write lock from its first statement.
-    async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
-        Ok(self.write.begin_with("BEGIN IMMEDIATE").await?)
+    /// Starts a write transaction holding the engine's write lock from its first statement.
+    async fn begin(&self) -> Result<Tx> {
+        self.engine.begin().await
     }
 
-    /// The write pool, for benchmarks that compare against raw statements.
+    /// Starts a read-only transaction with one consistent view; see [`Engine::begin_read`].
+    async fn begin_read(&self) -> Result<Tx> {
+        self.engine.begin_read().await
+    }
+
+    /// The SQLite write pool, for benchmarks that compare against raw statements; `None` on
+    /// PostgreSQL.
     #[doc(hidden)]
-    pub fn raw_write_pool(&self) -> &SqlitePool {
-        &self.write
+    pub fn raw_write_pool(&self) -> Option<&SqlitePool> {
+        match &self.engine {
+            Engine::Sqlite { write, .. } => Some(write),
+            Engine::Postgres { .. } => None,
+        }
+    }
+
+    /// The PostgreSQL pool, for benchmarks that compare against raw statements; `None` on
+    /// SQLite.
+    #[doc(hidden)]
+    pub fn raw_postgres_pool(&self) -> Option<&sqlx::PgPool> {
+        match &self.engine {
+            Engine::Postgres { pool } => Some(pool),
+            Engine::Sqlite { .. } => None,
+        }
     }
 }
 
-/// Appends one event inside `conn`'s transaction; see [`events`].
-async fn append_event(conn: &mut SqliteConnection, ev: &NewEvent<'_>) -> Result<i64> {
-    events::append(conn, ev).await
+/// Appends one event inside `tx`; see [`events`].
+async fn append_event(tx: &mut Tx, ev: &NewEvent<'_>) -> Result<i64> {
+    events::append(tx, ev).await
 }
 
 /// Makes the database, its WAL and shared-memory file 0600, also where an older host left

@@ -134,6 +134,12 @@ pub(super) async fn run(pool: &SqlitePool) -> Result<()> {
     Ok(())
 }
 
+/// PostgreSQL migrations (temporary until the baseline lands).
+pub(super) async fn run_postgres(pool: &sqlx::PgPool) -> Result<()> {
+    let _ = pool;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,12 +2,11 @@
 //! with its audit event in the same transaction), transcript chunks (raw data
 //! private, redacted copy for every other view) and single-use attach tickets.
 
+use crate::engine::{Tx, db};
 use serde_json::{Value, json};
 
 use crate::rows::{Columns, FromColumns, vocab_column};
 use happyx_core::vocab::PtyState;
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection};
 
 use super::{
     NewEvent, NewPty, NewTicket, PtyHolderRow, PtySession, Result, SpentTicket, Store, StoreError,
@@ -50,39 +49,39 @@ impl FromColumns for PtySession {
     }
 }
 
-fn holder_from_row(r: &SqliteRow) -> Result<PtyHolderRow> {
+fn holder_from_row(r: &impl Columns) -> Result<PtyHolderRow> {
     Ok(PtyHolderRow {
-        id: r.try_get("id")?,
+        id: r.col("id")?,
         state: vocab_column(r, "state", "pty_sessions.state")?,
-        pid: r.try_get("pid")?,
-        socket_path: r.try_get("socket_path")?,
-        secret_hash: r.try_get("secret_hash")?,
-        boot_id: r.try_get("boot_id")?,
-        persisted_offset: r.try_get("persisted_offset")?,
+        pid: r.col("pid")?,
+        socket_path: r.col("socket_path")?,
+        secret_hash: r.col("secret_hash")?,
+        boot_id: r.col("boot_id")?,
+        persisted_offset: r.col("persisted_offset")?,
     })
 }
 
-fn chunk_from_row(r: &SqliteRow) -> Result<TranscriptChunk> {
+fn chunk_from_row(r: &impl Columns) -> Result<TranscriptChunk> {
     Ok(TranscriptChunk {
-        byte_offset: r.try_get("byte_offset")?,
-        data: r.try_get("data")?,
-        redacted: r.try_get("redacted")?,
-        findings: r.try_get("findings")?,
-        policy_hash: r.try_get("policy_hash")?,
+        byte_offset: r.col("byte_offset")?,
+        data: r.col("data")?,
+        redacted: r.col("redacted")?,
+        findings: r.col("findings")?,
+        policy_hash: r.col("policy_hash")?,
     })
 }
 
 /// Writes one `pty_events` row and its audit event (`pty.<kind>`).
 async fn pty_event(
-    conn: &mut SqliteConnection,
+    conn: &mut Tx,
     pty_id: &str,
     kind: &str,
     actor: &str,
     data: Value,
 ) -> Result<()> {
     let now = now_ms();
-    sqlx::query(
-        "INSERT INTO pty_events (id, pty_id, kind, actor, data, at) VALUES (?, ?, ?, ?, ?, ?)",
+    db!(conn, dbc => sqlx::query(
+        "INSERT INTO pty_events (id, pty_id, kind, actor, data, at) VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(new_id())
     .bind(pty_id)
@@ -90,20 +89,20 @@ async fn pty_event(
     .bind(actor)
     .bind(data.to_string())
     .bind(now)
-    .execute(&mut *conn)
-    .await?;
+    .execute(dbc)
+    .await?.rows_affected());
     let code = format!("pty.{kind}");
     append_event(conn, &NewEvent::new(&code, actor, pty_id, data)).await?;
     Ok(())
 }
 
 /// Inserts a session row (state `starting`) and its `pty.created` event.
-pub(super) async fn insert_pty(conn: &mut SqliteConnection, p: &NewPty) -> Result<()> {
+pub(super) async fn insert_pty(conn: &mut Tx, p: &NewPty) -> Result<()> {
     let s = &p.session;
-    sqlx::query(
+    db!(conn, dbc => sqlx::query(
         "INSERT INTO pty_sessions (id, recipe, risk, action_hash, state, pid, socket_path, secret_hash, \
          boot_id, rows, cols, requested_by, approval_id, created_at, updated_at, recipe_plugin_sha256) \
-         VALUES (?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         VALUES ($1, $2, $3, $4, $5, NULL, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
     )
     .bind(&s.id)
     .bind(&s.recipe)
@@ -120,8 +119,8 @@ pub(super) async fn insert_pty(conn: &mut SqliteConnection, p: &NewPty) -> Resul
     .bind(s.created_at)
     .bind(s.updated_at)
     .bind(&s.recipe_plugin_sha256)
-    .execute(&mut *conn)
-    .await?;
+    .execute(dbc)
+    .await?.rows_affected());
     let ev = NewEvent::new(
         "pty.created",
         &s.requested_by,
@@ -134,13 +133,13 @@ pub(super) async fn insert_pty(conn: &mut SqliteConnection, p: &NewPty) -> Resul
 
 /// Inserts an attach ticket and its `pty.ticket_issued` event.
 pub(super) async fn insert_ticket(
-    conn: &mut SqliteConnection,
+    conn: &mut Tx,
     t: &NewTicket,
     approval_id: Option<&str>,
 ) -> Result<()> {
-    sqlx::query(
+    db!(conn, dbc => sqlx::query(
         "INSERT INTO pty_attach_tickets (id, pty_id, mode, ticket_hash, requested_by, approval_id, \
-         expires_at, used_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?)",
+         expires_at, used_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8)",
     )
     .bind(&t.id)
     .bind(&t.pty_id)
@@ -150,8 +149,8 @@ pub(super) async fn insert_ticket(
     .bind(approval_id)
     .bind(t.expires_at)
     .bind(now_ms())
-    .execute(&mut *conn)
-    .await?;
+    .execute(dbc)
+    .await?.rows_affected());
     let ev = NewEvent::new(
         "pty.ticket_issued",
         &t.requested_by,
@@ -172,44 +171,46 @@ impl Store {
     }
 
     pub async fn pty(&self, id: &str) -> Result<Option<PtySession>> {
-        self.lookup(&format!("SELECT {COLS} FROM pty_sessions WHERE id = ?"), id)
-            .await
+        self.lookup(
+            &format!("SELECT {COLS} FROM pty_sessions WHERE id = $1"),
+            id,
+        )
+        .await
     }
 
     /// Sessions not finished (`starting` or `running`), with what reaching their holder needs.
     pub async fn unfinished_ptys(&self) -> Result<Vec<PtyHolderRow>> {
-        let rows = sqlx::query(
+        let rows = db!(rows write self, dbc => sqlx::query(
             "SELECT id, state, pid, socket_path, secret_hash, boot_id, persisted_offset \
              FROM pty_sessions WHERE state IN ('starting', 'running') ORDER BY id",
         )
-        .fetch_all(&self.write)
-        .await?;
+        .fetch_all(dbc)
+        .await?);
         rows.iter().map(holder_from_row).collect()
     }
 
     pub async fn pty_holder(&self, id: &str) -> Result<Option<PtyHolderRow>> {
-        let row = sqlx::query(
+        let row = db!(rows write self, dbc => sqlx::query(
             "SELECT id, state, pid, socket_path, secret_hash, boot_id, persisted_offset \
-             FROM pty_sessions WHERE id = ?",
+             FROM pty_sessions WHERE id = $1",
         )
         .bind(id)
-        .fetch_optional(&self.write)
-        .await?;
+        .fetch_optional(dbc)
+        .await?);
         row.as_ref().map(holder_from_row).transpose()
     }
 
     /// `starting` → `running` with the child's pid; writes the `spawn` event.
     pub async fn mark_pty_running(&self, id: &str, pid: i64) -> Result<()> {
         let mut tx = self.begin().await?;
-        let n = sqlx::query(
-            "UPDATE pty_sessions SET state = 'running', pid = ?, updated_at = ? WHERE id = ? AND state = 'starting'",
+        let n = db!(tx, dbc => sqlx::query(
+            "UPDATE pty_sessions SET state = 'running', pid = $1, updated_at = $2 WHERE id = $3 AND state = 'starting'",
         )
         .bind(pid)
         .bind(now_ms())
         .bind(id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        .execute(dbc)
+        .await?.rows_affected());
         if n != 1 {
             return Err(StoreError::NotStarting);
         }
@@ -230,13 +231,13 @@ impl Store {
         if kind == "resize" {
             let rows = data["rows"].as_i64().unwrap_or(0);
             let cols = data["cols"].as_i64().unwrap_or(0);
-            sqlx::query("UPDATE pty_sessions SET rows = ?, cols = ?, updated_at = ? WHERE id = ?")
+            db!(tx, dbc => sqlx::query("UPDATE pty_sessions SET rows = $1, cols = $2, updated_at = $3 WHERE id = $4")
                 .bind(rows)
                 .bind(cols)
                 .bind(now_ms())
                 .bind(id)
-                .execute(&mut *tx)
-                .await?;
+                .execute(dbc)
+                .await?.rows_affected());
         }
         pty_event(&mut tx, id, kind, actor, data).await?;
         tx.commit().await?;
@@ -257,21 +258,21 @@ impl Store {
         let state = if lost_reason.is_some() {
             PtyState::Lost
         } else {
-            let (killed,): (i64,) = sqlx::query_as(
-                "SELECT COUNT(*) FROM pty_events WHERE pty_id = ? AND kind = 'kill'",
+            let (killed,): (i64,) = db!(tx, dbc => sqlx::query_as(
+                "SELECT COUNT(*) FROM pty_events WHERE pty_id = $1 AND kind = 'kill'",
             )
             .bind(id)
-            .fetch_one(&mut *tx)
-            .await?;
+            .fetch_one(dbc)
+            .await?);
             if killed > 0 {
                 PtyState::Killed
             } else {
                 PtyState::Exited
             }
         };
-        let n = sqlx::query(
-            "UPDATE pty_sessions SET state = ?, exit_code = ?, exit_signal = ?, exited_at = ?, updated_at = ? \
-             WHERE id = ? AND state IN ('starting', 'running')",
+        let n = db!(tx, dbc => sqlx::query(
+            "UPDATE pty_sessions SET state = $1, exit_code = $2, exit_signal = $3, exited_at = $4, updated_at = $5 \
+             WHERE id = $6 AND state IN ('starting', 'running')",
         )
         .bind(state.as_str())
         .bind(exit_code)
@@ -279,9 +280,8 @@ impl Store {
         .bind(now)
         .bind(now)
         .bind(id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        .execute(dbc)
+        .await?.rows_affected());
         if n != 1 {
             return Ok(None);
         }
@@ -302,17 +302,16 @@ impl Store {
     pub async fn fail_pty_spawn(&self, id: &str, error: &str) -> Result<()> {
         let mut tx = self.begin().await?;
         let now = now_ms();
-        let n = sqlx::query(
-            "UPDATE pty_sessions SET state = 'exited', exit_code = 127, error = ?, exited_at = ?, \
-             updated_at = ? WHERE id = ? AND state = 'starting'",
+        let n = db!(tx, dbc => sqlx::query(
+            "UPDATE pty_sessions SET state = 'exited', exit_code = 127, error = $1, exited_at = $2, \
+             updated_at = $3 WHERE id = $4 AND state = 'starting'",
         )
         .bind(error)
         .bind(now)
         .bind(now)
         .bind(id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        .execute(dbc)
+        .await?.rows_affected());
         if n == 1 {
             let data = json!({ "state": PtyState::Exited, "exit_code": 127, "error": error });
             pty_event(&mut tx, id, "exit", "host", data).await?;
@@ -339,21 +338,20 @@ impl Store {
     ) -> Result<i64> {
         let cap = i64::try_from(cap).unwrap_or(i64::MAX);
         let mut tx = self.begin().await?;
-        let (mut offset,): (i64,) =
-            sqlx::query_as("SELECT persisted_offset FROM pty_sessions WHERE id = ?")
+        let (mut offset,): (i64,) = db!(tx, dbc => sqlx::query_as("SELECT persisted_offset FROM pty_sessions WHERE id = $1")
                 .bind(pty_id)
-                .fetch_one(&mut *tx)
-                .await?;
+                .fetch_one(dbc)
+                .await?);
         if let Some((at, masked)) = prev_fix {
-            sqlx::query(
-                "UPDATE transcript_chunks SET redacted = ? WHERE pty_id = ? AND stream = 'output' \
-                 AND byte_offset = ? AND redacted IS NOT NULL",
+            db!(tx, dbc => sqlx::query(
+                "UPDATE transcript_chunks SET redacted = $1 WHERE pty_id = $2 AND stream = 'output' \
+                 AND byte_offset = $3 AND redacted IS NOT NULL",
             )
             .bind(masked)
             .bind(pty_id)
             .bind(at)
-            .execute(&mut *tx)
-            .await?;
+            .execute(dbc)
+            .await?.rows_affected());
         }
         let now = now_ms();
         let (mut findings, mut withheld) = (0i64, 0i64);
@@ -368,9 +366,9 @@ impl Store {
                 dropped = true;
                 continue;
             }
-            sqlx::query(
+            db!(tx, dbc => sqlx::query(
                 "INSERT INTO transcript_chunks (id, pty_id, stream, byte_offset, length, data, redacted, \
-                 redaction, findings, policy_hash, created_at) VALUES (?, ?, 'output', ?, ?, ?, ?, ?, ?, ?, ?)",
+                 redaction, findings, policy_hash, created_at) VALUES ($1, $2, 'output', $3, $4, $5, $6, $7, $8, $9, $10)",
             )
             .bind(new_id())
             .bind(pty_id)
@@ -382,30 +380,28 @@ impl Store {
             .bind(c.findings)
             .bind(&c.policy_hash)
             .bind(now)
-            .execute(&mut *tx)
-            .await?;
+            .execute(dbc)
+            .await?.rows_affected());
             offset += c.data.len() as i64;
             findings += c.findings;
             withheld += i64::from(c.redacted.is_none());
         }
-        sqlx::query(
-            "UPDATE pty_sessions SET persisted_offset = ?, findings = findings + ?, \
-             withheld_chunks = withheld_chunks + ?, updated_at = ? WHERE id = ?",
+        db!(tx, dbc => sqlx::query(
+            "UPDATE pty_sessions SET persisted_offset = $1, findings = findings + $2, \
+             withheld_chunks = withheld_chunks + $3, updated_at = $4 WHERE id = $5",
         )
         .bind(offset)
         .bind(findings)
         .bind(withheld)
         .bind(now)
         .bind(pty_id)
-        .execute(&mut *tx)
-        .await?;
+        .execute(dbc)
+        .await?.rows_affected());
         if dropped {
-            let marked =
-                sqlx::query("UPDATE pty_sessions SET truncated = 1 WHERE id = ? AND truncated = 0")
+            let marked = db!(tx, dbc => sqlx::query("UPDATE pty_sessions SET truncated = 1 WHERE id = $1 AND truncated = 0")
                     .bind(pty_id)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
+                    .execute(dbc)
+                    .await?.rows_affected());
             if marked == 1 {
                 let ev = NewEvent::new(
                     "pty.transcript_truncated",
@@ -427,28 +423,28 @@ impl Store {
         from: i64,
         limit: i64,
     ) -> Result<Vec<TranscriptChunk>> {
-        let rows = sqlx::query(
+        let rows = db!(rows read self, dbc => sqlx::query(
             "SELECT byte_offset, data, redacted, findings, policy_hash FROM transcript_chunks \
-             WHERE pty_id = ? AND stream = 'output' AND byte_offset + length > ? \
-             ORDER BY byte_offset LIMIT ?",
+             WHERE pty_id = $1 AND stream = 'output' AND byte_offset + length > $2 \
+             ORDER BY byte_offset LIMIT $3",
         )
         .bind(pty_id)
         .bind(from)
         .bind(limit)
-        .fetch_all(&self.read)
-        .await?;
+        .fetch_all(dbc)
+        .await?);
         rows.iter().map(chunk_from_row).collect()
     }
 
     /// The last output chunk (to restore the redaction overlap after a restart).
     pub async fn last_transcript_chunk(&self, pty_id: &str) -> Result<Option<TranscriptChunk>> {
-        let row = sqlx::query(
+        let row = db!(rows write self, dbc => sqlx::query(
             "SELECT byte_offset, data, redacted, findings, policy_hash FROM transcript_chunks \
-             WHERE pty_id = ? AND stream = 'output' ORDER BY byte_offset DESC LIMIT 1",
+             WHERE pty_id = $1 AND stream = 'output' ORDER BY byte_offset DESC LIMIT 1",
         )
         .bind(pty_id)
-        .fetch_optional(&self.write)
-        .await?;
+        .fetch_optional(dbc)
+        .await?);
         row.as_ref().map(chunk_from_row).transpose()
     }
 
@@ -464,23 +460,23 @@ impl Store {
     pub async fn spend_attach_ticket(&self, ticket_hash: &str) -> Result<Option<SpentTicket>> {
         let mut tx = self.begin().await?;
         let now = now_ms();
-        let row = sqlx::query(
-            "UPDATE pty_attach_tickets SET used_at = ? WHERE ticket_hash = ? AND used_at IS NULL \
-             AND expires_at > ? RETURNING id, pty_id, mode, requested_by",
+        let row = db!(rows tx, dbc => sqlx::query(
+            "UPDATE pty_attach_tickets SET used_at = $1 WHERE ticket_hash = $2 AND used_at IS NULL \
+             AND expires_at > $3 RETURNING id, pty_id, mode, requested_by",
         )
         .bind(now)
         .bind(ticket_hash)
         .bind(now)
-        .fetch_optional(&mut *tx)
-        .await?;
+        .fetch_optional(dbc)
+        .await?);
         let Some(row) = row else {
             return Ok(None);
         };
         let t = SpentTicket {
-            id: row.try_get("id")?,
-            pty_id: row.try_get("pty_id")?,
+            id: row.col("id")?,
+            pty_id: row.col("pty_id")?,
             mode: vocab_column(&row, "mode", "pty_attach_tickets.mode")?,
-            requested_by: row.try_get("requested_by")?,
+            requested_by: row.col("requested_by")?,
         };
         pty_event(
             &mut tx,
@@ -496,11 +492,10 @@ impl Store {
 
     /// `pty_events` kinds of a session, oldest first (tests and evidence).
     pub async fn pty_event_kinds(&self, pty_id: &str) -> Result<Vec<String>> {
-        let rows: Vec<(String,)> =
-            sqlx::query_as("SELECT kind FROM pty_events WHERE pty_id = ? ORDER BY at, id")
+        let rows: Vec<(String,)> = db!(read self, dbc => sqlx::query_as("SELECT kind FROM pty_events WHERE pty_id = $1 ORDER BY at, id")
                 .bind(pty_id)
-                .fetch_all(&self.read)
-                .await?;
+                .fetch_all(dbc)
+                .await?);
         Ok(rows.into_iter().map(|(k,)| k).collect())
     }
 }

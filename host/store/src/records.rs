@@ -1,7 +1,7 @@
 //! Tasks, sessions and permissions: create, get, list with paging, status updates.
 
+use crate::engine::db;
 use serde_json::json;
-use sqlx::sqlite::SqliteRow;
 
 use super::{
     NewEvent, Page, Permission, PtySession, Result, Session, Store, StoreError, Task, append_event,
@@ -81,23 +81,23 @@ impl Store {
         owner: Owner<'_>,
         after: Option<&str>,
         limit: i64,
-        map: fn(&SqliteRow) -> Result<T>,
+        map: fn(&crate::engine::Row) -> Result<T>,
     ) -> Result<Page<T>>
     where
         T: HasId,
     {
         let q = format!(
-            "SELECT * FROM {table} WHERE (? IS NULL OR id > ?) AND (? IS NULL OR {owner_col} = ?) \
-             ORDER BY id LIMIT ?"
+            "SELECT * FROM {table} WHERE ($1 IS NULL OR id > $2) AND ($3 IS NULL OR {owner_col} = $4) \
+             ORDER BY id LIMIT $5"
         );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(q))
+        let rows = db!(rows read self, dbc => sqlx::query(sqlx::AssertSqlSafe(q))
             .bind(after)
             .bind(after)
             .bind(owner.0)
             .bind(owner.0)
             .bind(limit + 1)
-            .fetch_all(&self.read)
-            .await?;
+            .fetch_all(dbc)
+            .await?);
         let mut items = rows.iter().map(map).collect::<Result<Vec<T>>>()?;
         let next = if items.len() as i64 > limit {
             items.truncate(limit as usize);
@@ -110,9 +110,9 @@ impl Store {
 
     pub async fn create_task(&self, t: &Task) -> Result<()> {
         let mut tx = self.begin().await?;
-        sqlx::query(
+        db!(tx, dbc => sqlx::query(
             "INSERT INTO tasks (id, title, description, status, created_by, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&t.id)
         .bind(&t.title)
@@ -121,8 +121,8 @@ impl Store {
         .bind(&t.created_by)
         .bind(t.created_at)
         .bind(t.updated_at)
-        .execute(&mut *tx)
-        .await?;
+        .execute(dbc)
+        .await?.rows_affected());
         let ev = NewEvent::new(
             "task.created",
             &t.created_by,
@@ -135,7 +135,7 @@ impl Store {
     }
 
     pub async fn task(&self, id: &str) -> Result<Option<Task>> {
-        self.lookup("SELECT * FROM tasks WHERE id = ?", id).await
+        self.lookup("SELECT * FROM tasks WHERE id = $1", id).await
     }
 
     pub async fn tasks(
@@ -157,9 +157,9 @@ impl Store {
 
     pub async fn create_session(&self, s: &Session) -> Result<()> {
         let mut tx = self.begin().await?;
-        sqlx::query(
+        db!(tx, dbc => sqlx::query(
             "INSERT INTO sessions (id, name, kind, status, task_id, epoch, created_by, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(&s.id)
         .bind(&s.name)
@@ -170,8 +170,8 @@ impl Store {
         .bind(&s.created_by)
         .bind(s.created_at)
         .bind(s.updated_at)
-        .execute(&mut *tx)
-        .await?;
+        .execute(dbc)
+        .await?.rows_affected());
         let ev = NewEvent::new(
             "session.created",
             &s.created_by,
@@ -184,7 +184,8 @@ impl Store {
     }
 
     pub async fn session(&self, id: &str) -> Result<Option<Session>> {
-        self.lookup("SELECT * FROM sessions WHERE id = ?", id).await
+        self.lookup("SELECT * FROM sessions WHERE id = $1", id)
+            .await
     }
 
     pub async fn sessions(
@@ -231,9 +232,9 @@ impl Store {
 
     pub async fn create_permission(&self, p: &Permission) -> Result<()> {
         let mut tx = self.begin().await?;
-        sqlx::query(
+        db!(tx, dbc => sqlx::query(
             "INSERT INTO permissions (id, subject, action, scope, status, granted_by, expires_at, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(&p.id)
         .bind(&p.subject)
@@ -244,8 +245,8 @@ impl Store {
         .bind(p.expires_at)
         .bind(p.created_at)
         .bind(p.updated_at)
-        .execute(&mut *tx)
-        .await?;
+        .execute(dbc)
+        .await?.rows_affected());
         let ev = NewEvent::new(
             "permission.granted",
             &p.granted_by,
@@ -258,7 +259,7 @@ impl Store {
     }
 
     pub async fn permission(&self, id: &str) -> Result<Option<Permission>> {
-        self.lookup("SELECT * FROM permissions WHERE id = ?", id)
+        self.lookup("SELECT * FROM permissions WHERE id = $1", id)
             .await
     }
 
@@ -302,24 +303,24 @@ impl Store {
         actor: &str,
     ) -> Result<()> {
         let mut tx = self.begin().await?;
-        let q = format!("SELECT status FROM {table} WHERE id = ?");
-        let old: Option<(String,)> = sqlx::query_as(sqlx::AssertSqlSafe(q))
+        let q = format!("SELECT status FROM {table} WHERE id = $1");
+        let old: Option<(String,)> = db!(tx, dbc => sqlx::query_as(sqlx::AssertSqlSafe(q))
             .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
+            .fetch_optional(dbc)
+            .await?);
         let Some((old,)) = old else {
             return Err(StoreError::NotFound);
         };
         if old == status {
             return Ok(());
         }
-        let q = format!("UPDATE {table} SET status = ?, updated_at = ? WHERE id = ?");
-        sqlx::query(sqlx::AssertSqlSafe(q))
+        let q = format!("UPDATE {table} SET status = $1, updated_at = $2 WHERE id = $3");
+        db!(tx, dbc => sqlx::query(sqlx::AssertSqlSafe(q))
             .bind(status)
             .bind(now_ms())
             .bind(id)
-            .execute(&mut *tx)
-            .await?;
+            .execute(dbc)
+            .await?.rows_affected());
         let ev = NewEvent::new(code, actor, id, json!({ "from": old, "to": status }));
         append_event(&mut tx, &ev).await?;
         tx.commit().await?;

@@ -4,8 +4,9 @@
 //! their item ids carry the table as a prefix (`approval:…`, `enrollment:…`,
 //! `attach-ticket:…`).
 
+use crate::engine::{Tx, db};
+use crate::rows::Columns;
 use serde_json::json;
-use sqlx::{Row, SqliteConnection};
 
 use super::{NewEvent, Result, Store, append_event};
 use happyx_core::retention_kind::RetentionKind;
@@ -130,15 +131,14 @@ pub fn retention_kinds() -> [RetentionKind; 5] {
 
 /// Deletes events by id and moves the chain's anchor ([`crate::audit`]) to the newest of
 /// them, in the caller's transaction, so the events left still verify.
-async fn prune_events(conn: &mut SqliteConnection, ids: &[String]) -> Result<u64> {
+async fn prune_events(conn: &mut Tx, ids: &[String]) -> Result<u64> {
     let mut n = 0;
     let mut newest: Option<(i64, Option<String>)> = None;
     for id in ids {
-        let gone: Option<(i64, Option<String>)> =
-            sqlx::query_as("DELETE FROM events WHERE id = ? RETURNING seq, hash")
+        let gone: Option<(i64, Option<String>)> = db!(conn, dbc => sqlx::query_as("DELETE FROM events WHERE id = $1 RETURNING seq, hash")
                 .bind(id)
-                .fetch_optional(&mut *conn)
-                .await?;
+                .fetch_optional(dbc)
+                .await?);
         if let Some((seq, hash)) = gone {
             n += 1;
             if newest.as_ref().is_none_or(|(s, _)| seq > *s) {
@@ -147,15 +147,15 @@ async fn prune_events(conn: &mut SqliteConnection, ids: &[String]) -> Result<u64
         }
     }
     if let Some((seq, hash)) = newest {
-        sqlx::query(
-            "INSERT INTO event_anchor (id, seq, hash) VALUES (1, ?, ?) \
+        db!(conn, dbc => sqlx::query(
+            "INSERT INTO event_anchor (id, seq, hash) VALUES (1, $1, $2) \
              ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash \
              WHERE excluded.seq > event_anchor.seq",
         )
         .bind(seq)
         .bind(hash.unwrap_or_default())
-        .execute(&mut *conn)
-        .await?;
+        .execute(dbc)
+        .await?.rows_affected());
     }
     Ok(n)
 }
@@ -164,13 +164,13 @@ impl Store {
     /// `(count, bytes)` of all stored items of `kind` at `now` (Unix ms).
     pub async fn retention_totals(&self, kind: RetentionKind, now: i64) -> Result<(i64, i64)> {
         let q = format!(
-            "SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM ({})",
+            "SELECT COUNT(*) AS n, CAST(COALESCE(SUM(bytes), 0) AS BIGINT) AS bytes FROM ({}) AS items",
             items_query(kind, now)
         );
-        let row = sqlx::query(sqlx::AssertSqlSafe(q))
-            .fetch_one(&self.read)
-            .await?;
-        Ok((row.try_get(0)?, row.try_get(1)?))
+        let row = db!(rows read self, dbc => sqlx::query(sqlx::AssertSqlSafe(q))
+            .fetch_one(dbc)
+            .await?);
+        Ok((row.col("n")?, row.col("bytes")?))
     }
 
     /// Items of `kind` at `now`, oldest first, after the `(created_at, id)` cursor.
@@ -183,22 +183,22 @@ impl Store {
     ) -> Result<Vec<ItemMeta>> {
         let (at, id) = after.unwrap_or((i64::MIN, ""));
         let q = format!(
-            "SELECT * FROM ({}) WHERE (created_at, id) > (?, ?) ORDER BY created_at, id LIMIT ?",
+            "SELECT * FROM ({}) WHERE (created_at, id) > ($1, $2) ORDER BY created_at, id LIMIT $3",
             items_query(kind, now)
         );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(q))
+        let rows = db!(rows read self, dbc => sqlx::query(sqlx::AssertSqlSafe(q))
             .bind(at)
             .bind(id)
             .bind(limit)
-            .fetch_all(&self.read)
-            .await?;
+            .fetch_all(dbc)
+            .await?);
         rows.iter()
             .map(|r| {
                 Ok(ItemMeta {
-                    id: r.try_get("id")?,
-                    created_at: r.try_get("created_at")?,
-                    bytes: r.try_get("bytes")?,
-                    session_id: r.try_get("session_id")?,
+                    id: r.col("id")?,
+                    created_at: r.col("created_at")?,
+                    bytes: r.col("bytes")?,
+                    session_id: r.col("session_id")?,
                 })
             })
             .collect()
@@ -234,18 +234,17 @@ impl Store {
                 let cond = src.eligible.replace("{now}", &now.to_string());
                 let q = match src.prune {
                     Prune::Delete => {
-                        format!("DELETE FROM {} AS o WHERE o.id = ? AND {cond}", src.table)
+                        format!("DELETE FROM {} AS o WHERE o.id = $1 AND {cond}", src.table)
                     }
                     Prune::BlankToken => format!(
-                        "UPDATE {} AS o SET token_hash = 'pruned:' || o.id WHERE o.id = ? AND {cond}",
+                        "UPDATE {} AS o SET token_hash = 'pruned:' || o.id WHERE o.id = $1 AND {cond}",
                         src.table
                     ),
                 };
-                n += sqlx::query(sqlx::AssertSqlSafe(q))
+                n += db!(tx, dbc => sqlx::query(sqlx::AssertSqlSafe(q))
                     .bind(key)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
+                    .execute(dbc)
+                    .await?.rows_affected());
             }
             n
         };
@@ -264,13 +263,13 @@ impl Store {
     pub async fn record_prune(&self, policy_hash: &str, counts: &serde_json::Value) -> Result<()> {
         let mut tx = self.begin().await?;
         let id = new_id();
-        sqlx::query("INSERT INTO prunes (id, at, policy_hash, counts) VALUES (?, ?, ?, ?)")
+        db!(tx, dbc => sqlx::query("INSERT INTO prunes (id, at, policy_hash, counts) VALUES ($1, $2, $3, $4)")
             .bind(&id)
             .bind(now_ms())
             .bind(policy_hash)
             .bind(counts.to_string())
-            .execute(&mut *tx)
-            .await?;
+            .execute(dbc)
+            .await?.rows_affected());
         let ev = NewEvent::new(
             "retention.pruned",
             "host",

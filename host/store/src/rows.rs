@@ -17,27 +17,41 @@ use sqlx::sqlite::SqliteRow;
 
 use crate::{Result, StoreError};
 
-/// A result row of either SQLite binding, read by column name: sqlx's pooled rows and the
-/// direct reads' rows ([`crate::direct`]). A row type decoded through it is decoded by one
-/// function whichever path fetched it.
+/// A result row read by column name: sqlx's SQLite and PostgreSQL rows and the direct reads'
+/// rows ([`crate::direct`]). A row type decoded through it is decoded by one function whichever
+/// engine and path fetched it.
 pub(crate) trait Columns {
     /// Column `name`, converted to `T`.
     fn col<T: ColumnValue>(&self, name: &str) -> Result<T>;
 }
 
-/// A Rust type both bindings decode from a SQLite value (integers, text, blobs and their
+/// A Rust type every binding decodes from a column (integers, text, blobs and their
 /// `Option`s).
 pub(crate) trait ColumnValue:
-    for<'r> sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite> + rusqlite::types::FromSql
+    for<'r> sqlx::Decode<'r, sqlx::Sqlite>
+    + sqlx::Type<sqlx::Sqlite>
+    + for<'r> sqlx::Decode<'r, sqlx::Postgres>
+    + sqlx::Type<sqlx::Postgres>
+    + rusqlite::types::FromSql
 {
 }
 
 impl<T> ColumnValue for T where
-    T: for<'r> sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite> + rusqlite::types::FromSql
+    T: for<'r> sqlx::Decode<'r, sqlx::Sqlite>
+        + sqlx::Type<sqlx::Sqlite>
+        + for<'r> sqlx::Decode<'r, sqlx::Postgres>
+        + sqlx::Type<sqlx::Postgres>
+        + rusqlite::types::FromSql
 {
 }
 
 impl Columns for SqliteRow {
+    fn col<T: ColumnValue>(&self, name: &str) -> Result<T> {
+        Ok(sqlx::Row::try_get(self, name)?)
+    }
+}
+
+impl Columns for sqlx::postgres::PgRow {
     fn col<T: ColumnValue>(&self, name: &str) -> Result<T> {
         Ok(sqlx::Row::try_get(self, name)?)
     }

@@ -1,11 +1,11 @@
 //! Agent runs: public metadata in `agent_runs`, raw output chunks in the private
 //! `agent_run_outputs`.
 
+use crate::engine::{Tx, db};
 use serde_json::json;
 
 use crate::rows::{Columns, FromColumns, vocab_column};
 use happyx_core::vocab::{OutputStream, RunStatus};
-use sqlx::{Row, SqliteConnection};
 
 use super::{NewEvent, OutputChunk, Page, Result, Run, Store, StoreError, append_event};
 use happyx_core::util::{new_id, now_ms};
@@ -46,15 +46,15 @@ pub(super) const COLS: &str = "id, recipe, risk, status, exit_code, session_id, 
 
 /// Inserts a run row and its `run.created` event inside `conn`'s transaction.
 pub(super) async fn insert_run(
-    conn: &mut SqliteConnection,
+    conn: &mut Tx,
     run: &Run,
     idempotency_key: Option<&str>,
     action_hash: &str,
 ) -> Result<()> {
-    sqlx::query(
+    db!(conn, dbc => sqlx::query(
         "INSERT INTO agent_runs (id, recipe, risk, status, exit_code, session_id, requested_by, approval_id, \
          idempotency_key, action_hash, created_at, updated_at, recipe_plugin_sha256) \
-         VALUES (?, ?, ?, ?, NULL, ?, ?, ?, ?, ?, ?, ?, ?)",
+         VALUES ($1, $2, $3, $4, NULL, $5, $6, $7, $8, $9, $10, $11, $12)",
     )
     .bind(&run.id)
     .bind(&run.recipe)
@@ -68,8 +68,8 @@ pub(super) async fn insert_run(
     .bind(run.created_at)
     .bind(run.updated_at)
     .bind(&run.recipe_plugin_sha256)
-    .execute(&mut *conn)
-    .await?;
+    .execute(dbc)
+    .await?.rows_affected());
     let ev = NewEvent::new(
         "run.created",
         &run.requested_by,
@@ -101,7 +101,7 @@ impl Store {
     }
 
     pub async fn run(&self, id: &str) -> Result<Option<Run>> {
-        self.lookup(&format!("SELECT {COLS} FROM agent_runs WHERE id = ?"), id)
+        self.lookup(&format!("SELECT {COLS} FROM agent_runs WHERE id = $1"), id)
             .await
     }
 
@@ -111,15 +111,15 @@ impl Store {
         requester: &str,
         key: &str,
     ) -> Result<Option<(Run, String)>> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLS}, action_hash FROM agent_runs WHERE requested_by = ? AND idempotency_key = ?"
+        let row = db!(rows write self, dbc => sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLS}, action_hash FROM agent_runs WHERE requested_by = $1 AND idempotency_key = $2"
         )))
         .bind(requester)
         .bind(key)
-        .fetch_optional(&self.write)
-        .await?;
+        .fetch_optional(dbc)
+        .await?);
         match row {
-            Some(r) => Ok(Some((run_from_row(&r)?, r.try_get("action_hash")?))),
+            Some(r) => Ok(Some((run_from_row(&r)?, r.col("action_hash")?))),
             None => Ok(None),
         }
     }
@@ -130,17 +130,17 @@ impl Store {
         after: Option<&str>,
         limit: i64,
     ) -> Result<Page<Run>> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLS} FROM agent_runs WHERE (? IS NULL OR id > ?) AND (? IS NULL OR requested_by = ?) \
-             ORDER BY id LIMIT ?"
+        let rows = db!(rows read self, dbc => sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLS} FROM agent_runs WHERE ($1 IS NULL OR id > $2) AND ($3 IS NULL OR requested_by = $4) \
+             ORDER BY id LIMIT $5"
         )))
         .bind(after)
         .bind(after)
         .bind(owner)
         .bind(owner)
         .bind(limit + 1)
-        .fetch_all(&self.read)
-        .await?;
+        .fetch_all(dbc)
+        .await?);
         let mut items = rows.iter().map(run_from_row).collect::<Result<Vec<_>>>()?;
         let next = if items.len() as i64 > limit {
             items.truncate(limit as usize);
@@ -155,12 +155,12 @@ impl Store {
     pub async fn mark_run_started(&self, id: &str, pid: Option<u32>) -> Result<()> {
         let mut tx = self.begin().await?;
         let now = now_ms();
-        sqlx::query("UPDATE agent_runs SET status = 'running', started_at = ?, updated_at = ? WHERE id = ? AND status = 'queued'")
+        db!(tx, dbc => sqlx::query("UPDATE agent_runs SET status = 'running', started_at = $1, updated_at = $2 WHERE id = $3 AND status = 'queued'")
             .bind(now)
             .bind(now)
             .bind(id)
-            .execute(&mut *tx)
-            .await?;
+            .execute(dbc)
+            .await?.rows_affected());
         let ev = NewEvent::new("run.started", "host", id, json!({ "pid": pid }));
         append_event(&mut tx, &ev).await?;
         tx.commit().await?;
@@ -175,9 +175,9 @@ impl Store {
         truncated: bool,
     ) -> Result<()> {
         let mut tx = self.begin().await?;
-        sqlx::query(
+        db!(tx, dbc => sqlx::query(
             "INSERT INTO agent_run_outputs (id, run_id, stream, chunk_index, byte_offset, length, data, redacted, \
-             findings, policy_hash, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             findings, policy_hash, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(new_id())
         .bind(run_id)
@@ -190,17 +190,17 @@ impl Store {
         .bind(c.findings)
         .bind(&c.policy_hash)
         .bind(now_ms())
-        .execute(&mut *tx)
-        .await?;
+        .execute(dbc)
+        .await?.rows_affected());
         let (out, err) = if c.stream == OutputStream::Stdout {
             (c.data.len() as i64, 0)
         } else {
             (0, c.data.len() as i64)
         };
-        sqlx::query(
-            "UPDATE agent_runs SET stdout_bytes = stdout_bytes + ?, stderr_bytes = stderr_bytes + ?, \
-             findings = findings + ?, unredacted_chunks = unredacted_chunks + ?, \
-             truncated = MAX(truncated, ?), updated_at = ? WHERE id = ?",
+        db!(tx, dbc => sqlx::query(
+            "UPDATE agent_runs SET stdout_bytes = stdout_bytes + $1, stderr_bytes = stderr_bytes + $2, \
+             findings = findings + $3, unredacted_chunks = unredacted_chunks + $4, \
+             truncated = MAX(truncated, $5), updated_at = $6 WHERE id = $7",
         )
         .bind(out)
         .bind(err)
@@ -209,8 +209,8 @@ impl Store {
         .bind(i64::from(truncated))
         .bind(now_ms())
         .bind(run_id)
-        .execute(&mut *tx)
-        .await?;
+        .execute(dbc)
+        .await?.rows_affected());
         tx.commit().await?;
         Ok(())
     }
@@ -218,11 +218,11 @@ impl Store {
     /// Marks output truncated without a chunk (the cap was reached exactly).
     pub async fn mark_run_truncated(&self, run_id: &str) -> Result<()> {
         let mut tx = self.begin().await?;
-        sqlx::query("UPDATE agent_runs SET truncated = 1, updated_at = ? WHERE id = ?")
+        db!(tx, dbc => sqlx::query("UPDATE agent_runs SET truncated = 1, updated_at = $1 WHERE id = $2")
             .bind(now_ms())
             .bind(run_id)
-            .execute(&mut *tx)
-            .await?;
+            .execute(dbc)
+            .await?.rows_affected());
         tx.commit().await?;
         Ok(())
     }
@@ -236,17 +236,17 @@ impl Store {
     ) -> Result<()> {
         let mut tx = self.begin().await?;
         let now = now_ms();
-        sqlx::query(
-            "UPDATE agent_runs SET status = ?, exit_code = ?, finished_at = ?, updated_at = ? \
-             WHERE id = ? AND status IN ('queued', 'running')",
+        db!(tx, dbc => sqlx::query(
+            "UPDATE agent_runs SET status = $1, exit_code = $2, finished_at = $3, updated_at = $4 \
+             WHERE id = $5 AND status IN ('queued', 'running')",
         )
         .bind(status.as_str())
         .bind(exit_code)
         .bind(now)
         .bind(now)
         .bind(id)
-        .execute(&mut *tx)
-        .await?;
+        .execute(dbc)
+        .await?.rows_affected());
         let ev = NewEvent::new(
             "run.finished",
             "host",
@@ -264,17 +264,17 @@ impl Store {
     pub async fn fail_run_spawn(&self, id: &str, error: &str) -> Result<()> {
         let mut tx = self.begin().await?;
         let now = now_ms();
-        sqlx::query(
-            "UPDATE agent_runs SET status = 'spawn_failed', error = ?, started_at = ?, finished_at = ?, \
-             updated_at = ? WHERE id = ? AND status IN ('queued', 'running')",
+        db!(tx, dbc => sqlx::query(
+            "UPDATE agent_runs SET status = 'spawn_failed', error = $1, started_at = $2, finished_at = $3, \
+             updated_at = $4 WHERE id = $5 AND status IN ('queued', 'running')",
         )
         .bind(error)
         .bind(now)
         .bind(now)
         .bind(now)
         .bind(id)
-        .execute(&mut *tx)
-        .await?;
+        .execute(dbc)
+        .await?.rows_affected());
         let ev = NewEvent::new(
             "run.finished",
             "host",
@@ -289,40 +289,37 @@ impl Store {
     /// The uid (and gid) the children of `actor` run as: allocated once, in one transaction
     /// with its event, as the next unused value of `lo..=hi`, and never reused.
     pub async fn child_uid(&self, actor: &str, lo: u32, hi: u32) -> Result<u32> {
-        if let Some((uid,)) =
-            sqlx::query_as::<_, (i64,)>("SELECT uid FROM child_identities WHERE actor = ?")
+        if let Some((uid,)) = db!(read self, dbc => sqlx::query_as::<_, (i64,)>("SELECT uid FROM child_identities WHERE actor = $1")
                 .bind(actor)
-                .fetch_optional(&self.read)
-                .await?
+                .fetch_optional(dbc)
+                .await?)
         {
             return u32::try_from(uid).map_err(|_| StoreError::Corrupt("child_identities.uid"));
         }
         let mut tx = self.begin().await?;
         // Another writer may have allocated it between the read and this transaction.
-        if let Some((uid,)) =
-            sqlx::query_as::<_, (i64,)>("SELECT uid FROM child_identities WHERE actor = ?")
+        if let Some((uid,)) = db!(tx, dbc => sqlx::query_as::<_, (i64,)>("SELECT uid FROM child_identities WHERE actor = $1")
                 .bind(actor)
-                .fetch_optional(&mut *tx)
-                .await?
+                .fetch_optional(dbc)
+                .await?)
         {
             return u32::try_from(uid).map_err(|_| StoreError::Corrupt("child_identities.uid"));
         }
-        let (next,): (Option<i64>,) =
-            sqlx::query_as("SELECT MAX(uid) + 1 FROM child_identities WHERE uid BETWEEN ? AND ?")
+        let (next,): (Option<i64>,) = db!(tx, dbc => sqlx::query_as("SELECT MAX(uid) + 1 FROM child_identities WHERE uid BETWEEN $1 AND $2")
                 .bind(i64::from(lo))
                 .bind(i64::from(hi))
-                .fetch_one(&mut *tx)
-                .await?;
+                .fetch_one(dbc)
+                .await?);
         let uid = next.unwrap_or(i64::from(lo));
         if uid > i64::from(hi) {
             return Err(StoreError::UidRangeExhausted);
         }
-        sqlx::query("INSERT INTO child_identities (actor, uid, created_at) VALUES (?, ?, ?)")
+        db!(tx, dbc => sqlx::query("INSERT INTO child_identities (actor, uid, created_at) VALUES ($1, $2, $3)")
             .bind(actor)
             .bind(uid)
             .bind(now_ms())
-            .execute(&mut *tx)
-            .await?;
+            .execute(dbc)
+            .await?.rows_affected());
         let ev = NewEvent::new(
             "identity.uid_allocated",
             "host",
@@ -337,18 +334,17 @@ impl Store {
     /// At start: runs a previous host left queued or running are `lost`.
     pub async fn mark_unfinished_runs_lost(&self) -> Result<u64> {
         let mut tx = self.begin().await?;
-        let ids: Vec<(String,)> =
-            sqlx::query_as("SELECT id FROM agent_runs WHERE status IN ('queued', 'running')")
-                .fetch_all(&mut *tx)
-                .await?;
+        let ids: Vec<(String,)> = db!(tx, dbc => sqlx::query_as("SELECT id FROM agent_runs WHERE status IN ('queued', 'running')")
+                .fetch_all(dbc)
+                .await?);
         let now = now_ms();
         for (id,) in &ids {
-            sqlx::query("UPDATE agent_runs SET status = 'lost', finished_at = ?, updated_at = ? WHERE id = ?")
+            db!(tx, dbc => sqlx::query("UPDATE agent_runs SET status = 'lost', finished_at = $1, updated_at = $2 WHERE id = $3")
                 .bind(now)
                 .bind(now)
                 .bind(id)
-                .execute(&mut *tx)
-                .await?;
+                .execute(dbc)
+                .await?.rows_affected());
             let ev = NewEvent::new("run.lost", "host", id, json!({}));
             append_event(&mut tx, &ev).await?;
         }
@@ -358,23 +354,23 @@ impl Store {
 
     /// A run's output chunks in order (private).
     pub async fn run_output(&self, run_id: &str) -> Result<Vec<OutputChunk>> {
-        let rows = sqlx::query(
+        let rows = db!(rows read self, dbc => sqlx::query(
             "SELECT stream, chunk_index, byte_offset, data, redacted, findings, policy_hash \
-             FROM agent_run_outputs WHERE run_id = ? ORDER BY chunk_index",
+             FROM agent_run_outputs WHERE run_id = $1 ORDER BY chunk_index",
         )
         .bind(run_id)
-        .fetch_all(&self.read)
-        .await?;
+        .fetch_all(dbc)
+        .await?);
         rows.iter()
             .map(|r| {
                 Ok(OutputChunk {
                     stream: vocab_column(r, "stream", "agent_run_outputs.stream")?,
-                    chunk_index: r.try_get("chunk_index")?,
-                    byte_offset: r.try_get("byte_offset")?,
-                    data: r.try_get("data")?,
-                    redacted: r.try_get("redacted")?,
-                    findings: r.try_get("findings")?,
-                    policy_hash: r.try_get("policy_hash")?,
+                    chunk_index: r.col("chunk_index")?,
+                    byte_offset: r.col("byte_offset")?,
+                    data: r.col("data")?,
+                    redacted: r.col("redacted")?,
+                    findings: r.col("findings")?,
+                    policy_hash: r.col("policy_hash")?,
                 })
             })
             .collect()
@@ -391,14 +387,14 @@ impl Store {
         redacted: &[u8],
     ) -> Result<()> {
         let mut tx = self.begin().await?;
-        sqlx::query(
-            "UPDATE agent_run_outputs SET redacted = ? WHERE run_id = ? AND chunk_index = ?",
+        db!(tx, dbc => sqlx::query(
+            "UPDATE agent_run_outputs SET redacted = $1 WHERE run_id = $2 AND chunk_index = $3",
         )
         .bind(redacted)
         .bind(run_id)
         .bind(chunk_index)
-        .execute(&mut *tx)
-        .await?;
+        .execute(dbc)
+        .await?.rows_affected());
         tx.commit().await?;
         Ok(())
     }
@@ -413,13 +409,18 @@ mod tests {
     /// Writes `value` into `column` of the row `id` of `table`, past the table's CHECK
     /// constraint, as a damaged or foreign database could hold it.
     async fn damage_in(s: &Store, table: &str, column: &str, value: &str, id: &str) {
-        let mut c = s.write.acquire().await.expect("conn");
+        let mut c = s
+            .raw_write_pool()
+            .expect("a SQLite store")
+            .acquire()
+            .await
+            .expect("conn");
         sqlx::query("PRAGMA ignore_check_constraints = ON")
             .execute(&mut *c)
             .await
             .expect("pragma");
         sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE {table} SET {column} = ? WHERE id = ?"
+            "UPDATE {table} SET {column} = $1 WHERE id = $2"
         )))
         .bind(value)
         .bind(id)

@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use super::{NewEvent, Result, Store, StoreError, TokenRow, append_event};
+use super::{NewEvent, Result, Store, StoreError, TokenRow, append_event, db};
 use crate::rows::{Columns, FromColumns};
 use happyx_core::util::now_ms;
 
@@ -30,16 +30,17 @@ impl Store {
     /// Stores a new token (its secret's hash only) and its `token.created` event.
     pub async fn create_token(&self, row: &TokenRow, actor: &str) -> Result<()> {
         let mut tx = self.begin().await?;
-        sqlx::query(
-            "INSERT INTO tokens (id, name, role, secret_hash, created_at, revoked_at) VALUES (?, ?, ?, ?, ?, NULL)",
+        db!(tx, c => sqlx::query(
+            "INSERT INTO tokens (id, name, role, secret_hash, created_at, revoked_at) VALUES ($1, $2, $3, $4, $5, NULL)",
         )
         .bind(&row.id)
         .bind(&row.name)
         .bind(row.role.as_str())
         .bind(&row.secret_hash)
         .bind(row.created_at)
-        .execute(&mut *tx)
-        .await?;
+        .execute(c)
+        .await?
+        .rows_affected());
         let ev = NewEvent::new(
             "token.created",
             actor,
@@ -54,48 +55,56 @@ impl Store {
     /// The token row for authenticating a request: from the verified-token cache when no
     /// revocation happened since it was read (module `token_cache`), else from the database.
     pub async fn token_for_auth(&self, id: &str) -> Result<Option<TokenRow>> {
-        let epoch = self.token_cache.epoch();
+        let Some(cache) = &self.token_cache else {
+            return self.token(id).await;
+        };
+        let epoch = cache.epoch();
         if let Some(e) = epoch
-            && let Some(row) = self.token_cache.get(id, e)
+            && let Some(row) = cache.get(id, e)
         {
             return Ok(Some(row));
         }
         let row = self.token(id).await?;
         if let (Some(e), Some(r)) = (epoch, &row) {
-            self.token_cache.put(r, e);
+            cache.put(r, e);
         }
         Ok(row)
     }
 
     pub async fn token(&self, id: &str) -> Result<Option<TokenRow>> {
-        self.lookup(&format!("SELECT {COLS} FROM tokens WHERE id = ?"), id)
+        self.lookup(&format!("SELECT {COLS} FROM tokens WHERE id = $1"), id)
             .await
     }
 
     pub async fn tokens(&self) -> Result<Vec<TokenRow>> {
         let q = format!("SELECT {COLS} FROM tokens ORDER BY created_at, id");
-        let rows = sqlx::query(sqlx::AssertSqlSafe(q))
-            .fetch_all(&self.read)
-            .await?;
-        rows.iter().map(token_from_row).collect()
+        db!(read self, c => sqlx::query(sqlx::AssertSqlSafe(q))
+            .fetch_all(c)
+            .await?
+            .iter()
+            .map(token_from_row)
+            .collect())
     }
 
     /// Revokes a token; revoking twice is a no-op that reports `false`.
     pub async fn revoke_token(&self, id: &str, actor: &str) -> Result<bool> {
         let mut tx = self.begin().await?;
         let now = now_ms();
-        let done =
-            sqlx::query("UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
-                .bind(now)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+        let done = db!(tx, c => sqlx::query(
+            "UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(c)
+        .await?
+        .rows_affected());
         if done == 0 {
-            let exists: Option<(String,)> = sqlx::query_as("SELECT id FROM tokens WHERE id = ?")
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
+            let exists: Option<(String,)> = db!(tx, c => sqlx::query_as(
+                "SELECT id FROM tokens WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_optional(c)
+            .await?);
             return match exists {
                 Some(_) => Ok(false),
                 None => Err(StoreError::NotFound),
@@ -108,7 +117,9 @@ impl Store {
         .await?;
         tx.commit().await?;
         // After the commit, before returning: no process trusts a row read before it.
-        self.token_cache.revoked();
+        if let Some(cache) = &self.token_cache {
+            cache.revoked();
+        }
         Ok(true)
     }
 }

@@ -133,7 +133,7 @@ async fn discover(conn: &mut SqliteConnection) -> Result<Vec<TableInfo>> {
     let mut out = Vec::with_capacity(names.len());
     for (name, sql) in names {
         let cols: Vec<(i64, String, String, i64, Option<String>, i64)> = sqlx::query_as(
-            "SELECT cid, name, type, \"notnull\", dflt_value, pk FROM pragma_table_info(?) ORDER BY cid",
+            "SELECT cid, name, type, \"notnull\", dflt_value, pk FROM pragma_table_info($1) ORDER BY cid",
         )
         .bind(&name)
         .fetch_all(&mut *conn)
@@ -498,7 +498,7 @@ impl ImportTarget {
             return Ok(None);
         };
         let column: Option<(String,)> =
-            sqlx::query_as("SELECT \"from\" FROM pragma_foreign_key_list(?) WHERE id = ?")
+            sqlx::query_as("SELECT \"from\" FROM pragma_foreign_key_list($1) WHERE id = $2")
                 .bind(&table)
                 .bind(fkid)
                 .fetch_optional(&mut *conn)
@@ -586,7 +586,7 @@ impl ImportTarget {
     pub async fn event_hash_at(&mut self, seq: i64) -> Result<Option<String>> {
         let conn = self.conn.as_mut().ok_or(StoreError::NotFound)?;
         let row: Option<(Option<String>,)> =
-            sqlx::query_as("SELECT hash FROM events WHERE seq = ?")
+            sqlx::query_as("SELECT hash FROM events WHERE seq = $1")
                 .bind(seq)
                 .fetch_optional(&mut *conn)
                 .await?;
