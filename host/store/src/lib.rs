@@ -33,6 +33,8 @@ mod rows;
 mod runs;
 pub mod signing;
 mod stats;
+#[cfg(any(test, feature = "test-support"))]
+pub mod test_support;
 mod token_cache;
 mod tokens;
 pub mod transfer;
