@@ -18,7 +18,7 @@ use utoipa::ToSchema;
 
 use super::page::{CheckpointPages, PageParams, SeqCursor};
 use super::{ApiError, ApiResult, AppState, ErrorBody, PageQuery, Paged, path_id};
-use crate::store::{Owner, PtySession, Run, SCHEMA_VERSION, Session, migration_checksums};
+use crate::store::{Owner, PtySession, Run, SCHEMA_VERSION, Session};
 use happyx_core::vocab::SessionKind;
 
 const CACHE: &str = "public, max-age=5";
@@ -391,7 +391,9 @@ pub async fn public_evidence(State(state): State<AppState>) -> ApiResult<impl In
     let body = PublicEvidence {
         version: env!("CARGO_PKG_VERSION"),
         schema_version: SCHEMA_VERSION,
-        migrations: migration_checksums()
+        migrations: state
+            .store
+            .migration_checksums()
             .into_iter()
             .map(|(version, description, sql_sha256)| PublicMigration {
                 version,

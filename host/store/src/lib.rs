@@ -36,6 +36,8 @@ mod rows;
 mod runs;
 pub mod signing;
 mod stats;
+#[cfg(any(test, feature = "test-support"))]
+pub mod test_support;
 mod token_cache;
 mod tokens;
 pub mod transfer;
@@ -59,7 +61,10 @@ pub use envelopes::{
 };
 pub use events::NewEvent;
 pub(crate) use events::verify_chain_on;
-pub use migrate::{MIGRATIONS_DIR_NAME, SCHEMA_VERSION, migration_checksums};
+pub use migrate::{
+    MIGRATIONS_DIR_NAME, POSTGRES_DIR_NAME, SCHEMA_VERSION, migration_checksums,
+    postgres_migration_checksums,
+};
 pub use records::Owner;
 pub use retention::{ItemMeta, retention_kinds};
 pub use rows::*;
@@ -284,6 +289,14 @@ impl Store {
     /// `"sqlite"` or `"postgres"`.
     pub fn engine_name(&self) -> &'static str {
         self.engine.name()
+    }
+
+    /// `(version, description, hex sha384 checksum)` of the migrations of this store's engine.
+    pub fn migration_checksums(&self) -> Vec<(i64, String, String)> {
+        match self.engine {
+            Engine::Sqlite { .. } => migration_checksums(),
+            Engine::Postgres { .. } => postgres_migration_checksums(),
+        }
     }
 
     /// Bytes the database takes: the SQLite file and its WAL, or PostgreSQL's
