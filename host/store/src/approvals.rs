@@ -433,15 +433,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::config::StorageConfig;
-
-    async fn store() -> (tempfile::TempDir, Store) {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let s = Store::open(tmp.path(), &StorageConfig::default())
-            .await
-            .expect("open");
-        (tmp, s)
-    }
+    use crate::testing::every_engine;
 
     fn run_row(id: &str) -> Run {
         Run::queued(
@@ -582,160 +574,165 @@ mod tests {
         (ok, runs_for(s, &approval_id).await)
     }
 
+    every_engine! {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn one_token_is_used_exactly_once_under_64_contenders() {
-        let (_t, s) = store().await;
-        for _ in 0..10 {
-            let (ok, runs) = race(&s, false).await;
-            assert_eq!((ok, runs), (1, 1));
+        async fn one_token_is_used_exactly_once_under_64_contenders(s) {
+            for _ in 0..10 {
+                let (ok, runs) = race(&s, false).await;
+                assert_eq!((ok, runs), (1, 1));
+            }
         }
     }
 
+    every_engine! {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn the_race_test_catches_a_naive_read_then_write() {
-        let (_t, s) = store().await;
-        let mut worst = 0;
-        for _ in 0..10 {
-            let (ok, runs) = race(&s, true).await;
-            worst = worst.max(ok).max(runs as usize);
+        async fn the_race_test_catches_a_naive_read_then_write(s) {
+            let mut worst = 0;
+            for _ in 0..10 {
+                let (ok, runs) = race(&s, true).await;
+                worst = worst.max(ok).max(runs as usize);
+            }
+            assert!(
+                worst > 1,
+                "the naive version was never caught double-spending; the race test is too weak"
+            );
         }
-        assert!(
-            worst > 1,
-            "the naive version was never caught double-spending; the race test is too weak"
-        );
     }
 
+    every_engine! {
     #[tokio::test]
-    async fn a_token_for_one_action_does_not_authorise_another() {
-        let (_t, s) = store().await;
-        let (approval_id, th) = approved(&s, ActionKind::Run, "hash-a").await;
-        let before = s.last_event_seq().await.expect("seq");
-        for (kind, hash) in [
-            (ActionKind::Run, "hash-b"),
-            (ActionKind::Pty, "hash-a"),
-            (ActionKind::Attach, "hash-a"),
-        ] {
+        async fn a_token_for_one_action_does_not_authorise_another(s) {
+            let (approval_id, th) = approved(&s, ActionKind::Run, "hash-a").await;
+            let before = s.last_event_seq().await.expect("seq");
+            for (kind, hash) in [
+                (ActionKind::Run, "hash-b"),
+                (ActionKind::Pty, "hash-a"),
+                (ActionKind::Attach, "hash-a"),
+            ] {
+                let run = run_row(&new_id());
+                let u = ApprovalUse {
+                    token_hash: &th,
+                    requester: "token:agent",
+                    kind,
+                    action_hash: hash,
+                    effect: UseEffect::CreateRun {
+                        run: &run,
+                        idempotency_key: None,
+                    },
+                };
+                assert_eq!(
+                    s.use_approval(&u, bound(&u)).await.expect("use"),
+                    UseOutcome::Refused(No)
+                );
+            }
+            assert_eq!(
+                s.last_event_seq().await.expect("seq"),
+                before,
+                "a refused use wrote an event"
+            );
+            assert_eq!(s.approval_use_count(&approval_id).await.expect("count"), 0);
+            assert_eq!(runs_for(&s, &approval_id).await, 0);
+            // The right action still works once.
             let run = run_row(&new_id());
             let u = ApprovalUse {
                 token_hash: &th,
                 requester: "token:agent",
-                kind,
-                action_hash: hash,
+                kind: ActionKind::Run,
+                action_hash: "hash-a",
                 effect: UseEffect::CreateRun {
                     run: &run,
                     idempotency_key: None,
                 },
             };
+            assert!(matches!(
+                s.use_approval(&u, bound(&u)).await.expect("use"),
+                UseOutcome::Used(_)
+            ));
             assert_eq!(
                 s.use_approval(&u, bound(&u)).await.expect("use"),
                 UseOutcome::Refused(No)
             );
         }
-        assert_eq!(
-            s.last_event_seq().await.expect("seq"),
-            before,
-            "a refused use wrote an event"
-        );
-        assert_eq!(s.approval_use_count(&approval_id).await.expect("count"), 0);
-        assert_eq!(runs_for(&s, &approval_id).await, 0);
-        // The right action still works once.
-        let run = run_row(&new_id());
-        let u = ApprovalUse {
-            token_hash: &th,
-            requester: "token:agent",
-            kind: ActionKind::Run,
-            action_hash: "hash-a",
-            effect: UseEffect::CreateRun {
-                run: &run,
-                idempotency_key: None,
-            },
-        };
-        assert!(matches!(
-            s.use_approval(&u, bound(&u)).await.expect("use"),
-            UseOutcome::Used(_)
-        ));
-        assert_eq!(
-            s.use_approval(&u, bound(&u)).await.expect("use"),
-            UseOutcome::Refused(No)
-        );
     }
 
+    every_engine! {
     #[tokio::test]
-    async fn a_refusing_judge_writes_nothing() {
-        let (_t, s) = store().await;
-        let (id, th) = approved(&s, ActionKind::Run, "h").await;
-        let before = s.last_event_seq().await.expect("seq");
-        let run = run_row(&new_id());
-        let u = ApprovalUse {
-            token_hash: &th,
-            requester: "token:agent",
-            kind: ActionKind::Run,
-            action_hash: "h",
-            effect: UseEffect::CreateRun {
-                run: &run,
-                idempotency_key: None,
-            },
-        };
-        let out = s.use_approval(&u, |_, _| Err(No)).await.expect("use");
-        assert_eq!(out, UseOutcome::Refused(No));
-        let out = s
-            .decide_approval(&id, "token:op", false, |_, _| Err(No))
-            .await
-            .expect("decide");
-        assert_eq!(out, Err(No));
-        let out = s
-            .withdraw_approval(&id, "token:agent", |_, _| Err(No))
-            .await
-            .expect("withdraw");
-        assert_eq!(out, Err(No));
-        assert_eq!(s.last_event_seq().await.expect("seq"), before);
-        assert_eq!(s.approval_use_count(&id).await.expect("count"), 0);
-        assert_eq!(runs_for(&s, &id).await, 0);
-        let a = s.approval(&id).await.expect("read").expect("approval");
-        assert_eq!(a.status, ApprovalStatus::Approved);
-        // The judge sees the stored facts.
-        let seen = s
-            .use_approval(&u, |r, now| {
-                assert_eq!(
-                    (
-                        r.kind.as_str(),
-                        r.action_hash.as_str(),
-                        r.requester.as_str()
-                    ),
-                    ("run", "h", "token:agent")
-                );
-                assert!(
-                    r.status == ApprovalStatus::Approved && r.nonce_fresh && r.expires_at > now
-                );
-                Ok::<(), No>(())
-            })
-            .await
-            .expect("use");
-        assert!(matches!(seen, UseOutcome::Used(_)));
-        // Spent: the second use never reaches an `approved` record.
-        let again = s.use_approval(&u, bound(&u)).await.expect("use");
-        assert_eq!(again, UseOutcome::Refused(No));
-    }
-
-    #[tokio::test]
-    async fn pending_cap_per_requester() {
-        let (_t, s) = store().await;
-        let mk = |i: usize| NewApproval {
-            id: new_id(),
-            kind: ActionKind::Run,
-            action_hash: format!("h{i}"),
-            action: json!({}),
-            token_hash: format!("{i:064}"),
-            requester: "token:agent".into(),
-            expires_at: now_ms() + 60_000,
-            max_pending: 3,
-        };
-        for i in 0..3 {
-            s.create_approval(&mk(i)).await.expect("under the cap");
+        async fn a_refusing_judge_writes_nothing(s) {
+            let (id, th) = approved(&s, ActionKind::Run, "h").await;
+            let before = s.last_event_seq().await.expect("seq");
+            let run = run_row(&new_id());
+            let u = ApprovalUse {
+                token_hash: &th,
+                requester: "token:agent",
+                kind: ActionKind::Run,
+                action_hash: "h",
+                effect: UseEffect::CreateRun {
+                    run: &run,
+                    idempotency_key: None,
+                },
+            };
+            let out = s.use_approval(&u, |_, _| Err(No)).await.expect("use");
+            assert_eq!(out, UseOutcome::Refused(No));
+            let out = s
+                .decide_approval(&id, "token:op", false, |_, _| Err(No))
+                .await
+                .expect("decide");
+            assert_eq!(out, Err(No));
+            let out = s
+                .withdraw_approval(&id, "token:agent", |_, _| Err(No))
+                .await
+                .expect("withdraw");
+            assert_eq!(out, Err(No));
+            assert_eq!(s.last_event_seq().await.expect("seq"), before);
+            assert_eq!(s.approval_use_count(&id).await.expect("count"), 0);
+            assert_eq!(runs_for(&s, &id).await, 0);
+            let a = s.approval(&id).await.expect("read").expect("approval");
+            assert_eq!(a.status, ApprovalStatus::Approved);
+            // The judge sees the stored facts.
+            let seen = s
+                .use_approval(&u, |r, now| {
+                    assert_eq!(
+                        (
+                            r.kind.as_str(),
+                            r.action_hash.as_str(),
+                            r.requester.as_str()
+                        ),
+                        ("run", "h", "token:agent")
+                    );
+                    assert!(
+                        r.status == ApprovalStatus::Approved && r.nonce_fresh && r.expires_at > now
+                    );
+                    Ok::<(), No>(())
+                })
+                .await
+                .expect("use");
+            assert!(matches!(seen, UseOutcome::Used(_)));
+            // Spent: the second use never reaches an `approved` record.
+            let again = s.use_approval(&u, bound(&u)).await.expect("use");
+            assert_eq!(again, UseOutcome::Refused(No));
         }
-        assert!(matches!(
-            s.create_approval(&mk(3)).await,
-            Err(StoreError::TooManyPending)
-        ));
+    }
+
+    every_engine! {
+    #[tokio::test]
+        async fn pending_cap_per_requester(s) {
+            let mk = |i: usize| NewApproval {
+                id: new_id(),
+                kind: ActionKind::Run,
+                action_hash: format!("h{i}"),
+                action: json!({}),
+                token_hash: format!("{i:064}"),
+                requester: "token:agent".into(),
+                expires_at: now_ms() + 60_000,
+                max_pending: 3,
+            };
+            for i in 0..3 {
+                s.create_approval(&mk(i)).await.expect("under the cap");
+            }
+            assert!(matches!(
+                s.create_approval(&mk(3)).await,
+                Err(StoreError::TooManyPending)
+            ));
+        }
     }
 }

@@ -117,12 +117,15 @@ mod tests {
     use super::*;
     use crate::NewEvent;
 
-    #[tokio::test]
-    async fn a_checkpoint_only_when_the_head_moved_and_only_the_newest_kept() {
+    crate::testing::every_engine! {
+        #[tokio::test]
+        async fn a_checkpoint_only_when_the_head_moved_and_only_the_newest_kept(store) {
+            checkpoints_follow_the_head(&store).await;
+        }
+    }
+
+    async fn checkpoints_follow_the_head(store: &Store) {
         let tmp = tempfile::tempdir().expect("tmp");
-        let store = Store::open(tmp.path(), &Default::default())
-            .await
-            .expect("open");
         let key = HostKey::load_or_create(tmp.path()).expect("key");
         let ev = || NewEvent::new("test.event", "t", "s", serde_json::json!({}));
         // An empty log has no head to sign.

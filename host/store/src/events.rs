@@ -156,7 +156,7 @@ async fn insert_after(
     let sql = if checked {
         "INSERT INTO events (id, seq, at, code, actor, subject, data, hash) \
          SELECT $1, $2, $3, $4, $5, $6, $7, $8 \
-         WHERE (SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1) = ($9, $10)"
+         WHERE ($9, $10) = (SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1)"
     } else {
         "INSERT INTO events (id, seq, at, code, actor, subject, data, hash) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
@@ -523,6 +523,7 @@ mod tests {
 
     use super::*;
     use crate::config::{StorageConfig, Synchronous};
+    use crate::testing::every_engine;
     use happyx_core::progress::Progress;
 
     /// Events each child process appends.
@@ -577,37 +578,39 @@ mod tests {
     }
 
     /// Appends, rolls one transaction back after its append, appends again; whole?
-    async fn rollback_then_append(naive: bool) -> bool {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let s = Store::open(tmp.path(), &cfg()).await.expect("open");
+    async fn rollback_then_append(s: &Store, naive: bool) -> bool {
         let mut ok = true;
         for i in 0..20 {
-            ok &= append(&s, i, naive).await.is_ok();
+            ok &= append(s, i, naive).await.is_ok();
             let mut tx = s.begin().await.expect("begin");
             super::append(&mut tx, &ev(1000 + i)).await.expect("append");
             tx.rollback().await.expect("rollback");
         }
         // i = 9 and 19 append a pair.
-        ok && whole(&s, 22).await
+        ok && whole(s, 22).await
     }
 
-    #[tokio::test]
-    async fn a_rolled_back_append_leaves_the_chain_whole() {
-        assert!(rollback_then_append(false).await);
+    every_engine! {
+        #[tokio::test]
+        async fn a_rolled_back_append_leaves_the_chain_whole(s) {
+            assert!(rollback_then_append(&s, false).await);
+        }
+
+        #[tokio::test]
+        async fn the_rollback_test_catches_a_naive_head(s) {
+            assert!(
+                !rollback_then_append(&s, true).await,
+                "the naive head was never caught; the rollback test is too weak"
+            );
+        }
+
+        #[tokio::test]
+        async fn batches_around_the_insert_size_chain_whole(s) {
+            batches_chain_whole(&s).await;
+        }
     }
 
-    #[tokio::test]
-    async fn the_rollback_test_catches_a_naive_head() {
-        assert!(
-            !rollback_then_append(true).await,
-            "the naive head was never caught; the rollback test is too weak"
-        );
-    }
-
-    #[tokio::test]
-    async fn batches_around_the_insert_size_chain_whole() {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let s = Store::open(tmp.path(), &cfg()).await.expect("open");
+    async fn batches_chain_whole(s: &Store) {
         let mut want = 0;
         for n in [
             1,
@@ -623,7 +626,7 @@ mod tests {
             want += 1;
         }
         assert_eq!(s.append_events(&[]).await.expect("empty"), 0);
-        assert!(whole(&s, want).await);
+        assert!(whole(s, want).await);
     }
 
     /// Not a test of its own: the body of each appending child process.
@@ -633,26 +636,39 @@ mod tests {
         let Ok(spec) = std::env::var(CHILD_ENV) else {
             return;
         };
-        let (mode, dir) = spec.split_once(':').expect("spec");
-        let s = Store::open(std::path::Path::new(dir), &cfg())
-            .await
-            .expect("open");
+        let (mode, place) = spec.split_once(':').expect("spec");
+        let s = open_at(place).await;
         for i in 0..PER_CHILD {
             append(&s, i, mode == "naive").await.expect("append");
         }
         s.close().await;
     }
 
-    /// Two processes append `PER_CHILD` events each to one fresh data dir at the same time;
-    /// true when both succeed and the log is whole.
-    async fn two_processes(naive: bool) -> bool {
+    /// The store at `place`: a PostgreSQL URL, else a data dir.
+    async fn open_at(place: &str) -> Store {
+        let cfg = StorageConfig {
+            url: place
+                .starts_with("postgres")
+                .then(|| crate::config::DatabaseUrl::parse(place).expect("url")),
+            ..cfg()
+        };
+        Store::open(std::path::Path::new(place), &cfg)
+            .await
+            .expect("open")
+    }
+
+    /// Two processes append `PER_CHILD` events each to one fresh database (a data dir's SQLite,
+    /// or a PostgreSQL database when `postgres`) at the same time; true when both succeed and
+    /// the log is whole. `None`: no PostgreSQL cluster (skipped).
+    async fn two_processes(naive: bool, postgres: bool) -> Option<bool> {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let s = Store::open(tmp.path(), &cfg()).await.expect("open");
-        let spec = format!(
-            "{}:{}",
-            if naive { "naive" } else { "checked" },
-            tmp.path().display()
-        );
+        let place = if postgres {
+            crate::test_support::postgres_database().await?
+        } else {
+            tmp.path().display().to_string()
+        };
+        let s = open_at(&place).await;
+        let spec = format!("{}:{place}", if naive { "naive" } else { "checked" });
         let exe = std::env::current_exe().expect("test binary");
         // The child's test name, derived rather than spelled: a name that matches no test
         // would run nothing and succeed.
@@ -676,18 +692,33 @@ mod tests {
             ok &= c.wait().expect("wait").success();
         }
         // Every tenth append of a child is a pair.
-        ok && whole(&s, 2 * (PER_CHILD + PER_CHILD / 10)).await
+        Some(ok && whole(&s, 2 * (PER_CHILD + PER_CHILD / 10)).await)
     }
 
     #[tokio::test]
     async fn two_processes_appending_at_once_make_one_whole_chain() {
-        assert!(two_processes(false).await);
+        assert_eq!(two_processes(false, false).await, Some(true));
     }
 
     #[tokio::test]
     async fn the_two_process_test_catches_a_naive_head() {
-        assert!(
-            !two_processes(true).await,
+        assert_eq!(
+            two_processes(true, false).await,
+            Some(false),
+            "the naive head was never caught; the two-process test is too weak"
+        );
+    }
+
+    #[tokio::test]
+    async fn two_processes_appending_at_once_to_postgres_make_one_whole_chain() {
+        assert_ne!(two_processes(false, true).await, Some(false));
+    }
+
+    #[tokio::test]
+    async fn the_two_process_postgres_test_catches_a_naive_head() {
+        assert_ne!(
+            two_processes(true, true).await,
+            Some(true),
             "the naive head was never caught; the two-process test is too weak"
         );
     }

@@ -38,6 +38,8 @@ pub mod signing;
 mod stats;
 #[cfg(any(test, feature = "test-support"))]
 pub mod test_support;
+#[cfg(test)]
+mod testing;
 mod token_cache;
 mod tokens;
 pub mod transfer;
