@@ -4,7 +4,7 @@
 #   scripts/pg-cluster.sh start DIR   creates and starts a cluster in DIR (empty or absent) and
 #                                     prints one line on stdout: its admin URL
 #                                     postgres://happyx:PASSWORD@127.0.0.1:PORT/postgres
-#                                     (for HAPPYX_TEST_POSTGRES_URL)
+#                                     (for TEST_POSTGRES_URL)
 #   scripts/pg-cluster.sh stop DIR    stops it and removes DIR
 #
 # The cluster listens on a free loopback port and on a socket in DIR, and has one password role,

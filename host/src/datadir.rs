@@ -46,10 +46,24 @@ impl DataDirError {
 /// An existing data dir (one holding a database), for every command but `serve` and
 /// `import`: a mistyped path is refused instead of becoming a new, empty data dir.
 pub fn existing(path: &Path) -> Result<PathBuf, DataDirError> {
-    if !path.join(crate::store::DB_FILE).is_file() {
+    existing_for(path, &crate::config::StorageConfig::default())
+}
+
+/// [`existing`] for the configured storage: with SQLite the data dir must hold its database;
+/// with PostgreSQL (`storage.url`) the database is elsewhere and the data dir (host key,
+/// plugin cache, terminal sockets) must exist, holding the lock file `serve` leaves.
+pub fn existing_for(
+    path: &Path,
+    storage: &crate::config::StorageConfig,
+) -> Result<PathBuf, DataDirError> {
+    let marker = match storage.url {
+        None => crate::store::DB_FILE,
+        Some(_) => LOCK_FILE,
+    };
+    if !path.join(marker).is_file() {
         return Err(DataDirError::Missing {
             path: path.into(),
-            file: crate::store::DB_FILE,
+            file: marker,
         });
     }
     ensure(path)

@@ -95,8 +95,13 @@ pub fn workspace_of(root: &Path, token: &str) -> PathBuf {
 
 /// Creates a token with the CLI and returns it.
 pub fn token(data_dir: &Path, role: &str) -> String {
+    token_env(data_dir, role, &[])
+}
+
+/// [`token`] with extra environment for the CLI (e.g. `HAPPYX_STORAGE__URL`).
+pub fn token_env(data_dir: &Path, role: &str, env: &[(&str, &str)]) -> String {
     let dir = data_dir.to_str().expect("utf-8 path");
-    let (st, out, err) = cli(&["token", "create", "--data-dir", dir, "--role", role]);
+    let (st, out, err) = cli_env(&["token", "create", "--data-dir", dir, "--role", role], env);
     assert!(st.success(), "token create failed: {err}");
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(
@@ -113,6 +118,9 @@ pub struct Server {
     pub url: String,
     pub data_dir: PathBuf,
     pub stderr_path: PathBuf,
+    /// The `HAPPYX_STORAGE__URL` the host was started with (a PostgreSQL database), which the
+    /// CLI calls made through this server use too.
+    pub storage_url: Option<String>,
 }
 
 /// How to start a server.
@@ -217,6 +225,11 @@ impl Server {
             url,
             data_dir: data_dir.to_path_buf(),
             stderr_path,
+            storage_url: opts
+                .env
+                .iter()
+                .find(|(k, _)| k == "HAPPYX_STORAGE__URL")
+                .map(|(_, v)| v.clone()),
         };
         server.wait_healthy()?;
         Ok(server)
@@ -236,7 +249,10 @@ impl Server {
     }
 
     pub fn token(&self, role: &str) -> String {
-        token(&self.data_dir, role)
+        match &self.storage_url {
+            Some(url) => token_env(&self.data_dir, role, &[("HAPPYX_STORAGE__URL", url)]),
+            None => token(&self.data_dir, role),
+        }
     }
 
     pub fn pid(&self) -> u32 {

@@ -202,6 +202,13 @@ pub enum TransferError {
     KeyFile(#[from] KeyFileError),
     #[error("data dir {0} holds no database to export")]
     NoDatabase(PathBuf),
+    /// `storage.url` names a PostgreSQL database: export and import read and write the SQLite
+    /// database of a data dir.
+    #[error(
+        "{0} works on a data dir's SQLite database; storage.url names a PostgreSQL database, \
+         which this happyx cannot {0} (unset storage.url to {0} a data dir)"
+    )]
+    EngineUnsupported(&'static str),
     #[error("cannot read {path}: {error}")]
     Read {
         path: PathBuf,
@@ -232,6 +239,7 @@ impl TransferError {
             Self::Checksum { .. } => "checksum_mismatch",
             Self::NotEmpty { .. } => "data_dir_not_empty",
             Self::NoDatabase(_) => "no_database",
+            Self::EngineUnsupported(_) => "engine_unsupported",
             Self::Unsigned { .. } => "export_unsigned",
             Self::BadSignature { .. } => "bad_signature",
             Self::UntrustedSigner { .. } => "untrusted_signer",

@@ -5,8 +5,9 @@
 //! SQLite driver binds `$N` by number). The [`db!`] macro runs one body against
 //! whichever engine a transaction or pool belongs to: it expands the body once per engine, so
 //! each copy is type-checked against that engine's own sqlx types (no dynamic `Any` layer, no
-//! conversion of values or rows at run time). Where the engines' SQL differs, [`Dialect::pick`]
-//! chooses the text inside the body. Rows are decoded through [`crate::rows::Columns`], which
+//! conversion of values or rows at run time). The SQL is the dialect both engines share (row
+//! values, `ON CONFLICT`, `RETURNING`, window functions; `CAST(SUM(…) AS BIGINT)` where
+//! PostgreSQL would answer `NUMERIC`). Rows are decoded through [`crate::rows::Columns`], which
 //! both engines' rows implement.
 //!
 //! **Write transactions are serialized on both engines.** SQLite allows one writer and a write
@@ -220,30 +221,6 @@ impl<T: IntoRows> IntoRows for Vec<T> {
     fn into_rows(self) -> Self::Out {
         self.into_iter().map(T::into_rows).collect()
     }
-}
-
-/// What an engine's connection or pool knows of its SQL dialect, for the few statements whose
-/// text differs between the engines.
-pub(crate) trait Dialect {
-    const POSTGRES: bool;
-
-    /// `sqlite` on SQLite, `postgres` on PostgreSQL.
-    fn pick<'s>(&self, sqlite: &'s str, postgres: &'s str) -> &'s str {
-        if Self::POSTGRES { postgres } else { sqlite }
-    }
-}
-
-impl Dialect for SqliteConnection {
-    const POSTGRES: bool = false;
-}
-impl Dialect for SqlitePool {
-    const POSTGRES: bool = false;
-}
-impl Dialect for PgConnection {
-    const POSTGRES: bool = true;
-}
-impl Dialect for PgPool {
-    const POSTGRES: bool = true;
 }
 
 /// Runs `$body` with `$c` bound to the engine-specific side of `$target`, expanded once per

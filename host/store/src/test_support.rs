@@ -1,6 +1,6 @@
 //! Test support for the PostgreSQL engine, for this crate's tests and (feature `test-support`)
 //! other crates': a fresh, empty database per test on the cluster that
-//! `HAPPYX_TEST_POSTGRES_URL` names, so tests never see each other's rows and can run in
+//! `TEST_POSTGRES_URL` names, so tests never see each other's rows and can run in
 //! parallel. `scripts/pg-cluster.sh start DIR` starts a throw-away cluster and prints the URL to
 //! put there; `.ci/run` does so for every CI run.
 //!
@@ -11,21 +11,21 @@ use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection};
 
 /// The environment variable holding the admin URL of the test cluster: a role that may create
 /// databases (`postgres://happyx:PASSWORD@127.0.0.1:PORT/postgres` from `scripts/pg-cluster.sh`).
-pub const POSTGRES_URL_VAR: &str = "HAPPYX_TEST_POSTGRES_URL";
+pub const POSTGRES_URL_VAR: &str = "TEST_POSTGRES_URL";
 
-/// Whether `HAPPYX_TEST_POSTGRES_URL` is set (to something).
+/// Whether `TEST_POSTGRES_URL` is set (to something).
 pub fn postgres_url_configured() -> bool {
     std::env::var_os(POSTGRES_URL_VAR).is_some_and(|v| !v.is_empty())
 }
 
 /// Creates a database `happyx_test_<16 random hex digits>` on the test cluster and returns its
-/// URL: the admin URL with the database path replaced. `None` when `HAPPYX_TEST_POSTGRES_URL` is
+/// URL: the admin URL with the database path replaced. `None` when `TEST_POSTGRES_URL` is
 /// unset, after printing a `SKIPPED:` line on stderr; the caller returns at once. The databases
 /// are left in place: the cluster is thrown away whole (`scripts/pg-cluster.sh stop DIR`).
 ///
 /// # Panics
 ///
-/// When `HAPPYX_TEST_POSTGRES_URL` is unset and `CI` is set, and when the cluster cannot be
+/// When `TEST_POSTGRES_URL` is unset and `CI` is set, and when the cluster cannot be
 /// reached or refuses the database: a test with a configured cluster fails rather than skips.
 pub async fn postgres_database() -> Option<String> {
     let admin = match std::env::var(POSTGRES_URL_VAR) {

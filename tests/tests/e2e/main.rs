@@ -17,5 +17,6 @@ mod plugins;
 mod pty;
 mod retention;
 mod rotation;
+mod scaleout;
 mod transfer;
 mod transfer_perf;
