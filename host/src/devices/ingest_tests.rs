@@ -139,9 +139,17 @@ async fn post(
         .collect()
 }
 
-async fn run(ops: Vec<(Op, bool)>) {
+/// Runs `ops` against a store on SQLite, or on a fresh PostgreSQL database when `postgres`
+/// (skipped without a test cluster).
+async fn run(ops: Vec<(Op, bool)>, postgres: bool) {
     let tmp = tempfile::tempdir().expect("tmp");
-    let cfg = StorageConfig::default();
+    let mut cfg = StorageConfig::default();
+    if postgres {
+        let Some(url) = happyx_store::test_support::postgres_database().await else {
+            return;
+        };
+        cfg.url = Some(happyx_store::config::DatabaseUrl::parse(&url).expect("url"));
+    }
     let mut store = Store::open(tmp.path(), &cfg).await.expect("store");
     let mut devices = Vec::new();
     for i in 0..DEVICES {
@@ -295,6 +303,23 @@ proptest! {
             .enable_all()
             .build()
             .expect("runtime");
-        rt.block_on(run(ops));
+        rt.block_on(run(ops, false));
+    }
+}
+
+proptest! {
+    // Each case creates a database on the test cluster: fewer cases, the same model.
+    #![proptest_config(ProptestConfig { cases: 8, ..ProptestConfig::default() })]
+
+    #[test]
+    fn ingest_matches_the_model_on_postgres(
+        ops in proptest::collection::vec((op(), any::<bool>()), 1..40),
+    ) {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(run(ops, true));
     }
 }

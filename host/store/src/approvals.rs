@@ -203,7 +203,7 @@ impl Store {
         let status = status.map(ApprovalStatus::as_str);
         let rows = db!(rows read self, dbc => sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {COLS} FROM approvals WHERE ($1 IS NULL OR status = $2) \
-             AND ($3 IS NOT 'pending' OR expires_at > $4) ORDER BY id DESC LIMIT $5"
+             AND ($3 IS DISTINCT FROM 'pending' OR expires_at > $4) ORDER BY id DESC LIMIT $5"
         )))
         .bind(status)
         .bind(status)
@@ -733,6 +733,18 @@ mod tests {
                 s.create_approval(&mk(3)).await,
                 Err(StoreError::TooManyPending)
             ));
+            // Listed by status, and all of them.
+            let pending = s
+                .approvals(Some(ApprovalStatus::Pending), 10)
+                .await
+                .expect("list");
+            assert_eq!(pending.len(), 3);
+            assert_eq!(s.approvals(None, 2).await.expect("list").len(), 2);
+            let approved = s
+                .approvals(Some(ApprovalStatus::Approved), 10)
+                .await
+                .expect("list");
+            assert!(approved.is_empty());
         }
     }
 }
