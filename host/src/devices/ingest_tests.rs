@@ -293,17 +293,22 @@ async fn run(ops: Vec<(Op, bool)>, postgres: bool) {
     store.close().await;
 }
 
+/// Runs `f` on a fresh two-worker runtime (one per case, as a host has).
+fn block_on(f: impl std::future::Future<Output = ()>) {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(f);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
 
     #[test]
     fn ingest_matches_the_model(ops in proptest::collection::vec((op(), any::<bool>()), 1..40)) {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(run(ops, false));
+        block_on(run(ops, false));
     }
 }
 
@@ -315,11 +320,6 @@ proptest! {
     fn ingest_matches_the_model_on_postgres(
         ops in proptest::collection::vec((op(), any::<bool>()), 1..40),
     ) {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(run(ops, true));
+        block_on(run(ops, true));
     }
 }
