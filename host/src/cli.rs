@@ -342,7 +342,7 @@ pub fn init_logging(filter: &str, format: LogFormat) {
 /// Opens the store of an existing data dir for an operator command (no serve lock); a
 /// missing one is refused, never created.
 async fn open_store(cfg: &Config) -> Result<Store> {
-    let dir = crate::datadir::existing_for(&cfg.data_dir, &cfg.storage)?;
+    let dir = crate::datadir::existing(&cfg.data_dir, &cfg.storage)?;
     let place = match &cfg.storage.url {
         Some(url) => format!("the PostgreSQL database {url}"),
         None => format!("the database in {}", dir.display()),
@@ -371,7 +371,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             let cfg = dir.config()?;
             init_logging("warn", LogFormat::Text);
             let store = open_store(&cfg).await?;
-            let data_dir = crate::datadir::existing_for(&cfg.data_dir, &cfg.storage)?;
+            let data_dir = crate::datadir::existing(&cfg.data_dir, &cfg.storage)?;
             let plugins = crate::server::load_plugins(&cfg, &data_dir).await?;
             let progress = Progress::counter("prune: examined", "items");
             let report =
@@ -399,7 +399,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             if cfg.storage.url.is_some() {
                 return Err(crate::transfer::TransferError::EngineUnsupported("export").into());
             }
-            let data_dir = crate::datadir::existing_for(&cfg.data_dir, &cfg.storage)?;
+            let data_dir = crate::datadir::existing(&cfg.data_dir, &cfg.storage)?;
             let summary = crate::transfer::export(&data_dir, &out).await?;
             println!("{}", serde_json::to_string(&summary)?);
             Ok(())
@@ -476,7 +476,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                     let cfg = dir.config()?;
                     let mut trusted = trusted;
                     if trusted.is_empty() {
-                        let data_dir = crate::datadir::existing_for(&cfg.data_dir, &cfg.storage)?;
+                        let data_dir = crate::datadir::existing(&cfg.data_dir, &cfg.storage)?;
                         if let Some(own) =
                             crate::transfer::signing::HostKey::load_existing(&data_dir)?
                         {
@@ -519,7 +519,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::HostKey { dir } => {
             let cfg = dir.config()?;
             init_logging("warn", LogFormat::Text);
-            let data_dir = crate::datadir::existing_for(&cfg.data_dir, &cfg.storage)?;
+            let data_dir = crate::datadir::existing(&cfg.data_dir, &cfg.storage)?;
             let key = crate::transfer::signing::HostKey::load_or_create(&data_dir)?;
             println!("{}", key.public());
             Ok(())

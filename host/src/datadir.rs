@@ -43,16 +43,11 @@ impl DataDirError {
     }
 }
 
-/// An existing data dir (one holding a database), for every command but `serve` and
-/// `import`: a mistyped path is refused instead of becoming a new, empty data dir.
-pub fn existing(path: &Path) -> Result<PathBuf, DataDirError> {
-    existing_for(path, &crate::config::StorageConfig::default())
-}
-
-/// [`existing`] for the configured storage: with SQLite the data dir must hold its database;
+/// An existing data dir, for every command but `serve` and `import`: a mistyped path is
+/// refused instead of becoming a new, empty data dir. With SQLite it must hold its database;
 /// with PostgreSQL (`storage.url`) the database is elsewhere and the data dir (host key,
-/// plugin cache, terminal sockets) must exist, holding the lock file `serve` leaves.
-pub fn existing_for(
+/// plugin cache, terminal sockets) must hold the lock file `serve` leaves.
+pub fn existing(
     path: &Path,
     storage: &crate::config::StorageConfig,
 ) -> Result<PathBuf, DataDirError> {

@@ -143,13 +143,14 @@ async fn post(
 /// (skipped without a test cluster).
 async fn run(ops: Vec<(Op, bool)>, postgres: bool) {
     let tmp = tempfile::tempdir().expect("tmp");
-    let mut cfg = StorageConfig::default();
-    if postgres {
-        let Some(url) = happyx_store::test_support::postgres_database().await else {
+    let cfg = if postgres {
+        let Some(cfg) = happyx_store::test_support::postgres_storage().await else {
             return;
         };
-        cfg.url = Some(happyx_store::config::DatabaseUrl::parse(&url).expect("url"));
-    }
+        cfg
+    } else {
+        StorageConfig::default()
+    };
     let mut store = Store::open(tmp.path(), &cfg).await.expect("store");
     let mut devices = Vec::new();
     for i in 0..DEVICES {

@@ -110,14 +110,6 @@ impl Engine {
             Engine::Postgres { pool } => pool.close().await,
         }
     }
-
-    /// `"sqlite"` or `"postgres"`, for logs and the deployment record.
-    pub(crate) fn name(&self) -> &'static str {
-        match self {
-            Engine::Sqlite { .. } => "sqlite",
-            Engine::Postgres { .. } => "postgres",
-        }
-    }
 }
 
 /// An open transaction of either engine. Dropped without [`Tx::commit`], it rolls back.
@@ -236,43 +228,31 @@ impl<T: IntoRows> IntoRows for Vec<T> {
 /// `db!(rows tx, c => …)` / `db!(rows read self, c => …)` for a body that gives the engine's
 /// rows (one, `Option` or `Vec`), which come out as [`Row`]s.
 macro_rules! db {
-    (rows write $store:expr, $c:ident => $body:expr) => {
-        match $store.engine.writer() {
-            $crate::engine::Either::Sqlite($c) => $crate::engine::IntoRows::into_rows($body),
-            $crate::engine::Either::Postgres($c) => $crate::engine::IntoRows::into_rows($body),
+    // The one expansion: `$body` once per engine, `$c` bound to that engine's side of `$on`.
+    (@on $on:expr, $c:ident => $body:expr) => {
+        match $on {
+            $crate::engine::Either::Sqlite($c) => $body,
+            $crate::engine::Either::Postgres($c) => $body,
         }
+    };
+    (rows write $store:expr, $c:ident => $body:expr) => {
+        $crate::engine::db!(@on $store.engine.writer(), $c => $crate::engine::IntoRows::into_rows($body))
     };
     (rows read $store:expr, $c:ident => $body:expr) => {
-        match $store.engine.reader() {
-            $crate::engine::Either::Sqlite($c) => $crate::engine::IntoRows::into_rows($body),
-            $crate::engine::Either::Postgres($c) => $crate::engine::IntoRows::into_rows($body),
-        }
+        $crate::engine::db!(@on $store.engine.reader(), $c => $crate::engine::IntoRows::into_rows($body))
     };
     (rows $tx:expr, $c:ident => $body:expr) => {
-        match {
-            #[allow(unused_imports)]
-            use $crate::engine::Conn as _;
-            $tx.conn()
-        } {
-            $crate::engine::Either::Sqlite($c) => $crate::engine::IntoRows::into_rows($body),
-            $crate::engine::Either::Postgres($c) => $crate::engine::IntoRows::into_rows($body),
-        }
+        $crate::engine::db!($tx, $c => $crate::engine::IntoRows::into_rows($body))
     };
     (read $store:expr, $c:ident => $body:expr) => {
-        match $store.engine.reader() {
-            $crate::engine::Either::Sqlite($c) => $body,
-            $crate::engine::Either::Postgres($c) => $body,
-        }
+        $crate::engine::db!(@on $store.engine.reader(), $c => $body)
     };
     ($tx:expr, $c:ident => $body:expr) => {
-        match {
+        $crate::engine::db!(@on {
             #[allow(unused_imports)]
             use $crate::engine::Conn as _;
             $tx.conn()
-        } {
-            $crate::engine::Either::Sqlite($c) => $body,
-            $crate::engine::Either::Postgres($c) => $body,
-        }
+        }, $c => $body)
     };
 }
 pub(crate) use db;

@@ -79,7 +79,8 @@ fn set_tip_hint(tip: (i64, [u8; 32])) {
 }
 
 /// Appends inside an open write transaction; returns the new sequence number.
-/// Gap-free because the write lock is held from `BEGIN IMMEDIATE` to commit; the row's chain
+/// Gap-free because the engine's write lock ([`crate::engine`]) is held from the transaction's
+/// start to its commit; the row's chain
 /// hash ([`crate::audit`]) is computed here, chained to the newest row, in the same transaction.
 pub(super) async fn append(tx: &mut Tx, ev: &NewEvent<'_>) -> Result<i64> {
     Ok(append_first(tx, ev).await?.0)

@@ -288,11 +288,6 @@ impl Store {
         self.path.as_deref()
     }
 
-    /// `"sqlite"` or `"postgres"`.
-    pub fn engine_name(&self) -> &'static str {
-        self.engine.name()
-    }
-
     /// `(version, description, hex sha384 checksum)` of the migrations of this store's engine.
     pub fn migration_checksums(&self) -> Vec<(i64, String, String)> {
         match self.engine {
@@ -348,16 +343,6 @@ impl Store {
         match &self.engine {
             Engine::Sqlite { write, .. } => Some(write),
             Engine::Postgres { .. } => None,
-        }
-    }
-
-    /// The PostgreSQL pool, for benchmarks that compare against raw statements; `None` on
-    /// SQLite.
-    #[doc(hidden)]
-    pub fn raw_postgres_pool(&self) -> Option<&sqlx::PgPool> {
-        match &self.engine {
-            Engine::Postgres { pool } => Some(pool),
-            Engine::Sqlite { .. } => None,
         }
     }
 }

@@ -65,6 +65,20 @@ pub async fn postgres_database() -> Option<String> {
     Some(with_database(&admin, &name))
 }
 
+/// A storage configuration on a fresh database from [`postgres_database`] (otherwise the
+/// defaults), or `None` (skipped) without a cluster.
+pub async fn postgres_storage() -> Option<crate::config::StorageConfig> {
+    let url = postgres_database().await?;
+    let url = match crate::config::DatabaseUrl::parse(&url) {
+        Ok(url) => url,
+        Err(e) => panic!("the cluster in {POSTGRES_URL_VAR} gives no usable URL: {e}"),
+    };
+    Some(crate::config::StorageConfig {
+        url: Some(url),
+        ..crate::config::StorageConfig::default()
+    })
+}
+
 /// `url` with its path (the database) replaced by `/name`; user, password, host, port and query
 /// kept.
 fn with_database(url: &str, name: &str) -> String {

@@ -18,12 +18,8 @@ pub(crate) async fn sqlite() -> (tempfile::TempDir, Store) {
 
 /// A store on a fresh PostgreSQL database of the test cluster, or `None` (skipped) without one.
 pub(crate) async fn postgres() -> Option<(tempfile::TempDir, Store)> {
-    let url = crate::test_support::postgres_database().await?;
+    let cfg = crate::test_support::postgres_storage().await?;
     let tmp = tempfile::tempdir().expect("tempdir");
-    let cfg = StorageConfig {
-        url: Some(crate::config::DatabaseUrl::parse(&url).expect("a postgres URL")),
-        ..StorageConfig::default()
-    };
     let s = Store::open(tmp.path(), &cfg)
         .await
         .expect("open a PostgreSQL store");
