@@ -51,7 +51,11 @@ impl Default for StorageConfig {
 /// A PostgreSQL connection URL (`postgres://` or `postgresql://`). Checked when the
 /// configuration is read; shown only with its password replaced by `***`.
 #[derive(Clone, PartialEq, Eq)]
-pub struct DatabaseUrl(String);
+pub struct DatabaseUrl {
+    url: String,
+    /// The URL with any password replaced, made once when parsed: what is ever shown.
+    shown: String,
+}
 
 /// Why a `storage.url` value is refused. The message never repeats the value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -60,6 +64,8 @@ pub enum DatabaseUrlError {
         "storage.url must start with postgres:// or postgresql:// (unset it for SQLite in the data dir)"
     )]
     Scheme,
+    #[error("storage.url is not a valid URL")]
+    Malformed,
     #[error("storage.url names no host")]
     NoHost,
     #[error("storage.url is longer than {MAX_URL_BYTES} bytes")]
@@ -74,71 +80,71 @@ impl DatabaseUrl {
         if s.len() > MAX_URL_BYTES {
             return Err(DatabaseUrlError::TooLong);
         }
-        let rest = s
-            .strip_prefix("postgres://")
-            .or_else(|| s.strip_prefix("postgresql://"))
-            .ok_or(DatabaseUrlError::Scheme)?;
-        let authority = rest.split(['/', '?']).next().unwrap_or_default();
-        let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        if !(s.starts_with("postgres://") || s.starts_with("postgresql://")) {
+            return Err(DatabaseUrlError::Scheme);
+        }
+        let url = url::Url::parse(s).map_err(|_| DatabaseUrlError::Malformed)?;
         // A unix-socket URL names its directory in `?host=`; one without either has no host.
-        if host.is_empty() && !rest.contains("host=") {
+        if url.host_str().is_none_or(str::is_empty) && !url.query_pairs().any(|(k, _)| k == "host")
+        {
             return Err(DatabaseUrlError::NoHost);
         }
-        Ok(Self(s.to_owned()))
+        Ok(Self {
+            url: s.to_owned(),
+            shown: redacted(url),
+        })
     }
 
     /// The URL, password included: only for connecting.
     pub fn expose(&self) -> &str {
-        &self.0
+        &self.url
     }
 
-    /// The URL with any password replaced by `***`.
-    pub fn redacted(&self) -> String {
-        let (scheme, rest) = self.0.split_once("://").unwrap_or(("", &self.0));
-        let end = rest.find(['/', '?']).unwrap_or(rest.len());
-        let (authority, tail) = rest.split_at(end);
-        let authority = match authority.rsplit_once('@') {
-            Some((userinfo, host)) => match userinfo.split_once(':') {
-                Some((user, _)) => format!("{user}:***@{host}"),
-                None => format!("{userinfo}@{host}"),
-            },
-            None => authority.to_owned(),
-        };
-        // A password may also be given as a query parameter.
-        let tail = match tail.split_once('?') {
-            Some((path, query)) => {
-                let query: Vec<String> = query
-                    .split('&')
-                    .map(|kv| match kv.split_once('=') {
-                        Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
-                        _ => kv.to_owned(),
-                    })
-                    .collect();
-                format!("{path}?{}", query.join("&"))
-            }
-            None => tail.to_owned(),
-        };
-        format!("{scheme}://{authority}{tail}")
+    /// The URL with any password (in the user info or a `password` query parameter) replaced
+    /// by `***`.
+    pub fn redacted(&self) -> &str {
+        &self.shown
     }
+}
+
+fn redacted(mut url: url::Url) -> String {
+    if url.password().is_some() {
+        // Fails only for a URL without a host, which has no user info to hide.
+        let _ = url.set_password(Some("***"));
+    }
+    let password = |k: &str| k.eq_ignore_ascii_case("password");
+    if url.query_pairs().any(|(k, _)| password(&k)) {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if password(&k) {
+                    "***".into()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        url.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    url.into()
 }
 
 impl fmt::Debug for DatabaseUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("DatabaseUrl")
-            .field(&self.redacted())
-            .finish()
+        f.debug_tuple("DatabaseUrl").field(&self.shown).finish()
     }
 }
 
 impl fmt::Display for DatabaseUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.redacted())
+        f.write_str(&self.shown)
     }
 }
 
 impl Serialize for DatabaseUrl {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.redacted())
+        s.serialize_str(&self.shown)
     }
 }
 
@@ -171,6 +177,10 @@ mod tests {
         assert_eq!(
             DatabaseUrl::parse("postgres:///db"),
             Err(DatabaseUrlError::NoHost)
+        );
+        assert_eq!(
+            DatabaseUrl::parse("postgres://h:99999/db"),
+            Err(DatabaseUrlError::Malformed)
         );
         let long = format!("postgres://h/{}", "d".repeat(MAX_URL_BYTES));
         assert_eq!(DatabaseUrl::parse(&long), Err(DatabaseUrlError::TooLong));
