@@ -3,6 +3,8 @@
 //! batches, and records what it pruned. Every batch is its own transaction, holding its
 //! deletions and their `retention.batch_pruned` audit event, so a pass killed midway leaves
 //! a consistent store with every deletion on record, and a rerun reaches the same end state.
+//! A pass runs on one host at a time: hosts sharing a PostgreSQL database take the store's
+//! exclusive guard for it ([`Exclusive::Retention`]); a pass that finds it taken does nothing.
 
 use std::collections::BTreeMap;
 
@@ -11,7 +13,7 @@ use serde::Serialize;
 use crate::plugins::{Item, PluginError, PluginHost, Totals};
 use crate::progress::Progress;
 use crate::retention_kind::RetentionKind;
-use crate::store::{Store, StoreError, retention_kinds};
+use crate::store::{Exclusive, Store, StoreError, retention_kinds};
 use crate::util::now_ms;
 
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +24,9 @@ pub enum PruneError {
     Plugin(#[from] PluginError),
     #[error("the retention plugin answered {got} decisions for {want} items")]
     BadAnswer { got: usize, want: usize },
+    /// Another host sharing the database is running a pass now.
+    #[error("another host is running the retention pass; it prunes the same store")]
+    Busy,
 }
 
 impl PruneError {
@@ -30,6 +35,7 @@ impl PruneError {
             Self::Store(e) => e.code(),
             Self::Plugin(e) => e.code(),
             Self::BadAnswer { .. } => "plugin_bad_result",
+            Self::Busy => "retention_busy",
         }
     }
 }
@@ -46,6 +52,21 @@ pub struct PruneReport {
 
 /// Runs one pass over every kind, counting examined items on `progress`.
 pub async fn prune_once(
+    store: &Store,
+    plugins: &PluginHost,
+    batch: u32,
+    progress: &Progress,
+) -> Result<PruneReport, PruneError> {
+    let Some(alone) = store.try_exclusive(Exclusive::Retention).await? else {
+        return Err(PruneError::Busy);
+    };
+    let report = pass(store, plugins, batch, progress).await;
+    alone.release().await;
+    report
+}
+
+/// One pass, with the exclusive guard held.
+async fn pass(
     store: &Store,
     plugins: &PluginHost,
     batch: u32,
@@ -169,11 +190,16 @@ mod tests {
     use crate::util::new_id;
     use happyx_core::vocab::Risk;
 
-    async fn fixture(outputs: usize) -> (tempfile::TempDir, Store, String) {
+    /// A store with one run of `outputs` chunks: on SQLite, or on a fresh PostgreSQL database
+    /// when `postgres` (`None`: no test cluster, skipped).
+    async fn fixture(outputs: usize, postgres: bool) -> Option<(tempfile::TempDir, Store, String)> {
         let tmp = tempfile::tempdir().expect("tmp");
-        let store = Store::open(tmp.path(), &StorageConfig::default())
-            .await
-            .expect("open");
+        let cfg = if postgres {
+            happyx_store::test_support::postgres_storage().await?
+        } else {
+            StorageConfig::default()
+        };
+        let store = Store::open(tmp.path(), &cfg).await.expect("open");
         let now = now_ms();
         let run = Run::queued(
             new_id(),
@@ -201,7 +227,19 @@ mod tests {
             // Distinct creation times keep "oldest first" unambiguous.
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        (tmp, store, run.id)
+        Some((tmp, store, run.id))
+    }
+
+    /// A whole pass. A pass dropped midway drops its exclusive guard, whose PostgreSQL
+    /// connection the server closes a moment later: until then the next pass is `Busy`.
+    async fn full_pass(store: &Store, plugins: &PluginHost) -> PruneReport {
+        for _ in 0..100 {
+            match prune_once(store, plugins, 1, &Progress::hidden()).await {
+                Err(PruneError::Busy) => tokio::time::sleep(Duration::from_millis(50)).await,
+                r => return r.expect("prune"),
+            }
+        }
+        panic!("the exclusive guard of a dropped pass was never released");
     }
 
     fn plugins(max_bytes: u64) -> PluginHost {
@@ -231,7 +269,18 @@ mod tests {
     /// Every kind is one the store can list, total and prune.
     #[tokio::test]
     async fn every_kind_is_prunable() {
-        let (_t, store, _run) = fixture(1).await;
+        every_kind_is_prunable_on(false).await;
+    }
+
+    #[tokio::test]
+    async fn every_kind_is_prunable_on_postgres() {
+        every_kind_is_prunable_on(true).await;
+    }
+
+    async fn every_kind_is_prunable_on(postgres: bool) {
+        let Some((_t, store, _run)) = fixture(1, postgres).await else {
+            return;
+        };
         let now = now_ms();
         for kind in RetentionKind::ALL {
             store.retention_totals(kind, now).await.expect("totals");
@@ -249,14 +298,23 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_pass_killed_midway_then_rerun_reaches_the_same_end_state() {
+        killed_midway_then_rerun(false).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_pass_killed_midway_then_rerun_reaches_the_same_end_state_on_postgres() {
+        killed_midway_then_rerun(true).await;
+    }
+
+    async fn killed_midway_then_rerun(postgres: bool) {
         let plugins = tokio::task::spawn_blocking(|| plugins(1000))
             .await
             .expect("load");
         // Reference: one uninterrupted pass.
-        let (_t1, clean, run1) = fixture(20).await;
-        let r = prune_once(&clean, &plugins, 1, &Progress::hidden())
-            .await
-            .expect("prune");
+        let Some((_t1, clean, run1)) = fixture(20, postgres).await else {
+            return;
+        };
+        let r = full_pass(&clean, &plugins).await;
         assert_eq!(r.pruned.get(&RetentionKind::RunOutput), Some(&10));
         let want = kept(&clean, &run1).await;
         assert_eq!(
@@ -267,7 +325,7 @@ mod tests {
 
         // Interrupted passes (the future is dropped mid-way, as a kill would),
         // then a full rerun.
-        let (_t2, store, run2) = fixture(20).await;
+        let (_t2, store, run2) = fixture(20, postgres).await.expect("a second database");
         let mut saw_partial = false;
         for ms in [1u64, 3, 10, 30] {
             let _ = tokio::time::timeout(
@@ -279,13 +337,9 @@ mod tests {
             assert!(n >= 10, "never more than the policy allows is pruned");
             saw_partial |= n > 10 && n < 20;
         }
-        prune_once(&store, &plugins, 1, &Progress::hidden())
-            .await
-            .expect("rerun");
+        full_pass(&store, &plugins).await;
         assert_eq!(kept(&store, &run2).await, want);
-        let again = prune_once(&store, &plugins, 1, &Progress::hidden())
-            .await
-            .expect("idempotent");
+        let again = full_pass(&store, &plugins).await;
         assert_eq!(again.pruned.get(&RetentionKind::RunOutput), Some(&0));
         if !saw_partial {
             eprintln!("note: no interruption landed mid-pass on this machine");

@@ -230,12 +230,33 @@ fn spawn_pruner(store: Store, plugins: PluginHost, interval_ms: u64, batch: u32)
         tick.tick().await;
         loop {
             tick.tick().await;
+            if store.is_shared() && ran_lately(&store, interval_ms).await {
+                tracing::debug!("another host ran the retention pass within half an interval");
+                continue;
+            }
             match crate::retention::prune_once(&store, &plugins, batch, &Progress::hidden()).await {
                 Ok(r) => tracing::info!(pruned = ?r.pruned, "retention pass done"),
+                Err(crate::retention::PruneError::Busy) => {
+                    tracing::debug!("another host is running the retention pass");
+                }
                 Err(e) => tracing::warn!(code = e.code(), error = %e, "retention pass failed"),
             }
         }
     });
+}
+
+/// Whether any host recorded a retention pass within half of `interval_ms`: hosts sharing a
+/// database then take turns instead of each running a pass every interval.
+async fn ran_lately(store: &Store, interval_ms: u64) -> bool {
+    let half = i64::try_from(interval_ms / 2).unwrap_or(i64::MAX);
+    match store.last_prune().await {
+        Ok(Some(last)) => crate::util::now_ms().saturating_sub(last.at) < half,
+        Ok(None) => false,
+        Err(e) => {
+            tracing::warn!(code = e.code(), error = %e, "cannot read the last retention pass");
+            false
+        }
+    }
 }
 
 /// Loads the policy plugins off the async executor, with the compile cache in

@@ -48,6 +48,83 @@ pub fn shared_plugin_cache() -> PathBuf {
         .join("test-plugin-cache")
 }
 
+/// The variable that runs the end-to-end suites on PostgreSQL: with `E2E_ENGINE=postgres`
+/// (and a test cluster in `TEST_POSTGRES_URL`), every data dir a test uses gets a fresh
+/// database of its own, which its hosts and CLI commands use through `HAPPYX_STORAGE__URL`:
+/// the same tests, on the other engine. Unset or `sqlite`: SQLite in the data dir.
+pub const ENGINE_VAR: &str = "E2E_ENGINE";
+
+/// Whether this run puts every data dir's database on PostgreSQL ([`ENGINE_VAR`]).
+pub fn on_postgres() -> bool {
+    match std::env::var(ENGINE_VAR).as_deref() {
+        Ok("postgres") => true,
+        Ok("sqlite") | Err(_) => false,
+        Ok(other) => panic!("{ENGINE_VAR}={other}: expected postgres or sqlite"),
+    }
+}
+
+/// The database URL of `data_dir` when the suites run on PostgreSQL (a fresh database the
+/// first time a data dir is seen, the same one after), else `None`.
+pub fn storage_url(data_dir: &Path) -> Option<String> {
+    static URLS: std::sync::Mutex<Vec<(PathBuf, String)>> = std::sync::Mutex::new(Vec::new());
+    if !on_postgres() {
+        return None;
+    }
+    let mut urls = URLS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((_, url)) = urls.iter().find(|(d, _)| d == data_dir) {
+        return Some(url.clone());
+    }
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let url = rt
+        .block_on(happyx_store::test_support::postgres_database())
+        .expect("E2E_ENGINE=postgres needs a test cluster in TEST_POSTGRES_URL");
+    urls.push((data_dir.to_path_buf(), url.clone()));
+    Some(url)
+}
+
+/// The integer `sql` answers (NULL and no row read as 0) over `data_dir`'s database, read
+/// beside the host: the SQLite file, read-only, or the data dir's PostgreSQL database when the
+/// suites run there ([`ENGINE_VAR`]). `sql` must be valid on that engine.
+pub fn count(data_dir: &Path, sql: &str) -> i64 {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let sql = sqlx::AssertSqlSafe(sql.to_string());
+    rt.block_on(async {
+        let n: Option<Option<i64>> = match storage_url(data_dir) {
+            Some(url) => {
+                let pool = sqlx::PgPool::connect(&url)
+                    .await
+                    .expect("open the database");
+                let n = sqlx::query_scalar(sql).fetch_optional(&pool).await;
+                pool.close().await;
+                n
+            }
+            None => {
+                let url = format!("sqlite://{}?mode=ro", data_dir.join("happyx.db").display());
+                let pool = sqlx::SqlitePool::connect(&url)
+                    .await
+                    .expect("open the database");
+                let n = sqlx::query_scalar(sql).fetch_optional(&pool).await;
+                pool.close().await;
+                n
+            }
+        }
+        .expect("count");
+        n.flatten().unwrap_or(0)
+    })
+}
+
+/// `true` (after saying SKIPPED on stderr) when the suites run on PostgreSQL and the calling
+/// test checks something only a SQLite data dir has (`why`): it returns at once.
+pub fn sqlite_only(why: &str) -> bool {
+    if !on_postgres() {
+        return false;
+    }
+    eprintln!("SKIPPED on PostgreSQL: {why}");
+    true
+}
+
 /// Runs a `happyx` CLI command; returns (status, stdout, stderr).
 pub fn cli(args: &[&str]) -> (ExitStatus, String, String) {
     cli_env(args, &[])
@@ -60,6 +137,16 @@ pub fn cli_env(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String, Stri
     cmd.current_dir(std::env::temp_dir())
         .args(args)
         .envs(env.iter().copied());
+    // The data dir's database, when the suites run on PostgreSQL.
+    if let Some(dir) = args
+        .iter()
+        .position(|a| *a == "--data-dir")
+        .and_then(|i| args.get(i + 1))
+        && !env.iter().any(|(k, _)| *k == "HAPPYX_STORAGE__URL")
+        && let Some(url) = storage_url(Path::new(dir))
+    {
+        cmd.env("HAPPYX_STORAGE__URL", url);
+    }
     let out = run_bounded(&mut cmd, None, CLI_LIMIT);
     (
         out.status,
@@ -185,7 +272,13 @@ impl Server {
         // the binary, so only the first server of a run compiles them (a test may still set
         // its own `HAPPYX_PLUGINS__CACHE_DIR`).
         cmd.env("HAPPYX_PLUGINS__CACHE_DIR", shared_plugin_cache());
-        for (k, v) in &opts.env {
+        let mut env = opts.env.clone();
+        if !env.iter().any(|(k, _)| k == "HAPPYX_STORAGE__URL")
+            && let Some(url) = storage_url(data_dir)
+        {
+            env.push(("HAPPYX_STORAGE__URL".into(), url));
+        }
+        for (k, v) in &env {
             cmd.env(k, v);
         }
         if let Some(n) = opts.nofile {
@@ -225,8 +318,7 @@ impl Server {
             url,
             data_dir: data_dir.to_path_buf(),
             stderr_path,
-            storage_url: opts
-                .env
+            storage_url: env
                 .iter()
                 .find(|(k, _)| k == "HAPPYX_STORAGE__URL")
                 .map(|(_, v)| v.clone()),

@@ -380,7 +380,8 @@ impl Store {
     /// Whether a device was ever authorized in a session.
     pub async fn was_session_member(&self, session_id: &str, device_id: &str) -> Result<bool> {
         let row: Option<(i64,)> = db!(read self, dbc => sqlx::query_as(
-            "SELECT 1 FROM session_devices WHERE session_id = $1 AND device_id = $2 LIMIT 1",
+            "SELECT CAST(1 AS BIGINT) FROM session_devices WHERE session_id = $1 AND device_id = $2 \
+             LIMIT 1",
         )
         .bind(session_id)
         .bind(device_id)

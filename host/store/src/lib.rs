@@ -28,6 +28,7 @@ mod direct;
 pub(crate) mod engine;
 mod envelopes;
 mod events;
+mod exclusive;
 mod migrate;
 mod pty;
 mod records;
@@ -63,6 +64,7 @@ pub use envelopes::{
 };
 pub use events::NewEvent;
 pub(crate) use events::verify_chain_on;
+pub use exclusive::{Exclusive, ExclusiveGuard};
 pub use migrate::{
     MIGRATIONS_DIR_NAME, POSTGRES_DIR_NAME, SCHEMA_VERSION, migration_checksums,
     postgres_migration_checksums,

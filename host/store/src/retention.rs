@@ -37,7 +37,7 @@ struct Source {
     table: &'static str,
     /// SELECT list yielding id, created_at, bytes, session_id.
     select: &'static str,
-    /// Which rows are items at all (`{now}` is replaced by the pass's clock); `1` for all.
+    /// Which rows are items at all (`{now}` is replaced by the pass's clock); `TRUE` for all.
     eligible: &'static str,
     /// Prefix of the item ids of this source (`""` when the kind has one source), so that a
     /// kind with several tables can tell its ids apart.
@@ -52,29 +52,29 @@ fn sources(kind: RetentionKind) -> &'static [Source] {
             table: "agent_run_outputs",
             select: "o.id AS id, o.created_at AS created_at, o.length AS bytes, \
                      (SELECT session_id FROM agent_runs r WHERE r.id = o.run_id) AS session_id",
-            eligible: "1",
+            eligible: "TRUE",
             prefix: "",
             prune: Prune::Delete,
         }],
         RetentionKind::TranscriptChunk => &[Source {
             table: "transcript_chunks",
             select: "o.id AS id, o.created_at AS created_at, o.length AS bytes, NULL AS session_id",
-            eligible: "1",
+            eligible: "TRUE",
             prefix: "",
             prune: Prune::Delete,
         }],
         RetentionKind::Envelope => &[Source {
             table: "envelopes",
-            select: "o.id AS id, o.received_at AS created_at, LENGTH(o.ciphertext) AS bytes, \
+            select: "o.id AS id, o.received_at AS created_at, CAST(LENGTH(o.ciphertext) AS BIGINT) AS bytes, \
                      o.session_id AS session_id",
-            eligible: "1",
+            eligible: "TRUE",
             prefix: "",
             prune: Prune::Delete,
         }],
         RetentionKind::Event => &[Source {
             table: "events",
-            select: "o.id AS id, o.at AS created_at, LENGTH(o.data) AS bytes, NULL AS session_id",
-            eligible: "1",
+            select: "o.id AS id, o.at AS created_at, CAST(LENGTH(o.data) AS BIGINT) AS bytes, NULL AS session_id",
+            eligible: "TRUE",
             prefix: "",
             prune: Prune::Delete,
         }],
@@ -82,7 +82,7 @@ fn sources(kind: RetentionKind) -> &'static [Source] {
             Source {
                 table: "approvals",
                 select: "'approval:' || o.id AS id, o.created_at AS created_at, \
-                         LENGTH(o.token_hash) AS bytes, NULL AS session_id",
+                         CAST(LENGTH(o.token_hash) AS BIGINT) AS bytes, NULL AS session_id",
                 eligible: "o.token_hash NOT LIKE 'pruned:%' \
                            AND (o.status IN ('used', 'denied') OR o.expires_at <= {now})",
                 prefix: "approval:",
@@ -91,7 +91,7 @@ fn sources(kind: RetentionKind) -> &'static [Source] {
             Source {
                 table: "enrollments",
                 select: "'enrollment:' || o.id AS id, o.created_at AS created_at, \
-                         LENGTH(o.code_hash) AS bytes, NULL AS session_id",
+                         CAST(LENGTH(o.code_hash) AS BIGINT) AS bytes, NULL AS session_id",
                 eligible: "(o.used_at IS NOT NULL OR o.expires_at <= {now})",
                 prefix: "enrollment:",
                 prune: Prune::Delete,
@@ -99,7 +99,7 @@ fn sources(kind: RetentionKind) -> &'static [Source] {
             Source {
                 table: "pty_attach_tickets",
                 select: "'attach-ticket:' || o.id AS id, o.created_at AS created_at, \
-                         LENGTH(o.ticket_hash) AS bytes, NULL AS session_id",
+                         CAST(LENGTH(o.ticket_hash) AS BIGINT) AS bytes, NULL AS session_id",
                 eligible: "(o.used_at IS NOT NULL OR o.expires_at <= {now})",
                 prefix: "attach-ticket:",
                 prune: Prune::Delete,
@@ -183,7 +183,7 @@ impl Store {
     ) -> Result<Vec<ItemMeta>> {
         let (at, id) = after.unwrap_or((i64::MIN, ""));
         let q = format!(
-            "SELECT * FROM ({}) WHERE (created_at, id) > ($1, $2) ORDER BY created_at, id LIMIT $3",
+            "SELECT * FROM ({}) AS items WHERE (created_at, id) > ($1, $2) ORDER BY created_at, id LIMIT $3",
             items_query(kind, now)
         );
         let rows = db!(rows read self, dbc => sqlx::query(sqlx::AssertSqlSafe(q))

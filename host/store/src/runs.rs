@@ -200,7 +200,8 @@ impl Store {
         db!(tx, dbc => sqlx::query(
             "UPDATE agent_runs SET stdout_bytes = stdout_bytes + $1, stderr_bytes = stderr_bytes + $2, \
              findings = findings + $3, unredacted_chunks = unredacted_chunks + $4, \
-             truncated = MAX(truncated, $5), updated_at = $6 WHERE id = $7",
+             truncated = CASE WHEN truncated > $5 THEN truncated ELSE $5 END, updated_at = $6 \
+             WHERE id = $7",
         )
         .bind(out)
         .bind(err)

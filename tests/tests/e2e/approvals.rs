@@ -41,20 +41,6 @@ fn output(server: &Server, op: &str, id: &str) -> String {
         .expect("text")
 }
 
-fn count_rows(data: &std::path::Path, sql: &str) -> i64 {
-    let rt = tokio::runtime::Runtime::new().expect("rt");
-    rt.block_on(async {
-        let url = format!("sqlite://{}?mode=ro", data.join("happyx.db").display());
-        let pool = sqlx::SqlitePool::connect(&url).await.expect("open");
-        let (n,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(sql.to_string()))
-            .fetch_one(&pool)
-            .await
-            .expect("count");
-        pool.close().await;
-        n
-    })
-}
-
 #[test]
 fn sixty_four_contenders_one_use() {
     let (_tmp, data) = temp_data_dir();
@@ -94,14 +80,14 @@ fn sixty_four_contenders_one_use() {
         let b: Value = serde_json::from_str(bodies.iter().next().expect("one")).expect("json");
         assert_eq!(b["code"], "approval_invalid");
         assert_eq!(
-            count_rows(
+            happyx_tests::count(
                 &data,
                 &format!("SELECT COUNT(*) FROM approval_uses WHERE approval_id = '{aid}'")
             ),
             1
         );
         assert_eq!(
-            count_rows(
+            happyx_tests::count(
                 &data,
                 &format!("SELECT COUNT(*) FROM agent_runs WHERE approval_id = '{aid}'")
             ),
@@ -156,7 +142,7 @@ fn refusal_codes_and_binding_to_the_exact_action() {
     approve(&server, &op, &aid);
 
     let seq = server.last_seq(&op);
-    let runs_before = count_rows(&data, "SELECT COUNT(*) FROM agent_runs");
+    let runs_before = happyx_tests::count(&data, "SELECT COUNT(*) FROM agent_runs");
     // Another action with the same token: other args, other recipe, other session.
     for other in [
         json!({"recipe": "shell", "args": {"command": "echo B"}}),
@@ -177,7 +163,7 @@ fn refusal_codes_and_binding_to_the_exact_action() {
     assert_eq!(b1, b2, "the answer is no oracle");
     assert_eq!(server.last_seq(&op), seq, "refusals wrote events");
     assert_eq!(
-        count_rows(&data, "SELECT COUNT(*) FROM agent_runs"),
+        happyx_tests::count(&data, "SELECT COUNT(*) FROM agent_runs"),
         runs_before,
         "refusals created runs"
     );
@@ -269,7 +255,7 @@ fn approvals_survive_restarts_and_kill9_after_use() {
     let (st, b) = call(server.post("/v1/runs", &agent, &with_token(&body, &tok)));
     assert_eq!((st, b["code"].as_str()), (403, Some("approval_invalid")));
     assert_eq!(
-        count_rows(
+        happyx_tests::count(
             &data,
             &format!("SELECT COUNT(*) FROM agent_runs WHERE approval_id = '{aid}'")
         ),
@@ -318,7 +304,10 @@ fn idempotent_retries_return_the_same_run() {
         (st, b["code"].as_str()),
         (400, Some("invalid_idempotency_key"))
     );
-    assert_eq!(count_rows(&data, "SELECT COUNT(*) FROM agent_runs"), 1);
+    assert_eq!(
+        happyx_tests::count(&data, "SELECT COUNT(*) FROM agent_runs"),
+        1
+    );
     // Concurrent retries with one key: one run.
     let handles: Vec<_> = (0..16)
         .map(|_| {
@@ -350,7 +339,10 @@ fn idempotent_retries_return_the_same_run() {
         })
         .collect();
     assert_eq!(ids.len(), 1);
-    assert_eq!(count_rows(&data, "SELECT COUNT(*) FROM agent_runs"), 2);
+    assert_eq!(
+        happyx_tests::count(&data, "SELECT COUNT(*) FROM agent_runs"),
+        2
+    );
     // Idempotent replay of an approved high-risk run after the token was spent.
     let hb = json!({"recipe": "shell", "args": {"command": "echo hi"}});
     let (aid, tok) = request(&server, &agent, &hb);

@@ -444,7 +444,14 @@ fn a_flood_of_dropped_input_is_one_event_per_second() {
             "{}/v1/pty/{id}/ws?ticket={ticket}&offset=0",
             url.replace("http://", "ws://")
         );
-        let (mut ws, _) = tokio_tungstenite::connect_async(ws_url).await.expect("ws");
+        let (ws, _) = tokio_tungstenite::connect_async(ws_url).await.expect("ws");
+        // Read what the host sends (the terminal's echo, the drop notices) as any client does:
+        // a driver that never reads is closed as a slow consumer (docs/pty.md), which on a
+        // loaded machine can happen before the flood is sent.
+        let (mut ws, mut incoming) = futures::StreamExt::split(ws);
+        let reader = tokio::spawn(async move {
+            while futures::StreamExt::next(&mut incoming).await.is_some() {}
+        });
         let chunk = vec![b'x'; 64 * 1024];
         for _ in 0..640 {
             ws.send(tokio_tungstenite::tungstenite::Message::Binary(
@@ -454,6 +461,7 @@ fn a_flood_of_dropped_input_is_one_event_per_second() {
             .expect("send");
         }
         tokio::time::sleep(Duration::from_millis(2500)).await;
+        reader.abort();
     });
     let elapsed = started.elapsed().as_secs_f64();
     let dropped: Vec<Value> = server

@@ -77,13 +77,17 @@ fn two_hosts_spend_each_approval_token_once_among_them() {
             .into_iter()
             .map(|h| h.join().expect("join"))
             .collect();
-        let created = results.iter().filter(|(s, _)| *s == 201).count();
+        let created: Vec<&Value> = results
+            .iter()
+            .filter(|(s, _)| *s == 201)
+            .map(|(_, b)| b)
+            .collect();
         let refused: Vec<&Value> = results
             .iter()
             .filter(|(s, _)| *s == 403)
             .map(|(_, b)| b)
             .collect();
-        assert_eq!(created, 1, "round {round}: {results:?}");
+        assert_eq!(created.len(), 1, "round {round}: {results:?}");
         assert_eq!(refused.len(), 63, "round {round}: {results:?}");
         assert!(refused.iter().all(|b| b["code"] == "approval_invalid"));
         // Either host reports the one run of this approval.
@@ -98,6 +102,17 @@ fn two_hosts_spend_each_approval_token_once_among_them() {
                 .count();
             assert_eq!(of_this, 1, "round {round}");
         }
+        // The one run ran, and its output was stored, whichever host started it.
+        let run_id = created[0]["id"].as_str().expect("run id");
+        let done = b.wait_run(&op, run_id);
+        assert_eq!(done["status"], "succeeded", "{done}");
+        let out = a
+            .get(&format!("/v1/runs/{run_id}/output"), &op)
+            .send()
+            .expect("send")
+            .text()
+            .expect("text");
+        assert!(out.contains(&format!("round {round}")), "{out}");
     }
 }
 
@@ -208,4 +223,47 @@ fn export_and_import_refuse_a_postgres_database_with_a_typed_error() {
             "{err}"
         );
     }
+}
+
+#[test]
+fn the_retention_pass_runs_on_one_host_at_a_time() {
+    let Some(url) = database() else { return };
+    let hosts = hosts(&url, 1);
+    let dir = hosts[0].1.data_dir.to_str().expect("utf-8").to_string();
+    let env = [("HAPPYX_STORAGE__URL", url.as_str())];
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    // Another host's pass, as the lock it holds: `happyx prune` here refuses, writing nothing.
+    let other = rt.block_on(async {
+        let cfg = happyx_store::config::StorageConfig {
+            url: Some(happyx_store::config::DatabaseUrl::parse(&url).expect("url")),
+            ..Default::default()
+        };
+        let scratch = tempfile::tempdir().expect("tempdir");
+        let store = happyx_store::Store::open(scratch.path(), &cfg)
+            .await
+            .expect("open");
+        let guard = store
+            .try_exclusive(happyx_store::Exclusive::Retention)
+            .await
+            .expect("try")
+            .expect("nobody holds it yet");
+        (store, guard)
+    });
+    let (st, out, err) = cli_env(&["prune", "--data-dir", &dir], &env);
+    assert!(!st.success(), "prune ran beside another host's pass: {out}");
+    assert!(out.is_empty(), "{out}");
+    assert!(
+        err.contains("another host is running the retention pass"),
+        "{err}"
+    );
+    // That host's pass ends (or the host dies and its connection with it): this one runs.
+    let (store, guard) = other;
+    rt.block_on(async {
+        guard.release().await;
+        store.close().await;
+    });
+    let (st, out, err) = cli_env(&["prune", "--data-dir", &dir], &env);
+    assert!(st.success(), "prune after the other pass ended: {err}");
+    let report: Value = serde_json::from_str(&out).expect("one JSON report");
+    assert!(report["pruned"].is_object(), "{report}");
 }
