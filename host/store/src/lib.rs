@@ -37,7 +37,9 @@ mod rows;
 mod runs;
 pub mod signing;
 mod stats;
-#[cfg(any(test, feature = "test-support"))]
+// Compiled in every build (not behind a feature), so the store has one feature set wherever
+// it is built and nothing is compiled twice; hidden from the documentation.
+#[doc(hidden)]
 pub mod test_support;
 #[cfg(test)]
 mod testing;

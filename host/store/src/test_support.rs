@@ -1,5 +1,6 @@
-//! Test support for the PostgreSQL engine, for this crate's tests and (feature `test-support`)
-//! other crates': a fresh, empty database per test on the cluster that
+//! Test support for the PostgreSQL engine, for this crate's tests and other crates' (compiled in
+//! every build, hidden from the docs, so the store has one feature set): a fresh, empty
+//! database per test on the cluster that
 //! `TEST_POSTGRES_URL` names, so tests never see each other's rows and can run in
 //! parallel. `scripts/pg-cluster.sh start DIR` starts a throw-away cluster and prints the URL to
 //! put there; `.ci/run` does so for every CI run.
