@@ -55,7 +55,8 @@ pub enum Command {
         out: PathBuf,
     },
     /// Load an export, or a legacy state directory, into a new or empty data
-    /// dir, all or nothing. Prints a one-line JSON summary.
+    /// dir (or, with storage.url, an empty PostgreSQL database), all or nothing.
+    /// Prints a one-line JSON summary.
     Import {
         #[command(flatten)]
         dir: DataDirArg,
@@ -396,11 +397,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Export { dir, out } => {
             let cfg = dir.config()?;
             init_logging("warn", LogFormat::Text);
-            if cfg.storage.url.is_some() {
-                return Err(crate::transfer::TransferError::EngineUnsupported("export").into());
-            }
             let data_dir = crate::datadir::existing(&cfg.data_dir, &cfg.storage)?;
-            let summary = crate::transfer::export(&data_dir, &out).await?;
+            let summary = crate::transfer::export(&data_dir, &cfg.storage, &out).await?;
             println!("{}", serde_json::to_string(&summary)?);
             Ok(())
         }
@@ -420,10 +418,8 @@ pub async fn run(cli: Cli) -> Result<()> {
                     .collect::<Result<_, _>>()?,
                 allow_unsigned,
             };
-            if cfg.storage.url.is_some() {
-                return Err(crate::transfer::TransferError::EngineUnsupported("import").into());
-            }
-            let summary = crate::transfer::import(&cfg.data_dir, &file, &opts).await?;
+            let summary =
+                crate::transfer::import(&cfg.data_dir, &cfg.storage, &file, &opts).await?;
             if summary.signature != "verified" {
                 let why = match summary.signature {
                     "unsigned_accepted" => "the file is NOT SIGNED".to_string(),

@@ -115,6 +115,32 @@ pub fn count(data_dir: &Path, sql: &str) -> i64 {
     })
 }
 
+/// Runs the statement `sql` on `data_dir`'s database (as [`count`] reads it), as an intruder
+/// or a missing feature would write it. `sql` must be valid on that engine.
+pub fn execute(data_dir: &Path, sql: &str) {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let sql = sqlx::AssertSqlSafe(sql.to_string());
+    rt.block_on(async {
+        match storage_url(data_dir) {
+            Some(url) => {
+                let pool = sqlx::PgPool::connect(&url)
+                    .await
+                    .expect("open the database");
+                sqlx::query(sql).execute(&pool).await.expect("statement");
+                pool.close().await;
+            }
+            None => {
+                let url = format!("sqlite://{}", data_dir.join("happyx.db").display());
+                let pool = sqlx::SqlitePool::connect(&url)
+                    .await
+                    .expect("open the database");
+                sqlx::query(sql).execute(&pool).await.expect("statement");
+                pool.close().await;
+            }
+        }
+    })
+}
+
 /// `true` (after saying SKIPPED on stderr) when the suites run on PostgreSQL and the calling
 /// test checks something only a SQLite data dir has (`why`): it returns at once.
 pub fn sqlite_only(why: &str) -> bool {

@@ -15,11 +15,11 @@ pub struct ExportSummary {
     pub rows: BTreeMap<String, u64>,
 }
 
-/// Writes the whole state of `data_dir` to `out` (mode 0600, atomically:
-/// a temp file beside it, fsync, rename). Streams: memory does not grow with
-/// the database.
-pub async fn export(data_dir: &Path, out: &Path) -> Result<ExportSummary> {
-    let mut snap = match Snapshot::open(data_dir).await {
+/// Writes the whole state of `data_dir` (or of the PostgreSQL database `storage.url` names)
+/// to `out` (mode 0600, atomically: a temp file beside it, fsync, rename), signed with the data
+/// dir's host key. Streams: memory does not grow with the database.
+pub async fn export(data_dir: &Path, storage: &StorageConfig, out: &Path) -> Result<ExportSummary> {
+    let mut snap = match Snapshot::open(data_dir, storage).await {
         Ok(s) => s,
         Err(StoreError::NotFound) => return Err(TransferError::NoDatabase(data_dir.into())),
         Err(e) => return Err(e.into()),

@@ -54,11 +54,18 @@ pub fn parse_trusted_key(arg: &str) -> Result<PublicKey> {
 /// Loads an export file, or a legacy state directory, into `data_dir`
 /// (created 0700 if missing; refused unless it is new or empty and unserved).
 /// All or nothing: on any error the data dir is as it was.
-pub async fn import(data_dir: &Path, src: &Path, opts: &ImportOptions) -> Result<ImportSummary> {
+/// With `storage.url` set, the rows go into that PostgreSQL database instead (which must hold
+/// none); the data dir then provides the lock and the host key.
+pub async fn import(
+    data_dir: &Path,
+    storage: &StorageConfig,
+    src: &Path,
+    opts: &ImportOptions,
+) -> Result<ImportSummary> {
     let existed = data_dir.exists();
     let dir = datadir::ensure(data_dir)?;
     let lock_existed = dir.join(datadir::LOCK_FILE).exists();
-    let result = import_locked(&dir, src, opts).await;
+    let result = import_locked(&dir, storage, src, opts).await;
     if result.is_err() {
         if !lock_existed {
             let _ = std::fs::remove_file(dir.join(datadir::LOCK_FILE));
@@ -72,16 +79,21 @@ pub async fn import(data_dir: &Path, src: &Path, opts: &ImportOptions) -> Result
 
 pub(super) async fn import_locked(
     dir: &Path,
+    storage: &StorageConfig,
     src: &Path,
     opts: &ImportOptions,
 ) -> Result<ImportSummary> {
     let _lock = datadir::lock_quiet(dir)?;
-    if let Some((table, rows)) = crate::store::transfer::first_nonempty_table(dir).await? {
-        return Err(TransferError::NotEmpty {
-            path: dir.to_path_buf(),
-            table,
-            rows,
-        });
+    let not_empty = |(table, rows)| TransferError::NotEmpty {
+        target: match &storage.url {
+            Some(url) => format!("the PostgreSQL database {url}"),
+            None => format!("data dir {}", dir.display()),
+        },
+        table,
+        rows,
+    };
+    if let Some(found) = crate::store::transfer::first_nonempty_table(dir, storage).await? {
+        return Err(not_empty(found));
     }
     let mut trusted = opts.trusted_keys.clone();
     if let Some(own) = HostKey::load_existing(dir)? {
@@ -98,7 +110,27 @@ pub(super) async fn import_locked(
         let (rows, trust) = load_export(src, &mut target, &trusted, opts.allow_unsigned).await?;
         (FORMAT, rows, trust.0, trust.1)
     };
-    target.install().await?;
+    match &storage.url {
+        None => target.install().await?,
+        Some(url) => match target.install_postgres(url).await? {
+            Ok(()) => {}
+            Err(PostgresRefusal::NotEmpty { table, rows }) => {
+                return Err(not_empty((table, rows)));
+            }
+            Err(PostgresRefusal::Unstorable {
+                table,
+                index,
+                column,
+            }) => {
+                return Err(TransferError::Unstorable {
+                    source_name: src.display().to_string(),
+                    table,
+                    index,
+                    column,
+                });
+            }
+        },
+    }
     Ok(ImportSummary {
         data_dir: dir.to_path_buf(),
         source_format,

@@ -79,7 +79,11 @@
 //! All-or-nothing into a new or empty data dir: the rows go into a fresh
 //! database in a temp file inside the data dir, in one transaction; the file
 //! is renamed over `happyx.db` only after every check passed and the
-//! transaction committed. The file is parsed as a stream (one row in memory at
+//! transaction committed. With `storage.url` set, the checked temp database is
+//! copied into that PostgreSQL database instead, in one transaction that first
+//! checks the database holds no rows (`happyx_store::transfer`); export reads
+//! PostgreSQL in one snapshot and writes the same bytes SQLite would for the
+//! same state. The file is parsed as a stream (one row in memory at
 //! a time) on a blocking thread, which hands rows through a bounded channel to
 //! the inserter. Nothing is appended to the restored event log.
 //!
@@ -127,7 +131,10 @@ use tokio::sync::mpsc;
 use crate::datadir::{self, DataDirError};
 use crate::keyfile::KeyFileError;
 use crate::progress::Progress;
-use crate::store::transfer::{Cell, ImportTarget, InsertError, Snapshot, TableInfo};
+use crate::store::config::StorageConfig;
+use crate::store::transfer::{
+    Cell, ImportTarget, InsertError, PostgresRefusal, Snapshot, TableInfo,
+};
 use crate::store::{SCHEMA_VERSION, StoreError};
 use signing::{HostKey, PublicKey};
 
@@ -161,13 +168,24 @@ pub enum TransferError {
         "{source_name}: meta.checksum: does not match the content (the file was altered or damaged)"
     )]
     Checksum { source_name: String },
+    /// `target` is `data dir <path>`, or the PostgreSQL database's URL without its password.
     #[error(
-        "data dir {path} is not empty (table {table} holds {rows} rows); import only into a new or empty data dir"
+        "{target} is not empty (table {table} holds {rows} rows); import only into a new or empty data dir or database"
     )]
     NotEmpty {
-        path: PathBuf,
+        target: String,
         table: String,
         rows: i64,
+    },
+    /// A row the checks accept but PostgreSQL cannot store (text with a NUL character).
+    #[error(
+        "{source_name}: tables.{table}[{index}].{column}: holds a NUL character, which PostgreSQL cannot store in text"
+    )]
+    Unstorable {
+        source_name: String,
+        table: String,
+        index: u64,
+        column: String,
     },
     #[error(
         "{source_name}: meta.signature: missing; this file is not signed by a HappyX host. \
@@ -202,13 +220,6 @@ pub enum TransferError {
     KeyFile(#[from] KeyFileError),
     #[error("data dir {0} holds no database to export")]
     NoDatabase(PathBuf),
-    /// `storage.url` names a PostgreSQL database: export and import read and write the SQLite
-    /// database of a data dir.
-    #[error(
-        "{0} works on a data dir's SQLite database; storage.url names a PostgreSQL database, \
-         which this happyx cannot {0} (unset storage.url to {0} a data dir)"
-    )]
-    EngineUnsupported(&'static str),
     #[error("cannot read {path}: {error}")]
     Read {
         path: PathBuf,
@@ -239,7 +250,7 @@ impl TransferError {
             Self::Checksum { .. } => "checksum_mismatch",
             Self::NotEmpty { .. } => "data_dir_not_empty",
             Self::NoDatabase(_) => "no_database",
-            Self::EngineUnsupported(_) => "engine_unsupported",
+            Self::Unstorable { .. } => "import_unstorable",
             Self::Unsigned { .. } => "export_unsigned",
             Self::BadSignature { .. } => "bad_signature",
             Self::UntrustedSigner { .. } => "untrusted_signer",

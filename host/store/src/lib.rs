@@ -97,6 +97,12 @@ pub enum StoreError {
          run a newer happyx or restore an export made by this version"
     )]
     SchemaTooNew { found: i64, supported: i64 },
+    /// A whole-database read (an export) of a PostgreSQL database at another schema version:
+    /// its table list is this version's.
+    #[error(
+        "the database schema is version {found} and this happyx reads version {supported};          start a host of this version once (it migrates the database) or use the matching happyx"
+    )]
+    SchemaMismatch { found: i64, supported: i64 },
     #[error("not found")]
     NotFound,
     /// The requester is at its cap of pending approvals.
@@ -136,6 +142,7 @@ impl StoreError {
             Self::Db(_) | Self::Direct(_) => "storage_error",
             Self::Migrate(_) => "migration_failed",
             Self::SchemaTooNew { .. } => "schema_too_new",
+            Self::SchemaMismatch { .. } => "schema_mismatch",
             Self::NotFound => "not_found",
             Self::TooManyPending => "too_many_pending",
             Self::IdempotencyKeyReuse => "idempotency_key_reuse",

@@ -7,18 +7,39 @@
 //! `_sqlx_migrations`), columns from `PRAGMA table_info`, so tables added by
 //! later migrations are transferred without code changes here. Values are
 //! typed [`Cell`]s; nothing here knows the file format.
+//!
+//! PostgreSQL takes the same path with one more step on each side, so that both engines share
+//! one format, one set of import checks and one checksum:
+//! - **Export** reads a `REPEATABLE READ READ ONLY` transaction. The table list and column
+//!   kinds are those of SQLite's schema at the same version (an in-memory database migrated
+//!   for the purpose; a test proves the two schemas equal). Text keys are ordered with
+//!   `COLLATE "C"` (byte order, as SQLite's), so both engines write identical files for the
+//!   same state.
+//! - **Import** builds and checks the scratch SQLite database exactly as for SQLite, then
+//!   copies it into PostgreSQL in one transaction that holds the write lock and first checks
+//!   that the target holds no rows. Tables are copied parents first, so no foreign key needs
+//!   deferring; a failure at any step rolls the whole copy back.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use futures::{Stream, StreamExt};
+use sqlx::postgres::{PgArguments, PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::sqlite::{
     SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqliteRow, SqliteSynchronous,
 };
-use sqlx::{Arguments, ConnectOptions, Connection, Row, SqliteConnection, TypeInfo, ValueRef};
+use sqlx::{
+    Arguments, ConnectOptions, Connection, PgConnection, Row, SqliteConnection, TypeInfo, ValueRef,
+};
 
+use super::config::{DatabaseUrl, StorageConfig};
 use super::{DB_FILE, Result, StoreError, migrate};
+
+/// Tables whose rows are markers set by a migration rather than state: a database that holds
+/// only these is empty for an import (a freshly migrated PostgreSQL database holds the
+/// backfill marker until a host opens it).
+const MARKER_TABLES: &[&str] = &["event_hash_backfill"];
 
 /// SQLite's type affinity of a column, from its declared type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,8 +104,8 @@ pub struct ColumnInfo {
 pub struct TableInfo {
     pub name: String,
     pub columns: Vec<ColumnInfo>,
-    /// `ORDER BY` clause: the primary key columns, else the rowid.
-    order_by: String,
+    /// Positions of the primary key columns in key order; empty: rows go in rowid order.
+    key: Vec<usize>,
 }
 
 impl TableInfo {
@@ -93,8 +114,35 @@ impl TableInfo {
         TableInfo {
             name: name.into(),
             columns,
-            order_by: "rowid".into(),
+            key: Vec::new(),
         }
+    }
+
+    /// The `ORDER BY` list that puts rows in key order on either engine: text keys compare
+    /// bytewise (`COLLATE "C"` on PostgreSQL, SQLite's default), so both engines agree.
+    fn order_by(&self, postgres: bool) -> String {
+        if self.key.is_empty() {
+            return "rowid".into();
+        }
+        self.key
+            .iter()
+            .map(|&i| {
+                let c = &self.columns[i];
+                match (postgres, c.affinity) {
+                    (true, Affinity::Text) => format!("{} COLLATE \"C\"", ident(&c.name)),
+                    _ => ident(&c.name),
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn column_list(&self) -> String {
+        self.columns
+            .iter()
+            .map(|c| ident(&c.name))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -138,23 +186,21 @@ async fn discover(conn: &mut SqliteConnection) -> Result<Vec<TableInfo>> {
         .bind(&name)
         .fetch_all(&mut *conn)
         .await?;
-        let mut pk: Vec<(i64, String)> = cols
+        let mut pk: Vec<(i64, usize)> = cols
             .iter()
-            .filter(|c| c.5 > 0)
-            .map(|c| (c.5, ident(&c.1)))
+            .enumerate()
+            .filter(|(_, c)| c.5 > 0)
+            .map(|(i, c)| (c.5, i))
             .collect();
         pk.sort();
         let without_rowid = sql.to_ascii_uppercase().contains("WITHOUT ROWID");
-        let order_by = if !pk.is_empty() {
-            pk.into_iter().map(|p| p.1).collect::<Vec<_>>().join(", ")
+        let key = if !pk.is_empty() {
+            pk.into_iter().map(|p| p.1).collect()
         } else if without_rowid {
             // Unreachable in SQLite (a WITHOUT ROWID table needs a primary key).
-            cols.iter()
-                .map(|c| ident(&c.1))
-                .collect::<Vec<_>>()
-                .join(", ")
+            (0..cols.len()).collect()
         } else {
-            "rowid".to_string()
+            Vec::new()
         };
         out.push(TableInfo {
             name,
@@ -166,10 +212,71 @@ async fn discover(conn: &mut SqliteConnection) -> Result<Vec<TableInfo>> {
                     decl_type: c.2,
                 })
                 .collect(),
-            order_by,
+            key,
         });
     }
     Ok(out)
+}
+
+/// The tables of this version's schema as SQLite declares them: an in-memory database,
+/// migrated for the purpose. PostgreSQL's schema is the same (proven by
+/// `migrate::introspect`); its exports and imports follow this list.
+async fn canonical_tables() -> Result<Vec<TableInfo>> {
+    let opts = SqliteConnectOptions::from_str("sqlite::memory:")?.disable_statement_logging();
+    // One connection for the pool's whole life: an in-memory database lives in its connection.
+    let pool = sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(1)
+        .min_connections(1)
+        .connect_with(opts)
+        .await?;
+    migrate::run(&pool).await?;
+    let mut conn = pool.acquire().await?;
+    let tables = discover(&mut conn).await;
+    drop(conn);
+    pool.close().await;
+    tables
+}
+
+fn postgres_options(url: &DatabaseUrl) -> Result<PgConnectOptions> {
+    Ok(PgConnectOptions::from_str(url.expose())?.disable_statement_logging())
+}
+
+/// Applied schema version of a PostgreSQL database; `None` when it has never been migrated.
+async fn postgres_schema_version(conn: &mut PgConnection) -> Result<Option<i64>> {
+    let (migrated,): (bool,) = sqlx::query_as("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+        .fetch_one(&mut *conn)
+        .await?;
+    if !migrated {
+        return Ok(None);
+    }
+    let (v,): (Option<i64>,) =
+        sqlx::query_as("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
+            .fetch_one(&mut *conn)
+            .await?;
+    Ok(Some(v.unwrap_or(0)))
+}
+
+/// The first table (of `tables`, markers aside) that holds rows in a PostgreSQL database,
+/// with its count.
+async fn postgres_first_nonempty(
+    conn: &mut PgConnection,
+    tables: &[TableInfo],
+) -> Result<Option<(String, i64)>> {
+    for t in tables {
+        if MARKER_TABLES.contains(&t.name.as_str()) {
+            continue;
+        }
+        let (n,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT COUNT(*) FROM {}",
+            ident(&t.name)
+        )))
+        .fetch_one(&mut *conn)
+        .await?;
+        if n > 0 {
+            return Ok(Some((t.name.clone(), n)));
+        }
+    }
+    Ok(None)
 }
 
 /// Highest applied migration, 0 for a database without migrations.
@@ -189,6 +296,24 @@ async fn schema_version_of(conn: &mut SqliteConnection) -> Result<i64> {
     Ok(v.unwrap_or(0))
 }
 
+fn postgres_cell_at(row: &PgRow, i: usize) -> Result<Cell> {
+    let raw = row.try_get_raw(i)?;
+    if raw.is_null() {
+        return Ok(Cell::Null);
+    }
+    let kind = raw.type_info().name().to_string();
+    Ok(match kind.as_str() {
+        "INT8" => Cell::Integer(row.try_get::<i64, _>(i)?),
+        "INT4" => Cell::Integer(row.try_get::<i32, _>(i)?.into()),
+        "INT2" => Cell::Integer(row.try_get::<i16, _>(i)?.into()),
+        "BOOL" => Cell::Integer(row.try_get::<bool, _>(i)?.into()),
+        "FLOAT8" => Cell::Real(row.try_get::<f64, _>(i)?),
+        "FLOAT4" => Cell::Real(row.try_get::<f32, _>(i)?.into()),
+        "BYTEA" => Cell::Blob(row.try_get::<Vec<u8>, _>(i)?),
+        _ => Cell::Text(row.try_get::<String, _>(i)?),
+    })
+}
+
 fn cell_at(row: &SqliteRow, i: usize) -> Result<Cell> {
     let raw = row.try_get_raw(i)?;
     if raw.is_null() {
@@ -203,18 +328,29 @@ fn cell_at(row: &SqliteRow, i: usize) -> Result<Cell> {
     })
 }
 
-/// A read transaction over a data dir's database: one consistent snapshot for
-/// the whole export, even while `serve` keeps writing (WAL).
+/// The connection a snapshot reads.
+enum Source {
+    Sqlite(SqliteConnection),
+    Postgres(PgConnection),
+}
+
+/// A read transaction over the configured database: one consistent snapshot for
+/// the whole export, even while hosts keep writing (SQLite's WAL, PostgreSQL's
+/// repeatable read).
 pub struct Snapshot {
-    conn: SqliteConnection,
+    conn: Source,
     tables: Vec<TableInfo>,
     schema_version: i64,
 }
 
 impl Snapshot {
-    /// Opens the database of `data_dir` without migrating or writing it.
-    /// `NotFound` when the data dir holds no database.
-    pub async fn open(data_dir: &Path) -> Result<Snapshot> {
+    /// Opens the database of `data_dir` (or the PostgreSQL database `storage.url` names)
+    /// without migrating or writing it. `NotFound` when there is no database (or, on
+    /// PostgreSQL, one no host has migrated).
+    pub async fn open(data_dir: &Path, storage: &StorageConfig) -> Result<Snapshot> {
+        if let Some(url) = &storage.url {
+            return Self::open_postgres(url).await;
+        }
         let path = data_dir.join(DB_FILE);
         if !path.is_file() {
             return Err(StoreError::NotFound);
@@ -225,9 +361,31 @@ impl Snapshot {
         let schema_version = schema_version_of(&mut conn).await?;
         let tables = discover(&mut conn).await?;
         Ok(Snapshot {
-            conn,
+            conn: Source::Sqlite(conn),
             tables,
             schema_version,
+        })
+    }
+
+    async fn open_postgres(url: &DatabaseUrl) -> Result<Snapshot> {
+        let mut conn = PgConnection::connect_with(&postgres_options(url)?).await?;
+        sqlx::query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .execute(&mut conn)
+            .await?;
+        let found = postgres_schema_version(&mut conn)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        // The table list is this version's; another version's database is not read by it.
+        if found != migrate::SCHEMA_VERSION {
+            return Err(StoreError::SchemaMismatch {
+                found,
+                supported: migrate::SCHEMA_VERSION,
+            });
+        }
+        Ok(Snapshot {
+            conn: Source::Postgres(conn),
+            tables: canonical_tables().await?,
+            schema_version: found,
         })
     }
 
@@ -244,38 +402,65 @@ impl Snapshot {
     /// bounded channel, so memory does not grow with the table.
     pub fn rows(&mut self, index: usize) -> impl Stream<Item = Result<Vec<Cell>>> + '_ {
         let t = &self.tables[index];
-        let cols = t
-            .columns
-            .iter()
-            .map(|c| ident(&c.name))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let postgres = matches!(self.conn, Source::Postgres(_));
         let sql = format!(
-            "SELECT {cols} FROM {} ORDER BY {}",
+            "SELECT {} FROM {} ORDER BY {}",
+            t.column_list(),
             ident(&t.name),
-            t.order_by
+            t.order_by(postgres)
         );
         let width = t.columns.len();
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .fetch(&mut self.conn)
-            .map(move |row| {
-                let row = row?;
-                (0..width).map(|i| cell_at(&row, i)).collect()
-            })
+        match &mut self.conn {
+            Source::Sqlite(conn) => sqlx::query(sqlx::AssertSqlSafe(sql))
+                .fetch(conn)
+                .map(move |row| {
+                    let row = row?;
+                    (0..width).map(|i| cell_at(&row, i)).collect()
+                })
+                .left_stream(),
+            Source::Postgres(conn) => sqlx::query(sqlx::AssertSqlSafe(sql))
+                .fetch(conn)
+                .map(move |row| {
+                    let row = row?;
+                    (0..width).map(|i| postgres_cell_at(&row, i)).collect()
+                })
+                .right_stream(),
+        }
     }
 
     /// Ends the read transaction and closes the connection.
-    pub async fn close(mut self) -> Result<()> {
-        sqlx::query("COMMIT").execute(&mut self.conn).await?;
-        self.conn.close().await?;
+    pub async fn close(self) -> Result<()> {
+        match self.conn {
+            Source::Sqlite(mut conn) => {
+                sqlx::query("COMMIT").execute(&mut conn).await?;
+                conn.close().await?;
+            }
+            Source::Postgres(mut conn) => {
+                sqlx::query("COMMIT").execute(&mut conn).await?;
+                conn.close().await?;
+            }
+        }
         Ok(())
     }
 }
 
 /// The first table of an existing database that holds rows, with its count;
 /// `None` when the database is absent or holds no row in any table. Opens the
-/// file without migrating it.
-pub async fn first_nonempty_table(data_dir: &Path) -> Result<Option<(String, i64)>> {
+/// database without migrating it. On PostgreSQL, migration markers do not count (see
+/// [`MARKER_TABLES`]).
+pub async fn first_nonempty_table(
+    data_dir: &Path,
+    storage: &StorageConfig,
+) -> Result<Option<(String, i64)>> {
+    if let Some(url) = &storage.url {
+        let mut conn = PgConnection::connect_with(&postgres_options(url)?).await?;
+        let found = match postgres_schema_version(&mut conn).await? {
+            None => None,
+            Some(_) => postgres_first_nonempty(&mut conn, &canonical_tables().await?).await?,
+        };
+        conn.close().await?;
+        return Ok(found);
+    }
     let path = data_dir.join(DB_FILE);
     if !path.exists() {
         return Ok(None);
@@ -634,6 +819,190 @@ impl ImportTarget {
         self.installed = true;
         Ok(())
     }
+}
+
+/// Why a checked import could not be copied into PostgreSQL; nothing was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PostgresRefusal {
+    /// The database holds rows (written by a host since the import began).
+    NotEmpty { table: String, rows: i64 },
+    /// A text value PostgreSQL cannot store (it holds a NUL character, which SQLite keeps).
+    Unstorable {
+        table: String,
+        /// Zero-based position of the row in the imported table.
+        index: u64,
+        column: String,
+    },
+}
+
+/// Rows per multi-row `INSERT` of the copy, bounded by PostgreSQL's 65,535 parameters.
+const COPY_BATCH_ROWS: usize = 256;
+
+impl ImportTarget {
+    /// Commits the checked scratch database and copies it into the PostgreSQL database `url`
+    /// names (migrating its schema first, as a host's start would): one transaction under the
+    /// write lock, refused if the database holds rows. The scratch file goes either way.
+    pub async fn install_postgres(
+        mut self,
+        url: &DatabaseUrl,
+    ) -> Result<std::result::Result<(), PostgresRefusal>> {
+        let mut scratch = self.conn.take().ok_or(StoreError::NotFound)?;
+        sqlx::query("COMMIT").execute(&mut scratch).await?;
+        let order = copy_order(&mut scratch, &self.tables).await?;
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(std::time::Duration::from_secs(30))
+            .connect_with(postgres_options(url)?)
+            .await?;
+        let result = copy_into(&mut scratch, &pool, &order).await;
+        pool.close().await;
+        let _ = scratch.close().await;
+        result
+    }
+}
+
+/// The tables of `tables` ordered parents first (every table after the tables its foreign
+/// keys reference), so a copy never inserts a row before the row it references.
+async fn copy_order(
+    conn: &mut SqliteConnection,
+    tables: &HashMap<String, (TableInfo, String)>,
+) -> Result<Vec<TableInfo>> {
+    let mut parents: HashMap<String, Vec<String>> = HashMap::new();
+    for name in tables.keys() {
+        let refs: Vec<(String,)> =
+            sqlx::query_as("SELECT DISTINCT \"table\" FROM pragma_foreign_key_list($1)")
+                .bind(name)
+                .fetch_all(&mut *conn)
+                .await?;
+        parents.insert(
+            name.clone(),
+            refs.into_iter()
+                .map(|r| r.0)
+                .filter(|p| p != name)
+                .collect(),
+        );
+    }
+    let mut names: Vec<&String> = tables.keys().collect();
+    names.sort();
+    let mut order: Vec<TableInfo> = Vec::with_capacity(names.len());
+    while order.len() < names.len() {
+        let placed = order.len();
+        for name in &names {
+            let done = |n: &String| order.iter().any(|t| &t.name == n);
+            if done(name) {
+                continue;
+            }
+            if parents
+                .get(*name)
+                .is_none_or(|ps| ps.iter().all(|p| done(p) || !tables.contains_key(p)))
+            {
+                order.push(tables[*name].0.clone());
+            }
+        }
+        if order.len() == placed {
+            return Err(StoreError::Corrupt("foreign keys form a cycle"));
+        }
+    }
+    Ok(order)
+}
+
+/// The PostgreSQL half of [`ImportTarget::install_postgres`].
+async fn copy_into(
+    scratch: &mut SqliteConnection,
+    pool: &sqlx::PgPool,
+    order: &[TableInfo],
+) -> Result<std::result::Result<(), PostgresRefusal>> {
+    migrate::run_postgres(pool).await?;
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(super::engine::WRITE_LOCK)
+        .execute(&mut *tx)
+        .await?;
+    if let Some((table, rows)) = postgres_first_nonempty(&mut tx, order).await? {
+        return Ok(Err(PostgresRefusal::NotEmpty { table, rows }));
+    }
+    // The scratch database's markers replace the ones the migration seeded.
+    for marker in MARKER_TABLES {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM {}",
+            ident(marker)
+        )))
+        .execute(&mut *tx)
+        .await?;
+    }
+    for t in order {
+        let select = format!(
+            "SELECT {} FROM {} ORDER BY rowid",
+            t.column_list(),
+            ident(&t.name)
+        );
+        let mut rows = sqlx::query(sqlx::AssertSqlSafe(select)).fetch(&mut *scratch);
+        let width = t.columns.len();
+        let mut batch: Vec<Vec<Cell>> = Vec::with_capacity(COPY_BATCH_ROWS);
+        let mut index = 0u64;
+        loop {
+            let row = rows.next().await.transpose()?;
+            if let Some(row) = &row {
+                let cells: Vec<Cell> =
+                    (0..width).map(|i| cell_at(row, i)).collect::<Result<_>>()?;
+                if let Some(c) = cells
+                    .iter()
+                    .position(|c| matches!(c, Cell::Text(s) if s.contains('\0')))
+                {
+                    return Ok(Err(PostgresRefusal::Unstorable {
+                        table: t.name.clone(),
+                        index,
+                        column: t.columns[c].name.clone(),
+                    }));
+                }
+                batch.push(cells);
+                index += 1;
+            }
+            if batch.len() == COPY_BATCH_ROWS || (row.is_none() && !batch.is_empty()) {
+                insert_batch(&mut tx, t, std::mem::take(&mut batch)).await?;
+            }
+            if row.is_none() {
+                break;
+            }
+        }
+    }
+    tx.commit().await?;
+    Ok(Ok(()))
+}
+
+/// One multi-row `INSERT` of `rows` into `t`. NULLs are bound with their column's type, as
+/// PostgreSQL wants (an untyped NULL would not cast to `BYTEA`).
+async fn insert_batch(conn: &mut PgConnection, t: &TableInfo, rows: Vec<Vec<Cell>>) -> Result<()> {
+    let width = t.columns.len();
+    let mut args = PgArguments::default();
+    let mut values = Vec::with_capacity(rows.len());
+    for (r, row) in rows.into_iter().enumerate() {
+        let marks: Vec<String> = (1..=width).map(|i| format!("${}", r * width + i)).collect();
+        values.push(format!("({})", marks.join(", ")));
+        for (cell, col) in row.into_iter().zip(&t.columns) {
+            let added = match (cell, col.affinity) {
+                (Cell::Null, Affinity::Integer) => args.add(None::<i64>),
+                (Cell::Null, Affinity::Blob) => args.add(None::<Vec<u8>>),
+                (Cell::Null, Affinity::Real | Affinity::Numeric) => args.add(None::<f64>),
+                (Cell::Null, Affinity::Text | Affinity::Any) => args.add(None::<String>),
+                (Cell::Integer(i), _) => args.add(i),
+                (Cell::Real(f), _) => args.add(f),
+                (Cell::Text(s), _) => args.add(s),
+                (Cell::Blob(b), _) => args.add(b),
+            };
+            added.map_err(sqlx::Error::Encode)?;
+        }
+    }
+    let sql = format!(
+        "INSERT INTO {} ({}) VALUES {}",
+        ident(&t.name),
+        t.column_list(),
+        values.join(", ")
+    );
+    sqlx::query_with(sqlx::AssertSqlSafe(sql), args)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }
 
 fn remove_db_files(path: &Path) {

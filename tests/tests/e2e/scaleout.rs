@@ -200,32 +200,6 @@ fn writers_on_three_hosts_keep_the_event_log_gap_free_and_chained() {
 }
 
 #[test]
-fn export_and_import_refuse_a_postgres_database_with_a_typed_error() {
-    let Some(url) = database() else { return };
-    let hosts = hosts(&url, 1);
-    let dir = hosts[0].1.data_dir.to_str().expect("utf-8").to_string();
-    let out_file = format!("{dir}/../export.json");
-    for args in [
-        vec![
-            "export",
-            "--data-dir",
-            dir.as_str(),
-            "--out",
-            out_file.as_str(),
-        ],
-        vec!["import", "--data-dir", dir.as_str(), out_file.as_str()],
-    ] {
-        let (st, out, err) = cli_env(&args, &[("HAPPYX_STORAGE__URL", &url)]);
-        assert!(!st.success(), "{args:?} succeeded");
-        assert!(out.is_empty(), "{args:?} printed on stdout: {out}");
-        assert!(
-            err.contains("storage.url names a PostgreSQL database"),
-            "{err}"
-        );
-    }
-}
-
-#[test]
 fn the_retention_pass_runs_on_one_host_at_a_time() {
     let Some(url) = database() else { return };
     let hosts = hosts(&url, 1);

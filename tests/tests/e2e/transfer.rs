@@ -84,17 +84,15 @@ fn snapshot(dir: &Path) -> Option<BTreeMap<PathBuf, Vec<u8>>> {
     Some(out)
 }
 
-fn sql(data: &Path, statement: &str) {
-    let rt = tokio::runtime::Runtime::new().expect("rt");
-    rt.block_on(async {
-        let url = format!("sqlite://{}", data.join("happyx.db").display());
-        let pool = sqlx::SqlitePool::connect(&url).await.expect("open");
-        sqlx::query(sqlx::AssertSqlSafe(statement.to_string()))
-            .execute(&pool)
-            .await
-            .expect("statement");
-        pool.close().await;
-    })
+/// Whether `data`'s database is as no import touched it: on PostgreSQL (`E2E_ENGINE`), a
+/// refused import leaves the data dir's database without a single table; a SQLite data dir's
+/// file is compared by [`snapshot`].
+fn database_untouched(data: &Path) -> bool {
+    !happyx_tests::on_postgres()
+        || happyx_tests::count(
+            data,
+            "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = current_schema()",
+        ) == 0
 }
 
 /// A host with a row in every table: tokens (one revoked), tasks, sessions,
@@ -167,7 +165,7 @@ fn round_trip_covers_every_table_and_appends_nothing() {
         .sigterm(Duration::from_secs(20))
         .expect("graceful stop");
     // The pruner has no trigger yet: one row written directly, so every table is covered.
-    sql(
+    happyx_tests::execute(
         &data,
         "INSERT INTO prunes (id, at, policy_hash, counts) VALUES ('p1', 1, 'h', '{}')",
     );
@@ -249,6 +247,191 @@ fn round_trip_covers_every_table_and_appends_nothing() {
     assert_eq!(sum2["rows"]["events"].as_u64(), Some(seq_before as u64));
 }
 
+/// A fresh PostgreSQL database for a test that puts SQLite and PostgreSQL side by side, in the
+/// SQLite run (under `E2E_ENGINE=postgres` every data dir is already PostgreSQL); `None`: skip.
+fn postgres_beside_sqlite() -> Option<String> {
+    if happyx_tests::on_postgres() {
+        eprintln!(
+            "SKIPPED under E2E_ENGINE=postgres: the SQLite run puts both engines side by side"
+        );
+        return None;
+    }
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(happyx_store::test_support::postgres_database())
+}
+
+/// Moving between engines: a SQLite data dir exported, imported into PostgreSQL, exported
+/// again, and back into SQLite: the same state at every step, and served from PostgreSQL.
+#[test]
+fn moving_from_sqlite_to_postgres_and_back_keeps_the_state() {
+    let Some(url) = postgres_beside_sqlite() else {
+        return;
+    };
+    let pg = [("HAPPYX_STORAGE__URL", url.as_str())];
+    let (tmp, lite) = temp_data_dir();
+    let (mut server, op) = populated(&lite);
+    server
+        .sigterm(Duration::from_secs(20))
+        .expect("graceful stop");
+    let from_sqlite = tmp.path().join("from-sqlite.json");
+    let sum1 = export(&lite, &from_sqlite);
+
+    // Into PostgreSQL, through a data dir of its own (its lock and host key).
+    let moved = tmp.path().join("moved");
+    let (st, o, e) = happyx_tests::cli_env(
+        &[
+            "import",
+            "--data-dir",
+            s(&moved),
+            "--trusted-key",
+            &host_key(&lite),
+            s(&from_sqlite),
+        ],
+        &pg,
+    );
+    assert!(st.success(), "import into PostgreSQL: {e}");
+    let summary: Value = serde_json::from_str(&o).expect("summary");
+    assert_eq!(summary["rows"], sum1["rows"]);
+    assert!(
+        !moved.join("happyx.db").exists(),
+        "no SQLite database beside PostgreSQL"
+    );
+    assert!(
+        !o.contains(&url) && !e.contains(&url),
+        "the URL's password is never printed"
+    );
+
+    // A second import is refused: the database holds rows.
+    let (st, _, e) = happyx_tests::cli_env(
+        &[
+            "import",
+            "--data-dir",
+            s(&tmp.path().join("again")),
+            "--allow-unsigned",
+            s(&from_sqlite),
+        ],
+        &pg,
+    );
+    assert!(!st.success());
+    assert!(
+        e.contains("the PostgreSQL database") && e.contains("is not empty"),
+        "{e}"
+    );
+    assert!(!e.contains(&url), "{e}");
+
+    let from_postgres = tmp.path().join("from-postgres.json");
+    let (st, o, e) = happyx_tests::cli_env(
+        &[
+            "export",
+            "--data-dir",
+            s(&moved),
+            "--out",
+            s(&from_postgres),
+        ],
+        &pg,
+    );
+    assert!(st.success(), "export from PostgreSQL: {e}");
+    let sum2: Value = serde_json::from_str(&o).expect("summary");
+    assert_eq!(
+        state_part(&from_sqlite),
+        state_part(&from_postgres),
+        "PostgreSQL holds exactly the state SQLite held"
+    );
+    assert_eq!(sum1["checksum"], sum2["checksum"]);
+
+    // And back into SQLite.
+    let (_tmp3, back) = temp_data_dir();
+    let (st, moved_key, e) = happyx_tests::cli_env(&["host-key", "--data-dir", s(&moved)], &pg);
+    assert!(st.success(), "host-key on a PostgreSQL data dir: {e}");
+    let (ok, _, e) = import_with(&back, &from_postgres, &["--trusted-key", moved_key.trim()]);
+    assert!(ok, "import back into SQLite: {e}");
+    let round = tmp.path().join("round.json");
+    export(&back, &round);
+    assert_eq!(
+        state_part(&from_sqlite),
+        state_part(&round),
+        "and back, the same"
+    );
+
+    // A host on the PostgreSQL database serves the moved state to the old tokens.
+    let opts = happyx_tests::ServerOptions {
+        env: vec![("HAPPYX_STORAGE__URL".into(), url.clone())],
+        ..happyx_tests::ServerOptions::default()
+    };
+    let server = Server::start_with(&moved, opts).expect("a host on the moved database");
+    let tasks = json(server.get("/v1/tasks", &op).send());
+    assert_eq!(tasks["items"][0]["title"], "fix ci", "{tasks}");
+    let runs = json(server.get("/v1/runs", &op).send());
+    assert!(
+        runs["items"].as_array().is_some_and(|r| r.len() >= 2),
+        "the runs moved: {runs}"
+    );
+}
+
+/// A value SQLite keeps and PostgreSQL cannot (text with a NUL character) is refused by its
+/// position when the import goes into PostgreSQL, and nothing is written.
+#[test]
+fn text_postgres_cannot_store_is_refused_by_its_position() {
+    let Some(url) = postgres_beside_sqlite() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let mut d = doc(&small_export(tmp.path()));
+    d["tables"]["tokens"][1]["name"] = json!("ci\u{0}bot");
+    unsigned(&mut d);
+    let file = tmp.path().join("nul.json");
+    std::fs::write(&file, recompute(&mut d)).expect("write");
+    let target = tmp.path().join("pg");
+    let (st, o, e) = happyx_tests::cli_env(
+        &[
+            "import",
+            "--data-dir",
+            s(&target),
+            "--allow-unsigned",
+            s(&file),
+        ],
+        &[("HAPPYX_STORAGE__URL", url.as_str())],
+    );
+    assert!(!st.success() && o.is_empty(), "{o}");
+    assert!(
+        e.contains("tables.tokens[1].name") && e.contains("NUL character"),
+        "{e}"
+    );
+    assert!(
+        !e.contains("ci\u{0}bot") && !e.contains("bot"),
+        "the value is never echoed: {e}"
+    );
+    assert!(
+        !target.exists(),
+        "a refused import leaves no data dir behind"
+    );
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let rows: i64 = rt.block_on(async {
+        let pool = sqlx::PgPool::connect(&url).await.expect("connect");
+        let n = sqlx::query_scalar("SELECT COUNT(*) FROM tokens")
+            .fetch_one(&pool)
+            .await
+            .expect("count");
+        pool.close().await;
+        n
+    });
+    assert_eq!(rows, 0, "the copy rolled back whole");
+    // Without the value, the same file imports.
+    d["tables"]["tokens"][1]["name"] = json!("ci-bot");
+    std::fs::write(&file, recompute(&mut d)).expect("write");
+    let (st, _, e) = happyx_tests::cli_env(
+        &[
+            "import",
+            "--data-dir",
+            s(&target),
+            "--allow-unsigned",
+            s(&file),
+        ],
+        &[("HAPPYX_STORAGE__URL", url.as_str())],
+    );
+    assert!(st.success(), "{e}");
+}
+
 #[test]
 fn rollback_rehearsal_restores_the_old_state_and_serves_it() {
     let (tmp, data) = temp_data_dir();
@@ -322,6 +505,7 @@ fn expect_refusal_with(file_text: &str, dir: &Path, needles: &[&str], flags: &[&
     }
     assert!(o.is_empty(), "nothing on stdout: {o}");
     assert_eq!(snapshot(&empty), before, "data dir unchanged: {e}");
+    assert!(database_untouched(&empty), "database unchanged: {e}");
     // Into a data dir that does not exist: still does not exist.
     let fresh = dir.join("fresh");
     let (ok, _, _) = import_with(&fresh, &file, flags);
@@ -937,8 +1121,11 @@ fn racing_processes_create_one_host_key_and_a_damaged_one_is_refused() {
     happyx_tests::init_data_dir(&data);
     let children: Vec<_> = (0..12)
         .map(|_| {
-            Command::new(happyx_tests::binary())
-                .args(["host-key", "--data-dir", s(&data)])
+            let mut cmd = Command::new(happyx_tests::binary());
+            if let Some(url) = happyx_tests::storage_url(&data) {
+                cmd.env("HAPPYX_STORAGE__URL", url);
+            }
+            cmd.args(["host-key", "--data-dir", s(&data)])
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .spawn()
