@@ -66,6 +66,7 @@ pub struct Config {
     pub envelopes: EnvelopesConfig,
     pub devices: DevicesConfig,
     pub plugins: PluginsConfig,
+    pub cluster: ClusterConfig,
     /// The file this configuration was read from (re-read by plugin reloads).
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -89,6 +90,7 @@ impl Default for Config {
             envelopes: EnvelopesConfig::default(),
             devices: DevicesConfig::default(),
             plugins: PluginsConfig::default(),
+            cluster: ClusterConfig::default(),
             source: None,
         }
     }
@@ -268,6 +270,65 @@ impl Default for RetentionConfig {
     }
 }
 
+/// Several hosts on one PostgreSQL database (`storage.url`); see docs/scale-out.md. A single
+/// host needs none of it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// Where the other hosts reach this one (`http://10.0.0.5:7878`): they forward to it what
+    /// only it can do (its terminals' resize, interrupt, kill and live attach). Default: the
+    /// address it listens on, which is right only when that address is reachable from the other
+    /// hosts (not `0.0.0.0`, not loopback across machines). At most [`MAX_ADVERTISE_URL`] bytes.
+    pub advertise_url: Option<String>,
+    /// How often a host looks for hosts that stopped serving, to mark their unfinished runs
+    /// `lost`. [`MIN_SWEEP_INTERVAL_MS`] ..= [`MAX_SWEEP_INTERVAL_MS`].
+    pub sweep_interval_ms: u64,
+}
+
+/// Longest `cluster.advertise_url`, in bytes.
+pub const MAX_ADVERTISE_URL: usize = 2048;
+pub const MIN_SWEEP_INTERVAL_MS: u64 = 100;
+pub const MAX_SWEEP_INTERVAL_MS: u64 = 10 * 60 * 1000;
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            advertise_url: None,
+            sweep_interval_ms: 5_000,
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// Checks `advertise_url`: `http` or `https`, a host, no user, query or fragment, within
+    /// [`MAX_ADVERTISE_URL`]. Returns it without a trailing `/`.
+    pub fn checked_advertise_url(&self) -> Result<Option<String>, String> {
+        let Some(raw) = &self.advertise_url else {
+            return Ok(None);
+        };
+        if raw.len() > MAX_ADVERTISE_URL {
+            return Err(format!(
+                "cluster.advertise_url is longer than {MAX_ADVERTISE_URL} bytes"
+            ));
+        }
+        let u = url::Url::parse(raw)
+            .map_err(|e| format!("cluster.advertise_url is not a URL ({e})"))?;
+        if !matches!(u.scheme(), "http" | "https") {
+            return Err("cluster.advertise_url must start with http:// or https://".into());
+        }
+        if u.host_str().is_none_or(str::is_empty) {
+            return Err("cluster.advertise_url must name a host".into());
+        }
+        if !u.username().is_empty() || u.password().is_some() {
+            return Err("cluster.advertise_url must not hold credentials".into());
+        }
+        if u.query().is_some() || u.fragment().is_some() {
+            return Err("cluster.advertise_url must not have a query or fragment".into());
+        }
+        Ok(Some(u.as_str().trim_end_matches('/').to_string()))
+    }
+}
+
 /// Signed checkpoints of the event chain (see `happyx audit verify --checkpoint`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -439,6 +500,15 @@ impl Config {
         if !(MIN_TRANSCRIPT_CAP..=MAX_TRANSCRIPT_CAP).contains(&self.pty.max_transcript_bytes) {
             return bad(format!(
                 "pty.max_transcript_bytes must be between {MIN_TRANSCRIPT_CAP} and {MAX_TRANSCRIPT_CAP}"
+            ));
+        }
+        self.cluster
+            .checked_advertise_url()
+            .map_err(ConfigError::Invalid)?;
+        if !(MIN_SWEEP_INTERVAL_MS..=MAX_SWEEP_INTERVAL_MS).contains(&self.cluster.sweep_interval_ms)
+        {
+            return bad(format!(
+                "cluster.sweep_interval_ms must be between {MIN_SWEEP_INTERVAL_MS} and {MAX_SWEEP_INTERVAL_MS}"
             ));
         }
         if self.retention.batch == 0 || self.retention.batch > 10_000 {

@@ -23,6 +23,7 @@ pub mod approvals;
 pub mod auth;
 pub mod checkpoint;
 pub mod children;
+pub mod cluster;
 pub mod cli;
 pub mod config;
 pub mod connlimit;

@@ -5,6 +5,10 @@
 //! goes through the contract checks of its world; a refused candidate leaves the last good
 //! version serving. Every reload appends one `plugins.reloaded` event naming its trigger.
 //!
+//! On a shared database a reload is announced to the other hosts, which reload from their
+//! own configuration (trigger `peer`) and record the plugins they then serve on their `hosts`
+//! row (`crate::cluster`).
+//!
 //! The watcher polls, once a second, the configured plugin files and the config file itself
 //! (modification time and length).
 
@@ -79,9 +83,19 @@ impl Reloader {
             "code": outcome.as_ref().err().map(ReloadError::code),
             "plugins": statuses.iter().map(|p| serde_json::json!({"kind": p.kind, "sha256": p.sha256})).collect::<Vec<_>>(),
         });
-        self.store
-            .append_event(&NewEvent::new("plugins.reloaded", actor, "plugins", data))
-            .await?;
+        let event = NewEvent::new("plugins.reloaded", actor, "plugins", data);
+        match self.store.host_id() {
+            // Recorded on this host's row too; a reload of its own (not one that follows
+            // another host's) is announced to the other hosts.
+            Some(host) => {
+                self.store
+                    .record_plugin_reload(host, &plugin_hashes(&statuses), &event, trigger != "peer")
+                    .await?
+            }
+            None => {
+                self.store.append_event(&event).await?;
+            }
+        }
         match &outcome {
             Ok(_) => tracing::info!(trigger, "plugins reloaded"),
             Err(e) => tracing::warn!(trigger, code = e.code(), error = %e, "plugin reload refused"),
@@ -130,4 +144,15 @@ impl Reloader {
             }
         });
     }
+}
+
+/// Each loaded plugin's SHA-256 by kind, as `hosts.plugins` and `deployments.plugin_hashes`
+/// record them.
+pub fn plugin_hashes(statuses: &[PluginStatus]) -> serde_json::Value {
+    serde_json::json!(
+        statuses
+            .iter()
+            .map(|p| (p.kind.clone(), p.sha256.clone()))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    )
 }

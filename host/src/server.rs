@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use serde_json::json;
 
 use crate::api::{self, AppState, Metrics};
 use crate::children::Children;
@@ -27,6 +26,24 @@ pub async fn serve(cfg: Config) -> Result<()> {
     let store = Store::open(&data_dir, &cfg.storage)
         .await
         .with_context(|| format!("cannot open the database in {}", data_dir.display()))?;
+    let host_key = Arc::new(
+        crate::transfer::signing::HostKey::load_or_create(&data_dir)
+            .context("cannot load the host signing key")?,
+    );
+    // Every clone below acts for this host: the runs and terminals it starts are its own.
+    let host_id = crate::cluster::host_id(&host_key);
+    let store = store.for_host(&host_id);
+    // Bound now, so the advertised address is known when the host registers; nothing is
+    // accepted before the router serves.
+    let listener = TcpListener::bind(cfg.listen)
+        .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    let scheme = if cfg.tls.cert.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let children = Children::prepare(&cfg.runs, store.clone())
         .context("cannot set up the children's workspace")?;
     let plugins = load_plugins(&cfg, &data_dir).await?;
@@ -35,6 +52,36 @@ pub async fn serve(cfg: Config) -> Result<()> {
     reloader.spawn_sighup();
     let metrics = Arc::new(Metrics::default());
     plugins.observe_calls(metrics.labelled.plugin_calls.clone());
+    let advertise_url = match cfg.cluster.checked_advertise_url() {
+        Ok(Some(url)) => url,
+        _ => {
+            if store.is_shared() && (addr.ip().is_unspecified() || addr.ip().is_loopback()) {
+                tracing::warn!(%addr, "cluster.advertise_url is not set and the listen address may not be reachable from other hosts");
+            }
+            format!("{scheme}://{addr}")
+        }
+    };
+    let started_at = now_ms();
+    let host_guard = store
+        .register_host(&crate::store::HostRecord {
+            id: host_id.clone(),
+            advertise_url: advertise_url.clone(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            started_at,
+            plugins: crate::reload::plugin_hashes(&plugins.status()),
+            plugins_at: started_at,
+        })
+        .await?
+        .with_context(|| {
+            format!(
+                "another process serves as host {host_id} (a copy of this data dir, with its host-signing.key, \
+                 serves on the same database); give each host a data dir of its own"
+            )
+        })?;
+    tracing::info!(host = %host_id, advertise_url = %advertise_url, "registered");
+    let cluster = crate::cluster::Cluster::new(host_id.clone(), store.clone());
+    cluster.spawn_sweeper(Duration::from_millis(cfg.cluster.sweep_interval_ms));
+    cluster.spawn_plugin_follower(reloader.clone());
     let lost = store.mark_unfinished_runs_lost().await?;
     if lost > 0 {
         tracing::warn!(
@@ -49,20 +96,10 @@ pub async fn serve(cfg: Config) -> Result<()> {
             version: env!("CARGO_PKG_VERSION").into(),
             schema_version: SCHEMA_VERSION,
             config_hash: cfg.hash(),
-            plugin_hashes: json!(
-                plugins
-                    .status()
-                    .into_iter()
-                    .map(|p| (p.kind, p.sha256))
-                    .collect::<std::collections::BTreeMap<_, _>>()
-            ),
+            plugin_hashes: crate::reload::plugin_hashes(&plugins.status()),
             boot_id: datadir::boot_id(),
         })
         .await?;
-    let host_key = Arc::new(
-        crate::transfer::signing::HostKey::load_or_create(&data_dir)
-            .context("cannot load the host signing key")?,
-    );
     checkpoint(&store, &host_key, cfg.audit.checkpoint_keep).await;
     spawn_checkpointer(
         store.clone(),
@@ -107,10 +144,6 @@ pub async fn serve(cfg: Config) -> Result<()> {
         )
         .context("cannot set up devices")?,
     );
-    let listener = TcpListener::bind(cfg.listen)
-        .with_context(|| format!("cannot listen on {}", cfg.listen))?;
-    listener.set_nonblocking(true)?;
-    let addr = listener.local_addr()?;
     let cfg = Arc::new(cfg);
     let state = AppState::new(api::Services {
         store: store.clone(),
@@ -124,14 +157,10 @@ pub async fn serve(cfg: Config) -> Result<()> {
         address: addr,
         reloader,
         feed: crate::console::feed::EventFeed::spawn(store.clone()),
+        cluster,
     });
     let (router, _doc) = api::router_and_doc(state);
 
-    let scheme = if cfg.tls.cert.is_some() {
-        "https"
-    } else {
-        "http"
-    };
     println!("{scheme}://{addr}");
     tracing::info!(%addr, data_dir = %data_dir.display(), "happyx listening");
 
@@ -176,6 +205,7 @@ pub async fn serve(cfg: Config) -> Result<()> {
             server.handle(handle).serve(app).await?;
         }
     }
+    host_guard.release().await;
     store.close().await;
     tracing::info!("stopped");
     Ok(())

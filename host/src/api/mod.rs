@@ -84,6 +84,8 @@ pub struct Services {
     pub reloader: crate::reload::Reloader,
     /// Wakes `GET /v1/events/stream` when the audit log grows.
     pub feed: crate::console::feed::EventFeed,
+    /// This host among the hosts of a shared database: forwarding to a terminal's owner.
+    pub cluster: crate::cluster::Cluster,
 }
 
 #[derive(OpenApi)]
@@ -148,6 +150,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(approvals::get_approval))
         .routes(routes!(approvals::withdraw))
         .routes(routes!(plugins::list_plugins))
+        .routes(routes!(plugins::list_hosts))
         .routes(routes!(plugins::reload_plugins))
         .routes(routes!(public::public_state))
         .routes(routes!(public::public_evidence))

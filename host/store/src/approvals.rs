@@ -358,7 +358,8 @@ impl Store {
                     approval_id: Some(approval_id.clone()),
                     ..(*run).clone()
                 };
-                runs::insert_run(&mut tx, &run, *idempotency_key, u.action_hash).await?;
+                runs::insert_run(&mut tx, &run, *idempotency_key, u.action_hash, self.host_id())
+                    .await?;
                 db!(tx, dbc => sqlx::query("UPDATE approval_uses SET run_id = $1 WHERE use_hash = $2")
                     .bind(&run.id)
                     .bind(u.token_hash)
@@ -370,7 +371,7 @@ impl Store {
             UseEffect::CreatePty { pty: p } => {
                 let mut p = (*p).clone();
                 p.session.approval_id = Some(approval_id.clone());
-                pty::insert_pty(&mut tx, &p).await?;
+                pty::insert_pty(&mut tx, &p, self.host_id()).await?;
                 db!(tx, dbc => sqlx::query("UPDATE approval_uses SET pty_id = $1 WHERE use_hash = $2")
                     .bind(&p.session.id)
                     .bind(u.token_hash)
@@ -522,7 +523,7 @@ mod tests {
             approval_id: Some(approval_id.clone()),
             ..run
         };
-        if runs::insert_run(&mut tx, &run, None, "h").await.is_err() {
+        if runs::insert_run(&mut tx, &run, None, "h", None).await.is_err() {
             return UseOutcome::Unknown;
         }
         let _ = db!(tx, dbc => sqlx::query("UPDATE approvals SET status = 'used' WHERE id = $1")

@@ -16,13 +16,27 @@ use crate::{Engine, Result, Store};
 pub enum Exclusive {
     /// The retention pass (`happyx prune` and the server's pruner).
     Retention,
+    /// Serving as one host (see `hosts`): held by the serving process for its whole life.
+    /// The key is derived from the host's id ([`Exclusive::host`]).
+    Host(i64),
 }
 
 impl Exclusive {
-    /// The advisory lock key: the ASCII of `HAPPYX:` and a letter per kind of work.
+    /// Serving as host `id`.
+    pub fn host(id: &str) -> Exclusive {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(format!("happyx-host\n{id}").as_bytes());
+        let mut key = [0u8; 8];
+        key.copy_from_slice(&digest[..8]);
+        Exclusive::Host(i64::from_be_bytes(key))
+    }
+
+    /// The advisory lock key: the ASCII of `HAPPYX:` and a letter per kind of work, or a
+    /// host's derived key.
     fn key(self) -> i64 {
         match self {
             Exclusive::Retention => 0x4841_5050_5958_3a52,
+            Exclusive::Host(key) => key,
         }
     }
 }
@@ -70,6 +84,15 @@ impl Store {
     /// Whether other hosts may share this database (PostgreSQL).
     pub fn is_shared(&self) -> bool {
         matches!(self.engine, Engine::Postgres { .. })
+    }
+
+    /// The PostgreSQL pool, for what needs a connection of its own such as `LISTEN`
+    /// (`None` on SQLite).
+    pub fn postgres_pool(&self) -> Option<sqlx::PgPool> {
+        match &self.engine {
+            Engine::Postgres { pool } => Some(pool.clone()),
+            Engine::Sqlite { .. } => None,
+        }
     }
 }
 

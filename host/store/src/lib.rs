@@ -29,6 +29,7 @@ pub(crate) mod engine;
 mod envelopes;
 mod events;
 mod exclusive;
+mod hosts;
 mod migrate;
 mod pty;
 mod records;
@@ -67,6 +68,7 @@ pub use envelopes::{
 pub use events::NewEvent;
 pub(crate) use events::verify_chain_on;
 pub use exclusive::{Exclusive, ExclusiveGuard};
+pub use hosts::{HostRecord, PLUGINS_CHANNEL};
 pub use migrate::{
     MIGRATIONS_DIR_NAME, POSTGRES_DIR_NAME, SCHEMA_VERSION, migration_checksums,
     postgres_migration_checksums,
@@ -194,6 +196,9 @@ pub struct Store {
     /// Lookups by key on the caller's thread; see [`direct`]. `None`: every read is pooled
     /// (always on PostgreSQL).
     direct: Option<std::sync::Arc<direct::Direct>>,
+    /// The host this store acts for ([`Store::for_host`]): owner of the runs and terminals it
+    /// creates. `None` in commands and tests that act for no host.
+    host: Option<std::sync::Arc<str>>,
 }
 
 impl Store {
@@ -224,6 +229,7 @@ impl Store {
             path: None,
             token_cache: None,
             direct: None,
+            host: None,
         })
     }
 
@@ -264,6 +270,7 @@ impl Store {
             path: Some(path.into()),
             token_cache,
             direct,
+            host: None,
         })
     }
 

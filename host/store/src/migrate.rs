@@ -85,16 +85,30 @@ const SOURCES: &[Source] = &[
         include_str!("../../../migrations/sqlite/0010_envelope_version.sql"),
         false,
     ),
+    (
+        11,
+        "hosts",
+        include_str!("../../../migrations/sqlite/0011_hosts.sql"),
+        false,
+    ),
 ];
 
 /// The PostgreSQL migrations, embedded at build time. PostgreSQL support starts at version 10:
 /// its first file creates that version's schema whole.
-const POSTGRES_SOURCES: &[Source] = &[(
-    10,
-    "baseline",
-    include_str!("../../../migrations/postgres/0010_baseline.sql"),
-    false,
-)];
+const POSTGRES_SOURCES: &[Source] = &[
+    (
+        10,
+        "baseline",
+        include_str!("../../../migrations/postgres/0010_baseline.sql"),
+        false,
+    ),
+    (
+        11,
+        "hosts",
+        include_str!("../../../migrations/postgres/0011_hosts.sql"),
+        false,
+    ),
+];
 
 /// The newest schema version this binary knows.
 pub const SCHEMA_VERSION: i64 = SOURCES[SOURCES.len() - 1].0;
@@ -243,7 +257,7 @@ mod tests {
         assert_eq!(postgres.len(), POSTGRES_SOURCES.len());
         assert_eq!(
             (postgres[0].0, postgres[0].1.as_str(), postgres[0].2.len()),
-            (SCHEMA_VERSION, "baseline", 96)
+            (10, "baseline", 96)
         );
     }
 
@@ -294,9 +308,9 @@ mod tests {
         let sqlite_schema = introspect::sqlite(&sqlite).await.expect("read sqlite");
         let postgres_schema = introspect::postgres(&pg).await.expect("read postgres");
         // The comparison sees the whole schema, not an empty or partial read of it.
-        assert_eq!(sqlite_schema.len(), 28, "{:?}", sqlite_schema.keys());
+        assert_eq!(sqlite_schema.len(), 29, "{:?}", sqlite_schema.keys());
         let runs = &sqlite_schema["agent_runs"];
-        assert_eq!(runs.columns.len(), 21);
+        assert_eq!(runs.columns.len(), 22);
         assert!(!runs.foreign_keys.is_empty() && !runs.checks.is_empty());
         assert_same(&sqlite_schema, &postgres_schema);
     }

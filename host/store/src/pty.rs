@@ -58,6 +58,7 @@ fn holder_from_row(r: &impl Columns) -> Result<PtyHolderRow> {
         secret_hash: r.col("secret_hash")?,
         boot_id: r.col("boot_id")?,
         persisted_offset: r.col("persisted_offset")?,
+        host_id: r.col("host_id")?,
     })
 }
 
@@ -96,13 +97,14 @@ async fn pty_event(
     Ok(())
 }
 
-/// Inserts a session row (state `starting`) and its `pty.created` event.
-pub(super) async fn insert_pty(conn: &mut Tx, p: &NewPty) -> Result<()> {
+/// Inserts a session row (state `starting`) and its `pty.created` event. `host` owns it: the
+/// host whose holder keeps the terminal.
+pub(super) async fn insert_pty(conn: &mut Tx, p: &NewPty, host: Option<&str>) -> Result<()> {
     let s = &p.session;
     db!(conn, dbc => sqlx::query(
         "INSERT INTO pty_sessions (id, recipe, risk, action_hash, state, pid, socket_path, secret_hash, \
-         boot_id, rows, cols, requested_by, approval_id, created_at, updated_at, recipe_plugin_sha256) \
-         VALUES ($1, $2, $3, $4, $5, NULL, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+         boot_id, rows, cols, requested_by, approval_id, created_at, updated_at, recipe_plugin_sha256, host_id) \
+         VALUES ($1, $2, $3, $4, $5, NULL, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
     )
     .bind(&s.id)
     .bind(&s.recipe)
@@ -119,6 +121,7 @@ pub(super) async fn insert_pty(conn: &mut Tx, p: &NewPty) -> Result<()> {
     .bind(s.created_at)
     .bind(s.updated_at)
     .bind(&s.recipe_plugin_sha256)
+    .bind(host)
     .execute(dbc)
     .await?.rows_affected());
     let ev = NewEvent::new(
@@ -165,7 +168,7 @@ impl Store {
     /// Creates a PTY session that needs no approval.
     pub async fn create_pty(&self, p: &NewPty) -> Result<()> {
         let mut tx = self.begin().await?;
-        insert_pty(&mut tx, p).await?;
+        insert_pty(&mut tx, p, self.host_id()).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -178,12 +181,15 @@ impl Store {
         .await
     }
 
-    /// Sessions not finished (`starting` or `running`), with what reaching their holder needs.
+    /// Sessions not finished (`starting` or `running`) of this store's host (and those written
+    /// before owners were recorded; without a host, all), with what reaching their holder needs.
     pub async fn unfinished_ptys(&self) -> Result<Vec<PtyHolderRow>> {
         let rows = db!(rows write self, dbc => sqlx::query(
-            "SELECT id, state, pid, socket_path, secret_hash, boot_id, persisted_offset \
-             FROM pty_sessions WHERE state IN ('starting', 'running') ORDER BY id",
+            "SELECT id, state, pid, socket_path, secret_hash, boot_id, persisted_offset, host_id \
+             FROM pty_sessions WHERE state IN ('starting', 'running') \
+             AND ($1 IS NULL OR host_id = $1 OR host_id IS NULL) ORDER BY id",
         )
+        .bind(self.host_id())
         .fetch_all(dbc)
         .await?);
         rows.iter().map(holder_from_row).collect()
@@ -191,7 +197,7 @@ impl Store {
 
     pub async fn pty_holder(&self, id: &str) -> Result<Option<PtyHolderRow>> {
         let row = db!(rows write self, dbc => sqlx::query(
-            "SELECT id, state, pid, socket_path, secret_hash, boot_id, persisted_offset \
+            "SELECT id, state, pid, socket_path, secret_hash, boot_id, persisted_offset, host_id \
              FROM pty_sessions WHERE id = $1",
         )
         .bind(id)

@@ -333,13 +333,16 @@ pub struct PtyHolderRow {
     pub secret_hash: String,
     pub boot_id: String,
     pub persisted_offset: i64,
+    /// The host whose holder keeps it (`None`: written before owners were recorded).
+    pub host_id: Option<String>,
 }
 
 happyx_core::debug_fields!(PtyHolderRow {
     id,
     state,
     pid,
-    persisted_offset
+    persisted_offset,
+    host_id
 });
 
 /// A new PTY session row (state `starting`).

@@ -45,16 +45,18 @@ pub(super) const COLS: &str = "id, recipe, risk, status, exit_code, session_id, 
     finished_at, updated_at, error, recipe_plugin_sha256";
 
 /// Inserts a run row and its `run.created` event inside `conn`'s transaction.
+/// `host` owns it: the host whose child runs it.
 pub(super) async fn insert_run(
     conn: &mut Tx,
     run: &Run,
     idempotency_key: Option<&str>,
     action_hash: &str,
+    host: Option<&str>,
 ) -> Result<()> {
     db!(conn, dbc => sqlx::query(
         "INSERT INTO agent_runs (id, recipe, risk, status, exit_code, session_id, requested_by, approval_id, \
-         idempotency_key, action_hash, created_at, updated_at, recipe_plugin_sha256) \
-         VALUES ($1, $2, $3, $4, NULL, $5, $6, $7, $8, $9, $10, $11, $12)",
+         idempotency_key, action_hash, created_at, updated_at, recipe_plugin_sha256, host_id) \
+         VALUES ($1, $2, $3, $4, NULL, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
     )
     .bind(&run.id)
     .bind(&run.recipe)
@@ -68,6 +70,7 @@ pub(super) async fn insert_run(
     .bind(run.created_at)
     .bind(run.updated_at)
     .bind(&run.recipe_plugin_sha256)
+    .bind(host)
     .execute(dbc)
     .await?.rows_affected());
     let ev = NewEvent::new(
@@ -90,7 +93,7 @@ impl Store {
         action_hash: &str,
     ) -> Result<()> {
         let mut tx = self.begin().await?;
-        match insert_run(&mut tx, run, idempotency_key, action_hash).await {
+        match insert_run(&mut tx, run, idempotency_key, action_hash, self.host_id()).await {
             Err(e) if e.is_unique_violation() => {
                 return Err(StoreError::IdempotencyKeyReuse);
             }
@@ -332,25 +335,11 @@ impl Store {
         u32::try_from(uid).map_err(|_| StoreError::Corrupt("child_identities.uid"))
     }
 
-    /// At start: runs a previous host left queued or running are `lost`.
+    /// At start: runs this host (see [`Store::for_host`]; without one, any host) left queued
+    /// or running are `lost`.
     pub async fn mark_unfinished_runs_lost(&self) -> Result<u64> {
-        let mut tx = self.begin().await?;
-        let ids: Vec<(String,)> = db!(tx, dbc => sqlx::query_as("SELECT id FROM agent_runs WHERE status IN ('queued', 'running')")
-                .fetch_all(dbc)
-                .await?);
-        let now = now_ms();
-        for (id,) in &ids {
-            db!(tx, dbc => sqlx::query("UPDATE agent_runs SET status = 'lost', finished_at = $1, updated_at = $2 WHERE id = $3")
-                .bind(now)
-                .bind(now)
-                .bind(id)
-                .execute(dbc)
-                .await?.rows_affected());
-            let ev = NewEvent::new("run.lost", "host", id, json!({}));
-            append_event(&mut tx, &ev).await?;
-        }
-        tx.commit().await?;
-        Ok(ids.len() as u64)
+        self.mark_unfinished_runs_lost_of(self.host_id(), "restart")
+            .await
     }
 
     /// A run's output chunks in order (private).

@@ -15,7 +15,7 @@ use std::time::Duration;
 use axum::Json;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
@@ -157,10 +157,27 @@ pub async fn attach_pty(
 pub async fn pty_ws(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    headers: HeaderMap,
     ApiQuery(q): ApiQuery<WsQuery>,
     ws: WebSocketUpgrade,
 ) -> ApiResult<Response> {
     let id = path_id(&id, "pty")?.to_string();
+    // Another host's terminal: its owner spends the ticket and serves the socket; this host
+    // relays the frames both ways.
+    if let crate::cluster::Owner::Elsewhere(owner) = super::owner_of(&state, &id, &headers).await? {
+        let mut query = format!("ticket={}", q.ticket);
+        if let Some(offset) = q.offset {
+            query.push_str(&format!("&offset={offset}"));
+        }
+        let path = format!("/v1/pty/{id}/ws?{query}");
+        let upstream = match super::relay::connect(&state.cluster, &owner, &path).await {
+            Ok(u) => u,
+            Err(refused) => return Ok(refused),
+        };
+        return Ok(ws
+            .max_message_size(1 << 20)
+            .on_upgrade(move |socket| super::relay::pump(socket, upstream)));
+    }
     let invalid = || {
         ApiError::new(
             StatusCode::FORBIDDEN,

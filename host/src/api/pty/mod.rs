@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
@@ -26,6 +26,7 @@ use crate::util::{new_id, now_ms};
 use happyx_core::vocab::PtyState;
 
 mod attach;
+mod relay;
 mod transcript;
 
 pub use attach::*;
@@ -174,21 +175,41 @@ pub async fn get_pty(
     Ok(Json(visible(&state, &caller, &id).await?.into()))
 }
 
+/// Where the terminal `id` is served: here, or the host that owns its holder
+/// ([`crate::cluster`]).
+pub(super) async fn owner_of(
+    state: &AppState,
+    id: &str,
+    headers: &HeaderMap,
+) -> ApiResult<crate::cluster::Owner> {
+    let owner = state.store.pty_holder(id).await?.and_then(|h| h.host_id);
+    state.cluster.locate(owner.as_deref(), headers).await
+}
+
+/// A resize, interrupt or kill: run here on a terminal this host owns, else forwarded to its
+/// owner as `POST /v1/pty/{id}/{kind}` with `body` and the caller's credentials.
 async fn control(
     state: &AppState,
     caller: &Caller,
+    headers: &HeaderMap,
     id: &str,
     kind: &str,
     data: serde_json::Value,
     cmd: Cmd,
-) -> ApiResult<Json<PtySession>> {
+) -> ApiResult<Response> {
     caller.require(&[Role::Operator, Role::Agent])?;
     let p = visible(state, caller, id).await?;
+    if let crate::cluster::Owner::Elsewhere(owner) = owner_of(state, &p.id, headers).await? {
+        let body = (kind == "resize").then(|| data.clone());
+        let path = format!("/v1/pty/{}/{kind}", p.id);
+        return state.cluster.forward_post(&owner, &path, headers, body).await;
+    }
     state
         .pty
         .control(&p.id, &caller.actor(), kind, data, cmd)
         .await?;
-    Ok(Json(state.store.pty(&p.id).await?.unwrap_or(p).into()))
+    let view: PtySession = state.store.pty(&p.id).await?.unwrap_or(p).into();
+    Ok(Json(view).into_response())
 }
 
 /// Resize the terminal (1–1000 rows and columns).
@@ -197,14 +218,16 @@ async fn control(
 pub async fn resize_pty(
     State(state): State<AppState>,
     caller: Caller,
+    headers: HeaderMap,
     Path(id): Path<String>,
     ApiJson(b): ApiJson<ResizeBody>,
-) -> ApiResult<Json<PtySession>> {
+) -> ApiResult<Response> {
     check_size(b.rows, b.cols)?;
     let data = json!({ "rows": b.rows, "cols": b.cols });
     control(
         &state,
         &caller,
+        &headers,
         &id,
         "resize",
         data,
@@ -219,10 +242,11 @@ pub async fn resize_pty(
 pub async fn interrupt_pty(
     State(state): State<AppState>,
     caller: Caller,
+    headers: HeaderMap,
     Path(id): Path<String>,
-) -> ApiResult<Json<PtySession>> {
+) -> ApiResult<Response> {
     let cmd = Cmd::Signal(SignalKind::Interrupt);
-    control(&state, &caller, &id, "interrupt", json!({}), cmd).await
+    control(&state, &caller, &headers, &id, "interrupt", json!({}), cmd).await
 }
 
 /// SIGHUP, then SIGKILL to the process group after a 2 s grace.
@@ -231,12 +255,14 @@ pub async fn interrupt_pty(
 pub async fn kill_pty(
     State(state): State<AppState>,
     caller: Caller,
+    headers: HeaderMap,
     Path(id): Path<String>,
-) -> ApiResult<Json<PtySession>> {
+) -> ApiResult<Response> {
     let cmd = Cmd::Signal(SignalKind::Kill);
     control(
         &state,
         &caller,
+        &headers,
         &id,
         "kill",
         json!({ "grace_ms": 2000 }),

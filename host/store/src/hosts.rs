@@ -1,0 +1,241 @@
+//! The hosts that serve this database, and which host owns each run and terminal.
+//!
+//! Children and PTY holders are processes of the host that started them; every other host
+//! answers API calls about them from the database, and forwards to the owner what only the
+//! owner can do (see the host's `cluster` module). So each run and terminal row names its
+//! owner (`host_id`), and each host has a `hosts` row: where the others reach it
+//! (`advertise_url`), its version and its loaded plugins.
+//!
+//! **Liveness is a lock, not a timestamp.** On PostgreSQL a serving host holds a session-level
+//! advisory lock keyed by its id ([`Exclusive::Host`]) on a connection of its own, for as long
+//! as it serves. A host that dies, even by kill -9, loses that connection and the server drops
+//! the lock; another host asks whether the lock is free to learn that it is gone, with no
+//! heartbeat writes and no clock to trust. Two processes cannot serve as one host: the second
+//! finds the lock held. On SQLite the one serving host is the only host.
+//!
+//! **What happens to a dead host's work**: its runs cannot finish (their children died with
+//! it, or have no one to report to), so a surviving host marks them `lost`
+//! ([`Store::mark_runs_of_gone_hosts_lost`]) while holding the dead host's lock, so the owner
+//! cannot come back mid-way. Its terminals' holders outlive it and wait: the owner adopts
+//! them when it starts again, as a single host does after a restart.
+
+use serde_json::json;
+
+use crate::engine::db;
+use crate::exclusive::{Exclusive, ExclusiveGuard};
+use crate::rows::Columns;
+
+use happyx_core::util::now_ms;
+
+use super::{NewEvent, Result, Store, StoreError, append_event};
+
+/// A host as its `hosts` row records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostRecord {
+    /// Stable per data dir: derived from the host's signing key.
+    pub id: String,
+    /// Where the other hosts reach this one (`http://10.0.0.5:7878`).
+    pub advertise_url: String,
+    pub version: String,
+    pub started_at: i64,
+    /// Loaded plugins: kind → SHA-256 (a JSON object).
+    pub plugins: serde_json::Value,
+    /// When `plugins` was last written (start or reload), Unix ms.
+    pub plugins_at: i64,
+}
+
+fn host_from_row(r: &impl Columns) -> Result<HostRecord> {
+    let plugins: String = r.col("plugins")?;
+    Ok(HostRecord {
+        id: r.col("id")?,
+        advertise_url: r.col("advertise_url")?,
+        version: r.col("version")?,
+        started_at: r.col("started_at")?,
+        plugins: serde_json::from_str(&plugins).map_err(|_| StoreError::Corrupt("hosts.plugins"))?,
+        plugins_at: r.col("plugins_at")?,
+    })
+}
+
+const HOST_COLUMNS: &str = "id, advertise_url, version, started_at, plugins, plugins_at";
+
+/// The notification channel that tells every host a plugin reload happened (PostgreSQL
+/// `LISTEN`/`NOTIFY`; the payload is the reloading host's id).
+pub const PLUGINS_CHANNEL: &str = "happyx_plugins";
+
+impl Store {
+    /// This store as host `id`'s: the runs and terminals it creates are owned by `id`, and
+    /// unfinished work at start means `id`'s.
+    pub fn for_host(mut self, id: &str) -> Store {
+        self.host = Some(id.into());
+        self
+    }
+
+    /// The host this store acts for, if any.
+    pub fn host_id(&self) -> Option<&str> {
+        self.host.as_deref()
+    }
+
+    /// Claims the host's id for this process (see the module docs) and records its row and
+    /// `host.registered` event. `None`: another live process serves as this host.
+    pub async fn register_host(&self, host: &HostRecord) -> Result<Option<ExclusiveGuard>> {
+        let Some(guard) = self.try_exclusive(Exclusive::host(&host.id)).await? else {
+            return Ok(None);
+        };
+        let mut tx = self.begin().await?;
+        db!(tx, dbc => sqlx::query(
+            "INSERT INTO hosts (id, advertise_url, version, started_at, plugins, plugins_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (id) DO UPDATE SET advertise_url = excluded.advertise_url, \
+             version = excluded.version, started_at = excluded.started_at, \
+             plugins = excluded.plugins, plugins_at = excluded.plugins_at",
+        )
+        .bind(&host.id)
+        .bind(&host.advertise_url)
+        .bind(&host.version)
+        .bind(host.started_at)
+        .bind(host.plugins.to_string())
+        .bind(host.plugins_at)
+        .execute(dbc)
+        .await?.rows_affected());
+        let ev = NewEvent::new(
+            "host.registered",
+            "host",
+            &host.id,
+            json!({ "advertise_url": host.advertise_url, "version": host.version }),
+        );
+        append_event(&mut tx, &ev).await?;
+        tx.commit().await?;
+        Ok(Some(guard))
+    }
+
+    /// Records host `id`'s plugins after a reload with the reload's event, in one transaction;
+    /// with `announce`, tells the other hosts (on PostgreSQL, `NOTIFY` on
+    /// [`PLUGINS_CHANNEL`], delivered when the transaction commits).
+    pub async fn record_plugin_reload(
+        &self,
+        id: &str,
+        plugins: &serde_json::Value,
+        event: &NewEvent<'_>,
+        announce: bool,
+    ) -> Result<()> {
+        let mut tx = self.begin().await?;
+        db!(tx, dbc => sqlx::query("UPDATE hosts SET plugins = $1, plugins_at = $2 WHERE id = $3")
+            .bind(plugins.to_string())
+            .bind(now_ms())
+            .bind(id)
+            .execute(dbc)
+            .await?.rows_affected());
+        append_event(&mut tx, event).await?;
+        if announce && let crate::engine::Tx::Postgres(pg) = &mut tx {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(PLUGINS_CHANNEL)
+                .bind(id)
+                .execute(&mut **pg)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Every registered host, by id.
+    pub async fn hosts(&self) -> Result<Vec<HostRecord>> {
+        let rows = db!(rows read self, dbc => sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {HOST_COLUMNS} FROM hosts ORDER BY id"
+        )))
+        .fetch_all(dbc)
+        .await?);
+        rows.iter().map(host_from_row).collect()
+    }
+
+    /// Host `id`'s row, if it ever registered.
+    pub async fn host(&self, id: &str) -> Result<Option<HostRecord>> {
+        let row = db!(rows read self, dbc => sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {HOST_COLUMNS} FROM hosts WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(dbc)
+        .await?);
+        row.as_ref().map(host_from_row).transpose()
+    }
+
+    /// Whether host `id` is serving now: this store's own host always is; on PostgreSQL,
+    /// another host is while it holds its lock. On SQLite no other host exists.
+    pub async fn host_alive(&self, id: &str) -> Result<bool> {
+        if self.host_id() == Some(id) {
+            return Ok(true);
+        }
+        if !self.is_shared() {
+            return Ok(false);
+        }
+        Ok(match self.try_exclusive(Exclusive::host(id)).await? {
+            Some(guard) => {
+                guard.release().await;
+                false
+            }
+            None => true,
+        })
+    }
+
+    /// Marks `lost` the unfinished runs of every other host that is no longer serving (see
+    /// the module docs), each with a `run.lost` event naming the gone host. Returns how many.
+    pub async fn mark_runs_of_gone_hosts_lost(&self) -> Result<u64> {
+        if !self.is_shared() {
+            return Ok(0);
+        }
+        let owners: Vec<(String,)> = db!(read self, dbc => sqlx::query_as(
+            "SELECT DISTINCT host_id FROM agent_runs \
+             WHERE status IN ('queued', 'running') AND host_id IS NOT NULL AND host_id <> $1",
+        )
+        .bind(self.host_id().unwrap_or(""))
+        .fetch_all(dbc)
+        .await?);
+        let mut lost = 0;
+        for (owner,) in owners {
+            // Held while the runs are marked: the owner cannot start again meanwhile.
+            let Some(guard) = self.try_exclusive(Exclusive::host(&owner)).await? else {
+                continue;
+            };
+            let marked = self.mark_unfinished_runs_lost_of(Some(&owner), "host_gone").await;
+            guard.release().await;
+            lost += marked?;
+        }
+        Ok(lost)
+    }
+
+    /// Marks `lost` the queued and running runs of `owner` (and, for this store's own host,
+    /// those written before owners were recorded), each with its `run.lost` event.
+    pub(crate) async fn mark_unfinished_runs_lost_of(
+        &self,
+        owner: Option<&str>,
+        reason: &str,
+    ) -> Result<u64> {
+        let mut tx = self.begin().await?;
+        let own = owner.is_some() && owner == self.host_id();
+        let ids: Vec<(String,)> = db!(tx, dbc => sqlx::query_as(
+            "SELECT id FROM agent_runs WHERE status IN ('queued', 'running') \
+             AND (host_id = $1 OR ($2 AND host_id IS NULL) OR $1 IS NULL) ORDER BY id",
+        )
+        .bind(owner)
+        .bind(own || owner.is_none())
+        .fetch_all(dbc)
+        .await?);
+        let now = now_ms();
+        for (id,) in &ids {
+            db!(tx, dbc => sqlx::query(
+                "UPDATE agent_runs SET status = 'lost', finished_at = $1, updated_at = $2 WHERE id = $3",
+            )
+            .bind(now)
+            .bind(now)
+            .bind(id)
+            .execute(dbc)
+            .await?.rows_affected());
+            let data = match owner {
+                Some(h) if !own => json!({ "reason": reason, "host_id": h }),
+                _ => json!({ "reason": reason }),
+            };
+            append_event(&mut tx, &NewEvent::new("run.lost", "host", id, data)).await?;
+        }
+        tx.commit().await?;
+        Ok(ids.len() as u64)
+    }
+}
