@@ -76,7 +76,11 @@ impl Cluster {
 
     /// Where work on something owned by `owner` runs; an error when the owner is another
     /// host that is not serving, or when `headers` show the request was forwarded already.
-    pub async fn locate(&self, owner: Option<&str>, headers: &HeaderMap) -> Result<Owner, ApiError> {
+    pub async fn locate(
+        &self,
+        owner: Option<&str>,
+        headers: &HeaderMap,
+    ) -> Result<Owner, ApiError> {
         let Some(owner) = owner.filter(|o| *o != self.id) else {
             return Ok(Owner::Here);
         };
@@ -165,8 +169,13 @@ impl Cluster {
                 tick.tick().await;
                 match store.mark_runs_of_gone_hosts_lost().await {
                     Ok(0) => {}
-                    Ok(n) => tracing::warn!(runs = n, "runs of a host that stopped serving were marked lost"),
-                    Err(e) => tracing::warn!(code = e.code(), error = %e, "cannot look for gone hosts"),
+                    Ok(n) => tracing::warn!(
+                        runs = n,
+                        "runs of a host that stopped serving were marked lost"
+                    ),
+                    Err(e) => {
+                        tracing::warn!(code = e.code(), error = %e, "cannot look for gone hosts")
+                    }
                 }
             }
         });

@@ -505,7 +505,8 @@ impl Config {
         self.cluster
             .checked_advertise_url()
             .map_err(ConfigError::Invalid)?;
-        if !(MIN_SWEEP_INTERVAL_MS..=MAX_SWEEP_INTERVAL_MS).contains(&self.cluster.sweep_interval_ms)
+        if !(MIN_SWEEP_INTERVAL_MS..=MAX_SWEEP_INTERVAL_MS)
+            .contains(&self.cluster.sweep_interval_ms)
         {
             return bad(format!(
                 "cluster.sweep_interval_ms must be between {MIN_SWEEP_INTERVAL_MS} and {MAX_SWEEP_INTERVAL_MS}"
@@ -643,6 +644,38 @@ mod tests {
                 err.to_string().contains("pty.max_transcript_bytes"),
                 "{err}"
             );
+        }
+    }
+
+    #[test]
+    fn cluster_settings_are_validated_at_their_edges() {
+        let c = load_str("[cluster]\nadvertise_url = \"http://10.0.0.5:7878/\"\n").expect("ok");
+        assert_eq!(
+            c.cluster.checked_advertise_url(),
+            Ok(Some("http://10.0.0.5:7878".to_string()))
+        );
+        let longest = format!("https://h.example/{}", "a".repeat(MAX_ADVERTISE_URL - 18));
+        assert_eq!(longest.len(), MAX_ADVERTISE_URL);
+        assert!(load_str(&format!("[cluster]\nadvertise_url = \"{longest}\"\n")).is_ok());
+        for (bad, why) in [
+            (format!("{longest}a"), "longer than"),
+            ("ftp://h:1".to_string(), "http:// or https://"),
+            ("http://u:secret@h:1".to_string(), "credentials"),
+            ("http://h:1/?a=1".to_string(), "query"),
+            ("not a url".to_string(), "not a URL"),
+        ] {
+            let Err(e) = load_str(&format!("[cluster]\nadvertise_url = \"{bad}\"\n")) else {
+                panic!("{bad} must be refused");
+            };
+            let msg = e.to_string();
+            assert!(msg.contains(why), "{bad}: {msg}");
+            assert!(!msg.contains("secret"), "{msg}");
+        }
+        for ok in [MIN_SWEEP_INTERVAL_MS, MAX_SWEEP_INTERVAL_MS] {
+            assert!(load_str(&format!("[cluster]\nsweep_interval_ms = {ok}\n")).is_ok());
+        }
+        for bad in [MIN_SWEEP_INTERVAL_MS - 1, MAX_SWEEP_INTERVAL_MS + 1] {
+            assert!(load_str(&format!("[cluster]\nsweep_interval_ms = {bad}\n")).is_err());
         }
     }
 

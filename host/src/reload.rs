@@ -89,7 +89,12 @@ impl Reloader {
             // another host's) is announced to the other hosts.
             Some(host) => {
                 self.store
-                    .record_plugin_reload(host, &plugin_hashes(&statuses), &event, trigger != "peer")
+                    .record_plugin_reload(
+                        host,
+                        &plugin_hashes(&statuses),
+                        &event,
+                        trigger != "peer",
+                    )
                     .await?
             }
             None => {

@@ -35,6 +35,7 @@ pub const CATALOGUE: &[&str] = &[
     "enrollment_invalid",
     "expired",
     "forbidden",
+    "forward_loop",
     "frame_malformed",
     "frame_too_large",
     "frame_unknown",
@@ -60,6 +61,8 @@ pub const CATALOGUE: &[&str] = &[
     "method_not_allowed",
     "missing_arg",
     "not_found",
+    "owner_unavailable",
+    "owner_unreachable",
     "plugin_bad_result",
     "plugin_config",
     "plugin_contract",
@@ -110,8 +113,8 @@ macro_rules! plugin_call {
     };
 }
 
-/// A terminal's holder process that cannot be started or reached.
-macro_rules! holder {
+/// A terminal's holder, reached here or through the host that owns it (`crate::cluster`).
+macro_rules! holder_or_owner {
     () => {
         &[
             "frame_malformed",
@@ -125,6 +128,7 @@ macro_rules! holder {
             "key_file_mode",
             "key_file_not_regular",
             "key_file_wrong_size",
+            "owner_unavailable",
         ]
     };
 }
@@ -466,6 +470,14 @@ pub const ROUTES: &[(&str, RouteErrors)] = &[
         ],
     ),
     (
+        "list_hosts",
+        &[
+            (401, &["unauthorized"]),
+            (403, &["forbidden"]),
+            (500, &["internal"]),
+        ],
+    ),
+    (
         "reload_plugins",
         &[
             (401, &["unauthorized"]),
@@ -631,9 +643,11 @@ pub const ROUTES: &[(&str, RouteErrors)] = &[
             (409, &["pty_not_running"]),
             (413, &["body_too_large"]),
             (415, &["unsupported_media_type"]),
+            (421, &["forward_loop"]),
             (422, &["invalid_field"]),
             (500, &["internal", "socket_path_too_long"]),
-            (503, holder!()),
+            (502, &["owner_unreachable"]),
+            (503, holder_or_owner!()),
         ],
     ),
     (
@@ -643,8 +657,10 @@ pub const ROUTES: &[(&str, RouteErrors)] = &[
             (403, &["csrf_failed", "forbidden"]),
             (404, &["not_found"]),
             (409, &["pty_not_running"]),
+            (421, &["forward_loop"]),
             (500, &["internal", "socket_path_too_long"]),
-            (503, holder!()),
+            (502, &["owner_unreachable"]),
+            (503, holder_or_owner!()),
         ],
     ),
     (
@@ -654,8 +670,10 @@ pub const ROUTES: &[(&str, RouteErrors)] = &[
             (403, &["csrf_failed", "forbidden"]),
             (404, &["not_found"]),
             (409, &["pty_not_running"]),
+            (421, &["forward_loop"]),
             (500, &["internal", "socket_path_too_long"]),
-            (503, holder!()),
+            (502, &["owner_unreachable"]),
+            (503, holder_or_owner!()),
         ],
     ),
     (
@@ -697,7 +715,10 @@ pub const ROUTES: &[(&str, RouteErrors)] = &[
             (400, &["invalid_query"]),
             (403, &["ticket_invalid"]),
             (404, &["not_found"]),
+            (421, &["forward_loop"]),
             (500, &["internal"]),
+            (502, &["owner_unreachable"]),
+            (503, &["owner_unavailable"]),
         ],
     ),
     (

@@ -648,7 +648,7 @@ mod tests {
              AttachTicket ChallengeRequest ChallengeResponse Checkpoint CompleteEnrollment \
              ConsoleSession Decision DecisionBody DeviceKeyRow DeviceList DeviceRow Enrolled \
              EnrollmentIssued EnvelopeAccepted EnvelopeBatchResult EnvelopeOutcome EnvelopePage \
-             EnvelopeStats ErrorBody EventPage EventRow Guarantees Health IssueEnrollment \
+             EnvelopeStats ErrorBody EventPage EventRow Guarantees Health HostView IssueEnrollment \
              NewPermission NewPtyBody NewRun NewSession NewTask OpenSession Overview PeerKeys \
              Permission PermissionList PermissionStatus PermissionUpdate PtyList PtySession \
              PublicCheckpointList PublicEnvelopes PublicEvidence PublicMigration PublicPlugin \

@@ -358,8 +358,14 @@ impl Store {
                     approval_id: Some(approval_id.clone()),
                     ..(*run).clone()
                 };
-                runs::insert_run(&mut tx, &run, *idempotency_key, u.action_hash, self.host_id())
-                    .await?;
+                runs::insert_run(
+                    &mut tx,
+                    &run,
+                    *idempotency_key,
+                    u.action_hash,
+                    self.host_id(),
+                )
+                .await?;
                 db!(tx, dbc => sqlx::query("UPDATE approval_uses SET run_id = $1 WHERE use_hash = $2")
                     .bind(&run.id)
                     .bind(u.token_hash)
@@ -523,7 +529,10 @@ mod tests {
             approval_id: Some(approval_id.clone()),
             ..run
         };
-        if runs::insert_run(&mut tx, &run, None, "h", None).await.is_err() {
+        if runs::insert_run(&mut tx, &run, None, "h", None)
+            .await
+            .is_err()
+        {
             return UseOutcome::Unknown;
         }
         let _ = db!(tx, dbc => sqlx::query("UPDATE approvals SET status = 'used' WHERE id = $1")

@@ -51,7 +51,8 @@ fn host_from_row(r: &impl Columns) -> Result<HostRecord> {
         advertise_url: r.col("advertise_url")?,
         version: r.col("version")?,
         started_at: r.col("started_at")?,
-        plugins: serde_json::from_str(&plugins).map_err(|_| StoreError::Corrupt("hosts.plugins"))?,
+        plugins: serde_json::from_str(&plugins)
+            .map_err(|_| StoreError::Corrupt("hosts.plugins"))?,
         plugins_at: r.col("plugins_at")?,
     })
 }
@@ -195,7 +196,9 @@ impl Store {
             let Some(guard) = self.try_exclusive(Exclusive::host(&owner)).await? else {
                 continue;
             };
-            let marked = self.mark_unfinished_runs_lost_of(Some(&owner), "host_gone").await;
+            let marked = self
+                .mark_unfinished_runs_lost_of(Some(&owner), "host_gone")
+                .await;
             guard.release().await;
             lost += marked?;
         }

@@ -7,8 +7,9 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
-use happyx_tests::{Server, ServerOptions, call, cli_env, client, temp_data_dir};
+use happyx_tests::{Server, ServerOptions, call, cli_env, client, eventually, json, temp_data_dir};
 use serde_json::{Value, json};
 
 /// A fresh database on the test cluster, or `None` (skipped).
@@ -19,17 +20,28 @@ fn database() -> Option<String> {
 
 /// `n` hosts on the database `url`, each on its own data dir.
 fn hosts(url: &str, n: usize) -> Vec<(tempfile::TempDir, Server)> {
+    hosts_with(url, n, None)
+}
+
+/// [`hosts`], each with the configuration `config`.
+fn hosts_with(url: &str, n: usize, config: Option<&str>) -> Vec<(tempfile::TempDir, Server)> {
     (0..n)
         .map(|_| {
             let (tmp, data) = temp_data_dir();
-            let opts = ServerOptions {
-                env: vec![("HAPPYX_STORAGE__URL".into(), url.into())],
-                ..ServerOptions::default()
-            };
-            let server = Server::start_with(&data, opts).expect("a host on PostgreSQL starts");
+            let server = host(url, &data, config);
             (tmp, server)
         })
         .collect()
+}
+
+/// A host on the database `url` with the data dir `data`.
+fn host(url: &str, data: &std::path::Path, config: Option<&str>) -> Server {
+    let opts = ServerOptions {
+        env: vec![("HAPPYX_STORAGE__URL".into(), url.into())],
+        config: config.map(str::to_string),
+        ..ServerOptions::default()
+    };
+    Server::start_with(data, opts).expect("a host on PostgreSQL starts")
 }
 
 /// POSTs `body` to `path` on `url` with `token`: (status, body).
@@ -240,4 +252,336 @@ fn the_retention_pass_runs_on_one_host_at_a_time() {
     assert!(st.success(), "prune after the other pass ended: {err}");
     let report: Value = serde_json::from_str(&out).expect("one JSON report");
     assert!(report["pruned"].is_object(), "{report}");
+}
+
+const CLUSTER: &str =
+    "[approvals]\nallow_self_approval = true\n[cluster]\nsweep_interval_ms = 200\n";
+
+/// GETs `path` on `url` with `token`: (status, body).
+fn get(url: &str, token: &str, path: &str) -> (u16, Value) {
+    let r = client()
+        .get(format!("{url}{path}"))
+        .bearer_auth(token)
+        .send()
+        .expect("send");
+    let st = r.status().as_u16();
+    (st, r.json().unwrap_or(Value::Null))
+}
+
+/// The output bytes of a live attach opened through `url` until `needle` shows (or 20 s).
+fn attach_until(url: &str, op: &str, id: &str, needle: &str) -> String {
+    use futures::StreamExt;
+    let (st, t) = post(
+        url,
+        op,
+        &format!("/v1/pty/{id}/attach"),
+        &json!({"mode": "observe"}),
+    );
+    assert_eq!(st, 201, "{t}");
+    let ticket = t["ticket"].as_str().expect("ticket").to_string();
+    let ws_url = format!(
+        "{}/v1/pty/{id}/ws?ticket={ticket}&offset=0",
+        url.replace("http://", "ws://")
+    );
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let (mut ws, _) = tokio_tungstenite::connect_async(ws_url)
+            .await
+            .expect("attach through this host");
+        let mut seen = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while !String::from_utf8_lossy(&seen).contains(needle) {
+            match tokio::time::timeout_at(deadline, ws.next()).await {
+                Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Binary(b)))) => {
+                    seen.extend_from_slice(&b[12..]);
+                }
+                Ok(Some(Ok(_))) => {}
+                _ => break,
+            }
+        }
+        String::from_utf8_lossy(&seen).into_owned()
+    })
+}
+
+/// kill -9 of one host while the others serve: no acknowledged write is lost, its terminal is
+/// reached through the other hosts while it lives (control and live attach forwarded to it),
+/// answers `owner_unavailable` while it is gone, and is adopted when it comes back; its run
+/// is marked `lost` by a surviving host.
+#[test]
+fn kill_9_one_host_while_the_others_serve() {
+    let Some(url) = database() else { return };
+    let mut hosts = hosts_with(&url, 3, Some(CLUSTER));
+    let op = hosts[0].1.token("operator");
+    let (a_url, b_url, c_url) = (
+        hosts[0].1.url.clone(),
+        hosts[1].1.url.clone(),
+        hosts[2].1.url.clone(),
+    );
+    // Every host sees every host, alive.
+    let (st, listed) = get(&b_url, &op, "/v1/hosts");
+    assert_eq!(st, 200, "{listed}");
+    let listed = listed.as_array().expect("hosts").clone();
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    assert!(listed.iter().all(|h| h["alive"] == true), "{listed:?}");
+    assert_eq!(listed.iter().filter(|h| h["this"] == true).count(), 1);
+
+    // A terminal and a run on host A.
+    let body = json!({"recipe": "shell", "args": {"command": "i=0; while true; do echo tick$i; i=$((i+1)); sleep 0.2; done"}});
+    let (st, pty) = hosts[0].1.post_approved("/v1/pty", &op, &op, &body);
+    assert_eq!(st, 201, "{pty}");
+    let pty_id = pty["id"].as_str().expect("id").to_string();
+    let pid = pty["pid"].as_i64().expect("pid");
+    let run_body = json!({"recipe": "shell", "args": {"command": "sleep 60"}});
+    let (st, run) = hosts[0].1.post_approved("/v1/runs", &op, &op, &run_body);
+    assert_eq!(st, 201, "{run}");
+    let run_id = run["id"].as_str().expect("id").to_string();
+
+    // Through B: resize is forwarded to A; through C: live attach is relayed from A.
+    let (st, resized) = post(
+        &b_url,
+        &op,
+        &format!("/v1/pty/{pty_id}/resize"),
+        &json!({"rows": 30, "cols": 100}),
+    );
+    assert_eq!(st, 200, "{resized}");
+    assert_eq!(resized["id"], pty_id.as_str());
+    let seen = attach_until(&c_url, &op, &pty_id, "tick3");
+    assert!(
+        seen.contains("tick3"),
+        "attach through another host: {seen:?}"
+    );
+    let events = hosts[2].1.events(&op);
+    assert!(
+        events
+            .iter()
+            .any(|e| e["code"] == "pty.resize" && e["subject"] == pty_id.as_str()),
+        "the owner ran the forwarded resize"
+    );
+
+    // Writers on B and C throughout; A dies in the middle.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers: Vec<_> = [b_url.clone(), c_url.clone(), b_url.clone(), c_url.clone()]
+        .into_iter()
+        .enumerate()
+        .map(|(w, target)| {
+            let (op, stop) = (op.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut acked = Vec::new();
+                let mut i = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let (st, t) = post(
+                        &target,
+                        &op,
+                        "/v1/tasks",
+                        &json!({"title": format!("w{w}-{i}")}),
+                    );
+                    assert_eq!(st, 201, "a surviving host failed a write: {t}");
+                    acked.push(t["id"].as_str().expect("id").to_string());
+                    i += 1;
+                }
+                acked
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let (a_tmp, mut a) = hosts.remove(0);
+    let a_data = a.data_dir.clone();
+    a.kill9();
+    std::thread::sleep(Duration::from_millis(500));
+
+    // A is gone: its run is lost (marked by a survivor), its terminal waits for it.
+    let lost = eventually(Duration::from_secs(20), || {
+        let (_, r) = get(&b_url, &op, &format!("/v1/runs/{run_id}"));
+        (r["status"] == "lost").then_some(r)
+    });
+    assert!(lost.is_some(), "the dead host's run was never marked lost");
+    let (st, refused) = post(
+        &c_url,
+        &op,
+        &format!("/v1/pty/{pty_id}/resize"),
+        &json!({"rows": 20, "cols": 80}),
+    );
+    assert_eq!(
+        (st, refused["code"].as_str()),
+        (503, Some("owner_unavailable")),
+        "{refused}"
+    );
+    let (_, p) = get(&b_url, &op, &format!("/v1/pty/{pty_id}"));
+    assert_eq!(p["state"], "running", "a terminal waits for its host: {p}");
+    let (_, listed) = get(&c_url, &op, "/v1/hosts");
+    let a_row = listed
+        .as_array()
+        .expect("hosts")
+        .iter()
+        .find(|h| h["advertise_url"] == a_url.as_str())
+        .cloned()
+        .expect("A is listed");
+    assert_eq!(a_row["alive"], false, "{a_row}");
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acked: Vec<String> = writers
+        .into_iter()
+        .flat_map(|w| w.join().expect("writer"))
+        .collect();
+    assert!(acked.len() > 8, "writes went on: {}", acked.len());
+
+    // A comes back on its data dir: it adopts its terminal (same child), which is reachable
+    // through the other hosts again.
+    let a = host(&url, &a_data, Some(CLUSTER));
+    let (_, p) = get(&a.url, &op, &format!("/v1/pty/{pty_id}"));
+    assert_eq!(
+        (p["state"].as_str(), p["pid"].as_i64()),
+        (Some("running"), Some(pid)),
+        "{p}"
+    );
+    let events = a.events(&op);
+    assert!(
+        events
+            .iter()
+            .any(|e| e["code"] == "pty.adopt" && e["subject"] == pty_id.as_str()),
+        "the terminal was adopted"
+    );
+    let (st, resized) = post(
+        &b_url,
+        &op,
+        &format!("/v1/pty/{pty_id}/resize"),
+        &json!({"rows": 40, "cols": 120}),
+    );
+    assert_eq!(st, 200, "{resized}");
+
+    // No acknowledged write is lost.
+    let tasks: Vec<String> = {
+        let mut all = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let path = match &cursor {
+                Some(c) => format!("/v1/tasks?limit=200&cursor={c}"),
+                None => "/v1/tasks?limit=200".to_string(),
+            };
+            let page = json(a.get(&path, &op).send());
+            for t in page["items"].as_array().expect("items") {
+                all.push(t["id"].as_str().expect("id").to_string());
+            }
+            match page["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_string()),
+                None => break,
+            }
+        }
+        all
+    };
+    let missing: Vec<&String> = acked.iter().filter(|id| !tasks.contains(id)).collect();
+    assert!(missing.is_empty(), "acknowledged writes lost: {missing:?}");
+    // The terminal ends with its host's kill, forwarded from C.
+    let (st, _) = post(&c_url, &op, &format!("/v1/pty/{pty_id}/kill"), &json!({}));
+    assert_eq!(st, 200);
+    drop(a);
+    drop(a_tmp);
+}
+
+/// A plugin reload on one host reaches the others: each reads its own configuration again
+/// (as a deploy that edited every host's file), records a `peer` reload, and `GET /v1/plugins`
+/// on any host shows what every host serves.
+#[test]
+fn a_plugin_reload_on_one_host_is_seen_by_the_others() {
+    let Some(url) = database() else { return };
+    let hosts = hosts_with(&url, 3, Some(CLUSTER));
+    let op = hosts[0].1.token("operator");
+    let dir = hosts[0].0.path().join("plugins");
+    let (st, _, err) =
+        happyx_tests::cli(&["plugin", "export-builtin", dir.to_str().expect("utf-8")]);
+    assert!(st.success(), "{err}");
+    let redactor = dir.join("redactor.wasm");
+    for (tmp, _) in &hosts {
+        std::fs::write(
+            tmp.path().join("happyx.toml"),
+            format!(
+                "{CLUSTER}[plugins.redactor]\npath = \"{}\"\n",
+                redactor.display()
+            ),
+        )
+        .expect("edit the host's config");
+    }
+    let (st, b) = post(&hosts[1].1.url, &op, "/v1/plugins/reload", &json!({}));
+    assert_eq!(st, 200, "{b}");
+    let source_on = |h: &Server| -> String {
+        let (_, list) = get(&h.url, &op, "/v1/plugins");
+        list.as_array()
+            .expect("plugins")
+            .iter()
+            .find(|p| p["kind"] == "redactor")
+            .map(|p| p["source"].as_str().unwrap_or("").to_string())
+            .unwrap_or_default()
+    };
+    for (i, (_, h)) in hosts.iter().enumerate() {
+        let reached = eventually(Duration::from_secs(15), || {
+            (source_on(h) == redactor.display().to_string()).then_some(())
+        });
+        assert!(
+            reached.is_some(),
+            "host {i} never reloaded: {}",
+            source_on(h)
+        );
+    }
+    let peers = hosts[0]
+        .1
+        .events(&op)
+        .into_iter()
+        .filter(|e| e["code"] == "plugins.reloaded" && e["data"]["trigger"] == "peer")
+        .count();
+    assert_eq!(peers, 2, "the two other hosts each reloaded once");
+    let (_, list) = get(&hosts[2].1.url, &op, "/v1/plugins");
+    let redactor_row = list
+        .as_array()
+        .expect("plugins")
+        .iter()
+        .find(|p| p["kind"] == "redactor")
+        .cloned()
+        .expect("redactor");
+    let per_host = redactor_row["hosts"].as_object().expect("hosts");
+    assert_eq!(per_host.len(), 3, "{redactor_row}");
+    assert!(
+        per_host.values().all(|v| v == &redactor_row["sha256"]),
+        "{redactor_row}"
+    );
+}
+
+/// A copy of a host's data dir (its signing key, so its host id) cannot serve beside it: two
+/// processes as one host would adopt each other's terminals. The copy is refused with the fix.
+#[test]
+fn a_copy_of_a_data_dir_cannot_serve_as_a_second_host() {
+    let Some(url) = database() else { return };
+    let hosts = hosts(&url, 1);
+    let (copy_tmp, copy) = temp_data_dir();
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&copy)
+            .expect("mkdir");
+    }
+    std::fs::copy(
+        hosts[0].1.data_dir.join("host-signing.key"),
+        copy.join("host-signing.key"),
+    )
+    .expect("copy the key");
+    let opts = ServerOptions {
+        env: vec![("HAPPYX_STORAGE__URL".into(), url.clone())],
+        ..ServerOptions::default()
+    };
+    let started = std::time::Instant::now();
+    let refused = Server::start_with(&copy, opts);
+    let stderr = match refused {
+        Ok(_) => panic!("a second process served as the same host"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "refused at once, not after a timeout: {:?}",
+        started.elapsed()
+    );
+    drop(copy_tmp);
+    assert!(
+        stderr.contains("another process serves as host") && stderr.contains("data dir of its own"),
+        "{stderr}"
+    );
 }

@@ -202,7 +202,10 @@ async fn control(
     if let crate::cluster::Owner::Elsewhere(owner) = owner_of(state, &p.id, headers).await? {
         let body = (kind == "resize").then(|| data.clone());
         let path = format!("/v1/pty/{}/{kind}", p.id);
-        return state.cluster.forward_post(&owner, &path, headers, body).await;
+        return state
+            .cluster
+            .forward_post(&owner, &path, headers, body)
+            .await;
     }
     state
         .pty

@@ -48,8 +48,8 @@ pub(super) async fn connect(
         Ok((ws, _)) => Ok(ws),
         // Never the URL in a message: it holds the ticket.
         Err(tungstenite::Error::Http(answer)) => {
-            let status = StatusCode::from_u16(answer.status().as_u16())
-                .unwrap_or(StatusCode::BAD_GATEWAY);
+            let status =
+                StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
             let body = answer.into_body().unwrap_or_default();
             Err((
                 status,
