@@ -585,3 +585,195 @@ fn a_copy_of_a_data_dir_cannot_serve_as_a_second_host() {
         "{stderr}"
     );
 }
+
+/// POSTs the envelope JSON `body` to session `session` on the host at `url`: (status, body).
+fn post_envelope(url: &str, session: &str, body: &str) -> (u16, Value) {
+    let r = client()
+        .post(format!("{url}/v1/sessions/{session}/envelopes"))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .expect("send");
+    let st = r.status().as_u16();
+    (st, r.json().unwrap_or(Value::Null))
+}
+
+/// One sender posting to two hosts by turns: every sequence number is accepted once, in
+/// order; a replay on the other host is refused; one envelope raced to both hosts at once is
+/// accepted once; and the reader sees every message once, in order, through either host.
+#[test]
+fn one_sender_alternating_hosts_is_accepted_once_and_in_order() {
+    use crate::envelopes::{craft, enroll, envelope_count, now_ms, open_session, read};
+    let Some(url) = database() else { return };
+    let hosts = hosts(&url, 2);
+    let (a, b) = (&hosts[0].1, &hosts[1].1);
+    let op = a.token("operator");
+    let tmp = tempfile::tempdir().expect("tmp");
+    // Enrolled through different hosts; the session opened through a third path.
+    let sender = enroll(a, &op, tmp.path().join("sender"));
+    let reader = enroll(b, &op, tmp.path().join("reader"));
+    let session = open_session(b, &sender, &[&reader]);
+    const N: u64 = 40;
+    let now = now_ms();
+    let wires: Vec<String> = (1..=N + 1)
+        .map(|seq| craft(&sender, &session, 0, seq, now, &format!("m{seq}")).to_json())
+        .collect();
+    for (i, w) in wires[..N as usize].iter().enumerate() {
+        let (here, there) = if i % 2 == 0 { (a, b) } else { (b, a) };
+        let (st, v) = post_envelope(&here.url, &session, w);
+        assert_eq!(st, 201, "sequence {} on one host: {v}", i + 1);
+        let (st, v) = post_envelope(&there.url, &session, w);
+        assert_eq!(
+            (st, v["code"].as_str()),
+            (409, Some("replayed")),
+            "sequence {} replayed on the other host: {v}",
+            i + 1
+        );
+    }
+    // An older sequence number with new content is refused on either host.
+    let late = craft(&sender, &session, 0, N / 2, now, "rewritten").to_json();
+    for h in [a, b] {
+        let (st, v) = post_envelope(&h.url, &session, &late);
+        assert_eq!(st, 409, "{v}");
+    }
+    // The next envelope raced to both hosts at once: accepted once.
+    let racers: Vec<_> = (0..16)
+        .map(|i| {
+            let (target, session, wire) = (
+                hosts[i % 2].1.url.clone(),
+                session.clone(),
+                wires[N as usize].clone(),
+            );
+            std::thread::spawn(move || post_envelope(&target, &session, &wire).0)
+        })
+        .collect();
+    let statuses: Vec<u16> = racers
+        .into_iter()
+        .map(|r| r.join().expect("join"))
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 201).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| *s == 201 || *s == 409),
+        "{statuses:?}"
+    );
+    for h in [a, b] {
+        assert_eq!(envelope_count(h, &op, &session), (N + 1) as i64);
+    }
+    // Read back through each host: every message once, in sequence order.
+    for h in [a, b] {
+        let (ok, out, err) = read(h, &reader, &session, &[&sender]);
+        assert!(ok, "read: {err}");
+        let texts: Vec<u64> = out
+            .split(|c: char| !c.is_ascii_alphanumeric())
+            .filter_map(|w| w.strip_prefix('m')?.parse().ok())
+            .collect();
+        assert_eq!(texts, (1..=N + 1).collect::<Vec<_>>(), "{out}");
+    }
+}
+
+/// Single-use things raced over two hosts: an enrollment code enrolls one device, an
+/// idempotency key makes one run, an attach ticket opens one socket.
+#[test]
+fn single_use_codes_keys_and_tickets_are_used_once_across_hosts() {
+    use crate::envelopes::{device_cli, s};
+    let Some(url) = database() else { return };
+    let hosts = hosts_with(&url, 2, Some(CLUSTER));
+    let urls: Vec<String> = hosts.iter().map(|(_, h)| h.url.clone()).collect();
+    let op = hosts[0].1.token("operator");
+    let tmp = tempfile::tempdir().expect("tmp");
+
+    // One enrollment code, eight devices enrolling with it through both hosts at once.
+    let (st, code) = post(&urls[0], &op, "/v1/enrollments", &json!({}));
+    assert_eq!(st, 201, "{code}");
+    let code = code["code"].as_str().expect("code").to_string();
+    let dirs: Vec<PathBuf> = (0..8).map(|i| tmp.path().join(format!("dev{i}"))).collect();
+    for d in &dirs {
+        let (ok, _, err) = device_cli(&["keygen", "--dir", s(d)], "");
+        assert!(ok, "{err}");
+    }
+    let enrolls: Vec<_> = dirs
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let (d, url, code) = (d.clone(), urls[i % 2].clone(), code.clone());
+            std::thread::spawn(move || {
+                device_cli(
+                    &["enroll", "--dir", s(&d), "--url", &url, "--code", &code],
+                    "",
+                )
+                .0
+            })
+        })
+        .collect();
+    let enrolled = enrolls
+        .into_iter()
+        .map(|e| e.join().expect("join"))
+        .filter(|ok| *ok)
+        .count();
+    assert_eq!(enrolled, 1, "one code, one device");
+
+    // One idempotency key, sixteen requests over both hosts: one run, the same to all.
+    let ids: Vec<_> = (0..16)
+        .map(|i| {
+            let (url, op) = (urls[i % 2].clone(), op.clone());
+            std::thread::spawn(move || {
+                let r = client()
+                    .post(format!("{url}/v1/runs"))
+                    .bearer_auth(&op)
+                    .header("idempotency-key", "deploy-42")
+                    .json(&json!({"recipe": "echo", "args": {"text": "once"}}))
+                    .send()
+                    .expect("send");
+                let st = r.status().as_u16();
+                let v: Value = r.json().unwrap_or(Value::Null);
+                (st, v["id"].as_str().unwrap_or("").to_string())
+            })
+        })
+        .collect();
+    let ids: Vec<(u16, String)> = ids.into_iter().map(|h| h.join().expect("join")).collect();
+    assert!(ids.iter().all(|(st, _)| *st == 201), "{ids:?}");
+    assert!(
+        ids.iter().all(|(_, id)| id == &ids[0].1),
+        "one run for one key: {ids:?}"
+    );
+
+    // One attach ticket, opened through both hosts at once: one socket.
+    let body = json!({"recipe": "shell", "args": {"command": "sleep 30"}});
+    let (st, pty) = hosts[0].1.post_approved("/v1/pty", &op, &op, &body);
+    assert_eq!(st, 201, "{pty}");
+    let id = pty["id"].as_str().expect("id").to_string();
+    let (st, t) = post(
+        &urls[1],
+        &op,
+        &format!("/v1/pty/{id}/attach"),
+        &json!({"mode": "observe"}),
+    );
+    assert_eq!(st, 201, "{t}");
+    let ticket = t["ticket"].as_str().expect("ticket").to_string();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let opened = rt.block_on(async {
+        let tries = urls.iter().flat_map(|u| [u.clone(), u.clone()]).map(|u| {
+            let ws = format!(
+                "{}/v1/pty/{id}/ws?ticket={ticket}",
+                u.replace("http://", "ws://")
+            );
+            tokio::spawn(
+                async move { tokio_tungstenite::connect_async(ws).await.map(|(ws, _)| ws) },
+            )
+        });
+        let mut open = Vec::new();
+        for t in tries.collect::<Vec<_>>() {
+            if let Ok(ws) = t.await.expect("join") {
+                open.push(ws);
+            }
+        }
+        open.len()
+    });
+    assert_eq!(opened, 1, "one ticket, one socket");
+    let (st, _) = post(&urls[1], &op, &format!("/v1/pty/{id}/kill"), &json!({}));
+    assert_eq!(st, 200);
+}
