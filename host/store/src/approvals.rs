@@ -128,6 +128,35 @@ fn fresh_nonce() -> String {
     hex::encode(random_bytes::<16>())
 }
 
+/// The stored facts of the approval whose token hashes to `token_hash`: (approval id, scope,
+/// record), read in `tx`.
+async fn token_record(
+    tx: &mut crate::Tx,
+    token_hash: &str,
+) -> Result<Option<(String, String, TokenRecord)>> {
+    let row = db!(rows tx, dbc => sqlx::query(
+        "SELECT a.id, a.kind, a.action_hash, a.requester, a.status, a.expires_at, a.scope, a.nonce, n.value AS current_nonce \
+         FROM approvals a LEFT JOIN nonces n ON n.scope = a.scope WHERE a.token_hash = $1",
+    )
+    .bind(token_hash)
+    .fetch_optional(dbc)
+    .await?);
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let nonce: String = row.col("nonce")?;
+    let current: Option<String> = row.col("current_nonce")?;
+    let record = TokenRecord {
+        kind: vocab_column(&row, "kind", "approvals.kind")?,
+        action_hash: row.col("action_hash")?,
+        requester: row.col("requester")?,
+        status: status_of(&row)?,
+        expires_at: row.col("expires_at")?,
+        nonce_fresh: current.as_deref() == Some(nonce.as_str()),
+    };
+    Ok(Some((row.col("id")?, row.col("scope")?, record)))
+}
+
 impl Store {
     /// Persists a pending approval, its scope nonce and its event. Refuses with
     /// `TooManyPending` past the requester's cap.
@@ -303,34 +332,33 @@ impl Store {
     /// hash, requester, decision, expiry, scope nonce); insert `approval_uses` (UNIQUE on the
     /// use hash); create the run; mark the approval used; rotate the scope's nonce; append
     /// events. A refusal rolls back, so a refused use writes nothing.
+    ///
+    /// A presentation the judge refuses on the last committed state is refused before the
+    /// write lock is taken: a token's facts only move one way (pending → approved → used or
+    /// expired; a scope's nonce only rotates), so what is refused now would be refused under
+    /// the lock too. Of many contenders for one token, only those that read it unspent queue
+    /// for the lock; there the token is read and judged again, and one of them spends it.
     pub async fn use_approval<R>(
         &self,
         u: &ApprovalUse<'_>,
-        judge: impl FnOnce(&TokenRecord, i64) -> Result<(), R>,
+        judge: impl Fn(&TokenRecord, i64) -> Result<(), R>,
     ) -> Result<UseOutcome<R>> {
+        {
+            let mut read = self.begin_read().await?;
+            let seen = token_record(&mut read, u.token_hash).await;
+            read.rollback().await?;
+            match seen? {
+                None => return Ok(UseOutcome::Unknown),
+                Some((_, _, record)) => {
+                    if let Err(refusal) = judge(&record, now_ms()) {
+                        return Ok(UseOutcome::Refused(refusal));
+                    }
+                }
+            }
+        }
         let mut tx = self.begin().await?;
-        let row = db!(rows tx, dbc => sqlx::query(
-            "SELECT a.id, a.kind, a.action_hash, a.requester, a.status, a.expires_at, a.scope, a.nonce, n.value AS current_nonce \
-             FROM approvals a LEFT JOIN nonces n ON n.scope = a.scope WHERE a.token_hash = $1",
-        )
-        .bind(u.token_hash)
-        .fetch_optional(dbc)
-        .await?);
-        let Some(row) = row else {
+        let Some((approval_id, scope, record)) = token_record(&mut tx, u.token_hash).await? else {
             return Ok(UseOutcome::Unknown);
-        };
-        let approval_id: String = row.col("id")?;
-        let kind: ActionKind = vocab_column(&row, "kind", "approvals.kind")?;
-        let scope: String = row.col("scope")?;
-        let nonce: String = row.col("nonce")?;
-        let current: Option<String> = row.col("current_nonce")?;
-        let record = TokenRecord {
-            kind,
-            action_hash: row.col("action_hash")?,
-            requester: row.col("requester")?,
-            status: status_of(&row)?,
-            expires_at: row.col("expires_at")?,
-            nonce_fresh: current.as_deref() == Some(nonce.as_str()),
         };
         let now = now_ms();
         if let Err(refusal) = judge(&record, now) {
@@ -414,7 +442,7 @@ impl Store {
             "approval.used",
             "host",
             &approval_id,
-            json!({ "target": target, "kind": kind }),
+            json!({ "target": target, "kind": record.kind }),
         );
         append_event(&mut tx, &ev).await?;
         tx.commit().await?;
@@ -482,7 +510,7 @@ mod tests {
 
     /// A judge for these tests: the use's binding, an approved decision, no expiry and a
     /// fresh nonce (the server's own rules are tested in its approvals module).
-    fn bound<'a>(u: &'a ApprovalUse<'a>) -> impl FnOnce(&TokenRecord, i64) -> Result<(), No> + 'a {
+    fn bound<'a>(u: &'a ApprovalUse<'a>) -> impl Fn(&TokenRecord, i64) -> Result<(), No> + 'a {
         move |r, now| {
             let ok = r.kind == u.kind
                 && r.action_hash == u.action_hash
@@ -592,6 +620,82 @@ mod tests {
                 assert_eq!((ok, runs), (1, 1));
             }
         }
+    }
+
+    /// Two hosts' stores on one PostgreSQL database (each its own pool, as two processes):
+    /// 1,000 approved tokens, each presented by 32 contenders through each host at once.
+    /// Every token is spent exactly once, for exactly one run.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_thousand_tokens_raced_over_two_hosts_are_each_spent_once() {
+        let Some(cfg) = crate::test_support::postgres_storage().await else {
+            return;
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let hosts = [
+            Store::open(dir.path(), &cfg).await.expect("host a"),
+            Store::open(dir.path(), &cfg).await.expect("host b"),
+        ];
+        const TOKENS: usize = 1000;
+        const PER_HOST: usize = 32;
+        // Tokens are approved and raced a few at a time (each well within its expiry), all
+        // their contenders at once.
+        const AT_ONCE: usize = 4;
+        for chunk in (0..TOKENS).collect::<Vec<_>>().chunks(AT_ONCE) {
+            let mut tokens = vec![(String::new(), String::new()); TOKENS];
+            for &t in chunk {
+                tokens[t] = approved(&hosts[t % 2], ActionKind::Run, "h").await;
+            }
+            let tokens = Arc::new(tokens);
+            let mut handles = Vec::new();
+            for &t in chunk {
+                for c in 0..2 * PER_HOST {
+                    let (s, tokens) = (hosts[c % 2].clone(), tokens.clone());
+                    handles.push(tokio::spawn(async move {
+                        let run = run_row(&new_id());
+                        let u = ApprovalUse {
+                            token_hash: &tokens[t].1,
+                            requester: "token:agent",
+                            kind: ActionKind::Run,
+                            action_hash: "h",
+                            effect: UseEffect::CreateRun {
+                                run: &run,
+                                idempotency_key: None,
+                            },
+                        };
+                        (
+                            t,
+                            matches!(s.use_approval(&u, bound(&u)).await, Ok(UseOutcome::Used(_))),
+                        )
+                    }));
+                }
+            }
+            let mut used = [0usize; AT_ONCE];
+            for h in handles {
+                let (t, ok) = h.await.expect("join");
+                used[t % AT_ONCE] += usize::from(ok);
+            }
+            for &t in chunk {
+                let n = used[t % AT_ONCE];
+                assert_eq!(n, 1, "token {t} was spent {n} times");
+            }
+        }
+        let (runs,): (i64,) = db!(read hosts[1], dbc => sqlx::query_as(
+            "SELECT COUNT(DISTINCT approval_id) FROM agent_runs WHERE approval_id IS NOT NULL",
+        )
+        .fetch_one(dbc)
+        .await
+        .expect("count"));
+        let (all,): (i64,) = db!(read hosts[1], dbc => sqlx::query_as(
+            "SELECT COUNT(*) FROM agent_runs",
+        )
+        .fetch_one(dbc)
+        .await
+        .expect("count"));
+        assert_eq!(
+            (runs, all),
+            (TOKENS as i64, TOKENS as i64),
+            "one run per token"
+        );
     }
 
     every_engine! {

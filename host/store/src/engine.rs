@@ -32,6 +32,10 @@ use crate::rows::{ColumnValue, Columns};
 /// database is likely to pick it by chance.
 pub(crate) const WRITE_LOCK: i64 = 0x4841_5050_5958_3a57;
 
+/// How a PostgreSQL write transaction starts: `BEGIN` and the [`WRITE_LOCK`] in one round
+/// trip (one simple-protocol message holding both statements), as every write pays it.
+const BEGIN_WRITE: &str = "BEGIN; SELECT pg_advisory_xact_lock(5206530950243564119)";
+
 /// A store's connections.
 #[derive(Debug, Clone)]
 pub(crate) enum Engine {
@@ -76,14 +80,7 @@ impl Engine {
             Engine::Sqlite { write, .. } => {
                 Ok(Tx::Sqlite(write.begin_with("BEGIN IMMEDIATE").await?))
             }
-            Engine::Postgres { pool } => {
-                let mut tx = pool.begin().await?;
-                sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                    .bind(WRITE_LOCK)
-                    .execute(&mut *tx)
-                    .await?;
-                Ok(Tx::Postgres(tx))
-            }
+            Engine::Postgres { pool } => Ok(Tx::Postgres(pool.begin_with(BEGIN_WRITE).await?)),
         }
     }
 
@@ -256,3 +253,16 @@ macro_rules! db {
     };
 }
 pub(crate) use db;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_write_begin_takes_the_write_lock() {
+        assert_eq!(
+            BEGIN_WRITE,
+            format!("BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})")
+        );
+    }
+}
