@@ -61,24 +61,13 @@ pub async fn serve(cfg: Config) -> Result<()> {
             format!("{scheme}://{addr}")
         }
     };
-    let started_at = now_ms();
-    let host_guard = store
-        .register_host(&crate::store::HostRecord {
-            id: host_id.clone(),
-            advertise_url: advertise_url.clone(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            started_at,
-            plugins: crate::reload::plugin_hashes(&plugins.status()),
-            plugins_at: started_at,
-        })
-        .await?
-        .with_context(|| {
-            format!(
-                "another process serves as host {host_id} (a copy of this data dir, with its host-signing.key, \
-                 serves on the same database); give each host a data dir of its own"
-            )
-        })?;
-    tracing::info!(host = %host_id, advertise_url = %advertise_url, "registered");
+    let host_guard = store.claim_host(&host_id).await?.with_context(|| {
+        format!(
+            "another process serves as host {host_id} (a copy of this data dir, with its host-signing.key, \
+             serves on the same database); give each host a data dir of its own"
+        )
+    })?;
+    tracing::info!(host = %host_id, advertise_url = %advertise_url, "serving as this host");
     let cluster = crate::cluster::Cluster::new(host_id.clone(), store.clone());
     cluster.spawn_sweeper(Duration::from_millis(cfg.cluster.sweep_interval_ms));
     cluster.spawn_plugin_follower(reloader.clone());
@@ -89,16 +78,28 @@ pub async fn serve(cfg: Config) -> Result<()> {
             "runs left unfinished by a previous host were marked lost"
         );
     }
+    let started_at = now_ms();
+    let plugin_hashes = crate::reload::plugin_hashes(&plugins.status());
     store
-        .record_deployment(&Deployment {
-            id: new_id(),
-            started_at: now_ms(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            schema_version: SCHEMA_VERSION,
-            config_hash: cfg.hash(),
-            plugin_hashes: crate::reload::plugin_hashes(&plugins.status()),
-            boot_id: datadir::boot_id(),
-        })
+        .record_deployment(
+            &Deployment {
+                id: new_id(),
+                started_at,
+                version: env!("CARGO_PKG_VERSION").into(),
+                schema_version: SCHEMA_VERSION,
+                config_hash: cfg.hash(),
+                plugin_hashes: plugin_hashes.clone(),
+                boot_id: datadir::boot_id(),
+            },
+            &crate::store::HostRecord {
+                id: host_id.clone(),
+                advertise_url: advertise_url.clone(),
+                version: env!("CARGO_PKG_VERSION").into(),
+                started_at,
+                plugins: plugin_hashes,
+                plugins_at: started_at,
+            },
+        )
         .await?;
     checkpoint(&store, &host_key, cfg.audit.checkpoint_keep).await;
     spawn_checkpointer(
@@ -161,6 +162,9 @@ pub async fn serve(cfg: Config) -> Result<()> {
     });
     let (router, _doc) = api::router_and_doc(state);
 
+    // Registered before the address is printed: a SIGTERM sent as soon as the host answers
+    // finds the handler, not the default action.
+    let shutdown = shutdown_signal();
     println!("{scheme}://{addr}");
     tracing::info!(%addr, data_dir = %data_dir.display(), "happyx listening");
 
@@ -169,7 +173,7 @@ pub async fn serve(cfg: Config) -> Result<()> {
     tokio::spawn({
         let handle = handle.clone();
         async move {
-            shutdown_signal().await;
+            shutdown.await;
             tracing::info!("shutting down: draining in-flight requests");
             handle.graceful_shutdown(Some(grace));
         }
@@ -313,19 +317,22 @@ pub async fn load_plugins(cfg: &Config, data_dir: &std::path::Path) -> Result<Pl
     Ok(host)
 }
 
-async fn shutdown_signal() {
+/// Installs the SIGTERM and SIGINT handlers now; the future ends at the first of them.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
     let term = signal(SignalKind::terminate());
     let int = signal(SignalKind::interrupt());
-    match (term, int) {
-        (Ok(mut t), Ok(mut i)) => {
-            tokio::select! {
-                _ = t.recv() => {},
-                _ = i.recv() => {},
+    async move {
+        match (term, int) {
+            (Ok(mut t), Ok(mut i)) => {
+                tokio::select! {
+                    _ = t.recv() => {},
+                    _ = i.recv() => {},
+                }
             }
-        }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
     }
 }

@@ -1,14 +1,17 @@
-//! One `deployments` row per host start.
+//! One `deployments` row per host start, with the host's `hosts` row and its `host.started`
+//! event in the same transaction.
 
 use crate::engine::db;
 use serde_json::json;
 
-use super::{Deployment, NewEvent, Result, Store, append_event};
+use super::{Deployment, HostRecord, NewEvent, Result, Store, append_event};
 
 impl Store {
-    /// Records a host start and its `host.started` event.
-    pub async fn record_deployment(&self, d: &Deployment) -> Result<()> {
+    /// Records a host start: its deployment, the host's row (where the other hosts reach it,
+    /// see `hosts`) and one `host.started` event.
+    pub async fn record_deployment(&self, d: &Deployment, host: &HostRecord) -> Result<()> {
         let mut tx = self.begin().await?;
+        Store::upsert_host(&mut tx, host).await?;
         db!(tx, dbc => sqlx::query(
             "INSERT INTO deployments (id, started_at, version, schema_version, config_hash, plugin_hashes, boot_id) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -26,7 +29,13 @@ impl Store {
             "host.started",
             "host",
             &d.id,
-            json!({ "version": d.version, "config_hash": d.config_hash, "plugins": d.plugin_hashes }),
+            json!({
+                "version": d.version,
+                "config_hash": d.config_hash,
+                "plugins": d.plugin_hashes,
+                "host_id": host.id,
+                "advertise_url": host.advertise_url,
+            }),
         );
         append_event(&mut tx, &ev).await?;
         tx.commit().await?;

@@ -76,13 +76,15 @@ impl Store {
         self.host.as_deref()
     }
 
-    /// Claims the host's id for this process (see the module docs) and records its row and
-    /// `host.registered` event. `None`: another live process serves as this host.
-    pub async fn register_host(&self, host: &HostRecord) -> Result<Option<ExclusiveGuard>> {
-        let Some(guard) = self.try_exclusive(Exclusive::host(&host.id)).await? else {
-            return Ok(None);
-        };
-        let mut tx = self.begin().await?;
+    /// Claims the host's id for this process (see the module docs): `None` when another live
+    /// process serves as this host. Its row is written with the start's deployment record
+    /// ([`Store::record_deployment`]).
+    pub async fn claim_host(&self, id: &str) -> Result<Option<ExclusiveGuard>> {
+        self.try_exclusive(Exclusive::host(id)).await
+    }
+
+    /// Writes (or rewrites) host `host`'s row, inside the start's transaction.
+    pub(crate) async fn upsert_host(tx: &mut crate::Tx, host: &HostRecord) -> Result<()> {
         db!(tx, dbc => sqlx::query(
             "INSERT INTO hosts (id, advertise_url, version, started_at, plugins, plugins_at) \
              VALUES ($1, $2, $3, $4, $5, $6) \
@@ -98,15 +100,7 @@ impl Store {
         .bind(host.plugins_at)
         .execute(dbc)
         .await?.rows_affected());
-        let ev = NewEvent::new(
-            "host.registered",
-            "host",
-            &host.id,
-            json!({ "advertise_url": host.advertise_url, "version": host.version }),
-        );
-        append_event(&mut tx, &ev).await?;
-        tx.commit().await?;
-        Ok(Some(guard))
+        Ok(())
     }
 
     /// Records host `id`'s plugins after a reload with the reload's event, in one transaction;

@@ -989,7 +989,7 @@ fn foreign_keys_are_refused_and_the_own_key_is_trusted() {
 fn run_row(recipe: &str, created_at: i64) -> Value {
     json!({
         "action_hash": HEX64, "approval_id": null, "created_at": created_at, "error": null,
-        "exit_code": 0, "finished_at": 3, "findings": 0, "id": "run-1", "idempotency_key": null,
+        "exit_code": 0, "finished_at": 3, "findings": 0, "host_id": null, "id": "run-1", "idempotency_key": null,
         "recipe": recipe, "requested_by": "token:abc", "risk": "low", "session_id": null,
         "recipe_plugin_sha256": null, "started_at": 2, "status": "succeeded", "stderr_bytes": 0,
         "stdout_bytes": 4, "truncated": 0, "unredacted_chunks": 0, "updated_at": 3
