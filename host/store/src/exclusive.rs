@@ -24,11 +24,16 @@ pub enum Exclusive {
 impl Exclusive {
     /// Serving as host `id`.
     pub fn host(id: &str) -> Exclusive {
+        Exclusive::Host(Self::host_key(id))
+    }
+
+    /// The advisory lock key of host `id`: the first 8 bytes of a SHA-256 of its id.
+    pub(crate) fn host_key(id: &str) -> i64 {
         use sha2::Digest;
         let digest = sha2::Sha256::digest(format!("happyx-host\n{id}").as_bytes());
         let mut key = [0u8; 8];
         key.copy_from_slice(&digest[..8]);
-        Exclusive::Host(i64::from_be_bytes(key))
+        i64::from_be_bytes(key)
     }
 
     /// The advisory lock key: the ASCII of `HAPPYX:` and a letter per kind of work, or a

@@ -9,7 +9,7 @@
 //! **Liveness is a lock, not a timestamp.** On PostgreSQL a serving host holds a session-level
 //! advisory lock keyed by its id ([`Exclusive::Host`]) on a connection of its own, for as long
 //! as it serves. A host that dies, even by kill -9, loses that connection and the server drops
-//! the lock; another host asks whether the lock is free to learn that it is gone, with no
+//! the lock; another host reads the lock table (`pg_locks`) to learn that it is gone, with no
 //! heartbeat writes and no clock to trust. Two processes cannot serve as one host: the second
 //! finds the lock held. On SQLite the one serving host is the only host.
 //!
@@ -57,6 +57,10 @@ fn host_from_row(r: &impl Columns) -> Result<HostRecord> {
     })
 }
 
+/// How often, and how far apart, a starting host tries to claim its id.
+const CLAIM_ATTEMPTS: u32 = 10;
+const CLAIM_PAUSE: std::time::Duration = std::time::Duration::from_millis(300);
+
 const HOST_COLUMNS: &str = "id, advertise_url, version, started_at, plugins, plugins_at";
 
 /// The notification channel that tells every host a plugin reload happened (PostgreSQL
@@ -79,8 +83,19 @@ impl Store {
     /// Claims the host's id for this process (see the module docs): `None` when another live
     /// process serves as this host. Its row is written with the start's deployment record
     /// ([`Store::record_deployment`]).
+    /// Another host's sweep holds the lock for a moment (one transaction) while it marks a gone
+    /// host's runs, so a host restarting just then tries again for a few seconds; a process
+    /// that really serves as this host holds it for good.
     pub async fn claim_host(&self, id: &str) -> Result<Option<ExclusiveGuard>> {
-        self.try_exclusive(Exclusive::host(id)).await
+        for attempt in 0..CLAIM_ATTEMPTS {
+            if let Some(guard) = self.try_exclusive(Exclusive::host(id)).await? {
+                return Ok(Some(guard));
+            }
+            if attempt + 1 < CLAIM_ATTEMPTS {
+                tokio::time::sleep(CLAIM_PAUSE).await;
+            }
+        }
+        Ok(None)
     }
 
     /// Writes (or rewrites) host `host`'s row, inside the start's transaction.
@@ -162,13 +177,20 @@ impl Store {
         if !self.is_shared() {
             return Ok(false);
         }
-        Ok(match self.try_exclusive(Exclusive::host(id)).await? {
-            Some(guard) => {
-                guard.release().await;
-                false
-            }
-            None => true,
-        })
+        let key = Exclusive::host_key(id);
+        // Read from the lock table rather than by taking the lock: no connection of its own,
+        // and never in the way of the host starting. A bigint advisory key shows as its high
+        // and low halves, with objsubid 1.
+        let (held,): (bool,) = db!(read self, dbc => sqlx::query_as(
+            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted \
+             AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+             AND classid::text::bigint = $1 AND objid::text::bigint = $2 AND objsubid = 1)",
+        )
+        .bind(((key as u64) >> 32) as i64)
+        .bind(((key as u64) & 0xffff_ffff) as i64)
+        .fetch_one(dbc)
+        .await?);
+        Ok(held)
     }
 
     /// Marks `lost` the unfinished runs of every other host that is no longer serving (see
@@ -234,5 +256,63 @@ impl Store {
         }
         tx.commit().await?;
         Ok(ids.len() as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(id: &str) -> crate::Run {
+        crate::Run::queued(
+            id.into(),
+            "echo".into(),
+            happyx_core::vocab::Risk::Low,
+            None,
+            "token:agent".into(),
+            now_ms(),
+        )
+    }
+
+    /// Two hosts' stores on one database: a host is alive while it holds its claim, a second
+    /// claim of the same id is refused, and once the host is gone the other marks its
+    /// unfinished runs lost, and only its own.
+    #[tokio::test]
+    async fn a_gone_hosts_runs_are_marked_lost_by_another_and_only_its_own() {
+        let Some(cfg) = crate::test_support::postgres_storage().await else {
+            return;
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = Store::open(dir.path(), &cfg)
+            .await
+            .expect("a")
+            .for_host("h-a");
+        let b = Store::open(dir.path(), &cfg)
+            .await
+            .expect("b")
+            .for_host("h-b");
+        let claim_a = a.claim_host("h-a").await.expect("claim").expect("free");
+        let _claim_b = b.claim_host("h-b").await.expect("claim").expect("free");
+        assert!(b.host_alive("h-a").await.expect("alive"));
+        assert!(!b.host_alive("h-nobody").await.expect("alive"));
+        for (store, id) in [(&a, "run-a"), (&b, "run-b")] {
+            store
+                .create_run(&run(id), None, "h")
+                .await
+                .expect("create run");
+        }
+        // While A serves, B's sweep leaves its run alone.
+        assert_eq!(b.mark_runs_of_gone_hosts_lost().await.expect("sweep"), 0);
+        claim_a.release().await;
+        assert!(!b.host_alive("h-a").await.expect("alive"));
+        assert_eq!(b.mark_runs_of_gone_hosts_lost().await.expect("sweep"), 1);
+        let status = |id: &'static str| {
+            let b = b.clone();
+            async move { b.run(id).await.expect("read").expect("exists").status }
+        };
+        assert_eq!(status("run-a").await, happyx_core::vocab::RunStatus::Lost);
+        assert_eq!(status("run-b").await, happyx_core::vocab::RunStatus::Queued);
+        // A again: its id is free to claim.
+        assert!(a.claim_host("h-a").await.expect("claim").is_some());
     }
 }
