@@ -11,6 +11,9 @@
 //! | `tokens.secret_hash` | 64 lowercase hex characters (SHA-256) |
 //! | `agent_runs.recipe`, `pty_sessions.recipe` | a recipe name as the recipe catalog allows it (1..=64 of `[A-Za-z0-9._:-]`) that is not secret-shaped by the rules of `happyx verify-public` (a bearer token, key material, a high-entropy blob) |
 //! | `agent_runs.recipe_plugin_sha256`, `pty_sessions.recipe_plugin_sha256`, `checkpoints.head_hash` | `null` (runs and terminals only) or 64 lowercase hex characters (SHA-256) |
+//! | `agent_runs.host_id`, `pty_sessions.host_id`, `hosts.id` | `null` (runs and terminals only) or a host id as `crate::cluster::host_id` makes it: `h-` and 16 lowercase hex characters |
+//! | `hosts.advertise_url` | what `cluster.advertise_url` accepts (`http`/`https`, a host, no credentials, query or fragment, at most 2,048 bytes) |
+//! | `hosts.plugins` | a JSON object of plugin kind → SHA-256 (64 lowercase hex) |
 //! | `at` and `*_at` | an integer time in Unix milliseconds, 0 ..= [`MAX_TIME_MS`] |
 //! | counters and positions ([`NON_NEGATIVE`]) | ≥ 0 |
 //! | `agent_run_outputs.length`, `transcript_chunks.length` | equal to the length of `data` |
@@ -102,6 +105,11 @@ pub fn row(t: &TableInfo, cells: &[Cell]) -> Result<(), (String, String)> {
             }
         }
         "agent_runs" | "pty_sessions" => {
+            if let Some(Cell::Text(h)) = get("host_id")
+                && !is_host_id(h)
+            {
+                return fail("host_id", HOST_ID_RULE);
+            }
             if let Some(Cell::Text(r)) = get("recipe") {
                 recipe(r).map_err(|m| ("recipe".to_string(), m.to_string()))?;
             }
@@ -112,6 +120,35 @@ pub fn row(t: &TableInfo, cells: &[Cell]) -> Result<(), (String, String)> {
                     "recipe_plugin_sha256",
                     "must be a SHA-256 in 64 lowercase hex characters",
                 );
+            }
+        }
+        "hosts" => {
+            if let Some(Cell::Text(h)) = get("id")
+                && !is_host_id(h)
+            {
+                return fail("id", HOST_ID_RULE);
+            }
+            if let Some(Cell::Text(u)) = get("advertise_url") {
+                let cluster = crate::config::ClusterConfig {
+                    advertise_url: Some(u.clone()),
+                    ..Default::default()
+                };
+                if cluster.checked_advertise_url().is_err() {
+                    return fail(
+                        "advertise_url",
+                        "must be an http or https URL with a host and no credentials, query or fragment, at most 2048 bytes",
+                    );
+                }
+            }
+            if let Some(Cell::Text(p)) = get("plugins") {
+                let ok = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(p)
+                    .is_ok_and(|m| m.values().all(|v| v.as_str().is_some_and(is_sha256_hex)));
+                if !ok {
+                    return fail(
+                        "plugins",
+                        "must be a JSON object of plugin kind to SHA-256 (64 lowercase hex)",
+                    );
+                }
             }
         }
         "checkpoints" => {
@@ -149,6 +186,18 @@ pub fn recipe(name: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+const HOST_ID_RULE: &str = "a host id is 'h-' and 16 lowercase hex characters";
+
+/// A host id as `crate::cluster::host_id` makes it.
+fn is_host_id(s: &str) -> bool {
+    s.strip_prefix("h-").is_some_and(|hex| {
+        hex.len() == 16
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
 fn is_sha256_hex(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
@@ -156,6 +205,7 @@ fn is_sha256_hex(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::transfer::{Affinity, ColumnInfo};
 
     #[test]
     fn recipe_names() {
@@ -211,6 +261,77 @@ mod tests {
             row(&t, &[Cell::Null]).is_ok(),
             "runs from before the column"
         );
+    }
+
+    #[test]
+    fn host_ids_urls_and_plugin_maps_are_checked() {
+        let col = |n: &str| ColumnInfo {
+            name: n.into(),
+            decl_type: "TEXT".into(),
+            affinity: Affinity::Text,
+        };
+        let hosts = TableInfo::new(
+            "hosts",
+            vec![col("id"), col("advertise_url"), col("plugins")],
+        );
+        let sha = "a".repeat(64);
+        let good = |id: &str, url: &str, plugins: String| {
+            row(
+                &hosts,
+                &[
+                    Cell::Text(id.into()),
+                    Cell::Text(url.into()),
+                    Cell::Text(plugins),
+                ],
+            )
+        };
+        let plugins = format!("{{\"redactor\":\"{sha}\"}}");
+        assert!(
+            good(
+                "h-0123456789abcdef",
+                "http://10.0.0.5:7878",
+                plugins.clone()
+            )
+            .is_ok()
+        );
+        for (id, url, p, column) in [
+            ("h-0123456789ABCDEF", "http://h:1", plugins.clone(), "id"),
+            ("h-0123456789abcde", "http://h:1", plugins.clone(), "id"),
+            (
+                "h-0123456789abcdef",
+                "http://user:pw@h:1",
+                plugins.clone(),
+                "advertise_url",
+            ),
+            (
+                "h-0123456789abcdef",
+                "file:///etc",
+                plugins.clone(),
+                "advertise_url",
+            ),
+            (
+                "h-0123456789abcdef",
+                "http://h:1",
+                "[]".to_string(),
+                "plugins",
+            ),
+            (
+                "h-0123456789abcdef",
+                "http://h:1",
+                "{\"redactor\":\"x\"}".to_string(),
+                "plugins",
+            ),
+        ] {
+            let Err((c, message)) = good(id, url, p) else {
+                panic!("{id} {url} must be refused");
+            };
+            assert_eq!(c, column);
+            assert!(!message.contains("pw"), "{message}");
+        }
+        let runs = TableInfo::new("agent_runs", vec![col("host_id")]);
+        assert!(row(&runs, &[Cell::Null]).is_ok());
+        assert!(row(&runs, &[Cell::Text("h-0123456789abcdef".into())]).is_ok());
+        assert!(row(&runs, &[Cell::Text("../../etc".into())]).is_err());
     }
 
     #[test]
