@@ -32,6 +32,17 @@ use crate::transfer::signing::HostKey;
 /// Marks a request one host forwarded to another (its value: the forwarding host's id).
 pub const FORWARDED_HEADER: &str = "x-happyx-forwarded-by";
 
+/// What a forwarded request keeps of the caller's: a bearer token, or a console session
+/// (its cookie and CSRF proof, with `Origin` and the `Host` it was sent to, which the
+/// owner's same-origin check compares).
+const CREDENTIAL_HEADERS: &[&str] = &[
+    "authorization",
+    "cookie",
+    crate::console::session::CSRF_HEADER,
+    "origin",
+    "host",
+];
+
 /// How long a forwarded request may take.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -109,8 +120,8 @@ impl Cluster {
         }
     }
 
-    /// Sends `POST path` with `body` (JSON) to `owner` with the caller's `Authorization`, and
-    /// answers with the owner's status and body.
+    /// Sends `POST path` with `body` (JSON) to `owner` with the caller's credentials
+    /// ([`CREDENTIAL_HEADERS`]), and answers with the owner's status and body.
     pub async fn forward_post(
         &self,
         owner: &HostRecord,
@@ -122,8 +133,10 @@ impl Cluster {
             .client
             .post(format!("{}{path}", owner.advertise_url))
             .header(FORWARDED_HEADER, &self.id);
-        if let Some(auth) = headers.get(axum::http::header::AUTHORIZATION) {
-            req = req.header(axum::http::header::AUTHORIZATION, auth);
+        for name in CREDENTIAL_HEADERS {
+            if let Some(value) = headers.get(*name) {
+                req = req.header(*name, value);
+            }
         }
         if let Some(body) = body {
             req = req.json(&body);

@@ -345,6 +345,36 @@ fn kill_9_one_host_while_the_others_serve() {
     );
     assert_eq!(st, 200, "{resized}");
     assert_eq!(resized["id"], pty_id.as_str());
+    // A console session signed in on B: its cookie, CSRF proof and origin reach A too.
+    let signed_in = client()
+        .post(format!("{b_url}/v1/console/session"))
+        .header("Origin", &b_url)
+        .json(&json!({ "token": op }))
+        .send()
+        .expect("sign in");
+    assert_eq!(signed_in.status().as_u16(), 201);
+    let cookie = signed_in
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|c| c.split(';').next())
+        .expect("a session cookie")
+        .to_string();
+    let csrf: Value = signed_in.json().expect("json");
+    let resized = client()
+        .post(format!("{b_url}/v1/pty/{pty_id}/resize"))
+        .header("Cookie", &cookie)
+        .header("X-CSRF-Token", csrf["csrf_token"].as_str().expect("csrf"))
+        .header("Origin", &b_url)
+        .json(&json!({"rows": 32, "cols": 110}))
+        .send()
+        .expect("resize");
+    assert_eq!(
+        resized.status().as_u16(),
+        200,
+        "a console resize through another host: {}",
+        resized.text().unwrap_or_default()
+    );
     let seen = attach_until(&c_url, &op, &pty_id, "tick3");
     assert!(
         seen.contains("tick3"),
