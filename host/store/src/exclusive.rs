@@ -57,7 +57,12 @@ impl ExclusiveGuard {
     /// Ends the work: unlocks and closes the connection (dropping the guard does the same,
     /// less politely).
     pub async fn release(mut self) {
-        if let Some(conn) = self.conn.take() {
+        if let Some(mut conn) = self.conn.take() {
+            // Unlocked before the connection closes: the server ends a closed session a moment
+            // later, and others would see the lock held until then.
+            let _ = sqlx::query("SELECT pg_advisory_unlock_all()")
+                .execute(&mut conn)
+                .await;
             let _ = conn.close().await;
         }
     }
@@ -66,12 +71,29 @@ impl ExclusiveGuard {
 impl Store {
     /// The guard for `what` when no other host holds it, else `None`. Never waits.
     pub async fn try_exclusive(&self, what: Exclusive) -> Result<Option<ExclusiveGuard>> {
+        self.try_exclusive_as(what, None).await
+    }
+
+    /// [`Store::try_exclusive`] on a connection named `application_name` (as
+    /// `pg_stat_activity` shows it), so that others can tell this holder from someone holding
+    /// the same lock for a moment (see `hosts`).
+    pub(crate) async fn try_exclusive_as(
+        &self,
+        what: Exclusive,
+        application_name: Option<&str>,
+    ) -> Result<Option<ExclusiveGuard>> {
         match &self.engine {
             Engine::Sqlite { .. } => Ok(Some(ExclusiveGuard { conn: None })),
             Engine::Postgres { pool } => {
                 // A connection of its own, out of the pool: returned to the pool it would keep
                 // the lock for whoever used it next.
                 let mut conn = pool.acquire().await?.detach();
+                if let Some(name) = application_name {
+                    sqlx::query("SELECT set_config('application_name', $1, false)")
+                        .bind(name)
+                        .execute(&mut conn)
+                        .await?;
+                }
                 let (got,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_lock($1)")
                     .bind(what.key())
                     .fetch_one(&mut conn)

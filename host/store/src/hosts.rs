@@ -9,8 +9,11 @@
 //! **Liveness is a lock, not a timestamp.** On PostgreSQL a serving host holds a session-level
 //! advisory lock keyed by its id ([`Exclusive::Host`]) on a connection of its own, for as long
 //! as it serves. A host that dies, even by kill -9, loses that connection and the server drops
-//! the lock; another host reads the lock table (`pg_locks`) to learn that it is gone, with no
-//! heartbeat writes and no clock to trust. Two processes cannot serve as one host: the second
+//! the lock; another host reads the lock table (`pg_locks`, joined with `pg_stat_activity` for
+//! the claiming connection's application name, so that a sweep holding the lock for a moment
+//! does not count) to learn that it is gone, with no heartbeat writes and no clock to trust.
+//! The hosts must share a database role (or have `pg_read_all_stats`) to see each other's
+//! connections. Two processes cannot serve as one host: the second
 //! finds the lock held. On SQLite the one serving host is the only host.
 //!
 //! **What happens to a dead host's work**: its runs cannot finish (their children died with
@@ -57,6 +60,11 @@ fn host_from_row(r: &impl Columns) -> Result<HostRecord> {
     })
 }
 
+/// The `application_name` of the connection holding host `id`'s claim.
+fn application_name(id: &str) -> String {
+    format!("happyx-host:{id}")
+}
+
 /// How often, and how far apart, a starting host tries to claim its id.
 const CLAIM_ATTEMPTS: u32 = 10;
 const CLAIM_PAUSE: std::time::Duration = std::time::Duration::from_millis(300);
@@ -87,8 +95,10 @@ impl Store {
     /// host's runs, so a host restarting just then tries again for a few seconds; a process
     /// that really serves as this host holds it for good.
     pub async fn claim_host(&self, id: &str) -> Result<Option<ExclusiveGuard>> {
+        let name = application_name(id);
         for attempt in 0..CLAIM_ATTEMPTS {
-            if let Some(guard) = self.try_exclusive(Exclusive::host(id)).await? {
+            let named = self.try_exclusive_as(Exclusive::host(id), Some(&name));
+            if let Some(guard) = named.await? {
                 return Ok(Some(guard));
             }
             if attempt + 1 < CLAIM_ATTEMPTS {
@@ -179,15 +189,19 @@ impl Store {
         }
         let key = Exclusive::host_key(id);
         // Read from the lock table rather than by taking the lock: no connection of its own,
-        // and never in the way of the host starting. A bigint advisory key shows as its high
-        // and low halves, with objsubid 1.
+        // and never in the way of the host starting. Only the host's own claim counts (its
+        // connection carries the host's application name), not a sweep holding the lock for a
+        // moment. A bigint advisory key shows as its high and low halves, with objsubid 1.
         let (held,): (bool,) = db!(read self, dbc => sqlx::query_as(
-            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted \
-             AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
-             AND classid::text::bigint = $1 AND objid::text::bigint = $2 AND objsubid = 1)",
+            "SELECT EXISTS (SELECT 1 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+             WHERE l.locktype = 'advisory' AND l.granted \
+             AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+             AND l.classid::text::bigint = $1 AND l.objid::text::bigint = $2 AND l.objsubid = 1 \
+             AND a.application_name = $3)",
         )
         .bind(((key as u64) >> 32) as i64)
         .bind(((key as u64) & 0xffff_ffff) as i64)
+        .bind(application_name(id))
         .fetch_one(dbc)
         .await?);
         Ok(held)
@@ -305,6 +319,11 @@ mod tests {
         assert_eq!(b.mark_runs_of_gone_hosts_lost().await.expect("sweep"), 0);
         claim_a.release().await;
         assert!(!b.host_alive("h-a").await.expect("alive"));
+        // Someone else holding A's lock (a sweep) does not make A alive.
+        let sweep = b.try_exclusive(Exclusive::host("h-a")).await.expect("try");
+        assert!(sweep.is_some());
+        assert!(!b.host_alive("h-a").await.expect("alive"));
+        sweep.expect("held").release().await;
         assert_eq!(b.mark_runs_of_gone_hosts_lost().await.expect("sweep"), 1);
         let status = |id: &'static str| {
             let b = b.clone();

@@ -749,7 +749,9 @@ fn backpressure_keeps_memory_bounded_and_bytes_exact() {
         got, emitted,
         "the transcript differs from what the program emitted"
     );
-    assert!(holder_hwm < 32 * 1024, "holder RSS {holder_hwm} KiB");
+    // Most of the holder's peak is the debug binary's own pages (it is `happyx pty-holder`);
+    // a holder that kept the 400 MB stream would be far past this.
+    assert!(holder_hwm < 48 * 1024, "holder RSS {holder_hwm} KiB");
     // This host's peak includes compiling the three plugins at its first start
     // (Cranelift's scratch memory; the binary is a debug build); the point here
     // is that it does not grow with the 400 MB stream. The steady-state figure
