@@ -106,6 +106,7 @@ pub async fn create_run(
     let now = now_ms();
     let run = store::Run {
         recipe_plugin_sha256: Some(rendered.plugin_hash.clone()),
+        host_id: None,
         ..store::Run::queued(
             new_id(),
             body.recipe.clone(),

@@ -169,6 +169,10 @@ pub struct Run {
     /// it); `null` for runs recorded before hosts kept it.
     #[schema(format = "sha256")]
     pub recipe_plugin_sha256: Option<String>,
+    /// The host that owns it (an id of `GET /v1/hosts`) when several hosts share one
+    /// PostgreSQL database; `null` on a single SQLite host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_id: Option<String>,
 }
 
 impl From<store::Run> for Run {
@@ -193,6 +197,7 @@ impl From<store::Run> for Run {
             updated_at: r.updated_at,
             error: r.error,
             recipe_plugin_sha256: r.recipe_plugin_sha256,
+            host_id: r.host_id,
         }
     }
 }
@@ -272,6 +277,10 @@ pub struct PtySession {
     /// `GET /v1/plugins` shows it); `null` for terminals recorded before hosts kept it.
     #[schema(format = "sha256")]
     pub recipe_plugin_sha256: Option<String>,
+    /// The host that owns it (an id of `GET /v1/hosts`) when several hosts share one
+    /// PostgreSQL database; `null` on a single SQLite host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_id: Option<String>,
 }
 
 impl From<store::PtySession> for PtySession {
@@ -297,6 +306,7 @@ impl From<store::PtySession> for PtySession {
             exited_at: r.exited_at,
             error: r.error,
             recipe_plugin_sha256: r.recipe_plugin_sha256,
+            host_id: r.host_id,
         }
     }
 }
@@ -468,10 +478,11 @@ mod tests {
             exited_at: Some(2),
             error: None,
             recipe_plugin_sha256: None,
+            host_id: Some("h-00112233aabbccdd".into()),
         };
         assert_eq!(
             text(&PtySession::from(row)),
-            r#"{"id":"p1","recipe":"shell","risk":"high","state":"killed","pid":7,"exit_code":null,"exit_signal":9,"rows":24,"cols":80,"output_bytes":3,"findings":1,"withheld_chunks":0,"truncated":false,"requested_by":"token:a","approval_id":"ap","created_at":1,"updated_at":2,"exited_at":2,"recipe_plugin_sha256":null}"#
+            r#"{"id":"p1","recipe":"shell","risk":"high","state":"killed","pid":7,"exit_code":null,"exit_signal":9,"rows":24,"cols":80,"output_bytes":3,"findings":1,"withheld_chunks":0,"truncated":false,"requested_by":"token:a","approval_id":"ap","created_at":1,"updated_at":2,"exited_at":2,"recipe_plugin_sha256":null,"host_id":"h-00112233aabbccdd"}"#
         );
     }
 

@@ -368,6 +368,7 @@ mod store_tests {
                 exited_at: None,
                 error: None,
                 recipe_plugin_sha256: Some("ab".into()),
+                host_id: None,
             },
             action_hash: "ph".into(),
             socket_path: "/nowhere".into(),

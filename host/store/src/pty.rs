@@ -16,7 +16,7 @@ use happyx_core::util::{new_id, now_ms};
 
 pub(super) const COLS: &str = "id, recipe, risk, state, pid, exit_code, exit_signal, rows, cols, \
     persisted_offset, findings, withheld_chunks, truncated, requested_by, approval_id, created_at, \
-    updated_at, exited_at, error, recipe_plugin_sha256";
+    updated_at, exited_at, error, recipe_plugin_sha256, host_id";
 
 pub(super) fn pty_from_row(r: &impl Columns) -> Result<PtySession> {
     Ok(PtySession {
@@ -40,6 +40,7 @@ pub(super) fn pty_from_row(r: &impl Columns) -> Result<PtySession> {
         exited_at: r.col("exited_at")?,
         error: r.col("error")?,
         recipe_plugin_sha256: r.col("recipe_plugin_sha256")?,
+        host_id: r.col("host_id")?,
     })
 }
 

@@ -190,6 +190,10 @@ pub struct Run {
     /// SHA-256 (hex) of the recipe plugin that rendered this run (as `GET /v1/plugins` shows
     /// it); `null` for runs recorded before hosts kept it.
     pub recipe_plugin_sha256: Option<String>,
+    /// The host whose child runs it (`GET /v1/hosts`), set when several hosts share a
+    /// PostgreSQL database; `None` on SQLite (one host) and for runs recorded before hosts kept
+    /// it. Written by the store, which ignores this field on insert.
+    pub host_id: Option<String>,
 }
 
 impl Run {
@@ -222,6 +226,7 @@ impl Run {
             updated_at: now,
             error: None,
             recipe_plugin_sha256: None,
+            host_id: None,
         }
     }
 }
@@ -321,6 +326,10 @@ pub struct PtySession {
     /// SHA-256 (hex) of the recipe plugin that rendered this terminal's program (as
     /// `GET /v1/plugins` shows it); `null` for terminals recorded before hosts kept it.
     pub recipe_plugin_sha256: Option<String>,
+    /// The host that holds its program (`GET /v1/hosts`), set when several hosts share a
+    /// PostgreSQL database; `None` on SQLite (one host) and for terminals recorded before hosts kept
+    /// it. Written by the store, which ignores this field on insert.
+    pub host_id: Option<String>,
 }
 
 /// The private side of a PTY session the host needs to reach its holder.

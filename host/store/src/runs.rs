@@ -31,6 +31,7 @@ pub(super) fn run_from_row(r: &impl Columns) -> Result<Run> {
         updated_at: r.col("updated_at")?,
         error: r.col("error")?,
         recipe_plugin_sha256: r.col("recipe_plugin_sha256")?,
+        host_id: r.col("host_id")?,
     })
 }
 
@@ -42,7 +43,7 @@ impl FromColumns for Run {
 
 pub(super) const COLS: &str = "id, recipe, risk, status, exit_code, session_id, requested_by, approval_id, \
     stdout_bytes, stderr_bytes, findings, unredacted_chunks, truncated, created_at, started_at, \
-    finished_at, updated_at, error, recipe_plugin_sha256";
+    finished_at, updated_at, error, recipe_plugin_sha256, host_id";
 
 /// Inserts a run row and its `run.created` event inside `conn`'s transaction.
 /// `host` owns it: the host whose child runs it.

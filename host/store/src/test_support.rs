@@ -45,25 +45,51 @@ pub async fn postgres_database() -> Option<String> {
             return None;
         }
     };
+    match create_database(&admin, "happyx_test").await {
+        Ok(url) => Some(url),
+        // The error names the database, never the URL (it holds a password).
+        Err(e) => panic!("on the cluster in {POSTGRES_URL_VAR}: {e}"),
+    }
+}
+
+/// Creates a database `<prefix>_<16 random hex digits>` through the admin URL `admin` (a role
+/// that may create databases) and returns its URL: `admin` with the database path replaced.
+/// Errors name the database, never the URL. Used by the tests and by `happyx-load bench
+/// --part cluster`, which drops it again with [`drop_database`].
+pub async fn create_database(admin: &str, prefix: &str) -> Result<String, String> {
     let mut suffix = [0u8; 8];
-    if let Err(e) = getrandom::fill(&mut suffix) {
-        panic!("no randomness for a test database name: {e}");
-    }
-    let name = format!("happyx_test_{}", hex::encode(suffix));
-    // The URL holds a password: errors name the variable, never its value.
-    let mut conn = match PgConnection::connect(&admin).await {
-        Ok(conn) => conn,
-        Err(e) => panic!("cannot connect to the cluster in {POSTGRES_URL_VAR}: {e}"),
-    };
-    if let Err(e) = conn
-        .execute(AssertSqlSafe(format!("CREATE DATABASE {name}")))
+    getrandom::fill(&mut suffix).map_err(|e| format!("no randomness for a database name: {e}"))?;
+    let name = format!("{prefix}_{}", hex::encode(suffix));
+    let mut conn = PgConnection::connect(admin)
         .await
-    {
-        panic!("cannot create database {name} on the cluster in {POSTGRES_URL_VAR}: {e}");
-    }
+        .map_err(|e| format!("cannot connect: {e}"))?;
+    conn.execute(AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .await
+        .map_err(|e| format!("cannot create database {name}: {e}"))?;
     // Closing politely only saves the server a broken-connection log line.
     let _ = conn.close().await;
-    Some(with_database(&admin, &name))
+    Ok(with_database(admin, &name))
+}
+
+/// Drops the database that `url` (from [`create_database`]) names, through `admin`, ending its
+/// remaining connections.
+pub async fn drop_database(admin: &str, url: &str) -> Result<(), String> {
+    let name = url
+        .split(['?', '#'])
+        .next()
+        .and_then(|u| u.rsplit('/').next())
+        .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+        .ok_or_else(|| "the URL names no database this module made".to_string())?;
+    let mut conn = PgConnection::connect(admin)
+        .await
+        .map_err(|e| format!("cannot connect: {e}"))?;
+    conn.execute(AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    )))
+    .await
+    .map_err(|e| format!("cannot drop database {name}: {e}"))?;
+    let _ = conn.close().await;
+    Ok(())
 }
 
 /// A storage configuration on a fresh database from [`postgres_database`] (otherwise the

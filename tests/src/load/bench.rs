@@ -26,6 +26,7 @@ use reqwest::Method;
 use serde::Serialize;
 use serde_json::json;
 
+use crate::bench_cluster::ClusterReport;
 use crate::bench_envelopes::{
     HttpSender, LocalSender, enroll_http, http_worker, in_process, local_worker, seal_supplies,
 };
@@ -44,7 +45,7 @@ pub const MAX_CONNECTIONS: usize = 256;
 /// on the clock and counted as `sealed_late`).
 const SUPPLY_BYTES: usize = 256 * 1024 * 1024;
 /// Rate assumed before the warm-up measured one, to size the warm-up's supply.
-const FIRST_GUESS_PER_S: f64 = 8000.0;
+pub(crate) const FIRST_GUESS_PER_S: f64 = 8000.0;
 
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
@@ -70,9 +71,17 @@ pub struct BenchArgs {
     /// The `happyx` binary to spawn (default: beside this one, then `happyx` on PATH).
     #[arg(long)]
     pub happyx: Option<PathBuf>,
-    /// Which pairs to measure (`envelopes` needs `--spawn`).
+    /// Which pairs to measure (`envelopes` needs `--spawn`; `cluster` needs `--spawn` and
+    /// `--postgres`, and is never part of `all`).
     #[arg(long, value_enum, default_value = "all")]
     pub part: Part,
+    /// The cluster pair's PostgreSQL: the URL of a role that may create databases (a fresh
+    /// database is made for the bench and dropped after it). Never printed with its password.
+    #[arg(long, value_parser = DatabaseUrlParser)]
+    pub postgres: Option<happyx_store::config::DatabaseUrl>,
+    /// Hosts of the cluster pair's several-hosts side (2 to 8).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(2..=8))]
+    pub hosts: u16,
     /// Rounds: each side of a pair runs once per round, the order alternating.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub rounds: u32,
@@ -104,9 +113,39 @@ pub struct BenchArgs {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Part {
+    /// Reads, and envelopes when the host is spawned.
     All,
     Reads,
     Envelopes,
+    /// Envelopes over several hosts on one PostgreSQL database against one host on it.
+    Cluster,
+}
+
+/// Parses `--postgres`. Not a plain function parser: clap would quote the refused value, and
+/// with it a password, in its message.
+#[derive(Debug, Clone, Copy)]
+struct DatabaseUrlParser;
+
+impl clap::builder::TypedValueParser for DatabaseUrlParser {
+    type Value = happyx_store::config::DatabaseUrl;
+
+    fn parse_ref(
+        &self,
+        _cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<Self::Value, clap::Error> {
+        let refuse = |why: String| {
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("{}\n", why.replace("storage.url", "--postgres")),
+            )
+        };
+        let text = value
+            .to_str()
+            .ok_or_else(|| refuse("--postgres is not UTF-8".into()))?;
+        happyx_store::config::DatabaseUrl::parse(text).map_err(|e| refuse(e.to_string()))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -202,6 +241,17 @@ pub fn percentile_ms(sorted_us: &[u32], q: f64) -> f64 {
     round_to(f64::from(sorted_us[i]) / 1000.0, 3)
 }
 
+impl Span {
+    /// Successful exchanges in the span.
+    pub fn accepted(&self) -> u64 {
+        self.latencies_us.len() as u64
+    }
+
+    pub fn seconds(&self) -> f64 {
+        self.elapsed.as_secs_f64()
+    }
+}
+
 /// CPU seconds (user + system) of a process, from `/proc/PID/stat` (`self` for this one).
 fn cpu_seconds(pid: &str) -> Option<f64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -224,21 +274,56 @@ pub fn cpu_ticks(stat: &str) -> Option<u64> {
 
 /// One timed span of one side.
 #[derive(Debug, Default)]
-struct Span {
+pub(crate) struct Span {
     latencies_us: Vec<u32>,
     errors: BTreeMap<String, u64>,
     sealed_late: u64,
     elapsed: Duration,
     host_cpu_s: Option<f64>,
     own_cpu_s: Option<f64>,
+    postgres_cpu_s: Option<f64>,
+    /// Busy share of all the machine's cores over the span (0 to 1).
+    machine_busy: Option<f64>,
+}
+
+/// What a timed span reads CPU counters of, besides this process: the spawned hosts (summed),
+/// and for the cluster pair the PostgreSQL server's processes and the machine as a whole.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Probe {
+    pub hosts: Vec<u32>,
+    pub postgres: bool,
+}
+
+impl Probe {
+    pub fn host(pid: Option<u32>) -> Self {
+        Self {
+            hosts: pid.into_iter().collect(),
+            postgres: false,
+        }
+    }
+
+    fn hosts_cpu(&self) -> Option<f64> {
+        if self.hosts.is_empty() {
+            return None;
+        }
+        self.hosts.iter().map(|p| cpu_seconds(&p.to_string())).sum()
+    }
+
+    fn postgres_cpu(&self) -> Option<f64> {
+        self.postgres.then(postgres_cpu_seconds).flatten()
+    }
+
+    fn machine(&self) -> Option<(u64, u64)> {
+        self.postgres.then(machine_ticks).flatten()
+    }
 }
 
 /// Runs `worker` once per state, all at once, until `d` has passed; the span's figures, with
-/// the CPU time the host (`host_pid`) and this process spent meanwhile.
-async fn timed<S, F, Fut>(
+/// the CPU time the probed processes and this process spent meanwhile.
+pub(crate) async fn timed<S, F, Fut>(
     states: Vec<S>,
     d: Duration,
-    host_pid: Option<u32>,
+    probe: &Probe,
     worker: F,
 ) -> Result<(Vec<S>, Span)>
 where
@@ -246,7 +331,9 @@ where
     F: Fn(S, Instant) -> Fut,
     Fut: Future<Output = (S, WorkerTally)> + Send + 'static,
 {
-    let host0 = host_pid.and_then(|p| cpu_seconds(&p.to_string()));
+    let host0 = probe.hosts_cpu();
+    let pg0 = probe.postgres_cpu();
+    let machine0 = probe.machine();
     let own0 = cpu_seconds("self");
     let start = Instant::now();
     let until = start + d;
@@ -266,10 +353,62 @@ where
         span.sealed_late += t.sealed_late;
     }
     span.elapsed = start.elapsed();
-    let host1 = host_pid.and_then(|p| cpu_seconds(&p.to_string()));
-    span.host_cpu_s = host0.zip(host1).map(|(a, b)| b - a);
+    span.host_cpu_s = host0.zip(probe.hosts_cpu()).map(|(a, b)| b - a);
+    span.postgres_cpu_s = pg0.zip(probe.postgres_cpu()).map(|(a, b)| b - a);
+    span.machine_busy = machine0
+        .zip(probe.machine())
+        .and_then(|((b0, t0), (b1, t1))| {
+            (t1 > t0).then(|| b1.saturating_sub(b0) as f64 / (t1 - t0) as f64)
+        });
     span.own_cpu_s = own0.zip(cpu_seconds("self")).map(|(a, b)| b - a);
     Ok((back, span))
+}
+
+/// CPU seconds of every process named `postgres` on this machine (the server and its
+/// backends); `None` when there is none (a database elsewhere).
+fn postgres_cpu_seconds() -> Option<f64> {
+    let mut total = None;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        if stat.contains("(postgres)")
+            && let Some(s) = cpu_seconds(pid)
+        {
+            *total.get_or_insert(0.0) += s;
+        }
+    }
+    total
+}
+
+/// Busy and total clock ticks of all cores together, from `/proc/stat`'s `cpu` line (idle and
+/// iowait are not busy).
+fn machine_ticks() -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string("/proc/stat").ok()?;
+    parse_machine_ticks(text.lines().next()?)
+}
+
+fn parse_machine_ticks(line: &str) -> Option<(u64, u64)> {
+    let mut fields = line.split_whitespace();
+    if fields.next()? != "cpu" {
+        return None;
+    }
+    // user nice system idle iowait irq softirq steal (guest time is inside user already).
+    let v: Vec<u64> = fields
+        .take(8)
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    let total: u64 = v.iter().sum();
+    let idle = v.get(3)? + v.get(4)?;
+    Some((total - idle, total))
 }
 
 /// Figures of one side in one round.
@@ -309,11 +448,18 @@ pub struct SideFigures {
     /// in-process side, the ingest path itself).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tool_cpu_s_per_op: Option<f64>,
+    /// CPU seconds the PostgreSQL server's processes spent per successful exchange (the
+    /// cluster pair).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub postgres_cpu_s_per_op: Option<f64>,
+    /// Busy share of all the machine's cores over the timed spans, 0 to 1 (the cluster pair).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub machine_busy: Option<f64>,
     pub rounds: Vec<RoundFigures>,
 }
 
 /// Gathers the spans of one side.
-struct SideAcc {
+pub(crate) struct SideAcc {
     what: String,
     latencies_us: Vec<u32>,
     seconds: f64,
@@ -321,11 +467,14 @@ struct SideAcc {
     sealed_late: Option<u64>,
     host_cpu_s: Option<f64>,
     own_cpu_s: Option<f64>,
+    postgres_cpu_s: Option<f64>,
+    /// Σ busy share × seconds, and the seconds it covers.
+    busy_seconds: Option<(f64, f64)>,
     rounds: Vec<RoundFigures>,
 }
 
 impl SideAcc {
-    fn new(what: &str, envelopes: bool) -> Self {
+    pub(crate) fn new(what: &str, envelopes: bool) -> Self {
         Self {
             what: what.to_string(),
             latencies_us: Vec::new(),
@@ -334,11 +483,13 @@ impl SideAcc {
             sealed_late: envelopes.then_some(0),
             host_cpu_s: Some(0.0),
             own_cpu_s: Some(0.0),
+            postgres_cpu_s: None,
+            busy_seconds: None,
             rounds: Vec::new(),
         }
     }
 
-    fn add(&mut self, round: u32, mut span: Span) -> &RoundFigures {
+    pub(crate) fn add(&mut self, round: u32, mut span: Span) -> &RoundFigures {
         span.latencies_us.sort_unstable();
         let count = span.latencies_us.len() as u64;
         let seconds = span.elapsed.as_secs_f64();
@@ -361,10 +512,18 @@ impl SideAcc {
         }
         self.host_cpu_s = self.host_cpu_s.zip(span.host_cpu_s).map(|(a, b)| a + b);
         self.own_cpu_s = self.own_cpu_s.zip(span.own_cpu_s).map(|(a, b)| a + b);
+        if let Some(pg) = span.postgres_cpu_s {
+            *self.postgres_cpu_s.get_or_insert(0.0) += pg;
+        }
+        if let Some(busy) = span.machine_busy {
+            let (sum, covered) = self.busy_seconds.get_or_insert((0.0, 0.0));
+            *sum += busy * seconds;
+            *covered += seconds;
+        }
         &self.rounds[self.rounds.len() - 1]
     }
 
-    fn finish(mut self, with_host_cpu: bool) -> SideFigures {
+    pub(crate) fn finish(mut self, with_host_cpu: bool) -> SideFigures {
         self.latencies_us.sort_unstable();
         let count = self.latencies_us.len() as u64;
         let per_op = |cpu: Option<f64>| {
@@ -386,6 +545,11 @@ impl SideAcc {
                 None
             },
             tool_cpu_s_per_op: per_op(self.own_cpu_s),
+            postgres_cpu_s_per_op: per_op(self.postgres_cpu_s),
+            machine_busy: self
+                .busy_seconds
+                .filter(|(_, covered)| *covered > 0.0)
+                .map(|(sum, covered)| round_to(sum / covered, 3)),
             rounds: self.rounds,
         }
     }
@@ -400,7 +564,7 @@ fn rate(count: u64, seconds: f64) -> f64 {
 }
 
 /// Per-round ratios of side A to side B.
-fn round_ratios(a: &SideFigures, b: &SideFigures) -> Vec<Option<f64>> {
+pub(crate) fn round_ratios(a: &SideFigures, b: &SideFigures) -> Vec<Option<f64>> {
     a.rounds
         .iter()
         .zip(&b.rounds)
@@ -460,13 +624,15 @@ pub struct Report {
     settings: Settings,
     reads: Option<ReadsReport>,
     envelopes: Option<EnvelopesReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cluster: Option<ClusterReport>,
     /// Failed exchanges over both pairs (0 for the figures to count).
     failures: u64,
 }
 
 /// The spawned host's configuration: the defaults, with the enrollment limits raised so every
 /// sender can enroll at once (enrollment is outside the measured spans).
-fn config_text(args: &BenchArgs) -> String {
+pub(crate) fn config_text(args: &BenchArgs) -> String {
     let burst = (args.clients * 4).max(20);
     let mut text = format!(
         "# Written by happyx-load bench: the defaults (storage.synchronous = \"full\"), with\n\
@@ -496,8 +662,36 @@ pub async fn measure(args: &BenchArgs) -> Result<Report> {
     if args.part == Part::Envelopes && !args.spawn {
         bail!("the envelopes pair needs --spawn (its host's CPU time and settings)");
     }
+    if args.part == Part::Cluster && !(args.spawn && args.postgres.is_some()) {
+        bail!("the cluster pair needs --spawn and --postgres URL");
+    }
     let scratch = tempfile::Builder::new().prefix("happyx-bench-").tempdir()?;
     let bin = locate_binary(args.happyx.as_deref());
+    if args.part == Part::Cluster {
+        let cluster = crate::bench_cluster::measure(args, &bin, scratch.path()).await;
+        if args.keep_data {
+            let kept = scratch.keep();
+            eprintln!("happyx-load bench: kept {}", kept.display());
+        }
+        let cluster = cluster?;
+        let failures = [&cluster.several_hosts, &cluster.one_host]
+            .iter()
+            .map(|f| f.errors.values().sum::<u64>())
+            .sum();
+        return Ok(Report {
+            tool_version: env!("CARGO_PKG_VERSION"),
+            host: HostInfo {
+                url: format!("{} hosts on one PostgreSQL database", cluster.hosts),
+                spawned: true,
+                binary: Some(bin.display().to_string()),
+            },
+            settings: settings(args),
+            reads: None,
+            envelopes: None,
+            cluster: Some(cluster),
+            failures,
+        });
+    }
     let mut spawned = None;
     let (url, token) = if args.spawn {
         let mut s = Spawned::prepare_with(
@@ -507,7 +701,7 @@ pub async fn measure(args: &BenchArgs) -> Result<Report> {
         )?;
         eprintln!("happyx-load bench: starting {} on {}", bin.display(), s.url);
         s.start().await?;
-        let token = create_token(&bin, &s.data_dir, "operator", "bench-operator").await?;
+        let token = create_token(&bin, &s.data_dir, None, "operator", "bench-operator").await?;
         let url = s.url.clone();
         spawned = Some(s);
         (url, token)
@@ -538,16 +732,21 @@ pub async fn measure(args: &BenchArgs) -> Result<Report> {
             spawned: args.spawn,
             binary: args.spawn.then(|| bin.display().to_string()),
         },
-        settings: Settings {
-            rounds: args.rounds,
-            round_s: args.round.as_secs_f64(),
-            warmup_s: args.warmup.as_secs_f64(),
-            order: "A B, B A, A B, …",
-        },
+        settings: settings(args),
         reads,
         envelopes,
+        cluster: None,
         failures,
     })
+}
+
+fn settings(args: &BenchArgs) -> Settings {
+    Settings {
+        rounds: args.rounds,
+        round_s: args.round.as_secs_f64(),
+        warmup_s: args.warmup.as_secs_f64(),
+        order: "A B, B A, A B, …",
+    }
 }
 
 async fn measure_on(
@@ -627,7 +826,7 @@ async fn reads_pair(
         .clone();
         async move {
             let conns = open_all(target, args.connections).await?;
-            let (_, span) = timed(conns, d, host_pid, move |c, until| {
+            let (_, span) = timed(conns, d, &Probe::host(host_pid), move |c, until| {
                 read_worker(c, req.clone(), until)
             })
             .await?;
@@ -671,7 +870,7 @@ async fn reads_pair(
 
 /// Envelopes each sender gets before a span: enough for `rate` over `d` with room to spare,
 /// within [`SUPPLY_BYTES`].
-fn supply_per_sender(rate: f64, d: Duration, senders: usize, payload: usize) -> usize {
+pub(crate) fn supply_per_sender(rate: f64, d: Duration, senders: usize, payload: usize) -> usize {
     let wanted = (rate * d.as_secs_f64() * 1.5 / senders as f64).ceil() as usize + 16;
     // Base64 of the ciphertext plus the header and signature.
     let wire = payload.div_ceil(3) * 4 + 512;
@@ -739,7 +938,7 @@ async fn envelopes_pair(
                         plaintext: plaintext.clone(),
                     })
                     .collect();
-                let (back, span) = timed(states, d, host_pid, http_worker).await?;
+                let (back, span) = timed(states, d, &Probe::host(host_pid), http_worker).await?;
                 http_sealers = back.into_iter().map(|s| s.sealer).collect();
                 span
             }
@@ -757,7 +956,7 @@ async fn envelopes_pair(
                         plaintext: plaintext.clone(),
                     })
                     .collect();
-                let (back, span) = timed(states, d, None, local_worker).await?;
+                let (back, span) = timed(states, d, &Probe::default(), local_worker).await?;
                 local_sealers = back.into_iter().map(|s| s.sealer).collect();
                 local_accepted += span.latencies_us.len() as u64;
                 span
@@ -890,6 +1089,41 @@ pub fn table(r: &Report) -> String {
             }
         ));
     }
+    if let Some(x) = &r.cluster {
+        let cpu = |f: &SideFigures| {
+            let us = |v: Option<f64>| v.map_or("n/a".into(), |c| format!("{:.0}", c * 1e6));
+            format!(
+                "µs CPU/envelope: hosts {}, postgres {}, tool {}; cores busy {}",
+                us(f.host_cpu_s_per_op),
+                us(f.postgres_cpu_s_per_op),
+                us(f.tool_cpu_s_per_op),
+                f.machine_busy
+                    .map_or("n/a".into(), |b| format!("{:.0}%", b * 100.0))
+            )
+        };
+        line(String::new());
+        line(format!(
+            "cluster, {} clients, {} B, {} cores      /s    p50 ms    p99 ms  errors",
+            x.clients, x.payload_bytes, x.cores
+        ));
+        line(row(
+            &format!("A  over {} hosts, one database", x.hosts),
+            &x.several_hosts,
+            String::new(),
+        ));
+        line(format!("     {}", cpu(&x.several_hosts)));
+        line(row("B  over one host", &x.one_host, String::new()));
+        line(format!("     {}", cpu(&x.one_host)));
+        line(format!(
+            "  ratio A ÷ B: {}  per round: {}",
+            show_ratio(x.ratio),
+            rounds(&x.ratio_rounds)
+        ));
+        line(format!(
+            "  {} envelopes acknowledged, {} stored",
+            x.acknowledged, x.stored
+        ));
+    }
     if r.failures > 0 {
         line(String::new());
         line(format!(
@@ -1016,6 +1250,20 @@ mod tests {
         assert!(parse(&["--spawn", "--payload", "131072"]).is_ok());
         assert!(parse(&["--spawn", "--payload", "131073"]).is_err());
         assert!(parse(&["--spawn", "--payload", "0"]).is_err());
+        assert!(parse(&["--spawn", "--hosts", "1"]).is_err());
+        assert!(parse(&["--spawn", "--hosts", "2"]).is_ok());
+        assert!(parse(&["--spawn", "--hosts", "8"]).is_ok());
+        assert!(parse(&["--spawn", "--hosts", "9"]).is_err());
+        let pg = "postgres://u:pw@127.0.0.1:5432/postgres";
+        assert!(parse(&["--spawn", "--part", "cluster", "--postgres", pg]).is_ok());
+        let refused = parse(&["--spawn", "--postgres", "mysql://u:pw@127.0.0.1/x"])
+            .expect_err("not PostgreSQL")
+            .to_string();
+        assert!(
+            refused.contains("--postgres must start with postgres://"),
+            "{refused}"
+        );
+        assert!(!refused.contains("pw@"), "{refused}");
         // An existing host needs a token; --spawn and --url exclude each other.
         assert!(parse(&["--url", "http://127.0.0.1:1"]).is_err());
         assert!(parse(&["--url", "http://127.0.0.1:1", "--token", "t"]).is_ok());
@@ -1101,5 +1349,95 @@ mod tests {
         assert!(t.contains("ratio A ÷ B"), "{t}");
         // ~15 s on an idle 2-core machine; not asserted, a loaded one can take much longer.
         eprintln!("bench took {:?}", started.elapsed());
+    }
+
+    /// `happyx-load bench --part cluster` for short rounds: two debug hosts on a fresh database
+    /// of the test cluster; both sides report their figures, every acknowledged envelope is
+    /// stored, and the bench database is dropped afterwards.
+    #[test]
+    fn a_cluster_bench_reports_both_sides_and_loses_nothing() {
+        let Ok(admin) = std::env::var(happyx_store::test_support::POSTGRES_URL_VAR) else {
+            // Skips loudly (fails under CI), as every PostgreSQL test does.
+            let rt = tokio::runtime::Runtime::new().expect("runtime");
+            assert!(
+                rt.block_on(happyx_store::test_support::postgres_database())
+                    .is_none()
+            );
+            return;
+        };
+        let bin = happyx_tests::binary();
+        let cache = happyx_tests::shared_plugin_cache();
+        let args = parse(&[
+            "--spawn",
+            "--part",
+            "cluster",
+            "--postgres",
+            &admin,
+            "--happyx",
+            &bin.display().to_string(),
+            "--plugin-cache",
+            &cache.display().to_string(),
+            "--rounds",
+            "2",
+            "--round",
+            "500ms",
+            "--warmup",
+            "200ms",
+            "--clients",
+            "4",
+        ])
+        .expect("args");
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let databases = || {
+            rt.block_on(async {
+                use sqlx::Connection as _;
+                let mut c = sqlx::PgConnection::connect(&admin).await.expect("admin");
+                let n: Vec<(String,)> = sqlx::query_as(
+                    "SELECT datname::TEXT FROM pg_database WHERE datname LIKE 'happyx_bench_%'",
+                )
+                .fetch_all(&mut c)
+                .await
+                .expect("list");
+                n.len()
+            })
+        };
+        let before = databases();
+        let report = rt.block_on(measure(&args)).expect("bench ran");
+        let v = serde_json::to_value(&report).expect("json");
+        eprintln!("{}", table(&report));
+        assert_eq!(v["failures"], 0, "{v:#}");
+        for side in ["/cluster/several_hosts", "/cluster/one_host"] {
+            for f in [
+                "count",
+                "per_s",
+                "p99_ms",
+                "host_cpu_s_per_op",
+                "postgres_cpu_s_per_op",
+                "tool_cpu_s_per_op",
+                "machine_busy",
+            ] {
+                let x = v.pointer(&format!("{side}/{f}")).and_then(|x| x.as_f64());
+                assert!(x.is_some_and(|x| x > 0.0), "{side}/{f} in {v:#}");
+            }
+        }
+        assert_eq!(v["cluster"]["hosts"], 2);
+        assert!(v["cluster"]["ratio"].as_f64().is_some_and(|r| r > 0.0));
+        assert_eq!(v["cluster"]["acknowledged"], v["cluster"]["stored"]);
+        assert!(v["cluster"]["stored"].as_u64().is_some_and(|n| n > 0));
+        // The admin URL's password is printed nowhere in the report.
+        let password = admin
+            .split_once("://")
+            .and_then(|(_, rest)| rest.split_once('@'))
+            .and_then(|(user, _)| user.split_once(':'))
+            .map(|(_, pw)| pw.to_string())
+            .filter(|pw| !pw.is_empty());
+        if let Some(pw) = password {
+            assert!(!v.to_string().contains(&pw));
+            assert!(!table(&report).contains(&pw));
+        }
+        assert_eq!(databases(), before, "the bench database is dropped");
     }
 }

@@ -146,6 +146,7 @@ async fn chunks(store: &Store, n: usize) -> Result<()> {
                 exited_at: Some(now),
                 error: None,
                 recipe_plugin_sha256: None,
+                host_id: None,
             },
             action_hash: "0".repeat(64),
             socket_path: "/nonexistent".into(),

@@ -33,11 +33,21 @@ pub fn locate_binary(explicit: Option<&Path>) -> PathBuf {
     PathBuf::from("happyx")
 }
 
-/// Creates a bearer token with the CLI (works while the host runs).
-pub async fn create_token(bin: &Path, data_dir: &Path, role: &str, name: &str) -> Result<String> {
-    let out = Command::new(bin)
-        .args(["token", "create", "--data-dir"])
-        .arg(data_dir)
+/// Creates a bearer token with the CLI (works while the host runs); `config` is the host's
+/// configuration file when its storage is not the data dir's own (PostgreSQL).
+pub async fn create_token(
+    bin: &Path,
+    data_dir: &Path,
+    config: Option<&Path>,
+    role: &str,
+    name: &str,
+) -> Result<String> {
+    let mut cmd = Command::new(bin);
+    cmd.args(["token", "create", "--data-dir"]).arg(data_dir);
+    if let Some(config) = config {
+        cmd.arg("--config").arg(config);
+    }
+    let out = cmd
         .args(["--role", role, "--name", name])
         .stdin(Stdio::null())
         .output()

@@ -16,6 +16,7 @@
 //! sides alternating round by round; figures and ratios go to stdout (`docs/soak.md`, "bench").
 
 mod bench;
+mod bench_cluster;
 mod bench_envelopes;
 mod bench_http;
 mod cli;

@@ -82,7 +82,7 @@ pub async fn run(args: SoakArgs) -> Result<bool> {
     let mint = |role: &'static str, name: String| {
         let bin = bin.clone();
         let data_dir = data_dir.clone();
-        async move { create_token(&bin, &data_dir, role, &name).await }
+        async move { create_token(&bin, &data_dir, None, role, &name).await }
     };
     let mut operators = Vec::new();
     for i in 0..args.operators.max(1) {

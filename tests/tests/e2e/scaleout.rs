@@ -447,6 +447,14 @@ fn kill_9_one_host_while_the_others_serve() {
         .cloned()
         .expect("A is listed");
     assert_eq!(a_row["alive"], false, "{a_row}");
+    // Run and terminal views name their owner: A, as the host list gives its id.
+    let a_id = a_row["id"].as_str().expect("host id");
+    assert!(a_id.starts_with("h-"), "{a_row}");
+    assert_eq!(
+        lost.as_ref().map(|r| r["host_id"].clone()),
+        Some(json!(a_id))
+    );
+    assert_eq!(p["host_id"], a_id, "{p}");
 
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let acked: Vec<String> = writers
@@ -485,20 +493,23 @@ fn kill_9_one_host_while_the_others_serve() {
         let mut cursor: Option<String> = None;
         loop {
             let path = match &cursor {
-                Some(c) => format!("/v1/tasks?limit=200&cursor={c}"),
-                None => "/v1/tasks?limit=200".to_string(),
+                Some(c) => format!("/v1/tasks?limit=50&after={c}"),
+                None => "/v1/tasks?limit=50".to_string(),
             };
             let page = json(a.get(&path, &op).send());
-            for t in page["items"].as_array().expect("items") {
+            let items = page["items"].as_array();
+            for t in items.unwrap_or_else(|| panic!("no items: {page}")) {
                 all.push(t["id"].as_str().expect("id").to_string());
             }
-            match page["next_cursor"].as_str() {
+            match page["next"].as_str() {
                 Some(c) => cursor = Some(c.to_string()),
                 None => break,
             }
         }
         all
     };
+    // Read page by page (`after` = the previous page's `next`): a listing that stopped at its
+    // first page would miss writes once there are more than one page of them.
     let missing: Vec<&String> = acked.iter().filter(|id| !tasks.contains(id)).collect();
     assert!(missing.is_empty(), "acknowledged writes lost: {missing:?}");
     // The terminal ends with its host's kill, forwarded from C.

@@ -117,6 +117,7 @@ pub async fn create_pty(
             exited_at: None,
             error: None,
             recipe_plugin_sha256: Some(rendered.plugin_hash.clone()),
+            host_id: None,
         },
         action_hash: hash.clone(),
         socket_path,
