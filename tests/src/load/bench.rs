@@ -908,17 +908,7 @@ async fn envelopes_pair(
     let mut a = SideAcc::new("one envelope per request over HTTP", true);
     let mut b = SideAcc::new("the host library's ingest path, in process", true);
     let mut local_accepted = 0u64;
-    let mut spans: Vec<(u32, Side, Duration)> = Vec::new();
-    if !args.warmup.is_zero() {
-        spans.push((0, Side::A, args.warmup));
-        spans.push((0, Side::B, args.warmup));
-    }
-    spans.extend(
-        schedule(args.rounds)
-            .into_iter()
-            .map(|(r, s)| (r, s, args.round)),
-    );
-    for (round, side, d) in spans {
+    for (round, side, d) in spans(args) {
         let i = if side == Side::A { 0 } else { 1 };
         let per_sender = supply_per_sender(best[i], d, args.clients, args.payload);
         let span = match side {
@@ -927,17 +917,12 @@ async fn envelopes_pair(
                     seal_supplies(&mut http_sealers, per_sender, &plaintext)
                 })?;
                 let conns = open_all(target, args.clients).await?;
-                let states: Vec<HttpSender> = std::mem::take(&mut http_sealers)
-                    .into_iter()
-                    .zip(supplies)
-                    .zip(conns)
-                    .map(|((sealer, supply), conn)| HttpSender {
-                        conn,
-                        sealer,
-                        supply,
-                        plaintext: plaintext.clone(),
-                    })
-                    .collect();
+                let states = HttpSender::zip(
+                    std::mem::take(&mut http_sealers),
+                    supplies,
+                    conns,
+                    &plaintext,
+                );
                 let (back, span) = timed(states, d, &Probe::host(host_pid), http_worker).await?;
                 http_sealers = back.into_iter().map(|s| s.sealer).collect();
                 span
@@ -962,14 +947,8 @@ async fn envelopes_pair(
                 span
             }
         };
-        let per_s = span.latencies_us.len() as f64 / span.elapsed.as_secs_f64().max(1e-9);
-        // The warm-up's rate replaces the first guess (a cold host can be far slower than
-        // it will be: never below an eighth of the guess); later spans only raise it.
-        best[i] = if round == 0 {
-            per_s.max(FIRST_GUESS_PER_S / 8.0)
-        } else {
-            best[i].max(per_s)
-        };
+        let per_s = span.accepted() as f64 / span.seconds().max(1e-9);
+        best[i] = next_best(round, best[i], per_s);
         let name = if side == Side::A {
             "HTTP"
         } else {
@@ -1004,6 +983,33 @@ async fn envelopes_pair(
         ratio: r,
         goal_per_s: GOAL_ENVELOPES_PER_S,
     })
+}
+
+/// Every timed span of an envelope pair in order: `(round, side, length)`, round 0 being the
+/// untimed warm-up of each side.
+pub(crate) fn spans(args: &BenchArgs) -> Vec<(u32, Side, Duration)> {
+    let mut spans = Vec::new();
+    if !args.warmup.is_zero() {
+        spans.push((0, Side::A, args.warmup));
+        spans.push((0, Side::B, args.warmup));
+    }
+    spans.extend(
+        schedule(args.rounds)
+            .into_iter()
+            .map(|(r, s)| (r, s, args.round)),
+    );
+    spans
+}
+
+/// The rate a side's next supply is sized for, after a span of `round` ran at `per_s`: the
+/// warm-up's rate replaces the first guess (a cold host can be far slower than it will be:
+/// never below an eighth of the guess); later spans only raise it.
+pub(crate) fn next_best(round: u32, best: f64, per_s: f64) -> f64 {
+    if round == 0 {
+        per_s.max(FIRST_GUESS_PER_S / 8.0)
+    } else {
+        best.max(per_s)
+    }
 }
 
 /// The report as a table.
@@ -1271,18 +1277,17 @@ mod tests {
         assert!(parse(&[]).is_err());
     }
 
-    /// `happyx-load bench --spawn` for short rounds against the debug `happyx`: every figure
-    /// of the JSON report is there and above zero, and nothing failed.
-    #[test]
-    fn a_spawned_bench_reports_every_figure() {
-        let bin = happyx_tests::binary();
-        let cache = happyx_tests::shared_plugin_cache();
-        let args = parse(&[
+    /// `bench --spawn` with `extra`, for two short rounds of 4 clients against the debug
+    /// `happyx` (with the suites' shared plugin cache).
+    fn short_spawned(extra: &[&str]) -> BenchArgs {
+        let bin = happyx_tests::binary().display().to_string();
+        let cache = happyx_tests::shared_plugin_cache().display().to_string();
+        let mut args = vec![
             "--spawn",
             "--happyx",
-            &bin.display().to_string(),
+            &bin,
             "--plugin-cache",
-            &cache.display().to_string(),
+            &cache,
             "--rounds",
             "2",
             "--round",
@@ -1291,10 +1296,16 @@ mod tests {
             "200ms",
             "--clients",
             "4",
-            "--connections",
-            "8",
-        ])
-        .expect("args");
+        ];
+        args.extend_from_slice(extra);
+        parse(&args).expect("args")
+    }
+
+    /// `happyx-load bench --spawn` for short rounds against the debug `happyx`: every figure
+    /// of the JSON report is there and above zero, and nothing failed.
+    #[test]
+    fn a_spawned_bench_reports_every_figure() {
+        let args = short_spawned(&["--connections", "8"]);
         let rt = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
@@ -1365,28 +1376,7 @@ mod tests {
             );
             return;
         };
-        let bin = happyx_tests::binary();
-        let cache = happyx_tests::shared_plugin_cache();
-        let args = parse(&[
-            "--spawn",
-            "--part",
-            "cluster",
-            "--postgres",
-            &admin,
-            "--happyx",
-            &bin.display().to_string(),
-            "--plugin-cache",
-            &cache.display().to_string(),
-            "--rounds",
-            "2",
-            "--round",
-            "500ms",
-            "--warmup",
-            "200ms",
-            "--clients",
-            "4",
-        ])
-        .expect("args");
+        let args = short_spawned(&["--part", "cluster", "--postgres", &admin]);
         let rt = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()

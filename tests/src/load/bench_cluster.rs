@@ -28,8 +28,8 @@ use serde::Serialize;
 use sqlx::Connection as _;
 
 use crate::bench::{
-    BenchArgs, FIRST_GUESS_PER_S, Probe, SideAcc, SideFigures, config_text, ratio, round_ratios,
-    schedule, supply_per_sender, timed,
+    BenchArgs, FIRST_GUESS_PER_S, Probe, Side, SideAcc, SideFigures, config_text, next_best, ratio,
+    round_ratios, spans, supply_per_sender, timed,
 };
 use crate::bench_envelopes::{HttpSender, enroll_http, http_worker, seal_supplies};
 use crate::bench_http::{Conn, Target};
@@ -152,25 +152,15 @@ async fn pair(
     );
     let mut sealers = enroll_http(&ctx, &operator, scratch, args.clients).await?;
     let plaintext = Arc::new(vec![0x5a_u8; args.payload]);
-    let mut best = [FIRST_GUESS_PER_S, FIRST_GUESS_PER_S];
+    let mut best = [FIRST_GUESS_PER_S; 2];
     let mut a = SideAcc::new(
         &format!("one envelope per request over {} hosts", hosts.len()),
         true,
     );
     let mut b = SideAcc::new("one envelope per request over one host", true);
     let mut acknowledged = 0u64;
-    let mut spans = Vec::new();
-    if !args.warmup.is_zero() {
-        spans.push((0, crate::bench::Side::A, args.warmup));
-        spans.push((0, crate::bench::Side::B, args.warmup));
-    }
-    spans.extend(
-        schedule(args.rounds)
-            .into_iter()
-            .map(|(r, s)| (r, s, args.round)),
-    );
-    for (round, side, d) in spans {
-        let several = side == crate::bench::Side::A;
+    for (round, side, d) in spans(args) {
+        let several = side == Side::A;
         let i = usize::from(!several);
         let per_sender = supply_per_sender(best[i], d, args.clients, args.payload);
         let supplies =
@@ -180,27 +170,13 @@ async fn pair(
             let host = if several { n % targets.len() } else { 0 };
             conns.push(Conn::open(&targets[host]).await?);
         }
-        let states: Vec<HttpSender> = std::mem::take(&mut sealers)
-            .into_iter()
-            .zip(supplies)
-            .zip(conns)
-            .map(|((sealer, supply), conn)| HttpSender {
-                conn,
-                sealer,
-                supply,
-                plaintext: plaintext.clone(),
-            })
-            .collect();
+        let states = HttpSender::zip(std::mem::take(&mut sealers), supplies, conns, &plaintext);
         let (back, span) = timed(states, d, &probe, http_worker).await?;
         sealers = back.into_iter().map(|s| s.sealer).collect();
         let done = span.accepted();
         acknowledged += done;
         let per_s = done as f64 / span.seconds().max(1e-9);
-        best[i] = if round == 0 {
-            per_s.max(FIRST_GUESS_PER_S / 8.0)
-        } else {
-            best[i].max(per_s)
-        };
+        best[i] = next_best(round, best[i], per_s);
         let name = if several {
             format!("{} hosts", hosts.len())
         } else {

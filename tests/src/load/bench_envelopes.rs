@@ -228,6 +228,28 @@ pub struct HttpSender {
     pub plaintext: Arc<Vec<u8>>,
 }
 
+impl HttpSender {
+    /// One sender per sealer, with its supply and connection (in the same order).
+    pub fn zip(
+        sealers: Vec<Sealer>,
+        supplies: Vec<VecDeque<Bytes>>,
+        conns: Vec<Conn>,
+        plaintext: &Arc<Vec<u8>>,
+    ) -> Vec<Self> {
+        sealers
+            .into_iter()
+            .zip(supplies)
+            .zip(conns)
+            .map(|((sealer, supply), conn)| HttpSender {
+                conn,
+                sealer,
+                supply,
+                plaintext: plaintext.clone(),
+            })
+            .collect()
+    }
+}
+
 /// Posts one envelope per request until `until`, each after the previous one's answer.
 pub async fn http_worker(mut s: HttpSender, until: Instant) -> (HttpSender, WorkerTally) {
     let mut tally = WorkerTally::default();
