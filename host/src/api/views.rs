@@ -678,6 +678,7 @@ mod tests {
             1,
         );
         run.error = Some("e".into());
+        run.host_id = Some("h-00112233aabbccdd".into());
         let sample = serde_json::to_value(Run::from(run)).expect("json");
         let mut fields: Vec<&String> = sample.as_object().expect("object").keys().collect();
         let mut documented: Vec<&String> = schemas["Run"]["properties"]

@@ -324,3 +324,90 @@ proptest! {
         block_on(run(ops, true));
     }
 }
+
+/// One ingest transaction over several sessions records its events as one chained run: an
+/// `envelopes.accepted` per session and an `envelope.rejected` per authenticated refusal,
+/// numbered on from the log's end without a gap, and the chain still verifies; a refused batch
+/// (here: none) would record nothing. Checked on both engines.
+#[test]
+fn a_batch_over_several_sessions_records_one_chained_event_per_session_and_refusal() {
+    for postgres in [false, true] {
+        block_on(async move {
+            let tmp = tempfile::tempdir().expect("tmp");
+            let cfg = if postgres {
+                let Some(cfg) = happyx_store::test_support::postgres_storage().await else {
+                    return;
+                };
+                cfg
+            } else {
+                StorageConfig::default()
+            };
+            let store = Store::open(tmp.path(), &cfg).await.expect("store");
+            let now = now_ms();
+            let mut items = Vec::new();
+            for i in 0..3 {
+                let (device, _) = enroll(&store, i).await;
+                let session = new_id();
+                store
+                    .create_encrypted_session(
+                        &Session {
+                            id: session.clone(),
+                            name: format!("s{i}"),
+                            kind: happyx_core::vocab::SessionKind::Encrypted,
+                            status: happyx_core::vocab::SessionStatus::Open,
+                            task_id: None,
+                            epoch: 0,
+                            rotation_required_since: None,
+                            created_by: "test".into(),
+                            created_at: now,
+                            updated_at: now,
+                        },
+                        &rows(&session, 0, &[&device]),
+                    )
+                    .await
+                    .expect("session");
+                // Two sequences each, and the first one again: accepted, accepted, replayed.
+                for sequence in [1, 2, 1] {
+                    items.push(happyx_store::IngestItem {
+                        v: 1,
+                        session_id: session.clone(),
+                        sender_device_id: device.clone(),
+                        key_version: 1,
+                        epoch: 0,
+                        sequence,
+                        created_at: now,
+                        nonce: vec![0; 24],
+                        ciphertext: vec![1; 32],
+                        signature: vec![2; 64],
+                        size: 100,
+                    });
+                }
+            }
+            let before = store.events_after(0, i64::MAX).await.expect("events");
+            let limits = happyx_store::IngestLimits {
+                window_ms: 300_000,
+                rotation_grace_ms: 0,
+            };
+            let verdicts = store.ingest_batch(&items, limits).await.expect("batch");
+            use happyx_store::IngestVerdict as V;
+            let accepted = verdicts.iter().filter(|v| matches!(v, V::Accepted { .. }));
+            let replayed = verdicts.iter().filter(|v| matches!(v, V::Replayed { .. }));
+            assert_eq!((accepted.count(), replayed.count()), (6, 3), "{verdicts:?}");
+            let after = store.events_after(0, i64::MAX).await.expect("events");
+            let added = &after[before.len()..];
+            let count = |code: &str| added.iter().filter(|e| e.code == code).count();
+            assert_eq!(
+                (count("envelopes.accepted"), count("envelope.rejected")),
+                (3, 3)
+            );
+            let seqs: Vec<i64> = after.iter().map(|e| e.seq).collect();
+            assert_eq!(seqs, (1..=after.len() as i64).collect::<Vec<_>>());
+            let verified = store
+                .verify_chain(&happyx_core::progress::Progress::hidden())
+                .await
+                .expect("read");
+            assert!(verified.is_ok(), "{verified:?}");
+            assert_eq!(store.envelope_count().await.expect("count"), 6);
+        });
+    }
+}

@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet};
 use serde_json::json;
 use sqlx::QueryBuilder;
 
-use super::{NewEvent, Result, Session, Store, StoreError, append_event};
+use super::{NewEvent, Result, Session, Store, StoreError, append_event, append_events_in};
 use happyx_core::util::{new_id, now_ms};
 use happyx_core::vocab::SessionKind;
 
@@ -620,16 +620,18 @@ impl Store {
             e.0 += 1;
             e.1.insert(it.sender_device_id.as_str());
         }
+        // Chained in memory and inserted many rows per statement: with one sender per session
+        // a batch records about one event per envelope.
+        let mut events = Vec::with_capacity(per_session.len());
         for (session_id, (count, senders)) in &per_session {
             let mut senders: Vec<&str> = senders.iter().copied().collect();
             senders.sort_unstable();
-            let ev = NewEvent::new(
+            events.push(NewEvent::new(
                 "envelopes.accepted",
                 "devices",
                 session_id,
                 json!({ "count": count, "senders": senders }),
-            );
-            append_event(&mut tx, &ev).await?;
+            ));
         }
         for (it, v) in items.iter().zip(&verdicts) {
             if matches!(
@@ -638,15 +640,15 @@ impl Store {
             ) {
                 continue;
             }
-            let ev = NewEvent::new(
+            events.push(NewEvent::new(
                 "envelope.rejected",
                 &it.sender_device_id,
                 &it.session_id,
                 json!({ "code": v.code(), "key_version": it.key_version, "epoch": it.epoch,
                         "sequence": it.sequence, "size": it.size }),
-            );
-            append_event(&mut tx, &ev).await?;
+            ));
         }
+        append_events_in(&mut tx, &events).await?;
         tx.commit().await?;
         Ok(verdicts)
     }

@@ -86,6 +86,20 @@ pub(super) async fn append(tx: &mut Tx, ev: &NewEvent<'_>) -> Result<i64> {
     Ok(append_first(tx, ev).await?.0)
 }
 
+/// Appends `evs` in order inside an open write transaction, chained in memory after the first
+/// (whose tip is hinted or read once), the rest in multi-row INSERTs; returns the last
+/// sequence number, `None` when `evs` is empty. What a writer that records several events in
+/// one transaction calls, instead of [`append`] per event (a statement each).
+pub(super) async fn append_all(tx: &mut Tx, evs: &[NewEvent<'_>]) -> Result<Option<i64>> {
+    let Some((first, rest)) = evs.split_first() else {
+        return Ok(None);
+    };
+    let tip = append_first(tx, first).await?;
+    let tip = insert_chained(tx, rest, tip).await?;
+    set_tip_hint(tip);
+    Ok(Some(tip.0))
+}
+
 /// Appends the first event of a transaction: after the hinted tip when the hint still holds,
 /// else after the tip read from the database. Returns the new tip.
 async fn append_first(tx: &mut Tx, ev: &NewEvent<'_>) -> Result<(i64, [u8; 32])> {
@@ -436,17 +450,9 @@ impl Store {
     /// Appends several events in one transaction; returns the last sequence number.
     pub async fn append_events(&self, evs: &[NewEvent<'_>]) -> Result<i64> {
         let mut tx = self.begin().await?;
-        let Some((first, rest)) = evs.split_first() else {
-            tx.commit().await?;
-            return Ok(0);
-        };
-        // The tip is found once; each event chains to the one before it, in memory, and the
-        // rest go in multi-row INSERTs.
-        let tip = append_first(&mut tx, first).await?;
-        let tip = insert_chained(&mut tx, rest, tip).await?;
+        let last = append_all(&mut tx, evs).await?;
         tx.commit().await?;
-        set_tip_hint(tip);
-        Ok(tip.0)
+        Ok(last.unwrap_or(0))
     }
 
     /// Events with `seq > after`, oldest first, at most `limit`.

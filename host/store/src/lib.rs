@@ -370,6 +370,11 @@ async fn append_event(tx: &mut Tx, ev: &NewEvent<'_>) -> Result<i64> {
     events::append(tx, ev).await
 }
 
+/// Appends events in order inside `tx`, many per statement; see [`events::append_all`].
+async fn append_events_in(tx: &mut Tx, evs: &[NewEvent<'_>]) -> Result<Option<i64>> {
+    events::append_all(tx, evs).await
+}
+
 /// Makes the database, its WAL and shared-memory file 0600, also where an older host left
 /// them 0644 (the data dir is 0700, but nothing in it is meant for other users).
 fn private_files(db: &Path) {
