@@ -16,8 +16,8 @@ use super::protocol::envelope_batch_body;
 use crate::config::StorageConfig;
 use crate::envelope::{ContentKey, DeviceKeys, ENVELOPE_VERSION, EnvelopeHeader, seal};
 use crate::metrics::Metrics;
-use crate::store::{Session, Store, WrappedKeyRow};
-use crate::util::{new_id, now_ms};
+use crate::store::{Store, WrappedKeyRow};
+use crate::util::now_ms;
 
 const DEVICES: usize = 3;
 
@@ -139,44 +139,30 @@ async fn post(
         .collect()
 }
 
+/// The storage of a test on SQLite (a temporary data dir), or on a fresh PostgreSQL database
+/// when `postgres`; `None` (skipped) without a test cluster.
+async fn storage(postgres: bool) -> Option<StorageConfig> {
+    if postgres {
+        happyx_store::test_support::postgres_storage().await
+    } else {
+        Some(StorageConfig::default())
+    }
+}
+
 /// Runs `ops` against a store on SQLite, or on a fresh PostgreSQL database when `postgres`
 /// (skipped without a test cluster).
 async fn run(ops: Vec<(Op, bool)>, postgres: bool) {
     let tmp = tempfile::tempdir().expect("tmp");
-    let cfg = if postgres {
-        let Some(cfg) = happyx_store::test_support::postgres_storage().await else {
-            return;
-        };
-        cfg
-    } else {
-        StorageConfig::default()
+    let Some(cfg) = storage(postgres).await else {
+        return;
     };
     let mut store = Store::open(tmp.path(), &cfg).await.expect("store");
     let mut devices = Vec::new();
     for i in 0..DEVICES {
         devices.push(enroll(&store, i).await);
     }
-    let session = new_id();
-    let now = now_ms();
     let ids: Vec<&String> = devices.iter().map(|(d, _)| d).collect();
-    store
-        .create_encrypted_session(
-            &Session {
-                id: session.clone(),
-                name: "prop".into(),
-                kind: happyx_core::vocab::SessionKind::Encrypted,
-                status: happyx_core::vocab::SessionStatus::Open,
-                task_id: None,
-                epoch: 0,
-                rotation_required_since: None,
-                created_by: "test".into(),
-                created_at: now,
-                updated_at: now,
-            },
-            &rows(&session, 0, &ids),
-        )
-        .await
-        .expect("session");
+    let session = super::rotation_tests::session(&store, &ids).await;
     let key = ContentKey::generate().expect("key");
     let metrics = Arc::new(Metrics::default());
     let mut ingestor =
@@ -334,53 +320,17 @@ fn a_batch_over_several_sessions_records_one_chained_event_per_session_and_refus
     for postgres in [false, true] {
         block_on(async move {
             let tmp = tempfile::tempdir().expect("tmp");
-            let cfg = if postgres {
-                let Some(cfg) = happyx_store::test_support::postgres_storage().await else {
-                    return;
-                };
-                cfg
-            } else {
-                StorageConfig::default()
+            let Some(cfg) = storage(postgres).await else {
+                return;
             };
             let store = Store::open(tmp.path(), &cfg).await.expect("store");
-            let now = now_ms();
             let mut items = Vec::new();
             for i in 0..3 {
                 let (device, _) = enroll(&store, i).await;
-                let session = new_id();
-                store
-                    .create_encrypted_session(
-                        &Session {
-                            id: session.clone(),
-                            name: format!("s{i}"),
-                            kind: happyx_core::vocab::SessionKind::Encrypted,
-                            status: happyx_core::vocab::SessionStatus::Open,
-                            task_id: None,
-                            epoch: 0,
-                            rotation_required_since: None,
-                            created_by: "test".into(),
-                            created_at: now,
-                            updated_at: now,
-                        },
-                        &rows(&session, 0, &[&device]),
-                    )
-                    .await
-                    .expect("session");
+                let session = super::rotation_tests::session(&store, &[&device]).await;
                 // Two sequences each, and the first one again: accepted, accepted, replayed.
                 for sequence in [1, 2, 1] {
-                    items.push(happyx_store::IngestItem {
-                        v: 1,
-                        session_id: session.clone(),
-                        sender_device_id: device.clone(),
-                        key_version: 1,
-                        epoch: 0,
-                        sequence,
-                        created_at: now,
-                        nonce: vec![0; 24],
-                        ciphertext: vec![1; 32],
-                        signature: vec![2; 64],
-                        size: 100,
-                    });
+                    items.push(super::rotation_tests::item(&session, &device, 0, sequence));
                 }
             }
             let before = store.events_after(0, i64::MAX).await.expect("events");

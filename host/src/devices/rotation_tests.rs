@@ -27,7 +27,8 @@ async fn open_store() -> (tempfile::TempDir, Store) {
     (tmp, store)
 }
 
-async fn session(store: &Store, members: &[&String]) -> String {
+/// A new encrypted session at epoch 0 with `members` (the first one wraps the key).
+pub(super) async fn session(store: &Store, members: &[&String]) -> String {
     let id = new_id();
     let now = now_ms();
     store
@@ -51,7 +52,8 @@ async fn session(store: &Store, members: &[&String]) -> String {
     id
 }
 
-fn item(session: &str, sender: &str, epoch: i64, sequence: i64) -> IngestItem {
+/// An envelope of `sender` as the writer gets it (the signature is checked before, not here).
+pub(super) fn item(session: &str, sender: &str, epoch: i64, sequence: i64) -> IngestItem {
     IngestItem {
         v: 1,
         session_id: session.into(),
