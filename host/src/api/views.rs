@@ -169,8 +169,8 @@ pub struct Run {
     /// it); `null` for runs recorded before hosts kept it.
     #[schema(format = "sha256")]
     pub recipe_plugin_sha256: Option<String>,
-    /// The host that owns it (an id of `GET /v1/hosts`) when several hosts share one
-    /// PostgreSQL database; `null` on a single SQLite host.
+    /// The host that owns it (an `id` of `GET /v1/hosts`); absent for rows written before
+    /// hosts kept it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub host_id: Option<String>,
 }
@@ -277,8 +277,8 @@ pub struct PtySession {
     /// `GET /v1/plugins` shows it); `null` for terminals recorded before hosts kept it.
     #[schema(format = "sha256")]
     pub recipe_plugin_sha256: Option<String>,
-    /// The host that owns it (an id of `GET /v1/hosts`) when several hosts share one
-    /// PostgreSQL database; `null` on a single SQLite host.
+    /// The host that owns it (an `id` of `GET /v1/hosts`); absent for rows written before
+    /// hosts kept it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub host_id: Option<String>,
 }

@@ -190,9 +190,9 @@ pub struct Run {
     /// SHA-256 (hex) of the recipe plugin that rendered this run (as `GET /v1/plugins` shows
     /// it); `null` for runs recorded before hosts kept it.
     pub recipe_plugin_sha256: Option<String>,
-    /// The host whose child runs it (`GET /v1/hosts`), set when several hosts share a
-    /// PostgreSQL database; `None` on SQLite (one host) and for runs recorded before hosts kept
-    /// it. Written by the store, which ignores this field on insert.
+    /// The host whose child runs it (`GET /v1/hosts`): the store's [`crate::Store::host_id`]
+    /// when it was written, which the store sets on insert whatever this field holds; `None`
+    /// for runs recorded before hosts kept it.
     pub host_id: Option<String>,
 }
 
@@ -326,9 +326,9 @@ pub struct PtySession {
     /// SHA-256 (hex) of the recipe plugin that rendered this terminal's program (as
     /// `GET /v1/plugins` shows it); `null` for terminals recorded before hosts kept it.
     pub recipe_plugin_sha256: Option<String>,
-    /// The host that holds its program (`GET /v1/hosts`), set when several hosts share a
-    /// PostgreSQL database; `None` on SQLite (one host) and for terminals recorded before hosts kept
-    /// it. Written by the store, which ignores this field on insert.
+    /// The host that holds its program (`GET /v1/hosts`): the store's
+    /// [`crate::Store::host_id`] when it was written, which the store sets on insert whatever
+    /// this field holds; `None` for terminals recorded before hosts kept it.
     pub host_id: Option<String>,
 }
 
