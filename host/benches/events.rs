@@ -19,7 +19,6 @@
 // A bench that cannot set up its data has nothing to measure: it stops at once.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::cell::Cell;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -29,6 +28,10 @@ use happyx::util::{new_id, now_ms};
 use serde_json::json;
 use sqlx::{Row, SqlitePool};
 use tokio::runtime::Runtime;
+
+#[path = "common/tally.rs"]
+mod tally;
+use tally::Tally;
 
 /// The goal: chained throughput over baseline throughput.
 const GOAL: f64 = 0.9;
@@ -93,23 +96,6 @@ async fn chained(store: &Store, n: usize) {
 async fn baseline(store: &Store, n: usize) {
     let evs: Vec<NewEvent> = (0..n).map(|_| event()).collect();
     baseline_append_events(store.raw_write_pool().expect("a SQLite store"), &evs).await;
-}
-
-/// Mean time per transaction of everything criterion timed for one function.
-#[derive(Default)]
-struct Tally {
-    spent: Cell<Duration>,
-    iters: Cell<u64>,
-}
-
-impl Tally {
-    fn add(&self, dt: Duration, iters: u64) {
-        self.spent.set(self.spent.get() + dt);
-        self.iters.set(self.iters.get() + iters);
-    }
-    fn mean(&self) -> f64 {
-        self.spent.get().as_secs_f64() / self.iters.get().max(1) as f64
-    }
 }
 
 /// Median of `rounds` ratios, each from `txs` chained transactions and `txs` baseline ones

@@ -19,21 +19,25 @@
 // A bench that cannot set up its data has nothing to measure: it stops at once.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::cell::Cell;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use happyx::store::{ApprovalUse, NewApproval, NewEvent, Run, Store, UseEffect};
+use happyx::store::{NewEvent, Store};
 use happyx::util::{new_id, now_ms, random_bytes};
 use serde_json::json;
 use sqlx::PgPool;
 use tokio::runtime::Runtime;
 
+#[path = "common/approvals.rs"]
+mod approvals;
+#[path = "common/tally.rs"]
+mod tally;
+use approvals::{ApprovalRow, CONTENDERS, approved, run_row, store_use};
+use tally::Tally;
+
 /// What the store's PostgreSQL write transactions begin with (`happyx_store::engine`).
 const BEGIN_WRITE: &str = "BEGIN; SELECT pg_advisory_xact_lock(5206530950243564119)";
-
-const CONTENDERS: usize = 64;
 
 /// A fresh database: a store on it (as host `host`) and a raw pool of the same size.
 struct Side {
@@ -77,47 +81,6 @@ async fn raw_append(pool: &PgPool) {
     .expect("insert");
     tx.commit().await.expect("commit");
 }
-
-fn run_row() -> Run {
-    Run::queued(
-        new_id(),
-        "shell".into(),
-        happyx::vocab::Risk::High,
-        None,
-        "token:bench".into(),
-        now_ms(),
-    )
-}
-
-/// Creates `n` approved approvals; returns their token hashes.
-async fn approved(store: &Store, n: usize) -> Vec<String> {
-    let mut out = Vec::with_capacity(n);
-    for _ in 0..n {
-        let id = new_id();
-        let th = hex::encode(random_bytes::<32>());
-        store
-            .create_approval(&NewApproval {
-                id: id.clone(),
-                kind: happyx::vocab::ActionKind::Run,
-                action_hash: "h".into(),
-                action: json!({}),
-                token_hash: th.clone(),
-                requester: "token:bench".into(),
-                expires_at: now_ms() + 3_600_000,
-                max_pending: i64::MAX,
-            })
-            .await
-            .expect("create");
-        happyx::approvals::decide(store, &id, "token:op", true, false)
-            .await
-            .expect("approve");
-        out.push(th);
-    }
-    out
-}
-
-/// id, action_hash, status, expires_at, scope, nonce, current nonce.
-type ApprovalRow = (String, String, String, i64, String, String, Option<String>);
 
 /// The same statements as `Store::use_approval`, issued raw under the same lock.
 async fn raw_use(pool: &PgPool, token_hash: &str) -> bool {
@@ -213,18 +176,7 @@ async fn contend(
                 let ok = if raw {
                     raw_use(&pool, &th).await
                 } else {
-                    let run = run_row();
-                    let u = ApprovalUse {
-                        token_hash: &th,
-                        requester: "token:bench",
-                        kind: happyx::vocab::ActionKind::Run,
-                        action_hash: "h",
-                        effect: UseEffect::CreateRun {
-                            run: &run,
-                            idempotency_key: None,
-                        },
-                    };
-                    happyx::approvals::spend(&store, &u).await.is_ok()
+                    store_use(&store, &th).await
                 };
                 (ok, t0.elapsed())
             }));
@@ -238,23 +190,6 @@ async fn contend(
         lat.push(l);
     }
     (start.elapsed(), ok, lat)
-}
-
-/// Time per element of everything criterion timed for one function.
-#[derive(Default)]
-struct Tally {
-    spent: Cell<Duration>,
-    elements: Cell<u64>,
-}
-
-impl Tally {
-    fn add(&self, dt: Duration, elements: u64) {
-        self.spent.set(self.spent.get() + dt);
-        self.elements.set(self.elements.get() + elements);
-    }
-    fn per_second(&self) -> f64 {
-        self.elements.get() as f64 / self.spent.get().as_secs_f64().max(f64::MIN_POSITIVE)
-    }
 }
 
 fn postgres(c: &mut Criterion) {

@@ -16,11 +16,14 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use happyx::config::StorageConfig;
-use happyx::store::{ApprovalUse, NewApproval, Run, Store, UseEffect};
+use happyx::store::Store;
 use happyx::util::{new_id, now_ms, random_bytes};
-use serde_json::json;
 use sqlx::SqlitePool;
 use tokio::runtime::Runtime;
+
+#[path = "common/approvals.rs"]
+mod approvals;
+use approvals::{ApprovalRow, CONTENDERS, approved, run_row, store_use};
 
 struct Env {
     _tmp: tempfile::TempDir,
@@ -47,48 +50,6 @@ fn env(rt: &Runtime) -> Env {
 
 const RAW_EVENT: &str = "INSERT INTO events (id, seq, at, code, actor, subject, data) \
      VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM events), ?, ?, ?, ?, ?)";
-
-fn run_row() -> Run {
-    let now = now_ms();
-    Run::queued(
-        new_id(),
-        "shell".into(),
-        happyx::vocab::Risk::High,
-        None,
-        "token:bench".into(),
-        now,
-    )
-}
-
-/// Creates `n` approved approvals; returns their token hashes.
-async fn approved(store: &Store, n: usize) -> Vec<String> {
-    let mut out = Vec::with_capacity(n);
-    for _ in 0..n {
-        let id = new_id();
-        let th = hex::encode(random_bytes::<32>());
-        store
-            .create_approval(&NewApproval {
-                id: id.clone(),
-                kind: happyx::vocab::ActionKind::Run,
-                action_hash: "h".into(),
-                action: json!({}),
-                token_hash: th.clone(),
-                requester: "token:bench".into(),
-                expires_at: now_ms() + 3_600_000,
-                max_pending: i64::MAX,
-            })
-            .await
-            .expect("create");
-        happyx::approvals::decide(store, &id, "token:op", true, false)
-            .await
-            .expect("approve");
-        out.push(th);
-    }
-    out
-}
-
-/// id, action_hash, status, expires_at, scope, nonce, current nonce.
-type ApprovalRow = (String, String, String, i64, String, String, Option<String>);
 
 /// The same statements as `Store::use_approval`, issued raw.
 async fn raw_use(pool: &SqlitePool, token_hash: &str) -> bool {
@@ -162,8 +123,6 @@ async fn raw_use(pool: &SqlitePool, token_hash: &str) -> bool {
     true
 }
 
-const CONTENDERS: usize = 64;
-
 /// Spends `tokens`, each presented by 64 concurrent tasks. Returns
 /// (elapsed, successful uses, per-attempt latencies).
 async fn contend(e: &Env, tokens: Vec<String>, raw: bool) -> (Duration, usize, Vec<Duration>) {
@@ -180,18 +139,7 @@ async fn contend(e: &Env, tokens: Vec<String>, raw: bool) -> (Duration, usize, V
                 let ok = if raw {
                     raw_use(&pool, &th).await
                 } else {
-                    let run = run_row();
-                    let u = ApprovalUse {
-                        token_hash: &th,
-                        requester: "token:bench",
-                        kind: happyx::vocab::ActionKind::Run,
-                        action_hash: "h",
-                        effect: UseEffect::CreateRun {
-                            run: &run,
-                            idempotency_key: None,
-                        },
-                    };
-                    happyx::approvals::spend(&store, &u).await.is_ok()
+                    store_use(&store, &th).await
                 };
                 (ok, t0.elapsed())
             }));
