@@ -11,7 +11,10 @@
 //!
 //! Output waits in a bounded ring until the host acknowledges it as persisted;
 //! when the ring is full the holder stops reading the PTY, so the child blocks
-//! on write and no byte is dropped. When the child has exited, the PTY is
+//! on write and no byte is dropped. A terminal gives at most 4 KiB per read, so output
+//! is sent in frames of at least [`COALESCE_BYTES`], or whatever is there once the first
+//! unsent byte has waited [`COALESCE_WAIT`]: a stream costs the holder and the host one
+//! frame per 32 KiB instead of one per read, and a keystroke's echo waits at most 2 ms. When the child has exited, the PTY is
 //! drained and the host has acknowledged every byte after the `exited` frame,
 //! the holder removes its socket and exits.
 //!
@@ -49,6 +52,10 @@ pub const KILL_GRACE: Duration = Duration::from_secs(2);
 pub const REACHABLE_CHECK: Duration = Duration::from_secs(2);
 /// How long a child's exit waits for the PTY to drain before the group is killed.
 const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
+/// Unsent output that makes a frame at once.
+const COALESCE_BYTES: u64 = (MAX_OUTPUT / 2) as u64;
+/// Longest a byte of output waits for more to join its frame.
+const COALESCE_WAIT: Duration = Duration::from_millis(2);
 /// Input messages (each at most 64 KiB) queued for a program that is not reading; past this,
 /// input is dropped and reported to the host (`input dropped` frame).
 const INPUT_QUEUE: usize = 256;
@@ -360,13 +367,24 @@ fn pty_reader(s: Arc<Shared>, mut master: File) {
         };
         let n = master.read(&mut buf[..room]);
         let mut st = s.lock();
-        match n {
-            Ok(n) if n > 0 && !st.eof => st.ring.extend(&buf[..n]),
+        let wake = match n {
+            Ok(n) if n > 0 && !st.eof => {
+                let unsent = st.end().saturating_sub(st.sent);
+                st.ring.extend(&buf[..n]);
+                // The writer waits for the first unsent byte (it starts the frame's clock) and
+                // for a full frame; the bytes in between need no wake-up.
+                unsent == 0 || (unsent < COALESCE_BYTES && unsent + n as u64 >= COALESCE_BYTES)
+            }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            _ => st.eof = true,
-        }
+            _ => {
+                st.eof = true;
+                true
+            }
+        };
         drop(st);
-        s.cv.notify_all();
+        if wake {
+            s.cv.notify_all();
+        }
     }
 }
 
@@ -499,6 +517,8 @@ fn conn_writer(s: Arc<Shared>, mut w: UnixStream, generation: u64) {
     loop {
         let frame = {
             let mut st = s.lock();
+            // When the oldest unsent byte was first seen: it leaves by COALESCE_WAIT after.
+            let mut since: Option<Instant> = None;
             loop {
                 if st.conn != generation {
                     return;
@@ -506,16 +526,30 @@ fn conn_writer(s: Arc<Shared>, mut w: UnixStream, generation: u64) {
                 if st.sent < st.ring_start {
                     st.sent = st.ring_start;
                 }
-                if st.sent < st.end()
+                let unsent = st.end() - st.sent;
+                let due = since.get_or_insert_with(Instant::now).elapsed() >= COALESCE_WAIT;
+                if unsent >= COALESCE_BYTES
+                    // Nothing more comes: the PTY is drained or the ring is full.
+                    || (unsent > 0 && (due || st.eof || st.ring.len() >= st.cap))
                     || st.input_dropped > 0
                     || (st.finished() && st.exited_sent != Some(generation))
                 {
                     break;
                 }
-                st = match s.cv.wait(st) {
-                    Ok(g) => g,
-                    Err(p) => p.into_inner(),
-                };
+                if unsent == 0 {
+                    since = None;
+                    st = match s.cv.wait(st) {
+                        Ok(g) => g,
+                        Err(p) => p.into_inner(),
+                    };
+                } else {
+                    let left =
+                        COALESCE_WAIT.saturating_sub(since.map_or(Duration::ZERO, |t| t.elapsed()));
+                    st = match s.cv.wait_timeout(st, left) {
+                        Ok((g, _)) => g,
+                        Err(p) => p.into_inner().0,
+                    };
+                }
             }
             if st.input_dropped > 0 {
                 Frame::InputDropped(std::mem::take(&mut st.input_dropped))

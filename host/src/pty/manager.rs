@@ -3,8 +3,10 @@
 //! live holders after a host restart and marks unreachable ones `lost`.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,7 +23,7 @@ use super::holder::HolderSpec;
 use super::protocol::{
     ExitInfo, Frame, Hello, HelloOk, ProtocolError, SignalKind, VERSION, proof, read_frame_async,
 };
-use super::transcript::{Live, Transcript};
+use super::transcript::{Batch, Live, Transcript};
 use crate::children::Children;
 use crate::metrics::Metrics;
 use crate::plugins::{PluginHost, Rendered};
@@ -578,11 +580,54 @@ async fn drive(
     }
 }
 
+/// A transcript batch being stored while the capture loop goes on reading the holder.
+type Commit = Pin<Box<dyn Future<Output = (Batch, Result<i64, StoreError>)> + Send>>;
+
+/// [`drive_loop`], then the batch it left being stored (if any) is finished before the
+/// connection's fate is decided: dropped midway, nobody would know whether it landed, and the
+/// next batch's offsets would be wrong either way.
 async fn drive_inner(
     t: &mut Transcript,
     wr: &mut OwnedWriteHalf,
     frx: &mut mpsc::Receiver<Result<Frame, ProtocolError>>,
     cmd_rx: &mut mpsc::Receiver<Cmd>,
+) -> Result<ExitInfo, PtyError> {
+    let mut inflight: Option<Commit> = None;
+    let out = drive_loop(t, wr, frx, cmd_rx, &mut inflight).await;
+    if let Some(commit) = inflight.take() {
+        let done = settle(t, commit).await;
+        if out.is_ok() {
+            done?;
+        }
+    }
+    out
+}
+
+/// Waits for a batch's commit and applies its outcome to the transcript.
+async fn settle(t: &mut Transcript, commit: Commit) -> Result<(), StoreError> {
+    let (batch, end) = commit.await;
+    match end {
+        Ok(end) => {
+            t.committed(batch, end);
+            Ok(())
+        }
+        Err(e) => {
+            t.abandon(batch);
+            Err(e)
+        }
+    }
+}
+
+/// The capture loop of one holder connection. Whole chunks are stored one batch at a time
+/// while the loop goes on taking the holder's output (its ring, [`RING_BYTES`], bounds what
+/// is pending and being stored together), so the holder keeps reading its PTY during a
+/// commit; each commit is acknowledged as it lands.
+async fn drive_loop(
+    t: &mut Transcript,
+    wr: &mut OwnedWriteHalf,
+    frx: &mut mpsc::Receiver<Result<Frame, ProtocolError>>,
+    cmd_rx: &mut mpsc::Receiver<Cmd>,
+    inflight: &mut Option<Commit>,
 ) -> Result<ExitInfo, PtyError> {
     // The holder may still hold bytes a previous host persisted but never acknowledged.
     ack(wr, t).await?;
@@ -590,10 +635,15 @@ async fn drive_inner(
     let mut flush_at: Option<Instant> = None;
     let mut cmds_open = true;
     loop {
-        let wake = [flush_at, t.dropped_due(), t.hold_due()]
-            .into_iter()
-            .flatten()
-            .min();
+        // While a batch is being stored, a due partial chunk waits for it to land.
+        let wake = [
+            flush_at.filter(|_| inflight.is_none()),
+            t.dropped_due(),
+            t.hold_due(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         let sleep_until = wake.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
         tokio::select! {
             f = frx.recv() => {
@@ -618,6 +668,17 @@ async fn drive_inner(
                     }
                 }
             }
+            (batch, end) = committing(inflight), if inflight.is_some() => {
+                *inflight = None;
+                match end {
+                    Ok(end) => t.committed(batch, end),
+                    Err(e) => {
+                        t.abandon(batch);
+                        return Err(e.into());
+                    }
+                }
+                ack(wr, t).await?;
+            }
             c = cmd_rx.recv(), if cmds_open => {
                 let frame = match c {
                     Some(Cmd::Input(b)) => Frame::Input(b),
@@ -634,19 +695,25 @@ async fn drive_inner(
                 if t.hold_due().is_some_and(|at| at <= Instant::now()) {
                     t.release_held();
                 }
-                if flush_at.is_some_and(|at| at <= Instant::now()) {
+                if inflight.is_none() && flush_at.is_some_and(|at| at <= Instant::now()) {
+                    // Pending for a while: all of it is stored, the partial chunk included.
                     t.flush(true).await?;
                     ack(wr, t).await?;
                 }
             }
         }
-        if t.pending() >= CHUNK_BYTES {
-            t.flush(false).await?;
-            ack(wr, t).await?;
+        if inflight.is_none()
+            && t.pending() >= CHUNK_BYTES
+            && let Some(batch) = t.prepare(false).await
+        {
+            *inflight = Some(Box::pin(batch.commit()));
         }
         if let Some(x) = &exit
             && t.end() >= x.end_offset
         {
+            if let Some(commit) = inflight.take() {
+                settle(t, commit).await?;
+            }
             t.flush(true).await?;
             t.release_held();
             t.report_dropped().await?;
@@ -660,6 +727,14 @@ async fn drive_inner(
             (_, Some(at)) => Some(at),
             (_, None) => Some(Instant::now() + FLUSH_AFTER),
         };
+    }
+}
+
+/// The commit under way (the branch that polls it runs only when there is one).
+async fn committing(inflight: &mut Option<Commit>) -> (Batch, Result<i64, StoreError>) {
+    match inflight.as_mut() {
+        Some(commit) => commit.await,
+        None => std::future::pending().await,
     }
 }
 

@@ -58,6 +58,7 @@ struct Held {
     until: Instant,
 }
 
+#[derive(Clone)]
 struct Prev {
     offset: i64,
     raw_tail: Vec<u8>,
@@ -251,16 +252,40 @@ impl Transcript {
     }
 
     /// Persists pending bytes: whole 64 KiB chunks, or everything with `all`.
-    /// Returns true when something was persisted.
+    /// Returns true when something was persisted. [`Self::prepare`], the commit and
+    /// [`Self::committed`] in one step, for callers that have nothing to do meanwhile.
     pub async fn flush(&mut self, all: bool) -> Result<bool, StoreError> {
+        let Some(batch) = self.prepare(all).await else {
+            return Ok(false);
+        };
+        let (batch, end) = batch.commit().await;
+        match end {
+            Ok(end) => {
+                self.committed(batch, end);
+                Ok(true)
+            }
+            Err(e) => {
+                self.abandon(batch);
+                Err(e)
+            }
+        }
+    }
+
+    /// Cuts the pending bytes (whole 64 KiB chunks, or everything with `all`) into chunks and
+    /// redacts them: the batch [`Batch::commit`] stores. Nothing is taken out of `pending`
+    /// until [`Self::committed`], so the offsets the holder resends are still recognized while
+    /// the batch is on its way; only one batch may be prepared and not yet committed or
+    /// abandoned at a time (the next one's redaction overlap starts where it ends).
+    pub async fn prepare(&mut self, all: bool) -> Option<Batch> {
         let take = if all {
             self.pending.len()
         } else {
             self.pending.len() / CHUNK_BYTES * CHUNK_BYTES
         };
         if take == 0 {
-            return Ok(false);
+            return None;
         }
+        let prev_before = self.prev.clone();
         let mut chunks = Vec::new();
         let mut prev_fix: Option<(i64, Vec<u8>)> = None;
         let mut at = 0usize;
@@ -326,12 +351,27 @@ impl Transcript {
             });
             at += n;
         }
-        let fix = prev_fix.as_ref().map(|(o, m)| (*o, m.as_slice()));
-        let new_end = self
-            .store
-            .append_transcript(&self.pty_id, &chunks, fix, self.cap)
-            .await?;
-        self.pending.drain(..take);
+        Some(Batch {
+            store: self.store.clone(),
+            pty_id: self.pty_id.clone(),
+            cap: self.cap,
+            take,
+            chunks,
+            prev_fix,
+            prev_before,
+        })
+    }
+
+    /// A batch from [`Self::prepare`] was stored (`new_end`: the persisted offset it returned):
+    /// its bytes leave `pending`, and live viewers receive them.
+    pub fn committed(&mut self, batch: Batch, new_end: i64) {
+        let Batch {
+            take,
+            chunks,
+            prev_fix,
+            ..
+        } = batch;
+        self.pending.drain(..take.min(self.pending.len()));
         self.persisted = new_end as u64;
         // The held tail now has its final mask (the fix just stored, if any).
         if let Some(h) = self.held.as_mut()
@@ -362,6 +402,39 @@ impl Transcript {
                 r => self.publish(offset, raw_len, r),
             }
         }
-        Ok(true)
+    }
+
+    /// A batch from [`Self::prepare`] was not stored: its bytes stay pending and the redaction
+    /// overlap is as it was before it, so the next batch redacts them again.
+    pub fn abandon(&mut self, batch: Batch) {
+        self.prev = batch.prev_before;
+    }
+}
+
+/// Redacted chunks on their way to the store (from [`Transcript::prepare`]). It owns what its
+/// commit needs, so the capture loop keeps reading the holder while it is stored.
+pub struct Batch {
+    store: Store,
+    pty_id: String,
+    cap: u64,
+    /// Bytes of `pending` it covers.
+    take: usize,
+    chunks: Vec<TranscriptChunk>,
+    /// The earlier chunk's corrected mask (a secret split across the boundary).
+    prev_fix: Option<(i64, Vec<u8>)>,
+    /// The redaction overlap before this batch, restored if it is abandoned.
+    prev_before: Option<Prev>,
+}
+
+impl Batch {
+    /// Stores the batch in one transaction: the new persisted offset, and the batch back for
+    /// [`Transcript::committed`] or [`Transcript::abandon`].
+    pub async fn commit(self) -> (Self, Result<i64, StoreError>) {
+        let fix = self.prev_fix.as_ref().map(|(o, m)| (*o, m.as_slice()));
+        let end = self
+            .store
+            .append_transcript(&self.pty_id, &self.chunks, fix, self.cap)
+            .await;
+        (self, end)
     }
 }

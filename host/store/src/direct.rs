@@ -250,12 +250,12 @@ mod tests {
 mod store_tests {
     use happyx_core::util::{new_id, now_ms};
     use happyx_core::vocab::{
-        ActionKind, PermissionStatus, PtyState, Risk, Role, SessionKind, SessionStatus, TaskStatus,
+        ActionKind, PermissionStatus, Risk, Role, SessionKind, SessionStatus, TaskStatus,
     };
     use serde_json::json;
 
     use crate::config::StorageConfig;
-    use crate::{NewApproval, NewPty, Permission, PtySession, Run, Session, Store, Task, TokenRow};
+    use crate::{NewApproval, Permission, Run, Session, Store, Task, TokenRow};
 
     async fn store() -> (tempfile::TempDir, Store) {
         let tmp = tempfile::tempdir().expect("tempdir");
@@ -346,37 +346,7 @@ mod store_tests {
         })
         .await
         .expect("approval");
-        s.create_pty(&NewPty {
-            session: PtySession {
-                id: "pty1".into(),
-                recipe: "shell".into(),
-                risk: Risk::High,
-                state: PtyState::Starting,
-                pid: None,
-                exit_code: None,
-                exit_signal: None,
-                rows: 24,
-                cols: 80,
-                output_bytes: 0,
-                findings: 0,
-                withheld_chunks: 0,
-                truncated: false,
-                requested_by: "token:a".into(),
-                approval_id: None,
-                created_at: 1,
-                updated_at: 1,
-                exited_at: None,
-                error: None,
-                recipe_plugin_sha256: Some("ab".into()),
-                host_id: None,
-            },
-            action_hash: "ph".into(),
-            socket_path: "/nowhere".into(),
-            secret_hash: "sh".into(),
-            boot_id: "b".into(),
-        })
-        .await
-        .expect("pty");
+        crate::testing::new_pty(&s, "pty1", Some("ab")).await;
 
         macro_rules! same {
             ($method:ident, $id:expr) => {{

@@ -1,6 +1,13 @@
 //! PTY sessions: the session row, its lifecycle events (`pty_events`, each
 //! with its audit event in the same transaction), transcript chunks (raw data
 //! private, redacted copy for every other view) and single-use attach tickets.
+//!
+//! A transcript chunk's masked copy is stored only when it differs from the raw bytes
+//! (most terminal output holds no secret, and storing it twice doubled what every commit
+//! and checkpoint writes): `redaction = 'ok'` with `redacted` NULL means "the masked copy is
+//! the raw bytes"; `redaction = 'withheld'` (always with `redacted` NULL) means the redactor
+//! failed and nothing may be shown. [`chunk_from_row`] turns both back into
+//! [`TranscriptChunk::redacted`], so no reader sees the difference.
 
 use crate::engine::{Tx, db};
 use serde_json::{Value, json};
@@ -64,10 +71,19 @@ fn holder_from_row(r: &impl Columns) -> Result<PtyHolderRow> {
 }
 
 fn chunk_from_row(r: &impl Columns) -> Result<TranscriptChunk> {
+    let data: Vec<u8> = r.col("data")?;
+    let stored: Option<Vec<u8>> = r.col("redacted")?;
+    let redaction: String = r.col("redaction")?;
+    let redacted = match (stored, redaction.as_str()) {
+        (Some(masked), _) => Some(masked),
+        // The masked copy is the raw bytes (stored once).
+        (None, "ok") => Some(data.clone()),
+        (None, _) => None,
+    };
     Ok(TranscriptChunk {
         byte_offset: r.col("byte_offset")?,
-        data: r.col("data")?,
-        redacted: r.col("redacted")?,
+        data,
+        redacted,
         findings: r.col("findings")?,
         policy_hash: r.col("policy_hash")?,
     })
@@ -352,7 +368,7 @@ impl Store {
         if let Some((at, masked)) = prev_fix {
             db!(tx, dbc => sqlx::query(
                 "UPDATE transcript_chunks SET redacted = $1 WHERE pty_id = $2 AND stream = 'output' \
-                 AND byte_offset = $3 AND redacted IS NOT NULL",
+                 AND byte_offset = $3 AND redaction = 'ok'",
             )
             .bind(masked)
             .bind(pty_id)
@@ -382,7 +398,8 @@ impl Store {
             .bind(c.byte_offset)
             .bind(c.data.len() as i64)
             .bind(&c.data)
-            .bind(&c.redacted)
+            // Stored once when masking changed nothing (see the module doc).
+            .bind(c.redacted.as_ref().filter(|m| **m != c.data))
             .bind(if c.redacted.is_some() { "ok" } else { "withheld" })
             .bind(c.findings)
             .bind(&c.policy_hash)
@@ -431,7 +448,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<TranscriptChunk>> {
         let rows = db!(rows read self, dbc => sqlx::query(
-            "SELECT byte_offset, data, redacted, findings, policy_hash FROM transcript_chunks \
+            "SELECT byte_offset, data, redacted, redaction, findings, policy_hash FROM transcript_chunks \
              WHERE pty_id = $1 AND stream = 'output' AND byte_offset + length > $2 \
              ORDER BY byte_offset LIMIT $3",
         )
@@ -446,7 +463,7 @@ impl Store {
     /// The last output chunk (to restore the redaction overlap after a restart).
     pub async fn last_transcript_chunk(&self, pty_id: &str) -> Result<Option<TranscriptChunk>> {
         let row = db!(rows write self, dbc => sqlx::query(
-            "SELECT byte_offset, data, redacted, findings, policy_hash FROM transcript_chunks \
+            "SELECT byte_offset, data, redacted, redaction, findings, policy_hash FROM transcript_chunks \
              WHERE pty_id = $1 AND stream = 'output' ORDER BY byte_offset DESC LIMIT 1",
         )
         .bind(pty_id)
@@ -504,5 +521,88 @@ impl Store {
                 .fetch_all(dbc)
                 .await?);
         Ok(rows.into_iter().map(|(k,)| k).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Transcript chunks are stored once when masking changed nothing, and read back the same
+    //! as when both copies were stored.
+
+    use super::*;
+    use crate::testing::{every_engine, new_pty};
+
+    fn chunk(offset: i64, data: &[u8], redacted: Option<&[u8]>) -> TranscriptChunk {
+        TranscriptChunk {
+            byte_offset: offset,
+            data: data.to_vec(),
+            redacted: redacted.map(<[u8]>::to_vec),
+            findings: i64::from(redacted.is_some_and(|m| m != data)),
+            policy_hash: Some("p".into()),
+        }
+    }
+
+    /// (byte_offset, bytes stored in `redacted` or NULL, redaction) of every chunk.
+    async fn stored(s: &Store, pty: &str) -> Vec<(i64, Option<i64>, String)> {
+        db!(read s, dbc => sqlx::query_as(
+            "SELECT byte_offset, CAST(LENGTH(redacted) AS BIGINT), redaction FROM transcript_chunks \
+             WHERE pty_id = $1 ORDER BY byte_offset",
+        )
+        .bind(pty)
+        .fetch_all(dbc)
+        .await
+        .expect("chunks"))
+    }
+
+    every_engine! {
+        #[tokio::test]
+        async fn a_chunk_masking_left_unchanged_is_stored_once_and_read_back_whole(s) {
+            new_pty(&s, "p1", None).await;
+            let clean = b"cargo build: ok\r\n".repeat(100);
+            let raw = b"key=AKIAIOSFODNN7EXAMPLE\r\n".to_vec();
+            let masked = b"key=********************\r\n".to_vec();
+            let chunks = [
+                chunk(0, &clean, Some(&clean)),
+                chunk(clean.len() as i64, &raw, Some(&masked)),
+                chunk((clean.len() + raw.len()) as i64, b"lost", None),
+            ];
+            let end = s.append_transcript("p1", &chunks, None, u64::MAX).await.expect("append");
+            assert_eq!(end, (clean.len() + raw.len() + 4) as i64);
+            assert_eq!(
+                stored(&s, "p1").await,
+                vec![
+                    (0, None, "ok".to_string()),
+                    (clean.len() as i64, Some(masked.len() as i64), "ok".to_string()),
+                    ((clean.len() + raw.len()) as i64, None, "withheld".to_string()),
+                ],
+                "the clean chunk's copy is not stored twice; the withheld one stays withheld"
+            );
+            let read = s.transcript_from("p1", 0, 10).await.expect("read");
+            assert_eq!(read, chunks, "readers get each chunk's masked copy as it was appended");
+            let last = s.last_transcript_chunk("p1").await.expect("last");
+            assert_eq!(last.as_ref(), chunks.last());
+
+            // A secret split across the boundary corrects a chunk stored once: its masked copy
+            // is stored from then on; a withheld chunk is never given one.
+            let fixed = {
+                let mut m = clean.clone();
+                let n = m.len();
+                m[n - 3..].copy_from_slice(b"***");
+                m
+            };
+            let next = chunk(end, b"tail", Some(b"tail"));
+            s.append_transcript("p1", std::slice::from_ref(&next), Some((0, &fixed)), u64::MAX)
+                .await
+                .expect("fix");
+            let read = s.transcript_from("p1", 0, 10).await.expect("read");
+            assert_eq!(read[0].redacted.as_deref(), Some(fixed.as_slice()));
+            assert_eq!(read[0].data, clean, "the raw bytes are untouched");
+            assert_eq!(stored(&s, "p1").await[0], (0, Some(fixed.len() as i64), "ok".to_string()));
+            let hold = chunks[2].byte_offset;
+            let end = s.append_transcript("p1", &[], Some((hold, b"open")), u64::MAX).await.expect("no-op");
+            assert_eq!(end, next.byte_offset + 4);
+            let read = s.transcript_from("p1", hold, 10).await.expect("read");
+            assert_eq!(read[0].redacted, None, "a withheld chunk stays withheld");
+        }
     }
 }

@@ -332,6 +332,42 @@ pub struct PtySession {
     pub host_id: Option<String>,
 }
 
+impl PtySession {
+    /// A terminal whose program is not started yet (24 × 80, no output, no approval), created
+    /// at `now`; callers set what else they know with struct update syntax.
+    pub fn starting(
+        id: String,
+        recipe: String,
+        risk: Risk,
+        requested_by: String,
+        now: i64,
+    ) -> Self {
+        PtySession {
+            id,
+            recipe,
+            risk,
+            state: PtyState::Starting,
+            pid: None,
+            exit_code: None,
+            exit_signal: None,
+            rows: 24,
+            cols: 80,
+            output_bytes: 0,
+            findings: 0,
+            withheld_chunks: 0,
+            truncated: false,
+            requested_by,
+            approval_id: None,
+            created_at: now,
+            updated_at: now,
+            exited_at: None,
+            error: None,
+            recipe_plugin_sha256: None,
+            host_id: None,
+        }
+    }
+}
+
 /// The private side of a PTY session the host needs to reach its holder.
 #[derive(Clone, PartialEq)]
 pub struct PtyHolderRow {

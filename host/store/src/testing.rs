@@ -26,6 +26,30 @@ pub(crate) async fn postgres() -> Option<(tempfile::TempDir, Store)> {
     Some((tmp, s))
 }
 
+/// Records a high-risk `shell` terminal `id` (state `starting`, no holder behind it) whose
+/// recipe plugin is `plugin`.
+pub(crate) async fn new_pty(s: &Store, id: &str, plugin: Option<&str>) {
+    use happyx_core::vocab::Risk;
+    s.create_pty(&crate::NewPty {
+        session: crate::PtySession {
+            recipe_plugin_sha256: plugin.map(str::to_string),
+            ..crate::PtySession::starting(
+                id.into(),
+                "shell".into(),
+                Risk::High,
+                "token:a".into(),
+                1,
+            )
+        },
+        action_hash: "ph".into(),
+        socket_path: "/nowhere".into(),
+        secret_hash: "sh".into(),
+        boot_id: "b".into(),
+    })
+    .await
+    .expect("pty");
+}
+
 /// `every_engine! { #[tokio::test] async fn name(s) { … } }`: the body runs with `s: Store`
 /// once per engine, as the tests `name::sqlite` and `name::postgres`.
 macro_rules! every_engine {

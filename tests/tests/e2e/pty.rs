@@ -672,7 +672,7 @@ fn planted_secrets_are_masked_in_every_non_private_view() {
 
 #[test]
 fn backpressure_keeps_memory_bounded_and_bytes_exact() {
-    let total: u64 = std::env::var("HAPPYX_PTY_BYTES")
+    let total: u64 = std::env::var("PTY_STREAM_BYTES")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(400_000_000);
@@ -816,17 +816,19 @@ fn sha256_of_output(cmd: &str) -> String {
 }
 
 /// The capture throughput figure: the same stream read raw from a PTY by this process, then
-/// captured by the host (PTY read → holder → host → redaction → persisted chunks), in the same
-/// run; byte-exact; the host's RSS sampled while it streams. A load command (the figure only
-/// means something in release), not part of the default suite:
+/// captured by the host (PTY read → holder → host → redaction → persisted chunks), alternating
+/// over [`CAPTURE_ROUNDS`] rounds in the same run (a raw read on this machine varies by half
+/// from one run to the next, so one pair says little); each transcript byte-exact; the host's
+/// RSS sampled while it streams. A load command (the figure only means something in release),
+/// not part of the default suite:
 ///
 /// ```text
-/// cargo test --release -p happyx-tests --test e2e pty::capture_throughput -- --ignored --nocapture
+/// cargo test --release --workspace --test e2e pty::capture_throughput -- --ignored --nocapture
 /// ```
 #[test]
 #[ignore = "load measurement; run by hand, in release"]
 fn capture_throughput_against_a_raw_pty_read() {
-    let total: u64 = std::env::var("HAPPYX_PTY_BYTES")
+    let total: u64 = std::env::var("PTY_STREAM_BYTES")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(400_000_000);
@@ -836,12 +838,10 @@ fn capture_throughput_against_a_raw_pty_read() {
     let cmd = format!("stty raw -echo; {generator}");
     let expected = sha256_of_output(&generator);
     let (tmp, data) = temp_data_dir();
-    let (raw, raw_bytes) = raw_pty_read(&cmd, tmp.path());
-    assert_eq!(raw_bytes, total, "a raw PTY passes every byte");
 
     // A host as it runs between plugin changes: its plugins come from the compile cache the
-    // first start wrote (compiling leaves ~30 MiB of allocator arenas behind). The whole
-    // stream is stored: a transcript cap of exactly its size (the default, 64 MiB, would
+    // first start wrote (compiling leaves ~30 MiB of allocator arenas behind). Each stream is
+    // stored whole: a transcript cap of exactly its size (the default, 64 MiB, would
     // truncate it).
     let config = format!("{CONFIG}[pty]\nmax_transcript_bytes = {total}\n");
     let mut first = Server::with_config(&data, &config);
@@ -852,53 +852,80 @@ fn capture_throughput_against_a_raw_pty_read() {
     let op = server.token("operator");
     let host = i64::from(server.pid());
     let rss_before = status_kib(host, "VmRSS");
-    let t0 = Instant::now();
-    let p = open(&server, &op, &op, &cmd);
-    let id = p["id"].as_str().expect("id").to_string();
-    let mut rss_max = 0;
-    let done = eventually(Duration::from_secs(900), || {
-        rss_max = rss_max.max(status_kib(host, "VmRSS"));
-        let p = get(&server, &op, &id);
-        (p["state"] == "exited" && p["output_bytes"].as_u64() == Some(total)).then_some(p)
-    })
-    .expect("the stream finished");
-    let captured = t0.elapsed();
-    let host_hwm = status_kib(host, "VmHWM");
-    assert_eq!(done["output_bytes"].as_u64(), Some(total), "{done}");
-    let mut resp = server
-        .get(&format!("/v1/pty/{id}/transcript"), &op)
-        .send()
-        .expect("transcript");
-    let mut h = <sha2::Sha256 as sha2::Digest>::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut n = 0u64;
-    loop {
-        let k = std::io::Read::read(&mut resp, &mut buf).expect("read transcript");
-        if k == 0 {
-            break;
-        }
-        sha2::Digest::update(&mut h, &buf[..k]);
-        n += k as u64;
-    }
-    assert_eq!(n, total);
-    assert_eq!(
-        hex::encode(sha2::Digest::finalize(h)),
-        expected,
-        "the transcript is not byte-exact"
-    );
+    // Most RSS a round's streaming added to what the host held when it began.
+    let mut growth = 0;
     let mbps = |d: Duration| total as f64 / d.as_secs_f64() / 1e6;
+    let mut rss_max = 0;
+    let mut ratios = Vec::new();
+    for round in 1..=CAPTURE_ROUNDS {
+        let round_start = status_kib(host, "VmRSS");
+        let mut round_max = 0;
+        let (raw, raw_bytes) = raw_pty_read(&cmd, tmp.path());
+        assert_eq!(raw_bytes, total, "a raw PTY passes every byte");
+        let t0 = Instant::now();
+        let p = open(&server, &op, &op, &cmd);
+        let id = p["id"].as_str().expect("id").to_string();
+        let done = eventually(Duration::from_secs(900), || {
+            round_max = round_max.max(status_kib(host, "VmRSS"));
+            let p = get(&server, &op, &id);
+            (p["state"] == "exited" && p["output_bytes"].as_u64() == Some(total)).then_some(p)
+        })
+        .expect("the stream finished");
+        let captured = t0.elapsed();
+        assert_eq!(done["output_bytes"].as_u64(), Some(total), "{done}");
+        let mut resp = server
+            .get(&format!("/v1/pty/{id}/transcript"), &op)
+            .send()
+            .expect("transcript");
+        let mut h = <sha2::Sha256 as sha2::Digest>::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut n = 0u64;
+        loop {
+            let k = std::io::Read::read(&mut resp, &mut buf).expect("read transcript");
+            if k == 0 {
+                break;
+            }
+            sha2::Digest::update(&mut h, &buf[..k]);
+            n += k as u64;
+        }
+        assert_eq!(n, total);
+        assert_eq!(
+            hex::encode(sha2::Digest::finalize(h)),
+            expected,
+            "the transcript is not byte-exact"
+        );
+        let ratio = raw.as_secs_f64() / captured.as_secs_f64();
+        ratios.push(ratio);
+        rss_max = rss_max.max(round_max);
+        growth = growth.max(round_max.saturating_sub(round_start));
+        println!(
+            "pty capture round {round}: {total} bytes; raw PTY read {:.1} MB/s; captured {:.1} MB/s; \
+             ratio {ratio:.2}; host VmRSS at most {round_max} KiB while streaming, {} KiB after",
+            mbps(raw),
+            mbps(captured),
+            status_kib(host, "VmRSS"),
+        );
+    }
+    ratios.sort_by(f64::total_cmp);
+    let host_hwm = status_kib(host, "VmHWM");
     println!(
-        "pty capture: {total} bytes; raw PTY read {:.1} MB/s; captured {:.1} MB/s; ratio {:.2}; \
-         host VmRSS {rss_before} KiB before, at most {rss_max} KiB while streaming; VmHWM {host_hwm} KiB",
-        mbps(raw),
-        mbps(captured),
-        raw.as_secs_f64() / captured.as_secs_f64()
+        "pty capture: median ratio {:.2} of {CAPTURE_ROUNDS} rounds; host VmRSS {rss_before} KiB \
+         before, at most {rss_max} KiB while streaming (at most {growth} KiB more than when its \
+         round began); VmHWM {host_hwm} KiB",
+        ratios[ratios.len() / 2],
     );
+    // What streaming may add to the host: its share of the holder's ring and the batch being
+    // stored (1 MiB each, with their masked copies), live-viewer buffers and SQLite's cache.
+    // (The idle figure itself is mostly the mapped binary and plugin code; reading a whole
+    // transcript back leaves its own buffers in the allocator, hence per round.)
     assert!(
-        rss_max < 64 * 1024,
-        "host RSS {rss_max} KiB while streaming"
+        growth < 16 * 1024,
+        "host RSS grew by {growth} KiB while a round streamed"
     );
 }
+
+/// Alternating raw and captured streams of [`capture_throughput_against_a_raw_pty_read`].
+const CAPTURE_ROUNDS: usize = 3;
 
 /// A secret split across two writes with a pause between them (so across two transcript
 /// chunks): the newest chunk's overlap window is held back from live viewers until the next

@@ -23,7 +23,6 @@ use crate::pty::manager::Cmd;
 use crate::pty::protocol::SignalKind;
 use crate::store::{self, Granted, NewPty, UseEffect};
 use crate::util::{new_id, now_ms};
-use happyx_core::vocab::PtyState;
 
 mod attach;
 mod relay;
@@ -97,27 +96,16 @@ pub async fn create_pty(
     let now = now_ms();
     let new = NewPty {
         session: store::PtySession {
-            id: id.clone(),
-            recipe: body.recipe.clone(),
-            risk,
-            state: PtyState::Starting,
-            pid: None,
-            exit_code: None,
-            exit_signal: None,
             rows: i64::from(rows),
             cols: i64::from(cols),
-            output_bytes: 0,
-            findings: 0,
-            withheld_chunks: 0,
-            truncated: false,
-            requested_by: requester.clone(),
-            approval_id: None,
-            created_at: now,
-            updated_at: now,
-            exited_at: None,
-            error: None,
             recipe_plugin_sha256: Some(rendered.plugin_hash.clone()),
-            host_id: None,
+            ..store::PtySession::starting(
+                id.clone(),
+                body.recipe.clone(),
+                risk,
+                requester.clone(),
+                now,
+            )
         },
         action_hash: hash.clone(),
         socket_path,
