@@ -3,10 +3,8 @@
 //! live holders after a host restart and marks unreachable ones `lost`.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -580,12 +578,15 @@ async fn drive(
     }
 }
 
-/// A transcript batch being stored while the capture loop goes on reading the holder.
-type Commit = Pin<Box<dyn Future<Output = (Batch, Result<i64, StoreError>)> + Send>>;
+/// A transcript batch being stored while the capture loop goes on reading the holder. It is a
+/// task of its own, not a future the loop polls: the loop also writes (dropped-input events)
+/// while a batch is under way, and on SQLite both need the one write connection, which the
+/// batch's transaction would hold while the loop waited for it.
+type Commit = tokio::task::JoinHandle<(Batch, Result<i64, StoreError>)>;
 
-/// [`drive_loop`], then the batch it left being stored (if any) is finished before the
-/// connection's fate is decided: dropped midway, nobody would know whether it landed, and the
-/// next batch's offsets would be wrong either way.
+/// [`drive_loop`], then the batch it left being stored (if any) is waited for and applied
+/// before the connection's fate is decided: the next connection resumes from what is stored,
+/// so the transcript's offsets must say whether it landed.
 async fn drive_inner(
     t: &mut Transcript,
     wr: &mut OwnedWriteHalf,
@@ -604,8 +605,10 @@ async fn drive_inner(
 }
 
 /// Waits for a batch's commit and applies its outcome to the transcript.
-async fn settle(t: &mut Transcript, commit: Commit) -> Result<(), StoreError> {
-    let (batch, end) = commit.await;
+async fn settle(t: &mut Transcript, commit: Commit) -> Result<(), PtyError> {
+    let (batch, end) = commit
+        .await
+        .map_err(|_| PtyError::Holder("commit_task_failed"))?;
     match end {
         Ok(end) => {
             t.committed(batch, end);
@@ -613,7 +616,7 @@ async fn settle(t: &mut Transcript, commit: Commit) -> Result<(), StoreError> {
         }
         Err(e) => {
             t.abandon(batch);
-            Err(e)
+            Err(e.into())
         }
     }
 }
@@ -668,8 +671,9 @@ async fn drive_loop(
                     }
                 }
             }
-            (batch, end) = committing(inflight), if inflight.is_some() => {
+            done = committing(inflight), if inflight.is_some() => {
                 *inflight = None;
+                let (batch, end) = done.map_err(|_| PtyError::Holder("commit_task_failed"))?;
                 match end {
                     Ok(end) => t.committed(batch, end),
                     Err(e) => {
@@ -706,7 +710,7 @@ async fn drive_loop(
             && t.pending() >= CHUNK_BYTES
             && let Some(batch) = t.prepare(false).await
         {
-            *inflight = Some(Box::pin(batch.commit()));
+            *inflight = Some(tokio::spawn(batch.commit()));
         }
         if let Some(x) = &exit
             && t.end() >= x.end_offset
@@ -731,7 +735,9 @@ async fn drive_loop(
 }
 
 /// The commit under way (the branch that polls it runs only when there is one).
-async fn committing(inflight: &mut Option<Commit>) -> (Batch, Result<i64, StoreError>) {
+async fn committing(
+    inflight: &mut Option<Commit>,
+) -> Result<(Batch, Result<i64, StoreError>), tokio::task::JoinError> {
     match inflight.as_mut() {
         Some(commit) => commit.await,
         None => std::future::pending().await,

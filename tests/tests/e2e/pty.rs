@@ -302,23 +302,19 @@ fn input_output_resize_interrupt_and_kill() {
     );
 }
 
-#[test]
-fn input_a_program_does_not_read_is_dropped_and_the_driver_told() {
-    let (_tmp, data) = temp_data_dir();
-    let server = start(&data);
-    let op = server.token("operator");
-    let p = open(&server, &op, &op, "stty raw -echo; echo ready; sleep 1000");
-    let id = p["id"].as_str().expect("id").to_string();
-    wait_transcript(&server, &op, &id, "ready");
-    let t = ticket(&server, &op, &id, "drive");
+/// Input messages of 64 KiB [`flood_input`] sends (20 MiB): more than the holder queues (256)
+/// plus what the terminal and the sockets buffer.
+const FLOOD_MESSAGES: u64 = 320;
+
+/// Drives terminal `id` and sends it [`FLOOD_MESSAGES`] of input at once; returns the bytes the
+/// first `input_dropped` notice reports (0 when none came within 60 s).
+fn flood_input(server: &Server, op: &str, id: &str) -> u64 {
+    let t = ticket(server, op, id, "drive");
     let rt = tokio::runtime::Runtime::new().expect("rt");
-    // 320 messages of 64 KiB (20 MiB): more than the holder queues (256) plus what the
-    // terminal and the sockets buffer.
-    const MESSAGES: u64 = 320;
-    let dropped: u64 = rt.block_on(async {
-        let mut ws = ws_open(&server.url, &id, &t, 0).await;
+    rt.block_on(async {
+        let mut ws = ws_open(&server.url, id, &t, 0).await;
         let chunk = vec![b'x'; 64 * 1024];
-        for _ in 0..MESSAGES {
+        for _ in 0..FLOOD_MESSAGES {
             ws.send(Message::Binary(chunk.clone().into()))
                 .await
                 .expect("input");
@@ -337,11 +333,60 @@ fn input_a_program_does_not_read_is_dropped_and_the_driver_told() {
             }
         }
         dropped
-    });
+    })
+}
+
+#[test]
+fn input_a_program_does_not_read_is_dropped_and_the_driver_told() {
+    let (_tmp, data) = temp_data_dir();
+    let server = start(&data);
+    let op = server.token("operator");
+    let p = open(&server, &op, &op, "stty raw -echo; echo ready; sleep 1000");
+    let id = p["id"].as_str().expect("id").to_string();
+    wait_transcript(&server, &op, &id, "ready");
+    let dropped = flood_input(&server, &op, &id);
     assert!(dropped > 0, "the driver was not told of dropped input");
-    assert!(dropped <= MESSAGES * 64 * 1024, "{dropped}");
+    assert!(dropped <= FLOOD_MESSAGES * 64 * 1024, "{dropped}");
     assert_eq!(dropped % (64 * 1024), 0, "whole messages are dropped");
     // Control frames still reach the holder of a program that does not read.
+    let (st, b) = call(server.post(&format!("/v1/pty/{id}/kill"), &op, &json!({})));
+    assert_eq!(st, 200, "{b}");
+    wait_state(&server, &op, &id, &["killed", "exited"]);
+    let ev = events(&server, &op, &id);
+    assert!(ev.iter().any(|e| e == "pty.input_dropped"), "{ev:?}");
+}
+
+/// Input dropped while the program streams output: the drop is recorded while transcript
+/// batches are being stored (one writer), and neither waits for the other — the transcript
+/// keeps growing, the driver is told, and a kill still lands.
+#[test]
+fn input_dropped_while_output_streams_is_recorded_and_capture_goes_on() {
+    let (_tmp, data) = temp_data_dir();
+    let server = Server::with_config(
+        &data,
+        format!("{CONFIG}[pty]\nmax_transcript_bytes = 4000000000\n"),
+    );
+    let op = server.token("operator");
+    let p = open(
+        &server,
+        &op,
+        &op,
+        "stty raw -echo; echo ready; yes 'output while input is dropped' | head -c 4000000000",
+    );
+    let id = p["id"].as_str().expect("id").to_string();
+    wait_transcript(&server, &op, &id, "ready");
+    let dropped = flood_input(&server, &op, &id);
+    assert!(dropped > 0, "the driver was not told of dropped input");
+    let stored = |server: &Server| get(server, &op, &id)["output_bytes"].as_u64().unwrap_or(0);
+    let before = stored(&server);
+    let grew = eventually(Duration::from_secs(30), || {
+        (stored(&server) >= before + 8 * 1024 * 1024).then_some(())
+    });
+    assert!(
+        grew.is_some(),
+        "the transcript stopped at {} bytes after input was dropped",
+        stored(&server)
+    );
     let (st, b) = call(server.post(&format!("/v1/pty/{id}/kill"), &op, &json!({})));
     assert_eq!(st, 200, "{b}");
     wait_state(&server, &op, &id, &["killed", "exited"]);
