@@ -328,6 +328,64 @@ async fn a_redactor_built_against_wit_0_2_0_still_loads_and_redacts_whole_chunks
     assert_eq!((r.findings[0].start, r.findings[0].end), (0, data.len()));
 }
 
+/// A redactor built against `happyx:policy@0.3.0` (a prefilter without groups, no
+/// `redact-windows`) still loads, and each of its windows is a `redact` call of its own.
+#[tokio::test]
+async fn a_redactor_built_against_wit_0_3_0_still_loads_and_gets_a_call_per_window() {
+    let cfg = redactor_cfg(hostile("redactor_v3"));
+    let host = tokio::task::spawn_blocking(move || load(&cfg))
+        .await
+        .unwrap()
+        .expect("a 0.3.0 redactor loads");
+    let st = &host.status()[0];
+    assert_eq!(
+        (st.wit_version.as_str(), st.name.as_str()),
+        ("0.3.0", "redactor-v3")
+    );
+    assert!(host.redactor_has_prefilter());
+    let calls = st.calls;
+    let filler = "x".repeat(4000);
+    let data = format!("{filler}SECRET1234{filler}SECRET5678{filler}");
+    let r = host.redact("stdout", data.as_bytes()).await.unwrap();
+    let at: Vec<usize> = data.match_indices("SECRET").map(|(i, _)| i).collect();
+    let got: Vec<(usize, usize)> = r.findings.iter().map(|f| (f.start, f.end)).collect();
+    assert_eq!(got, vec![(at[0], at[0] + 10), (at[1], at[1] + 10)]);
+    assert_eq!(host.status()[0].calls, calls + 2, "a call per window");
+}
+
+/// The built-in redactor (0.4.0) gets every window of a chunk in one `redact-windows` call,
+/// however many secrets the chunk holds and however far apart, and finds what a whole scan
+/// finds.
+#[tokio::test]
+async fn the_built_in_redactor_scans_every_window_of_a_chunk_in_one_call() {
+    let host = tokio::task::spawn_blocking(|| load(&PluginsConfig::default()))
+        .await
+        .unwrap()
+        .expect("load builtins");
+    assert_eq!(host.status()[0].wit_version, "0.4.0");
+    let filler = "   Compiling crate v0.1.0 (/src/crate)\n".repeat(100);
+    let data = format!(
+        "{filler}key={AWS}\n{filler}password=hunter2hunter2\n{filler}\
+         Authorization: Bearer abcdefghijklmnop0123456789\n{filler}ghp_0123456789abcdefghijklmnopqrstuvwxyzAB\n{filler}"
+    );
+    let calls = host.status()[0].calls;
+    let r = host.redact("stdout", data.as_bytes()).await.unwrap();
+    assert_eq!(host.status()[0].calls, calls + 1, "one guest call");
+    let whole = host.redact_whole("stdout", data.as_bytes()).await.unwrap();
+    assert_eq!(r.findings, whole.findings);
+    let rules: Vec<&str> = r.findings.iter().map(|f| f.rule.as_str()).collect();
+    assert_eq!(
+        rules,
+        [
+            "aws-access-key",
+            "password-assignment",
+            "auth-header",
+            "bearer-token",
+            "github-token"
+        ]
+    );
+}
+
 /// Through the built-in redactor's prefilter, a chunk without any trigger costs no guest
 /// call, and a chunk with a secret still has it found.
 #[tokio::test]
@@ -392,7 +450,7 @@ async fn components_that_cannot_be_loaded_get_typed_errors() {
     let err = bad(redactor_cfg(hostile("newer_wit")));
     assert_eq!(err.code(), "plugin_wit_version", "{err}");
     let msg = err.to_string();
-    assert!(msg.contains("0.4.0") && msg.contains("0.3.0"), "{msg}");
+    assert!(msg.contains("0.5.0") && msg.contains("0.4.0"), "{msg}");
 
     // A prefilter outside the limits (a 65-byte trigger) refuses the plugin at load.
     let err = bad(redactor_cfg(hostile("prefilter_invalid")));

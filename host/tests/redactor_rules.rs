@@ -16,7 +16,7 @@ mod rules;
 use std::sync::LazyLock;
 
 use happyx::plugins::Finding;
-use happyx::plugins::prefilter::{Prefilter, TriggerSpec};
+use happyx::plugins::prefilter::{Prefilter, TriggerSpec, Window};
 use proptest::prelude::*;
 use regex::bytes::{Regex, RegexBuilder};
 
@@ -125,39 +125,59 @@ static PREFILTER: LazyLock<Prefilter> = LazyLock::new(|| {
             ascii_case_insensitive: t.nocase,
             before: t.before,
             after: t.after,
+            group: t.group,
         })
         .collect();
     Prefilter::build(&specs).expect("the rules' triggers are a valid prefilter")
 });
 
-/// The rules' findings through the prefilter (windows only) and on the whole data.
-fn through_prefilter(rules: &rules::Rules, data: &[u8]) -> (Vec<Finding>, Vec<Finding>) {
-    let findings = |data: &[u8]| -> Vec<Finding> {
-        let mut f: Vec<Finding> = rules
-            .scan(data)
-            .into_iter()
-            .map(|h| Finding {
-                rule: h.rule.to_string(),
-                start: h.start,
-                end: h.end,
-            })
-            .collect();
-        f.sort_by_key(|f| (f.start, f.end));
-        f
-    };
+fn to_findings(hits: Vec<rules::Hit>) -> Vec<Finding> {
+    let mut f: Vec<Finding> = hits
+        .into_iter()
+        .map(|h| Finding {
+            rule: h.rule.to_string(),
+            start: h.start,
+            end: h.end,
+        })
+        .collect();
+    f.sort_by_key(|f| (f.start, f.end));
+    f
+}
+
+/// The rules' findings through the prefilter — windows each scanned with every rule (0.3.0),
+/// and windows scanned with their groups' rules only (0.4.0) — and on the whole data.
+fn through_prefilter(
+    rules: &rules::Rules,
+    data: &[u8],
+) -> (Vec<Finding>, Vec<Finding>, Vec<Finding>) {
     let filtered = PREFILTER
-        .scan(data, |w| Ok::<_, ()>(findings(w)))
+        .scan(data, |w| Ok::<_, ()>(to_findings(rules.scan(w))))
         .expect("infallible");
-    (filtered, findings(data))
+    let grouped = PREFILTER
+        .scan_grouped(data, |windows: &[Window]| {
+            let ranges: Vec<_> = windows
+                .iter()
+                .map(|w| (w.range.clone(), w.groups.as_slice()))
+                .collect();
+            rules.scan_windows(data, &ranges).map(to_findings)
+        })
+        .expect("every window and group is the rules' own");
+    (filtered, grouped, to_findings(rules.scan(data)))
 }
 
 fn check(data: &[u8]) {
     let (rules, references, before_form) = &*COMPILED;
-    let (filtered, whole) = through_prefilter(rules, data);
+    let (filtered, grouped, whole) = through_prefilter(rules, data);
     assert_eq!(
         filtered,
         whole,
         "through the prefilter on {:?}",
+        String::from_utf8_lossy(data)
+    );
+    assert_eq!(
+        grouped,
+        whole,
+        "through the grouped prefilter on {:?}",
         String::from_utf8_lossy(data)
     );
     let hits = rules.scan(data);

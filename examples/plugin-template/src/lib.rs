@@ -2,12 +2,16 @@
 //! tokens with small hand-written scanners (no dependencies), and rejects
 //! any setting. Replace `scan` with your own rules, and `prefilter` with the
 //! literals they contain (or return `None` to be given every chunk whole).
+//! Each trigger names a group of rules; `redact_windows` gets the windows
+//! around trigger occurrences with their groups. This sample has one group and
+//! scans each window with all of `scan`; a plugin with many rules runs only
+//! the rules of a window's groups.
 //!
 //! Build with `cargo build --target wasm32-wasip2 --profile guest`, then run
 //! `happyx plugin check target/wasm32-wasip2/guest/my_redactor.wasm`.
 
 use exports::happyx::policy::config::{Guest as ConfigGuest, PluginInfo};
-use exports::happyx::policy::redaction::{Finding, Guest as RedactionGuest, PrefilterSpec, Trigger};
+use exports::happyx::policy::redaction::{Finding, Guest as RedactionGuest, PrefilterSpec, Trigger, Window};
 
 wit_bindgen::generate!({
     world: "redactor",
@@ -50,6 +54,7 @@ impl RedactionGuest for Component {
             ascii_case_insensitive: false,
             before: 1,
             after,
+            group: 0,
         };
         Some(PrefilterSpec {
             triggers: vec![
@@ -61,6 +66,17 @@ impl RedactionGuest for Component {
                 trigger("hpx_", 64),
             ],
         })
+    }
+
+    /// Each window `data[start..end]` scanned as if it were the whole data, findings in
+    /// `data` offsets. Every window here has group 0: all of `scan` runs on it.
+    fn redact_windows(_source: String, data: Vec<u8>, windows: Vec<Window>) -> Result<Vec<Finding>, String> {
+        let mut out = Vec::new();
+        for w in &windows {
+            let part = data.get(w.start as usize..w.end as usize).ok_or("a window is outside the data")?;
+            out.extend(scan(part).into_iter().map(|f| Finding { start: f.start + w.start, end: f.end + w.start, ..f }));
+        }
+        Ok(out)
     }
 }
 

@@ -1,8 +1,8 @@
 //! Host bindings generated from `wit/` for each world (one module per world,
 //! since each world generates its own copy of the shared `config` types), for the
-//! current package version and, in [`v0_2`] and [`v0_1`], for `happyx:policy@0.2.0`
-//! (`wit/0.2.0/`) and `happyx:policy@0.1.0` (`wit/0.1.0/`), whose components the host
-//! still loads through adapters.
+//! current package version and, in [`v0_3`], [`v0_2`] and [`v0_1`], for
+//! `happyx:policy@0.3.0` (`wit/0.3.0/`), `happyx:policy@0.2.0` (`wit/0.2.0/`) and
+//! `happyx:policy@0.1.0` (`wit/0.1.0/`), whose components the host still loads.
 
 /// One module per world of the package in `$path`.
 macro_rules! worlds {
@@ -26,6 +26,12 @@ macro_rules! worlds {
 
 worlds!("../../wit");
 
+/// The three worlds of `happyx:policy@0.3.0`, before trigger groups and
+/// `redaction.redact-windows`.
+pub mod v0_3 {
+    worlds!("../../wit/0.3.0");
+}
+
 /// The three worlds of `happyx:policy@0.2.0`, before `redaction.prefilter`.
 pub mod v0_2 {
     worlds!("../../wit/0.2.0");
@@ -37,7 +43,10 @@ pub mod v0_1 {
 }
 
 /// The `happyx:policy` version this host was built against.
-pub const WIT_VERSION: &str = "0.3.0";
+pub const WIT_VERSION: &str = "0.4.0";
+/// The older version the host still loads with a prefilter whose windows are each given to
+/// `redact` with every rule (no groups).
+pub const WIT_VERSION_V0_3: &str = "0.3.0";
 /// The older version the host still loads (with a warning) with whole-chunk redaction.
 pub const WIT_VERSION_V0_2: &str = "0.2.0";
 /// The oldest version the host still loads (with a warning), through an adapter.

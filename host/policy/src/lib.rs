@@ -389,8 +389,8 @@ impl PluginHost {
         .await
     }
 
-    /// Whether the serving redactor declared a prefilter (a 0.3.0 redactor that did not
-    /// return `none`).
+    /// Whether the serving redactor declared a prefilter (a redactor of 0.3.0 or later that
+    /// did not return `none`).
     pub fn redactor_has_prefilter(&self) -> bool {
         self.current(Kind::Redactor).has_prefilter()
     }

@@ -1,12 +1,21 @@
-//! The redaction prefilter of `happyx:policy@0.3.0` (`redaction.prefilter`): the triggers a
-//! redactor declares once per load, validated against explicit limits and compiled into one
-//! Aho-Corasick automaton, and the windowed scan that calls the guest only around trigger
-//! occurrences.
+//! The redaction prefilter (`redaction.prefilter`, `happyx:policy` 0.3.0 and later): the
+//! triggers a redactor declares once per load, validated against explicit limits and compiled
+//! into one Aho-Corasick automaton, and the windowed scans that call the guest only around
+//! trigger occurrences.
 //!
 //! It lives in the host because a native, vectorised multi-literal search is several times
 //! faster than the same search compiled to WebAssembly, and most chunks contain no trigger
 //! at all: those cost one search and no guest call. The plugin still owns its rules: it is
 //! called on every window that may hold a match, and its findings are validated as usual.
+//!
+//! Two scans, by WIT version:
+//! - [`Prefilter::scan_grouped`] (0.4.0): each window carries the groups of the triggers that
+//!   made it, and every window of a chunk goes to the guest in one `redact-windows` call, which
+//!   runs only those groups' rules on it. A secret-dense chunk then costs the guest a few
+//!   rules over a few windows instead of every rule over the whole chunk.
+//! - [`Prefilter::scan`] (0.3.0, no groups): each window is its own `redact` call with every
+//!   rule; windows less than [`MERGE_GAP`] apart are merged to save calls, and a chunk whose
+//!   windows would cost more than one whole call is scanned whole.
 //!
 //! **Fail closed.** A finding that touches an edge of its window that is not an edge of the
 //! data may have been cut by the window (a key block or an unbounded run longer than the
@@ -27,6 +36,8 @@ pub const MAX_TRIGGERS: usize = 1024;
 pub const MAX_TRIGGER_LEN: usize = 64;
 /// Largest `before` or `after` bound of a trigger, in bytes.
 pub const MAX_BOUND: u32 = 65_536;
+/// Trigger groups are `0..MAX_GROUPS`: enough for a group per trigger.
+pub const MAX_GROUPS: u32 = MAX_TRIGGERS as u32;
 /// Windows closer than this are scanned as one: a guest call costs about as much as
 /// scanning this many bytes in it.
 pub const MERGE_GAP: usize = 1024;
@@ -42,6 +53,8 @@ pub struct TriggerSpec {
     pub ascii_case_insensitive: bool,
     pub before: u32,
     pub after: u32,
+    /// The rule group the trigger stands for (0 for a 0.3.0 plugin, which has none).
+    pub group: u32,
 }
 
 // Literals may be operator-configured secrets (a redactor's extra literals): never shown.
@@ -52,6 +65,7 @@ impl fmt::Debug for TriggerSpec {
             .field("ascii_case_insensitive", &self.ascii_case_insensitive)
             .field("before", &self.before)
             .field("after", &self.after)
+            .field("group", &self.group)
             .finish()
     }
 }
@@ -64,7 +78,16 @@ struct Trigger {
     exact: Option<Vec<u8>>,
     before: usize,
     after: usize,
+    group: u32,
     same_start: Vec<usize>,
+}
+
+/// A window of a chunk for a grouped scan: `data[range]`, and the sorted, distinct groups
+/// whose triggers occur in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Window {
+    pub range: Range<usize>,
+    pub groups: Vec<u32>,
 }
 
 /// A validated, compiled prefilter.
@@ -112,6 +135,12 @@ impl Prefilter {
                     t.before, t.after
                 ));
             }
+            if t.group >= MAX_GROUPS {
+                return Err(format!(
+                    "prefilter trigger {i} has group {}, outside 0..{MAX_GROUPS}",
+                    t.group
+                ));
+            }
         }
         let fold = specs.iter().any(|t| t.ascii_case_insensitive);
         let patterns: Vec<Vec<u8>> = specs
@@ -140,6 +169,7 @@ impl Prefilter {
                 exact: (fold && !t.ascii_case_insensitive).then(|| t.literal.clone()),
                 before: t.before as usize,
                 after: t.after as usize,
+                group: t.group,
                 same_start: patterns
                     .iter()
                     .enumerate()
@@ -155,9 +185,10 @@ impl Prefilter {
         })
     }
 
-    /// The windows of `data` around every trigger occurrence, merged: sorted, disjoint and
-    /// not adjacent. Empty when no trigger occurs.
-    pub fn windows(&self, data: &[u8]) -> Vec<Range<usize>> {
+    /// Every trigger occurrence in `data` as its window (clamped to the data) and group, in
+    /// order of occurrence; an occurrence whose window lies within the previous one of the same
+    /// group extends it instead of adding one.
+    fn occurrences(&self, data: &[u8]) -> Vec<(Range<usize>, u32)> {
         let folded;
         let hay: &[u8] = if self.fold {
             folded = data.to_ascii_lowercase();
@@ -165,7 +196,7 @@ impl Prefilter {
         } else {
             data
         };
-        let mut raw: Vec<Range<usize>> = Vec::new();
+        let mut raw: Vec<(Range<usize>, u32)> = Vec::new();
         let mut at = 0;
         while at < hay.len() {
             let Some(m) = self.automaton.find(Input::new(hay).span(at..hay.len())) else {
@@ -189,15 +220,111 @@ impl Prefilter {
                 let start = s.saturating_sub(t.before);
                 let end = end.saturating_add(t.after).min(data.len());
                 match raw.last_mut() {
-                    Some(last) if start <= last.end && start >= last.start => {
+                    Some((last, g))
+                        if *g == t.group && start <= last.end && start >= last.start =>
+                    {
                         last.end = last.end.max(end)
                     }
-                    _ => raw.push(start..end),
+                    _ => raw.push((start..end, t.group)),
                 }
             }
             at = s + 1;
         }
-        merge(raw)
+        raw
+    }
+
+    /// The windows of `data` around every trigger occurrence, merged: sorted, disjoint and
+    /// not adjacent. Empty when no trigger occurs.
+    pub fn windows(&self, data: &[u8]) -> Vec<Range<usize>> {
+        merge(self.occurrences(data).into_iter().map(|(w, _)| w).collect())
+    }
+
+    /// The windows of a grouped scan: those around every trigger occurrence, each with its
+    /// trigger's group, merged where they overlap or touch (their groups too). Sorted and
+    /// disjoint, with a gap between any two; empty when no trigger occurs.
+    pub fn grouped_windows(&self, data: &[u8]) -> Vec<Window> {
+        merge_grouped(
+            self.occurrences(data)
+                .into_iter()
+                .map(|(range, g)| Window {
+                    range,
+                    groups: vec![g],
+                })
+                .collect(),
+        )
+    }
+
+    /// The findings of a grouped scan of `data` (0.4.0, `redact-windows`), in data offsets,
+    /// sorted by `(start, end)`. `scan` gets every window still to scan at once and returns
+    /// validated findings in data offsets, each inside one of the windows it was given (the
+    /// caller checks that: [`inside`]). A window a finding touches at an inner edge is widened
+    /// by its own length on that side, merged with every window it now overlaps or touches
+    /// (scanned ones are scanned again, with their groups), and scanned again in the next
+    /// call; calls go on until no finding touches an inner edge.
+    pub fn scan_grouped<E>(
+        &self,
+        data: &[u8],
+        mut scan: impl FnMut(&[Window]) -> Result<Vec<Finding>, E>,
+    ) -> Result<Vec<Finding>, E> {
+        let mut todo = self.grouped_windows(data);
+        let mut done: Vec<(Window, Vec<Finding>)> = Vec::new();
+        while !todo.is_empty() {
+            let mut per: Vec<Vec<Finding>> = vec![Vec::new(); todo.len()];
+            for f in scan(&todo)? {
+                let i = todo.partition_point(|w| w.range.end <= f.start);
+                if let Some(found) = per.get_mut(i) {
+                    found.push(f);
+                }
+            }
+            let mut widened = Vec::new();
+            for (mut w, found) in todo.into_iter().zip(per) {
+                let (start, end) = (w.range.start, w.range.end);
+                let cut_start = start > 0 && found.iter().any(|f| f.start == start);
+                let cut_end = end < data.len() && found.iter().any(|f| f.end >= end);
+                if !(cut_start || cut_end) {
+                    done.push((w, found));
+                    continue;
+                }
+                let grow = (end - start).max(1);
+                if cut_start {
+                    w.range.start = start.saturating_sub(grow);
+                }
+                if cut_end {
+                    w.range.end = end.saturating_add(grow).min(data.len());
+                }
+                tracing::trace!(
+                    start = w.range.start,
+                    end = w.range.end,
+                    "prefilter window widened"
+                );
+                widened.push(w);
+            }
+            // Widened windows take in every window they now reach, until none reaches another:
+            // scanned windows are dropped with their findings and scanned again.
+            todo = loop {
+                let merged = merge_grouped(widened);
+                let before = done.len();
+                let mut absorbed = Vec::new();
+                done.retain(|(d, _)| {
+                    let reached = merged
+                        .iter()
+                        .any(|m| d.range.start <= m.range.end && m.range.start <= d.range.end);
+                    if reached {
+                        absorbed.push(d.clone());
+                    }
+                    !reached
+                });
+                if done.len() == before {
+                    break merged;
+                }
+                widened = merged;
+                widened.extend(absorbed);
+            };
+        }
+        done.sort_by_key(|(w, _)| w.range.start);
+        let mut out: Vec<Finding> = done.into_iter().flat_map(|(_, found)| found).collect();
+        out.sort_by_key(|f| (f.start, f.end));
+        Ok(out)
     }
 
     /// The findings of `scan` over the windows of `data`, in data offsets, sorted by
@@ -265,6 +392,38 @@ impl Prefilter {
     }
 }
 
+/// Whether every finding lies inside one of `windows` (sorted and disjoint): what a grouped
+/// scan's guest must answer.
+pub fn inside(findings: &[Finding], windows: &[Window]) -> bool {
+    findings.iter().all(|f| {
+        let i = windows.partition_point(|w| w.range.end <= f.start);
+        windows
+            .get(i)
+            .is_some_and(|w| w.range.start <= f.start && f.end <= w.range.end)
+    })
+}
+
+/// Sorts `windows` and merges those that overlap or touch, with their groups (sorted,
+/// distinct).
+fn merge_grouped(mut windows: Vec<Window>) -> Vec<Window> {
+    windows.sort_by_key(|w| w.range.start);
+    let mut out: Vec<Window> = Vec::with_capacity(windows.len());
+    for w in windows {
+        match out.last_mut() {
+            Some(last) if w.range.start <= last.range.end => {
+                last.range.end = last.range.end.max(w.range.end);
+                last.groups.extend(w.groups);
+            }
+            _ => out.push(w),
+        }
+    }
+    for w in &mut out {
+        w.groups.sort_unstable();
+        w.groups.dedup();
+    }
+    out
+}
+
 /// Sorts `windows` and merges the overlapping ones and those less than [`MERGE_GAP`] apart.
 fn merge(mut windows: Vec<Range<usize>>) -> Vec<Range<usize>> {
     windows.sort_by_key(|w| w.start);
@@ -285,11 +444,23 @@ mod tests {
     use super::*;
 
     fn trigger(lit: &str, nocase: bool, before: u32, after: u32) -> TriggerSpec {
+        grouped(lit, nocase, before, after, 0)
+    }
+
+    fn grouped(lit: &str, nocase: bool, before: u32, after: u32, group: u32) -> TriggerSpec {
         TriggerSpec {
             literal: lit.as_bytes().to_vec(),
             ascii_case_insensitive: nocase,
             before,
             after,
+            group,
+        }
+    }
+
+    fn window(range: Range<usize>, groups: &[u32]) -> Window {
+        Window {
+            range,
+            groups: groups.to_vec(),
         }
     }
 
@@ -321,6 +492,133 @@ mod tests {
             let e = Prefilter::build(&[trigger("a", false, before, after)]).unwrap_err();
             assert!(e.contains("above 65536"), "{e}");
         }
+        assert!(Prefilter::build(&[grouped("a", false, 0, 0, MAX_GROUPS - 1)]).is_ok());
+        let e = Prefilter::build(&[grouped("a", false, 0, 0, MAX_GROUPS)]).unwrap_err();
+        assert!(
+            e.contains("trigger 0 has group 1024, outside 0..1024"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn grouped_windows_keep_their_groups_and_merge_only_where_they_touch() {
+        let p = Prefilter::build(&[
+            grouped("KEY", false, 2, 3, 4),
+            grouped("token", true, 1, 1, 1),
+            // the same literal for a second group
+            grouped("KEY", false, 0, 10, 2),
+        ])
+        .unwrap();
+        assert!(p.grouped_windows(b"nothing at all").is_empty());
+        assert_eq!(p.grouped_windows(b"..KEY"), vec![window(0..5, &[2, 4])]);
+        assert_eq!(
+            p.grouped_windows(b"....KEY.............."),
+            vec![window(2..17, &[2, 4])]
+        );
+        // apart by one byte: two windows, each with its own groups
+        assert_eq!(
+            p.grouped_windows(b"TOKEN.x.TOKEN"),
+            vec![window(0..6, &[1]), window(7..13, &[1])]
+        );
+        // touching: one window
+        assert_eq!(
+            p.grouped_windows(b"TOKEN..TOKEN"),
+            vec![window(0..12, &[1])]
+        );
+        let far = format!("ToKeN{}KEY", ".".repeat(40));
+        assert_eq!(
+            p.grouped_windows(far.as_bytes()),
+            vec![window(0..6, &[1]), window(43..48, &[2, 4])]
+        );
+        // the ungrouped windows of the same data merge across MERGE_GAP, as before
+        assert_eq!(p.windows(far.as_bytes()), vec![0..48]);
+    }
+
+    #[test]
+    fn a_grouped_scan_widens_a_cut_window_and_rescans_what_it_reaches() {
+        // BEGIN..END blocks (group 0) and short `pin` findings (group 1).
+        let p = Prefilter::build(&[
+            grouped("BEGIN", false, 1, 4, 0),
+            grouped("pin", false, 0, 4, 1),
+        ])
+        .unwrap();
+        let mut data = b"xxxxxxxxxx BEGIN ".to_vec();
+        data.extend(std::iter::repeat_n(b'k', 100));
+        data.extend_from_slice(b" END yy pin123 yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy");
+        let mut calls: Vec<Vec<Window>> = Vec::new();
+        let found = p
+            .scan_grouped(&data, |windows: &[Window]| -> Result<Vec<Finding>, ()> {
+                calls.push(windows.to_vec());
+                let mut out = Vec::new();
+                for w in windows {
+                    let text = &data[w.range.clone()];
+                    if w.groups.contains(&0)
+                        && let Some(s) = text.windows(5).position(|x| x == b"BEGIN")
+                    {
+                        let end = text[s..]
+                            .windows(3)
+                            .position(|x| x == b"END")
+                            .map_or(text.len(), |e| s + e + 3);
+                        out.push(Finding {
+                            rule: "block".into(),
+                            start: w.range.start + s,
+                            end: w.range.start + end,
+                        });
+                    }
+                    if w.groups.contains(&1)
+                        && let Some(s) = text.windows(3).position(|x| x == b"pin")
+                    {
+                        out.push(Finding {
+                            rule: "pin".into(),
+                            start: w.range.start + s,
+                            end: w.range.start + (s + 6).min(text.len()),
+                        });
+                    }
+                }
+                assert!(inside(&out, windows));
+                Ok(out)
+            })
+            .unwrap();
+        let block_end = data.windows(3).position(|x| x == b"END").unwrap() + 3;
+        let pin = data.windows(3).position(|x| x == b"pin").unwrap();
+        assert_eq!(
+            found,
+            vec![
+                Finding {
+                    rule: "block".into(),
+                    start: 11,
+                    end: block_end
+                },
+                Finding {
+                    rule: "pin".into(),
+                    start: pin,
+                    end: pin + 6
+                },
+            ]
+        );
+        // First call: both windows at once; the block's window is cut and widened until it
+        // reaches END, taking in the `pin` window, which is scanned again with it.
+        assert_eq!(calls[0].len(), 2, "{calls:?}");
+        assert!(calls.len() > 2, "{calls:?}");
+        let last = calls.last().unwrap();
+        assert_eq!(last.len(), 1, "{calls:?}");
+        assert_eq!(last[0].groups, vec![0, 1]);
+        assert!(last[0].range.end > pin + 6);
+    }
+
+    #[test]
+    fn inside_refuses_a_finding_outside_or_across_its_windows() {
+        let ws = [window(2..5, &[0]), window(8..12, &[0])];
+        let f = |start, end| Finding {
+            rule: "r".into(),
+            start,
+            end,
+        };
+        assert!(inside(&[f(2, 5), f(8, 9), f(11, 12)], &ws));
+        assert!(!inside(&[f(1, 3)], &ws));
+        assert!(!inside(&[f(4, 9)], &ws));
+        assert!(!inside(&[f(5, 6)], &ws));
+        assert!(!inside(&[f(12, 13)], &ws));
     }
 
     #[test]

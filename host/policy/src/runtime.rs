@@ -1,9 +1,11 @@
 //! One loaded plugin: its `InstancePre`, its pool of warm instances and the
 //! guarded call path (deadline, memory limit, trap classification). Components
-//! of `happyx:policy` 0.3.0, 0.2.0 and 0.1.0 load, each world bound through its
-//! version's generated types; a 0.3.0 redactor's prefilter is asked once, after
-//! the first instance is configured, and `redact` goes through it (see
-//! [`super::prefilter`]).
+//! of `happyx:policy` 0.4.0, 0.3.0, 0.2.0 and 0.1.0 load, each world bound
+//! through its version's generated types; a redactor's prefilter (0.3.0 and
+//! later) is asked once, after the first instance is configured, and `redact`
+//! goes through it (see [`super::prefilter`]): a 0.4.0 redactor gets every
+//! window of a chunk in one `redact-windows` call, a 0.3.0 one a `redact` call
+//! per window.
 //!
 //! **Instance recycling.** A fresh instance is created from the plugin's
 //! `InstancePre` in a new `Store`, `configure`d once with the operator's
@@ -26,14 +28,15 @@ use wasmtime::{Engine, Store, Trap};
 
 use super::bindings::v0_1::{recipes as rb1, redactor as rd1, retention as rt1};
 use super::bindings::v0_2::{recipes as rb2, redactor as rd2, retention as rt2};
+use super::bindings::v0_3::{recipes as rb3, redactor as rd3, retention as rt3};
 use super::bindings::{
-    WIT_PACKAGE, WIT_VERSION, WIT_VERSION_V0_1, WIT_VERSION_V0_2, recipes as rb, redactor as rd,
-    retention as rt,
+    WIT_PACKAGE, WIT_VERSION, WIT_VERSION_V0_1, WIT_VERSION_V0_2, WIT_VERSION_V0_3, recipes as rb,
+    redactor as rd, retention as rt,
 };
 use super::config::{Kind, Limits};
 use super::engine;
 use super::error::{PluginError, PluginRef};
-use super::prefilter::{Prefilter, TriggerSpec};
+use super::prefilter::{self as pf, Prefilter, TriggerSpec, Window};
 use super::store::{StoreState, new_store};
 use super::types::{Finding, Item, Param, Recipe, RetentionKind, Risk, Totals};
 use super::validate;
@@ -41,11 +44,14 @@ use super::validate;
 /// Idle warm instances kept per plugin.
 pub const POOL_IDLE: usize = 8;
 
-/// A prepared component for one world, at the current WIT version, 0.2.0 or 0.1.0.
+/// A prepared component for one world, at the current WIT version, 0.3.0, 0.2.0 or 0.1.0.
 enum Pre {
     Redactor(rd::RedactorPre<StoreState>),
     Retention(rt::RetentionPolicyPre<StoreState>),
     Recipes(rb::RecipeBookPre<StoreState>),
+    RedactorV03(rd3::RedactorPre<StoreState>),
+    RetentionV03(rt3::RetentionPolicyPre<StoreState>),
+    RecipesV03(rb3::RecipeBookPre<StoreState>),
     RedactorV02(rd2::RedactorPre<StoreState>),
     RetentionV02(rt2::RetentionPolicyPre<StoreState>),
     RecipesV02(rb2::RecipeBookPre<StoreState>),
@@ -59,6 +65,9 @@ enum Bound {
     Redactor(rd::Redactor),
     Retention(rt::RetentionPolicy),
     Recipes(rb::RecipeBook),
+    RedactorV03(rd3::Redactor),
+    RetentionV03(rt3::RetentionPolicy),
+    RecipesV03(rb3::RecipeBook),
     RedactorV02(rd2::Redactor),
     RetentionV02(rt2::RetentionPolicy),
     RecipesV02(rb2::RecipeBook),
@@ -75,6 +84,9 @@ macro_rules! each_bound {
             Bound::Redactor($b) => $body,
             Bound::Retention($b) => $body,
             Bound::Recipes($b) => $body,
+            Bound::RedactorV03($b) => $body,
+            Bound::RetentionV03($b) => $body,
+            Bound::RecipesV03($b) => $body,
             Bound::RedactorV02($b) => $body,
             Bound::RetentionV02($b) => $body,
             Bound::RecipesV02($b) => $body,
@@ -252,7 +264,8 @@ pub struct Plugin {
     catalog: Vec<Recipe>,
     /// The `happyx:policy` version the component was built against.
     pub wit_version: &'static str,
-    /// The redactor's prefilter, asked once at load (0.3.0 redactors that declare one).
+    /// The redactor's prefilter, asked once at load (redactors of 0.3.0 and later that
+    /// declare one).
     prefilter: Option<Prefilter>,
 }
 
@@ -333,6 +346,7 @@ impl Plugin {
         let wit_version = match exports.version.as_deref() {
             None => WIT_VERSION,
             Some(v) if v == WIT_VERSION => WIT_VERSION,
+            Some(v) if v == WIT_VERSION_V0_3 => WIT_VERSION_V0_3,
             Some(v) if v == WIT_VERSION_V0_2 => WIT_VERSION_V0_2,
             Some(v) if v == WIT_VERSION_V0_1 => WIT_VERSION_V0_1,
             Some(found) => {
@@ -395,6 +409,11 @@ impl Plugin {
                 pre!(RetentionV02, rt2::RetentionPolicyPre<StoreState>)
             }
             (Kind::Recipes, WIT_VERSION_V0_2) => pre!(RecipesV02, rb2::RecipeBookPre<StoreState>),
+            (Kind::Redactor, WIT_VERSION_V0_3) => pre!(RedactorV03, rd3::RedactorPre<StoreState>),
+            (Kind::Retention, WIT_VERSION_V0_3) => {
+                pre!(RetentionV03, rt3::RetentionPolicyPre<StoreState>)
+            }
+            (Kind::Recipes, WIT_VERSION_V0_3) => pre!(RecipesV03, rb3::RecipeBookPre<StoreState>),
             (Kind::Redactor, _) => pre!(Redactor, rd::RedactorPre<StoreState>),
             (Kind::Retention, _) => pre!(Retention, rt::RetentionPolicyPre<StoreState>),
             (Kind::Recipes, _) => pre!(Recipes, rb::RecipeBookPre<StoreState>),
@@ -447,6 +466,12 @@ impl Plugin {
                 "plugin built against {WIT_PACKAGE}@{WIT_VERSION_V0_2}: no redaction prefilter, chunks are scanned whole"
             );
         }
+        if wit_version == WIT_VERSION_V0_3 && kind == Kind::Redactor {
+            tracing::info!(
+                plugin = %this.plugin,
+                "plugin built against {WIT_PACKAGE}@{WIT_VERSION_V0_3}: no trigger groups, each prefilter window is scanned with every rule in a call of its own"
+            );
+        }
         let mut first = this.configure(store, bound)?;
         this.prefilter = this.read_prefilter(&mut first)?;
         if let Ok(mut pool) = this.pool.lock() {
@@ -458,29 +483,41 @@ impl Plugin {
         Ok(this)
     }
 
-    /// Asks a configured 0.3.0 redactor for its prefilter and compiles it; a prefilter outside
-    /// the limits refuses the plugin (`plugin_invalid`). Other worlds and versions have none.
+    /// Asks a configured redactor of 0.3.0 or later for its prefilter and compiles it; a
+    /// prefilter outside the limits refuses the plugin (`plugin_invalid`). Other worlds and
+    /// versions have none. A 0.3.0 trigger has no group: all are group 0.
     fn read_prefilter(&self, inst: &mut Instance) -> Result<Option<Prefilter>, PluginError> {
-        let Bound::Redactor(b) = &inst.bound else {
+        // The same record in each version's generated types; `$group` reads the trigger's
+        // group (evaluated first, before the trigger's fields move).
+        macro_rules! declared {
+            ($b:expr, |$t:ident| $group:expr) => {
+                $b.happyx_policy_redaction()
+                    .call_prefilter(&mut inst.store)
+                    .map(|spec| {
+                        spec.map(|spec| {
+                            spec.triggers
+                                .into_iter()
+                                .map(|$t| TriggerSpec {
+                                    group: $group,
+                                    literal: $t.literal,
+                                    ascii_case_insensitive: $t.ascii_case_insensitive,
+                                    before: $t.before,
+                                    after: $t.after,
+                                })
+                                .collect::<Vec<_>>()
+                        })
+                    })
+            };
+        }
+        let declared = match &inst.bound {
+            Bound::Redactor(b) => declared!(b, |t| t.group),
+            Bound::RedactorV03(b) => declared!(b, |t| 0),
+            _ => return Ok(None),
+        }
+        .map_err(|e| self.classify(&e, &inst.store))?;
+        let Some(specs) = declared else {
             return Ok(None);
         };
-        let declared = b
-            .happyx_policy_redaction()
-            .call_prefilter(&mut inst.store)
-            .map_err(|e| self.classify(&e, &inst.store))?;
-        let Some(declared) = declared else {
-            return Ok(None);
-        };
-        let specs: Vec<TriggerSpec> = declared
-            .triggers
-            .into_iter()
-            .map(|t| TriggerSpec {
-                literal: t.literal,
-                ascii_case_insensitive: t.ascii_case_insensitive,
-                before: t.before,
-                after: t.after,
-            })
-            .collect();
         let prefilter = Prefilter::build(&specs).map_err(|reason| PluginError::Invalid {
             plugin: Box::new(self.plugin.clone()),
             reason,
@@ -522,6 +559,9 @@ impl Plugin {
             Redactor,
             Retention,
             Recipes,
+            RedactorV03,
+            RetentionV03,
+            RecipesV03,
             RedactorV02,
             RetentionV02,
             RecipesV02,
@@ -667,14 +707,58 @@ impl Plugin {
         }
     }
 
-    /// `redaction.redact`, validated: through the prefilter when the plugin declared one
-    /// (the guest sees only windows around trigger occurrences, none when there is none),
-    /// else on the whole of `data`.
+    /// Redaction of `data`, validated: through the prefilter when the plugin declared one
+    /// (the guest sees only windows around trigger occurrences, none when there is none):
+    /// all of them in one `redact-windows` call for a 0.4.0 redactor, one `redact` call per
+    /// window for a 0.3.0 one; else `redact` on the whole of `data`.
     pub fn redact(&self, source: &str, data: &[u8]) -> Result<Vec<Finding>, PluginError> {
         match &self.prefilter {
+            Some(prefilter) if matches!(self.pre, Pre::Redactor(_)) => {
+                prefilter.scan_grouped(data, |windows| self.redact_windows(source, data, windows))
+            }
             Some(prefilter) => prefilter.scan(data, |window| self.redact_whole(source, window)),
             None => self.redact_whole(source, data),
         }
+    }
+
+    /// `redaction.redact-windows` on a 0.4.0 redactor, validated: findings in data offsets,
+    /// each inside one of `windows`.
+    fn redact_windows(
+        &self,
+        source: &str,
+        data: &[u8],
+        windows: &[Window],
+    ) -> Result<Vec<Finding>, PluginError> {
+        use rd::exports::happyx::policy::redaction as g;
+        let sent: Vec<g::Window> = windows
+            .iter()
+            .map(|w| g::Window {
+                start: w.range.start as u64,
+                end: w.range.end as u64,
+                groups: w.groups.clone(),
+            })
+            .collect();
+        let answer = self.call(|store, bound| match bound {
+            Bound::Redactor(b) => b
+                .happyx_policy_redaction()
+                .call_redact_windows(store, source, data, &sent)
+                .map(|r| {
+                    r.map(|v| {
+                        v.into_iter()
+                            .map(|f| (f.rule, f.start, f.end))
+                            .collect::<Vec<_>>()
+                    })
+                }),
+            _ => Err(self.wrong_world()),
+        })?;
+        let raw = answer.map_err(|_| PluginError::Failed {
+            plugin: Box::new(self.plugin.clone()),
+        })?;
+        let found = validate::findings(raw, data.len()).map_err(|r| self.bad(r))?;
+        if !pf::inside(&found, windows) {
+            return Err(self.bad("a finding lies outside the windows it was asked to scan"));
+        }
+        Ok(found)
     }
 
     /// `redaction.redact` on the whole of `data`, validated, whatever the prefilter.
@@ -687,6 +771,7 @@ impl Plugin {
                 data,
                 self.wrong_world(),
                 Redactor,
+                RedactorV03,
                 RedactorV02,
                 RedactorV01,
             )
@@ -709,6 +794,8 @@ impl Plugin {
     ) -> Result<Vec<bool>, PluginError> {
         let (sent, prune) = if matches!(self.pre, Pre::Retention(_)) {
             decide_enum!(self, rt, Retention, now, totals, items)
+        } else if matches!(self.pre, Pre::RetentionV03(_)) {
+            decide_enum!(self, rt3, RetentionV03, now, totals, items)
         } else if matches!(self.pre, Pre::RetentionV02(_)) {
             decide_enum!(self, rt2, RetentionV02, now, totals, items)
         } else {
@@ -772,6 +859,11 @@ impl Plugin {
                     .map(|r| host_recipe!(r, rb::exports::happyx::policy::recipes))
                     .collect()
             }),
+            Bound::RecipesV03(b) => b.happyx_policy_recipes().call_catalog(store).map(|v| {
+                v.into_iter()
+                    .map(|r| host_recipe!(r, rb3::exports::happyx::policy::recipes))
+                    .collect()
+            }),
             Bound::RecipesV02(b) => b.happyx_policy_recipes().call_catalog(store).map(|v| {
                 v.into_iter()
                     .map(|r| host_recipe!(r, rb2::exports::happyx::policy::recipes))
@@ -800,6 +892,10 @@ impl Plugin {
                 .happyx_policy_recipes()
                 .call_render(store, name, args)
                 .map(|a| host_render!(a, rb::exports::happyx::policy::recipes)),
+            Bound::RecipesV03(b) => b
+                .happyx_policy_recipes()
+                .call_render(store, name, args)
+                .map(|a| host_render!(a, rb3::exports::happyx::policy::recipes)),
             Bound::RecipesV02(b) => b
                 .happyx_policy_recipes()
                 .call_render(store, name, args)

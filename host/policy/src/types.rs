@@ -94,8 +94,9 @@ pub struct PluginStatus {
     pub kind: String,
     /// The WIT world, e.g. `recipe-book`.
     pub world: String,
-    /// The `happyx:policy` version the component was built against: `0.3.0`, or `0.2.0`
-    /// (no redaction prefilter) or `0.1.0` for an older component served through an adapter.
+    /// The `happyx:policy` version the component was built against: `0.4.0`, or `0.3.0` (no
+    /// trigger groups), `0.2.0` (no redaction prefilter) or `0.1.0` for an older component
+    /// served through an adapter.
     pub wit_version: String,
     /// The plugin's self-declared name and version.
     pub name: String,

@@ -11,7 +11,7 @@ use std::rc::Rc;
 
 use exports::happyx::policy::config::{Guest as ConfigGuest, PluginInfo as Info};
 use exports::happyx::policy::redaction::{
-    Finding, Guest as RedactionGuest, PrefilterSpec, Trigger,
+    Finding, Guest as RedactionGuest, PrefilterSpec, Trigger, Window,
 };
 
 wit_bindgen::generate!({
@@ -52,18 +52,39 @@ impl ConfigGuest for Component {
     }
 }
 
+fn findings(hits: Vec<rules::Hit>) -> Vec<Finding> {
+    hits.into_iter()
+        .map(|h| Finding {
+            rule: h.rule.to_string(),
+            start: h.start as u64,
+            end: h.end as u64,
+        })
+        .collect()
+}
+
 impl RedactionGuest for Component {
     fn redact(_source: String, data: Vec<u8>) -> Result<Vec<Finding>, String> {
+        Ok(findings(current_rules()?.scan(&data)))
+    }
+
+    /// Each window with the rules its groups name (a group is a rule's index).
+    fn redact_windows(
+        _source: String,
+        data: Vec<u8>,
+        windows: Vec<Window>,
+    ) -> Result<Vec<Finding>, String> {
         let rules = current_rules()?;
-        Ok(rules
-            .scan(&data)
-            .into_iter()
-            .map(|h| Finding {
-                rule: h.rule.to_string(),
-                start: h.start as u64,
-                end: h.end as u64,
-            })
-            .collect())
+        let mut ranges = Vec::with_capacity(windows.len());
+        for w in &windows {
+            let (Ok(start), Ok(end)) = (usize::try_from(w.start), usize::try_from(w.end)) else {
+                return Err("a window is out of range".to_string());
+            };
+            if start > end {
+                return Err(format!("window {start}..{end} is reversed"));
+            }
+            ranges.push((start..end, w.groups.as_slice()));
+        }
+        Ok(findings(rules.scan_windows(&data, &ranges)?))
     }
 
     /// The rules' triggers (see `rules::Rules::triggers`); `none` if every
@@ -78,6 +99,7 @@ impl RedactionGuest for Component {
                 ascii_case_insensitive: t.nocase,
                 before: t.before,
                 after: t.after,
+                group: t.group,
             })
             .collect();
         (!triggers.is_empty()).then_some(PrefilterSpec { triggers })

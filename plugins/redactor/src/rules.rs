@@ -467,14 +467,16 @@ pub struct Rules {
 }
 
 /// One trigger of the host's prefilter (`redaction.trigger` of
-/// `happyx:policy@0.3.0`): a literal every match of some rule contains, and
-/// how far around it the match and its context reach.
+/// `happyx:policy@0.4.0`): a literal every match of the rule `group` contains
+/// (the rule's index in the compiled set), and how far around it the match and
+/// its context reach.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Trigger {
     pub literal: Vec<u8>,
     pub nocase: bool,
     pub before: u32,
     pub after: u32,
+    pub group: u32,
 }
 
 // Extra literals are site secrets: never printed.
@@ -482,11 +484,12 @@ impl std::fmt::Debug for Trigger {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "Trigger({} bytes, nocase {}, before {}, after {})",
+            "Trigger({} bytes, nocase {}, before {}, after {}, group {})",
             self.literal.len(),
             self.nocase,
             self.before,
-            self.after
+            self.after,
+            self.group
         )
     }
 }
@@ -495,11 +498,12 @@ impl std::fmt::Debug for Trigger {
 /// triggered by its first bytes.
 const MAX_TRIGGER: usize = 64;
 
-/// Adds a trigger, or widens the bounds of the same literal already there.
+/// Adds a trigger, or widens the bounds of the same literal already there for
+/// the same group.
 fn add_trigger(triggers: &mut Vec<Trigger>, t: Trigger) {
     match triggers
         .iter_mut()
-        .find(|o| o.literal == t.literal && o.nocase == t.nocase)
+        .find(|o| o.literal == t.literal && o.nocase == t.nocase && o.group == t.group)
     {
         Some(o) => {
             o.before = o.before.max(t.before);
@@ -580,6 +584,7 @@ impl Rules {
             if settings.disabled.iter().any(|d| d == def.name) {
                 continue;
             }
+            let group = rules.len() as u32;
             for word in def.triggers.words {
                 add_trigger(
                     &mut triggers,
@@ -588,6 +593,7 @@ impl Rules {
                         nocase: def.triggers.nocase,
                         before: def.triggers.before,
                         after: def.triggers.after,
+                        group,
                     },
                 );
             }
@@ -612,6 +618,7 @@ impl Rules {
             let regex = builder(&alternation)
                 .build()
                 .map_err(|e| format!("extra_literals: {e}"))?;
+            let group = rules.len() as u32;
             rules.push(Compiled {
                 name: LITERAL_RULE,
                 regex,
@@ -628,6 +635,7 @@ impl Rules {
                         before: 1,
                         // MAX_LITERAL bounds it well below the host's limit
                         after: (lit.len() - head.len() + 1) as u32,
+                        group,
                     },
                 );
             }
@@ -653,38 +661,74 @@ impl Rules {
     pub fn scan(&self, data: &[u8]) -> Vec<Hit> {
         let mut hits = Vec::new();
         for rule in &self.rules {
-            let mut push = |start: usize, end: usize| {
-                if start < end {
-                    hits.push(Hit {
-                        rule: rule.name,
-                        start,
-                        end,
-                    });
+            rule.scan(data, 0, &mut hits);
+        }
+        hits.sort_by_key(|h| (h.start, h.end));
+        hits
+    }
+
+    /// The findings of each window `data[range]`, scanned as if it were the
+    /// whole data with only the rules its groups name (a group is a rule's
+    /// index, as [`Rules::triggers`] numbers them), in `data` offsets and
+    /// ordered by start. A window outside `data` or a group no rule has is an
+    /// error.
+    pub fn scan_windows(
+        &self,
+        data: &[u8],
+        windows: &[(std::ops::Range<usize>, &[u32])],
+    ) -> Result<Vec<Hit>, String> {
+        let mut hits = Vec::new();
+        for (range, groups) in windows {
+            let window = data
+                .get(range.clone())
+                .ok_or_else(|| format!("window {range:?} is outside the data"))?;
+            for &g in groups.iter() {
+                let rule = usize::try_from(g)
+                    .ok()
+                    .and_then(|g| self.rules.get(g))
+                    .ok_or_else(|| {
+                        format!("window {range:?} names group {g}, which no rule has")
+                    })?;
+                rule.scan(window, range.start, &mut hits);
+            }
+        }
+        hits.sort_by_key(|h| (h.start, h.end));
+        Ok(hits)
+    }
+}
+
+impl Compiled {
+    /// Pushes this rule's findings in `data` onto `hits`, shifted by `offset`.
+    fn scan(&self, data: &[u8], offset: usize, hits: &mut Vec<Hit>) {
+        let mut push = |start: usize, end: usize| {
+            if start < end {
+                hits.push(Hit {
+                    rule: self.name,
+                    start: offset + start,
+                    end: offset + end,
+                });
+            }
+        };
+        let group = self.group.unwrap_or(0);
+        match (&self.anchored, self.group) {
+            (Some(anchored), _) => anchored.for_each_match(data, |caps, base, from| {
+                // nothing before `from` (a context byte) is part of the match
+                if let Some(m) = caps.get(group) {
+                    push((base + m.start()).max(from), base + m.end());
                 }
-            };
-            let group = rule.group.unwrap_or(0);
-            match (&rule.anchored, rule.group) {
-                (Some(anchored), _) => anchored.for_each_match(data, |caps, offset, from| {
-                    // nothing before `from` (a context byte) is part of the match
+            }),
+            (None, None) => {
+                for m in self.regex.find_iter(data) {
+                    push(m.start(), m.end());
+                }
+            }
+            (None, Some(_)) => {
+                for caps in self.regex.captures_iter(data) {
                     if let Some(m) = caps.get(group) {
-                        push((offset + m.start()).max(from), offset + m.end());
-                    }
-                }),
-                (None, None) => {
-                    for m in rule.regex.find_iter(data) {
                         push(m.start(), m.end());
-                    }
-                }
-                (None, Some(_)) => {
-                    for caps in rule.regex.captures_iter(data) {
-                        if let Some(m) = caps.get(group) {
-                            push(m.start(), m.end());
-                        }
                     }
                 }
             }
         }
-        hits.sort_by_key(|h| (h.start, h.end));
-        hits
     }
 }

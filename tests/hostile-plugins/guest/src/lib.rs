@@ -37,7 +37,7 @@ macro_rules! redactor {
         wit_bindgen::generate!({ $($bindgen)* });
 
         use exports::happyx::policy::config::{Guest as ConfigGuest, PluginInfo};
-        use exports::happyx::policy::redaction::{Finding, Guest as RedactionGuest, PrefilterSpec, Trigger};
+        use exports::happyx::policy::redaction::{Finding, Guest as RedactionGuest, PrefilterSpec, Trigger, Window};
 
         struct Component;
 
@@ -66,6 +66,18 @@ macro_rules! redactor {
 
             fn prefilter() -> Option<PrefilterSpec> {
                 $prefilter
+            }
+
+            /// Each window as if `redact` were given it alone (groups are not used).
+            fn redact_windows(source: String, data: Vec<u8>, windows: Vec<Window>) -> Result<Vec<Finding>, String> {
+                let mut out = Vec::new();
+                for w in &windows {
+                    let part = data.get(w.start as usize..w.end as usize).ok_or("a window is outside the data")?;
+                    for f in <Component as RedactionGuest>::redact(source.clone(), part.to_vec())? {
+                        out.push(Finding { rule: f.rule, start: f.start + w.start, end: f.end + w.start });
+                    }
+                }
+                Ok(out)
             }
         }
 

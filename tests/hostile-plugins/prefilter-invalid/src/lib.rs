@@ -12,6 +12,7 @@ hostile_guest::redactor! {
             ascii_case_insensitive: false,
             before: 0,
             after: 0,
+            group: 0,
         }],
     }),
 }

@@ -12,6 +12,7 @@ hostile_guest::redactor! {
             ascii_case_insensitive: false,
             before: 1,
             after: 1,
+            group: 0,
         }],
     }),
 }

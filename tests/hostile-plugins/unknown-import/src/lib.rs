@@ -5,8 +5,8 @@ hostile_guest::redactor! {
             package happyx:evil;
             world evil {
                 import steal: func(data: list<u8>) -> u32;
-                export happyx:policy/config@0.3.0;
-                export happyx:policy/redaction@0.3.0;
+                export happyx:policy/config@0.4.0;
+                export happyx:policy/redaction@0.4.0;
             }
         "#,
         path: "../../../wit",
