@@ -24,7 +24,7 @@
 //! window is the whole data.
 
 use std::fmt;
-use std::ops::Range;
+use std::ops::{ControlFlow, Range};
 
 use aho_corasick::{AhoCorasick, AhoCorasickKind, Input, MatchKind};
 
@@ -185,10 +185,9 @@ impl Prefilter {
         })
     }
 
-    /// Every trigger occurrence in `data` as its window (clamped to the data) and group, in
-    /// order of occurrence; an occurrence whose window lies within the previous one of the same
-    /// group extends it instead of adding one.
-    fn occurrences(&self, data: &[u8]) -> Vec<(Range<usize>, u32)> {
+    /// Calls `f(start, trigger)` for every trigger occurrence in `data`, in order of start,
+    /// until it breaks.
+    fn each_occurrence(&self, data: &[u8], mut f: impl FnMut(usize, &Trigger) -> ControlFlow<()>) {
         let folded;
         let hay: &[u8] = if self.fold {
             folded = data.to_ascii_lowercase();
@@ -196,18 +195,17 @@ impl Prefilter {
         } else {
             data
         };
-        let mut raw: Vec<(Range<usize>, u32)> = Vec::new();
         let mut at = 0;
         while at < hay.len() {
             let Some(m) = self.automaton.find(Input::new(hay).span(at..hay.len())) else {
                 break;
             };
             let s = m.start();
-            let group = self
+            let candidates = self
                 .triggers
                 .get(m.pattern().as_usize())
                 .map_or(&[][..], |t| t.same_start.as_slice());
-            for t in group.iter().filter_map(|&j| self.triggers.get(j)) {
+            for t in candidates.iter().filter_map(|&j| self.triggers.get(j)) {
                 let end = s + t.pattern.len();
                 if hay.get(s..end) != Some(t.pattern.as_slice()) {
                     continue;
@@ -217,19 +215,42 @@ impl Prefilter {
                 {
                     continue;
                 }
-                let start = s.saturating_sub(t.before);
-                let end = end.saturating_add(t.after).min(data.len());
-                match raw.last_mut() {
-                    Some((last, g))
-                        if *g == t.group && start <= last.end && start >= last.start =>
-                    {
-                        last.end = last.end.max(end)
-                    }
-                    _ => raw.push((start..end, t.group)),
+                if f(s, t).is_break() {
+                    return;
                 }
             }
             at = s + 1;
         }
+    }
+
+    /// Whether any trigger occurs in `data`: the search stops at the first occurrence.
+    pub fn occurs_in(&self, data: &[u8]) -> bool {
+        let mut found = false;
+        self.each_occurrence(data, |_, _| {
+            found = true;
+            ControlFlow::Break(())
+        });
+        found
+    }
+
+    /// Every trigger occurrence in `data` as its window (clamped to the data) and group, in
+    /// order of occurrence; an occurrence whose window lies within the previous one of the same
+    /// group extends it instead of adding one.
+    fn occurrences(&self, data: &[u8]) -> Vec<(Range<usize>, u32)> {
+        let mut raw: Vec<(Range<usize>, u32)> = Vec::new();
+        self.each_occurrence(data, |s, t| {
+            let start = s.saturating_sub(t.before);
+            let end = (s + t.pattern.len())
+                .saturating_add(t.after)
+                .min(data.len());
+            match raw.last_mut() {
+                Some((last, g)) if *g == t.group && start <= last.end && start >= last.start => {
+                    last.end = last.end.max(end)
+                }
+                _ => raw.push((start..end, t.group)),
+            }
+            ControlFlow::Continue(())
+        });
         raw
     }
 
@@ -510,6 +531,9 @@ mod tests {
         ])
         .unwrap();
         assert!(p.grouped_windows(b"nothing at all").is_empty());
+        assert!(!p.occurs_in(b"nothing at all, not even a key"));
+        assert!(p.occurs_in(b"the last word is a ToKeN"));
+        assert!(p.occurs_in(b"KEY"));
         assert_eq!(p.grouped_windows(b"..KEY"), vec![window(0..5, &[2, 4])]);
         assert_eq!(
             p.grouped_windows(b"....KEY.............."),

@@ -534,9 +534,7 @@ impl Plugin {
     /// Whether the prefilter finds no trigger in `data`, so that `redact` would make no
     /// guest call and find nothing. False without a prefilter.
     pub fn prefilter_clears(&self, data: &[u8]) -> bool {
-        self.prefilter
-            .as_ref()
-            .is_some_and(|p| p.windows(data).is_empty())
+        self.prefilter.as_ref().is_some_and(|p| !p.occurs_in(data))
     }
 
     /// A configured instance: instantiated, then given its settings.

@@ -18,9 +18,13 @@
 //! never falls back on non-ASCII input.
 //!
 //! A rule masks either its whole match or only one capture group (the value of
-//! `password=...`, the userinfo of `https://user:pass@host`).
+//! `password=...`, the userinfo of `https://user:pass@host`). Capture searches
+//! are the costliest part of a scan, so a rule whose masked group is simply
+//! what follows the match's last whitespace (`Bearer <token>`) is searched
+//! without one, and an anchored rule without a group is tried with a plain
+//! DFA search.
 
-use regex::bytes::{Captures, Regex, RegexBuilder};
+use regex::bytes::{Regex, RegexBuilder};
 
 /// How a rule finds the places its matches may start.
 #[derive(Clone, Copy)]
@@ -47,6 +51,12 @@ struct RuleDef {
     pattern: &'static str,
     /// `Some(i)`: mask only capture group `i`; `None`: mask the whole match.
     group: Option<usize>,
+    /// The masked group is the part of the match after its last whitespace
+    /// byte, so it is found without a capture search (the costliest part of
+    /// a scan, and more so in WebAssembly). Set only where that is exact: the
+    /// pattern ends with `\s{1,n}` and then group `group` of bytes that are
+    /// never whitespace, to the end of the match.
+    group_after_space: bool,
     /// Where matches may start, when the regex engine's own prefilter would
     /// be a multi-literal search (fast with x86 SIMD, slow in WebAssembly).
     start: Start,
@@ -84,6 +94,7 @@ const RULES: &[RuleDef] = &[
         // cut off (fail closed: the rest of a split key is still masked).
         pattern: r"-----BEGIN[ A-Z0-9]{0,40}PRIVATE KEY( BLOCK)?-----(?s:.*?)(-----END[ A-Z0-9]{0,40}PRIVATE KEY( BLOCK)?-----|\z)",
         group: None,
+        group_after_space: false,
         start: Start::Engine,
         triggers: Triggers {
             words: &["-----BEGIN"],
@@ -96,6 +107,7 @@ const RULES: &[RuleDef] = &[
         name: "aws-access-key",
         pattern: r"\b(AKIA|ASIA|AIDA|AROA|AGPA|ANPA|ANVA|AIPA)[0-9A-Z]{16}\b",
         group: None,
+        group_after_space: false,
         start: Start::Prefix {
             prefixes: &[
                 "AKIA", "ASIA", "AIDA", "AROA", "AGPA", "ANPA", "ANVA", "AIPA",
@@ -115,6 +127,7 @@ const RULES: &[RuleDef] = &[
         name: "aws-secret-key",
         pattern: r#"(?i)aws_?secret_?access_?key["']?\s{0,256}[:=]\s{0,256}["']?([A-Za-z0-9/+=]{16,})"#,
         group: Some(1),
+        group_after_space: false,
         start: Start::Assign(&[
             "awssecretaccesskey",
             "aws_secretaccesskey",
@@ -136,6 +149,7 @@ const RULES: &[RuleDef] = &[
         name: "github-token",
         pattern: r"\b(gh[pousr]_[A-Za-z0-9]{30,255}|github_pat_[A-Za-z0-9_]{22,255})",
         group: None,
+        group_after_space: false,
         start: Start::Prefix {
             prefixes: &["ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"],
             nocase: false,
@@ -151,6 +165,7 @@ const RULES: &[RuleDef] = &[
         name: "gitlab-token",
         pattern: r"\bglpat-[A-Za-z0-9_\-]{20,}",
         group: None,
+        group_after_space: false,
         start: Start::Engine,
         triggers: Triggers {
             words: &["glpat-"],
@@ -163,6 +178,7 @@ const RULES: &[RuleDef] = &[
         name: "slack-token",
         pattern: r"\bxox[abprs]-[A-Za-z0-9\-]{10,}",
         group: None,
+        group_after_space: false,
         start: Start::Prefix {
             prefixes: &["xoxa-", "xoxb-", "xoxp-", "xoxr-", "xoxs-"],
             nocase: false,
@@ -178,6 +194,7 @@ const RULES: &[RuleDef] = &[
         name: "slack-webhook",
         pattern: r"https://hooks\.slack\.com/(services|workflows)/[A-Za-z0-9/_\-]+",
         group: None,
+        group_after_space: false,
         start: Start::Engine,
         triggers: Triggers {
             words: &["://"],
@@ -190,6 +207,7 @@ const RULES: &[RuleDef] = &[
         name: "jwt",
         pattern: r"\beyJ[A-Za-z0-9_\-]{8,8192}\.[A-Za-z0-9_\-]{8,8192}\.[A-Za-z0-9_\-]{8,}",
         group: None,
+        group_after_space: false,
         start: Start::Engine,
         triggers: Triggers {
             words: &["eyJ"],
@@ -202,6 +220,7 @@ const RULES: &[RuleDef] = &[
         name: "auth-header",
         pattern: r#"(?i)\b(proxy-)?authorization["']?\s{0,256}[:=]\s{0,256}["']?(bearer|basic|token|digest|negotiate)\s{1,256}([^\s"',;<>]+)"#,
         group: Some(3),
+        group_after_space: true,
         start: Start::Assign(&["proxy-authorization", "authorization"]),
         triggers: Triggers {
             words: &["authorization"],
@@ -214,6 +233,7 @@ const RULES: &[RuleDef] = &[
         name: "bearer-token",
         pattern: r"(?i)\bbearer\s{1,256}([A-Za-z0-9._~+/=\-]{16,})",
         group: Some(1),
+        group_after_space: true,
         start: Start::Prefix {
             prefixes: &["bearer"],
             nocase: true,
@@ -232,6 +252,7 @@ const RULES: &[RuleDef] = &[
         // keyword.
         pattern: r#"(?i)(password|passwd|secret|token|api_?key|apikey|access_?key|private_?key|credentials?)["']?\s{0,256}[:=]\s{0,256}["']?([^\s"'&,;<>{}\[\]()]{3,})"#,
         group: Some(2),
+        group_after_space: false,
         start: Start::Assign(&[
             "password",
             "passwd",
@@ -269,6 +290,7 @@ const RULES: &[RuleDef] = &[
         name: "url-credentials",
         pattern: r#"\b[A-Za-z][A-Za-z0-9+.\-]{1,20}://([^\s:/@"'<>]{1,256}:[^\s/@"'<>]{1,256})@"#,
         group: Some(1),
+        group_after_space: false,
         start: Start::Engine,
         triggers: Triggers {
             words: &["://"],
@@ -283,6 +305,7 @@ const RULES: &[RuleDef] = &[
         // chars (32 random bytes, no padding).
         pattern: r"hpx_[a-z0-9]{12}_[A-Za-z0-9_\-]{43}",
         group: None,
+        group_after_space: false,
         start: Start::Engine,
         triggers: Triggers {
             words: &["hpx_"],
@@ -372,25 +395,47 @@ impl Anchored {
         }))
     }
 
-    /// The pattern's match starting exactly at `at`, judged with the byte
-    /// before it as context; offsets relative to `at - context`.
-    fn captures_at<'h>(&self, data: &'h [u8], at: usize) -> Option<(Captures<'h>, usize)> {
-        match at.checked_sub(1) {
-            None => self.at_start.captures(data).map(|c| (c, 0)),
-            Some(before) => self
-                .after_one
-                .captures(&data[before..])
-                .map(|c| (c, before)),
-        }
+    /// The span of the pattern's match starting exactly at `at`, judged with
+    /// the byte before it as context — or of its capture group `group` — in
+    /// `data` offsets, and where the match ends. Without a group this is one
+    /// DFA search; a group needs a capture search.
+    fn match_at(
+        &self,
+        data: &[u8],
+        at: usize,
+        group: Option<usize>,
+    ) -> Option<(usize, usize, usize)> {
+        let (regex, base) = match at.checked_sub(1) {
+            None => (&self.at_start, 0),
+            Some(before) => (&self.after_one, before),
+        };
+        let hay = &data[base..];
+        let (span, end) = match group {
+            None => {
+                let m = regex.find(hay)?;
+                ((m.start(), m.end()), m.end())
+            }
+            Some(g) => {
+                let caps = regex.captures(hay)?;
+                let end = caps.get(0).map_or(0, |m| m.end());
+                let Some(m) = caps.get(g) else {
+                    return Some((base + end, base + end, base + end));
+                };
+                ((m.start(), m.end()), end)
+            }
+        };
+        // nothing before `at` (a context byte) is part of the match
+        Some(((base + span.0).max(at), base + span.1, base + end))
     }
 
-    /// Calls `found(captures, offset of their haystack in data, match start)`
-    /// for each match, left to right and non-overlapping — the matches an
-    /// unanchored search of the pattern would find.
-    fn for_each_match<'h>(
+    /// Calls `found(start, end)` with the span of each match, or of its
+    /// capture group `group`, left to right and non-overlapping — the
+    /// matches an unanchored search of the pattern would find.
+    fn for_each_match(
         &self,
-        data: &'h [u8],
-        mut found: impl FnMut(&Captures<'h>, usize, usize),
+        data: &[u8],
+        group: Option<usize>,
+        mut found: impl FnMut(usize, usize),
     ) {
         // Tries the pattern at `at` unless inside the last match; true if it matched.
         let mut resume = 0;
@@ -398,12 +443,11 @@ impl Anchored {
             if at < resume {
                 return false;
             }
-            let Some((caps, base)) = self.captures_at(data, at) else {
+            let Some((start, end, match_end)) = self.match_at(data, at, group) else {
                 return false;
             };
-            let end = caps.get(0).map_or(at + 1, |m| base + m.end());
-            found(&caps, base, at);
-            resume = end.max(at + 1);
+            found(start, end);
+            resume = match_end.max(at + 1);
             true
         };
         match self.candidates {
@@ -452,10 +496,21 @@ impl Anchored {
     }
 }
 
+/// Which part of a match a rule masks.
+#[derive(Clone, Copy)]
+enum Mask {
+    Whole,
+    /// Capture group `i` (a capture search).
+    Group(usize),
+    /// The part after the match's last whitespace byte (see
+    /// `RuleDef::group_after_space`).
+    AfterSpace,
+}
+
 struct Compiled {
     name: &'static str,
     regex: Regex,
-    group: Option<usize>,
+    mask: Mask,
     /// For rules not left to the engine's prefilter (see [`Start`]).
     anchored: Option<Anchored>,
 }
@@ -601,10 +656,15 @@ impl Rules {
                 .build()
                 .map_err(|e| format!("rule {}: {e}", def.name))?;
             let anchored = Anchored::new(def)?;
+            let mask = match (def.group, def.group_after_space) {
+                (None, _) => Mask::Whole,
+                (Some(_), true) => Mask::AfterSpace,
+                (Some(g), false) => Mask::Group(g),
+            };
             rules.push(Compiled {
                 name: def.name,
                 regex,
-                group: def.group,
+                mask,
                 anchored,
             });
         }
@@ -622,7 +682,7 @@ impl Rules {
             rules.push(Compiled {
                 name: LITERAL_RULE,
                 regex,
-                group: None,
+                mask: Mask::Whole,
                 anchored: None,
             });
             for lit in &settings.literals {
@@ -709,22 +769,32 @@ impl Compiled {
                 });
             }
         };
-        let group = self.group.unwrap_or(0);
-        match (&self.anchored, self.group) {
-            (Some(anchored), _) => anchored.for_each_match(data, |caps, base, from| {
-                // nothing before `from` (a context byte) is part of the match
-                if let Some(m) = caps.get(group) {
-                    push((base + m.start()).max(from), base + m.end());
-                }
-            }),
-            (None, None) => {
+        // The masked part of a match that ends with whitespace and then its group.
+        let after_space = |start: usize, end: usize| {
+            data[start..end]
+                .iter()
+                .rposition(|&b| is_regex_space(b))
+                .map_or(start, |i| start + i + 1)
+        };
+        match (&self.anchored, self.mask) {
+            (Some(anchored), Mask::Whole) => anchored.for_each_match(data, None, &mut push),
+            (Some(anchored), Mask::Group(g)) => anchored.for_each_match(data, Some(g), &mut push),
+            (Some(anchored), Mask::AfterSpace) => {
+                anchored.for_each_match(data, None, |s, e| push(after_space(s, e), e))
+            }
+            (None, Mask::Whole) => {
                 for m in self.regex.find_iter(data) {
                     push(m.start(), m.end());
                 }
             }
-            (None, Some(_)) => {
+            (None, Mask::AfterSpace) => {
+                for m in self.regex.find_iter(data) {
+                    push(after_space(m.start(), m.end()), m.end());
+                }
+            }
+            (None, Mask::Group(g)) => {
                 for caps in self.regex.captures_iter(data) {
-                    if let Some(m) = caps.get(group) {
+                    if let Some(m) = caps.get(g) {
                         push(m.start(), m.end());
                     }
                 }
