@@ -2,8 +2,11 @@
 //! natively (on a 64 KiB chunk with secrets and on one without, the common
 //! case; the WASM redactor goes through its prefilter, `wasm_whole` bypasses
 //! it), cached load, fresh instantiation, a warm small call, and a cold
-//! compile. The two WASM/native ratios are printed from medians measured in
-//! the same run (`redact_64k ratio ...` lines).
+//! compile. The WASM/native ratios are printed from medians measured in the
+//! same run, WASM and native calls taken in turn (`redact_64k ratio ...`
+//! lines): through the prefilter with and without secrets, and the secret-dense
+//! chunk given whole, which is what a redactor without trigger groups (0.3.0)
+//! costs on it: its windows cover the chunk.
 
 // A bench that cannot set up its data has nothing to measure: it stops at once.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -85,17 +88,20 @@ fn clean_chunk() -> Vec<u8> {
     out
 }
 
-/// Median of `n` timings of `f`.
-fn median(n: usize, mut f: impl FnMut()) -> Duration {
-    let mut samples: Vec<Duration> = (0..n)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed()
-        })
-        .collect();
-    samples.sort();
-    samples[n / 2]
+/// Medians of `n` timings of `a` and of `b`, taken in turn (a, b, a, b, …) so that both
+/// see the same machine: on a shared machine, two medians taken one after the other can
+/// differ by half for reasons neither has.
+fn paired_medians(n: usize, mut a: impl FnMut(), mut b: impl FnMut()) -> (Duration, Duration) {
+    let time = |f: &mut dyn FnMut()| {
+        let t = Instant::now();
+        f();
+        t.elapsed()
+    };
+    let (mut sa, mut sb): (Vec<Duration>, Vec<Duration>) =
+        (0..n).map(|_| (time(&mut a), time(&mut b))).unzip();
+    sa.sort();
+    sb.sort();
+    (sa[n / 2], sb[n / 2])
 }
 
 fn benches(c: &mut Criterion) {
@@ -144,22 +150,41 @@ fn benches(c: &mut Criterion) {
         b.iter(|| native.scan(black_box(&clean)))
     });
     g.finish();
-    // The two ratios, from medians of this run.
+    // The two ratios, from medians of this run, the two sides taken in turn.
     for (name, data) in [("with secrets", &chunk), ("no secret", &clean)] {
-        let wasm = median(2001, || {
-            black_box(
-                rt.block_on(host.redact("stdout", black_box(data)))
-                    .expect("redact"),
-            );
-        });
-        let nat = median(2001, || {
-            black_box(native.scan(black_box(data)));
-        });
+        let (wasm, nat) = paired_medians(
+            2001,
+            || {
+                black_box(
+                    rt.block_on(host.redact("stdout", black_box(data)))
+                        .expect("redact"),
+                );
+            },
+            || {
+                black_box(native.scan(black_box(data)));
+            },
+        );
         println!(
             "redact_64k ratio ({name}): wasm {wasm:?} / native {nat:?} = {:.2}",
             wasm.as_secs_f64() / nat.as_secs_f64()
         );
     }
+    let (whole, nat) = paired_medians(
+        2001,
+        || {
+            black_box(
+                rt.block_on(host.redact_whole("stdout", black_box(&chunk)))
+                    .expect("redact"),
+            );
+        },
+        || {
+            black_box(native.scan(black_box(&chunk)));
+        },
+    );
+    println!(
+        "redact_64k ratio (with secrets, whole chunk): wasm {whole:?} / native {nat:?} = {:.2}",
+        whole.as_secs_f64() / nat.as_secs_f64()
+    );
 
     c.bench_function("warm_small_call", |b| {
         b.iter(|| rt.block_on(host.redact("text", black_box(b"hello world, nothing to see"))))
