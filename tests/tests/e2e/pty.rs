@@ -901,10 +901,13 @@ fn capture_throughput_against_a_raw_pty_read() {
     let mut growth = 0;
     let mbps = |d: Duration| total as f64 / d.as_secs_f64() / 1e6;
     let mut rss_max = 0;
+    // Anonymous memory: what the host allocated, without the mapped binary and libraries.
+    let mut anon_max = 0;
     let mut ratios = Vec::new();
     for round in 1..=CAPTURE_ROUNDS {
         let round_start = status_kib(host, "VmRSS");
         let mut round_max = 0;
+        let mut round_anon = 0;
         let (raw, raw_bytes) = raw_pty_read(&cmd, tmp.path());
         assert_eq!(raw_bytes, total, "a raw PTY passes every byte");
         let t0 = Instant::now();
@@ -912,6 +915,7 @@ fn capture_throughput_against_a_raw_pty_read() {
         let id = p["id"].as_str().expect("id").to_string();
         let done = eventually(Duration::from_secs(900), || {
             round_max = round_max.max(status_kib(host, "VmRSS"));
+            round_anon = round_anon.max(status_kib(host, "RssAnon"));
             let p = get(&server, &op, &id);
             (p["state"] == "exited" && p["output_bytes"].as_u64() == Some(total)).then_some(p)
         })
@@ -942,10 +946,12 @@ fn capture_throughput_against_a_raw_pty_read() {
         let ratio = raw.as_secs_f64() / captured.as_secs_f64();
         ratios.push(ratio);
         rss_max = rss_max.max(round_max);
+        anon_max = anon_max.max(round_anon);
         growth = growth.max(round_max.saturating_sub(round_start));
         println!(
             "pty capture round {round}: {total} bytes; raw PTY read {:.1} MB/s; captured {:.1} MB/s; \
-             ratio {ratio:.2}; host VmRSS at most {round_max} KiB while streaming, {} KiB after",
+             ratio {ratio:.2}; host VmRSS at most {round_max} KiB while streaming (anonymous \
+             {round_anon} KiB), {} KiB after",
             mbps(raw),
             mbps(captured),
             status_kib(host, "VmRSS"),
@@ -956,7 +962,7 @@ fn capture_throughput_against_a_raw_pty_read() {
     println!(
         "pty capture: median ratio {:.2} of {CAPTURE_ROUNDS} rounds; host VmRSS {rss_before} KiB \
          before, at most {rss_max} KiB while streaming (at most {growth} KiB more than when its \
-         round began); VmHWM {host_hwm} KiB",
+         round began), of it anonymous at most {anon_max} KiB; VmHWM {host_hwm} KiB",
         ratios[ratios.len() / 2],
     );
     // What streaming may add to the host: its share of the holder's ring and the batch being
