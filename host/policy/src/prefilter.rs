@@ -659,6 +659,20 @@ mod tests {
     }
 
     #[test]
+    fn the_kept_lowercased_copy_never_carries_one_search_into_the_next() {
+        let p = Prefilter::build(&[trigger("token", true, 0, 0)]).unwrap();
+        // Larger than the copy a thread keeps, with the trigger at its very end.
+        let mut big = vec![b'x'; KEEP_FOLDED + 10];
+        big.extend_from_slice(b"TOKEN");
+        assert_eq!(p.windows(&big), vec![big.len() - 5..big.len()]);
+        // A shorter search after a longer one sees none of the longer data's bytes.
+        assert!(p.windows(b"xxxxx").is_empty());
+        assert!(!p.occurs_in(b"tok"));
+        assert_eq!(p.windows(b"a Token"), vec![2..7]);
+        assert!(p.occurs_in(b"tOkEn"));
+    }
+
+    #[test]
     fn inside_refuses_a_finding_outside_or_across_its_windows() {
         let ws = [window(2..5, &[0]), window(8..12, &[0])];
         let f = |start, end| Finding {
