@@ -327,26 +327,14 @@ impl Prefilter {
             }
             let mut widened = Vec::new();
             for (mut w, found) in todo.into_iter().zip(per) {
-                let (start, end) = (w.range.start, w.range.end);
-                let cut_start = start > 0 && found.iter().any(|f| f.start == start);
-                let cut_end = end < data.len() && found.iter().any(|f| f.end >= end);
-                if !(cut_start || cut_end) {
-                    done.push((w, found));
-                    continue;
+                let cut = found.iter().map(|f| (f.start, f.end));
+                match widen(&w.range, cut, data.len()) {
+                    Some(range) => {
+                        w.range = range;
+                        widened.push(w);
+                    }
+                    None => done.push((w, found)),
                 }
-                let grow = (end - start).max(1);
-                if cut_start {
-                    w.range.start = start.saturating_sub(grow);
-                }
-                if cut_end {
-                    w.range.end = end.saturating_add(grow).min(data.len());
-                }
-                tracing::trace!(
-                    start = w.range.start,
-                    end = w.range.end,
-                    "prefilter window widened"
-                );
-                widened.push(w);
             }
             // Widened windows take in every window they now reach, until none reaches another:
             // scanned windows are dropped with their findings and scanned again.
@@ -370,7 +358,6 @@ impl Prefilter {
                 widened.extend(absorbed);
             };
         }
-        done.sort_by_key(|(w, _)| w.range.start);
         let mut out: Vec<Finding> = done.into_iter().flat_map(|(_, found)| found).collect();
         out.sort_by_key(|f| (f.start, f.end));
         Ok(out)
@@ -410,19 +397,9 @@ impl Prefilter {
                 pending.next();
             }
             let found = scan(&data[w.clone()])?;
-            let len = w.len();
-            let cut_start = w.start > 0 && found.iter().any(|f| f.start == 0);
-            let cut_end = w.end < data.len() && found.iter().any(|f| f.end >= len);
-            if cut_start || cut_end {
-                let grow = len.max(1);
-                if cut_start {
-                    w.start = w.start.saturating_sub(grow);
-                }
-                if cut_end {
-                    w.end = w.end.saturating_add(grow).min(data.len());
-                }
-                tracing::trace!(start = w.start, end = w.end, "prefilter window widened");
-                next = Some(w);
+            let cut = found.iter().map(|f| (f.start + w.start, f.end + w.start));
+            if let Some(range) = widen(&w, cut, data.len()) {
+                next = Some(range);
                 continue;
             }
             done.push((w, found));
@@ -439,6 +416,37 @@ impl Prefilter {
             })
             .collect())
     }
+}
+
+/// The window `w` of data `len` bytes long, widened by its own length on each side that a
+/// finding (`(start, end)` in data offsets) touches and that is not an edge of the data;
+/// `None` when no finding touches an inner edge (see the module docs: fail closed).
+fn widen(
+    w: &Range<usize>,
+    found: impl IntoIterator<Item = (usize, usize)>,
+    len: usize,
+) -> Option<Range<usize>> {
+    let (mut cut_start, mut cut_end) = (false, false);
+    for (start, end) in found {
+        cut_start |= w.start > 0 && start == w.start;
+        cut_end |= w.end < len && end >= w.end;
+    }
+    if !(cut_start || cut_end) {
+        return None;
+    }
+    let grow = w.len().max(1);
+    let start = if cut_start {
+        w.start.saturating_sub(grow)
+    } else {
+        w.start
+    };
+    let end = if cut_end {
+        w.end.saturating_add(grow).min(len)
+    } else {
+        w.end
+    };
+    tracing::trace!(start, end, "prefilter window widened");
+    Some(start..end)
 }
 
 /// Whether every finding lies inside one of `windows` (sorted and disjoint): what a grouped
