@@ -187,8 +187,20 @@ async fn builtin_host_serves_all_three_worlds() {
     assert!(status[0].calls >= 2);
 }
 
-#[tokio::test]
+// A redaction's guest call runs on the calling worker of a multi-threaded runtime (in
+// `block_in_place`), and through the blocking pool on a current-thread runtime: the hostile
+// plugins get both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_plugins_get_typed_errors_and_the_host_keeps_serving() {
+    hostile_plugins_get_typed_errors().await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn hostile_plugins_get_typed_errors_on_a_current_thread_runtime_too() {
+    hostile_plugins_get_typed_errors().await;
+}
+
+async fn hostile_plugins_get_typed_errors() {
     for (name, code) in [
         ("looper", "plugin_timeout"),
         ("membomb", "plugin_memory"),
@@ -226,6 +238,63 @@ async fn hostile_plugins_get_typed_errors_and_the_host_keeps_serving() {
         assert!(st.failures >= 1 && st.calls > st.failures, "{name}: {st:?}");
         assert!(st.last_error.is_some(), "{name}: {st:?}");
     }
+}
+
+/// A redaction's guest call runs on the calling worker thread, but a slow one does not hold
+/// that worker's other tasks: `block_in_place` hands them to another thread for the call's
+/// duration. With one worker, a call made on it without that would stop a ticking task for
+/// each call's whole 100 ms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_slow_redaction_does_not_hold_the_other_tasks_of_its_worker() {
+    use std::time::{Duration, Instant};
+    let cfg = PluginsConfig {
+        redactor: Some(PluginSpec {
+            timeout_ms: Some(10_000),
+            memory_mib: Some(32),
+            ..spec(hostile("slowpoke"))
+        }),
+        ..PluginsConfig::default()
+    };
+    let host = tokio::task::spawn_blocking(move || load(&cfg))
+        .await
+        .unwrap()
+        .unwrap();
+    // The longest the ticker went without running, and how often it ran.
+    let seen = Arc::new(Mutex::new((Duration::ZERO, 0u32)));
+    let ticker = tokio::spawn({
+        let seen = seen.clone();
+        async move {
+            loop {
+                let t = Instant::now();
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                let mut s = seen.lock().unwrap();
+                s.0 = s.0.max(t.elapsed());
+                s.1 += 1;
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let redactions = tokio::spawn(async move {
+        for _ in 0..3 {
+            let t = Instant::now();
+            let r = host.redact("attack", b"a slow input").await.unwrap();
+            assert_eq!(r.findings.len(), 1, "{:?}", r.findings);
+            assert_eq!((r.findings[0].start, r.findings[0].end), (0, 12));
+            assert!(
+                t.elapsed() >= Duration::from_millis(100),
+                "{:?}",
+                t.elapsed()
+            );
+        }
+    });
+    redactions.await.unwrap();
+    ticker.abort();
+    let (longest, ticks) = *seen.lock().unwrap();
+    assert!(ticks >= 50, "the ticker ran {ticks} times in 300 ms");
+    assert!(
+        longest < Duration::from_millis(60),
+        "the ticker was held for {longest:?}"
+    );
 }
 
 /// Components built against `happyx:policy@0.1.0`, one per world, still load and serve
@@ -540,8 +609,19 @@ impl Write for Writer {
     }
 }
 
-#[tokio::test]
+// A guest's output goes through WASI, whose host side blocks on the runtime: on a worker
+// thread that is only possible inside `block_in_place`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn guest_output_never_reaches_the_logs() {
+    guest_output_is_discarded().await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn guest_output_never_reaches_the_logs_on_a_current_thread_runtime_either() {
+    guest_output_is_discarded().await;
+}
+
+async fn guest_output_is_discarded() {
     let logs = captured_logs();
     let cfg = redactor_cfg(hostile("chatty"));
     let host = tokio::task::spawn_blocking(move || load(&cfg))

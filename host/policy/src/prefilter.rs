@@ -313,56 +313,10 @@ impl Prefilter {
     pub fn scan_grouped<E>(
         &self,
         data: &[u8],
-        mut scan: impl FnMut(&[Window]) -> Result<Vec<Finding>, E>,
+        scan: impl FnMut(&[Window]) -> Result<Vec<Finding>, E>,
     ) -> Result<Vec<Finding>, E> {
-        let mut todo = self.grouped_windows(data);
-        let mut done: Vec<(Window, Vec<Finding>)> = Vec::new();
-        while !todo.is_empty() {
-            let mut per: Vec<Vec<Finding>> = vec![Vec::new(); todo.len()];
-            for f in scan(&todo)? {
-                let i = todo.partition_point(|w| w.range.end <= f.start);
-                if let Some(found) = per.get_mut(i) {
-                    found.push(f);
-                }
-            }
-            let mut widened = Vec::new();
-            for (mut w, found) in todo.into_iter().zip(per) {
-                let cut = found.iter().map(|f| (f.start, f.end));
-                match widen(&w.range, cut, data.len()) {
-                    Some(range) => {
-                        w.range = range;
-                        widened.push(w);
-                    }
-                    None => done.push((w, found)),
-                }
-            }
-            // Widened windows take in every window they now reach, until none reaches another:
-            // scanned windows are dropped with their findings and scanned again.
-            todo = loop {
-                let merged = merge_grouped(widened);
-                let before = done.len();
-                let mut absorbed = Vec::new();
-                done.retain(|(d, _)| {
-                    let reached = merged
-                        .iter()
-                        .any(|m| d.range.start <= m.range.end && m.range.start <= d.range.end);
-                    if reached {
-                        absorbed.push(d.clone());
-                    }
-                    !reached
-                });
-                if done.len() == before {
-                    break merged;
-                }
-                widened = merged;
-                widened.extend(absorbed);
-            };
-        }
-        let mut out: Vec<Finding> = done.into_iter().flat_map(|(_, found)| found).collect();
-        out.sort_by_key(|f| (f.start, f.end));
-        Ok(out)
+        scan_grouped_from(data, self.grouped_windows(data), scan)
     }
-
     /// The findings of `scan` over the windows of `data`, in data offsets, sorted by
     /// `(start, end)`. `scan` gets each window as if it were the whole data and returns
     /// validated findings relative to it. A window a finding touches at an inner edge is
@@ -416,6 +370,70 @@ impl Prefilter {
             })
             .collect())
     }
+}
+
+/// [`Prefilter::scan_grouped`] from `windows`, the [`Prefilter::grouped_windows`] of `data`
+/// computed beforehand (the native search can run on one thread and the guest calls on
+/// another).
+pub fn scan_grouped_from<E>(
+    data: &[u8],
+    windows: Vec<Window>,
+    mut scan: impl FnMut(&[Window]) -> Result<Vec<Finding>, E>,
+) -> Result<Vec<Finding>, E> {
+    let mut todo = windows;
+    let mut done: Vec<(Window, Vec<Finding>)> = Vec::new();
+    while !todo.is_empty() {
+        let mut found = scan(&todo)?;
+        found.sort_by_key(|f| (f.start, f.end));
+        // The findings of window `w`: those starting in it (each lies inside its window).
+        let of = |w: &Window| {
+            let lo = found.partition_point(|f| f.start < w.range.start);
+            let hi = found.partition_point(|f| f.start < w.range.end);
+            &found[lo..hi]
+        };
+        let cut = |w: &Window| widen(&w.range, of(w).iter().map(|f| (f.start, f.end)), data.len());
+        // The common case, a first answer that cuts no window, is the whole answer.
+        if done.is_empty() && todo.iter().all(|w| cut(w).is_none()) {
+            return Ok(found);
+        }
+        let mut widened = Vec::new();
+        for mut w in todo {
+            match cut(&w) {
+                Some(range) => {
+                    w.range = range;
+                    widened.push(w);
+                }
+                None => {
+                    let mine = of(&w).to_vec();
+                    done.push((w, mine));
+                }
+            }
+        }
+        // Widened windows take in every window they now reach, until none reaches another:
+        // scanned windows are dropped with their findings and scanned again.
+        todo = loop {
+            let merged = merge_grouped(widened);
+            let before = done.len();
+            let mut absorbed = Vec::new();
+            done.retain(|(d, _)| {
+                let reached = merged
+                    .iter()
+                    .any(|m| d.range.start <= m.range.end && m.range.start <= d.range.end);
+                if reached {
+                    absorbed.push(d.clone());
+                }
+                !reached
+            });
+            if done.len() == before {
+                break merged;
+            }
+            widened = merged;
+            widened.extend(absorbed);
+        };
+    }
+    let mut out: Vec<Finding> = done.into_iter().flat_map(|(_, found)| found).collect();
+    out.sort_by_key(|f| (f.start, f.end));
+    Ok(out)
 }
 
 /// The window `w` of data `len` bytes long, widened by its own length on each side that a

@@ -269,6 +269,20 @@ pub struct Plugin {
     prefilter: Option<Prefilter>,
 }
 
+/// What a redaction of some data takes, found by the host's native search before any guest
+/// call ([`Plugin::plan`]), so that the search can run on one thread and the calls on another.
+#[derive(Debug)]
+pub enum Plan {
+    /// The prefilter finds no trigger: nothing to find, no guest call.
+    Clear,
+    /// A 0.4.0 redactor's windows and their groups, scanned in one `redact-windows` call
+    /// (more if a finding cuts a window).
+    Windows(Vec<Window>),
+    /// The calls [`Plugin::redact`] makes: the windows of a 0.3.0 prefilter, each in a
+    /// `redact` call, or the whole data.
+    Calls,
+}
+
 /// What the component's exports say about it.
 pub struct Exports {
     pub kind: Option<Kind>,
@@ -531,12 +545,6 @@ impl Plugin {
         self.prefilter.is_some()
     }
 
-    /// Whether the prefilter finds no trigger in `data`, so that `redact` would make no
-    /// guest call and find nothing. False without a prefilter.
-    pub fn prefilter_clears(&self, data: &[u8]) -> bool {
-        self.prefilter.as_ref().is_some_and(|p| !p.occurs_in(data))
-    }
-
     /// A configured instance: instantiated, then given its settings.
     fn new_instance(&self) -> Result<Instance, PluginError> {
         let (store, bound) = self.instantiate()?;
@@ -705,6 +713,38 @@ impl Plugin {
         }
     }
 
+    /// The native part of a redaction of `data`, done before any guest call (see [`Plan`]).
+    pub fn plan(&self, data: &[u8]) -> Plan {
+        match &self.prefilter {
+            Some(prefilter) if matches!(self.pre, Pre::Redactor(_)) => {
+                let windows = prefilter.grouped_windows(data);
+                if windows.is_empty() {
+                    Plan::Clear
+                } else {
+                    Plan::Windows(windows)
+                }
+            }
+            Some(prefilter) if !prefilter.occurs_in(data) => Plan::Clear,
+            _ => Plan::Calls,
+        }
+    }
+
+    /// [`Plugin::redact`] by a plan this plugin made for `data` ([`Plugin::plan`]).
+    pub fn redact_planned(
+        &self,
+        source: &str,
+        data: &[u8],
+        plan: Plan,
+    ) -> Result<Vec<Finding>, PluginError> {
+        match plan {
+            Plan::Clear => Ok(Vec::new()),
+            Plan::Windows(windows) => pf::scan_grouped_from(data, windows, |windows| {
+                self.redact_windows(source, data, windows)
+            }),
+            Plan::Calls => self.redact(source, data),
+        }
+    }
+
     /// Redaction of `data`, validated: through the prefilter when the plugin declared one
     /// (the guest sees only windows around trigger occurrences, none when there is none):
     /// all of them in one `redact-windows` call for a 0.4.0 redactor, one `redact` call per
@@ -740,13 +780,7 @@ impl Plugin {
             Bound::Redactor(b) => b
                 .happyx_policy_redaction()
                 .call_redact_windows(store, source, data, &sent)
-                .map(|r| {
-                    r.map(|v| {
-                        v.into_iter()
-                            .map(|f| (f.rule, f.start, f.end))
-                            .collect::<Vec<_>>()
-                    })
-                }),
+                .map(|r| r.map(|v| v.into_iter().map(|f| (f.rule, f.start, f.end)))),
             _ => Err(self.wrong_world()),
         })?;
         let raw = answer.map_err(|_| PluginError::Failed {

@@ -44,12 +44,16 @@ pub fn clean_text(s: &str, max: usize) -> String {
 }
 
 /// Converts and checks raw findings against the data length.
-pub fn findings(raw: Vec<(String, u64, u64)>, len: usize) -> Result<Vec<Finding>, String> {
+pub fn findings(
+    raw: impl IntoIterator<Item = (String, u64, u64), IntoIter: ExactSizeIterator>,
+    len: usize,
+) -> Result<Vec<Finding>, String> {
+    let raw = raw.into_iter();
     if raw.len() > MAX_FINDINGS.min(len.saturating_mul(2).max(16)) {
         return Err(format!("{} findings for {len} bytes", raw.len()));
     }
     let mut out = Vec::with_capacity(raw.len());
-    for (i, (rule, start, end)) in raw.into_iter().enumerate() {
+    for (i, (rule, start, end)) in raw.enumerate() {
         if !is_name(&rule) {
             return Err(format!("finding {i} has an invalid rule name"));
         }
