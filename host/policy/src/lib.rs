@@ -3,7 +3,8 @@
 //!
 //! [`PluginHost`] is the face the rest of the host uses: it loads the three
 //! plugins (configured files or the built-in samples), checks them against
-//! their contract, serves calls off the async executor, and hot-reloads them
+//! their contract, serves calls (redactions in `block_in_place` on the calling worker, the
+//! rest on the blocking pool: never on a thread that must keep polling), and hot-reloads them
 //! (swap after checks; the last good version keeps serving on failure).
 //!
 //! This crate knows nothing of the database or HTTP (no sqlx, no axum: `cargo tree -p
