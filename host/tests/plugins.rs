@@ -422,6 +422,31 @@ async fn a_redactor_built_against_wit_0_3_0_still_loads_and_gets_a_call_per_wind
     assert_eq!(host.status()[0].calls, calls + 2, "a call per window");
 }
 
+/// A 0.4.0 redactor that answers a finding outside the windows it was asked to scan (past a
+/// window's end, still inside the chunk) is refused: `plugin_bad_result`, nothing masked on
+/// its word, and it serves again when it answers within its windows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finding_outside_its_windows_is_refused() {
+    let cfg = redactor_cfg(hostile("window_escaper"));
+    let host = tokio::task::spawn_blocking(move || load(&cfg))
+        .await
+        .unwrap()
+        .expect("the window escaper passes the load's checks");
+    assert!(host.redactor_has_prefilter());
+    let filler = "x".repeat(2000);
+    let data = format!("{filler} ghp_abc {filler}");
+    let err = host.redact("attack", data.as_bytes()).await.unwrap_err();
+    assert_eq!(err.code(), "plugin_bad_result", "{err}");
+    assert!(err.to_string().contains("outside the windows"), "{err}");
+    let last = host.status()[0].last_error.clone().unwrap_or_default();
+    assert!(last.contains("outside the windows"), "{last}");
+    // The same chunk from another source: the finding its window holds, and nothing else.
+    let r = host.redact("stdout", data.as_bytes()).await.unwrap();
+    let at = data.find("ghp_").unwrap();
+    let got: Vec<(usize, usize)> = r.findings.iter().map(|f| (f.start, f.end)).collect();
+    assert_eq!(got, vec![(at, at + "ghp_abc".len())]);
+}
+
 /// The built-in redactor (0.4.0) gets every window of a chunk in one `redact-windows` call,
 /// however many secrets the chunk holds and however far apart, and finds what a whole scan
 /// finds.
