@@ -480,6 +480,37 @@ async fn the_built_in_redactor_scans_every_window_of_a_chunk_in_one_call() {
     );
 }
 
+/// A private key longer than its trigger's window is cut by it: the host widens the window
+/// and the guest scans it again, with the window's groups (lent to the first call and given
+/// back), until the finding covers the whole key, as a whole scan's does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_longer_than_its_window_is_found_whole_through_the_prefilter() {
+    let host = tokio::task::spawn_blocking(|| load(&PluginsConfig::default()))
+        .await
+        .unwrap()
+        .expect("load builtins");
+    let filler = "   Compiling crate v0.1.0 (/src/crate)\n".repeat(200);
+    let body = "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7\n".repeat(200);
+    let key = format!("-----BEGIN PRIVATE KEY-----\n{body}-----END PRIVATE KEY-----");
+    let data = format!("{filler}{key}\n{filler}");
+    assert!(key.len() > 4096 * 2, "longer than the trigger's window");
+    let calls = host.status()[0].calls;
+    let r = host.redact("stdout", data.as_bytes()).await.unwrap();
+    assert!(
+        host.status()[0].calls > calls + 1,
+        "the window was scanned again"
+    );
+    let at = data.find("-----BEGIN").unwrap();
+    let got: Vec<(&str, usize, usize)> = r
+        .findings
+        .iter()
+        .map(|f| (f.rule.as_str(), f.start, f.end))
+        .collect();
+    assert_eq!(got, vec![("private-key", at, at + key.len())]);
+    let whole = host.redact_whole("stdout", data.as_bytes()).await.unwrap();
+    assert_eq!(r.findings, whole.findings);
+}
+
 /// Through the built-in redactor's prefilter, a chunk without any trigger costs no guest
 /// call, and a chunk with a secret still has it found.
 #[tokio::test]

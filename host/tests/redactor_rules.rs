@@ -154,7 +154,7 @@ fn through_prefilter(
         .scan(data, |w| Ok::<_, ()>(to_findings(rules.scan(w))))
         .expect("infallible");
     let grouped = PREFILTER
-        .scan_grouped(data, |windows: &[Window]| {
+        .scan_grouped(data, |windows: &mut [Window]| {
             let ranges: Vec<_> = windows
                 .iter()
                 .map(|w| (w.range.clone(), w.groups.as_slice()))

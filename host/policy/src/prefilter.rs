@@ -205,8 +205,8 @@ impl Prefilter {
         FOLDED.with(|cell| match cell.try_borrow_mut() {
             Ok(mut folded) => {
                 folded.clear();
-                folded.extend_from_slice(data);
-                folded.make_ascii_lowercase();
+                // one pass, copy and fold (vectorised)
+                folded.extend(data.iter().map(u8::to_ascii_lowercase));
                 self.search(&folded, data, f);
                 if folded.capacity() > KEEP_FOLDED {
                     *folded = Vec::new();
@@ -292,19 +292,35 @@ impl Prefilter {
     /// trigger's group, merged where they overlap or touch (their groups too). Sorted and
     /// disjoint, with a gap between any two; empty when no trigger occurs.
     pub fn grouped_windows(&self, data: &[u8]) -> Vec<Window> {
-        merge_grouped(
-            self.occurrences(data)
-                .into_iter()
-                .map(|(range, g)| Window {
+        // Merged before a window is made of them: one groups list per window, not one per
+        // occurrence (a secret-dense chunk has dozens).
+        let mut raw = self.occurrences(data);
+        raw.sort_by_key(|(range, _)| range.start);
+        let mut out: Vec<Window> = Vec::new();
+        for (range, g) in raw {
+            match out.last_mut() {
+                Some(last) if range.start <= last.range.end => {
+                    last.range.end = last.range.end.max(range.end);
+                    if last.groups.last() != Some(&g) {
+                        last.groups.push(g);
+                    }
+                }
+                _ => out.push(Window {
                     range,
                     groups: vec![g],
-                })
-                .collect(),
-        )
+                }),
+            }
+        }
+        for w in &mut out {
+            w.groups.sort_unstable();
+            w.groups.dedup();
+        }
+        out
     }
 
     /// The findings of a grouped scan of `data` (0.4.0, `redact-windows`), in data offsets,
-    /// sorted by `(start, end)`. `scan` gets every window still to scan at once and returns
+    /// sorted by `(start, end)`. `scan` gets every window still to scan at once (it may borrow their
+    /// groups, and must give them back) and returns
     /// validated findings in data offsets, each inside one of the windows it was given (the
     /// caller checks that: [`inside`]). A window a finding touches at an inner edge is widened
     /// by its own length on that side, merged with every window it now overlaps or touches
@@ -313,7 +329,7 @@ impl Prefilter {
     pub fn scan_grouped<E>(
         &self,
         data: &[u8],
-        scan: impl FnMut(&[Window]) -> Result<Vec<Finding>, E>,
+        scan: impl FnMut(&mut [Window]) -> Result<Vec<Finding>, E>,
     ) -> Result<Vec<Finding>, E> {
         scan_grouped_from(data, self.grouped_windows(data), scan)
     }
@@ -378,12 +394,12 @@ impl Prefilter {
 pub fn scan_grouped_from<E>(
     data: &[u8],
     windows: Vec<Window>,
-    mut scan: impl FnMut(&[Window]) -> Result<Vec<Finding>, E>,
+    mut scan: impl FnMut(&mut [Window]) -> Result<Vec<Finding>, E>,
 ) -> Result<Vec<Finding>, E> {
     let mut todo = windows;
     let mut done: Vec<(Window, Vec<Finding>)> = Vec::new();
     while !todo.is_empty() {
-        let mut found = scan(&todo)?;
+        let mut found = scan(&mut todo)?;
         found.sort_by_key(|f| (f.start, f.end));
         // The findings of window `w`: those starting in it (each lies inside its window).
         let of = |w: &Window| {
@@ -625,37 +641,40 @@ mod tests {
         data.extend_from_slice(b" END yy pin123 yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy");
         let mut calls: Vec<Vec<Window>> = Vec::new();
         let found = p
-            .scan_grouped(&data, |windows: &[Window]| -> Result<Vec<Finding>, ()> {
-                calls.push(windows.to_vec());
-                let mut out = Vec::new();
-                for w in windows {
-                    let text = &data[w.range.clone()];
-                    if w.groups.contains(&0)
-                        && let Some(s) = text.windows(5).position(|x| x == b"BEGIN")
-                    {
-                        let end = text[s..]
-                            .windows(3)
-                            .position(|x| x == b"END")
-                            .map_or(text.len(), |e| s + e + 3);
-                        out.push(Finding {
-                            rule: "block".into(),
-                            start: w.range.start + s,
-                            end: w.range.start + end,
-                        });
+            .scan_grouped(
+                &data,
+                |windows: &mut [Window]| -> Result<Vec<Finding>, ()> {
+                    calls.push(windows.to_vec());
+                    let mut out = Vec::new();
+                    for w in windows.iter() {
+                        let text = &data[w.range.clone()];
+                        if w.groups.contains(&0)
+                            && let Some(s) = text.windows(5).position(|x| x == b"BEGIN")
+                        {
+                            let end = text[s..]
+                                .windows(3)
+                                .position(|x| x == b"END")
+                                .map_or(text.len(), |e| s + e + 3);
+                            out.push(Finding {
+                                rule: "block".into(),
+                                start: w.range.start + s,
+                                end: w.range.start + end,
+                            });
+                        }
+                        if w.groups.contains(&1)
+                            && let Some(s) = text.windows(3).position(|x| x == b"pin")
+                        {
+                            out.push(Finding {
+                                rule: "pin".into(),
+                                start: w.range.start + s,
+                                end: w.range.start + (s + 6).min(text.len()),
+                            });
+                        }
                     }
-                    if w.groups.contains(&1)
-                        && let Some(s) = text.windows(3).position(|x| x == b"pin")
-                    {
-                        out.push(Finding {
-                            rule: "pin".into(),
-                            start: w.range.start + s,
-                            end: w.range.start + (s + 6).min(text.len()),
-                        });
-                    }
-                }
-                assert!(inside(&out, windows));
-                Ok(out)
-            })
+                    assert!(inside(&out, windows));
+                    Ok(out)
+                },
+            )
             .unwrap();
         let block_end = data.windows(3).position(|x| x == b"END").unwrap() + 3;
         let pin = data.windows(3).position(|x| x == b"pin").unwrap();

@@ -765,15 +765,17 @@ impl Plugin {
         &self,
         source: &str,
         data: &[u8],
-        windows: &[Window],
+        windows: &mut [Window],
     ) -> Result<Vec<Finding>, PluginError> {
         use rd::exports::happyx::policy::redaction as g;
+        // The groups are lent to the call, not copied, and given back after it: a window cut
+        // by a finding is scanned again with them.
         let sent: Vec<g::Window> = windows
-            .iter()
+            .iter_mut()
             .map(|w| g::Window {
                 start: w.range.start as u64,
                 end: w.range.end as u64,
-                groups: w.groups.clone(),
+                groups: std::mem::take(&mut w.groups),
             })
             .collect();
         let answer = self.call(|store, bound| match bound {
@@ -782,8 +784,11 @@ impl Plugin {
                 .call_redact_windows(store, source, data, &sent)
                 .map(|r| r.map(|v| v.into_iter().map(|f| (f.rule, f.start, f.end)))),
             _ => Err(self.wrong_world()),
-        })?;
-        let raw = answer.map_err(|_| PluginError::Failed {
+        });
+        for (w, s) in windows.iter_mut().zip(sent) {
+            w.groups = s.groups;
+        }
+        let raw = answer?.map_err(|_| PluginError::Failed {
             plugin: Box::new(self.plugin.clone()),
         })?;
         let found = validate::findings(raw, data.len()).map_err(|r| self.bad(r))?;
