@@ -259,7 +259,7 @@ async fn a_slow_redaction_does_not_hold_the_other_tasks_of_its_worker() {
         .await
         .unwrap()
         .unwrap();
-    // The longest the ticker went without running, and how often it ran.
+    // How often a ticking task ran while the redactions worked, and its longest wait.
     let seen = Arc::new(Mutex::new((Duration::ZERO, 0u32)));
     let ticker = tokio::spawn({
         let seen = seen.clone();
@@ -274,6 +274,7 @@ async fn a_slow_redaction_does_not_hold_the_other_tasks_of_its_worker() {
         }
     });
     tokio::time::sleep(Duration::from_millis(10)).await;
+    *seen.lock().unwrap() = (Duration::ZERO, 0);
     let redactions = tokio::spawn(async move {
         for _ in 0..3 {
             let t = Instant::now();
@@ -289,11 +290,12 @@ async fn a_slow_redaction_does_not_hold_the_other_tasks_of_its_worker() {
     });
     redactions.await.unwrap();
     ticker.abort();
+    // Held by the calls, the ticker would run at most once or twice in their 300 ms, between
+    // two calls; free, it runs every millisecond or so (20 leaves room for a loaded machine).
     let (longest, ticks) = *seen.lock().unwrap();
-    assert!(ticks >= 50, "the ticker ran {ticks} times in 300 ms");
     assert!(
-        longest < Duration::from_millis(60),
-        "the ticker was held for {longest:?}"
+        ticks >= 20,
+        "the ticker ran {ticks} times in 300 ms, its longest wait {longest:?}"
     );
 }
 
