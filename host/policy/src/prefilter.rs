@@ -319,13 +319,13 @@ impl Prefilter {
     }
 
     /// The findings of a grouped scan of `data` (0.4.0, `redact-windows`), in data offsets,
-    /// sorted by `(start, end)`. `scan` gets every window still to scan at once (it may borrow their
-    /// groups, and must give them back) and returns
-    /// validated findings in data offsets, each inside one of the windows it was given (the
-    /// caller checks that: [`inside`]). A window a finding touches at an inner edge is widened
-    /// by its own length on that side, merged with every window it now overlaps or touches
-    /// (scanned ones are scanned again, with their groups), and scanned again in the next
-    /// call; calls go on until no finding touches an inner edge.
+    /// sorted by `(start, end)`. `scan` gets every window still to scan at once (it may
+    /// borrow their groups, and must give them back) and returns validated findings in data
+    /// offsets, each inside one of the windows it was given (the caller checks that:
+    /// [`inside`]). A window a finding touches at an inner edge is widened by its own length
+    /// on that side, merged with every window it now overlaps or touches (scanned ones are
+    /// scanned again, with their groups), and scanned again in the next call; calls go on
+    /// until no finding touches an inner edge.
     pub fn scan_grouped<E>(
         &self,
         data: &[u8],
@@ -333,6 +333,7 @@ impl Prefilter {
     ) -> Result<Vec<Finding>, E> {
         scan_grouped_from(data, self.grouped_windows(data), scan)
     }
+
     /// The findings of `scan` over the windows of `data`, in data offsets, sorted by
     /// `(start, end)`. `scan` gets each window as if it were the whole data and returns
     /// validated findings relative to it. A window a finding touches at an inner edge is
