@@ -73,6 +73,13 @@ fn load(cfg: &PluginsConfig) -> Result<PluginHost, PluginError> {
     PluginHost::load(cfg, None)
 }
 
+/// [`load`] on the blocking pool, as the server loads plugins (compiling takes a while).
+async fn load_pooled(cfg: PluginsConfig) -> Result<PluginHost, PluginError> {
+    tokio::task::spawn_blocking(move || load(&cfg))
+        .await
+        .expect("the load task ran")
+}
+
 const AWS: &str = "AKIAIOSFODNN7EXAMPLE";
 
 async fn assert_serves(host: &PluginHost) {
@@ -125,9 +132,8 @@ fn check_component_reports_garbage_and_wrong_fixtures() {
 
 #[tokio::test]
 async fn builtin_host_serves_all_three_worlds() {
-    let host = tokio::task::spawn_blocking(|| load(&PluginsConfig::default()))
+    let host = load_pooled(PluginsConfig::default())
         .await
-        .unwrap()
         .expect("load builtins");
     assert_serves(&host).await;
 
@@ -208,9 +214,8 @@ async fn hostile_plugins_get_typed_errors() {
         ("badrange", "plugin_bad_result"),
     ] {
         let cfg = redactor_cfg(hostile(name));
-        let host = tokio::task::spawn_blocking(move || load(&cfg))
+        let host = load_pooled(cfg)
             .await
-            .unwrap()
             .unwrap_or_else(|e| panic!("{name} loads: {e}"));
         let started = std::time::Instant::now();
         let err = host.redact("attack", b"some input").await.unwrap_err();
@@ -255,10 +260,7 @@ async fn a_slow_redaction_does_not_hold_the_other_tasks_of_its_worker() {
         }),
         ..PluginsConfig::default()
     };
-    let host = tokio::task::spawn_blocking(move || load(&cfg))
-        .await
-        .unwrap()
-        .unwrap();
+    let host = load_pooled(cfg).await.unwrap();
     // How often a ticking task ran while the redactions worked, and its longest wait.
     let seen = Arc::new(Mutex::new((Duration::ZERO, 0u32)));
     let ticker = tokio::spawn({
@@ -310,10 +312,7 @@ async fn components_built_against_wit_0_1_0_still_load_and_serve() {
         recipes: Some(spec(hostile("legacy_recipes"))),
         ..PluginsConfig::default()
     };
-    let host = tokio::task::spawn_blocking(move || load(&cfg))
-        .await
-        .unwrap()
-        .expect("0.1.0 components load");
+    let host = load_pooled(cfg).await.expect("0.1.0 components load");
     let status = host.status();
     assert!(
         status.iter().all(|s| s.wit_version == "0.1.0"),
@@ -383,10 +382,7 @@ async fn components_built_against_wit_0_1_0_still_load_and_serve() {
 #[tokio::test]
 async fn a_redactor_built_against_wit_0_2_0_still_loads_and_redacts_whole_chunks() {
     let cfg = redactor_cfg(hostile("redactor_v2"));
-    let host = tokio::task::spawn_blocking(move || load(&cfg))
-        .await
-        .unwrap()
-        .expect("a 0.2.0 redactor loads");
+    let host = load_pooled(cfg).await.expect("a 0.2.0 redactor loads");
     let st = &host.status()[0];
     assert_eq!(
         (st.wit_version.as_str(), st.name.as_str()),
@@ -404,10 +400,7 @@ async fn a_redactor_built_against_wit_0_2_0_still_loads_and_redacts_whole_chunks
 #[tokio::test]
 async fn a_redactor_built_against_wit_0_3_0_still_loads_and_gets_a_call_per_window() {
     let cfg = redactor_cfg(hostile("redactor_v3"));
-    let host = tokio::task::spawn_blocking(move || load(&cfg))
-        .await
-        .unwrap()
-        .expect("a 0.3.0 redactor loads");
+    let host = load_pooled(cfg).await.expect("a 0.3.0 redactor loads");
     let st = &host.status()[0];
     assert_eq!(
         (st.wit_version.as_str(), st.name.as_str()),
@@ -430,9 +423,8 @@ async fn a_redactor_built_against_wit_0_3_0_still_loads_and_gets_a_call_per_wind
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_finding_outside_its_windows_is_refused() {
     let cfg = redactor_cfg(hostile("window_escaper"));
-    let host = tokio::task::spawn_blocking(move || load(&cfg))
+    let host = load_pooled(cfg)
         .await
-        .unwrap()
         .expect("the window escaper passes the load's checks");
     assert!(host.redactor_has_prefilter());
     let filler = "x".repeat(2000);
@@ -454,9 +446,8 @@ async fn a_finding_outside_its_windows_is_refused() {
 /// finds.
 #[tokio::test]
 async fn the_built_in_redactor_scans_every_window_of_a_chunk_in_one_call() {
-    let host = tokio::task::spawn_blocking(|| load(&PluginsConfig::default()))
+    let host = load_pooled(PluginsConfig::default())
         .await
-        .unwrap()
         .expect("load builtins");
     assert_eq!(host.status()[0].wit_version, "0.4.0");
     let filler = "   Compiling crate v0.1.0 (/src/crate)\n".repeat(100);
@@ -487,9 +478,8 @@ async fn the_built_in_redactor_scans_every_window_of_a_chunk_in_one_call() {
 /// back), until the finding covers the whole key, as a whole scan's does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_longer_than_its_window_is_found_whole_through_the_prefilter() {
-    let host = tokio::task::spawn_blocking(|| load(&PluginsConfig::default()))
+    let host = load_pooled(PluginsConfig::default())
         .await
-        .unwrap()
         .expect("load builtins");
     let filler = "   Compiling crate v0.1.0 (/src/crate)\n".repeat(200);
     let body = "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7\n".repeat(200);
@@ -517,9 +507,8 @@ async fn a_key_longer_than_its_window_is_found_whole_through_the_prefilter() {
 /// call, and a chunk with a secret still has it found.
 #[tokio::test]
 async fn a_chunk_without_a_trigger_makes_no_guest_call() {
-    let host = tokio::task::spawn_blocking(|| load(&PluginsConfig::default()))
+    let host = load_pooled(PluginsConfig::default())
         .await
-        .unwrap()
         .expect("load builtins");
     let calls = host.status()[0].calls;
     let clean = "   Compiling crate v0.1.0 (/src/crate)\ntest case ... ok\n".repeat(1500);
@@ -547,9 +536,8 @@ async fn a_chunk_without_a_trigger_makes_no_guest_call() {
 /// invalid is refused, shown as the plugin's last error, and the previous one keeps serving.
 #[tokio::test]
 async fn an_invalid_prefilter_is_refused_at_reload_and_shown_as_the_last_error() {
-    let host = tokio::task::spawn_blocking(|| load(&PluginsConfig::default()))
+    let host = load_pooled(PluginsConfig::default())
         .await
-        .unwrap()
         .expect("load builtins");
     assert!(host.redactor_has_prefilter());
     let err = host
@@ -682,10 +670,7 @@ async fn guest_output_never_reaches_the_logs_on_a_current_thread_runtime_either(
 async fn guest_output_is_discarded() {
     let logs = captured_logs();
     let cfg = redactor_cfg(hostile("chatty"));
-    let host = tokio::task::spawn_blocking(move || load(&cfg))
-        .await
-        .unwrap()
-        .unwrap();
+    let host = load_pooled(cfg).await.unwrap();
     let canary = "CANARY-7f3a9c-SECRET";
     let r = host.redact("attack", canary.as_bytes()).await.unwrap();
     assert!(r.findings.is_empty());
@@ -709,10 +694,7 @@ async fn hot_reload_under_load_swaps_atomically_and_keeps_last_good() {
         recipes: Some(spec(path.clone())),
         ..PluginsConfig::default()
     };
-    let host = tokio::task::spawn_blocking(move || load(&cfg))
-        .await
-        .unwrap()
-        .unwrap();
+    let host = load_pooled(cfg).await.unwrap();
     let old_sha = host.status()[2].sha256.clone();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut tasks = Vec::new();

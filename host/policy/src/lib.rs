@@ -71,6 +71,14 @@ fn can_block_in_place() -> bool {
     })
 }
 
+/// The error of a call the host could not make on `plugin` (no call slot, a failed task).
+fn host_error(plugin: &Plugin, reason: String) -> PluginError {
+    PluginError::Host {
+        plugin: Box::new(plugin.plugin.clone()),
+        reason,
+    }
+}
+
 /// Guest calls running at once, over all plugins (each holds an instance).
 const MAX_CONCURRENT_CALLS: usize = 48;
 /// Largest accepted component file.
@@ -322,19 +330,33 @@ impl PluginHost {
         start: std::time::Instant,
         f: impl FnOnce(&Plugin) -> Result<R, PluginError> + Send + 'static,
     ) -> Result<R, PluginError> {
-        let host_err = |plugin: &Plugin, reason: String| PluginError::Host {
-            plugin: Box::new(plugin.plugin.clone()),
-            reason,
-        };
         let result = match self.inner.calls.acquire().await {
             Ok(_permit) => {
                 let p = plugin.clone();
                 tokio::task::spawn_blocking(move || f(&p))
                     .await
-                    .map_err(|e| host_err(&plugin, format!("plugin call task failed: {e}")))
+                    .map_err(|e| host_error(&plugin, format!("plugin call task failed: {e}")))
                     .and_then(|r| r)
             }
-            Err(e) => Err(host_err(&plugin, e.to_string())),
+            Err(e) => Err(host_error(&plugin, e.to_string())),
+        };
+        self.finish(kind, call, start, &result);
+        result
+    }
+
+    /// [`PluginHost::run_on`] on this thread, in `block_in_place` (see [`PluginHost::redact`]):
+    /// `f` may borrow what it is given, nothing is copied for it.
+    async fn run_here<R>(
+        &self,
+        plugin: &Plugin,
+        kind: Kind,
+        call: &'static str,
+        start: std::time::Instant,
+        f: impl FnOnce(&Plugin) -> Result<R, PluginError>,
+    ) -> Result<R, PluginError> {
+        let result = match self.inner.calls.acquire().await {
+            Ok(_permit) => tokio::task::block_in_place(|| f(plugin)),
+            Err(e) => Err(host_error(plugin, e.to_string())),
         };
         self.finish(kind, call, start, &result);
         result
@@ -393,31 +415,20 @@ impl PluginHost {
         let start = std::time::Instant::now();
         let plugin = self.current(Kind::Redactor);
         let plan = plugin.plan(data);
-        if matches!(plan, Plan::Clear) {
-            self.observe(Kind::Redactor, "redact", "ok", start);
-            return Ok(Redaction {
-                findings: Vec::new(),
-                policy_hash: plugin.plugin.sha256.clone(),
-            });
-        }
         let redaction = |p: &Plugin, findings| Redaction {
             findings,
             policy_hash: p.plugin.sha256.clone(),
         };
+        if matches!(plan, Plan::Clear) {
+            self.observe(Kind::Redactor, "redact", "ok", start);
+            return Ok(redaction(&plugin, Vec::new()));
+        }
         if can_block_in_place() {
-            let result = match self.inner.calls.acquire().await {
-                Ok(_permit) => tokio::task::block_in_place(|| {
-                    plugin
-                        .redact_planned(source, data, plan)
-                        .map(|findings| redaction(&plugin, findings))
-                }),
-                Err(e) => Err(PluginError::Host {
-                    plugin: Box::new(plugin.plugin.clone()),
-                    reason: e.to_string(),
-                }),
-            };
-            self.finish(Kind::Redactor, "redact", start, &result);
-            return result;
+            return self
+                .run_here(&plugin, Kind::Redactor, "redact", start, |p| {
+                    Ok(redaction(p, p.redact_planned(source, data, plan)?))
+                })
+                .await;
         }
         let source = source.to_string();
         let data = data.to_vec();
@@ -590,10 +601,7 @@ impl PluginHost {
             let this = self.clone();
             let outcome = tokio::task::spawn_blocking(move || this.reload_one(kind))
                 .await
-                .map_err(|e| PluginError::Host {
-                    plugin: Box::new(self.current(kind).plugin.clone()),
-                    reason: format!("reload task failed: {e}"),
-                })
+                .map_err(|e| host_error(&self.current(kind), format!("reload task failed: {e}")))
                 .and_then(|r| r);
             let slot = self.slot(kind);
             match outcome {

@@ -292,30 +292,12 @@ impl Prefilter {
     /// trigger's group, merged where they overlap or touch (their groups too). Sorted and
     /// disjoint, with a gap between any two; empty when no trigger occurs.
     pub fn grouped_windows(&self, data: &[u8]) -> Vec<Window> {
-        // Merged before a window is made of them: one groups list per window, not one per
-        // occurrence (a secret-dense chunk has dozens).
-        let mut raw = self.occurrences(data);
-        raw.sort_by_key(|(range, _)| range.start);
-        let mut out: Vec<Window> = Vec::new();
-        for (range, g) in raw {
-            match out.last_mut() {
-                Some(last) if range.start <= last.range.end => {
-                    last.range.end = last.range.end.max(range.end);
-                    if last.groups.last() != Some(&g) {
-                        last.groups.push(g);
-                    }
-                }
-                _ => out.push(Window {
-                    range,
-                    groups: vec![g],
-                }),
-            }
-        }
-        for w in &mut out {
-            w.groups.sort_unstable();
-            w.groups.dedup();
-        }
-        out
+        merge_grouped(
+            self.occurrences(data)
+                .into_iter()
+                .map(|(range, g)| (range, std::iter::once(g)))
+                .collect(),
+        )
     }
 
     /// The findings of a grouped scan of `data` (0.4.0, `redact-windows`), in data offsets,
@@ -429,7 +411,7 @@ pub fn scan_grouped_from<E>(
         // Widened windows take in every window they now reach, until none reaches another:
         // scanned windows are dropped with their findings and scanned again.
         todo = loop {
-            let merged = merge_grouped(widened);
+            let merged = merge_grouped(widened.into_iter().map(|w| (w.range, w.groups)).collect());
             let before = done.len();
             let mut absorbed = Vec::new();
             done.retain(|(d, _)| {
@@ -495,18 +477,22 @@ pub fn inside(findings: &[Finding], windows: &[Window]) -> bool {
     })
 }
 
-/// Sorts `windows` and merges those that overlap or touch, with their groups (sorted,
-/// distinct).
-fn merge_grouped(mut windows: Vec<Window>) -> Vec<Window> {
-    windows.sort_by_key(|w| w.range.start);
+/// Sorts `windows` (ranges and their groups) and merges those that overlap or touch, with
+/// their groups (sorted, distinct). A groups list is made per merged window, not per item: a
+/// secret-dense chunk has dozens of trigger occurrences, each an item.
+fn merge_grouped<G: IntoIterator<Item = u32>>(mut windows: Vec<(Range<usize>, G)>) -> Vec<Window> {
+    windows.sort_by_key(|(range, _)| range.start);
     let mut out: Vec<Window> = Vec::with_capacity(windows.len());
-    for w in windows {
+    for (range, groups) in windows {
         match out.last_mut() {
-            Some(last) if w.range.start <= last.range.end => {
-                last.range.end = last.range.end.max(w.range.end);
-                last.groups.extend(w.groups);
+            Some(last) if range.start <= last.range.end => {
+                last.range.end = last.range.end.max(range.end);
+                last.groups.extend(groups);
             }
-            _ => out.push(w),
+            _ => out.push(Window {
+                range,
+                groups: groups.into_iter().collect(),
+            }),
         }
     }
     for w in &mut out {

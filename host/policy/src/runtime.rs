@@ -278,8 +278,8 @@ pub enum Plan {
     /// A 0.4.0 redactor's windows and their groups, scanned in one `redact-windows` call
     /// (more if a finding cuts a window).
     Windows(Vec<Window>),
-    /// The calls [`Plugin::redact`] makes: the windows of a 0.3.0 prefilter, each in a
-    /// `redact` call, or the whole data.
+    /// Calls without groups: the windows of a 0.3.0 prefilter, each in a `redact` call, or
+    /// the whole data.
     Calls,
 }
 
@@ -741,7 +741,10 @@ impl Plugin {
             Plan::Windows(windows) => pf::scan_grouped_from(data, windows, |windows| {
                 self.redact_windows(source, data, windows)
             }),
-            Plan::Calls => self.redact(source, data),
+            Plan::Calls => match &self.prefilter {
+                Some(prefilter) => prefilter.scan(data, |window| self.redact_whole(source, window)),
+                None => self.redact_whole(source, data),
+            },
         }
     }
 
@@ -750,13 +753,7 @@ impl Plugin {
     /// all of them in one `redact-windows` call for a 0.4.0 redactor, one `redact` call per
     /// window for a 0.3.0 one; else `redact` on the whole of `data`.
     pub fn redact(&self, source: &str, data: &[u8]) -> Result<Vec<Finding>, PluginError> {
-        match &self.prefilter {
-            Some(prefilter) if matches!(self.pre, Pre::Redactor(_)) => {
-                prefilter.scan_grouped(data, |windows| self.redact_windows(source, data, windows))
-            }
-            Some(prefilter) => prefilter.scan(data, |window| self.redact_whole(source, window)),
-            None => self.redact_whole(source, data),
-        }
+        self.redact_planned(source, data, self.plan(data))
     }
 
     /// `redaction.redact-windows` on a 0.4.0 redactor, validated: findings in data offsets,
